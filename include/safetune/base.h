@@ -1,0 +1,85 @@
+/* base.h - status codes, error messages, logging, allocation, RNG, timing.
+ *
+ * Conventions (see shared GUIDE.md): every fallible public function returns st_status
+ * (ST_OK = 0) and, on failure, records one human-readable line retrievable with
+ * st_last_error(). Messages name the file, the position and the fix where known. */
+#ifndef SAFETUNE_BASE_H
+#define SAFETUNE_BASE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    ST_OK = 0,
+    ST_ERR_IO,          /* cannot open/read/write a file */
+    ST_ERR_FORMAT,      /* malformed input file (bad magic, truncated, bad JSON...) */
+    ST_ERR_UNSUPPORTED, /* valid input we do not handle (unknown tensor type, architecture) */
+    ST_ERR_ARG,         /* bad argument / option value / config key */
+    ST_ERR_NOMEM,       /* allocation failed */
+    ST_ERR_NUMERIC,     /* NaN/inf encountered */
+    ST_ERR_NET,         /* network / HTTP failure */
+    ST_ERR_INTERNAL
+} st_status;
+
+/* Record an error message (printf-style) for the calling thread and return `code`.
+ * Typical use: return st_error(ST_ERR_FORMAT, "%s: offset %zu: bad magic", path, off); */
+st_status st_error(st_status code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Prefix the current message with "ctx: " (to add outer context while propagating). */
+st_status st_error_wrap(st_status code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* The last message recorded on this thread ("" if none). Valid until the next st_error. */
+const char *st_last_error(void);
+void st_clear_error(void);
+/* Short name of a status code ("io error", "format error", ...). */
+const char *st_status_name(st_status s);
+
+/* Logging to stderr. Level: 0 = errors only, 1 = warnings, 2 = info (default), 3 = debug. */
+void st_log_set_level(int level);
+int st_log_level(void);
+void st_log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void st_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void st_log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Allocation. st_malloc/st_calloc return NULL and set ST_ERR_NOMEM on failure.
+ * st_alloc_aligned returns 64-byte aligned memory, freed with st_free_aligned. */
+void *st_malloc(size_t n);
+void *st_calloc(size_t count, size_t size);
+void *st_realloc(void *p, size_t n);
+void *st_alloc_aligned(size_t n);
+void st_free_aligned(void *p);
+char *st_strdup(const char *s);
+
+/* Read a whole file into a NUL-terminated heap buffer. *len excludes the NUL. */
+st_status st_read_file(const char *path, char **data, size_t *len);
+/* Write `len` bytes atomically: to "<path>.tmp.<pid>", fsync, rename over `path`. */
+st_status st_write_file_atomic(const char *path, const void *data, size_t len);
+
+/* Deterministic RNG: xoshiro256** seeded with splitmix64 (Blackman & Vigna 2018).
+ * The state is plain data so it can be checkpointed and restored bit-exactly. */
+typedef struct { uint64_t s[4]; } st_rng;
+void st_rng_seed(st_rng *r, uint64_t seed);
+uint64_t st_rng_u64(st_rng *r);
+/* Uniform in [0, 1) with 24 random bits (float) / 53 bits (double). */
+float st_rng_float(st_rng *r);
+double st_rng_double(st_rng *r);
+/* Standard normal (Box-Muller). */
+double st_rng_normal(st_rng *r);
+/* Fisher-Yates shuffle of idx[0..n). */
+void st_rng_shuffle(st_rng *r, uint32_t *idx, size_t n);
+
+/* Monotonic wall clock in seconds. */
+double st_time_now(void);
+
+/* Number of threads compute kernels should use (OMP_NUM_THREADS or all cores). */
+int st_num_threads(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,29 @@
+/* model.h - a loaded model: config, flat fp32 weights, tokenizer and chat template.
+ * MODEL is a .gguf file or a Hugging Face checkpoint folder (config.json + model.safetensors or
+ * model.safetensors.index.json + tokenizer.json [+ tokenizer_config.json chat_template]). */
+#ifndef SAFETUNE_MODEL_H
+#define SAFETUNE_MODEL_H
+
+#include "safetune/chat.h"
+#include "safetune/config.h"
+#include "safetune/tokenizer.h"
+#include "safetune/weights.h"
+
+typedef struct {
+    st_config config;
+    st_layout layout;
+    float *params;          /* flat buffer, layout.n_floats floats, 64-byte aligned */
+    st_weights w;           /* views into params */
+    st_tokenizer *tokenizer;
+    st_chat_template chat;  /* detected from the checkpoint, else ChatML */
+    int has_chat_template;
+    char *source_path;
+    char *chat_template_src; /* raw Jinja source, or NULL */
+} st_model;
+
+/* Load MODEL (GGUF file or HF folder); dequantises to fp32 and un-permutes GGUF Q/K.
+ * Errors name the file and what is wrong (missing tensor, shape mismatch vs config, ...). */
+st_status st_model_load(const char *path, st_model **out);
+void st_model_free(st_model *m);
+
+#endif

@@ -1,0 +1,106 @@
+/* alloc.c - checked allocation and whole-file I/O (see base.h). */
+#include "safetune/base.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void *st_malloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) st_error(ST_ERR_NOMEM, "out of memory allocating %zu bytes", n);
+    return p;
+}
+
+void *st_calloc(size_t count, size_t size) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) st_error(ST_ERR_NOMEM, "out of memory allocating %zu x %zu bytes", count, size);
+    return p;
+}
+
+void *st_realloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) st_error(ST_ERR_NOMEM, "out of memory reallocating %zu bytes", n);
+    return q;
+}
+
+void *st_alloc_aligned(size_t n) {
+    void *p = NULL;
+    size_t sz = (n + 63) & ~(size_t)63;
+    if (posix_memalign(&p, 64, sz ? sz : 64) != 0) {
+        st_error(ST_ERR_NOMEM, "out of memory allocating %zu aligned bytes", n);
+        return NULL;
+    }
+    return p;
+}
+
+void st_free_aligned(void *p) { free(p); }
+
+char *st_strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = st_malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+st_status st_read_file(const char *path, char **data, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return st_error(ST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) != 0) {
+        fclose(f);
+        return st_error(ST_ERR_IO, "%s: cannot seek: %s", path, strerror(errno));
+    }
+    long sz = ftell(f);
+    if (sz < 0) {
+        fclose(f);
+        return st_error(ST_ERR_IO, "%s: not a regular file", path);
+    }
+    rewind(f);
+    char *buf = st_malloc((size_t)sz + 1);
+    if (!buf) {
+        fclose(f);
+        return ST_ERR_NOMEM;
+    }
+    size_t got = fread(buf, 1, (size_t)sz, f);
+    fclose(f);
+    if (got != (size_t)sz) {
+        free(buf);
+        return st_error(ST_ERR_IO, "%s: short read (%zu of %ld bytes)", path, got, sz);
+    }
+    buf[sz] = '\0';
+    *data = buf;
+    if (len) *len = (size_t)sz;
+    return ST_OK;
+}
+
+st_status st_write_file_atomic(const char *path, const void *data, size_t len) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return st_error(ST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            st_status s = st_error(ST_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+            close(fd);
+            unlink(tmp);
+            return s;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        unlink(tmp);
+        return st_error(ST_ERR_IO, "%s: cannot flush: %s", tmp, strerror(errno));
+    }
+    if (rename(tmp, path) != 0) {
+        st_status s = st_error(ST_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
+        unlink(tmp);
+        return s;
+    }
+    return ST_OK;
+}

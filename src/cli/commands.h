@@ -1,0 +1,13 @@
+/* commands.h - CLI subcommands. Each returns the process exit code (0 ok, 1 error, 2 usage). */
+#ifndef SAFETUNE_CLI_COMMANDS_H
+#define SAFETUNE_CLI_COMMANDS_H
+
+typedef struct {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv);
+} st_command;
+
+int cmd_info(int argc, char **argv);
+
+#endif

@@ -1,0 +1,27 @@
+/* main.c - `safetune` command dispatcher. One file per subcommand (cmd_*.c). */
+#include "cli/commands.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const st_command COMMANDS[] = {
+    {"info", "show a model's config, tensors, tokenizer and chat template", cmd_info},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: safetune <command> [options]   (safetune <command> --help)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "safetune: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,83 @@
+/* test_base.c - errors, RNG determinism, atomic file writes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "safetune/base.h"
+
+static void test_error_message(void **state) {
+    (void)state;
+    st_status s = st_error(ST_ERR_FORMAT, "%s: offset %d: bad magic", "x.gguf", 0);
+    assert_int_equal(s, ST_ERR_FORMAT);
+    assert_string_equal(st_last_error(), "x.gguf: offset 0: bad magic");
+    st_error_wrap(s, "loading %s", "model");
+    assert_string_equal(st_last_error(), "loading model: x.gguf: offset 0: bad magic");
+}
+
+static void test_rng_reproducible(void **state) {
+    (void)state;
+    st_rng a, b;
+    st_rng_seed(&a, 42);
+    st_rng_seed(&b, 42);
+    for (int i = 0; i < 1000; i++) assert_int_equal(st_rng_u64(&a), st_rng_u64(&b));
+    st_rng_seed(&b, 43);
+    assert_int_not_equal(st_rng_u64(&a), st_rng_u64(&b));
+    double mean = 0;
+    for (int i = 0; i < 100000; i++) {
+        float f = st_rng_float(&a);
+        assert_true(f >= 0.0f && f < 1.0f);
+        mean += f;
+    }
+    mean /= 100000;
+    assert_true(mean > 0.49 && mean < 0.51);
+}
+
+static void test_shuffle_is_permutation(void **state) {
+    (void)state;
+    uint32_t idx[100];
+    int seen[100] = {0};
+    for (int i = 0; i < 100; i++) idx[i] = (uint32_t)i;
+    st_rng r;
+    st_rng_seed(&r, 7);
+    st_rng_shuffle(&r, idx, 100);
+    int moved = 0;
+    for (int i = 0; i < 100; i++) {
+        seen[idx[i]]++;
+        moved += idx[i] != (uint32_t)i;
+    }
+    for (int i = 0; i < 100; i++) assert_int_equal(seen[i], 1);
+    assert_true(moved > 50);
+}
+
+static void test_atomic_write(void **state) {
+    (void)state;
+    const char *dir = getenv("SAFETUNE_TEST_TMP");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/atomic.txt", dir ? dir : "/tmp");
+    assert_int_equal(st_write_file_atomic(path, "hello", 5), ST_OK);
+    char *data;
+    size_t len;
+    assert_int_equal(st_read_file(path, &data, &len), ST_OK);
+    assert_int_equal(len, 5);
+    assert_string_equal(data, "hello");
+    free(data);
+    unlink(path);
+    assert_int_equal(st_write_file_atomic("/nonexistent-dir/x", "a", 1), ST_ERR_IO);
+    assert_non_null(strstr(st_last_error(), "/nonexistent-dir/x"));
+    assert_int_equal(st_read_file("/nonexistent-dir/x", &data, &len), ST_ERR_IO);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_error_message),
+        cmocka_unit_test(test_rng_reproducible),
+        cmocka_unit_test(test_shuffle_is_permutation),
+        cmocka_unit_test(test_atomic_write),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
