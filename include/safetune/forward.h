@@ -1,0 +1,33 @@
+/* forward.h - model forward passes.
+ *
+ * Two entry points share the same kernels (kernels.h):
+ *  - full-sequence logits for scoring and parity tests (no cache);
+ *  - incremental inference over a KV cache for generation: any mix of prefill (many new tokens)
+ *    and decode (one new token) across the active sequences of a batch.
+ * Training (forward with saved activations + backward) lives in train.h / backward.h.
+ * Reference: transformers modeling_llama.py / modeling_qwen2.py (HF layout, rotate_half RoPE). */
+#ifndef SAFETUNE_FORWARD_H
+#define SAFETUNE_FORWARD_H
+
+#include "safetune/model.h"
+
+/* logits [B, T, V] for tokens [B, T] (positions 0..T-1 in every row, causal attention). */
+st_status st_forward_logits(const st_model *m, const int32_t *tokens, int B, int T, float *logits);
+
+/* KV cache: `max_batch` independent slots of up to `max_seq` positions each.
+ * Memory: 2 * L * max_batch * max_seq * KV * D floats. */
+typedef struct st_kv_cache st_kv_cache;
+st_status st_kv_cache_new(const st_config *cfg, int max_batch, int max_seq, st_kv_cache **out);
+void st_kv_cache_free(st_kv_cache *c);
+void st_kv_cache_clear(st_kv_cache *c, int slot); /* slot becomes empty (length 0) */
+int st_kv_cache_len(const st_kv_cache *c, int slot);
+int st_kv_cache_max_seq(const st_kv_cache *c);
+
+/* Append tokens[i][0..n_tokens[i]) to cache slot slots[i] for i < n_seqs (positions continue
+ * from the slot's length) and write the logits of each sequence's LAST new token to
+ * logits_last [n_seqs, V]. ST_ERR_ARG if a slot would exceed max_seq. */
+st_status st_forward_infer(const st_model *m, st_kv_cache *c, const int *slots,
+                           const int32_t *const *tokens, const int *n_tokens, int n_seqs,
+                           float *logits_last);
+
+#endif
