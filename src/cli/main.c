@@ -6,6 +6,8 @@
 
 static const st_command COMMANDS[] = {
     {"info", "show a model's config, tensors, tokenizer and chat template", cmd_info},
+    {"generate", "generate responses for a prompt or a file of prompts (batched)", cmd_generate},
+    {"chat", "interactive multi-turn chat on stdin", cmd_chat},
 };
 
 static void usage(FILE *f) {
