@@ -24,7 +24,7 @@ import llama_ref  # noqa: E402
 torch.set_num_threads(os.cpu_count() or 1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def cached_greedy(m, prompts, max_new, stop_ids):
     c, p = m.cfg, m.params
     H, KV, D, L = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"], c["num_hidden_layers"]
@@ -70,10 +70,14 @@ def cached_greedy(m, prompts, max_new, stop_ids):
             k = k * cos + llama_ref._rotate_half(k) * sin
             kc[l][:, :, start:start + T] = k.to(dt)
             vc[l][:, :, start:start + T] = v.to(dt)
-            kk = kc[l][:, :, :start + T].repeat_interleave(H // KV, dim=1)
-            vv = vc[l][:, :, :start + T].repeat_interleave(H // KV, dim=1)
-            att = torch.softmax((q @ kk.transpose(-1, -2)) / math.sqrt(D) + bias, dim=-1)
-            o = (att.to(vv.dtype) @ vv).transpose(1, 2).reshape(B, T, H * D)
+            # grouped-query attention without materialising repeated K/V: head h uses kv head
+            # h // rep, so q [B, H, T, D] viewed as [B, KV, rep*T, D] lines up with K/V [B, KV, S, D]
+            rep = H // KV
+            kk, vv = kc[l][:, :, :start + T], vc[l][:, :, :start + T]
+            att = (q.reshape(B, KV, rep * T, D) @ kk.transpose(-1, -2).to(q.dtype)) / math.sqrt(D)
+            att = att.view(B, KV, rep, T, start + T) + bias[:, :, None]
+            att = torch.softmax(att, dim=-1).view(B, KV, rep * T, start + T)
+            o = (att.to(vv.dtype) @ vv).view(B, H, T, D).transpose(1, 2).reshape(B, T, H * D)
             x = x + o @ p[pre + "self_attn.o_proj.weight"].T
             h = m._rms(x, p[pre + "post_attention_layernorm.weight"])
             g = h @ p[pre + "mlp.gate_proj.weight"].T
