@@ -66,10 +66,15 @@ int64_t st_gguf_tensor_numel(const st_gguf_tensor *t);
  * parallel with OpenMP. Bit-exact with gguf-py gguf.quants.dequantize. */
 st_status st_gguf_tensor_to_f32(const st_gguf *g, const st_gguf_tensor *t, float *dst);
 
-/* Writer: builds a GGUF v3 file in memory-order, written atomically on finish.
- * Tensors are stored as F32 (or F16/BF16 via type). */
+/* Writer: builds a GGUF v3 file (keys and tensors in insertion order; setting a key again
+ * replaces it), written atomically on finish (temp file + rename). Tensors are stored as F32
+ * (or F16/BF16 via type, round-to-nearest-even), each aligned to general.alignment (32 unless
+ * that key is set as a uint32). Errors name the key / tensor / path. */
 typedef struct st_gguf_writer st_gguf_writer;
 st_status st_gguf_writer_new(st_gguf_writer **out);
+/* Any scalar type (UINT8..FLOAT64, BOOL): `value` points at one value of that C type. */
+st_status st_gguf_writer_set_scalar(st_gguf_writer *w, const char *key, st_gguf_type type,
+                                    const void *value);
 st_status st_gguf_writer_set_u32(st_gguf_writer *w, const char *key, uint32_t v);
 st_status st_gguf_writer_set_i32(st_gguf_writer *w, const char *key, int32_t v);
 st_status st_gguf_writer_set_f32(st_gguf_writer *w, const char *key, float v);
