@@ -81,7 +81,7 @@ static int cmp_wt(const void *a, const void *b) {
 }
 
 st_status st_safetensors_writer_finish(st_safetensors_writer *w, const char *path) {
-    qsort(w->t, w->n, sizeof *w->t, cmp_wt);
+    if (w->n > 1) qsort(w->t, w->n, sizeof *w->t, cmp_wt);
     cJSON *root = cJSON_CreateObject();
     cJSON *meta = cJSON_AddObjectToObject(root, "__metadata__");
     int ok = root && meta && cJSON_AddStringToObject(meta, "format", "pt");

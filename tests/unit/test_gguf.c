@@ -473,6 +473,59 @@ static void test_not_a_file(void **state) {
     assert_non_null(strstr(st_last_error(), "not a regular file"));
 }
 
+/* Random byte corruptions of a valid file (seeded): open either succeeds (then every tensor
+ * dequantises) or fails with one line naming the file; never a crash (run under ASan). */
+static void test_random_corruption(void **state) {
+    (void)state;
+    buf b = {0};
+    build_all_types(&b, 3);
+    /* append two tensors to the all-types file: patch the tensor count and add infos + data */
+    buf t = {0};
+    b_bytes(&t, b.p, b.n);
+    t.p[8] = 2;
+    uint64_t ne_a[2] = {32, 2}, ne_b[1] = {256};
+    b_tinfo(&t, "a", 2, ne_a, ST_GGML_TYPE_Q4_1, 0);
+    b_tinfo(&t, "b", 1, ne_b, ST_GGML_TYPE_Q6_K, 64);
+    b_pad(&t, 32);
+    for (int i = 0; i < 64 + 210; i++) b_u8(&t, (uint8_t)(i * 31));
+    st_rng r;
+    st_rng_seed(&r, 99);
+    uint8_t *orig = malloc(t.n);
+    memcpy(orig, t.p, t.n);
+    int n_ok = 0, n_fail = 0;
+    for (int it = 0; it < 3000; it++) {
+        memcpy(t.p, orig, t.n);
+        int flips = 1 + (int)(st_rng_u64(&r) % 3);
+        for (int k = 0; k < flips; k++) {
+            size_t pos = (size_t)(st_rng_u64(&r) % t.n);
+            t.p[pos] = (uint8_t)st_rng_u64(&r);
+        }
+        const char *path = write_tmp(&t, "fuzz.gguf");
+        st_gguf *g = NULL;
+        st_status s = st_gguf_open(path, &g);
+        if (s == ST_OK) {
+            n_ok++;
+            for (int64_t i = 0; i < st_gguf_n_tensors(g); i++) {
+                const st_gguf_tensor *x = st_gguf_tensor_at(g, i);
+                float *dst = malloc((size_t)st_gguf_tensor_numel(x) * sizeof(float) + 1);
+                assert_int_equal(st_gguf_tensor_to_f32(g, x, dst), ST_OK);
+                free(dst);
+            }
+            st_gguf_close(g);
+        } else {
+            n_fail++;
+            assert_null(g);
+            assert_non_null(strstr(st_last_error(), path));
+            assert_null(strchr(st_last_error(), '\n'));
+        }
+    }
+    assert_true(n_ok > 0 && n_fail > 0);
+    unlink(g_path);
+    free(orig);
+    free(t.p);
+    free(b.p);
+}
+
 /* The real model, when present: basic structure and the Llama keys the loader needs. */
 static void test_real_model(void **state) {
     (void)state;
@@ -515,6 +568,7 @@ int main(void) {
         cmocka_unit_test(test_bad_tensor_infos),
         cmocka_unit_test(test_bad_metadata),
         cmocka_unit_test(test_not_a_file),
+        cmocka_unit_test(test_random_corruption),
         cmocka_unit_test(test_real_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
