@@ -61,6 +61,7 @@ struct st_judge {
     cache_entry *cache;
     size_t ncache, capcache;
     int cache_need_nl; /* existing cache file lacks a final newline */
+    long cache_trunc;  /* offset of a truncated final line to cut before appending, or -1 */
 };
 
 static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
@@ -214,7 +215,7 @@ static st_status cache_load(st_judge *j) {
         while (e < len && data[e] != '\n') e++;
         int last_unterminated = e == len;
         const char *ln = data + pos;
-        size_t ll = e - pos;
+        size_t ll = e - pos, line_off = pos;
         pos = e < len ? e + 1 : e;
         size_t k = 0;
         while (k < ll && isspace((unsigned char)ln[k])) k++;
@@ -229,7 +230,10 @@ static st_status cache_load(st_judge *j) {
         if (!ok) {
             cJSON_Delete(o);
             if (last_unterminated) {
-                st_log_warn("%s: line %zu: truncated judge cache entry ignored", j->cache_path, line);
+                st_log_warn("%s: line %zu: truncated judge cache entry ignored (it is cut off before the "
+                            "next append)", j->cache_path, line);
+                j->cache_trunc = (long)line_off;
+                j->cache_need_nl = 0;
                 break;
             }
             free(data);
@@ -265,7 +269,14 @@ static st_status cache_append(st_judge *j, const char *key, int score, const cha
     free(txt);
     int fd = open(j->cache_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
     st_status s = ST_OK;
-    if (fd < 0) s = st_error(ST_ERR_IO, "%s: cannot open judge cache for append: %s", j->cache_path, strerror(errno));
+    if (fd >= 0 && j->cache_trunc >= 0) {
+        if (ftruncate(fd, (off_t)j->cache_trunc) != 0)
+            s = st_error(ST_ERR_IO, "%s: cannot cut truncated final line: %s", j->cache_path, strerror(errno));
+        j->cache_trunc = -1;
+    }
+    if (s) {
+        close(fd);
+    } else if (fd < 0) s = st_error(ST_ERR_IO, "%s: cannot open judge cache for append: %s", j->cache_path, strerror(errno));
     else {
         /* One write() of the whole line, so a crash leaves at most one truncated final line. */
         ssize_t w = write(fd, b.p, b.n);
@@ -289,6 +300,7 @@ st_status st_judge_new(const st_judge_opts *opts, st_judge **out) {
     st_judge *j = st_calloc(1, sizeof *j);
     if (!j) return ST_ERR_NOMEM;
     j->o = *opts;
+    j->cache_trunc = -1;
     if (j->o.timeout_s <= 0) j->o.timeout_s = 60;
     if (j->o.max_retries < 0) j->o.max_retries = 0;
     if (j->o.backoff_s <= 0) j->o.backoff_s = 1.0;
