@@ -57,6 +57,18 @@ st_status st_eval_write_responses(const char *path, const st_eval_record *recs, 
  * text that is not a JSON object is ST_ERR_ARG. */
 st_status st_eval_write_summary(const char *path, const st_eval_summary *s, const char *settings_json);
 
+/* Records read back from a responses JSONL file (strings owned by the set). */
+typedef struct {
+    st_eval_record *recs;
+    size_t n;
+} st_eval_set;
+
+/* Read a responses JSONL file (ours, or any with "prompt" and "response" strings per line;
+ * optional "id", "category", "label" = "safe"|"unsafe"). refused/matched/judge fields are not
+ * read (recompute them). Errors name the file and line. */
+st_status st_eval_read_responses(const char *path, st_eval_set *out);
+void st_eval_set_free(st_eval_set *s);
+
 #ifdef __cplusplus
 }
 #endif

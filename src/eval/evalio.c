@@ -178,3 +178,93 @@ st_status st_eval_write_summary(const char *path, const st_eval_summary *s, cons
     free(tt);
     return st;
 }
+
+void st_eval_set_free(st_eval_set *s) {
+    if (!s) return;
+    for (size_t i = 0; i < s->n; i++) {
+        free((char *)s->recs[i].id);
+        free((char *)s->recs[i].prompt);
+        free((char *)s->recs[i].category);
+        free((char *)s->recs[i].response);
+    }
+    free(s->recs);
+    memset(s, 0, sizeof *s);
+}
+
+st_status st_eval_read_responses(const char *path, st_eval_set *out) {
+    memset(out, 0, sizeof *out);
+    char *data;
+    size_t len, bad;
+    st_status s = st_read_file(path, &data, &len);
+    if (s) return s;
+    if (!st__utf8_valid(data, len, &bad)) {
+        size_t line = 1;
+        for (size_t i = 0; i < bad; i++) line += data[i] == '\n';
+        free(data);
+        return st_error(ST_ERR_FORMAT, "%s: line %zu: invalid UTF-8", path, line);
+    }
+    size_t cap = 0, pos = 0, line = 0;
+    while (pos < len) {
+        line++;
+        size_t e = pos;
+        while (e < len && data[e] != '\n') e++;
+        const char *ln = data + pos;
+        size_t ll = e - pos;
+        pos = e < len ? e + 1 : e;
+        size_t k = 0;
+        while (k < ll && (ln[k] == ' ' || ln[k] == '\t' || ln[k] == '\r')) k++;
+        if (k == ll) continue;
+        const char *end = NULL;
+        cJSON *o = cJSON_ParseWithLengthOpts(ln, ll, &end, 0);
+        const cJSON *jp = cJSON_GetObjectItemCaseSensitive(o, "prompt");
+        const cJSON *jr = cJSON_GetObjectItemCaseSensitive(o, "response");
+        const cJSON *ji = cJSON_GetObjectItemCaseSensitive(o, "id");
+        const cJSON *jc = cJSON_GetObjectItemCaseSensitive(o, "category");
+        const cJSON *jl = cJSON_GetObjectItemCaseSensitive(o, "label");
+        const char *err = NULL;
+        if (!o) err = "invalid JSON";
+        else if (!cJSON_IsObject(o)) err = "not a JSON object";
+        else if (!cJSON_IsString(jp)) err = "missing string \"prompt\"";
+        else if (!cJSON_IsString(jr)) err = "missing string \"response\"";
+        else if (jl && !cJSON_IsNull(jl) && !(cJSON_IsString(jl) && (!strcmp(jl->valuestring, "safe") ||
+                                                                      !strcmp(jl->valuestring, "unsafe"))))
+            err = "\"label\" must be \"safe\", \"unsafe\" or null";
+        if (err) {
+            cJSON_Delete(o);
+            free(data);
+            st_eval_set_free(out);
+            return st_error(ST_ERR_FORMAT, "%s: line %zu: %s", path, line, err);
+        }
+        if (out->n == cap) {
+            cap = cap ? 2 * cap : 64;
+            st_eval_record *q = st_realloc(out->recs, cap * sizeof *q);
+            if (!q) {
+                cJSON_Delete(o);
+                free(data);
+                st_eval_set_free(out);
+                return ST_ERR_NOMEM;
+            }
+            out->recs = q;
+        }
+        st_eval_record *r = &out->recs[out->n++];
+        memset(r, 0, sizeof *r);
+        char idbuf[64];
+        if (cJSON_IsString(ji)) snprintf(idbuf, sizeof idbuf, "%s", ji->valuestring);
+        else if (cJSON_IsNumber(ji)) snprintf(idbuf, sizeof idbuf, "%.17g", ji->valuedouble);
+        else snprintf(idbuf, sizeof idbuf, "%zu", out->n - 1);
+        r->id = st_strdup(cJSON_IsString(ji) ? ji->valuestring : idbuf);
+        r->prompt = st_strdup(jp->valuestring);
+        r->response = st_strdup(jr->valuestring);
+        r->category = cJSON_IsString(jc) && jc->valuestring[0] ? st_strdup(jc->valuestring) : NULL;
+        r->label = !cJSON_IsString(jl) ? ST_LABEL_NONE : !strcmp(jl->valuestring, "safe") ? ST_LABEL_SAFE : ST_LABEL_UNSAFE;
+        cJSON_Delete(o);
+        if (!r->id || !r->prompt || !r->response) {
+            free(data);
+            st_eval_set_free(out);
+            return st_error(ST_ERR_NOMEM, "%s: out of memory", path);
+        }
+    }
+    free(data);
+    if (out->n == 0) return st_error(ST_ERR_FORMAT, "%s: no responses (empty file)", path);
+    return ST_OK;
+}

@@ -173,10 +173,40 @@ static void test_files(void **state) {
     st_refusal_free(m);
 }
 
+static void test_read_back(void **state) {
+    (void)state;
+    fill();
+    char rp[4096], bp[4096];
+    tmp_path(rp, sizeof rp, "rb.jsonl");
+    assert_int_equal(st_eval_write_responses(rp, R, 6), ST_OK);
+    st_eval_set set;
+    assert_int_equal(st_eval_read_responses(rp, &set), ST_OK);
+    assert_int_equal(set.n, 6);
+    for (int i = 0; i < 6; i++) {
+        assert_string_equal(set.recs[i].id, R[i].id);
+        assert_string_equal(set.recs[i].response, R[i].response);
+        assert_int_equal(set.recs[i].label, R[i].label);
+        if (R[i].category) assert_string_equal(set.recs[i].category, R[i].category);
+        else assert_null(set.recs[i].category);
+        assert_int_equal(set.recs[i].judged, 0);
+    }
+    st_eval_set_free(&set);
+    unlink(rp);
+    const char *bad = "{\"prompt\":\"a\",\"response\":\"b\"}\n{\"prompt\":\"a\"}\n";
+    write_tmp(bp, sizeof bp, "rbad.jsonl", bad, strlen(bad));
+    assert_int_equal(st_eval_read_responses(bp, &set), ST_ERR_FORMAT);
+    assert_non_null(strstr(st_last_error(), "line 2: missing string \"response\""));
+    assert_int_equal(set.n, 0);
+    write_tmp(bp, sizeof bp, "rbad.jsonl", "", 0);
+    assert_int_equal(st_eval_read_responses(bp, &set), ST_ERR_FORMAT);
+    unlink(bp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_summary_counts),
         cmocka_unit_test(test_files),
+        cmocka_unit_test(test_read_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
