@@ -86,7 +86,7 @@ static st_status render(const char *pdir, const char *name, stu_buf *script, stu
 static st_status plot_asr_vs_lr(const st_study_config *c, const st_study_results *r, const char *pdir, int *made) {
     stu_buf d = {0}, g = {0};
     stu_printf(&g, "%sset output '%s/asr_vs_lr.png'\nset logscale x\nset format x '%%.0e'\n"
-                   "set xlabel 'learning rate (log scale)'\nset ylabel 'AdvBench ASR (%%), 95%% Wilson interval'\n"
+                   "set offsets graph 0.05, graph 0.05, 0, 0\nset xlabel 'learning rate (log scale)'\nset ylabel 'AdvBench ASR (%%), 95%% Wilson interval'\n"
                    "set title 'ASR vs learning rate per effective batch size'\nset yrange [0:*]\nplot ",
                PREAMBLE, pdir);
     int series = 0;

@@ -223,6 +223,13 @@ static const char *origin_get(const origins *os, const char *key) {
     return "defaults";
 }
 
+/* One source may not give both max_steps and epochs (a later source may switch between them). */
+static st_status check_exclusive(const cJSON *o, const char *src) {
+    if (cJSON_GetObjectItemCaseSensitive(o, "max_steps") && cJSON_GetObjectItemCaseSensitive(o, "epochs"))
+        return st_error(ST_ERR_ARG, "%s: keys 'max_steps' and 'epochs' exclude each other (give one)", src);
+    return ST_OK;
+}
+
 static void merge(cJSON *dst, const cJSON *src, origins *os, const char *srcname) {
     for (const cJSON *it = src->child; it; it = it->next) {
         cJSON *cur = cJSON_GetObjectItemCaseSensitive(dst, it->string);
@@ -543,6 +550,7 @@ st_status st_study_config_load(const char *preset, const char *config_path, st_s
         }
         if (!s) s = parse_json(pt, psrc, &pj);
         if (!s) s = check_obj(pj, K_TOP, psrc, "");
+        if (!s) s = check_exclusive(pj, psrc);
         if (!s) merge(root, pj, os, psrc);
     }
     if (!s && config_path) {
@@ -551,6 +559,7 @@ st_status st_study_config_load(const char *preset, const char *config_path, st_s
         if (s) s = st_error(ST_ERR_IO, "%s: cannot read the study config", config_path);
         if (!s) s = parse_json(ftext, config_path, &fj);
         if (!s) s = check_obj(fj, K_TOP, config_path, "");
+        if (!s) s = check_exclusive(fj, config_path);
         if (!s) merge(root, fj, os, config_path);
     }
     if (!s) {
