@@ -66,7 +66,8 @@ void st_optim_free(st_optimizer *opt);
  * the schedule factor). Increments opt->step first, as torch does. */
 st_status st_optim_step(st_optimizer *opt, float *params, const float *grads, double lr);
 
-/* Global L2 norm of g[n], accumulated in double. */
+/* Global L2 norm of g[n], accumulated in double in fixed blocks (bit-identical for any thread
+ * count). */
 double st_grad_norm(const float *g, size_t n);
 /* torch.nn.utils.clip_grad_norm_: norm = ||g||_2; coef = min(1, max_norm / (norm + 1e-6));
  * g *= coef. Returns the pre-clip norm. A non-finite norm leaves g unchanged (the caller should

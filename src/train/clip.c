@@ -3,12 +3,9 @@
 
 #include <math.h>
 
-double st_grad_norm(const float *g, size_t n) {
-    double ss = 0.0;
-#pragma omp parallel for reduction(+ : ss) schedule(static)
-    for (size_t i = 0; i < n; i++) ss += (double)g[i] * (double)g[i];
-    return sqrt(ss);
-}
+#include "reduce.h"
+
+double st_grad_norm(const float *g, size_t n) { return sqrt(st_reduce_sqdiff(g, NULL, n)); }
 
 double st_clip_grad_norm(float *g, size_t n, double max_norm) {
     double norm = st_grad_norm(g, n);

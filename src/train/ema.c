@@ -4,6 +4,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "reduce.h"
+
 st_status st_ema_init(st_ema *e, const float *theta0, size_t n, float decay, int64_t start_step,
                       int64_t every) {
     memset(e, 0, sizeof *e);
@@ -55,13 +57,7 @@ int st_ema_step(st_ema *e, const float *theta, int64_t step) {
 }
 
 double st_l2_distance(const float *a, const float *b, size_t n) {
-    double ss = 0.0;
-#pragma omp parallel for reduction(+ : ss) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - (double)b[i];
-        ss += d * d;
-    }
-    return sqrt(ss);
+    return sqrt(st_reduce_sqdiff(a, b, n));
 }
 
 double st_ema_live_drift(const st_ema *e, const float *theta) {

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "safetune/optim.h"
@@ -138,11 +139,34 @@ static void test_clip(void **state) {
     assert_true(st_grad_norm(big, N) == 1.0);
 }
 
+/* The norm does not depend on the thread count (fixed-block reduction). */
+static void test_norm_deterministic(void **state) {
+    (void)state;
+    enum { N = 300007 };
+    static float g[N];
+    st_rng r;
+    st_rng_seed(&r, 3);
+    for (int i = 0; i < N; i++) g[i] = (float)st_rng_normal(&r);
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    double a = st_grad_norm(g, N);
+    omp_set_num_threads(3);
+    double b = st_grad_norm(g, N);
+    omp_set_num_threads(7);
+    double c = st_grad_norm(g, N);
+    omp_set_num_threads(saved);
+    assert_memory_equal(&a, &b, sizeof a);
+    assert_memory_equal(&a, &c, sizeof a);
+    double ref = 0.0; /* plain sequential sum: equal to ~1e-15 relative */
+    for (int i = 0; i < N; i++) ref += (double)g[i] * g[i];
+    assert_true(fabs(a - sqrt(ref)) < 1e-12 * a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_adamw_two_steps), cmocka_unit_test(test_adamw_decay_all),
         cmocka_unit_test(test_sgd_momentum_and_nesterov), cmocka_unit_test(test_bad_config),
-        cmocka_unit_test(test_clip),
+        cmocka_unit_test(test_clip), cmocka_unit_test(test_norm_deterministic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
