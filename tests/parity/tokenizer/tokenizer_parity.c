@@ -209,7 +209,9 @@ int main(int argc, char **argv) {
         char label[256];
         snprintf(label, sizeof label, "chat %s/%s conv %d agp %d", tpl_name, tname,
                  cJSON_GetObjectItem(r, "conv")->valueint, agp);
-        if (s || st_chat_render(&tpl, find_tok(ts, 5, tname), m, nm, agp, &ids, &mask, &n)) {
+        /* SmolLM2 chats use the GGUF-loaded tokenizer (its EOS is <|im_end|>, from the metadata) */
+        st_tokenizer *ct = !strcmp(tname, "smollm2") ? ts[4].t : find_tok(ts, 5, tname);
+        if (s || st_chat_render(&tpl, ct, m, nm, agp, &ids, &mask, &n)) {
             fprintf(stderr, "%s: error: %s\n", label, st_last_error());
             c_fail++;
         } else {
