@@ -201,11 +201,51 @@ static void test_gguf_errors(void **state) {
     st_gguf_close(g);
 }
 
+/* GGUF "llama" (SentencePiece-style): merges derived from scores as HF LlamaConverter does. */
+static void test_gguf_spm(void **state) {
+    (void)state;
+    const char *d = getenv("SAFETUNE_TEST_TMP");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tok_spm.gguf", d ? d : "/tmp");
+    const char *toks[] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "b", "\xe2\x96\x81" "a", "ab", "\xe2\x96\x81" "ab", "<0x63>"};
+    const float scores[] = {0, 0, 0, -1, -2, -3, -4, -5, -6, 0};
+    const int32_t types[] = {2, 3, 3, 1, 1, 1, 1, 1, 1, 6};
+    st_gguf_writer *w = NULL;
+    assert_int_equal(st_gguf_writer_new(&w), ST_OK);
+    st_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama");
+    st_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, NULL, 10);
+    st_gguf_writer_set_arr(w, "tokenizer.ggml.scores", ST_GGUF_FLOAT32, scores, 10);
+    st_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", ST_GGUF_INT32, types, 10);
+    st_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 1);
+    st_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 2);
+    assert_int_equal(st_gguf_writer_finish(w, path), ST_OK);
+    st_gguf_writer_free(w);
+    st_gguf *g = NULL;
+    st_tokenizer *t = NULL;
+    assert_int_equal(st_gguf_open(path, &g), ST_OK);
+    assert_int_equal(st_tokenizer_from_gguf(g, &t), ST_OK);
+    assert_int_equal(st_tokenizer_kind_of(t), ST_TOK_SPM_BPE);
+    /* merge ranks by merged score: (▁,a)=0 (a,b)=1 (▁,ab)=2 (▁a,b)=3.
+     * "ab" -> ▁ a b -> ▁a b -> ▁ab; BOS added (add_bos_token defaults to true for llama) */
+    expect_ids(t, "ab", 1, 1, (const int32_t[]){1, 8}, 2);
+    /* "b c": ▁ b ▁ c -> c via <0x63> byte fallback; no merges apply */
+    expect_ids(t, "b c", 1, 0, (const int32_t[]){3, 5, 3, 9}, 4);
+    /* 'd' has neither a piece nor a byte token: <unk> */
+    expect_ids(t, "d", 1, 0, (const int32_t[]){3, 0}, 2);
+    char *out;
+    size_t ol;
+    assert_int_equal(st_tokenizer_decode(t, (const int32_t[]){1, 8, 3, 9}, 4, 1, &out, &ol), ST_OK);
+    assert_string_equal(out, "ab c");
+    free(out);
+    st_tokenizer_free(t);
+    st_gguf_close(g);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_toy_bpe),        cmocka_unit_test(test_utf8_replacement),
         cmocka_unit_test(test_bytelevel_map),  cmocka_unit_test(test_json_errors),
-        cmocka_unit_test(test_gguf_errors),
+        cmocka_unit_test(test_gguf_errors),    cmocka_unit_test(test_gguf_spm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
