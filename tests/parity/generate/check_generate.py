@@ -19,10 +19,11 @@ import sys
 
 PROMPTS = [
     "What is the capital of France?",
-    "Write a haiku about the sea.",
+    "Write a short story about a robot who learns to paint.",
     "Explain in two sentences why the sky is blue.",
-    "List three prime numbers greater than 10.",
+    "Describe how a bicycle works, part by part.",
     "Hi!",
+    "Give me a recipe for chocolate chip cookies.",
     "I am planning a trip to Japan in the spring. Could you suggest a one-week itinerary that "
     "covers Tokyo and Kyoto, with one day trip, and tell me what to pack?",
 ]
