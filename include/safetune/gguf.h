@@ -32,6 +32,9 @@ void st_gguf_close(st_gguf *g);
 
 uint32_t st_gguf_version(const st_gguf *g);
 const char *st_gguf_path(const st_gguf *g);
+/* general.alignment (default 32) and the absolute file offset of the tensor data section. */
+uint64_t st_gguf_alignment(const st_gguf *g);
+size_t st_gguf_data_offset(const st_gguf *g);
 
 /* Metadata. Index of `key` or -1. */
 int64_t st_gguf_find_key(const st_gguf *g, const char *key);
@@ -57,13 +60,21 @@ st_status st_gguf_get_arr_str(const st_gguf *g, const char *key, uint64_t i, con
 int64_t st_gguf_n_tensors(const st_gguf *g);
 const st_gguf_tensor *st_gguf_tensor_at(const st_gguf *g, int64_t i);
 const st_gguf_tensor *st_gguf_find_tensor(const st_gguf *g, const char *name);
-/* Dequantise the whole tensor into dst (ne[0]*ne[1]*ne[2]*ne[3] floats, ggml order). */
+/* Number of elements ne[0]*ne[1]*ne[2]*ne[3]. */
+int64_t st_gguf_tensor_numel(const st_gguf_tensor *t);
+/* Dequantise the whole tensor into dst (ne[0]*ne[1]*ne[2]*ne[3] floats, ggml order), rows in
+ * parallel with OpenMP. Bit-exact with gguf-py gguf.quants.dequantize. */
 st_status st_gguf_tensor_to_f32(const st_gguf *g, const st_gguf_tensor *t, float *dst);
 
-/* Writer: builds a GGUF v3 file in memory-order, written atomically on finish.
- * Tensors are stored as F32 (or F16/BF16 via type). */
+/* Writer: builds a GGUF v3 file (keys and tensors in insertion order; setting a key again
+ * replaces it), written atomically on finish (temp file + rename). Tensors are stored as F32
+ * (or F16/BF16 via type, round-to-nearest-even), each aligned to general.alignment (32 unless
+ * that key is set as a uint32). Errors name the key / tensor / path. */
 typedef struct st_gguf_writer st_gguf_writer;
 st_status st_gguf_writer_new(st_gguf_writer **out);
+/* Any scalar type (UINT8..FLOAT64, BOOL): `value` points at one value of that C type. */
+st_status st_gguf_writer_set_scalar(st_gguf_writer *w, const char *key, st_gguf_type type,
+                                    const void *value);
 st_status st_gguf_writer_set_u32(st_gguf_writer *w, const char *key, uint32_t v);
 st_status st_gguf_writer_set_i32(st_gguf_writer *w, const char *key, int32_t v);
 st_status st_gguf_writer_set_f32(st_gguf_writer *w, const char *key, float v);

@@ -14,6 +14,8 @@ enum {
 
 /* Name ("Q4_K") or NULL if the id is not supported. */
 const char *st_ggml_type_name(uint32_t type);
+/* Name of any ggml type id, also ones we cannot dequantise ("Q2_K"); NULL if unknown. */
+const char *st_ggml_type_name_any(uint32_t type);
 /* Elements per block and bytes per block; 0 if unsupported. */
 size_t st_ggml_block_size(uint32_t type);
 size_t st_ggml_type_size(uint32_t type);

@@ -9,5 +9,7 @@ typedef struct {
 } st_command;
 
 int cmd_info(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

@@ -1,0 +1,66 @@
+/* serve.h - minimal OpenAI-compatible HTTP server (libmicrohttpd) on 127.0.0.1:
+ *   POST /v1/chat/completions  {messages, max_tokens?, temperature?, top_p?, seed?} (non-streaming)
+ *   GET  /v1/models
+ * Errors are OpenAI-style {"error": {"message", "type", "param", "code"}} with HTTP 400 (bad JSON,
+ * missing/invalid fields), 404 (unknown path), 405 (wrong method), 413 (body too large),
+ * 500 (backend failure). Completions come from a backend callback, so any generator can be
+ * plugged in; backend calls are serialised with a mutex. Request/response shapes follow the
+ * OpenAI Chat Completions API reference. */
+#ifndef SAFETUNE_SERVE_H
+#define SAFETUNE_SERVE_H
+
+#include <stdint.h>
+
+#include "safetune/base.h"
+#include "safetune/chat.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    int max_tokens;    /* > 0; default from st_serve_opts.default_max_tokens */
+    float temperature; /* [0, 2], default 1 (OpenAI default); 0 = greedy */
+    float top_p;       /* (0, 1], default 1 */
+    uint64_t seed;     /* valid when has_seed */
+    int has_seed;
+} st_serve_params;
+
+typedef struct {
+    char *text;             /* completion text, heap (the server frees it with free()) */
+    int prompt_tokens;      /* token counts reported in "usage" */
+    int completion_tokens;
+    int finish_length;      /* 1 if generation stopped at max_tokens ("length"), else "stop" */
+} st_serve_reply;
+
+/* Backend: produce one assistant reply for msgs[0..n). Return ST_OK and fill *out, or a status
+ * with st_error() set (sent to the client as HTTP 500 with that message). Called under the
+ * server's mutex, from a server thread. */
+typedef st_status (*st_serve_backend)(void *ctx, const st_chat_message *msgs, size_t n,
+                                      const st_serve_params *params, st_serve_reply *out);
+
+typedef struct {
+    int port;                  /* TCP port on 127.0.0.1; 0 = pick a free one (see st_serve_port) */
+    const char *model_name;    /* reported in /v1/models and replies (default "safetune") */
+    st_serve_backend backend;  /* required */
+    void *backend_ctx;
+    int default_max_tokens;    /* used when the request has none (default 256) */
+    size_t max_body_bytes;     /* larger bodies get 413 (default 8 MiB) */
+    unsigned timeout_s;        /* idle connection timeout (default 60) */
+} st_serve_opts;
+
+typedef struct st_server st_server;
+
+/* Start serving in background threads. ST_ERR_NET if the port cannot be bound. */
+st_status st_serve_start(const st_serve_opts *opts, st_server **out);
+/* The bound port (the real one when opts.port was 0). */
+int st_serve_port(const st_server *s);
+/* Number of completed backend calls so far. */
+uint64_t st_serve_backend_calls(const st_server *s);
+/* Stop accepting, finish/close connections, free. NULL is a no-op. */
+void st_serve_stop(st_server *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

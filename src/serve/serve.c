@@ -1,0 +1,339 @@
+/* serve.c - OpenAI-compatible chat-completions server over libmicrohttpd (see serve.h). */
+#include "safetune/serve.h"
+
+#include "eval/eval_internal.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+struct st_server {
+    struct MHD_Daemon *d;
+    st_serve_opts o;
+    char *model;
+    int port;
+    pthread_mutex_t mu; /* serialises backend calls */
+    atomic_uint_fast64_t calls;
+    atomic_uint_fast64_t next_id;
+};
+
+typedef struct {
+    st__buf body;
+    int too_large;
+} req_ctx;
+
+static enum MHD_Result send_json(struct MHD_Connection *c, unsigned code, cJSON *j, const char *allow) {
+    char *txt = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    if (!txt) return MHD_NO;
+    size_t n = strlen(txt);
+    struct MHD_Response *r = MHD_create_response_from_buffer(n, txt, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(txt);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (allow) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+    enum MHD_Result ret = MHD_queue_response(c, code, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* OpenAI-style error object. */
+static enum MHD_Result send_error(struct MHD_Connection *c, unsigned code, const char *type,
+                                  const char *param, const char *errcode, const char *msg,
+                                  const char *allow) {
+    cJSON *j = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(j, "error");
+    cJSON_AddStringToObject(e, "message", msg);
+    cJSON_AddStringToObject(e, "type", type);
+    if (param) cJSON_AddStringToObject(e, "param", param);
+    else cJSON_AddNullToObject(e, "param");
+    if (errcode) cJSON_AddStringToObject(e, "code", errcode);
+    else cJSON_AddNullToObject(e, "code");
+    return send_json(c, code, j, allow);
+}
+
+#define BAD(param, msg) send_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request_error", param, NULL, msg, NULL)
+
+static enum MHD_Result handle_models(st_server *s, struct MHD_Connection *c) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "object", "list");
+    cJSON *arr = cJSON_AddArrayToObject(j, "data"), *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", s->model);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", 0);
+    cJSON_AddStringToObject(m, "owned_by", "safetune");
+    cJSON_AddItemToArray(arr, m);
+    return send_json(c, MHD_HTTP_OK, j, NULL);
+}
+
+/* Message content: a string, or an array of {"type":"text","text":...} parts (concatenated). */
+static int content_text(const cJSON *ct, st__buf *b) {
+    if (cJSON_IsString(ct)) {
+        st__buf_puts(b, ct->valuestring);
+        return 1;
+    }
+    if (!cJSON_IsArray(ct)) return 0;
+    const cJSON *part;
+    cJSON_ArrayForEach(part, ct) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
+        const cJSON *ty = cJSON_GetObjectItemCaseSensitive(part, "type");
+        if (!cJSON_IsString(t) || (ty && (!cJSON_IsString(ty) || strcmp(ty->valuestring, "text")))) return 0;
+        st__buf_puts(b, t->valuestring);
+    }
+    st__buf_puts(b, ""); /* ensure non-NULL */
+    return 1;
+}
+
+static enum MHD_Result handle_chat(st_server *s, struct MHD_Connection *c, req_ctx *rc) {
+    if (rc->too_large) {
+        char m[128];
+        snprintf(m, sizeof m, "request body exceeds %zu bytes", s->o.max_body_bytes);
+        return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "invalid_request_error", NULL, NULL, m, NULL);
+    }
+    const char *end = NULL;
+    cJSON *j = rc->body.p ? cJSON_ParseWithLengthOpts(rc->body.p, rc->body.n, &end, 0) : NULL;
+    if (!j || !cJSON_IsObject(j)) {
+        char m[160];
+        if (!rc->body.p) snprintf(m, sizeof m, "empty request body; expected a JSON object");
+        else if (!j) snprintf(m, sizeof m, "invalid JSON in request body at byte %zu",
+                              end && end >= rc->body.p ? (size_t)(end - rc->body.p) : 0);
+        else snprintf(m, sizeof m, "request body must be a JSON object");
+        cJSON_Delete(j);
+        return send_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request_error", NULL, "invalid_json", m, NULL);
+    }
+    enum MHD_Result ret;
+    st_serve_params p = {s->o.default_max_tokens, 1.0f, 1.0f, 0, 0};
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, "messages");
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "max_tokens");
+    if (!mt) mt = cJSON_GetObjectItemCaseSensitive(j, "max_completion_tokens");
+    const cJSON *te = cJSON_GetObjectItemCaseSensitive(j, "temperature");
+    const cJSON *tp = cJSON_GetObjectItemCaseSensitive(j, "top_p");
+    const cJSON *sd = cJSON_GetObjectItemCaseSensitive(j, "seed");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "stream");
+    const cJSON *nn = cJSON_GetObjectItemCaseSensitive(j, "n");
+    if (!msgs) {
+        ret = BAD("messages", "missing required parameter 'messages'");
+        goto out;
+    }
+    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
+        ret = BAD("messages", "'messages' must be a non-empty array");
+        goto out;
+    }
+    if (mt && !cJSON_IsNull(mt)) {
+        if (!cJSON_IsNumber(mt) || mt->valuedouble != (double)(int)mt->valuedouble || mt->valueint < 1) {
+            ret = BAD("max_tokens", "'max_tokens' must be a positive integer");
+            goto out;
+        }
+        p.max_tokens = mt->valueint;
+    }
+    if (te && !cJSON_IsNull(te)) {
+        if (!cJSON_IsNumber(te) || te->valuedouble < 0 || te->valuedouble > 2) {
+            ret = BAD("temperature", "'temperature' must be a number in [0, 2]");
+            goto out;
+        }
+        p.temperature = (float)te->valuedouble;
+    }
+    if (tp && !cJSON_IsNull(tp)) {
+        if (!cJSON_IsNumber(tp) || tp->valuedouble <= 0 || tp->valuedouble > 1) {
+            ret = BAD("top_p", "'top_p' must be a number in (0, 1]");
+            goto out;
+        }
+        p.top_p = (float)tp->valuedouble;
+    }
+    if (sd && !cJSON_IsNull(sd)) {
+        double v = cJSON_IsNumber(sd) ? sd->valuedouble : 0.5;
+        if (v != (double)(int64_t)v || v < -9007199254740992.0 || v > 9007199254740992.0) {
+            ret = BAD("seed", "'seed' must be an integer");
+            goto out;
+        }
+        p.seed = (uint64_t)(int64_t)v;
+        p.has_seed = 1;
+    }
+    if (cJSON_IsTrue(st)) {
+        ret = BAD("stream", "streaming is not supported by this server; set 'stream' to false");
+        goto out;
+    }
+    if (nn && !cJSON_IsNull(nn) && !(cJSON_IsNumber(nn) && nn->valuedouble == 1)) {
+        ret = BAD("n", "only n = 1 is supported");
+        goto out;
+    }
+    size_t nm = (size_t)cJSON_GetArraySize(msgs);
+    st_chat_message *cm = calloc(nm, sizeof *cm);
+    st__buf *texts = calloc(nm, sizeof *texts);
+    if (!cm || !texts) {
+        free(cm);
+        free(texts);
+        ret = send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "server_error", NULL, NULL, "out of memory", NULL);
+        goto out;
+    }
+    size_t i = 0;
+    const cJSON *m;
+    const char *bad = NULL;
+    char pbuf[64];
+    cJSON_ArrayForEach(m, msgs) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        const cJSON *ct = cJSON_GetObjectItemCaseSensitive(m, "content");
+        snprintf(pbuf, sizeof pbuf, "messages[%zu]", i);
+        if (!cJSON_IsObject(m)) bad = "each message must be an object with 'role' and 'content'";
+        else if (!cJSON_IsString(role) || (strcmp(role->valuestring, "system") && strcmp(role->valuestring, "user") &&
+                                           strcmp(role->valuestring, "assistant") && strcmp(role->valuestring, "developer")))
+            bad = "message 'role' must be one of system, developer, user, assistant";
+        else if (!content_text(ct, &texts[i]))
+            bad = "message 'content' must be a string or an array of text parts";
+        if (bad) break;
+        cm[i].role = !strcmp(role->valuestring, "developer") ? "system" : role->valuestring;
+        cm[i].content = texts[i].p ? texts[i].p : "";
+        i++;
+    }
+    if (bad) {
+        ret = BAD(pbuf, bad);
+    } else {
+        st_serve_reply rep = {0};
+        pthread_mutex_lock(&s->mu);
+        st_clear_error();
+        st_status bs = s->o.backend(s->o.backend_ctx, cm, nm, &p, &rep);
+        char emsg[2048];
+        snprintf(emsg, sizeof emsg, "backend failed: %s", st_last_error()[0] ? st_last_error() : st_status_name(bs));
+        s->calls++;
+        pthread_mutex_unlock(&s->mu);
+        if (bs != ST_OK || !rep.text) {
+            free(rep.text);
+            ret = send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "server_error", NULL, NULL, emsg, NULL);
+        } else {
+            cJSON *r = cJSON_CreateObject();
+            char id[48];
+            snprintf(id, sizeof id, "chatcmpl-%llu", (unsigned long long)++s->next_id);
+            cJSON_AddStringToObject(r, "id", id);
+            cJSON_AddStringToObject(r, "object", "chat.completion");
+            cJSON_AddNumberToObject(r, "created", (double)time(NULL));
+            cJSON_AddStringToObject(r, "model", s->model);
+            cJSON *ch = cJSON_AddArrayToObject(r, "choices"), *c0 = cJSON_CreateObject();
+            cJSON_AddNumberToObject(c0, "index", 0);
+            cJSON *msg = cJSON_AddObjectToObject(c0, "message");
+            cJSON_AddStringToObject(msg, "role", "assistant");
+            cJSON_AddStringToObject(msg, "content", rep.text);
+            cJSON_AddStringToObject(c0, "finish_reason", rep.finish_length ? "length" : "stop");
+            cJSON_AddItemToArray(ch, c0);
+            cJSON *u = cJSON_AddObjectToObject(r, "usage");
+            cJSON_AddNumberToObject(u, "prompt_tokens", rep.prompt_tokens);
+            cJSON_AddNumberToObject(u, "completion_tokens", rep.completion_tokens);
+            cJSON_AddNumberToObject(u, "total_tokens", rep.prompt_tokens + rep.completion_tokens);
+            free(rep.text);
+            ret = send_json(c, MHD_HTTP_OK, r, NULL);
+        }
+    }
+    for (size_t k = 0; k < nm; k++) st__buf_free(&texts[k]);
+    free(texts);
+    free(cm);
+out:
+    cJSON_Delete(j);
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    (void)version;
+    st_server *s = cls;
+    req_ctx *rc = *con_cls;
+    if (!rc) {
+        rc = calloc(1, sizeof *rc);
+        if (!rc) return MHD_NO;
+        *con_cls = rc;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!rc->too_large) {
+            if (rc->body.n + *upload_size > s->o.max_body_bytes) {
+                rc->too_large = 1;
+                st__buf_free(&rc->body);
+            } else {
+                st__buf_put(&rc->body, upload, *upload_size);
+            }
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    int is_chat = !strcmp(url, "/v1/chat/completions"), is_models = !strcmp(url, "/v1/models");
+    if (is_chat && strcmp(method, "POST"))
+        return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "invalid_request_error", NULL, "method_not_allowed",
+                          "use POST for /v1/chat/completions", "POST");
+    if (is_models && strcmp(method, "GET"))
+        return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "invalid_request_error", NULL, "method_not_allowed",
+                          "use GET for /v1/models", "GET");
+    if (is_models) return handle_models(s, c);
+    if (is_chat) {
+        if (rc->body.oom)
+            return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "server_error", NULL, NULL, "out of memory", NULL);
+        return handle_chat(s, c, rc);
+    }
+    char m[600];
+    snprintf(m, sizeof m, "unknown path '%.500s' (this server has POST /v1/chat/completions and GET /v1/models)", url);
+    return send_error(c, MHD_HTTP_NOT_FOUND, "invalid_request_error", NULL, "unknown_url", m, NULL);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t) {
+    (void)cls;
+    (void)c;
+    (void)t;
+    req_ctx *rc = *con_cls;
+    if (rc) {
+        st__buf_free(&rc->body);
+        free(rc);
+        *con_cls = NULL;
+    }
+}
+
+st_status st_serve_start(const st_serve_opts *opts, st_server **out) {
+    *out = NULL;
+    if (!opts || !opts->backend) return st_error(ST_ERR_ARG, "serve: no completion backend given");
+    if (opts->port < 0 || opts->port > 65535)
+        return st_error(ST_ERR_ARG, "serve: port %d out of range (0-65535; 0 = pick a free port)", opts->port);
+    st_server *s = calloc(1, sizeof *s);
+    if (!s) return st_error(ST_ERR_NOMEM, "out of memory");
+    s->o = *opts;
+    if (!s->o.default_max_tokens) s->o.default_max_tokens = 256;
+    if (!s->o.max_body_bytes) s->o.max_body_bytes = 8u << 20;
+    if (!s->o.timeout_s) s->o.timeout_s = 60;
+    s->model = st_strdup(opts->model_name && *opts->model_name ? opts->model_name : "safetune");
+    pthread_mutex_init(&s->mu, NULL);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)opts->port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL, NULL,
+                            on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&a,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->o.timeout_s,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+    if (!s->d) {
+        st_status e = st_error(ST_ERR_NET, "serve: cannot listen on 127.0.0.1:%d (port in use or not permitted)",
+                               opts->port);
+        pthread_mutex_destroy(&s->mu);
+        free(s->model);
+        free(s);
+        return e;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? (int)di->port : opts->port;
+    *out = s;
+    return ST_OK;
+}
+
+int st_serve_port(const st_server *s) { return s->port; }
+uint64_t st_serve_backend_calls(const st_server *s) { return (uint64_t)s->calls; }
+
+void st_serve_stop(st_server *s) {
+    if (!s) return;
+    MHD_stop_daemon(s->d);
+    pthread_mutex_destroy(&s->mu);
+    free(s->model);
+    free(s);
+}

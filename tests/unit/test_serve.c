@@ -1,0 +1,264 @@
+/* test_serve.c - the OpenAI-compatible server on loopback with a scripted backend: request
+ * parsing, parameter passing, OpenAI-style errors and HTTP codes, serialised backend calls. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <cjson/cJSON.h>
+#include <time.h>
+
+#include "http_testutil.h"
+#include "safetune/serve.h"
+
+typedef struct {
+    atomic_int inflight, max_inflight, calls;
+    st_serve_params last;
+    char last_roles[64];
+    int fail;
+    int slow_ms;
+} fake_ctx;
+
+/* Echoes the last message and the roles it saw; can be told to fail. */
+static st_status fake_backend(void *ctx, const st_chat_message *msgs, size_t n, const st_serve_params *p,
+                              st_serve_reply *out) {
+    fake_ctx *f = ctx;
+    int now = ++f->inflight;
+    if (now > f->max_inflight) f->max_inflight = now;
+    if (f->slow_ms) {
+        struct timespec ts = {0, f->slow_ms * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    f->calls++;
+    f->last = *p;
+    f->last_roles[0] = '\0';
+    for (size_t i = 0; i < n && strlen(f->last_roles) < 50; i++) {
+        strncat(f->last_roles, msgs[i].role, 1);
+    }
+    f->inflight--;
+    if (f->fail) return st_error(ST_ERR_INTERNAL, "scripted failure");
+    size_t m = strlen(msgs[n - 1].content) + 16;
+    out->text = malloc(m);
+    snprintf(out->text, m, "echo: %s", msgs[n - 1].content);
+    out->prompt_tokens = 11;
+    out->completion_tokens = 5;
+    out->finish_length = p->max_tokens == 5;
+    return ST_OK;
+}
+
+static st_server *start(fake_ctx *f, size_t max_body) {
+    st_serve_opts o = {0};
+    o.port = 0;
+    o.model_name = "test-model";
+    o.backend = fake_backend;
+    o.backend_ctx = f;
+    o.max_body_bytes = max_body;
+    st_server *s = NULL;
+    assert_int_equal(st_serve_start(&o, &s), ST_OK);
+    assert_true(st_serve_port(s) > 0);
+    return s;
+}
+
+/* Parse a body and check it is an OpenAI error of the given type/param. */
+static void check_error(const char *body, const char *type, const char *param) {
+    cJSON *j = cJSON_Parse(body);
+    assert_non_null(j);
+    const cJSON *e = cJSON_GetObjectItem(j, "error");
+    assert_true(cJSON_IsObject(e));
+    assert_true(cJSON_IsString(cJSON_GetObjectItem(e, "message")));
+    assert_string_equal(cJSON_GetObjectItem(e, "type")->valuestring, type);
+    const cJSON *pp = cJSON_GetObjectItem(e, "param");
+    if (param) assert_string_equal(pp->valuestring, param);
+    else assert_true(cJSON_IsNull(pp));
+    cJSON_Delete(j);
+}
+
+static void test_models_and_chat(void **state) {
+    (void)state;
+    fake_ctx f = {0};
+    st_server *s = start(&f, 0);
+    int port = st_serve_port(s);
+    char *b;
+    assert_int_equal(http_do("GET", port, "/v1/models", NULL, &b, NULL), 200);
+    cJSON *j = cJSON_Parse(b);
+    assert_string_equal(cJSON_GetObjectItem(j, "object")->valuestring, "list");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "data"), 0), "id")->valuestring,
+                        "test-model");
+    cJSON_Delete(j);
+    free(b);
+
+    const char *rq = "{\"model\":\"x\",\"messages\":[{\"role\":\"system\",\"content\":\"be nice\"},"
+                     "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi \"},{\"type\":\"text\",\"text\":\"there\"}]}],"
+                     "\"max_tokens\":17,\"temperature\":0.25,\"top_p\":0.5,\"seed\":1234}";
+    assert_int_equal(http_do("POST", port, "/v1/chat/completions", rq, &b, NULL), 200);
+    j = cJSON_Parse(b);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "object")->valuestring, "chat.completion");
+    assert_string_equal(cJSON_GetObjectItem(j, "model")->valuestring, "test-model");
+    const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    const cJSON *msg = cJSON_GetObjectItem(c0, "message");
+    assert_string_equal(cJSON_GetObjectItem(msg, "role")->valuestring, "assistant");
+    assert_string_equal(cJSON_GetObjectItem(msg, "content")->valuestring, "echo: hi there");
+    assert_string_equal(cJSON_GetObjectItem(c0, "finish_reason")->valuestring, "stop");
+    const cJSON *u = cJSON_GetObjectItem(j, "usage");
+    assert_int_equal(cJSON_GetObjectItem(u, "prompt_tokens")->valueint, 11);
+    assert_int_equal(cJSON_GetObjectItem(u, "completion_tokens")->valueint, 5);
+    assert_int_equal(cJSON_GetObjectItem(u, "total_tokens")->valueint, 16);
+    cJSON_Delete(j);
+    free(b);
+    assert_int_equal(f.last.max_tokens, 17);
+    assert_true(f.last.temperature == 0.25f);
+    assert_true(f.last.top_p == 0.5f);
+    assert_true(f.last.has_seed);
+    assert_int_equal(f.last.seed, 1234);
+    assert_string_equal(f.last_roles, "su");
+
+    /* defaults: max_tokens 256, temperature 1, top_p 1, no seed; "length" finish */
+    assert_int_equal(http_do("POST", port, "/v1/chat/completions",
+                             "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &b, NULL), 200);
+    free(b);
+    assert_int_equal(f.last.max_tokens, 256);
+    assert_true(f.last.temperature == 1.0f && f.last.top_p == 1.0f && !f.last.has_seed);
+    assert_int_equal(http_do("POST", port, "/v1/chat/completions",
+                             "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":5}", &b, NULL), 200);
+    assert_non_null(strstr(b, "\"finish_reason\":\"length\""));
+    free(b);
+    assert_int_equal(st_serve_backend_calls(s), 3);
+    st_serve_stop(s);
+}
+
+static void test_errors(void **state) {
+    (void)state;
+    fake_ctx f = {0};
+    st_server *s = start(&f, 4096);
+    int port = st_serve_port(s);
+    char *b, *h;
+    const char *P = "/v1/chat/completions";
+    assert_int_equal(http_do("POST", port, P, "{\"messages\": [", &b, NULL), 400);
+    check_error(b, "invalid_request_error", NULL);
+    assert_non_null(strstr(b, "invalid JSON"));
+    free(b);
+    assert_int_equal(http_do("POST", port, P, "", &b, NULL), 400);
+    check_error(b, "invalid_request_error", NULL);
+    free(b);
+    assert_int_equal(http_do("POST", port, P, "[1]", &b, NULL), 400);
+    free(b);
+    assert_int_equal(http_do("POST", port, P, "{\"model\":\"m\"}", &b, NULL), 400);
+    check_error(b, "invalid_request_error", "messages");
+    free(b);
+    assert_int_equal(http_do("POST", port, P, "{\"messages\":[]}", &b, NULL), 400);
+    check_error(b, "invalid_request_error", "messages");
+    free(b);
+    assert_int_equal(http_do("POST", port, P, "{\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}", &b, NULL), 400);
+    check_error(b, "invalid_request_error", "messages[0]");
+    free(b);
+    assert_int_equal(http_do("POST", port, P, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"user\"}]}", &b, NULL), 400);
+    check_error(b, "invalid_request_error", "messages[1]");
+    free(b);
+    const char *um = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],";
+    static const struct { const char *tail, *param; } badp[] = {
+        {"\"max_tokens\":0}", "max_tokens"}, {"\"max_tokens\":2.5}", "max_tokens"},
+        {"\"temperature\":3}", "temperature"}, {"\"temperature\":\"hot\"}", "temperature"},
+        {"\"top_p\":0}", "top_p"}, {"\"seed\":1.5}", "seed"}, {"\"stream\":true}", "stream"}, {"\"n\":2}", "n"}};
+    for (size_t i = 0; i < sizeof badp / sizeof badp[0]; i++) {
+        char rq[256];
+        snprintf(rq, sizeof rq, "%s%s", um, badp[i].tail);
+        assert_int_equal(http_do("POST", port, P, rq, &b, NULL), 400);
+        check_error(b, "invalid_request_error", badp[i].param);
+        free(b);
+    }
+    assert_int_equal(f.calls, 0); /* no bad request reached the backend */
+    /* 404 / 405 */
+    assert_int_equal(http_do("GET", port, "/v1/nope", NULL, &b, NULL), 404);
+    check_error(b, "invalid_request_error", NULL);
+    free(b);
+    assert_int_equal(http_do("GET", port, P, NULL, &b, &h), 405);
+    check_error(b, "invalid_request_error", NULL);
+    assert_non_null(strcasestr(h, "Allow: POST"));
+    free(b);
+    free(h);
+    assert_int_equal(http_do("POST", port, "/v1/models", "{}", &b, &h), 405);
+    assert_non_null(strcasestr(h, "Allow: GET"));
+    free(b);
+    free(h);
+    /* 413: body over the 4096-byte limit */
+    char *big = malloc(10000);
+    memset(big, ' ', 9999);
+    big[0] = '{';
+    big[9998] = '}';
+    big[9999] = '\0';
+    assert_int_equal(http_do("POST", port, P, big, &b, NULL), 413);
+    check_error(b, "invalid_request_error", NULL);
+    free(b);
+    free(big);
+    /* 500: backend failure carries its message */
+    f.fail = 1;
+    assert_int_equal(http_do("POST", port, P, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &b, NULL), 500);
+    check_error(b, "server_error", NULL);
+    assert_non_null(strstr(b, "scripted failure"));
+    free(b);
+    /* a second server on the same port fails cleanly */
+    st_serve_opts o = {0};
+    o.port = port;
+    o.backend = fake_backend;
+    st_server *s2 = (st_server *)1;
+    assert_int_equal(st_serve_start(&o, &s2), ST_ERR_NET);
+    assert_null(s2);
+    assert_non_null(strstr(st_last_error(), "127.0.0.1"));
+    o.backend = NULL;
+    assert_int_equal(st_serve_start(&o, &s2), ST_ERR_ARG);
+    st_serve_stop(s);
+}
+
+typedef struct {
+    int port;
+    int ok;
+} client_arg;
+
+static void *client_main(void *a) {
+    client_arg *c = a;
+    for (int i = 0; i < 3; i++) {
+        char *b;
+        if (http_do("POST", c->port, "/v1/chat/completions",
+                    "{\"messages\":[{\"role\":\"user\",\"content\":\"par\"}]}", &b, NULL) == 200 &&
+            strstr(b, "echo: par"))
+            c->ok++;
+        free(b);
+    }
+    return NULL;
+}
+
+static void test_serialised_backend(void **state) {
+    (void)state;
+    fake_ctx f = {0};
+    f.slow_ms = 20; /* widen the window in which overlapping calls would be seen */
+    st_server *s = start(&f, 0);
+    pthread_t th[6];
+    client_arg ca[6];
+    for (int i = 0; i < 6; i++) {
+        ca[i].port = st_serve_port(s);
+        ca[i].ok = 0;
+        pthread_create(&th[i], NULL, client_main, &ca[i]);
+    }
+    int ok = 0;
+    for (int i = 0; i < 6; i++) {
+        pthread_join(th[i], NULL);
+        ok += ca[i].ok;
+    }
+    assert_int_equal(ok, 18);
+    assert_int_equal(f.calls, 18);
+    assert_int_equal(f.max_inflight, 1);
+    st_serve_stop(s);
+}
+
+int main(void) {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_models_and_chat),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_serialised_backend),
+    };
+    int r = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return r;
+}
