@@ -11,5 +11,6 @@ typedef struct {
 int cmd_info(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 #endif

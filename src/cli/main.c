@@ -8,6 +8,7 @@ static const st_command COMMANDS[] = {
     {"info", "show a model's config, tensors, tokenizer and chat template", cmd_info},
     {"eval", "safety evaluation: refusal-keyword ASR, XSTest over-refusal, LLM judge", cmd_eval},
     {"serve", "OpenAI-compatible HTTP server on 127.0.0.1", cmd_serve},
+    {"train", "full fine-tuning (AdamW, LR schedule, clipping, EMA of the weights)", cmd_train},
 };
 
 static void usage(FILE *f) {
