@@ -295,9 +295,21 @@ def tiny_chat_model(d, **over):
                num_attention_heads=4, num_key_value_heads=2, bos_token_id=1, eos_token_id=2)
     cfg.update(over)
     llama_ref.write_tiny_random(d, seed=1, **cfg)
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(os.path.join(MISTRAL_TOK, f), d)
+    shutil.copy(os.path.join(MISTRAL_TOK, "tokenizer.json"), d)
+    tc = json.load(open(os.path.join(MISTRAL_TOK, "tokenizer_config.json")))
+    # Mistral's template has no system block; use the Llama-2 one (same [INST] format)
+    tc["chat_template"] = LLAMA2_TEMPLATE
+    json.dump(tc, open(os.path.join(d, "tokenizer_config.json"), "w"))
     return d
+
+
+LLAMA2_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = '<<SYS>>\\n' + messages[0]['content'] + '\\n<</SYS>>\\n\\n' %}"
+    "{% else %}{% set loop_messages = messages %}{% set system_message = '' %}{% endif %}"
+    "{% for message in loop_messages %}{% if message['role'] == 'user' %}"
+    "{{ bos_token + '[INST] ' + (system_message if loop.index0 == 0 else '') + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'] + ' ' + eos_token }}{% endif %}{% endfor %}")
 
 
 def train_args(model, out, *extra):
