@@ -27,11 +27,6 @@ static double dbl(float f) {
     return strtod(b, NULL);
 }
 
-/* The model loaders reference the tokenizer loaders weakly (#pragma weak in src/model/load_*.c);
- * strong references here make the linker pull them out of libsafetune.a. */
-st_status (*const st__train_keep_gguf_tok)(const st_gguf *, st_tokenizer **) = st_tokenizer_from_gguf;
-st_status (*const st__train_keep_json_tok)(const char *, st_tokenizer **) = st_tokenizer_from_json;
-
 typedef struct {
     const char *model, *data, *data_format, *out, *lr_schedule, *precision, *resume, *save_weights,
         *export_dtype;

@@ -14,6 +14,13 @@
 #include "safetune/export.h"
 #include "safetune/safetensors.h"
 
+/* The model loaders reference the tokenizer loaders weakly (#pragma weak in load_*.c), so a
+ * program could link without them; exports must reload with their tokenizer, so reference them
+ * strongly here (pulls tokenizer_gguf.o / tokenizer_json.o out of libsafetune.a). */
+st_status (*const st__export_keep_gguf_tok)(const st_gguf *, st_tokenizer **) = st_tokenizer_from_gguf;
+st_status (*const st__export_keep_json_tok)(const char *, st_tokenizer **) = st_tokenizer_from_json;
+st_status (*const st__export_keep_chat)(const char *, st_chat_template *) = st_chat_template_detect;
+
 st_status st_export_dtype_parse(const char *name, st_export_dtype *out) {
     if (!strcasecmp(name, "f32") || !strcasecmp(name, "fp32") || !strcasecmp(name, "float32")) *out = ST_EXPORT_F32;
     else if (!strcasecmp(name, "bf16") || !strcasecmp(name, "bfloat16")) *out = ST_EXPORT_BF16;

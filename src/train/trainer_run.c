@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "safetune/checkpoint.h"
@@ -210,6 +211,16 @@ void st__trainer_prune_checkpoints(const char *dir, int keep) {
     while ((de = readdir(d)) != NULL && n < 4096) {
         char *end;
         if (strncmp(de->d_name, CKPT_PREFIX, strlen(CKPT_PREFIX))) continue;
+        const char *part = strstr(de->d_name, ".partial.");
+        if (part) { /* left by a save that was killed: remove once its process is gone */
+            long pid = strtol(part + 9, &end, 10);
+            if (!*end && pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+                char p[4400];
+                snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+                remove_flat(p);
+            }
+            continue;
+        }
         long long v = strtoll(de->d_name + strlen(CKPT_PREFIX), &end, 10);
         if (*end) continue; /* partial / old / temp folders are the checkpoint module's */
         steps[n++] = v;
