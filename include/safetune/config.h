@@ -41,8 +41,14 @@ typedef struct {
 st_status st_config_from_hf_json(const char *path, st_config *cfg);
 /* Serialise to config.json text (heap string, caller frees). */
 st_status st_config_to_hf_json(const st_config *cfg, char **json);
+/* Parse config.json text already in memory; `source` names it in messages. */
+st_status st_config_from_hf_json_text(const char *json, const char *source, st_config *cfg);
 /* Check internal consistency (positive sizes, H % KV, head_dim*H, ...); `source` names the file
  * in the message. */
 st_status st_config_validate(const st_config *cfg, const char *source);
+
+/* RoPE inverse frequencies inv[D/2] (double) = theta^(-2i/D), with rope_scaling applied
+ * (linear: /factor; llama3: transformers _compute_llama3_parameters). */
+void st_config_rope_inv_freq(const st_config *cfg, double *inv);
 
 #endif

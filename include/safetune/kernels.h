@@ -1,0 +1,128 @@
+/* kernels.h - the numeric ops of the decoder, each with a _forward and a _backward side by side
+ * (llm.c style), plus the backend seam (st_backend: a table of these functions; CPU now, a CUDA
+ * table can slot in later without the model/trainer code changing).
+ *
+ * Conventions: row-major fp32; N = number of token rows (B*T); backward functions ACCUMULATE
+ * (+=) into every gradient output unless the comment says "written". No kernel allocates:
+ * scratch is passed in. Parallelised with OpenMP; GEMMs via oneDNN (dnnl_sgemm / matmul).
+ * Reference semantics: transformers modeling_llama.py (RMSNorm, rotate_half RoPE, GQA
+ * repeat_kv, SwiGLU) and torch.nn.functional.cross_entropy. */
+#ifndef SAFETUNE_KERNELS_H
+#define SAFETUNE_KERNELS_H
+
+#include "safetune/base.h"
+
+/* ---- matmul: out[M,N] = in[M,K] · W[N,K]ᵀ (+ bias[N]) (torch.nn.functional.linear) ------ */
+typedef enum {
+    ST_MATMUL_F32 = 0,  /* fp32 operands, fp32 accumulate (default) */
+    ST_MATMUL_BF16 = 1  /* forward operands rounded to bf16, fp32 accumulate (oneDNN, AMX/avx512_bf16) */
+} st_matmul_precision;
+/* Process-wide precision of st_matmul_forward (backward always fp32). */
+void st_matmul_set_precision(st_matmul_precision p);
+st_matmul_precision st_matmul_get_precision(void);
+
+void st_matmul_forward(float *out, const float *in, const float *w, const float *bias,
+                       int M, int K, int N);
+/* din[M,K] += dout·W; dw[N,K] += doutᵀ·in; dbias[N] += Σ_rows dout. NULL outputs are skipped. */
+void st_matmul_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
+                        const float *w, int M, int K, int N);
+
+/* ---- RMSNorm: out = x / sqrt(mean(x²) + eps) * w; saves rstd[N] ------------------------- */
+void st_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C,
+                        float eps);
+/* dx[N,C] += ..., dw[C] += Σ_rows dout·x·rstd (dw may be NULL). */
+void st_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                         const float *rstd, int N, int C);
+
+/* ---- RoPE (rotate_half convention, HF) ------------------------------------------------- */
+/* cos/sin [N, D/2] for positions pos[N]: angle = pos * inv_freq[i] (computed in double). */
+void st_rope_cos_sin(float *cos_, float *sin_, const int *pos, int N, const double *inv_freq,
+                     int D);
+/* In place on rows x + n*stride, each holding n_heads heads of D: for i < D/2,
+ * (x_i, x_{i+D/2}) <- (x_i c - x_{i+D/2} s, x_{i+D/2} c + x_i s). */
+void st_rope_forward(float *x, int N, int n_heads, int D, int stride, const float *cos_,
+                     const float *sin_);
+/* In place: dx <- Rᵀ dx (the inverse rotation). */
+void st_rope_backward(float *dx, int N, int n_heads, int D, int stride, const float *cos_,
+                      const float *sin_);
+
+/* ---- causal attention ------------------------------------------------------------------- */
+/* One head of one sequence: q [Tq, D] (row stride q_stride), k/v [Tk, D] (kv_stride), query i
+ * sits at position Tk - Tq + i and sees keys 0..Tk-Tq+i. out [Tq, D] (out_stride) written,
+ * lse[Tq] (log-sum-exp of the scaled scores, saved for backward) written if non-NULL.
+ * scale = 1/sqrt(D). scratch: st_attention_scratch_floats(Tk) floats. */
+void st_attention_head_forward(float *out, float *lse, const float *q, const float *k,
+                               const float *v, int Tq, int Tk, int D, int q_stride,
+                               int kv_stride, int out_stride, float *scratch);
+/* Gradients of one head: dq [Tq,D], dk/dv [Tk,D] accumulated (+=). Recomputes the softmax
+ * from q, k and the saved lse (flash-attention style, no [T,T] activation kept). */
+void st_attention_head_backward(float *dq, float *dk, float *dv, const float *dout,
+                                const float *q, const float *k, const float *v, const float *out,
+                                const float *lse, int Tq, int Tk, int D, int q_stride,
+                                int kv_stride, int out_stride, float *scratch);
+/* Per-thread scratch for one head call (forward or backward), in floats. */
+size_t st_attention_scratch_floats(int Tk);
+
+/* Batched training attention over qkv [B*T, (H+2KV)*D] rows laid out [q heads | k | v]
+ * (post-RoPE): out [B*T, H*D] written, lse [B, H, T] written. GQA: head h uses kv head
+ * h / (H/KV) (transformers repeat_kv). scratch: st_attention_scratch_floats(T) * threads. */
+void st_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int H, int KV,
+                          int D, float *scratch);
+/* dqkv [B*T, (H+2KV)*D] accumulated (+=) from dout [B*T, H*D]. */
+void st_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
+                           const float *lse, int B, int T, int H, int KV, int D, float *scratch);
+
+/* ---- SwiGLU: out[N,I] = silu(g) * u with gu [N, 2I] rows [gate | up] -------------------- */
+void st_swiglu_forward(float *out, const float *gu, int N, int I);
+/* dgu [N, 2I] accumulated. */
+void st_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int I);
+
+/* ---- token embedding: out[N,C] = table[tokens[n]] (tokens must be in [0, V)) ------------ */
+void st_embedding_forward(float *out, const int32_t *tokens, const float *table, int N, int C);
+void st_embedding_backward(float *dtable, const float *dout, const int32_t *tokens, int N, int C);
+
+/* ---- cross-entropy ---------------------------------------------------------------------- */
+/* losses[n] = logsumexp(logits[n]) - logits[n][targets[n]]; 0 where targets[n] < 0 (ignore). */
+void st_crossentropy_forward(float *losses, const float *logits, const int32_t *targets, int N,
+                             int V);
+/* dlogits[n] = (softmax(logits[n]) - onehot(targets[n])) * dlosses[n], WRITTEN (not
+ * accumulated); rows with targets < 0 or dlosses == 0 become 0. dlogits may alias logits. */
+void st_crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets,
+                              const float *dlosses, int N, int V);
+
+/* ---- elementwise ------------------------------------------------------------------------ */
+void st_add_inplace(float *x, const float *y, size_t n); /* x += y */
+
+/* ---- backend seam ----------------------------------------------------------------------- */
+typedef struct {
+    const char *name;
+    void (*matmul_forward)(float *, const float *, const float *, const float *, int, int, int);
+    void (*matmul_backward)(float *, float *, float *, const float *, const float *,
+                            const float *, int, int, int);
+    void (*rmsnorm_forward)(float *, float *, const float *, const float *, int, int, float);
+    void (*rmsnorm_backward)(float *, float *, const float *, const float *, const float *,
+                             const float *, int, int);
+    void (*rope_forward)(float *, int, int, int, int, const float *, const float *);
+    void (*rope_backward)(float *, int, int, int, int, const float *, const float *);
+    void (*attention_head_forward)(float *, float *, const float *, const float *, const float *,
+                                   int, int, int, int, int, int, float *);
+    void (*attention_forward)(float *, float *, const float *, int, int, int, int, int, float *);
+    void (*attention_backward)(float *, const float *, const float *, const float *,
+                               const float *, int, int, int, int, int, float *);
+    void (*swiglu_forward)(float *, const float *, int, int);
+    void (*swiglu_backward)(float *, const float *, const float *, int, int);
+    void (*embedding_forward)(float *, const int32_t *, const float *, int, int);
+    void (*embedding_backward)(float *, const float *, const int32_t *, int, int);
+    void (*crossentropy_forward)(float *, const float *, const int32_t *, int, int);
+    void (*crossentropy_backward)(float *, const float *, const int32_t *, const float *, int,
+                                  int);
+    void (*add_inplace)(float *, const float *, size_t);
+} st_backend;
+
+/* The CPU backend (oneDNN + OpenMP). */
+const st_backend *st_backend_cpu(void);
+/* The backend the model code uses (CPU unless st_backend_set was called). */
+const st_backend *st_backend_get(void);
+void st_backend_set(const st_backend *b);
+
+#endif

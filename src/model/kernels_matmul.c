@@ -1,0 +1,69 @@
+/* kernels_matmul.c - out = in · Wᵀ + bias via oneDNN (dnnl_sgemm, row-major), and its backward.
+ * BF16 mode: oneDNN matmul primitive (bf16 src/weights, f32 dst) cached per shape. */
+#include "safetune/kernels.h"
+
+#include <oneapi/dnnl/dnnl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/matmul_bf16.h"
+
+static st_matmul_precision g_prec = ST_MATMUL_F32;
+
+void st_matmul_set_precision(st_matmul_precision p) { g_prec = p; }
+st_matmul_precision st_matmul_get_precision(void) { return g_prec; }
+
+/* dnnl_sgemm failing means a programming error (bad dims); there is no sane recovery. */
+static void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                  int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        if (beta == 0.0f)
+            for (int64_t i = 0; i < M; i++) memset(C + i * ldc, 0, (size_t)N * sizeof *C);
+        return;
+    }
+    dnnl_status_t s = dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (s != dnnl_success) {
+        fprintf(stderr, "safetune: dnnl_sgemm failed (status %d, M=%lld N=%lld K=%lld)\n", (int)s,
+                (long long)M, (long long)N, (long long)K);
+        abort();
+    }
+}
+
+void st_sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+              int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void st_matmul_forward(float *out, const float *in, const float *w, const float *bias, int M,
+                       int K, int N) {
+    if (g_prec == ST_MATMUL_BF16 && st_matmul_bf16(out, in, w, M, K, N) == 0) {
+        if (bias) {
+#pragma omp parallel for if ((size_t)M * N > 65536)
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) out[(size_t)i * N + j] += bias[j];
+        }
+        return;
+    }
+    float beta = 0.0f;
+    if (bias) {
+#pragma omp parallel for if ((size_t)M * N > 65536)
+        for (int i = 0; i < M; i++) memcpy(out + (size_t)i * N, bias, (size_t)N * sizeof *out);
+        beta = 1.0f;
+    }
+    sgemm('N', 'T', M, N, K, 1.0f, in, K, w, K, beta, out, N);
+}
+
+void st_matmul_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
+                        const float *w, int M, int K, int N) {
+    if (din) sgemm('N', 'N', M, K, N, 1.0f, dout, N, w, K, 1.0f, din, K);
+    if (dw) sgemm('T', 'N', N, K, M, 1.0f, dout, N, in, K, 1.0f, dw, K);
+    if (dbias) {
+#pragma omp parallel for if ((size_t)M * N > 65536)
+        for (int j = 0; j < N; j++) {
+            float s = 0.0f;
+            for (int i = 0; i < M; i++) s += dout[(size_t)i * N + j];
+            dbias[j] += s;
+        }
+    }
+}

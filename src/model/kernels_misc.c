@@ -1,0 +1,88 @@
+/* kernels_misc.c - SwiGLU, token embedding, cross-entropy, residual add (forward/backward). */
+#include "safetune/kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+void st_swiglu_forward(float *out, const float *gu, int N, int I) {
+#pragma omp parallel for if ((size_t)N * I > 65536)
+    for (int n = 0; n < N; n++) {
+        const float *g = gu + (size_t)n * 2 * I, *u = g + I;
+        float *o = out + (size_t)n * I;
+        for (int i = 0; i < I; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
+
+/* d/dg [g σ(g)] = σ(g) (1 + g (1 - σ(g))) */
+void st_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int I) {
+#pragma omp parallel for if ((size_t)N * I > 65536)
+    for (int n = 0; n < N; n++) {
+        const float *g = gu + (size_t)n * 2 * I, *u = g + I, *d = dout + (size_t)n * I;
+        float *dg = dgu + (size_t)n * 2 * I, *du = dg + I;
+        for (int i = 0; i < I; i++) {
+            float s = 1.0f / (1.0f + expf(-g[i]));
+            dg[i] += d[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+            du[i] += d[i] * g[i] * s;
+        }
+    }
+}
+
+void st_embedding_forward(float *out, const int32_t *tokens, const float *table, int N, int C) {
+#pragma omp parallel for if ((size_t)N * C > 65536)
+    for (int n = 0; n < N; n++)
+        memcpy(out + (size_t)n * C, table + (size_t)tokens[n] * C, (size_t)C * sizeof *out);
+}
+
+void st_embedding_backward(float *dtable, const float *dout, const int32_t *tokens, int N, int C) {
+    /* tokens repeat, so rows may collide: parallelise over channel blocks instead of rows */
+    const int CB = 64;
+#pragma omp parallel for if ((size_t)N * C > 65536)
+    for (int c0 = 0; c0 < C; c0 += CB) {
+        int c1 = c0 + CB < C ? c0 + CB : C;
+        for (int n = 0; n < N; n++) {
+            float *d = dtable + (size_t)tokens[n] * C;
+            const float *g = dout + (size_t)n * C;
+            for (int c = c0; c < c1; c++) d[c] += g[c];
+        }
+    }
+}
+
+static double row_lse(const float *l, int V) {
+    float mx = -INFINITY;
+    for (int i = 0; i < V; i++) mx = l[i] > mx ? l[i] : mx;
+    double s = 0.0;
+    for (int i = 0; i < V; i++) s += exp((double)(l[i] - mx));
+    return mx + log(s);
+}
+
+void st_crossentropy_forward(float *losses, const float *logits, const int32_t *targets, int N,
+                             int V) {
+#pragma omp parallel for if (N > 1)
+    for (int n = 0; n < N; n++) {
+        const float *l = logits + (size_t)n * V;
+        losses[n] = targets[n] < 0 ? 0.0f : (float)(row_lse(l, V) - l[targets[n]]);
+    }
+}
+
+void st_crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets,
+                              const float *dlosses, int N, int V) {
+#pragma omp parallel for if (N > 1)
+    for (int n = 0; n < N; n++) {
+        const float *l = logits + (size_t)n * V;
+        float *d = dlogits + (size_t)n * V;
+        if (targets[n] < 0 || dlosses[n] == 0.0f) {
+            memset(d, 0, (size_t)V * sizeof *d);
+            continue;
+        }
+        const double lse = row_lse(l, V);
+        const float g = dlosses[n];
+        const int t = targets[n];
+        for (int i = 0; i < V; i++) d[i] = (float)exp((double)l[i] - lse) * g; /* may alias l */
+        d[t] -= g;
+    }
+}
+
+void st_add_inplace(float *x, const float *y, size_t n) {
+#pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}

@@ -1,0 +1,42 @@
+/* kernels_norm.c - RMSNorm forward/backward (transformers LlamaRMSNorm; variance in fp32). */
+#include "safetune/kernels.h"
+
+#include <math.h>
+
+void st_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C,
+                        float eps) {
+#pragma omp parallel for if (N > 16)
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C;
+        float *o = out + (size_t)n * C;
+        double ss = 0.0;
+        for (int i = 0; i < C; i++) ss += (double)xr[i] * xr[i];
+        float r = (float)(1.0 / sqrt(ss / C + eps));
+        if (rstd) rstd[n] = r;
+        for (int i = 0; i < C; i++) o[i] = xr[i] * r * w[i];
+    }
+}
+
+/* y_i = x_i r w_i, r = (mean x² + eps)^-1/2  =>  dx_i = r w_i g_i - x_i r³/C Σ_j g_j w_j x_j */
+void st_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                         const float *rstd, int N, int C) {
+#pragma omp parallel for if (N > 16)
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C, *g = dout + (size_t)n * C;
+        float *d = dx + (size_t)n * C;
+        const float r = rstd[n];
+        double dot = 0.0;
+        for (int i = 0; i < C; i++) dot += (double)g[i] * w[i] * xr[i];
+        const float c = (float)(dot * r * r * r / C);
+        for (int i = 0; i < C; i++) d[i] += r * w[i] * g[i] - xr[i] * c;
+    }
+    if (dw) {
+        /* column sums: parallel over channels so no two threads write the same dw[i] */
+#pragma omp parallel for if ((size_t)N * C > 65536)
+        for (int i = 0; i < C; i++) {
+            float s = 0.0f;
+            for (int n = 0; n < N; n++) s += dout[(size_t)n * C + i] * x[(size_t)n * C + i] * rstd[n];
+            dw[i] += s;
+        }
+    }
+}
