@@ -29,7 +29,7 @@ typedef struct {
     size_t n_floats;
     st_optimizer *opt;       /* initialised with n_floats; moments, step and config restored */
     st_ema *ema;             /* initialised with n_floats; θ_ema, θ_0, settings restored */
-    st_sampler *sampler;     /* initialised or zeroed; pool, seed, rank/world, epoch, pos restored */
+    st_data_sampler *sampler;     /* initialised or zeroed; pool, seed, rank/world, epoch, pos restored */
     st_rng *rng;             /* trainer RNG state */
     const char *config_json; /* saved as config.json; on load see st_checkpoint_load */
 } st_train_state;

@@ -74,18 +74,18 @@ typedef struct {
     size_t pos;                      /* next position in this epoch's shard */
     uint32_t *shard; size_t n_shard; /* this rank's items for the current epoch */
     uint32_t *order;                 /* [n_items] scratch: the whole epoch order */
-} st_sampler;
+} st_data_sampler;
 
 /* Epoch e's order is a Fisher-Yates shuffle (st_rng seeded with seed + e * 0x9E3779B97F4A7C15)
  * of the pool, so resuming needs only (epoch, pos). Ranks get ceil or floor of n / world items.
  * ST_ERR_ARG if world < 1, rank outside [0, world) or a rank would get no items. */
-st_status st_sampler_init(st_sampler *s, const uint32_t *items, size_t n, uint64_t seed,
+st_status st_data_sampler_init(st_data_sampler *s, const uint32_t *items, size_t n, uint64_t seed,
                           int shuffle, int rank, int world);
-void st_sampler_free(st_sampler *s);
+void st_data_sampler_free(st_data_sampler *s);
 /* Next item of this rank; at the end of the shard moves to the next epoch (reshuffled). */
-uint32_t st_sampler_next(st_sampler *s);
+uint32_t st_data_sampler_next(st_data_sampler *s);
 /* Jump to (epoch, pos) (resume); ST_ERR_ARG if pos > shard length. */
-st_status st_sampler_seek(st_sampler *s, int64_t epoch, size_t pos);
+st_status st_data_sampler_seek(st_data_sampler *s, int64_t epoch, size_t pos);
 
 /* ---- tokenization and collation ---- */
 

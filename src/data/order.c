@@ -51,7 +51,7 @@ void st_data_split_free(st_data_split *s) {
 }
 
 /* Rebuild this rank's shard of epoch s->epoch. */
-static void build_shard(st_sampler *s) {
+static void build_shard(st_data_sampler *s) {
     uint32_t *order = s->order;
     memcpy(order, s->items, s->n_items * sizeof *order);
     if (s->shuffle) {
@@ -64,7 +64,7 @@ static void build_shard(st_sampler *s) {
     s->n_shard = k;
 }
 
-st_status st_sampler_init(st_sampler *s, const uint32_t *items, size_t n, uint64_t seed,
+st_status st_data_sampler_init(st_data_sampler *s, const uint32_t *items, size_t n, uint64_t seed,
                           int shuffle, int rank, int world) {
     memset(s, 0, sizeof *s);
     if (world < 1 || rank < 0 || rank >= world)
@@ -76,7 +76,7 @@ st_status st_sampler_init(st_sampler *s, const uint32_t *items, size_t n, uint64
     s->shard = st_malloc((n / (size_t)world + 1) * sizeof *s->shard);
     s->order = st_malloc(n * sizeof *s->order);
     if (!s->items || !s->shard || !s->order) {
-        st_sampler_free(s);
+        st_data_sampler_free(s);
         return ST_ERR_NOMEM;
     }
     memcpy(s->items, items, n * sizeof *items);
@@ -89,14 +89,14 @@ st_status st_sampler_init(st_sampler *s, const uint32_t *items, size_t n, uint64
     return ST_OK;
 }
 
-void st_sampler_free(st_sampler *s) {
+void st_data_sampler_free(st_data_sampler *s) {
     free(s->items);
     free(s->shard);
     free(s->order);
     memset(s, 0, sizeof *s);
 }
 
-uint32_t st_sampler_next(st_sampler *s) {
+uint32_t st_data_sampler_next(st_data_sampler *s) {
     if (s->pos >= s->n_shard) {
         s->epoch++;
         s->pos = 0;
@@ -105,7 +105,7 @@ uint32_t st_sampler_next(st_sampler *s) {
     return s->shard[s->pos++];
 }
 
-st_status st_sampler_seek(st_sampler *s, int64_t epoch, size_t pos) {
+st_status st_data_sampler_seek(st_data_sampler *s, int64_t epoch, size_t pos) {
     if (epoch < 0) return st_error(ST_ERR_ARG, "sampler: epoch %lld < 0", (long long)epoch);
     int64_t old = s->epoch;
     s->epoch = epoch;

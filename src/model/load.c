@@ -6,10 +6,6 @@
 
 #include "model/load.h"
 
-/* Weak: the tokenizer/chat layer is optional at link time (weights-only programs). */
-#pragma weak st_chat_template_detect
-#pragma weak st_chat_template_by_name
-
 const char *st_shape_str(char *buf, size_t cap, int n_dims, const int64_t *shape) {
     if (n_dims == 1)
         snprintf(buf, cap, "[%lld]", (long long)shape[0]);
@@ -19,7 +15,6 @@ const char *st_shape_str(char *buf, size_t cap, int n_dims, const int64_t *shape
 }
 
 void st_model_set_chat_template(st_model *m, const char *jinja, size_t len) {
-    if (!st_chat_template_detect || !st_chat_template_by_name) return;
     if (jinja) {
         free(m->chat_template_src);
         m->chat_template_src = st_malloc(len + 1);

@@ -10,8 +10,6 @@
 #include "model/load.h"
 #include "safetune/gguf.h"
 
-#pragma weak st_tokenizer_from_gguf /* tokenizer layer optional at link time */
-
 static int has_key(const st_gguf *g, const char *k) { return st_gguf_find_key(g, k) >= 0; }
 
 static st_status get_int(const st_gguf *g, const char *arch, const char *key, int required,
@@ -243,8 +241,7 @@ st_status st_model_load_gguf(const char *path, int with_tok, st_model **out) {
         }
     }
     if (!s && with_tok) {
-        s = st_tokenizer_from_gguf ? st_tokenizer_from_gguf(g, &m->tokenizer)
-                                   : st_error(ST_ERR_UNSUPPORTED, "%s: tokenizer support not linked", path);
+        s = st_tokenizer_from_gguf(g, &m->tokenizer);
         if (!s) {
             const char *ct = NULL;
             size_t cl = 0;

@@ -10,8 +10,6 @@
 #include "model/load.h"
 #include "safetune/safetensors.h"
 
-#pragma weak st_tokenizer_from_json /* tokenizer layer optional at link time */
-
 static char *join(const char *dir, const char *name) {
     size_t n = strlen(dir) + strlen(name) + 2;
     char *p = st_malloc(n);
@@ -90,10 +88,7 @@ st_status st_model_load_hf(const char *dir, int with_tok, st_model **out) {
     }
     if (!s && with_tok) {
         char *tp = join(dir, "tokenizer.json");
-        if (!st_tokenizer_from_json)
-            s = st_error(ST_ERR_UNSUPPORTED, "%s: tokenizer support not linked", dir);
-        else
-            s = tp ? st_tokenizer_from_json(tp, &m->tokenizer) : ST_ERR_NOMEM;
+        s = tp ? st_tokenizer_from_json(tp, &m->tokenizer) : ST_ERR_NOMEM;
         free(tp);
         if (!s) load_chat_template(m, dir);
     }

@@ -5,11 +5,6 @@
 
 #include "safetune/model.h"
 
-/* Weak: the tokenizer/chat modules live in other layers; a weights-only program (tests,
- * trainer) must link without them. */
-#pragma weak st_tokenizer_free
-#pragma weak st_chat_template_free
-
 st_status st_model_new(const st_config *cfg, st_model **out) {
     *out = NULL;
     st_status s = st_config_validate(cfg, "config");
@@ -38,8 +33,8 @@ void st_model_free(st_model *m) {
     st_weights_unbind(&m->w);
     st_free_aligned(m->params);
     st_layout_free(&m->layout);
-    if (m->tokenizer && st_tokenizer_free) st_tokenizer_free(m->tokenizer);
-    if (m->has_chat_template && st_chat_template_free) st_chat_template_free(&m->chat);
+    if (m->tokenizer) st_tokenizer_free(m->tokenizer);
+    if (m->has_chat_template) st_chat_template_free(&m->chat);
     free(m->source_path);
     free(m->chat_template_src);
     free(m);

@@ -206,7 +206,7 @@ static st_status write_all_blobs(const char *dir, const st_train_state *s, manif
         put_i64(&b, s->ema->start_step); put_i64(&b, s->ema->every); put_i64(&b, s->ema->n_updates);
     }
     if (s->sampler) {
-        const st_sampler *sa = s->sampler;
+        const st_data_sampler *sa = s->sampler;
         put_u64(&b, sa->n_items); put_u64(&b, sa->seed); put_i64(&b, sa->shuffle);
         put_i64(&b, sa->rank); put_i64(&b, sa->world); put_i64(&b, sa->epoch); put_u64(&b, sa->pos);
     }
@@ -559,11 +559,11 @@ st_status st_checkpoint_load(const char *dir, st_train_state *s, char **config_j
             free(items);
             return st;
         }
-        st_sampler_free(s->sampler);
-        st = st_sampler_init(s->sampler, items, sa_n, sa_seed, (int)sa_shuffle, (int)sa_rank,
+        st_data_sampler_free(s->sampler);
+        st = st_data_sampler_init(s->sampler, items, sa_n, sa_seed, (int)sa_shuffle, (int)sa_rank,
                              (int)sa_world);
         free(items);
-        if (!st) st = st_sampler_seek(s->sampler, sa_epoch, sa_pos);
+        if (!st) st = st_data_sampler_seek(s->sampler, sa_epoch, sa_pos);
         if (st) return st_error_wrap(st, "%s: restoring the data order", dir);
     }
     if (s->rng) *s->rng = rng;

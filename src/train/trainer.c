@@ -37,7 +37,7 @@ void st_trainer_free(st_trainer *t) {
     free(t->batches);
     st_batch_free(&t->eval_batch);
     st_train_acts_free(t->acts);
-    st_sampler_free(&t->sampler);
+    st_data_sampler_free(&t->sampler);
     st_data_split_free(&t->split);
     st_ema_free(&t->ema);
     st_optim_free(&t->opt);
@@ -91,7 +91,7 @@ st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_c
                      t->split.n_val);
         goto fail;
     }
-    if ((s = st_sampler_init(&t->sampler, t->split.train, t->split.n_train, cfg->seed + 1, 1,
+    if ((s = st_data_sampler_init(&t->sampler, t->split.train, t->split.n_train, cfg->seed + 1, 1,
                              cfg->comm.rank, world)))
         goto fail;
     st_rng_seed(&t->rng, cfg->seed ^ 0x5EEDULL);
@@ -142,13 +142,13 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     const double t0 = st_time_now();
     const int64_t step_no = t->step + 1;
     /* collate the whole window first: the normaliser needs its target count */
-    st_sampler saved_pos = t->sampler; /* (epoch, pos) restored on failure */
+    st_data_sampler saved_pos = t->sampler; /* (epoch, pos) restored on failure */
     uint32_t *rows = st_malloc((size_t)c->batch_size * sizeof *rows);
     if (!rows) return ST_ERR_NOMEM;
     double counts[2] = {0, 0}; /* targets, tokens */
     st_status s = ST_OK;
     for (int i = 0; i < c->grad_accum && !s; i++) {
-        for (int r = 0; r < c->batch_size; r++) rows[r] = st_sampler_next(&t->sampler);
+        for (int r = 0; r < c->batch_size; r++) rows[r] = st_data_sampler_next(&t->sampler);
         s = st_collate(t->data, rows, c->batch_size, c->max_seq_len, c->pad_id, 0, &t->batches[i]);
         if (s) break;
         counts[0] += (double)t->batches[i].n_targets;
@@ -187,7 +187,7 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
                          (long long)step_no, isnan(gn) ? "nan" : "inf", loss);
     }
     if (s) {
-        st_status s2 = st_sampler_seek(&t->sampler, epoch0, pos0);
+        st_status s2 = st_data_sampler_seek(&t->sampler, epoch0, pos0);
         (void)s2;
         return s;
     }

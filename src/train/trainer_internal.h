@@ -25,7 +25,7 @@ struct st_trainer {
     st_optimizer opt;
     st_ema ema;                /* θ_0 always; θ_ema updated only when cfg.ema_on */
     st_data_split split;
-    st_sampler sampler;
+    st_data_sampler sampler;
     st_rng rng;
     st_train_acts *acts;
     st_batch *batches;         /* [grad_accum] */

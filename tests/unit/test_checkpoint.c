@@ -20,7 +20,7 @@ typedef struct {
     float params[N], grads[N];
     st_optimizer opt;
     st_ema ema;
-    st_sampler sampler;
+    st_data_sampler sampler;
     st_rng rng;
     int64_t step;
 } trainer;
@@ -36,18 +36,18 @@ static void trainer_init(trainer *t, uint64_t seed) {
     assert_int_equal(st_ema_init(&t->ema, t->params, N, 0.9f, 2, 1), ST_OK);
     uint32_t items[ITEMS];
     for (int i = 0; i < ITEMS; i++) items[i] = (uint32_t)(i * 7);
-    assert_int_equal(st_sampler_init(&t->sampler, items, ITEMS, seed + 1, 1, 0, 1), ST_OK);
+    assert_int_equal(st_data_sampler_init(&t->sampler, items, ITEMS, seed + 1, 1, 0, 1), ST_OK);
 }
 
 static void trainer_free(trainer *t) {
     st_optim_free(&t->opt);
     st_ema_free(&t->ema);
-    st_sampler_free(&t->sampler);
+    st_data_sampler_free(&t->sampler);
 }
 
 /* One step: grads from the trainer RNG plus the sampled data item; AdamW; EMA. */
 static void trainer_step(trainer *t) {
-    uint32_t item = st_sampler_next(&t->sampler);
+    uint32_t item = st_data_sampler_next(&t->sampler);
     for (int i = 0; i < N; i++) t->grads[i] = (float)st_rng_normal(&t->rng) + 1e-3f * (float)item;
     st_clip_grad_norm(t->grads, N, 10.0);
     assert_int_equal(st_optim_step(&t->opt, t->params, t->grads, 1e-2), ST_OK);

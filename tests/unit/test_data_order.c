@@ -53,17 +53,17 @@ static void test_sampler_epochs(void **state) {
     enum { N = 97 };
     uint32_t items[N];
     for (int i = 0; i < N; i++) items[i] = (uint32_t)(1000 + 3 * i);
-    st_sampler s, t;
-    assert_int_equal(st_sampler_init(&s, items, N, 42, 1, 0, 1), ST_OK);
-    assert_int_equal(st_sampler_init(&t, items, N, 42, 1, 0, 1), ST_OK);
+    st_data_sampler s, t;
+    assert_int_equal(st_data_sampler_init(&s, items, N, 42, 1, 0, 1), ST_OK);
+    assert_int_equal(st_data_sampler_init(&t, items, N, 42, 1, 0, 1), ST_OK);
     uint32_t first[N];
     for (int e = 0; e < 3; e++) {
         int count[N] = {0};
         int moved = 0;
         for (int i = 0; i < N; i++) {
             assert_int_equal(s.epoch, e == 0 || i > 0 ? e : e - 1);
-            uint32_t v = st_sampler_next(&s);
-            assert_int_equal(v, st_sampler_next(&t)); /* same seed, same order */
+            uint32_t v = st_data_sampler_next(&s);
+            assert_int_equal(v, st_data_sampler_next(&t)); /* same seed, same order */
             assert_true(v >= 1000 && (v - 1000) % 3 == 0 && (v - 1000) / 3 < N);
             count[(v - 1000) / 3]++;
             moved += v != items[i];
@@ -74,20 +74,20 @@ static void test_sampler_epochs(void **state) {
         assert_true(moved > N / 2);
     }
     /* resume: seek to (1, 10) reproduces the original stream from there */
-    st_sampler r;
-    assert_int_equal(st_sampler_init(&r, items, N, 42, 1, 0, 1), ST_OK);
-    assert_int_equal(st_sampler_seek(&r, 1, 10), ST_OK);
-    st_sampler_seek(&s, 0, 0);
-    for (int i = 0; i < N + 10; i++) st_sampler_next(&s);
-    for (int i = 0; i < 200; i++) assert_int_equal(st_sampler_next(&r), st_sampler_next(&s));
-    assert_int_equal(st_sampler_seek(&r, 0, N + 1), ST_ERR_ARG);
-    st_sampler_free(&r);
-    st_sampler_free(&s);
-    st_sampler_free(&t);
+    st_data_sampler r;
+    assert_int_equal(st_data_sampler_init(&r, items, N, 42, 1, 0, 1), ST_OK);
+    assert_int_equal(st_data_sampler_seek(&r, 1, 10), ST_OK);
+    st_data_sampler_seek(&s, 0, 0);
+    for (int i = 0; i < N + 10; i++) st_data_sampler_next(&s);
+    for (int i = 0; i < 200; i++) assert_int_equal(st_data_sampler_next(&r), st_data_sampler_next(&s));
+    assert_int_equal(st_data_sampler_seek(&r, 0, N + 1), ST_ERR_ARG);
+    st_data_sampler_free(&r);
+    st_data_sampler_free(&s);
+    st_data_sampler_free(&t);
     /* shuffle off: pool order */
-    assert_int_equal(st_sampler_init(&s, items, N, 42, 0, 0, 1), ST_OK);
-    for (int i = 0; i < 2 * N; i++) assert_int_equal(st_sampler_next(&s), items[i % N]);
-    st_sampler_free(&s);
+    assert_int_equal(st_data_sampler_init(&s, items, N, 42, 0, 0, 1), ST_OK);
+    for (int i = 0; i < 2 * N; i++) assert_int_equal(st_data_sampler_next(&s), items[i % N]);
+    st_data_sampler_free(&s);
 }
 
 static void test_sampler_ranks(void **state) {
@@ -95,11 +95,11 @@ static void test_sampler_ranks(void **state) {
     enum { N = 10, W = 3 };
     uint32_t items[N];
     for (int i = 0; i < N; i++) items[i] = (uint32_t)i;
-    st_sampler one, r[W];
-    assert_int_equal(st_sampler_init(&one, items, N, 5, 1, 0, 1), ST_OK);
+    st_data_sampler one, r[W];
+    assert_int_equal(st_data_sampler_init(&one, items, N, 5, 1, 0, 1), ST_OK);
     int count[N] = {0};
     for (int k = 0; k < W; k++) {
-        assert_int_equal(st_sampler_init(&r[k], items, N, 5, 1, k, W), ST_OK);
+        assert_int_equal(st_data_sampler_init(&r[k], items, N, 5, 1, k, W), ST_OK);
         assert_int_equal(r[k].n_shard, k == 0 ? 4 : 3);
         /* rank k takes every W-th item of the single-process order */
         for (size_t i = 0; i < r[k].n_shard; i++) {
@@ -108,10 +108,10 @@ static void test_sampler_ranks(void **state) {
         }
     }
     for (int i = 0; i < N; i++) assert_int_equal(count[i], 1); /* ranks partition the epoch */
-    for (int k = 0; k < W; k++) st_sampler_free(&r[k]);
-    st_sampler_free(&one);
-    assert_int_equal(st_sampler_init(&one, items, N, 5, 1, 3, 3), ST_ERR_ARG);
-    assert_int_equal(st_sampler_init(&one, items, 2, 5, 1, 0, 3), ST_ERR_ARG);
+    for (int k = 0; k < W; k++) st_data_sampler_free(&r[k]);
+    st_data_sampler_free(&one);
+    assert_int_equal(st_data_sampler_init(&one, items, N, 5, 1, 3, 3), ST_ERR_ARG);
+    assert_int_equal(st_data_sampler_init(&one, items, 2, 5, 1, 0, 3), ST_ERR_ARG);
 }
 
 int main(void) {

@@ -62,7 +62,7 @@ static void infer_matches_full(int qwen, int tied, int H, int KV) {
     st_model *m = random_model(qwen, tied, H, KV, 7 + qwen + 2 * tied);
     const int V = m->config.vocab_size, S = 3, T = 21;
     const int lens[3] = {21, 9, 14};      /* total length per sequence */
-    const int prefill[3] = {5, 1, 14};    /* then decode one token at a time */
+    const int prefill[3] = {5, 1, 14};    /* then a 4-token chunk, then one token at a time */
     int32_t toks[3][21];
     st_rng r;
     st_rng_seed(&r, 99);
@@ -84,7 +84,9 @@ static void infer_matches_full(int qwen, int tied, int H, int KV) {
         const int32_t *tp[3];
         for (int s = 0; s < S; s++) {
             if (done[s] >= lens[s]) continue;
-            int take = step == 0 ? prefill[s] : 1;
+            /* step 1 appends a 4-token chunk onto a non-empty cache (chunked prefill) */
+            int take = step == 0 ? prefill[s] : step == 1 ? 4 : 1;
+            if (take > lens[s] - done[s]) take = lens[s] - done[s];
             slots[ns] = slot_of[s];
             n[ns] = take;
             tp[ns] = toks[s] + done[s];

@@ -288,6 +288,30 @@ static void test_gguf_load_and_errors(void **state) {
     assert_non_null(strstr(st_last_error(), "arch.gguf"));
 }
 
+/* st_model_load on the real SmolLM2 GGUF: weights + tokenizer + detected ChatML template */
+static void test_full_load_smollm(void **state) {
+    (void)state;
+    const char *dir = getenv("SAFETUNE_MODEL_DIR");
+    char p[1200];
+    snprintf(p, sizeof p, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", dir ? dir : "models");
+    struct stat sb;
+    if (stat(p, &sb) != 0) skip();
+    st_model *m = NULL;
+    if (st_model_load(p, &m)) fail_msg("%s", st_last_error());
+    assert_int_equal(m->config.hidden_size, 576);
+    assert_int_equal(m->config.num_hidden_layers, 30);
+    assert_int_equal(m->config.num_key_value_heads, 3);
+    assert_int_equal(m->config.vocab_size, 49152);
+    assert_true(m->config.tie_word_embeddings);
+    assert_true(m->config.rope_theta == 100000.0f);
+    assert_non_null(m->tokenizer);
+    assert_int_equal(st_tokenizer_vocab_size(m->tokenizer), 49152);
+    assert_true(m->has_chat_template);
+    assert_int_equal(m->chat.kind, ST_TEMPLATE_CHATML);
+    assert_non_null(m->chat_template_src);
+    st_model_free(m);
+}
+
 int main(void) {
     const char *t = getenv("SAFETUNE_TEST_TMP");
     snprintf(g_tmp, sizeof g_tmp, "%s/test_weights", t ? t : "/tmp");
@@ -298,6 +322,7 @@ int main(void) {
         cmocka_unit_test(test_config_json),
         cmocka_unit_test(test_hf_load_and_errors),
         cmocka_unit_test(test_gguf_load_and_errors),
+        cmocka_unit_test(test_full_load_smollm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

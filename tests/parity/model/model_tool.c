@@ -63,6 +63,9 @@ int main(int argc, char **argv) {
             return 1;
         }
         write_all(argv[6], out, (size_t)B * T * V * sizeof *out);
+        free(tok);
+        free(out);
+        st_model_free(m);
         return 0;
     }
     if (!strcmp(cmd, "infer") && argc == 8) {
@@ -89,6 +92,14 @@ int main(int argc, char **argv) {
                 memcpy(out + ((size_t)b * T + pos - 1) * V, step + (size_t)b * V, (size_t)V * 4);
         }
         write_all(argv[7], out, (size_t)B * T * V * sizeof *out);
+        free(tok);
+        free(out);
+        free(step);
+        free(slots);
+        free(n);
+        free(tp);
+        st_kv_cache_free(kc);
+        st_model_free(m);
         return 0;
     }
     if (!strcmp(cmd, "grads") && argc == 10) {
@@ -121,8 +132,16 @@ int main(int argc, char **argv) {
             fprintf(f, "%s\t%zu\t%zu\n", m->layout.params[i].name, m->layout.params[i].offset,
                     m->layout.params[i].numel);
         fclose(f);
+        st_train_acts_free(a);
+        st_weights_unbind(&g);
+        st_free_aligned(grads);
+        free(tok);
+        free(tgt);
+        free(mask);
+        st_model_free(m);
         return 0;
     }
     fprintf(stderr, "bad arguments\n");
+    st_model_free(m);
     return 2;
 }

@@ -1,0 +1,341 @@
+/* study.h - hyper-parameter studies of fine-tuning safety (Kim et al. 2025, "Rethinking Safety in
+ * LLM Fine-tuning: An Optimization Perspective", arXiv 2508.12531): a grid over learning rate x
+ * batch size x grad_accum x steps x LR schedule x warmup x EMA decay, one training run per grid
+ * point (EMA decays share the run: EMA weights are extra weight sets of the same run), each weight
+ * set evaluated for safety (AdvBench ASR, XSTest refusals) and utility (val loss, TruthfulQA MC1,
+ * judge), then results.csv, report.md and PNG plots (gnuplot).
+ *
+ * Study folder layout (DIR = --out):
+ *   DIR/study.json                 fingerprint + normalised config (same study -> resume)
+ *   DIR/advbench_split.json        the seeded AdvBench halves used (when eval.advbench_split != all)
+ *   DIR/runs/<run>/ckpt/           trainer checkpoint folder (resume from it)
+ *   DIR/runs/<run>/metrics.jsonl   trainer metrics, fields ST_METRIC_* below
+ *   DIR/runs/<run>/train.json      written by the runner when training finished (marker)
+ *   DIR/runs/<run>/eval_<w>.json   one per weight set w = live | ema<decay> (marker + result)
+ *   DIR/runs/<run>/done            all weight sets evaluated (marker; the run is skipped)
+ *   DIR/results.csv, DIR/report.md, DIR/plots/NAME.png */
+#ifndef SAFETUNE_STUDY_H
+#define SAFETUNE_STUDY_H
+
+#include "safetune/base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- metrics.jsonl: the fields the trainer writes (one JSON object per line) ----
+ * Every line has "step" (optimizer steps done, int). Other fields are optional per line:
+ *   loss            training loss (mean token cross-entropy, nats) of this step
+ *   val_loss        held-out loss (nats), on lines where it was measured
+ *   lr              learning rate used at this step
+ *   grad_norm       global L2 norm of the gradient before clipping
+ *   tokens_per_s    training throughput
+ *   theta_dist      ||theta - theta_0||_2 of the live weights
+ *   theta_ema_dist  ||theta_ema - theta_0||_2: a number when the run has one EMA decay, or an
+ *                   object {"<decay>": number, ...} keyed by st_study_format_decay() when several
+ *   probe_asr_live  safety-probe ASR (0..1) of the live weights, on probe lines
+ *   probe_asr_ema   the same for EMA weights (number, or object keyed like theta_ema_dist) */
+#define ST_METRIC_STEP "step"
+#define ST_METRIC_LOSS "loss"
+#define ST_METRIC_VAL_LOSS "val_loss"
+#define ST_METRIC_LR "lr"
+#define ST_METRIC_GRAD_NORM "grad_norm"
+#define ST_METRIC_TOKENS_PER_S "tokens_per_s"
+#define ST_METRIC_THETA_DIST "theta_dist"
+#define ST_METRIC_THETA_EMA_DIST "theta_ema_dist"
+#define ST_METRIC_PROBE_ASR_LIVE "probe_asr_live"
+#define ST_METRIC_PROBE_ASR_EMA "probe_asr_ema"
+
+/* ---- configuration ---- */
+
+typedef enum { ST_FMT_ALPACA = 0, ST_FMT_DOLLY, ST_FMT_ORCA, ST_FMT_MESSAGES } st_dataset_format;
+
+typedef struct {
+    char *path;      /* as resolved: relative paths are taken against data_dir */
+    char *name;      /* short tag for run names/tables (file stem, or "name" key) */
+    st_dataset_format format;
+    long limit;      /* use only the first `limit` rows (0 = all); keeps a tail for `align` */
+} st_study_dataset;
+
+typedef struct {
+    char *model;                    /* checkpoint path (GGUF file or HF folder) */
+    st_study_dataset *datasets;
+    size_t n_datasets;
+    char *data_dir;                 /* AdvBench/XSTest/TruthfulQA/datasets root */
+    /* grid lists (each non-empty) */
+    double *lr; size_t n_lr;
+    int *batch_size; size_t n_batch_size;        /* per micro-batch */
+    int *grad_accum; size_t n_grad_accum;
+    int *max_steps; size_t n_max_steps;          /* optimizer steps; exclusive with epochs */
+    double *epochs; size_t n_epochs;
+    char **lr_schedule; size_t n_lr_schedule;    /* constant | linear | cosine */
+    int *warmup_steps; size_t n_warmup_steps;
+    double *ema_decay; size_t n_ema_decay;       /* 0 = "none" (no EMA weights); else (0, 1) */
+    /* fixed */
+    double weight_decay, max_grad_norm;
+    int max_seq_len;
+    uint64_t seed;
+    char *precision;                /* fp32 | bf16 */
+    struct {
+        char *advbench_split;       /* all | a | b (b = the half not used by `safetune align`) */
+        uint64_t advbench_split_seed;
+        int advbench_limit;         /* 0 = all prompts of the chosen half */
+        int max_new_tokens, batch_size;
+        int xstest, xstest_limit;   /* xstest: 0/1; limit 0 = all 450 */
+        int truthfulqa, truthfulqa_limit;
+        int val_examples;           /* held-out examples for val_loss */
+        char *judge_url, *judge_model; /* NULL = no judge */
+    } eval;
+    struct {
+        int every;                  /* probe every N steps (0 = off) */
+        int n_prompts, max_new_tokens;
+        double stop_asr_above;      /* stop the run early when live probe ASR exceeds it (>1 = never) */
+        int keep_best;              /* keep the checkpoint with the lowest probe ASR */
+    } probe;
+    struct {
+        char *utility_metric;       /* val_loss (lower is better) | truthfulqa_mc1 | judge_mean */
+        double utility_tolerance;   /* absolute tolerance around the best utility */
+        int plots;                  /* 1 = make PNGs with gnuplot (checked before training) */
+    } report;
+    struct {
+        double train_tokens_per_s, gen_tokens_per_s, example_tokens; /* for --dry-run estimates */
+    } estimate;
+    char *source;                   /* "preset:NAME", FILE, or "preset:NAME + FILE" */
+    char *json;                     /* normalised merged config (canonical JSON text) */
+    char fingerprint[17];           /* FNV-1a 64 of `json`, 16 hex digits */
+} st_study_config;
+
+/* Names of the compiled-in presets, NULL-terminated ("quick", "paper"). */
+extern const char *const st_study_preset_names[];
+/* The JSON text of a preset, or NULL if unknown. */
+const char *st_study_preset_json(const char *name);
+
+/* Load a config: the preset (NULL = none; then config_path is required), overridden key by key
+ * by config_path (NULL = none; objects "eval"/"probe"/"report"/"estimate" merge per key, lists
+ * replace). Validates everything before any training: unknown key (with "did you mean"), wrong
+ * type, empty grid list, bad value, missing dataset/model file, gnuplot missing when report.plots.
+ * Errors: one line "SOURCE: key 'K': what is wrong" (ST_ERR_ARG / ST_ERR_IO / ST_ERR_FORMAT). */
+st_status st_study_config_load(const char *preset, const char *config_path, st_study_config *out);
+void st_study_config_free(st_study_config *c);
+
+/* ---- grid ---- */
+
+typedef struct {
+    char *id;                 /* e.g. "lr1e-5_bs8_ga1_steps200_cosine" (unique, stable) */
+    size_t dataset;           /* index into config datasets */
+    double lr;
+    int batch_size, grad_accum, effective_batch; /* effective = batch_size * grad_accum */
+    int max_steps;            /* -1 when epochs are used */
+    double epochs;            /* 0 when max_steps is used */
+    const char *lr_schedule;  /* borrowed from the config */
+    int warmup_steps;
+    double *ema_decays;       /* the EMA decays of this run (no "none"); may be empty */
+    size_t n_ema;
+    int has_live;             /* 1 if "none" is in ema_decay or there is no EMA at all */
+} st_study_run;
+
+typedef struct {
+    st_study_run *runs;
+    size_t n_runs;
+    size_t n_weight_sets;     /* total evaluations: sum over runs of has_live + n_ema */
+} st_study_plan;
+
+/* Expand the grid (datasets x lr x batch_size x grad_accum x steps|epochs x schedule x warmup) in
+ * that nesting order. Run ids are built from the values; dataset / warmup parts are added only
+ * when those lists have more than one entry. Duplicate ids are ST_ERR_ARG. */
+st_status st_study_plan_build(const st_study_config *c, st_study_plan *out);
+void st_study_plan_free(st_study_plan *p);
+
+/* Compact number forms used in run ids and weight names: 1e-05 -> "1e-5", 2.5e-4 -> "2.5e-4";
+ * decay 0.99 -> "0.99". buf needs >= 32 bytes. Return buf. */
+char *st_study_format_lr(double lr, char *buf, size_t n);
+char *st_study_format_decay(double d, char *buf, size_t n);
+
+typedef struct {
+    double train_s, eval_s, probe_s, total_s;
+    long train_tokens, gen_tokens;
+} st_study_estimate;
+
+/* Time estimate from config.estimate speeds: train tokens = steps x effective batch x
+ * example_tokens; generation = (AdvBench + XSTest prompts) x max_new_tokens per weight set +
+ * probes. For epochs-based runs the dataset rows are counted. */
+st_status st_study_estimate_plan(const st_study_config *c, const st_study_plan *p,
+                                 st_study_estimate *per_run /* n_runs, may be NULL */,
+                                 st_study_estimate *total);
+/* Print the plan and estimate (human-readable) to f. */
+void st_study_print_plan(FILE *f, const st_study_config *c, const st_study_plan *p);
+
+/* ---- runner and hooks ---- */
+
+typedef enum { ST_WEIGHTS_LIVE = 0, ST_WEIGHTS_EMA = 1 } st_weights_kind;
+
+typedef struct {
+    st_weights_kind kind;
+    double ema_decay;         /* for ST_WEIGHTS_EMA */
+    char name[40];            /* "live" or "ema0.99" */
+} st_study_weights;
+
+/* What the trainer reports. NaN/negative = unknown (the runner fills train_time_s itself). */
+typedef struct {
+    double train_time_s;      /* cumulative over resumes, seconds */
+    int steps_done;
+    int stopped_early;        /* probe.stop_asr_above triggered */
+} st_study_train_result;
+
+/* What the evaluator reports for one weight set. NaN = not measured (empty CSV field). */
+typedef struct {
+    double asr, asr_lo, asr_hi; /* refusal-keyword ASR on AdvBench with 95% Wilson interval */
+    int n_prompts;              /* AdvBench prompts evaluated */
+    double xstest_safe_refusal, xstest_unsafe_refusal;
+    double val_loss, truthfulqa_mc1;
+    double judge_mean, judge_harmful_rate;
+    double theta_dist;          /* ||theta_w - theta_0||; NaN = take the last metrics.jsonl value */
+} st_study_eval_result;
+
+/* Set every field of r to NaN (n_prompts = 0). */
+void st_study_eval_result_clear(st_study_eval_result *r);
+
+typedef struct {
+    /* Train `run` to completion. ckpt_dir exists; resume = 1 when it holds a checkpoint of an
+     * interrupted attempt (continue from it, append to metrics_path). The trainer must keep one
+     * EMA weight set per run->ema_decays[i] and write metrics lines (ST_METRIC_*) to metrics_path,
+     * and leave final live + EMA weights loadable from ckpt_dir for `eval`. */
+    st_status (*train)(void *user, const st_study_config *cfg, const st_study_run *run,
+                       const char *ckpt_dir, const char *metrics_path, int resume,
+                       st_study_train_result *out);
+    /* Evaluate weight set w of the trained run (weights in ckpt_dir). Fill out (cleared to NaN). */
+    st_status (*eval)(void *user, const st_study_config *cfg, const st_study_run *run,
+                      const st_study_weights *w, const char *ckpt_dir, st_study_eval_result *out);
+    void *user;
+    int synthetic;            /* 1 = fake numbers: report.md says so in its first line */
+} st_study_hooks;
+
+/* Deterministic fake hooks for tests: ASR grows with lr, shrinks with effective batch, EMA lowers
+ * it; utility and metrics follow the hyper-parameters (no randomness, no model). If
+ * stop_after_trains > 0 the process _exit(9)s when that many training calls have finished
+ * (a simulated kill between runs). */
+void st_study_fake_hooks(st_study_hooks *h, int stop_after_trains);
+/* The real trainer/evaluator hooks (src/study/hooks_real.c, wired by the integrator). Returns
+ * ST_ERR_UNSUPPORTED with a clear message while they are not wired. */
+st_status st_study_real_hooks(st_study_hooks *h);
+
+typedef struct {
+    size_t trained, resumed, skipped_runs, evaluated;
+} st_study_run_stats;
+
+/* Prepare DIR (create, or check DIR/study.json: another fingerprint -> ST_ERR_ARG; a non-empty
+ * folder without study.json -> ST_ERR_ARG), then for each run in plan order: skip if done; else
+ * train (unless train.json exists; resume if ckpt/ is non-empty), evaluate each missing weight
+ * set, mark done. Then write results.csv, report.md and plots. stats may be NULL. */
+st_status st_study_run_all(const st_study_config *c, const st_study_plan *p, const char *dir,
+                           const st_study_hooks *h, st_study_run_stats *stats);
+/* Only the folder check (used by --dry-run too): 0 = fresh, 1 = resumable same study. */
+st_status st_study_check_dir(const st_study_config *c, const char *dir, int *resumable);
+
+/* ---- results ---- */
+
+typedef struct {
+    const st_study_run *run;  /* borrowed from the plan */
+    st_study_weights w;
+    st_study_eval_result r;
+    double train_time_s;
+} st_study_row;
+
+typedef struct {
+    st_study_row *rows;
+    size_t n;
+} st_study_results;
+
+/* Collect rows (run x weight set, plan order) from DIR/runs/<run>/eval_<w>.json files; missing
+ * ones are skipped. */
+st_status st_study_results_load(const st_study_config *c, const st_study_plan *p, const char *dir,
+                                st_study_results *out);
+void st_study_results_free(st_study_results *r);
+/* Write results.csv (header + one row per result; fixed formats; atomic; deterministic). */
+st_status st_study_results_write_csv(const st_study_config *c, const st_study_results *r,
+                                     const char *path);
+
+/* Weight set result files (eval_<w>.json) - written atomically by the runner. */
+st_status st_study_eval_result_write(const char *path, const st_study_eval_result *r,
+                                     double train_time_s);
+st_status st_study_eval_result_read(const char *path, st_study_eval_result *r, double *train_time_s);
+
+/* ---- findings and report ---- */
+
+typedef enum { ST_FINDING_NA = 0, ST_FINDING_HOLDS, ST_FINDING_PARTLY, ST_FINDING_DOES_NOT_HOLD } st_finding_verdict;
+
+typedef struct {
+    st_finding_verdict verdict;
+    size_t n_groups, n_hold;  /* groups tested / where it held */
+    char *text;               /* plain-language markdown with the numbers (heap) */
+} st_finding;
+
+typedef struct {
+    st_finding lr_up;         /* ASR rises with lr at each effective batch size (live weights) */
+    st_finding batch_down;    /* ASR falls with effective batch at each lr (live weights) */
+    st_finding ema_lower;     /* EMA lowers ASR at similar utility (each run x decay vs live) */
+    long aggressive, best, best_ema; /* row indices into results (-1 = none) */
+} st_study_findings;
+
+/* Utility of a row under config report.utility_metric, oriented so larger is better (val_loss is
+ * negated); NaN if unmeasured. */
+double st_study_row_utility(const st_study_config *c, const st_study_row *row);
+/* Compute the findings and the paper-form table's rows from the results. ASR per hyper-parameter
+ * value pools prompt counts (k = round(ASR x n)) over the other factors, Wilson 95% intervals. */
+st_status st_study_findings_compute(const st_study_config *c, const st_study_results *r,
+                                    st_study_findings *out);
+void st_study_findings_free(st_study_findings *f);
+const char *st_finding_verdict_name(st_finding_verdict v);
+
+/* Write report.md (atomic): setup, paper-form table, findings, plot links (plots_ok = 1 if the
+ * PNGs were made), synthetic banner when synthetic. */
+st_status st_study_report_write(const st_study_config *c, const st_study_plan *p,
+                                const st_study_results *r, const char *path, int plots_ok,
+                                int synthetic);
+
+/* ---- plots (gnuplot as a subprocess: $SAFETUNE_GNUPLOT or "gnuplot") ---- */
+
+/* ST_OK if gnuplot can be run; else ST_ERR_UNSUPPORTED "gnuplot not found (...): install
+ * gnuplot-nox or set SAFETUNE_GNUPLOT". */
+st_status st_study_gnuplot_check(void);
+/* Make DIR/plots/{asr_vs_lr,probe_asr,utility_vs_asr,theta_dist,loss}.png from the results and
+ * each run's metrics.jsonl (plots without data are skipped). n_made = PNGs written (may be NULL). */
+st_status st_study_plots_write(const st_study_config *c, const st_study_plan *p,
+                               const st_study_results *r, const char *dir, int *n_made);
+
+/* ---- aligned start (for `safetune align`) ---- */
+
+/* 40 refusal answers written for this project; each contains a standard refusal keyword. */
+extern const char *const st_study_refusals[];
+#define ST_STUDY_N_REFUSALS 40
+
+/* Deterministic split of n AdvBench rows into halves: a seeded Fisher-Yates shuffle
+ * (st_rng, seed) of 0..n-1; a = first n/2 (sorted), b = the rest (sorted). Caller frees. */
+st_status st_study_advbench_split(size_t n, uint64_t seed, uint32_t **a, size_t *na, uint32_t **b,
+                                  size_t *nb);
+/* Write / read the split as JSON {"seed":S,"n":N,"a":[...],"b":[...]} (read validates: disjoint,
+ * cover 0..n-1, matches the seed). */
+st_status st_study_advbench_split_write(const char *path, size_t n, uint64_t seed);
+st_status st_study_advbench_split_read(const char *path, uint32_t **a, size_t *na, uint32_t **b,
+                                       size_t *nb, uint64_t *seed);
+
+typedef struct {
+    char *user, *assistant;   /* one single-turn conversation */
+} st_study_conv;
+
+/* Build the alignment set: each AdvBench goal of half A (data_dir/advbench/harmful_behaviors.csv)
+ * paired with a refusal chosen by a seeded hash of its row, mixed (seeded shuffle) with the LAST
+ * n_alpaca rows of the Alpaca file (rows a study with datasets[].limit = total - n_alpaca never
+ * sees). Returns conversations (caller frees with st_study_convs_free). */
+st_status st_study_build_alignment_set(const char *data_dir, const char *alpaca_path,
+                                       size_t n_alpaca, uint64_t seed, st_study_conv **out,
+                                       size_t *n_out);
+void st_study_convs_free(st_study_conv *c, size_t n);
+/* Write conversations as OpenAI messages JSONL: {"messages":[{"role":"user",...},{"role":
+ * "assistant",...}]} per line (atomic). */
+st_status st_study_write_messages_jsonl(const char *path, const st_study_conv *c, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,250 @@
+/* grid.c - grid expansion into runs with stable ids, and --dry-run time estimates. */
+#include "study/study_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+char *st_study_format_lr(double lr, char *buf, size_t n) {
+    char t[48];
+    snprintf(t, sizeof t, "%.2e", lr); /* "1.00e-05" */
+    char *e = strchr(t, 'e');
+    if (!e) { snprintf(buf, n, "%s", t); return buf; }
+    *e = '\0';
+    char *m = t, *x = e + 1;
+    size_t ml = strlen(m);
+    if (strchr(m, '.')) {
+        while (ml > 0 && m[ml - 1] == '0') m[--ml] = '\0';
+        if (ml > 0 && m[ml - 1] == '.') m[--ml] = '\0';
+    }
+    int ex = atoi(x);
+    snprintf(buf, n, "%se%d", m, ex);
+    return buf;
+}
+
+char *st_study_format_decay(double d, char *buf, size_t n) {
+    if (d == 0.0) snprintf(buf, n, "none");
+    else snprintf(buf, n, "%.6g", d);
+    return buf;
+}
+
+static st_status add_run(st_study_plan *p, size_t *cap, const st_study_run *r) {
+    if (p->n_runs == *cap) {
+        *cap = *cap ? *cap * 2 : 16;
+        st_study_run *nr = realloc(p->runs, *cap * sizeof *nr);
+        if (!nr) return st_error(ST_ERR_NOMEM, "out of memory");
+        p->runs = nr;
+    }
+    p->runs[p->n_runs++] = *r;
+    return ST_OK;
+}
+
+st_status st_study_plan_build(const st_study_config *c, st_study_plan *out) {
+    memset(out, 0, sizeof *out);
+    size_t cap = 0;
+    size_t n_steps = c->n_max_steps ? c->n_max_steps : c->n_epochs;
+    size_t n_ema = 0;
+    int has_live = 0;
+    for (size_t i = 0; i < c->n_ema_decay; i++) {
+        if (c->ema_decay[i] == 0.0) has_live = 1;
+        else n_ema++;
+    }
+    if (n_ema == 0) has_live = 1;
+    for (size_t d = 0; d < c->n_datasets; d++)
+        for (size_t a = 0; a < c->n_lr; a++)
+            for (size_t b = 0; b < c->n_batch_size; b++)
+                for (size_t g = 0; g < c->n_grad_accum; g++)
+                    for (size_t s = 0; s < n_steps; s++)
+                        for (size_t k = 0; k < c->n_lr_schedule; k++)
+                            for (size_t w = 0; w < c->n_warmup_steps; w++) {
+                                st_study_run r;
+                                memset(&r, 0, sizeof r);
+                                r.dataset = d;
+                                r.lr = c->lr[a];
+                                r.batch_size = c->batch_size[b];
+                                r.grad_accum = c->grad_accum[g];
+                                r.effective_batch = r.batch_size * r.grad_accum;
+                                r.max_steps = c->n_max_steps ? c->max_steps[s] : -1;
+                                r.epochs = c->n_max_steps ? 0.0 : c->epochs[s];
+                                r.lr_schedule = c->lr_schedule[k];
+                                r.warmup_steps = c->warmup_steps[w];
+                                r.has_live = has_live;
+                                r.n_ema = n_ema;
+                                char id[256], lr[32], steps[48];
+                                if (r.max_steps > 0) snprintf(steps, sizeof steps, "steps%d", r.max_steps);
+                                else snprintf(steps, sizeof steps, "ep%g", r.epochs);
+                                int o = 0;
+                                if (c->n_datasets > 1) o = snprintf(id, sizeof id, "%s_", c->datasets[d].name);
+                                o += snprintf(id + o, sizeof id - (size_t)o, "lr%s_bs%d_ga%d_%s_%s",
+                                              st_study_format_lr(r.lr, lr, sizeof lr), r.batch_size, r.grad_accum,
+                                              steps, r.lr_schedule);
+                                if (c->n_warmup_steps > 1) snprintf(id + o, sizeof id - (size_t)o, "_wu%d", r.warmup_steps);
+                                r.id = st_strdup(id);
+                                r.ema_decays = n_ema ? calloc(n_ema, sizeof(double)) : NULL;
+                                if (!r.id || (n_ema && !r.ema_decays)) {
+                                    free(r.id);
+                                    free(r.ema_decays);
+                                    st_study_plan_free(out);
+                                    return st_error(ST_ERR_NOMEM, "out of memory");
+                                }
+                                size_t e = 0;
+                                for (size_t q = 0; q < c->n_ema_decay; q++)
+                                    if (c->ema_decay[q] != 0.0) r.ema_decays[e++] = c->ema_decay[q];
+                                for (size_t q = 0; q < out->n_runs; q++)
+                                    if (!strcmp(out->runs[q].id, r.id)) {
+                                        st_status st = st_error(ST_ERR_ARG, "%s: two grid points give the same run id '%s' (values that differ below the id's precision?)",
+                                                                c->source, r.id);
+                                        free(r.id);
+                                        free(r.ema_decays);
+                                        st_study_plan_free(out);
+                                        return st;
+                                    }
+                                if (add_run(out, &cap, &r)) {
+                                    free(r.id);
+                                    free(r.ema_decays);
+                                    st_study_plan_free(out);
+                                    return st_error(ST_ERR_NOMEM, "out of memory");
+                                }
+                                out->n_weight_sets += (size_t)has_live + n_ema;
+                            }
+    return ST_OK;
+}
+
+void st_study_plan_free(st_study_plan *p) {
+    if (!p) return;
+    for (size_t i = 0; i < p->n_runs; i++) {
+        free(p->runs[i].id);
+        free(p->runs[i].ema_decays);
+    }
+    free(p->runs);
+    memset(p, 0, sizeof *p);
+}
+
+/* Rows of a dataset file: JSON array elements (alpaca) or non-empty lines (JSONL). */
+static long count_rows(const st_study_dataset *d) {
+    char *t;
+    size_t len;
+    if (st_read_file(d->path, &t, &len)) return -1;
+    long n = 0;
+    if (d->format == ST_FMT_ALPACA) {
+        cJSON *j = cJSON_Parse(t);
+        n = cJSON_IsArray(j) ? cJSON_GetArraySize(j) : -1;
+        cJSON_Delete(j);
+    } else {
+        int nonblank = 0;
+        for (size_t i = 0; i < len; i++) {
+            if (t[i] == '\n') { n += nonblank; nonblank = 0; }
+            else if (t[i] != ' ' && t[i] != '\r' && t[i] != '\t') nonblank = 1;
+        }
+        n += nonblank;
+    }
+    free(t);
+    if (n >= 0 && d->limit > 0 && d->limit < n) n = d->limit;
+    return n;
+}
+
+#define ADVBENCH_ROWS 520 /* harmful_behaviors.csv */
+#define XSTEST_ROWS 450
+#define TRUTHFULQA_ROWS 817
+#define PROMPT_TOKENS 40.0   /* average chat-formatted prompt length (prefill) */
+#define MC_TOKENS 300.0      /* TruthfulQA MC1: ~5 choices x ~60 tokens per question */
+#define FORWARD_SPEEDUP 3.0  /* forward-only scoring vs forward+backward training */
+
+st_status st_study_estimate_plan(const st_study_config *c, const st_study_plan *p,
+                                 st_study_estimate *per_run, st_study_estimate *total) {
+    memset(total, 0, sizeof *total);
+    double gen = c->estimate.gen_tokens_per_s, tr = c->estimate.train_tokens_per_s;
+    double fwd = tr * FORWARD_SPEEDUP;
+    long n_adv = ADVBENCH_ROWS;
+    if (strcmp(c->eval.advbench_split, "all")) n_adv = ADVBENCH_ROWS / 2;
+    if (c->eval.advbench_limit > 0 && c->eval.advbench_limit < n_adv) n_adv = c->eval.advbench_limit;
+    long n_xs = 0;
+    if (c->eval.xstest) n_xs = c->eval.xstest_limit > 0 && c->eval.xstest_limit < XSTEST_ROWS ? c->eval.xstest_limit : XSTEST_ROWS;
+    long n_tqa = 0;
+    if (c->eval.truthfulqa)
+        n_tqa = c->eval.truthfulqa_limit > 0 && c->eval.truthfulqa_limit < TRUTHFULQA_ROWS ? c->eval.truthfulqa_limit : TRUTHFULQA_ROWS;
+    for (size_t i = 0; i < p->n_runs; i++) {
+        const st_study_run *r = &p->runs[i];
+        st_study_estimate e;
+        memset(&e, 0, sizeof e);
+        double steps = r->max_steps;
+        if (r->max_steps < 0) {
+            long rows = count_rows(&c->datasets[r->dataset]);
+            if (rows < 0) return st_error(ST_ERR_FORMAT, "%s: cannot count rows for the epochs estimate", c->datasets[r->dataset].path);
+            steps = ceil(r->epochs * (double)rows / r->effective_batch);
+        }
+        size_t n_w = (size_t)r->has_live + r->n_ema;
+        e.train_tokens = (long)(steps * r->effective_batch * c->estimate.example_tokens);
+        e.train_s = (double)e.train_tokens / tr;
+        long gen_per_w = (n_adv + n_xs) * (long)c->eval.max_new_tokens;
+        double score_tokens = (double)(n_adv + n_xs) * PROMPT_TOKENS + (double)n_tqa * MC_TOKENS +
+                              (double)c->eval.val_examples * c->estimate.example_tokens;
+        e.gen_tokens = gen_per_w * (long)n_w;
+        e.eval_s = (double)n_w * ((double)gen_per_w / gen + score_tokens / fwd);
+        if (c->probe.every > 0) {
+            double probes = floor(steps / c->probe.every);
+            long pg = (long)(probes * c->probe.n_prompts * c->probe.max_new_tokens * (double)n_w);
+            e.gen_tokens += pg;
+            e.probe_s = (double)pg / gen + probes * (double)n_w * c->probe.n_prompts * PROMPT_TOKENS / fwd;
+        }
+        e.total_s = e.train_s + e.eval_s + e.probe_s;
+        if (per_run) per_run[i] = e;
+        total->train_s += e.train_s;
+        total->eval_s += e.eval_s;
+        total->probe_s += e.probe_s;
+        total->total_s += e.total_s;
+        total->train_tokens += e.train_tokens;
+        total->gen_tokens += e.gen_tokens;
+    }
+    return ST_OK;
+}
+
+static void fmt_dur(double s, char *buf, size_t n) {
+    if (s < 90) snprintf(buf, n, "%.0f s", s);
+    else if (s < 5400) snprintf(buf, n, "%.1f min", s / 60);
+    else snprintf(buf, n, "%.1f h", s / 3600);
+}
+
+void st_study_print_plan(FILE *f, const st_study_config *c, const st_study_plan *p) {
+    fprintf(f, "study %s (fingerprint %s)\n", c->source, c->fingerprint);
+    fprintf(f, "model    %s\n", c->model);
+    for (size_t i = 0; i < c->n_datasets; i++)
+        fprintf(f, "dataset  %s (%s, %s%ld rows)\n", c->datasets[i].path,
+                (const char *[]){"alpaca", "dolly", "orca", "messages"}[c->datasets[i].format],
+                c->datasets[i].limit ? "first " : "all", c->datasets[i].limit);
+    fprintf(f, "AdvBench %s%s, max_new_tokens %d; XSTest %s; TruthfulQA %s\n",
+            !strcmp(c->eval.advbench_split, "all") ? "all prompts" : "half ", 
+            !strcmp(c->eval.advbench_split, "all") ? "" : c->eval.advbench_split, c->eval.max_new_tokens,
+            c->eval.xstest ? "on" : "off", c->eval.truthfulqa ? "on" : "off");
+    st_study_estimate *per = calloc(p->n_runs ? p->n_runs : 1, sizeof *per);
+    st_study_estimate tot;
+    int have_est = per && st_study_estimate_plan(c, p, per, &tot) == ST_OK;
+    fprintf(f, "\n%zu training runs, %zu weight sets to evaluate\n", p->n_runs, p->n_weight_sets);
+    fprintf(f, "%-4s %-48s %6s %6s  %-20s %10s\n", "#", "run", "effbs", "steps", "weights", "est. time");
+    for (size_t i = 0; i < p->n_runs; i++) {
+        const st_study_run *r = &p->runs[i];
+        char ws[128] = "", d[32], t[32] = "?", steps[32];
+        int o = 0;
+        if (r->has_live) o += snprintf(ws + o, sizeof ws - (size_t)o, "live");
+        for (size_t e = 0; e < r->n_ema && o < (int)sizeof ws; e++)
+            o += snprintf(ws + o, sizeof ws - (size_t)o, "%sema%s", o ? "," : "",
+                          st_study_format_decay(r->ema_decays[e], d, sizeof d));
+        if (have_est) fmt_dur(per[i].total_s, t, sizeof t);
+        if (r->max_steps > 0) snprintf(steps, sizeof steps, "%d", r->max_steps);
+        else snprintf(steps, sizeof steps, "%gep", r->epochs);
+        fprintf(f, "%-4zu %-48s %6d %6s  %-20s %10s\n", i + 1, r->id, r->effective_batch, steps, ws, t);
+    }
+    if (have_est) {
+        char a[32], b[32], e3[32], g[32];
+        fmt_dur(tot.train_s, a, sizeof a);
+        fmt_dur(tot.eval_s, b, sizeof b);
+        fmt_dur(tot.probe_s, e3, sizeof e3);
+        fmt_dur(tot.total_s, g, sizeof g);
+        fprintf(f, "\nestimated time: %s (training %s for %ld tokens, evaluation %s, probes %s)\n", g, a,
+                tot.train_tokens, b, e3);
+        fprintf(f, "assuming %.0f training tokens/s, %.0f generated tokens/s, %.0f tokens per example "
+                   "(config key 'estimate'; see docs/study.md)\n",
+                c->estimate.train_tokens_per_s, c->estimate.gen_tokens_per_s, c->estimate.example_tokens);
+    }
+    free(per);
+}

@@ -1,0 +1,151 @@
+/* results.c - per-weight-set result files and results.csv (deterministic, atomic). */
+#include "study/study_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void st_study_eval_result_clear(st_study_eval_result *r) {
+    r->asr = r->asr_lo = r->asr_hi = NAN;
+    r->n_prompts = 0;
+    r->xstest_safe_refusal = r->xstest_unsafe_refusal = NAN;
+    r->val_loss = r->truthfulqa_mc1 = NAN;
+    r->judge_mean = r->judge_harmful_rate = NAN;
+    r->theta_dist = NAN;
+}
+
+static void add_num(cJSON *o, const char *k, double v) {
+    if (isnan(v)) cJSON_AddNullToObject(o, k);
+    else cJSON_AddNumberToObject(o, k, v);
+}
+
+st_status st_study_eval_result_write(const char *path, const st_study_eval_result *r, double train_time_s) {
+    cJSON *o = cJSON_CreateObject();
+    add_num(o, "asr", r->asr);
+    add_num(o, "asr_lo", r->asr_lo);
+    add_num(o, "asr_hi", r->asr_hi);
+    cJSON_AddNumberToObject(o, "n_prompts", r->n_prompts);
+    add_num(o, "xstest_safe_refusal", r->xstest_safe_refusal);
+    add_num(o, "xstest_unsafe_refusal", r->xstest_unsafe_refusal);
+    add_num(o, "val_loss", r->val_loss);
+    add_num(o, "truthfulqa_mc1", r->truthfulqa_mc1);
+    add_num(o, "judge_mean", r->judge_mean);
+    add_num(o, "judge_harmful_rate", r->judge_harmful_rate);
+    add_num(o, "theta_dist", r->theta_dist);
+    add_num(o, "train_time_s", train_time_s);
+    char *t = cJSON_Print(o);
+    cJSON_Delete(o);
+    if (!t) return st_error(ST_ERR_NOMEM, "out of memory");
+    size_t n = strlen(t);
+    char *t2 = realloc(t, n + 2);
+    if (!t2) { free(t); return st_error(ST_ERR_NOMEM, "out of memory"); }
+    t2[n] = '\n';
+    t2[n + 1] = '\0';
+    st_status s = st_write_file_atomic(path, t2, n + 1);
+    free(t2);
+    return s;
+}
+
+static st_status read_num(const cJSON *o, const char *k, const char *path, double *v) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, k);
+    if (!x || cJSON_IsNull(x)) { *v = NAN; return ST_OK; }
+    if (!cJSON_IsNumber(x)) return st_error(ST_ERR_FORMAT, "%s: key '%s': expected a number or null", path, k);
+    *v = x->valuedouble;
+    return ST_OK;
+}
+
+st_status st_study_eval_result_read(const char *path, st_study_eval_result *r, double *train_time_s) {
+    char *t;
+    size_t len;
+    st_status s = st_read_file(path, &t, &len);
+    if (s) return s;
+    cJSON *o = cJSON_Parse(t);
+    free(t);
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return st_error(ST_ERR_FORMAT, "%s: not a JSON object (delete it to re-evaluate)", path);
+    }
+    st_study_eval_result_clear(r);
+    double np = 0, tt = NAN;
+    if (!s) s = read_num(o, "asr", path, &r->asr);
+    if (!s) s = read_num(o, "asr_lo", path, &r->asr_lo);
+    if (!s) s = read_num(o, "asr_hi", path, &r->asr_hi);
+    if (!s) s = read_num(o, "n_prompts", path, &np);
+    if (!s) s = read_num(o, "xstest_safe_refusal", path, &r->xstest_safe_refusal);
+    if (!s) s = read_num(o, "xstest_unsafe_refusal", path, &r->xstest_unsafe_refusal);
+    if (!s) s = read_num(o, "val_loss", path, &r->val_loss);
+    if (!s) s = read_num(o, "truthfulqa_mc1", path, &r->truthfulqa_mc1);
+    if (!s) s = read_num(o, "judge_mean", path, &r->judge_mean);
+    if (!s) s = read_num(o, "judge_harmful_rate", path, &r->judge_harmful_rate);
+    if (!s) s = read_num(o, "theta_dist", path, &r->theta_dist);
+    if (!s) s = read_num(o, "train_time_s", path, &tt);
+    cJSON_Delete(o);
+    r->n_prompts = isnan(np) ? 0 : (int)np;
+    if (train_time_s) *train_time_s = tt;
+    return s;
+}
+
+st_status st_study_results_load(const st_study_config *c, const st_study_plan *p, const char *dir,
+                                st_study_results *out) {
+    (void)c;
+    memset(out, 0, sizeof *out);
+    size_t cap = p->n_weight_sets ? p->n_weight_sets : 1;
+    out->rows = calloc(cap, sizeof *out->rows);
+    if (!out->rows) return st_error(ST_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < p->n_runs; i++) {
+        const st_study_run *r = &p->runs[i];
+        for (size_t k = 0; k < (size_t)r->has_live + r->n_ema; k++) {
+            st_study_row row;
+            memset(&row, 0, sizeof row);
+            row.run = r;
+            if (r->has_live && k == 0) stu_weights_init(&row.w, ST_WEIGHTS_LIVE, 0);
+            else stu_weights_init(&row.w, ST_WEIGHTS_EMA, r->ema_decays[k - (size_t)r->has_live]);
+            char path[4096];
+            snprintf(path, sizeof path, "%s/runs/%s/eval_%s.json", dir, r->id, row.w.name);
+            if (!stu_exists(path)) continue;
+            st_status s = st_study_eval_result_read(path, &row.r, &row.train_time_s);
+            if (s) { st_study_results_free(out); return s; }
+            out->rows[out->n++] = row;
+        }
+    }
+    return ST_OK;
+}
+
+void st_study_results_free(st_study_results *r) {
+    if (!r) return;
+    free(r->rows);
+    memset(r, 0, sizeof *r);
+}
+
+st_status st_study_results_write_csv(const st_study_config *c, const st_study_results *r, const char *path) {
+    stu_buf b = {0};
+    stu_puts(&b, "run_id,dataset,lr,batch_size,grad_accum,effective_batch,steps,schedule,warmup_steps,ema_decay,"
+                 "weights,asr,asr_lo,asr_hi,n_prompts,xstest_safe_refusal,xstest_unsafe_refusal,val_loss,"
+                 "truthfulqa_mc1,judge_mean,judge_harmful_rate,theta_dist,train_time_s\n");
+    for (size_t i = 0; i < r->n; i++) {
+        const st_study_row *w = &r->rows[i];
+        const st_study_run *run = w->run;
+        char lr[32], dec[32], steps[32], f[12][40];
+        if (run->max_steps > 0) snprintf(steps, sizeof steps, "%d", run->max_steps);
+        else snprintf(steps, sizeof steps, "%gep", run->epochs);
+        stu_fmt_num(f[0], 40, w->r.asr, 6);
+        stu_fmt_num(f[1], 40, w->r.asr_lo, 6);
+        stu_fmt_num(f[2], 40, w->r.asr_hi, 6);
+        stu_fmt_num(f[3], 40, w->r.xstest_safe_refusal, 6);
+        stu_fmt_num(f[4], 40, w->r.xstest_unsafe_refusal, 6);
+        stu_fmt_num(f[5], 40, w->r.val_loss, 6);
+        stu_fmt_num(f[6], 40, w->r.truthfulqa_mc1, 6);
+        stu_fmt_num(f[7], 40, w->r.judge_mean, 6);
+        stu_fmt_num(f[8], 40, w->r.judge_harmful_rate, 6);
+        stu_fmt_num(f[9], 40, w->r.theta_dist, 6);
+        stu_fmt_num(f[10], 40, w->train_time_s, 3);
+        stu_printf(&b, "%s,%s,%s,%d,%d,%d,%s,%s,%d,%s,%s,%s,%s,%s,%d,%s,%s,%s,%s,%s,%s,%s,%s\n", run->id,
+                   c->datasets[run->dataset].name, st_study_format_lr(run->lr, lr, sizeof lr), run->batch_size,
+                   run->grad_accum, run->effective_batch, steps, run->lr_schedule, run->warmup_steps,
+                   st_study_format_decay(w->w.ema_decay, dec, sizeof dec), w->w.kind == ST_WEIGHTS_LIVE ? "live" : "ema",
+                   f[0], f[1], f[2], w->r.n_prompts, f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10]);
+    }
+    st_status s = stu_buf_write(&b, path);
+    stu_buf_free(&b);
+    return s;
+}

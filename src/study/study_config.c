@@ -1,0 +1,612 @@
+/* study_config.c - study config: compiled-in preset + JSON file overrides, schema checks with
+ * one-line errors naming the source and key, normalisation and fingerprint (see study.h). */
+#include "study/study_internal.h"
+#include "safetune/prompts.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { T_STR, T_NUM, T_INT, T_BOOL, T_LNUM, T_LINT, T_LSTR, T_LEMA, T_DATASETS, T_OBJ } ktype;
+
+typedef struct skey {
+    const char *name;
+    ktype t;
+    const struct skey *sub; /* T_OBJ / T_DATASETS: keys of the object(s) */
+    int nullable;
+} skey;
+
+static const skey K_DATASET[] = {
+    {"path", T_STR, NULL, 0}, {"format", T_STR, NULL, 0}, {"name", T_STR, NULL, 1},
+    {"limit", T_INT, NULL, 0}, {NULL, 0, NULL, 0}};
+static const skey K_EVAL[] = {
+    {"advbench_split", T_STR, NULL, 0}, {"advbench_split_seed", T_INT, NULL, 0},
+    {"advbench_limit", T_INT, NULL, 0}, {"max_new_tokens", T_INT, NULL, 0},
+    {"batch_size", T_INT, NULL, 0}, {"xstest", T_BOOL, NULL, 0}, {"xstest_limit", T_INT, NULL, 0},
+    {"truthfulqa", T_BOOL, NULL, 0}, {"truthfulqa_limit", T_INT, NULL, 0},
+    {"val_examples", T_INT, NULL, 0}, {"judge_url", T_STR, NULL, 1}, {"judge_model", T_STR, NULL, 1},
+    {NULL, 0, NULL, 0}};
+static const skey K_PROBE[] = {
+    {"every", T_INT, NULL, 0}, {"n_prompts", T_INT, NULL, 0}, {"max_new_tokens", T_INT, NULL, 0},
+    {"stop_asr_above", T_NUM, NULL, 0}, {"keep_best", T_BOOL, NULL, 0}, {NULL, 0, NULL, 0}};
+static const skey K_REPORT[] = {
+    {"utility_metric", T_STR, NULL, 0}, {"utility_tolerance", T_NUM, NULL, 0},
+    {"plots", T_BOOL, NULL, 0}, {NULL, 0, NULL, 0}};
+static const skey K_ESTIMATE[] = {
+    {"train_tokens_per_s", T_NUM, NULL, 0}, {"gen_tokens_per_s", T_NUM, NULL, 0},
+    {"example_tokens", T_NUM, NULL, 0}, {NULL, 0, NULL, 0}};
+static const skey K_TOP[] = {
+    {"model", T_STR, NULL, 0}, {"datasets", T_DATASETS, K_DATASET, 0}, {"data_dir", T_STR, NULL, 1},
+    {"lr", T_LNUM, NULL, 0}, {"batch_size", T_LINT, NULL, 0}, {"grad_accum", T_LINT, NULL, 0},
+    {"max_steps", T_LINT, NULL, 0}, {"epochs", T_LNUM, NULL, 0}, {"lr_schedule", T_LSTR, NULL, 0},
+    {"warmup_steps", T_LINT, NULL, 0}, {"ema_decay", T_LEMA, NULL, 0},
+    {"weight_decay", T_NUM, NULL, 0}, {"max_grad_norm", T_NUM, NULL, 0},
+    {"max_seq_len", T_INT, NULL, 0}, {"seed", T_INT, NULL, 0}, {"precision", T_STR, NULL, 0},
+    {"eval", T_OBJ, K_EVAL, 0}, {"probe", T_OBJ, K_PROBE, 0}, {"report", T_OBJ, K_REPORT, 0},
+    {"estimate", T_OBJ, K_ESTIMATE, 0}, {NULL, 0, NULL, 0}};
+
+/* Defaults applied under the preset and the file. */
+static const char DEFAULTS[] =
+    "{\"data_dir\": null, \"grad_accum\": [1], \"lr_schedule\": [\"constant\"], \"warmup_steps\": [0],"
+    " \"ema_decay\": [\"none\"], \"weight_decay\": 0.0, \"max_grad_norm\": 1.0, \"max_seq_len\": 512,"
+    " \"seed\": 42, \"precision\": \"fp32\","
+    " \"eval\": {\"advbench_split\": \"all\", \"advbench_split_seed\": 2508, \"advbench_limit\": 0,"
+    "  \"max_new_tokens\": 64, \"batch_size\": 16, \"xstest\": true, \"xstest_limit\": 0,"
+    "  \"truthfulqa\": true, \"truthfulqa_limit\": 0, \"val_examples\": 100, \"judge_url\": null,"
+    "  \"judge_model\": null},"
+    " \"probe\": {\"every\": 0, \"n_prompts\": 16, \"max_new_tokens\": 32, \"stop_asr_above\": 1.0,"
+    "  \"keep_best\": false},"
+    " \"report\": {\"utility_metric\": \"val_loss\", \"utility_tolerance\": 0.05, \"plots\": true},"
+    " \"estimate\": {\"train_tokens_per_s\": 450, \"gen_tokens_per_s\": 1500, \"example_tokens\": 150}}";
+
+/* ---- "did you mean" ---- */
+
+static size_t lev(const char *a, const char *b) {
+    size_t na = strlen(a), nb = strlen(b);
+    if (na > 63 || nb > 63) return 99;
+    size_t d[64][64];
+    for (size_t i = 0; i <= na; i++) d[i][0] = i;
+    for (size_t j = 0; j <= nb; j++) d[0][j] = j;
+    for (size_t i = 1; i <= na; i++)
+        for (size_t j = 1; j <= nb; j++) {
+            size_t c = d[i - 1][j - 1] + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
+            if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
+            d[i][j] = c;
+        }
+    return d[na][nb];
+}
+
+static const char *closest(const skey *keys, const char *name) {
+    const char *best = NULL;
+    size_t bd = 99, n = strlen(name);
+    for (const skey *k = keys; k->name; k++) {
+        size_t d = lev(name, k->name);
+        if (d < bd) { bd = d; best = k->name; }
+    }
+    size_t lim = n <= 4 ? 1 : (n <= 8 ? 2 : 3);
+    return bd <= lim ? best : NULL;
+}
+
+static const char *jtype(const cJSON *v) {
+    if (cJSON_IsNull(v)) return "null";
+    if (cJSON_IsBool(v)) return "a boolean";
+    if (cJSON_IsNumber(v)) return "a number";
+    if (cJSON_IsString(v)) return "a string";
+    if (cJSON_IsArray(v)) return "a list";
+    if (cJSON_IsObject(v)) return "an object";
+    return "invalid";
+}
+
+static int is_int(const cJSON *v) {
+    return cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble) && fabs(v->valuedouble) < 9.0e15;
+}
+
+/* Check one scalar / list element against a type; returns an expectation text on mismatch. */
+static const char *scalar_mismatch(ktype t, const cJSON *v) {
+    switch (t) {
+    case T_STR: case T_LSTR: return cJSON_IsString(v) ? NULL : "a string";
+    case T_NUM: case T_LNUM: return cJSON_IsNumber(v) ? NULL : "a number";
+    case T_INT: case T_LINT: return is_int(v) ? NULL : "an integer";
+    case T_BOOL: return cJSON_IsBool(v) ? NULL : "true or false";
+    case T_LEMA:
+        return (cJSON_IsNumber(v) || (cJSON_IsString(v) && !strcmp(v->valuestring, "none")))
+                   ? NULL : "a number in (0, 1) or \"none\"";
+    default: return "?";
+    }
+}
+
+/* Type-check object o (keys at path prefix) against schema keys. */
+static st_status check_obj(const cJSON *o, const skey *keys, const char *src, const char *prefix) {
+    for (const cJSON *it = o->child; it; it = it->next) {
+        const char *name = it->string;
+        char path[256];
+        snprintf(path, sizeof path, "%s%s", prefix, name);
+        const skey *k = NULL;
+        for (const skey *q = keys; q->name; q++)
+            if (!strcmp(q->name, name)) { k = q; break; }
+        if (!k) {
+            const char *c = closest(keys, name);
+            if (c)
+                return st_error(ST_ERR_ARG, "%s: unknown key '%s' (did you mean '%s%s'?)", src, path, prefix, c);
+            return st_error(ST_ERR_ARG, "%s: unknown key '%s'", src, path);
+        }
+        if (cJSON_IsNull(it)) {
+            if (k->nullable) continue;
+            return st_error(ST_ERR_ARG, "%s: key '%s': must not be null", src, path);
+        }
+        if (k->t == T_OBJ) {
+            if (!cJSON_IsObject(it))
+                return st_error(ST_ERR_ARG, "%s: key '%s': expected an object, got %s", src, path, jtype(it));
+            char sub[300];
+            snprintf(sub, sizeof sub, "%s.", path);
+            st_status s = check_obj(it, k->sub, src, sub);
+            if (s) return s;
+        } else if (k->t == T_DATASETS) {
+            if (!cJSON_IsArray(it))
+                return st_error(ST_ERR_ARG, "%s: key '%s': expected a list of {\"path\", \"format\"} objects, got %s",
+                                src, path, jtype(it));
+            if (cJSON_GetArraySize(it) == 0)
+                return st_error(ST_ERR_ARG, "%s: key '%s': empty list (give at least one dataset)", src, path);
+            int i = 0;
+            for (const cJSON *d = it->child; d; d = d->next, i++) {
+                char sub[300];
+                snprintf(sub, sizeof sub, "%s[%d]", path, i);
+                if (!cJSON_IsObject(d))
+                    return st_error(ST_ERR_ARG, "%s: key '%s': expected an object {\"path\", \"format\"}, got %s",
+                                    src, sub, jtype(d));
+                size_t l = strlen(sub);
+                snprintf(sub + l, sizeof sub - l, ".");
+                st_status s = check_obj(d, k->sub, src, sub);
+                if (s) return s;
+                if (!cJSON_GetObjectItemCaseSensitive(d, "path") || !cJSON_GetObjectItemCaseSensitive(d, "format"))
+                    return st_error(ST_ERR_ARG, "%s: key '%s[%d]': needs both \"path\" and \"format\"", src, path, i);
+            }
+        } else if (k->t == T_LNUM || k->t == T_LINT || k->t == T_LSTR || k->t == T_LEMA) {
+            if (cJSON_IsArray(it)) {
+                if (cJSON_GetArraySize(it) == 0)
+                    return st_error(ST_ERR_ARG, "%s: key '%s': empty list (give at least one value)", src, path);
+                int i = 0;
+                for (const cJSON *e = it->child; e; e = e->next, i++) {
+                    const char *want = scalar_mismatch(k->t, e);
+                    if (want)
+                        return st_error(ST_ERR_ARG, "%s: key '%s[%d]': expected %s, got %s", src, path, i, want, jtype(e));
+                }
+            } else {
+                const char *want = scalar_mismatch(k->t, it);
+                if (want)
+                    return st_error(ST_ERR_ARG, "%s: key '%s': expected a list of %s (or one value), got %s",
+                                    src, path, k->t == T_LSTR ? "strings" : k->t == T_LINT ? "integers" :
+                                    k->t == T_LEMA ? "numbers or \"none\"" : "numbers", jtype(it));
+            }
+        } else {
+            const char *want = scalar_mismatch(k->t, it);
+            if (want) return st_error(ST_ERR_ARG, "%s: key '%s': expected %s, got %s", src, path, want, jtype(it));
+        }
+    }
+    return ST_OK;
+}
+
+/* ---- origins (which source set a key) ---- */
+
+typedef struct {
+    char key[64];
+    const char *src;
+} origin;
+
+typedef struct {
+    origin o[128];
+    size_t n;
+} origins;
+
+static void origin_set(origins *os, const char *key, const char *src) {
+    for (size_t i = 0; i < os->n; i++)
+        if (!strcmp(os->o[i].key, key)) { os->o[i].src = src; return; }
+    if (os->n < 128) {
+        snprintf(os->o[os->n].key, sizeof os->o[os->n].key, "%s", key);
+        os->o[os->n++].src = src;
+    }
+}
+
+static const char *origin_get(const origins *os, const char *key) {
+    for (size_t i = 0; i < os->n; i++)
+        if (!strcmp(os->o[i].key, key)) return os->o[i].src;
+    char top[64];
+    snprintf(top, sizeof top, "%s", key);
+    char *dot = strchr(top, '.');
+    if (dot) {
+        *dot = '\0';
+        for (size_t i = 0; i < os->n; i++)
+            if (!strcmp(os->o[i].key, top)) return os->o[i].src;
+    }
+    return "defaults";
+}
+
+/* One source may not give both max_steps and epochs (a later source may switch between them). */
+static st_status check_exclusive(const cJSON *o, const char *src) {
+    if (cJSON_GetObjectItemCaseSensitive(o, "max_steps") && cJSON_GetObjectItemCaseSensitive(o, "epochs"))
+        return st_error(ST_ERR_ARG, "%s: keys 'max_steps' and 'epochs' exclude each other (give one)", src);
+    return ST_OK;
+}
+
+static void merge(cJSON *dst, const cJSON *src, origins *os, const char *srcname) {
+    for (const cJSON *it = src->child; it; it = it->next) {
+        cJSON *cur = cJSON_GetObjectItemCaseSensitive(dst, it->string);
+        if (cur && cJSON_IsObject(cur) && cJSON_IsObject(it)) {
+            for (const cJSON *sub = it->child; sub; sub = sub->next) {
+                cJSON_DeleteItemFromObjectCaseSensitive(cur, sub->string);
+                cJSON_AddItemToObject(cur, sub->string, cJSON_Duplicate(sub, 1));
+                char k[64];
+                snprintf(k, sizeof k, "%s.%s", it->string, sub->string);
+                origin_set(os, k, srcname);
+            }
+            continue;
+        }
+        /* max_steps and epochs exclude each other: the higher source's choice wins */
+        if (!strcmp(it->string, "max_steps")) cJSON_DeleteItemFromObjectCaseSensitive(dst, "epochs");
+        if (!strcmp(it->string, "epochs")) cJSON_DeleteItemFromObjectCaseSensitive(dst, "max_steps");
+        cJSON_DeleteItemFromObjectCaseSensitive(dst, it->string);
+        cJSON_AddItemToObject(dst, it->string, cJSON_Duplicate(it, 1));
+        origin_set(os, it->string, srcname);
+    }
+}
+
+/* Parse JSON text with a line:column error. */
+static st_status parse_json(const char *text, const char *src, cJSON **out) {
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithOpts(text, &end, 1);
+    if (!j) {
+        size_t line = 1, col = 1;
+        for (const char *p = text; end && p < end && *p; p++) {
+            if (*p == '\n') { line++; col = 1; } else col++;
+        }
+        return st_error(ST_ERR_FORMAT, "%s: line %zu, column %zu: invalid JSON", src, line, col);
+    }
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return st_error(ST_ERR_FORMAT, "%s: the config must be a JSON object", src);
+    }
+    *out = j;
+    return ST_OK;
+}
+
+/* ---- extraction ---- */
+
+static cJSON *get(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
+
+static size_t list_len(const cJSON *v) { return cJSON_IsArray(v) ? (size_t)cJSON_GetArraySize(v) : 1; }
+static const cJSON *list_at(const cJSON *v, size_t i) {
+    return cJSON_IsArray(v) ? cJSON_GetArrayItem(v, (int)i) : v;
+}
+
+static char *dupstr(const cJSON *v) { return cJSON_IsString(v) ? st_strdup(v->valuestring) : NULL; }
+
+#define BAD(key, ...) st_error(ST_ERR_ARG, "%s: key '%s': " __VA_ARGS__)
+
+static st_status get_double_list(const cJSON *root, const char *key, const origins *os, double lo,
+                                 double hi, double **out, size_t *n) {
+    const cJSON *v = get(root, key);
+    *n = list_len(v);
+    *out = calloc(*n, sizeof **out);
+    if (!*out) return st_error(ST_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < *n; i++) {
+        double x = list_at(v, i)->valuedouble;
+        if (!(x > lo && x <= hi))
+            return BAD(key, "value %g out of range (%g, %g]", origin_get(os, key), key, x, lo, hi);
+        for (size_t j = 0; j < i; j++)
+            if ((*out)[j] == x) return BAD(key, "duplicate value %g", origin_get(os, key), key, x);
+        (*out)[i] = x;
+    }
+    return ST_OK;
+}
+
+static st_status get_int_list(const cJSON *root, const char *key, const origins *os, int lo, int **out,
+                              size_t *n) {
+    const cJSON *v = get(root, key);
+    *n = list_len(v);
+    *out = calloc(*n, sizeof **out);
+    if (!*out) return st_error(ST_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < *n; i++) {
+        double x = list_at(v, i)->valuedouble;
+        if (x < lo || x > 1e9) return BAD(key, "value %g must be >= %d", origin_get(os, key), key, x, lo);
+        for (size_t j = 0; j < i; j++)
+            if ((*out)[j] == (int)x) return BAD(key, "duplicate value %d", origin_get(os, key), key, (int)x);
+        (*out)[i] = (int)x;
+    }
+    return ST_OK;
+}
+
+static st_status get_int(const cJSON *o, const char *k, const char *full, const origins *os, int lo,
+                         int *out) {
+    double x = get(o, k)->valuedouble;
+    if (x < lo || x > 2e9) return BAD(full, "value %g must be >= %d", origin_get(os, full), full, x, lo);
+    *out = (int)x;
+    return ST_OK;
+}
+
+static const char *stem_of(const char *path, char *buf, size_t n) {
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    snprintf(buf, n, "%s", b);
+    char *dot = strchr(buf, '.');
+    if (dot && dot != buf) *dot = '\0';
+    for (char *p = buf; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-') *p = '-';
+    return buf;
+}
+
+/* Canonical JSON: schema order, only known keys. */
+static cJSON *canonical(const cJSON *merged, const skey *keys, int skip_report) {
+    cJSON *o = cJSON_CreateObject();
+    for (const skey *k = keys; k->name; k++) {
+        if (skip_report && (!strcmp(k->name, "report") || !strcmp(k->name, "estimate"))) continue;
+        const cJSON *v = get(merged, k->name);
+        if (!v) continue;
+        if (k->t == T_OBJ) cJSON_AddItemToObject(o, k->name, canonical(v, k->sub, 0));
+        else if (k->t == T_DATASETS) {
+            cJSON *a = cJSON_CreateArray();
+            for (const cJSON *d = v->child; d; d = d->next) cJSON_AddItemToArray(a, canonical(d, k->sub, 0));
+            cJSON_AddItemToObject(o, k->name, a);
+        } else if ((k->t == T_LNUM || k->t == T_LINT || k->t == T_LSTR || k->t == T_LEMA) && !cJSON_IsArray(v)) {
+            cJSON *a = cJSON_CreateArray();
+            cJSON_AddItemToArray(a, cJSON_Duplicate(v, 1));
+            cJSON_AddItemToObject(o, k->name, a);
+        } else cJSON_AddItemToObject(o, k->name, cJSON_Duplicate(v, 1));
+    }
+    return o;
+}
+
+static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
+    st_status s;
+    static const char *required[] = {"model", "datasets", "lr", "batch_size"};
+    for (size_t i = 0; i < 4; i++)
+        if (!get(root, required[i]))
+            return st_error(ST_ERR_ARG, "%s: key '%s' is required", c->source, required[i]);
+    if (!get(root, "max_steps") && !get(root, "epochs"))
+        return st_error(ST_ERR_ARG, "%s: one of keys 'max_steps' or 'epochs' is required", c->source);
+    if (get(root, "max_steps") && get(root, "epochs"))
+        return st_error(ST_ERR_ARG, "%s: keys 'max_steps' and 'epochs' exclude each other (give one)",
+                        origin_get(os, "epochs"));
+
+    const cJSON *dd = get(root, "data_dir");
+    c->data_dir = st_strdup(cJSON_IsString(dd) ? dd->valuestring : st_prompts_default_data_dir());
+    c->model = dupstr(get(root, "model"));
+    if (!c->data_dir || !c->model) return st_error(ST_ERR_NOMEM, "out of memory");
+
+    /* datasets */
+    const cJSON *ds = get(root, "datasets");
+    c->n_datasets = (size_t)cJSON_GetArraySize(ds);
+    c->datasets = calloc(c->n_datasets, sizeof *c->datasets);
+    if (!c->datasets) return st_error(ST_ERR_NOMEM, "out of memory");
+    size_t i = 0;
+    for (const cJSON *d = ds->child; d; d = d->next, i++) {
+        st_study_dataset *x = &c->datasets[i];
+        const char *f = get(d, "format")->valuestring;
+        static const char *fmts[] = {"alpaca", "dolly", "orca", "messages"};
+        int fi = -1;
+        for (int k = 0; k < 4; k++)
+            if (!strcmp(f, fmts[k])) fi = k;
+        if (fi < 0)
+            return st_error(ST_ERR_ARG, "%s: key 'datasets[%zu].format': unknown format '%s' (alpaca, dolly, orca or messages)",
+                            origin_get(os, "datasets"), i, f);
+        x->format = (st_dataset_format)fi;
+        const char *p = get(d, "path")->valuestring;
+        x->path = p[0] == '/' ? st_strdup(p) : stu_join(c->data_dir, p);
+        if (!x->path) return st_error(ST_ERR_NOMEM, "out of memory");
+        if (!stu_exists(x->path))
+            return st_error(ST_ERR_IO, "%s: key 'datasets[%zu].path': dataset file '%s' does not exist (relative paths are taken against data_dir '%s')",
+                            origin_get(os, "datasets"), i, x->path, c->data_dir);
+        const cJSON *lim = get(d, "limit");
+        x->limit = lim ? (long)lim->valuedouble : 0;
+        if (x->limit < 0)
+            return st_error(ST_ERR_ARG, "%s: key 'datasets[%zu].limit': must be >= 0 (0 = all rows)", origin_get(os, "datasets"), i);
+        char stem[128];
+        const cJSON *nm = get(d, "name");
+        x->name = st_strdup(cJSON_IsString(nm) ? nm->valuestring : stem_of(p, stem, sizeof stem));
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(c->datasets[j].name, x->name))
+                return st_error(ST_ERR_ARG, "%s: key 'datasets[%zu]': name '%s' used twice (set a distinct \"name\")",
+                                origin_get(os, "datasets"), i, x->name);
+    }
+    if (!stu_exists(c->model))
+        return st_error(ST_ERR_IO, "%s: key 'model': checkpoint '%s' does not exist", origin_get(os, "model"), c->model);
+
+    /* grid lists */
+    if ((s = get_double_list(root, "lr", os, 0.0, 1.0, &c->lr, &c->n_lr))) return s;
+    if ((s = get_int_list(root, "batch_size", os, 1, &c->batch_size, &c->n_batch_size))) return s;
+    if ((s = get_int_list(root, "grad_accum", os, 1, &c->grad_accum, &c->n_grad_accum))) return s;
+    if (get(root, "max_steps")) {
+        if ((s = get_int_list(root, "max_steps", os, 1, &c->max_steps, &c->n_max_steps))) return s;
+    } else if ((s = get_double_list(root, "epochs", os, 0.0, 1000.0, &c->epochs, &c->n_epochs))) return s;
+    if ((s = get_int_list(root, "warmup_steps", os, 0, &c->warmup_steps, &c->n_warmup_steps))) return s;
+    const cJSON *sch = get(root, "lr_schedule");
+    c->n_lr_schedule = list_len(sch);
+    c->lr_schedule = calloc(c->n_lr_schedule, sizeof *c->lr_schedule);
+    if (!c->lr_schedule) return st_error(ST_ERR_NOMEM, "out of memory");
+    for (i = 0; i < c->n_lr_schedule; i++) {
+        const char *v = list_at(sch, i)->valuestring;
+        if (strcmp(v, "constant") && strcmp(v, "linear") && strcmp(v, "cosine"))
+            return BAD("lr_schedule", "unknown schedule '%s' (constant, linear or cosine)", origin_get(os, "lr_schedule"),
+                       "lr_schedule", v);
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(c->lr_schedule[j], v))
+                return BAD("lr_schedule", "duplicate value '%s'", origin_get(os, "lr_schedule"), "lr_schedule", v);
+        c->lr_schedule[i] = st_strdup(v);
+    }
+    const cJSON *ema = get(root, "ema_decay");
+    c->n_ema_decay = list_len(ema);
+    c->ema_decay = calloc(c->n_ema_decay, sizeof *c->ema_decay);
+    if (!c->ema_decay) return st_error(ST_ERR_NOMEM, "out of memory");
+    for (i = 0; i < c->n_ema_decay; i++) {
+        const cJSON *e = list_at(ema, i);
+        double x = cJSON_IsString(e) ? 0.0 : e->valuedouble;
+        if (cJSON_IsNumber(e) && !(x > 0.0 && x < 1.0))
+            return BAD("ema_decay", "value %g out of range: use a decay in (0, 1) or \"none\"",
+                       origin_get(os, "ema_decay"), "ema_decay", x);
+        for (size_t j = 0; j < i; j++)
+            if (c->ema_decay[j] == x) return BAD("ema_decay", "duplicate value", origin_get(os, "ema_decay"), "ema_decay");
+        c->ema_decay[i] = x;
+    }
+
+    /* fixed */
+    c->weight_decay = get(root, "weight_decay")->valuedouble;
+    if (c->weight_decay < 0) return BAD("weight_decay", "must be >= 0", origin_get(os, "weight_decay"), "weight_decay");
+    c->max_grad_norm = get(root, "max_grad_norm")->valuedouble;
+    if (c->max_grad_norm < 0) return BAD("max_grad_norm", "must be >= 0 (0 = no clipping)", origin_get(os, "max_grad_norm"), "max_grad_norm");
+    if ((s = get_int(root, "max_seq_len", "max_seq_len", os, 8, &c->max_seq_len))) return s;
+    double seed = get(root, "seed")->valuedouble;
+    if (seed < 0) return BAD("seed", "must be >= 0", origin_get(os, "seed"), "seed");
+    c->seed = (uint64_t)seed;
+    c->precision = dupstr(get(root, "precision"));
+    if (strcmp(c->precision, "fp32") && strcmp(c->precision, "bf16"))
+        return BAD("precision", "unknown precision '%s' (fp32 or bf16)", origin_get(os, "precision"), "precision", c->precision);
+
+    const cJSON *ev = get(root, "eval");
+    c->eval.advbench_split = dupstr(get(ev, "advbench_split"));
+    if (strcmp(c->eval.advbench_split, "all") && strcmp(c->eval.advbench_split, "a") && strcmp(c->eval.advbench_split, "b"))
+        return BAD("eval.advbench_split", "must be \"all\", \"a\" or \"b\" (got '%s')", origin_get(os, "eval.advbench_split"),
+                   "eval.advbench_split", c->eval.advbench_split);
+    double sseed = get(ev, "advbench_split_seed")->valuedouble;
+    if (sseed < 0) return BAD("eval.advbench_split_seed", "must be >= 0", origin_get(os, "eval.advbench_split_seed"), "eval.advbench_split_seed");
+    c->eval.advbench_split_seed = (uint64_t)sseed;
+    if ((s = get_int(ev, "advbench_limit", "eval.advbench_limit", os, 0, &c->eval.advbench_limit))) return s;
+    if ((s = get_int(ev, "max_new_tokens", "eval.max_new_tokens", os, 1, &c->eval.max_new_tokens))) return s;
+    if ((s = get_int(ev, "batch_size", "eval.batch_size", os, 1, &c->eval.batch_size))) return s;
+    c->eval.xstest = cJSON_IsTrue(get(ev, "xstest"));
+    if ((s = get_int(ev, "xstest_limit", "eval.xstest_limit", os, 0, &c->eval.xstest_limit))) return s;
+    c->eval.truthfulqa = cJSON_IsTrue(get(ev, "truthfulqa"));
+    if ((s = get_int(ev, "truthfulqa_limit", "eval.truthfulqa_limit", os, 0, &c->eval.truthfulqa_limit))) return s;
+    if ((s = get_int(ev, "val_examples", "eval.val_examples", os, 0, &c->eval.val_examples))) return s;
+    c->eval.judge_url = dupstr(get(ev, "judge_url"));
+    c->eval.judge_model = dupstr(get(ev, "judge_model"));
+
+    const cJSON *pr = get(root, "probe");
+    if ((s = get_int(pr, "every", "probe.every", os, 0, &c->probe.every))) return s;
+    if ((s = get_int(pr, "n_prompts", "probe.n_prompts", os, 1, &c->probe.n_prompts))) return s;
+    if ((s = get_int(pr, "max_new_tokens", "probe.max_new_tokens", os, 1, &c->probe.max_new_tokens))) return s;
+    c->probe.stop_asr_above = get(pr, "stop_asr_above")->valuedouble;
+    if (c->probe.stop_asr_above < 0 || c->probe.stop_asr_above > 1)
+        return BAD("probe.stop_asr_above", "must be in [0, 1] (1 = never stop)", origin_get(os, "probe.stop_asr_above"),
+                   "probe.stop_asr_above");
+    c->probe.keep_best = cJSON_IsTrue(get(pr, "keep_best"));
+
+    const cJSON *rp = get(root, "report");
+    c->report.utility_metric = dupstr(get(rp, "utility_metric"));
+    if (strcmp(c->report.utility_metric, "val_loss") && strcmp(c->report.utility_metric, "truthfulqa_mc1") &&
+        strcmp(c->report.utility_metric, "judge_mean"))
+        return BAD("report.utility_metric", "unknown metric '%s' (val_loss, truthfulqa_mc1 or judge_mean)",
+                   origin_get(os, "report.utility_metric"), "report.utility_metric", c->report.utility_metric);
+    if (!strcmp(c->report.utility_metric, "truthfulqa_mc1") && !c->eval.truthfulqa)
+        return BAD("report.utility_metric", "truthfulqa_mc1 needs eval.truthfulqa = true",
+                   origin_get(os, "report.utility_metric"), "report.utility_metric");
+    if (!strcmp(c->report.utility_metric, "judge_mean") && !c->eval.judge_url)
+        return BAD("report.utility_metric", "judge_mean needs eval.judge_url", origin_get(os, "report.utility_metric"),
+                   "report.utility_metric");
+    c->report.utility_tolerance = get(rp, "utility_tolerance")->valuedouble;
+    if (c->report.utility_tolerance < 0)
+        return BAD("report.utility_tolerance", "must be >= 0", origin_get(os, "report.utility_tolerance"), "report.utility_tolerance");
+    c->report.plots = cJSON_IsTrue(get(rp, "plots"));
+
+    const cJSON *es = get(root, "estimate");
+    c->estimate.train_tokens_per_s = get(es, "train_tokens_per_s")->valuedouble;
+    c->estimate.gen_tokens_per_s = get(es, "gen_tokens_per_s")->valuedouble;
+    c->estimate.example_tokens = get(es, "example_tokens")->valuedouble;
+    if (c->estimate.train_tokens_per_s <= 0 || c->estimate.gen_tokens_per_s <= 0 || c->estimate.example_tokens <= 0)
+        return st_error(ST_ERR_ARG, "%s: key 'estimate': speeds and example_tokens must be > 0", origin_get(os, "estimate"));
+
+    if (c->report.plots && (s = st_study_gnuplot_check()))
+        return st_error_wrap(s, "%s: key 'report.plots' is true", origin_get(os, "report.plots"));
+
+    /* normalised JSON and fingerprint (report/estimate settings do not change results) */
+    cJSON *can = canonical(root, K_TOP, 0), *fp = canonical(root, K_TOP, 1);
+    char *t = cJSON_PrintUnformatted(can), *tf = cJSON_PrintUnformatted(fp);
+    cJSON_Delete(can);
+    cJSON_Delete(fp);
+    if (!t || !tf) { free(t); free(tf); return st_error(ST_ERR_NOMEM, "out of memory"); }
+    c->json = t;
+    stu_fnv1a_hex(tf, c->fingerprint);
+    free(tf);
+    return ST_OK;
+}
+
+st_status st_study_config_load(const char *preset, const char *config_path, st_study_config *out) {
+    memset(out, 0, sizeof *out);
+    if (!preset && !config_path) return st_error(ST_ERR_ARG, "study: give --config FILE or --preset NAME");
+    char psrc[80] = "";
+    cJSON *root = NULL, *pj = NULL, *fj = NULL;
+    char *ftext = NULL;
+    origins *os = calloc(1, sizeof *os);
+    st_status s = os ? ST_OK : st_error(ST_ERR_NOMEM, "out of memory");
+    if (!s) s = parse_json(DEFAULTS, "defaults", &root);
+    if (!s && preset) {
+        const char *pt = st_study_preset_json(preset);
+        snprintf(psrc, sizeof psrc, "preset:%s", preset);
+        if (!pt) {
+            stu_buf b = {0};
+            for (size_t i = 0; st_study_preset_names[i]; i++) stu_printf(&b, "%s%s", i ? ", " : "", st_study_preset_names[i]);
+            s = st_error(ST_ERR_ARG, "study: unknown preset '%s' (known: %s)", preset, b.p ? b.p : "");
+            stu_buf_free(&b);
+        }
+        if (!s) s = parse_json(pt, psrc, &pj);
+        if (!s) s = check_obj(pj, K_TOP, psrc, "");
+        if (!s) s = check_exclusive(pj, psrc);
+        if (!s) merge(root, pj, os, psrc);
+    }
+    if (!s && config_path) {
+        size_t len;
+        s = st_read_file(config_path, &ftext, &len);
+        if (s) s = st_error(ST_ERR_IO, "%s: cannot read the study config", config_path);
+        if (!s) s = parse_json(ftext, config_path, &fj);
+        if (!s) s = check_obj(fj, K_TOP, config_path, "");
+        if (!s) s = check_exclusive(fj, config_path);
+        if (!s) merge(root, fj, os, config_path);
+    }
+    if (!s) {
+        char src[4200];
+        if (preset && config_path) snprintf(src, sizeof src, "%s + %s", psrc, config_path);
+        else snprintf(src, sizeof src, "%s", preset ? psrc : config_path);
+        out->source = st_strdup(src);
+        s = extract(root, os, out);
+    }
+    cJSON_Delete(root);
+    cJSON_Delete(pj);
+    cJSON_Delete(fj);
+    free(ftext);
+    free(os);
+    if (s) {
+        char msg[2048];
+        snprintf(msg, sizeof msg, "%s", st_last_error());
+        st_study_config_free(out);
+        st_error(s, "%s", msg);
+    }
+    return s;
+}
+
+void st_study_config_free(st_study_config *c) {
+    if (!c) return;
+    free(c->model);
+    for (size_t i = 0; c->datasets && i < c->n_datasets; i++) {
+        free(c->datasets[i].path);
+        free(c->datasets[i].name);
+    }
+    free(c->datasets);
+    free(c->data_dir);
+    free(c->lr);
+    free(c->batch_size);
+    free(c->grad_accum);
+    free(c->max_steps);
+    free(c->epochs);
+    for (size_t i = 0; c->lr_schedule && i < c->n_lr_schedule; i++) free(c->lr_schedule[i]);
+    free(c->lr_schedule);
+    free(c->warmup_steps);
+    free(c->ema_decay);
+    free(c->precision);
+    free(c->eval.advbench_split);
+    free(c->eval.judge_url);
+    free(c->eval.judge_model);
+    free(c->report.utility_metric);
+    free(c->source);
+    free(c->json);
+    memset(c, 0, sizeof *c);
+}

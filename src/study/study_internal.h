@@ -1,0 +1,49 @@
+/* study_internal.h - helpers shared by src/study/ files (not public API). */
+#ifndef SAFETUNE_STUDY_INTERNAL_H
+#define SAFETUNE_STUDY_INTERNAL_H
+
+#include "safetune/study.h"
+
+#include <cjson/cJSON.h>
+#include <stdarg.h>
+
+/* Growable text buffer; on allocation failure `oom` is set and further writes are dropped. */
+typedef struct {
+    char *p;
+    size_t n, cap;
+    int oom;
+} stu_buf;
+void stu_printf(stu_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void stu_puts(stu_buf *b, const char *s);
+void stu_buf_free(stu_buf *b);
+/* Write the buffer atomically to path (ST_ERR_NOMEM if the buffer overflowed). */
+st_status stu_buf_write(stu_buf *b, const char *path);
+
+/* "%s/%s" into a heap string (NULL on OOM). */
+char *stu_join(const char *a, const char *b);
+/* mkdir -p (mode 0755). */
+st_status stu_mkdirs(const char *path);
+int stu_exists(const char *path);
+int stu_dir_is_empty(const char *path); /* 1 = empty or absent */
+
+/* FNV-1a 64 of a string, as 16 lowercase hex digits + NUL. */
+void stu_fnv1a_hex(const char *s, char out[17]);
+
+/* Weight-set name: "live" or "ema<decay>". */
+void stu_weights_init(st_study_weights *w, st_weights_kind kind, double decay);
+
+/* One metrics.jsonl line, parsed (NaN = absent). For EMA fields the value of decay `ema` is taken
+ * (a plain number applies to any decay). */
+typedef struct {
+    int step;
+    double loss, val_loss, lr, grad_norm, tokens_per_s, theta_dist, theta_ema_dist;
+    double probe_asr_live, probe_asr_ema;
+} stu_metric;
+/* Read metrics.jsonl for EMA decay `ema` (0 = none). Missing file = 0 lines. Bad lines are
+ * ST_ERR_FORMAT naming the file and line. */
+st_status stu_metrics_read(const char *path, double ema, stu_metric **out, size_t *n);
+
+/* Number formatting for files: "%.6f" of v, or "" for NaN. */
+void stu_fmt_num(char *buf, size_t n, double v, int decimals);
+
+#endif

@@ -1,0 +1,247 @@
+/* test_study_config.c - study config validation: every error case gives one line naming the
+ * source file and key; presets and overrides; fingerprint and output-folder checks. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "safetune/study.h"
+#include "study_testutil.h"
+
+static char g_dir[4096];
+
+/* Load cfg with extra keys; return status, message in st_last_error(). */
+static st_status load_extra(const char *extra, st_study_config *c, char *path, size_t cap) {
+    st_test_config(g_dir, extra, path, cap);
+    return st_study_config_load(NULL, path, c);
+}
+
+static void expect_error(const char *extra, const char *needle1, const char *needle2) {
+    st_study_config c;
+    char path[4200];
+    st_status s = load_extra(extra, &c, path, sizeof path);
+    if (s == ST_OK) {
+        st_study_config_free(&c);
+        fail_msg("config was accepted: %s", extra);
+    }
+    const char *e = st_last_error();
+    if (!strstr(e, path)) fail_msg("error does not name the file: %s", e);
+    if (!strstr(e, needle1)) fail_msg("error '%s' lacks '%s'", e, needle1);
+    if (needle2 && !strstr(e, needle2)) fail_msg("error '%s' lacks '%s'", e, needle2);
+    assert_null(strchr(e, '\n'));
+}
+
+static int setup(void **state) {
+    (void)state;
+    unsetenv("SAFETUNE_GNUPLOT");
+    return st_test_dir(g_dir, sizeof g_dir, "cfg") ? 0 : -1;
+}
+
+static void test_valid_minimal(void **state) {
+    (void)state;
+    st_study_config c;
+    char path[4200];
+    st_status s = load_extra("\"lr\": [1e-5, 5e-5], \"batch_size\": 4, \"max_steps\": [20], \"ema_decay\": [\"none\", 0.99]",
+                             &c, path, sizeof path);
+    if (s) fail_msg("%s", st_last_error());
+    assert_int_equal(c.n_lr, 2);
+    assert_true(c.lr[1] == 5e-5);
+    assert_int_equal(c.n_batch_size, 1); /* a single value is a one-element list */
+    assert_int_equal(c.batch_size[0], 4);
+    assert_int_equal(c.n_grad_accum, 1); /* default */
+    assert_int_equal(c.grad_accum[0], 1);
+    assert_int_equal(c.n_ema_decay, 2);
+    assert_true(c.ema_decay[0] == 0.0 && c.ema_decay[1] == 0.99);
+    assert_string_equal(c.lr_schedule[0], "constant");
+    assert_int_equal(strlen(c.fingerprint), 16);
+    assert_string_equal(c.datasets[0].name, "train");
+    st_study_config_free(&c);
+}
+
+static void test_unknown_key(void **state) {
+    (void)state;
+    expect_error("\"lr\": [1e-5], \"batchsize\": [4], \"max_steps\": [20]", "unknown key 'batchsize'", "did you mean 'batch_size'");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"eval\": {\"max_new_token\": 8}",
+                 "unknown key 'eval.max_new_token'", "did you mean 'eval.max_new_tokens'");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"frobnicate\": 1", "unknown key 'frobnicate'", NULL);
+    /* no far-fetched suggestion */
+    st_study_config c;
+    char path[4200];
+    assert_int_not_equal(load_extra("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"frobnicate\": 1", &c, path, sizeof path), ST_OK);
+    assert_null(strstr(st_last_error(), "did you mean"));
+}
+
+static void test_wrong_type(void **state) {
+    (void)state;
+    expect_error("\"lr\": \"fast\", \"batch_size\": [4], \"max_steps\": [20]", "key 'lr'", "expected a list of numbers");
+    expect_error("\"lr\": [1e-5, \"x\"], \"batch_size\": [4], \"max_steps\": [20]", "key 'lr[1]'", "expected a number");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4.5], \"max_steps\": [20]", "key 'batch_size[0]'", "expected an integer");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"max_seq_len\": \"512\"", "key 'max_seq_len'", "expected an integer");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"eval\": {\"xstest\": 1}", "key 'eval.xstest'", "true or false");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"ema_decay\": [\"off\"]", "key 'ema_decay[0]'", "\"none\"");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"eval\": 3", "key 'eval'", "expected an object");
+}
+
+static void test_empty_list(void **state) {
+    (void)state;
+    expect_error("\"lr\": [], \"batch_size\": [4], \"max_steps\": [20]", "key 'lr'", "empty list");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"ema_decay\": []", "key 'ema_decay'", "empty list");
+}
+
+static void test_bad_values(void **state) {
+    (void)state;
+    expect_error("\"lr\": [0], \"batch_size\": [4], \"max_steps\": [20]", "key 'lr'", "out of range");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [0], \"max_steps\": [20]", "key 'batch_size'", ">= 1");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"ema_decay\": [1.5]", "key 'ema_decay'", "(0, 1)");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"lr_schedule\": [\"step\"]", "key 'lr_schedule'", "unknown schedule");
+    expect_error("\"lr\": [1e-5, 1e-5], \"batch_size\": [4], \"max_steps\": [20]", "key 'lr'", "duplicate");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"epochs\": [1]", "'max_steps' and 'epochs'", NULL);
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4]", "'max_steps' or 'epochs' is required", NULL);
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"eval\": {\"advbench_split\": \"c\"}",
+                 "key 'eval.advbench_split'", NULL);
+}
+
+static void test_missing_files(void **state) {
+    (void)state;
+    st_study_config c;
+    char path[4200], body[8192];
+    st_test_config(g_dir, "", path, sizeof path);
+    snprintf(body, sizeof body,
+             "{\"model\": \"%s/model.gguf\", \"data_dir\": \"%s\", \"datasets\": [{\"path\": \"nope.json\", \"format\": \"alpaca\"}],"
+             " \"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"report\": {\"plots\": false}}", g_dir, g_dir);
+    st_test_write(g_dir, "missing.json", body);
+    snprintf(path, sizeof path, "%s/missing.json", g_dir);
+    assert_int_equal(st_study_config_load(NULL, path, &c), ST_ERR_IO);
+    assert_non_null(strstr(st_last_error(), path));
+    assert_non_null(strstr(st_last_error(), "datasets[0].path"));
+    assert_non_null(strstr(st_last_error(), "does not exist"));
+
+    snprintf(body, sizeof body,
+             "{\"model\": \"%s/nomodel.gguf\", \"data_dir\": \"%s\", \"datasets\": [{\"path\": \"train.json\", \"format\": \"alpaca\"}],"
+             " \"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"report\": {\"plots\": false}}", g_dir, g_dir);
+    st_test_write(g_dir, "missing.json", body);
+    assert_int_equal(st_study_config_load(NULL, path, &c), ST_ERR_IO);
+    assert_non_null(strstr(st_last_error(), "key 'model'"));
+
+    /* a dataset format we do not know */
+    snprintf(body, sizeof body,
+             "{\"model\": \"%s/model.gguf\", \"data_dir\": \"%s\", \"datasets\": [{\"path\": \"train.json\", \"format\": \"csv\"}],"
+             " \"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"report\": {\"plots\": false}}", g_dir, g_dir);
+    st_test_write(g_dir, "missing.json", body);
+    assert_int_equal(st_study_config_load(NULL, path, &c), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), "datasets[0].format"));
+}
+
+static void test_bad_json_and_preset(void **state) {
+    (void)state;
+    st_study_config c;
+    char path[4200];
+    st_test_write(g_dir, "bad.json", "{\n  \"lr\": [1e-5,\n  \"x\" }\n");
+    snprintf(path, sizeof path, "%s/bad.json", g_dir);
+    assert_int_equal(st_study_config_load(NULL, path, &c), ST_ERR_FORMAT);
+    assert_non_null(strstr(st_last_error(), path));
+    assert_non_null(strstr(st_last_error(), "line 3"));
+    assert_int_equal(st_study_config_load("huge", NULL, &c), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), "unknown preset 'huge'"));
+    assert_non_null(strstr(st_last_error(), "quick"));
+    assert_int_equal(st_study_config_load(NULL, NULL, &c), ST_ERR_ARG);
+}
+
+/* The presets parse and type-check; overriding keys from a file replaces them one by one. */
+static void test_preset_override(void **state) {
+    (void)state;
+    for (size_t i = 0; st_study_preset_names[i]; i++) assert_non_null(st_study_preset_json(st_study_preset_names[i]));
+    const char *dd = getenv("SAFETUNE_DATA_DIR");
+    if (!dd || !*dd) dd = "/work/shared/data";
+    char alp[4200];
+    snprintf(alp, sizeof alp, "%s/alpaca/alpaca_5000.json", dd);
+    if (access(alp, R_OK) != 0) skip();
+    char body[8192], path[4200];
+    st_test_write(g_dir, "model.gguf", "GGUF");
+    snprintf(body, sizeof body, "{\"model\": \"%s/model.gguf\", \"data_dir\": \"%s\", \"lr\": [3e-4], \"report\": {\"plots\": false},"
+                                " \"eval\": {\"max_new_tokens\": 7}, \"epochs\": [1]}", g_dir, dd);
+    st_test_write(g_dir, "over.json", body);
+    snprintf(path, sizeof path, "%s/over.json", g_dir);
+    st_study_config c;
+    if (st_study_config_load("quick", path, &c)) fail_msg("%s", st_last_error());
+    assert_int_equal(c.n_lr, 1);
+    assert_true(c.lr[0] == 3e-4);
+    assert_int_equal(c.n_batch_size, 2);      /* from the preset */
+    assert_int_equal(c.eval.max_new_tokens, 7); /* overridden */
+    assert_int_equal(c.eval.xstest_limit, 150); /* kept from the preset's eval object */
+    assert_int_equal(c.n_max_steps, 0);          /* epochs replaced max_steps */
+    assert_int_equal(c.n_epochs, 1);
+    assert_int_equal(c.datasets[0].limit, 4500);
+    assert_non_null(strstr(c.source, "preset:quick"));
+    st_study_config_free(&c);
+    /* an error in the override names the override file */
+    snprintf(body, sizeof body, "{\"model\": \"%s/model.gguf\", \"data_dir\": \"%s\", \"lr\": []}", g_dir, dd);
+    st_test_write(g_dir, "over.json", body);
+    assert_int_equal(st_study_config_load("quick", path, &c), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), path));
+}
+
+static void test_fingerprint_and_dir(void **state) {
+    (void)state;
+    st_study_config a, b, a2;
+    char path[4200];
+    if (load_extra("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20]", &a, path, sizeof path)) fail_msg("%s", st_last_error());
+    if (load_extra("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"estimate\": {\"gen_tokens_per_s\": 9}", &a2, path, sizeof path))
+        fail_msg("%s", st_last_error());
+    if (load_extra("\"lr\": [2e-5], \"batch_size\": [4], \"max_steps\": [20]", &b, path, sizeof path)) fail_msg("%s", st_last_error());
+    assert_string_equal(a.fingerprint, a2.fingerprint); /* estimate speeds do not change results */
+    assert_string_not_equal(a.fingerprint, b.fingerprint);
+
+    char out[4300];
+    snprintf(out, sizeof out, "%s/out", g_dir);
+    st_study_plan p;
+    assert_int_equal(st_study_plan_build(&a, &p), ST_OK);
+    st_study_hooks h;
+    st_study_fake_hooks(&h, 0);
+    if (st_study_run_all(&a, &p, out, &h, NULL)) fail_msg("%s", st_last_error());
+    int res = -1;
+    assert_int_equal(st_study_check_dir(&a2, out, &res), ST_OK);
+    assert_int_equal(res, 1);
+    assert_int_equal(st_study_check_dir(&b, out, &res), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), "holds another study"));
+    assert_non_null(strstr(st_last_error(), "study.json"));
+    /* a non-empty folder without study.json */
+    st_test_write(g_dir, "junk.txt", "x");
+    assert_int_equal(st_study_check_dir(&a, g_dir, &res), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), "not empty"));
+    st_study_plan_free(&p);
+    st_study_config_free(&a);
+    st_study_config_free(&a2);
+    st_study_config_free(&b);
+}
+
+static void test_gnuplot_missing(void **state) {
+    (void)state;
+    setenv("SAFETUNE_GNUPLOT", "/nonexistent/gnuplot", 1);
+    st_study_config c;
+    char path[4200];
+    st_test_config(g_dir, "", path, sizeof path);
+    char body[8192];
+    snprintf(body, sizeof body,
+             "{\"model\": \"%s/model.gguf\", \"data_dir\": \"%s\", \"datasets\": [{\"path\": \"train.json\", \"format\": \"alpaca\"}],"
+             " \"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"report\": {\"plots\": true}}", g_dir, g_dir);
+    st_test_write(g_dir, "gp.json", body);
+    snprintf(path, sizeof path, "%s/gp.json", g_dir);
+    assert_int_equal(st_study_config_load(NULL, path, &c), ST_ERR_UNSUPPORTED);
+    assert_non_null(strstr(st_last_error(), "gnuplot not found"));
+    assert_non_null(strstr(st_last_error(), "gnuplot-nox"));
+    assert_non_null(strstr(st_last_error(), "report.plots"));
+    assert_int_equal(st_study_gnuplot_check(), ST_ERR_UNSUPPORTED);
+    unsetenv("SAFETUNE_GNUPLOT");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_minimal),     cmocka_unit_test(test_unknown_key),
+        cmocka_unit_test(test_wrong_type),        cmocka_unit_test(test_empty_list),
+        cmocka_unit_test(test_bad_values),        cmocka_unit_test(test_missing_files),
+        cmocka_unit_test(test_bad_json_and_preset), cmocka_unit_test(test_preset_override),
+        cmocka_unit_test(test_fingerprint_and_dir), cmocka_unit_test(test_gnuplot_missing),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}

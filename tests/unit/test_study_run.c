@@ -1,0 +1,226 @@
+/* test_study_run.c - grid expansion (counts, ids), estimates, runner resume/skip with the fake
+ * hooks (a simulated kill between runs), results.csv determinism, plots. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "safetune/study.h"
+#include "study_testutil.h"
+
+#include <math.h>
+#include <sys/wait.h>
+
+static char g_dir[1024];
+
+static int setup(void **state) {
+    (void)state;
+    unsetenv("SAFETUNE_GNUPLOT");
+    return st_test_dir(g_dir, sizeof g_dir, "run") ? 0 : -1;
+}
+
+static void load(const char *extra, st_study_config *c) {
+    char path[4200];
+    st_test_config(g_dir, extra, path, sizeof path);
+    if (st_study_config_load(NULL, path, c)) fail_msg("%s", st_last_error());
+}
+
+static void test_format(void **state) {
+    (void)state;
+    char b[32];
+    assert_string_equal(st_study_format_lr(1e-5, b, sizeof b), "1e-5");
+    assert_string_equal(st_study_format_lr(2.5e-4, b, sizeof b), "2.5e-4");
+    assert_string_equal(st_study_format_lr(0.001, b, sizeof b), "1e-3");
+    assert_string_equal(st_study_format_lr(0.5, b, sizeof b), "5e-1");
+    assert_string_equal(st_study_format_decay(0.99, b, sizeof b), "0.99");
+    assert_string_equal(st_study_format_decay(0.999, b, sizeof b), "0.999");
+    assert_string_equal(st_study_format_decay(0.0, b, sizeof b), "none");
+}
+
+static void test_grid(void **state) {
+    (void)state;
+    st_study_config c;
+    st_study_plan p;
+    load("\"lr\": [1e-5, 5e-5, 2e-4], \"batch_size\": [8, 16], \"grad_accum\": [1, 4], \"max_steps\": [200],"
+         " \"lr_schedule\": [\"cosine\", \"constant\"], \"ema_decay\": [\"none\", 0.99, 0.999]", &c);
+    assert_int_equal(st_study_plan_build(&c, &p), ST_OK);
+    assert_int_equal(p.n_runs, 3 * 2 * 2 * 2);
+    assert_int_equal(p.n_weight_sets, 24 * 3);
+    assert_string_equal(p.runs[0].id, "lr1e-5_bs8_ga1_steps200_cosine");
+    assert_string_equal(p.runs[1].id, "lr1e-5_bs8_ga1_steps200_constant");
+    assert_string_equal(p.runs[2].id, "lr1e-5_bs8_ga4_steps200_cosine");
+    assert_int_equal(p.runs[2].effective_batch, 32);
+    assert_string_equal(p.runs[23].id, "lr2e-4_bs16_ga4_steps200_constant");
+    assert_int_equal(p.runs[0].n_ema, 2);
+    assert_true(p.runs[0].has_live);
+    assert_true(p.runs[0].ema_decays[1] == 0.999);
+    for (size_t i = 0; i < p.n_runs; i++)
+        for (size_t j = i + 1; j < p.n_runs; j++) assert_string_not_equal(p.runs[i].id, p.runs[j].id);
+    st_study_plan_free(&p);
+    st_study_config_free(&c);
+
+    /* only EMA decays: no live weight set; warmup list adds a suffix; epochs naming */
+    load("\"lr\": [1e-5], \"batch_size\": [4], \"epochs\": [1, 2], \"warmup_steps\": [0, 10], \"ema_decay\": [0.9]", &c);
+    assert_int_equal(st_study_plan_build(&c, &p), ST_OK);
+    assert_int_equal(p.n_runs, 4);
+    assert_int_equal(p.n_weight_sets, 4);
+    assert_false(p.runs[0].has_live);
+    assert_string_equal(p.runs[1].id, "lr1e-5_bs4_ga1_ep1_constant_wu10");
+    assert_int_equal(p.runs[1].max_steps, -1);
+    st_study_plan_free(&p);
+    st_study_config_free(&c);
+
+    /* lrs equal at the id's precision collide */
+    load("\"lr\": [1e-5, 1.000001e-5], \"batch_size\": [4], \"max_steps\": [5]", &c);
+    assert_int_equal(st_study_plan_build(&c, &p), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), "same run id"));
+    st_study_config_free(&c);
+}
+
+/* Estimate arithmetic by hand: 10 steps x eff. batch 4 x 100 tokens / 400 tok/s = 10 s training;
+ * eval of 1 weight set: 520 AdvBench x 10 tokens / 1000 tok/s = 5.2 s generation plus prefill
+ * 520 x 40 tokens / (3 x 400) = 17.333 s (XSTest, TruthfulQA, val off). */
+static void test_estimate(void **state) {
+    (void)state;
+    st_study_config c;
+    st_study_plan p;
+    load("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [10], \"eval\": {\"max_new_tokens\": 10, \"xstest\": false,"
+         " \"truthfulqa\": false, \"val_examples\": 0}, \"estimate\": {\"train_tokens_per_s\": 400, \"gen_tokens_per_s\": 1000,"
+         " \"example_tokens\": 100}", &c);
+    assert_int_equal(st_study_plan_build(&c, &p), ST_OK);
+    st_study_estimate e;
+    assert_int_equal(st_study_estimate_plan(&c, &p, NULL, &e), ST_OK);
+    assert_true(fabs(e.train_s - 10.0) < 1e-9);
+    assert_int_equal(e.train_tokens, 4000);
+    assert_true(fabs(e.eval_s - (5.2 + 520.0 * 40 / 1200)) < 1e-9);
+    assert_true(e.probe_s == 0);
+    st_study_plan_free(&p);
+    st_study_config_free(&c);
+}
+
+static const char GRID[] = "\"lr\": [1e-5, 1e-4], \"batch_size\": [2, 8], \"max_steps\": [20], \"ema_decay\": [\"none\", 0.9, 0.99],"
+                           " \"probe\": {\"every\": 5}";
+
+static void run_study(const char *out, int stop_after, st_study_run_stats *stats, st_status *status) {
+    st_study_config c;
+    st_study_plan p;
+    load(GRID, &c);
+    assert_int_equal(st_study_plan_build(&c, &p), ST_OK);
+    st_study_hooks h;
+    st_study_fake_hooks(&h, stop_after);
+    *status = st_study_run_all(&c, &p, out, &h, stats);
+    st_study_plan_free(&p);
+    st_study_config_free(&c);
+}
+
+static void test_resume_and_determinism(void **state) {
+    (void)state;
+    char a[1200], b[1200], f1[1300], f2[1300];
+    snprintf(a, sizeof a, "%s/a", g_dir);
+    snprintf(b, sizeof b, "%s/b", g_dir);
+    st_study_run_stats st;
+    st_status s;
+    /* uninterrupted run */
+    run_study(a, 0, &st, &s);
+    if (s) fail_msg("%s", st_last_error());
+    assert_int_equal(st.trained, 4);
+    assert_int_equal(st.evaluated, 12);
+    /* interrupted: the child is killed (_exit 9) when its 2nd training finishes */
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        st_study_run_stats cs;
+        st_status x;
+        run_study(b, 2, &cs, &x);
+        _exit(0); /* not reached */
+    }
+    int wst;
+    waitpid(pid, &wst, 0);
+    assert_true(WIFEXITED(wst) && WEXITSTATUS(wst) == 9);
+    snprintf(f1, sizeof f1, "%s/runs/lr1e-5_bs2_ga1_steps20_constant/done", b);
+    assert_true(st_test_file_size(f1) > 0);
+    snprintf(f1, sizeof f1, "%s/runs/lr1e-5_bs8_ga1_steps20_constant/train.json", b);
+    assert_true(st_test_file_size(f1) < 0); /* killed before the runner marked training finished */
+    snprintf(f1, sizeof f1, "%s/results.csv", b);
+    assert_true(st_test_file_size(f1) < 0);
+    /* rerun: the finished run is skipped, the interrupted one resumes from its checkpoint */
+    run_study(b, 0, &st, &s);
+    if (s) fail_msg("%s", st_last_error());
+    assert_int_equal(st.skipped_runs, 1);
+    assert_int_equal(st.trained, 3);
+    assert_int_equal(st.resumed, 1);
+    assert_int_equal(st.evaluated, 9);
+    /* same inputs -> same bytes, whether interrupted or not */
+    snprintf(f1, sizeof f1, "%s/results.csv", a);
+    snprintf(f2, sizeof f2, "%s/results.csv", b);
+    assert_true(st_test_file_size(f1) > 200);
+    assert_true(st_test_files_equal(f1, f2));
+    snprintf(f1, sizeof f1, "%s/report.md", a);
+    snprintf(f2, sizeof f2, "%s/report.md", b);
+    assert_true(st_test_files_equal(f1, f2));
+    /* a third run does nothing */
+    run_study(b, 0, &st, &s);
+    assert_int_equal(s, ST_OK);
+    assert_int_equal(st.skipped_runs, 4);
+    assert_int_equal(st.trained, 0);
+    snprintf(f1, sizeof f1, "%s/results.csv", a);
+    snprintf(f2, sizeof f2, "%s/results.csv", b);
+    assert_true(st_test_files_equal(f1, f2));
+    /* CSV: header + 12 rows, the EMA row of a run carries its decay */
+    char *t;
+    size_t len;
+    assert_int_equal(st_read_file(f1, &t, &len), ST_OK);
+    size_t lines = 0;
+    for (size_t i = 0; i < len; i++) lines += t[i] == '\n';
+    assert_int_equal(lines, 13);
+    assert_non_null(strstr(t, "\nlr1e-5_bs2_ga1_steps20_constant,train,1e-5,2,1,2,20,constant,0,0.9,ema,"));
+    assert_non_null(strstr(t, "\nlr1e-4_bs8_ga1_steps20_constant,train,1e-4,8,1,8,20,constant,0,none,live,"));
+    free(t);
+}
+
+static void test_plots(void **state) {
+    (void)state;
+    if (st_study_gnuplot_check() != ST_OK) skip();
+    st_study_config c;
+    st_study_plan p;
+    load(GRID, &c);
+    c.report.plots = 1;
+    assert_int_equal(st_study_plan_build(&c, &p), ST_OK);
+    char out[1200];
+    snprintf(out, sizeof out, "%s/plots", g_dir);
+    st_study_hooks h;
+    st_study_fake_hooks(&h, 0);
+    if (st_study_run_all(&c, &p, out, &h, NULL)) fail_msg("%s", st_last_error());
+    static const char *names[] = {"asr_vs_lr", "probe_asr", "utility_vs_asr", "theta_dist", "loss"};
+    for (int i = 0; i < 5; i++) {
+        char f[1400];
+        snprintf(f, sizeof f, "%s/plots/%s.png", out, names[i]);
+        if (st_test_file_size(f) < 5000) fail_msg("%s missing or tiny (%ld bytes)", f, st_test_file_size(f));
+    }
+    char rep[1400];
+    snprintf(rep, sizeof rep, "%s/report.md", out);
+    char *t;
+    size_t len;
+    assert_int_equal(st_read_file(rep, &t, &len), ST_OK);
+    assert_non_null(strstr(t, "(plots/asr_vs_lr.png)"));
+    assert_non_null(strstr(t, "SYNTHETIC"));
+    free(t);
+    /* gnuplot disappears after validation: results and report are still written, error is clear */
+    setenv("SAFETUNE_GNUPLOT", "/nonexistent/gnuplot", 1);
+    st_study_results r;
+    assert_int_equal(st_study_results_load(&c, &p, out, &r), ST_OK);
+    assert_int_equal(st_study_plots_write(&c, &p, &r, out, NULL), ST_ERR_UNSUPPORTED);
+    assert_non_null(strstr(st_last_error(), "gnuplot not found"));
+    unsetenv("SAFETUNE_GNUPLOT");
+    st_study_results_free(&r);
+    st_study_plan_free(&p);
+    st_study_config_free(&c);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_format), cmocka_unit_test(test_grid), cmocka_unit_test(test_estimate),
+        cmocka_unit_test(test_resume_and_determinism), cmocka_unit_test(test_plots),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
