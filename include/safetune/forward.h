@@ -13,6 +13,10 @@
 
 /* logits [B, T, V] for tokens [B, T] (positions 0..T-1 in every row, causal attention). */
 st_status st_forward_logits(const st_model *m, const int32_t *tokens, int B, int T, float *logits);
+/* Same on any weights bound to the flat layout (e.g. the EMA copy). ST_ERR_ARG on a token
+ * outside [0, V). */
+st_status st_forward_logits_w(const st_config *cfg, const st_weights *w, const int32_t *tokens,
+                              int B, int T, float *logits);
 
 /* KV cache: `max_batch` independent slots of up to `max_seq` positions each.
  * Memory: 2 * L * max_batch * max_seq * KV * D floats. */

@@ -24,6 +24,10 @@ typedef struct {
 /* Load MODEL (GGUF file or HF folder); dequantises to fp32 and un-permutes GGUF Q/K.
  * Errors name the file and what is wrong (missing tensor, shape mismatch vs config, ...). */
 st_status st_model_load(const char *path, st_model **out);
+/* Config + flat weights only (no tokenizer / chat template): GGUF file or HF folder. */
+st_status st_model_load_weights(const char *path, st_model **out);
+/* A model with zeroed weights for cfg (tests, random init); no tokenizer. */
+st_status st_model_new(const st_config *cfg, st_model **out);
 void st_model_free(st_model *m);
 
 #endif

@@ -138,7 +138,6 @@ class LlamaRef:
     # ---- loading ----------------------------------------------------------------------------
     @classmethod
     def from_hf(cls, folder, dtype=torch.float32):
-        from safetensors.numpy import load_file
         with open(os.path.join(folder, "config.json")) as f:
             cfg = json.load(f)
         idx = os.path.join(folder, "model.safetensors.index.json")
@@ -148,16 +147,10 @@ class LlamaRef:
                 files = sorted(set(json.load(f)["weight_map"].values()))
         else:
             files = ["model.safetensors"]
+        from safetensors.torch import load_file as tload
         for fn in files:
-            for k, v in load_file(os.path.join(folder, fn)).items():
-                w[k] = torch.from_numpy(v.astype(np.float32)) if v.dtype != np.uint16 else v
-        # bf16 arrives as torch only via safetensors.torch; handle via torch loader if present
-        if any(isinstance(v, np.ndarray) and v.dtype == np.uint16 for v in w.values()):
-            from safetensors.torch import load_file as tload
-            w = {}
-            for fn in files:
-                for k, v in tload(os.path.join(folder, fn)).items():
-                    w[k] = v.float()
+            for k, v in tload(os.path.join(folder, fn)).items():
+                w[k] = v.float()  # F32 / F16 / BF16 -> fp32 exactly
         cfg = normalise_config(cfg)
         if not cfg["tie_word_embeddings"] and "lm_head.weight" not in w:
             raise KeyError("missing tensor lm_head.weight")
@@ -290,10 +283,11 @@ class LlamaRef:
 
     def loss(self, tokens, targets, mask, normaliser):
         """sum over (b,t) of mask * CE(logits[b,t], targets[b,t]) / normaliser.
-        Positions with mask == 0 may hold any target (e.g. -100)."""
+        Targets < 0 (e.g. -100, torch's ignore_index) are ignored whatever the mask says."""
         logits = self.forward(tokens)
         targets = torch.as_tensor(targets, dtype=torch.long).reshape(logits.shape[:2])
         mask = torch.as_tensor(mask).to(logits.dtype).reshape(logits.shape[:2])
+        mask = mask * (targets >= 0).to(mask.dtype)
         tgt = targets.clamp(min=0)
         lp = torch.log_softmax(logits, dim=-1).gather(-1, tgt[..., None])[..., 0]
         return -(lp * mask).sum() / normaliser

@@ -115,6 +115,46 @@ static void test_matmul(void **state) {
     free(x); free((void *)c.R); free(out_ref); free(xf); free(Rf); free(out); free(g); free(gf);
 }
 
+/* bf16 operands: nearest value with 8 significant bits, ties to even (rint), via frexp */
+static double bf16_round(double x) {
+    int e;
+    double m = frexp(x, &e);
+    return ldexp(rint(ldexp(m, 8)), e - 8);
+}
+
+static void test_matmul_bf16(void **state) {
+    (void)state;
+    const int M = 9, K = 37, N = 11;
+    double *a = drand_vec((size_t)M * K, 1.0), *w = drand_vec((size_t)N * K, 1.0);
+    float *af = to_f32(a, (size_t)M * K), *wf = to_f32(w, (size_t)N * K);
+    double *ref = malloc((size_t)M * N * sizeof *ref), *ref32 = malloc((size_t)M * N * sizeof *ref);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0, s32 = 0;
+            for (int k = 0; k < K; k++) {
+                s += bf16_round(af[i * K + k]) * bf16_round(wf[j * K + k]);
+                s32 += (double)af[i * K + k] * wf[j * K + k];
+            }
+            ref[i * N + j] = s;
+            ref32[i * N + j] = s32;
+        }
+    float *out = malloc((size_t)M * N * sizeof *out), bias[11];
+    st_matmul_set_precision(ST_MATMUL_BF16);
+    assert_int_equal(st_matmul_get_precision(), ST_MATMUL_BF16);
+    for (int rep = 0; rep < 2; rep++) { /* second call hits the primitive cache */
+        st_matmul_forward(out, af, wf, NULL, M, K, N);
+        CHECK_REL(out, ref, (size_t)M * N, 1e-5, "bf16 matmul vs bf16-rounded double");
+    }
+    assert_true(rel_err(out, ref32, (size_t)M * N) > 1e-4); /* it really rounded to bf16 */
+    for (int j = 0; j < N; j++) bias[j] = (float)j;
+    st_matmul_forward(out, af, wf, bias, M, K, N);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) ref[i * N + j] += j;
+    CHECK_REL(out, ref, (size_t)M * N, 1e-5, "bf16 matmul with bias");
+    st_matmul_set_precision(ST_MATMUL_F32);
+    free(a); free(w); free(af); free(wf); free(ref); free(ref32); free(out);
+}
+
 /* ---- rmsnorm ---------------------------------------------------------------------------- */
 typedef struct { int N, C; double eps; const double *R; double *out; } rms_ctx;
 
@@ -425,7 +465,8 @@ static void test_backend_table(void **state) {
 int main(void) {
     st_rng_seed(&g_rng, 1234);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul),    cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_matmul),    cmocka_unit_test(test_matmul_bf16),
+        cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),      cmocka_unit_test(test_rope_scaling),
         cmocka_unit_test(test_attention), cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_embedding), cmocka_unit_test(test_crossentropy),

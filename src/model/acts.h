@@ -1,0 +1,55 @@
+/* acts.h - internal: activation buffers shared by the full-sequence forward (forward.c) and
+ * the training forward/backward (backward.c). With save = 0 every layer aliases the same
+ * buffers (inference); with save = 1 each layer has its own (training). */
+#ifndef SAFETUNE_MODEL_ACTS_H
+#define SAFETUNE_MODEL_ACTS_H
+
+#include "safetune/config.h"
+#include "safetune/weights.h"
+
+typedef struct {
+    float *x_in;  /* [N, C] residual entering the layer */
+    float *ln1;   /* [N, C] */
+    float *rstd1; /* [N] */
+    float *qkv;   /* [N, (H+2KV)D], q/k after RoPE */
+    float *att;   /* [N, H*D] attention output (before o_proj) */
+    float *lse;   /* [B, H, T] */
+    float *x_mid; /* [N, C] residual after attention */
+    float *ln2;   /* [N, C] */
+    float *rstd2; /* [N] */
+    float *gu;    /* [N, 2I] gate | up pre-activations */
+    float *hmlp;  /* [N, I] silu(gate) * up */
+} st_layer_acts;
+
+struct st_train_acts {
+    int maxN, B, T, save, L;
+    float *buf;                /* one allocation (st_alloc_aligned) */
+    st_layer_acts *layers;     /* [L] */
+    float *x_final, *lnf, *rstdf; /* [N,C], [N,C], [N] */
+    float *logits;             /* [N, V] (dlogits in place during backward) */
+    float *losses, *dlosses;   /* [N] */
+    int32_t *tokens, *targets; /* [N] copies */
+    float *rope_cos, *rope_sin; /* [N, D/2] */
+    float *tmp;                /* [N, max(C, H*D)] o_proj / down_proj output */
+    /* backward scratch */
+    float *dres, *dln, *datt, *dqkv, *dgu, *dh; /* [N,C] [N,C] [N,HD] [N,W] [N,2I] [N,I] */
+    float *att_scratch;        /* per-thread attention scratch */
+    size_t att_scratch_floats; /* allocated */
+    int has_forward;
+};
+
+/* Allocate with `save` (1: per-layer activations + backward scratch; 0: shared, no grads).
+ * logits_external = 1 skips the logits buffer (caller provides it). */
+st_status st_acts_alloc(const st_config *cfg, int B, int T, int save, int logits_external,
+                        struct st_train_acts **out);
+/* Floats acts_alloc would allocate (without the attention scratch). */
+size_t st_acts_floats(const st_config *cfg, int B, int T, int save, int logits_external);
+/* Make sure the attention scratch fits the current thread count and T. */
+st_status st_acts_ensure_scratch(struct st_train_acts *a, int T);
+/* Full forward to logits (written to `logits`, [B*T, V]). */
+st_status st_forward_core(const st_config *cfg, const st_weights *w, struct st_train_acts *a,
+                          const int32_t *tokens, int B, int T, float *logits);
+/* Fused-projection contiguity check (layout puts q|k|v and gate|up adjacent). */
+int st_weights_fusable(const st_config *cfg, const st_weights *w);
+
+#endif

@@ -1,0 +1,99 @@
+/* backward.c - training forward (saved activations, masked cross-entropy) and backward.
+ * The chain mirrors forward.c in reverse; every kernel backward accumulates, so the buffers
+ * receiving a fresh gradient are zeroed first. Structure after llm.c gpt2_backward. */
+#include "safetune/backward.h"
+
+#include <string.h>
+
+#include "model/acts.h"
+#include "safetune/kernels.h"
+
+size_t st_train_acts_floats(const st_config *cfg, int B, int T) {
+    return st_acts_floats(cfg, B, T, 1, 0);
+}
+
+st_status st_train_acts_new(const st_config *cfg, int B, int T, st_train_acts **out) {
+    return st_acts_alloc(cfg, B, T, 1, 0, out);
+}
+
+const float *st_train_token_losses(const st_train_acts *a) { return a->losses; }
+
+st_status st_train_forward(const st_config *cfg, const st_weights *w, st_train_acts *a,
+                           const int32_t *tokens, const int32_t *targets, const float *mask,
+                           int B, int T, float normaliser, float *loss) {
+    if (!a->save) return st_error(ST_ERR_ARG, "train forward: activations not made for training");
+    if (!(normaliser > 0))
+        return st_error(ST_ERR_ARG, "train forward: normaliser %g must be > 0", (double)normaliser);
+    const int N = B * T, V = cfg->vocab_size;
+    if (N > a->maxN)
+        return st_error(ST_ERR_ARG, "train forward: B*T = %d exceeds the allocated %d tokens", N,
+                        a->maxN);
+    for (int n = 0; n < N; n++)
+        if (targets[n] >= V)
+            return st_error(ST_ERR_ARG, "train forward: target %d at position %d outside [0, %d)",
+                            targets[n], n, V);
+    a->has_forward = 0;
+    st_status s = st_forward_core(cfg, w, a, tokens, B, T, a->logits);
+    if (s) return s;
+    memcpy(a->targets, targets, (size_t)N * sizeof *targets);
+    st_backend_get()->crossentropy_forward(a->losses, a->logits, targets, N, V);
+    double sum = 0.0;
+    for (int n = 0; n < N; n++) {
+        float m = mask ? mask[n] : 1.0f;
+        if (targets[n] < 0) m = 0.0f;
+        a->dlosses[n] = m / normaliser;
+        sum += (double)m * a->losses[n];
+    }
+    if (loss) *loss = (float)(sum / normaliser);
+    return ST_OK;
+}
+
+st_status st_train_backward(const st_config *c, const st_weights *w, st_train_acts *a,
+                            const st_weights *g) {
+    if (!a->has_forward || !a->save)
+        return st_error(ST_ERR_ARG, "train backward: no training forward to differentiate");
+    const st_backend *be = st_backend_get();
+    const int B = a->B, T = a->T, N = B * T;
+    const int C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    const int H = c->num_attention_heads, KV = c->num_key_value_heads, D = c->head_dim;
+    const int HD = H * D, Wd = (H + 2 * KV) * D;
+    const size_t NC = (size_t)N * C;
+    if (!st_weights_fusable(c, g))
+        return st_error(ST_ERR_ARG, "train backward: gradient buffer not in the flat layout");
+
+    /* head: logits -> dlogits in place, then lm_head and the final norm */
+    be->crossentropy_backward(a->logits, a->logits, a->targets, a->dlosses, N, V);
+    memset(a->dln, 0, NC * sizeof(float));
+    be->matmul_backward(a->dln, g->lm_head, NULL, a->logits, a->lnf, w->lm_head, N, C, V);
+    memset(a->dres, 0, NC * sizeof(float));
+    be->rmsnorm_backward(a->dres, g->norm, a->dln, a->x_final, w->norm, a->rstdf, N, C);
+    a->has_forward = 0; /* logits were overwritten */
+
+    for (int l = c->num_hidden_layers - 1; l >= 0; l--) {
+        const st_layer_weights *Lw = &w->layers[l], *Lg = &g->layers[l];
+        st_layer_acts *A = &a->layers[l];
+        /* MLP: x_out = x_mid + down(swiglu(gate|up(ln2(x_mid)))) */
+        memset(a->dh, 0, (size_t)N * I * sizeof(float));
+        be->matmul_backward(a->dh, Lg->down_proj, NULL, a->dres, A->hmlp, Lw->down_proj, N, I, C);
+        memset(a->dgu, 0, (size_t)N * 2 * I * sizeof(float));
+        be->swiglu_backward(a->dgu, a->dh, A->gu, N, I);
+        memset(a->dln, 0, NC * sizeof(float));
+        be->matmul_backward(a->dln, Lg->gate_proj, NULL, a->dgu, A->ln2, Lw->gate_proj, N, C,
+                            2 * I);
+        be->rmsnorm_backward(a->dres, Lg->post_attention_layernorm, a->dln, A->x_mid,
+                             Lw->post_attention_layernorm, A->rstd2, N, C);
+        /* attention: x_mid = x_in + o(attn(rope(qkv(ln1(x_in))))) */
+        memset(a->datt, 0, (size_t)N * HD * sizeof(float));
+        be->matmul_backward(a->datt, Lg->o_proj, NULL, a->dres, A->att, Lw->o_proj, N, HD, C);
+        memset(a->dqkv, 0, (size_t)N * Wd * sizeof(float));
+        be->attention_backward(a->dqkv, a->datt, A->qkv, A->att, A->lse, B, T, H, KV, D,
+                               a->att_scratch);
+        be->rope_backward(a->dqkv, N, H + KV, D, Wd, a->rope_cos, a->rope_sin);
+        memset(a->dln, 0, NC * sizeof(float));
+        be->matmul_backward(a->dln, Lg->q_proj, Lg->q_bias, a->dqkv, A->ln1, Lw->q_proj, N, C, Wd);
+        be->rmsnorm_backward(a->dres, Lg->input_layernorm, a->dln, A->x_in, Lw->input_layernorm,
+                             A->rstd1, N, C);
+    }
+    be->embedding_backward(g->embed_tokens, a->dres, a->tokens, N, C);
+    return ST_OK;
+}

@@ -1,0 +1,57 @@
+/* kvcache.c - the KV cache: per layer, per slot, max_seq rows of KV*D keys and values, plus the
+ * reusable scratch of st_forward_infer (grown on demand, so steady-state decode allocates
+ * nothing). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/kvcache.h"
+
+st_status st_kv_cache_new(const st_config *cfg, int max_batch, int max_seq, st_kv_cache **out) {
+    *out = NULL;
+    if (max_batch <= 0 || max_seq <= 0)
+        return st_error(ST_ERR_ARG, "kv cache: max_batch %d and max_seq %d must be > 0",
+                        max_batch, max_seq);
+    st_kv_cache *c = st_calloc(1, sizeof *c);
+    if (!c) return ST_ERR_NOMEM;
+    c->cfg = *cfg;
+    c->L = cfg->num_hidden_layers;
+    c->max_batch = max_batch;
+    c->max_seq = max_seq;
+    c->kvd = cfg->num_key_value_heads * cfg->head_dim;
+    size_t n = (size_t)c->L * max_batch * max_seq * c->kvd;
+    c->k = st_alloc_aligned(n * sizeof(float));
+    c->v = st_alloc_aligned(n * sizeof(float));
+    c->len = st_calloc((size_t)max_batch, sizeof *c->len);
+    if (!c->k || !c->v || !c->len) {
+        st_kv_cache_free(c);
+        return st_error(ST_ERR_NOMEM, "kv cache: cannot allocate %zu MiB (max_batch %d, max_seq %d)",
+                        2 * n * sizeof(float) >> 20, max_batch, max_seq);
+    }
+    *out = c;
+    return ST_OK;
+}
+
+void st_kv_cache_free(st_kv_cache *c) {
+    if (!c) return;
+    st_free_aligned(c->k);
+    st_free_aligned(c->v);
+    st_free_aligned(c->scratch);
+    st_free_aligned(c->att_scratch);
+    free(c->len);
+    free(c);
+}
+
+void st_kv_cache_clear(st_kv_cache *c, int slot) {
+    if (slot >= 0 && slot < c->max_batch) c->len[slot] = 0;
+}
+int st_kv_cache_len(const st_kv_cache *c, int slot) {
+    return slot >= 0 && slot < c->max_batch ? c->len[slot] : -1;
+}
+int st_kv_cache_max_seq(const st_kv_cache *c) { return c->max_seq; }
+
+float *st_kv_cache_k(st_kv_cache *c, int layer, int slot) {
+    return c->k + (((size_t)layer * c->max_batch + slot) * c->max_seq) * c->kvd;
+}
+float *st_kv_cache_v(st_kv_cache *c, int layer, int slot) {
+    return c->v + (((size_t)layer * c->max_batch + slot) * c->max_seq) * c->kvd;
+}

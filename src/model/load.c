@@ -1,0 +1,48 @@
+/* load.c - st_model_load / st_model_load_weights: dispatch on GGUF file vs HF folder. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "model/load.h"
+
+const char *st_shape_str(char *buf, size_t cap, int n_dims, const int64_t *shape) {
+    if (n_dims == 1)
+        snprintf(buf, cap, "[%lld]", (long long)shape[0]);
+    else
+        snprintf(buf, cap, "[%lld, %lld]", (long long)shape[0], (long long)shape[1]);
+    return buf;
+}
+
+void st_model_set_chat_template(st_model *m, const char *jinja, size_t len) {
+    if (jinja) {
+        free(m->chat_template_src);
+        m->chat_template_src = st_malloc(len + 1);
+        if (m->chat_template_src) {
+            memcpy(m->chat_template_src, jinja, len);
+            m->chat_template_src[len] = 0;
+            if (st_chat_template_detect(m->chat_template_src, &m->chat) == ST_OK) {
+                m->has_chat_template = 1;
+                return;
+            }
+            st_log_warn("%s: chat template not recognised (%s); using ChatML", m->source_path,
+                        st_last_error());
+        }
+    }
+    if (st_chat_template_by_name("chatml", &m->chat) == ST_OK) m->has_chat_template = 1;
+}
+
+static st_status load(const char *path, int with_tok, st_model **out) {
+    *out = NULL;
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return st_error(ST_ERR_IO, "%s: no such file or folder (expected a .gguf file or a "
+                        "Hugging Face checkpoint folder)", path);
+    st_status s = S_ISDIR(sb.st_mode) ? st_model_load_hf(path, with_tok, out)
+                                      : st_model_load_gguf(path, with_tok, out);
+    if (!s && *out && !(*out)->source_path) (*out)->source_path = st_strdup(path);
+    return s;
+}
+
+st_status st_model_load_weights(const char *path, st_model **out) { return load(path, 0, out); }
+st_status st_model_load(const char *path, st_model **out) { return load(path, 1, out); }

@@ -1,0 +1,100 @@
+/* load_hf.c - Hugging Face checkpoint folder: config.json + model.safetensors (or sharded
+ * model.safetensors.index.json) [+ tokenizer.json, tokenizer_config.json chat_template].
+ * Tensor names are HF's, so the layout names map 1:1. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model/load.h"
+#include "safetune/safetensors.h"
+
+static char *join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = st_malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static void load_chat_template(st_model *m, const char *dir) {
+    char *p = join(dir, "tokenizer_config.json"), *txt = NULL;
+    size_t len = 0;
+    cJSON *root = NULL;
+    if (p && access(p, R_OK) == 0 && st_read_file(p, &txt, &len) == ST_OK)
+        root = cJSON_Parse(txt);
+    const cJSON *ct = root ? cJSON_GetObjectItemCaseSensitive(root, "chat_template") : NULL;
+    const char *src = NULL;
+    if (cJSON_IsString(ct)) {
+        src = ct->valuestring;
+    } else if (cJSON_IsArray(ct)) { /* [{"name": "default", "template": "..."}, ...] */
+        const cJSON *it;
+        cJSON_ArrayForEach(it, ct) {
+            const cJSON *nm = cJSON_GetObjectItemCaseSensitive(it, "name");
+            const cJSON *tp = cJSON_GetObjectItemCaseSensitive(it, "template");
+            if (cJSON_IsString(tp) && (!src || (cJSON_IsString(nm) &&
+                                                strcmp(nm->valuestring, "default") == 0)))
+                src = tp->valuestring;
+        }
+    }
+    st_model_set_chat_template(m, src, src ? strlen(src) : 0);
+    cJSON_Delete(root);
+    free(txt);
+    free(p);
+}
+
+st_status st_model_load_hf(const char *dir, int with_tok, st_model **out) {
+    *out = NULL;
+    char *cpath = join(dir, "config.json");
+    if (!cpath) return ST_ERR_NOMEM;
+    if (access(cpath, R_OK) != 0) {
+        free(cpath);
+        return st_error(ST_ERR_IO, "%s: folder has no config.json (expected a Hugging Face "
+                        "checkpoint: config.json + model.safetensors)", dir);
+    }
+    st_config cfg;
+    st_status s = st_config_from_hf_json(cpath, &cfg);
+    free(cpath);
+    if (s) return s;
+    st_safetensors *st = NULL;
+    if ((s = st_safetensors_open(dir, &st))) return s;
+    st_model *m = NULL;
+    if ((s = st_model_new(&cfg, &m))) goto done;
+    m->source_path = st_strdup(dir);
+    for (size_t i = 0; i < m->layout.n_tensors && !s; i++) {
+        const st_param_info *p = &m->layout.params[i];
+        const st_st_tensor *t = st_safetensors_find(st, p->name);
+        if (!t) {
+            s = st_error(ST_ERR_FORMAT, "%s: missing tensor %s (shape %s expected from "
+                         "config.json)", dir, p->name,
+                         st_shape_str((char[48]){0}, 48, p->n_dims, p->shape));
+            break;
+        }
+        int ok = t->n_dims == p->n_dims && t->shape[0] == p->shape[0] &&
+                 (p->n_dims == 1 || t->shape[1] == p->shape[1]);
+        if (!ok) {
+            char want[48], got[96];
+            if (t->n_dims <= 2)
+                st_shape_str(got, sizeof got, t->n_dims, t->shape);
+            else
+                snprintf(got, sizeof got, "%d dims", t->n_dims);
+            s = st_error(ST_ERR_FORMAT, "%s: tensor %s: shape %s does not match config.json "
+                         "(expected %s)", dir, p->name, got,
+                         st_shape_str(want, sizeof want, p->n_dims, p->shape));
+            break;
+        }
+        if ((s = st_safetensors_to_f32(t, m->params + p->offset)))
+            st_error_wrap(s, "%s: tensor %s", dir, p->name);
+    }
+    if (!s && with_tok) {
+        char *tp = join(dir, "tokenizer.json");
+        s = tp ? st_tokenizer_from_json(tp, &m->tokenizer) : ST_ERR_NOMEM;
+        free(tp);
+        if (!s) load_chat_template(m, dir);
+    }
+done:
+    st_safetensors_close(st);
+    if (s) st_model_free(m);
+    else *out = m;
+    return s;
+}
