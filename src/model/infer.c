@@ -18,6 +18,38 @@
 #include "model/kvcache.h"
 #include "safetune/kernels.h"
 
+/* Small-row elementwise ops run on the calling thread: at decode sizes (32 rows) waking the
+ * OpenMP team costs more than the work on a shared machine (rmsnorm was 9% of a decode step). */
+enum { PAR_MIN = 1 << 17 }; /* elements below which these loops stay serial */
+
+/* x += y (if y), then ln = rmsnorm(x) * w, with the arithmetic of st_rmsnorm_forward (double
+ * sum of squares, float scaling) so results match the full-sequence forward. [N, C]. */
+static void add_rmsnorm(float *x, const float *y, float *ln, const float *w, int N, int C,
+                        float eps) {
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        float *xr = x + (size_t)n * C, *o = ln + (size_t)n * C;
+        if (y) {
+            const float *yr = y + (size_t)n * C;
+            for (int i = 0; i < C; i++) xr[i] += yr[i];
+        }
+        double ss = 0.0;
+        for (int i = 0; i < C; i++) ss += (double)xr[i] * xr[i];
+        const float r = (float)(1.0 / sqrt(ss / C + eps));
+        for (int i = 0; i < C; i++) o[i] = xr[i] * r * w[i];
+    }
+}
+
+/* h = silu(g) * u for gu = [g | u] rows [N, 2I] (st_swiglu_forward's formula). */
+static void swiglu(float *h, const float *gu, int N, int I) {
+#pragma omp parallel for if ((size_t)N * I > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *g = gu + (size_t)n * 2 * I, *u = g + I;
+        float *o = h + (size_t)n * I;
+        for (int i = 0; i < I; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
+
 /* One decoding query row against its cache: the `rep` query heads q[r*D..] of one KV group,
  * keys/values k, v (rows kv_stride apart, nk of them) -> out[r*D..]. Same arithmetic as
  * st_attention_head_forward's one-row path (scaled scores, max-shifted exp, normalised
@@ -244,7 +276,10 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
 
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const st_layer_weights *Lw = &w->layers[l];
-        be->rmsnorm_forward(b.ln, NULL, b.x, Lw->input_layernorm, (int)N, C, c->rms_norm_eps);
+        /* residual add of the previous layer's MLP fused into this norm */
+        if (cpu) add_rmsnorm(b.x, l ? b.tmp : NULL, b.ln, Lw->input_layernorm, (int)N, C,
+                             c->rms_norm_eps);
+        else be->rmsnorm_forward(b.ln, NULL, b.x, Lw->input_layernorm, (int)N, C, c->rms_norm_eps);
         PROF(1);
         MM(b.qkv, b.ln, l, ST_IW_QKV, Lw->q_proj, Lw->q_bias, (int)N, C, Wd);
         PROF(2);
@@ -282,25 +317,35 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
         PROF(4);
         MM(b.tmp, b.att, l, ST_IW_O, Lw->o_proj, NULL, (int)N, HD, C);
         PROF(5);
-        be->add_inplace(b.x, b.tmp, N * C);
-        be->rmsnorm_forward(b.ln, NULL, b.x, Lw->post_attention_layernorm, (int)N, C,
-                            c->rms_norm_eps);
+        if (cpu) {
+            add_rmsnorm(b.x, b.tmp, b.ln, Lw->post_attention_layernorm, (int)N, C, c->rms_norm_eps);
+        } else {
+            be->add_inplace(b.x, b.tmp, N * C);
+            be->rmsnorm_forward(b.ln, NULL, b.x, Lw->post_attention_layernorm, (int)N, C,
+                                c->rms_norm_eps);
+        }
         PROF(1);
         MM(b.gu, b.ln, l, ST_IW_GU, Lw->gate_proj, NULL, (int)N, C, 2 * I);
         PROF(6);
-        be->swiglu_forward(b.h, b.gu, (int)N, I);
+        if (cpu) swiglu(b.h, b.gu, (int)N, I);
+        else be->swiglu_forward(b.h, b.gu, (int)N, I);
         PROF(7);
         MM(b.tmp, b.h, l, ST_IW_DOWN, Lw->down_proj, NULL, (int)N, I, C);
         PROF(8);
-        be->add_inplace(b.x, b.tmp, N * C);
+        if (!cpu) be->add_inplace(b.x, b.tmp, N * C); /* else fused into the next norm */
         PROF(1);
     }
     for (int i = 0; i < n_seqs; i++) {
         kc->len[slots[i]] += n_tokens[i];
-        memcpy(b.last + (size_t)i * C, b.x + (size_t)(b.row0[i + 1] - 1) * C,
-               (size_t)C * sizeof(float));
+        const size_t r = (size_t)(b.row0[i + 1] - 1) * C;
+        float *dst = b.last + (size_t)i * C;
+        if (cpu) /* the last layer's residual add, needed on these rows only */
+            for (int j = 0; j < C; j++) dst[j] = b.x[r + j] + b.tmp[r + j];
+        else
+            memcpy(dst, b.x + r, (size_t)C * sizeof(float));
     }
-    be->rmsnorm_forward(b.ln, NULL, b.last, w->norm, n_seqs, C, c->rms_norm_eps);
+    if (cpu) add_rmsnorm(b.last, NULL, b.ln, w->norm, n_seqs, C, c->rms_norm_eps);
+    else be->rmsnorm_forward(b.ln, NULL, b.last, w->norm, n_seqs, C, c->rms_norm_eps);
     MM(logits_last, b.ln, 0, ST_IW_LM, w->lm_head, NULL, n_seqs, C, V);
     PROF(9);
     kc->prof_calls[pk]++;
