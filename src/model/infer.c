@@ -50,6 +50,28 @@ static void swiglu(float *h, const float *gu, int N, int I) {
     }
 }
 
+#ifdef __AVX512F__
+/* e^x for x <= 0 (scores minus their max), 16 lanes: x = n ln2 + r, |r| <= ln2/2, e^r by its
+ * degree-7 Taylor polynomial (truncation < 1e-8 relative, below fp32 rounding), times 2^n by
+ * vscalefps (underflows to 0 below -87). Cody-Waite range reduction (Cephes expf). */
+static inline __m512 exp_neg16(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+#endif
+
 /* One decoding query row against its cache: the `rep` query heads q[r*D..] of one KV group,
  * keys/values k, v (rows kv_stride apart, nk of them) -> out[r*D..]. Same arithmetic as
  * st_attention_head_forward's one-row path (scaled scores, max-shifted exp, normalised
@@ -100,7 +122,20 @@ static void gqa_decode_row(float *out, const float *q, const float *k, const flo
     }
     for (int r = 0; r < rep; r++) {
         float *pr = p + (size_t)r * nk, sum = 0.0f;
-        for (int j = 0; j < nk; j++) {
+        int j0 = 0;
+#ifdef __AVX512F__
+        const __m512 m = _mm512_set1_ps(mx[r]);
+        __m512 acc = _mm512_setzero_ps();
+        for (; j0 < nk; j0 += 16) {
+            const __mmask16 k16 = nk - j0 >= 16 ? (__mmask16)0xffff
+                                                : (__mmask16)((1u << (nk - j0)) - 1u);
+            const __m512 e = exp_neg16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k16, pr + j0), m));
+            _mm512_mask_storeu_ps(pr + j0, k16, e);
+            acc = _mm512_mask_add_ps(acc, k16, acc, e);
+        }
+        sum = _mm512_reduce_add_ps(acc);
+#endif
+        for (int j = j0; j < nk; j++) {
             pr[j] = expf(pr[j] - mx[r]);
             sum += pr[j];
         }
