@@ -279,7 +279,7 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
     const st_matmul_precision prec = kc->prec_set ? kc->prec : st_matmul_get_precision();
     st_infer_weights *iw = NULL;
     const int cpu = be == st_backend_cpu();
-    if (cpu) {
+    if (cpu && !kc->no_wcache) {
         static int warned;
         if (st_infer_weights_acquire(m, prec, &iw) && !warned) {
             warned = 1;

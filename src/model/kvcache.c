@@ -25,6 +25,8 @@ st_status st_kv_cache_new(const st_config *cfg, int max_batch, int max_seq, st_k
     c->kvd = cfg->num_key_value_heads * cfg->head_dim;
     const char *pe = getenv("SAFETUNE_INFER_PROFILE");
     c->profile = pe && *pe && *pe != '0';
+    const char *wc = getenv("SAFETUNE_INFER_WCACHE");
+    c->no_wcache = wc && *wc == '0';
     size_t n = (size_t)c->L * max_batch * max_seq * c->kvd;
     c->k = st_alloc_aligned(n * sizeof(float));
     c->v = st_alloc_aligned(n * sizeof(float));

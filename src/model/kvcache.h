@@ -20,6 +20,7 @@ struct st_kv_cache {
     int prec_set;        /* st_kv_cache_set_precision was called */
     st_matmul_precision prec;
     int profile;         /* SAFETUNE_INFER_PROFILE=1: per-phase seconds printed on free */
+    int no_wcache;       /* SAFETUNE_INFER_WCACHE=0: plain backend matmul (A/B checks) */
     double prof[2][ST_INFER_NPROF]; /* [decode-only call, call with prefill rows] */
     long prof_calls[2];
 };
