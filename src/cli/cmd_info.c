@@ -1,15 +1,190 @@
-/* cmd_info.c - `safetune info MODEL`. */
+/* cmd_info.c - `safetune info MODEL`: config (Hugging Face names), parameter count, tensor table
+ * as stored in the file, tokenizer and chat template. --json prints one JSON object instead. */
+#include "cli/args.h"
 #include "cli/commands.h"
-#include "safetune/base.h"
+#include "safetune/gguf.h"
+#include "safetune/model.h"
+#include "safetune/quant.h"
+#include "safetune/safetensors.h"
 
-#include <stdio.h>
+#include <cjson/cJSON.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+static const char *tok_kind_name(st_tokenizer_kind k) {
+    return k == ST_TOK_BYTE_LEVEL_BPE ? "byte-level BPE" : "SentencePiece BPE";
+}
+
+static const char *tpl_kind_name(st_template_kind k) {
+    switch (k) {
+    case ST_TEMPLATE_CHATML: return "chatml";
+    case ST_TEMPLATE_LLAMA2: return "llama2";
+    case ST_TEMPLATE_LLAMA3: return "llama3";
+    case ST_TEMPLATE_ALPACA: return "alpaca";
+    }
+    return "unknown";
+}
+
+/* Tensor table rows as a JSON array of {name, shape (row-major), type}. */
+static st_status tensor_table(const char *path, int is_dir, cJSON *arr) {
+    if (!is_dir) {
+        st_gguf *g;
+        st_status s = st_gguf_open(path, &g);
+        if (s) return s;
+        for (int64_t i = 0; i < st_gguf_n_tensors(g); i++) {
+            const st_gguf_tensor *t = st_gguf_tensor_at(g, i);
+            cJSON *o = cJSON_CreateObject(), *sh = cJSON_CreateArray();
+            cJSON_AddStringToObject(o, "name", t->name);
+            for (int d = (int)t->n_dims - 1; d >= 0; d--) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->ne[d]));
+            cJSON_AddItemToObject(o, "shape", sh);
+            const char *tn = st_ggml_type_name(t->type);
+            cJSON_AddStringToObject(o, "type", tn ? tn : "?");
+            cJSON_AddItemToArray(arr, o);
+        }
+        st_gguf_close(g);
+        return ST_OK;
+    }
+    st_safetensors *sf;
+    st_status s = st_safetensors_open(path, &sf);
+    if (s) return s;
+    for (size_t i = 0; i < st_safetensors_count(sf); i++) {
+        const st_st_tensor *t = st_safetensors_at(sf, i);
+        cJSON *o = cJSON_CreateObject(), *sh = cJSON_CreateArray();
+        cJSON_AddStringToObject(o, "name", t->name);
+        for (int d = 0; d < t->n_dims; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[d]));
+        cJSON_AddItemToObject(o, "shape", sh);
+        cJSON_AddStringToObject(o, "type", t->dtype_name);
+        cJSON_AddItemToArray(arr, o);
+    }
+    st_safetensors_close(sf);
+    return ST_OK;
+}
+
+static void add_token(cJSON *o, const char *key, const st_tokenizer *t, int32_t id) {
+    if (id < 0) {
+        cJSON_AddNullToObject(o, key);
+        return;
+    }
+    cJSON *x = cJSON_AddObjectToObject(o, key);
+    cJSON_AddNumberToObject(x, "id", id);
+    const char *s = st_tokenizer_token(t, id);
+    cJSON_AddStringToObject(x, "token", s ? s : "");
+}
 
 int cmd_info(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "--help")) {
-        printf("usage: safetune info MODEL\n  MODEL: a .gguf file or a Hugging Face checkpoint folder\n");
-        return argc < 2 ? 2 : 0;
+    int as_json = 0, all_tensors = 0;
+    st_opt opts[] = {
+        {"json", ST_OPT_FLAG, &as_json, NULL, "print one JSON object (config, parameters, tokenizer, chat, tensors)", 0, 0, 0},
+        {"all-tensors", ST_OPT_FLAG, &all_tensors, NULL, "list every tensor (default: layer 0 and the rest)", 0, 0, 0},
+    };
+    st_args_spec spec = {"safetune info", "MODEL [--json]",
+                         "Show a model's config (Hugging Face names), parameter count, tensors as stored, "
+                         "tokenizer and chat template.\nMODEL: a .gguf file or a Hugging Face checkpoint folder.",
+                         opts, 2, 1, 1, "MODEL"};
+    st_args args;
+    int rc = st_args_parse(&spec, argc, argv, &args);
+    if (rc) return rc < 0 ? 0 : rc;
+    const char *path = args.pos[0];
+    st_model *m = NULL;
+    cJSON *root = NULL;
+    char *cfg_json = NULL;
+    rc = 1;
+    if (cli_check_model_path(spec.prog, path)) goto out;
+    struct stat sb;
+    stat(path, &sb);
+    int is_dir = S_ISDIR(sb.st_mode);
+    if (st_model_load(path, &m)) {
+        fprintf(stderr, "safetune info: %s\n", st_last_error());
+        goto out;
     }
-    fprintf(stderr, "safetune info: not implemented yet\n");
-    return 1;
+    root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "path", path);
+    cJSON_AddStringToObject(root, "format", is_dir ? "safetensors" : "gguf");
+    if (st_config_to_hf_json(&m->config, &cfg_json)) {
+        fprintf(stderr, "safetune info: %s\n", st_last_error());
+        goto out;
+    }
+    cJSON *cfg = cJSON_Parse(cfg_json);
+    if (!cfg) { fprintf(stderr, "safetune info: internal error: config JSON does not parse\n"); goto out; }
+    cJSON_AddItemToObject(root, "config", cfg);
+    cJSON_AddNumberToObject(root, "parameters", (double)m->layout.n_floats);
+    cJSON *tk = cJSON_AddObjectToObject(root, "tokenizer");
+    cJSON_AddStringToObject(tk, "kind", tok_kind_name(st_tokenizer_kind_of(m->tokenizer)));
+    cJSON_AddNumberToObject(tk, "vocab_size", st_tokenizer_vocab_size(m->tokenizer));
+    add_token(tk, "bos", m->tokenizer, st_tokenizer_bos_id(m->tokenizer));
+    add_token(tk, "eos", m->tokenizer, st_tokenizer_eos_id(m->tokenizer));
+    cJSON_AddBoolToObject(tk, "adds_bos", st_tokenizer_adds_bos(m->tokenizer));
+    int32_t stops[16];
+    int ns = st_chat_stop_ids(&m->chat, m->tokenizer, stops, 16);
+    cJSON *ch = cJSON_AddObjectToObject(root, "chat_template");
+    cJSON_AddStringToObject(ch, "kind", tpl_kind_name(m->chat.kind));
+    cJSON_AddBoolToObject(ch, "from_checkpoint", m->has_chat_template);
+    if (m->chat.default_system) cJSON_AddStringToObject(ch, "default_system_prompt", m->chat.default_system);
+    else cJSON_AddNullToObject(ch, "default_system_prompt");
+    cJSON *sa = cJSON_AddArrayToObject(ch, "stop_ids");
+    for (int i = 0; i < ns; i++) cJSON_AddItemToArray(sa, cJSON_CreateNumber(stops[i]));
+    cJSON *tens = cJSON_AddArrayToObject(root, "tensors");
+    if (tensor_table(path, is_dir, tens)) {
+        fprintf(stderr, "safetune info: %s\n", st_last_error());
+        goto out;
+    }
+
+    if (as_json) {
+        char *s = cJSON_Print(root);
+        if (s) puts(s);
+        free(s);
+        rc = 0;
+        goto out;
+    }
+    printf("model: %s (%s)\n\nconfig (Hugging Face names):\n", path, is_dir ? "Hugging Face safetensors" : "GGUF");
+    for (cJSON *it = cfg->child; it; it = it->next) {
+        char *v = cJSON_PrintUnformatted(it);
+        printf("  %-26s %s\n", it->string, v ? v : "?");
+        free(v);
+    }
+    double np = (double)m->layout.n_floats;
+    printf("\nparameters: %.0f (%.1fM)\n", np, np / 1e6);
+    printf("\ntokenizer: %s, vocab %d\n", tok_kind_name(st_tokenizer_kind_of(m->tokenizer)),
+           st_tokenizer_vocab_size(m->tokenizer));
+    const char *names[] = {"bos", "eos"};
+    int32_t sid[] = {st_tokenizer_bos_id(m->tokenizer), st_tokenizer_eos_id(m->tokenizer)};
+    for (int i = 0; i < 2; i++) {
+        if (sid[i] < 0) printf("  %s: none\n", names[i]);
+        else printf("  %s: %d %s\n", names[i], sid[i], st_tokenizer_token(m->tokenizer, sid[i]));
+    }
+    printf("  adds BOS: %s\n", st_tokenizer_adds_bos(m->tokenizer) ? "yes" : "no");
+    printf("\nchat template: %s%s\n", tpl_kind_name(m->chat.kind), m->has_chat_template ? "" : " (default; none in the checkpoint)");
+    printf("  default system prompt: %s\n", m->chat.default_system ? m->chat.default_system : "(none)");
+    printf("  stop ids:");
+    for (int i = 0; i < ns; i++) printf(" %d %s", stops[i], st_tokenizer_token(m->tokenizer, stops[i]));
+    int nt = cJSON_GetArraySize(tens);
+    printf("\n\ntensors (%d):\n  %-44s %-16s %s\n", nt, "name", "shape", "type");
+    int shown = 0;
+    for (cJSON *t = tens->child; t; t = t->next) {
+        const char *name = cJSON_GetObjectItem(t, "name")->valuestring;
+        /* default: everything except layers >= 1 */
+        const char *b = strstr(name, "blk.");
+        if (!b) b = strstr(name, "layers.");
+        if (!all_tensors && b) {
+            const char *d = strchr(b, '.') + 1;
+            if (!(d[0] == '0' && d[1] == '.')) continue;
+        }
+        char shape[64] = "[";
+        cJSON *sh = cJSON_GetObjectItem(t, "shape");
+        for (cJSON *x = sh->child; x; x = x->next)
+            snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%.0f", x == sh->child ? "" : ", ", x->valuedouble);
+        strncat(shape, "]", sizeof shape - strlen(shape) - 1);
+        printf("  %-44s %-16s %s\n", name, shape, cJSON_GetObjectItem(t, "type")->valuestring);
+        shown++;
+    }
+    if (shown < nt) printf("  ... %d more (layers 1..%d follow the layer-0 pattern; --all-tensors lists them)\n",
+                           nt - shown, m->config.num_hidden_layers - 1);
+    rc = 0;
+out:
+    cJSON_Delete(root);
+    free(cfg_json);
+    st_model_free(m);
+    st_args_free(&args);
+    return rc;
 }

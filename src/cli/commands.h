@@ -9,8 +9,13 @@ typedef struct {
 } st_command;
 
 int cmd_info(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_study(int argc, char **argv);
+
+/* 0 if MODEL exists; else prints "PROG: MODEL: no such file or directory ..." and returns 1. */
+int cli_check_model_path(const char *prog, const char *path);
 
 #endif

@@ -6,6 +6,8 @@
 
 static const st_command COMMANDS[] = {
     {"info", "show a model's config, tensors, tokenizer and chat template", cmd_info},
+    {"generate", "generate responses for a prompt or a file of prompts (batched)", cmd_generate},
+    {"chat", "interactive multi-turn chat on stdin", cmd_chat},
     {"eval", "safety evaluation: refusal-keyword ASR, XSTest over-refusal, LLM judge", cmd_eval},
     {"serve", "OpenAI-compatible HTTP server on 127.0.0.1", cmd_serve},
     {"study", "fine-tuning safety study: grid of runs, results.csv, report.md, plots", cmd_study},

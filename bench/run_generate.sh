@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# run_generate.sh - batched greedy generation throughput: safetune vs the PyTorch reference
+# (bench/generate_ref.py, KV-cached batched loop on tests/reference/llama_ref.py), same prompts
+# (32 AdvBench goals, chat template), same 128 new tokens, batch 32, in one command.
+# usage: bench/run_generate.sh [BUILD_DIR=build] [N_PROMPTS=32] [MAX_NEW=128]
+# The reference runs at its best: all cores, OpenBLAS (not Debian's default netlib BLAS) with the
+# right OPENBLAS_CORETYPE, fp32 and bf16 autocast.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${1:-build}; NP=${2:-32}; NEW=${3:-128}
+MODEL=${SAFETUNE_MODEL_DIR:-models}/SmolLM2-135M-Instruct.Q4_1.gguf
+CSV=${SAFETUNE_DATA_DIR:-/work/shared/data}/advbench/harmful_behaviors.csv
+PY=${SAFETUNE_PYTHON:-.venv/bin/python}
+TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+
+# --- BLAS for torch: system OpenBLAS, else a private copy unpacked from Debian's package ---
+OB=""
+for d in /usr/lib/x86_64-linux-gnu/openblas-pthread "$BUILD/openblas/usr/lib/x86_64-linux-gnu/openblas-pthread"; do
+  [ -z "$OB" ] && [ -e "$d/libblas.so.3" ] && OB=$(cd "$d" && pwd)
+done
+if [ -z "$OB" ] && command -v apt-get >/dev/null; then
+  mkdir -p "$BUILD/openblas" && (cd "$BUILD/openblas" && apt-get download -qq libopenblas0-pthread >/dev/null 2>&1 \
+    && dpkg -x libopenblas0-pthread_*.deb .) || true
+  d="$BUILD/openblas/usr/lib/x86_64-linux-gnu/openblas-pthread"
+  [ -e "$d/libblas.so.3" ] && OB=$(cd "$d" && pwd)
+fi
+if [ -n "$OB" ]; then export LD_LIBRARY_PATH="$OB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+else echo "WARNING: no OpenBLAS found: torch uses netlib BLAS and the reference is far from its best" >&2; fi
+if grep -q avx512f /proc/cpuinfo; then
+  if grep -q avx512_bf16 /proc/cpuinfo; then export OPENBLAS_CORETYPE=Cooperlake; else export OPENBLAS_CORETYPE=SkylakeX; fi
+else
+  export OPENBLAS_CORETYPE=Haswell
+fi
+echo "# CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores;" \
+     "torch BLAS: ${OB:-netlib}; OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE"
+echo "# $NP AdvBench prompts (chat template), $NEW new tokens, greedy, batch 32"
+
+"$BUILD/bench_generate" "$MODEL" "$CSV" "$NP" "$NEW" 32 "$TMP/ids.json" | tee "$TMP/ours.json"
+"$PY" - "$TMP/ids.json" "$TMP/prompts.json" <<'PYEOF'
+import json, sys
+d = json.load(open(sys.argv[1])); json.dump(d["prompts"], open(sys.argv[2], "w"))
+PYEOF
+"$PY" bench/generate_ref.py "$MODEL" "$TMP/prompts.json" --max-new-tokens "$NEW" --stop 2 --out "$TMP/ref32.json" | tee "$TMP/ref32.out"
+"$PY" bench/generate_ref.py "$MODEL" "$TMP/prompts.json" --max-new-tokens "$NEW" --stop 2 --bf16 | tee "$TMP/ref16.out"
+"$PY" - "$TMP/ours.json" "$TMP/ref32.out" "$TMP/ref16.out" "$TMP/ids.json" "$TMP/ref32.json" <<'PYEOF'
+import json, sys
+ours, r32, r16 = (json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:4])
+a = json.load(open(sys.argv[4]))["completions"]; b = json.load(open(sys.argv[5]))
+same = sum(x == y for x, y in zip(a, b))
+print("safetune %.1f tok/s | torch fp32 %.1f tok/s (ratio %.2fx) | torch bf16 autocast %.1f tok/s (ratio %.2fx)"
+      % (ours["tok_per_s"], r32["tok_per_s"], ours["tok_per_s"] / r32["tok_per_s"], r16["tok_per_s"],
+         ours["tok_per_s"] / r16["tok_per_s"]))
+print("greedy outputs identical to torch fp32 for %d/%d prompts" % (same, len(a)))
+PYEOF

@@ -1,0 +1,206 @@
+/* args.c - see args.h. */
+#include "cli/args.h"
+
+#include "safetune/base.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+void st_args_usage(const st_args_spec *spec, FILE *f) {
+    fprintf(f, "usage: %s %s\n", spec->prog, spec->synopsis ? spec->synopsis : "[options]");
+    if (spec->about) fprintf(f, "\n%s\n", spec->about);
+    fprintf(f, "\noptions:\n");
+    for (int i = 0; i < spec->n_opts; i++) {
+        const st_opt *o = &spec->opts[i];
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s%s", o->name, o->metavar ? " " : "", o->metavar ? o->metavar : "");
+        fprintf(f, "  %-28s %s\n", left, o->help ? o->help : "");
+    }
+    fprintf(f, "  %-28s %s\n", "--config FILE", "JSON object of option values (keys as above); flags win");
+    fprintf(f, "  %-28s %s\n", "--help", "show this help");
+}
+
+int st_args_fail(const st_args_spec *spec, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", spec->prog);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n(see %s --help)\n", spec->prog);
+    return 2;
+}
+
+/* Option by name; '_' in `name` matches '-' (config keys). len: bytes of name to compare. */
+static st_opt *find_opt(st_args_spec *spec, const char *name, size_t len) {
+    for (int i = 0; i < spec->n_opts; i++) {
+        const char *o = spec->opts[i].name;
+        if (strlen(o) != len) continue;
+        size_t k = 0;
+        for (; k < len; k++) {
+            char c = name[k] == '_' ? '-' : name[k];
+            if (c != o[k]) break;
+        }
+        if (k == len) return &spec->opts[i];
+    }
+    return NULL;
+}
+
+/* Set an option from text; returns 0 or prints an error and returns 2. `where` prefixes it. */
+static int set_value(st_args_spec *spec, st_opt *o, const char *v, const char *where) {
+    char *end;
+    errno = 0;
+    switch (o->type) {
+    case ST_OPT_STR:
+        *(const char **)o->dst = v;
+        break;
+    case ST_OPT_FLAG:
+        if (!strcmp(v, "1") || !strcmp(v, "true")) *(int *)o->dst = 1;
+        else if (!strcmp(v, "0") || !strcmp(v, "false")) *(int *)o->dst = 0;
+        else return st_args_fail(spec, "%s--%s: expected true or false, got '%s'", where, o->name, v);
+        break;
+    case ST_OPT_INT: {
+        long x = strtol(v, &end, 10);
+        if (!*v || *end || errno || x < INT32_MIN || x > INT32_MAX)
+            return st_args_fail(spec, "%s--%s: expected an integer, got '%s'", where, o->name, v);
+        if (o->min < o->max && (x < o->min || x > o->max))
+            return st_args_fail(spec, "%s--%s: %ld is out of range [%.15g, %.15g]", where, o->name, x, o->min, o->max);
+        *(int *)o->dst = (int)x;
+        break;
+    }
+    case ST_OPT_U64: {
+        if (*v == '-') return st_args_fail(spec, "%s--%s: expected a non-negative integer, got '%s'", where, o->name, v);
+        unsigned long long x = strtoull(v, &end, 10);
+        if (!*v || *end || errno)
+            return st_args_fail(spec, "%s--%s: expected a non-negative integer, got '%s'", where, o->name, v);
+        *(uint64_t *)o->dst = (uint64_t)x;
+        break;
+    }
+    case ST_OPT_FLOAT: {
+        double x = strtod(v, &end);
+        if (!*v || *end || errno || !isfinite(x))
+            return st_args_fail(spec, "%s--%s: expected a number, got '%s'", where, o->name, v);
+        if (o->min < o->max && (x < o->min || x > o->max))
+            return st_args_fail(spec, "%s--%s: %g is out of range [%.15g, %.15g]", where, o->name, x, o->min, o->max);
+        *(float *)o->dst = (float)x;
+        break;
+    }
+    }
+    o->seen = 1;
+    return 0;
+}
+
+static int keep_string(st_args *out, const char *s, const char **copy) {
+    char **n = realloc(out->owned, (size_t)(out->n_owned + 1) * sizeof *n);
+    if (!n) return -1;
+    out->owned = n;
+    if (!(n[out->n_owned] = strdup(s))) return -1;
+    *copy = n[out->n_owned++];
+    return 0;
+}
+
+static int apply_config(st_args_spec *spec, const char *path, st_args *out) {
+    char *text;
+    size_t len;
+    if (st_read_file(path, &text, &len)) return st_args_fail(spec, "--config: %s", st_last_error());
+    const char *errp = NULL;
+    cJSON *root = cJSON_ParseWithOpts(text, &errp, 1);
+    int rc = 0;
+    if (!root || !cJSON_IsObject(root)) {
+        if (root) rc = st_args_fail(spec, "%s: expected a JSON object of option values", path);
+        else rc = st_args_fail(spec, "%s: byte %zu: invalid JSON", path, errp ? (size_t)(errp - text) : 0);
+        goto done;
+    }
+    for (cJSON *it = root->child; it && !rc; it = it->next) {
+        char where[512];
+        snprintf(where, sizeof where, "%s: key '%s': ", path, it->string);
+        st_opt *o = find_opt(spec, it->string, strlen(it->string));
+        if (!o || !strcmp(it->string, "config") || !strcmp(it->string, "help")) {
+            rc = st_args_fail(spec, "%s: unknown key '%s'", path, it->string);
+            break;
+        }
+        char buf[64];
+        const char *v = NULL;
+        if (o->type == ST_OPT_STR) {
+            if (!cJSON_IsString(it)) { rc = st_args_fail(spec, "%sexpected a string", where); break; }
+            if (keep_string(out, it->valuestring, &v)) { rc = st_args_fail(spec, "out of memory"); break; }
+        } else if (o->type == ST_OPT_FLAG) {
+            if (!cJSON_IsBool(it)) { rc = st_args_fail(spec, "%sexpected true or false", where); break; }
+            v = cJSON_IsTrue(it) ? "true" : "false";
+        } else {
+            if (!cJSON_IsNumber(it)) { rc = st_args_fail(spec, "%sexpected a number", where); break; }
+            snprintf(buf, sizeof buf, "%.17g", it->valuedouble);
+            v = buf;
+        }
+        rc = set_value(spec, o, v, where);
+    }
+done:
+    cJSON_Delete(root);
+    free(text);
+    return rc;
+}
+
+int st_args_parse(st_args_spec *spec, int argc, char **argv, st_args *out) {
+    memset(out, 0, sizeof *out);
+    /* pass 1: --help and --config */
+    const char *config = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--")) break;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            st_args_usage(spec, stdout);
+            return -1;
+        }
+        if (!strcmp(a, "--config")) {
+            if (i + 1 >= argc) return st_args_fail(spec, "--config needs a value (FILE)");
+            config = argv[++i];
+        } else if (!strncmp(a, "--config=", 9)) {
+            config = a + 9;
+        }
+    }
+    if (config) {
+        int rc = apply_config(spec, config, out);
+        if (rc) return rc;
+    }
+    /* pass 2: flags (override the config) and positionals */
+    int only_pos = 0;
+    for (int i = 1; i < argc; i++) {
+        char *a = argv[i];
+        if (!only_pos && !strcmp(a, "--")) { only_pos = 1; continue; }
+        if (only_pos || a[0] != '-' || !a[1]) {
+            if (out->n_pos >= spec->max_pos || out->n_pos >= 8)
+                return st_args_fail(spec, "unexpected argument '%s'", a);
+            out->pos[out->n_pos++] = a;
+            continue;
+        }
+        if (a[1] != '-') return st_args_fail(spec, "unknown option '%s' (options are long: --name value)", a);
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        if (nlen == 6 && !strncmp(name, "config", 6)) {
+            if (!eq) i++;
+            continue;
+        }
+        st_opt *o = find_opt(spec, name, nlen);
+        if (!o || memchr(name, '_', nlen)) return st_args_fail(spec, "unknown option '--%.*s'", (int)nlen, name);
+        const char *v;
+        if (eq) v = eq + 1;
+        else if (o->type == ST_OPT_FLAG) v = "true";
+        else if (i + 1 < argc) v = argv[++i];
+        else return st_args_fail(spec, "--%s needs a value (%s)", o->name, o->metavar ? o->metavar : "VALUE");
+        int rc = set_value(spec, o, v, "");
+        if (rc) return rc;
+    }
+    if (out->n_pos < spec->min_pos)
+        return st_args_fail(spec, "missing %s", spec->pos_names ? spec->pos_names : "argument");
+    return 0;
+}
+
+void st_args_free(st_args *a) {
+    for (int i = 0; i < a->n_owned; i++) free(a->owned[i]);
+    free(a->owned);
+    a->owned = NULL;
+    a->n_owned = 0;
+}

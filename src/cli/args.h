@@ -1,0 +1,56 @@
+/* args.h - shared option parsing for CLI subcommands.
+ * Long options `--name value` or `--name=value`, `--help`/`-h`, positional arguments, `--` to end
+ * options, and `--config FILE`: a JSON object whose keys are option names ("max-new-tokens" or
+ * "max_new_tokens"); values given as flags override the file (flags win). */
+#ifndef SAFETUNE_CLI_ARGS_H
+#define SAFETUNE_CLI_ARGS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum {
+    ST_OPT_STR,   /* dst: char ** (points into argv, or a copy owned by st_args) */
+    ST_OPT_INT,   /* dst: int * */
+    ST_OPT_FLOAT, /* dst: float * */
+    ST_OPT_U64,   /* dst: uint64_t * */
+    ST_OPT_FLAG   /* dst: int * (set to 1; "--name=false"/JSON false sets 0) */
+} st_opt_type;
+
+typedef struct {
+    const char *name;    /* long name without "--", words joined by '-' */
+    st_opt_type type;
+    void *dst;           /* receives the value; keeps its default when the option is absent */
+    const char *metavar; /* e.g. "N", "FILE" (NULL for flags) */
+    const char *help;
+    double min, max;     /* inclusive range for numbers when min < max */
+    int seen;            /* out: 1 if given (flag or config) */
+} st_opt;
+
+typedef struct {
+    const char *prog;      /* "safetune generate" */
+    const char *synopsis;  /* "--model MODEL (--prompt TEXT | --prompts FILE) [options]" */
+    const char *about;     /* one paragraph printed by --help */
+    st_opt *opts;
+    int n_opts;
+    int min_pos, max_pos;  /* allowed number of positional arguments */
+    const char *pos_names; /* e.g. "MODEL", for messages */
+} st_args_spec;
+
+typedef struct {
+    char *pos[8];          /* positional arguments (pointers into argv) */
+    int n_pos;
+    char **owned;          /* strings copied from a config file */
+    int n_owned;
+} st_args;
+
+/* Parse argv[1..argc). Returns 0 to continue, -1 after printing --help (exit 0), or 2 after
+ * printing one error line and a usage hint to stderr (exit 2). */
+int st_args_parse(st_args_spec *spec, int argc, char **argv, st_args *out);
+/* Free strings copied from a config file (option values pointing at them become invalid). */
+void st_args_free(st_args *a);
+/* Print usage + options to f. */
+void st_args_usage(const st_args_spec *spec, FILE *f);
+/* Print "PROG: MESSAGE" then "(see PROG --help)" to stderr; returns 2. */
+int st_args_fail(const st_args_spec *spec, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

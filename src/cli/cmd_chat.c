@@ -1,0 +1,147 @@
+/* cmd_chat.c - `safetune chat`: interactive multi-turn chat on stdin (works with piped input).
+ * Each turn re-renders the whole conversation with the model's chat template and streams the
+ * reply to stdout. Commands: /reset (forget the conversation), /quit (or end of input). */
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "safetune/generate.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    const st_model *m;
+    const int32_t *stops;
+    int n_stops;
+} stream_ctx;
+
+static void stream_token(void *ud, size_t prompt_idx, int32_t tok) {
+    (void)prompt_idx;
+    stream_ctx *c = ud;
+    for (int i = 0; i < c->n_stops; i++)
+        if (c->stops[i] == tok) return;
+    if (st_tokenizer_is_special(c->m->tokenizer, tok)) return;
+    char buf[256];
+    int n = st_tokenizer_token_bytes(c->m->tokenizer, tok, buf, (int)sizeof buf);
+    if (n > 0) fwrite(buf, 1, (size_t)n, stdout);
+    fflush(stdout);
+}
+
+int cmd_chat(int argc, char **argv) {
+    const char *model = NULL, *system = NULL;
+    st_generate_options go = st_generate_defaults();
+    float temperature = 0.0f, top_p = 1.0f;
+    int top_k = 0;
+    uint64_t seed = 0;
+    go.max_new_tokens = 512;
+    st_opt opts[] = {
+        {"model", ST_OPT_STR, &model, "MODEL", "a .gguf file or a Hugging Face checkpoint folder", 0, 0, 0},
+        {"system-prompt", ST_OPT_STR, &system, "S", "system prompt (default: the template's)", 0, 0, 0},
+        {"max-new-tokens", ST_OPT_INT, &go.max_new_tokens, "N", "max tokens per reply (default 512)", 1, 1 << 20, 0},
+        {"temperature", ST_OPT_FLOAT, &temperature, "T", "0 = greedy (default 0)", 0, 1e6, 0},
+        {"top-k", ST_OPT_INT, &top_k, "K", "keep the K most likely tokens (0 = off)", 0, 1 << 30, 0},
+        {"top-p", ST_OPT_FLOAT, &top_p, "P", "nucleus sampling, 0 < P <= 1 (1 = off)", 1e-9, 1, 0},
+        {"seed", ST_OPT_U64, &seed, "S", "sampling seed (default 0)", 0, 0, 0},
+        {"context-length", ST_OPT_INT, &go.context_length, "N", "max conversation tokens (default: the model's)", 2, 1 << 24, 0},
+    };
+    st_args_spec spec = {"safetune chat", "--model MODEL [options]",
+                         "Chat with a model on stdin/stdout. Type /reset to start over, /quit to leave.", opts,
+                         (int)(sizeof opts / sizeof opts[0]), 0, 0, NULL};
+    st_args args;
+    int rc = st_args_parse(&spec, argc, argv, &args);
+    if (rc) return rc < 0 ? 0 : rc;
+    rc = 1;
+    st_model *m = NULL;
+    st_chat_message *msgs = NULL;
+    char **owned = NULL; /* contents of msgs (heap) */
+    size_t n_msgs = 0, cap = 0;
+    char *line = NULL;
+    size_t line_cap = 0;
+    int32_t stops[16];
+    if (!model) { rc = st_args_fail(&spec, "--model is required"); goto out; }
+    go.sampling = (st_sampler_params){temperature, top_k, top_p, seed};
+    if (st_sampler_params_check(&go.sampling)) { rc = st_args_fail(&spec, "%s", st_last_error()); goto out; }
+    if (cli_check_model_path(spec.prog, model)) goto out;
+    if (st_model_load(model, &m)) {
+        fprintf(stderr, "safetune chat: %s\n", st_last_error());
+        goto out;
+    }
+    int ns = st_chat_stop_ids(&m->chat, m->tokenizer, stops, 15);
+    int32_t eos = st_tokenizer_eos_id(m->tokenizer);
+    if (eos >= 0) stops[ns++] = eos;
+    stream_ctx sc = {m, stops, ns};
+    go.stop_ids = stops;
+    go.n_stop_ids = ns;
+    go.batch_size = 1;
+    go.on_token = stream_token;
+    go.ud = &sc;
+    const int tty = isatty(0);
+    if (tty) fprintf(stderr, "safetune chat: /reset to start over, /quit to leave\n");
+    unsigned turn = 0;
+    for (;;) {
+        if (tty) { fputs("> ", stdout); fflush(stdout); }
+        ssize_t got = getline(&line, &line_cap, stdin);
+        if (got < 0) break;
+        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) line[--got] = '\0';
+        char *q = line;
+        while (*q == ' ' || *q == '\t') q++;
+        if (!*q) continue;
+        if (!strcmp(q, "/quit") || !strcmp(q, "/exit")) break;
+        if (!strcmp(q, "/reset")) {
+            for (size_t i = 0; i < n_msgs; i++) free(owned[i]);
+            n_msgs = 0;
+            printf("(conversation reset)\n");
+            fflush(stdout);
+            continue;
+        }
+        if (n_msgs + 3 > cap) {
+            size_t nc = cap ? 2 * cap : 16;
+            st_chat_message *nm = realloc(msgs, nc * sizeof *nm);
+            if (nm) msgs = nm;
+            char **no = realloc(owned, nc * sizeof *no);
+            if (no) owned = no;
+            if (!nm || !no) { fprintf(stderr, "safetune chat: out of memory\n"); goto out; }
+            cap = nc;
+        }
+        if (system && n_msgs == 0) {
+            owned[0] = strdup(system);
+            msgs[0] = (st_chat_message){"system", owned[0]};
+            n_msgs = 1;
+        }
+        owned[n_msgs] = strdup(q);
+        msgs[n_msgs] = (st_chat_message){"user", owned[n_msgs]};
+        n_msgs++;
+        int32_t *ids = NULL;
+        size_t n_ids = 0;
+        if (st_chat_render(&m->chat, m->tokenizer, msgs, n_msgs, 1, &ids, NULL, &n_ids)) {
+            fprintf(stderr, "safetune chat: %s\n", st_last_error());
+            goto out;
+        }
+        st_generation g;
+        go.sampling.seed = seed + turn++;
+        const int32_t *pp = ids;
+        st_status s = st_generate(m, &pp, &n_ids, 1, &go, &g, NULL);
+        free(ids);
+        if (s) {
+            fprintf(stderr, "safetune chat: %s\n", st_last_error());
+            goto out;
+        }
+        fputc('\n', stdout);
+        if (g.finish == ST_FINISH_LENGTH) fprintf(stderr, "(reply cut at %d tokens)\n", go.max_new_tokens);
+        fflush(stdout);
+        owned[n_msgs] = g.text;
+        g.text = NULL;
+        msgs[n_msgs] = (st_chat_message){"assistant", owned[n_msgs]};
+        n_msgs++;
+        st_generations_free(&g, 1);
+    }
+    rc = 0;
+out:
+    for (size_t i = 0; i < n_msgs; i++) free(owned[i]);
+    free(owned);
+    free(msgs);
+    free(line);
+    st_model_free(m);
+    st_args_free(&args);
+    return rc;
+}

@@ -1,0 +1,85 @@
+/* generate_model.c - st_generate / st_prompt_encode: the scheduler (generate.c) on a loaded model
+ * with a KV cache (forward.h), default stop ids from the chat template, text decoding. */
+#include "safetune/forward.h"
+#include "safetune/generate.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const st_model *m;
+    st_kv_cache *c;
+} model_backend;
+
+static st_status mb_infer(void *ctx, const int *slots, const int32_t *const *tokens, const int *n_tokens,
+                          int n_seqs, float *logits_last) {
+    model_backend *b = ctx;
+    return st_forward_infer(b->m, b->c, slots, tokens, n_tokens, n_seqs, logits_last);
+}
+
+static void mb_clear(void *ctx, int slot) {
+    model_backend *b = ctx;
+    st_kv_cache_clear(b->c, slot);
+}
+
+st_status st_generate(const st_model *m, const int32_t *const *prompts, const size_t *prompt_lens,
+                      size_t n_prompts, const st_generate_options *opt, st_generation *out,
+                      size_t *n_truncated) {
+    if (n_truncated) *n_truncated = 0;
+    if (opt->batch_size <= 0) return st_error(ST_ERR_ARG, "batch_size must be > 0 (got %d)", opt->batch_size);
+    if (opt->max_new_tokens <= 0)
+        return st_error(ST_ERR_ARG, "max_new_tokens must be > 0 (got %d)", opt->max_new_tokens);
+    if (n_prompts == 0) return ST_OK;
+
+    /* context: the model's limit (or the option), but only as long as this batch needs */
+    long ctx = m->config.max_position_embeddings > 0 ? m->config.max_position_embeddings : 2048;
+    if (opt->context_length > 0 && opt->context_length < ctx) ctx = opt->context_length;
+    size_t need = 2;
+    for (size_t i = 0; i < n_prompts; i++) {
+        size_t l = prompt_lens[i] < (size_t)ctx - 1 ? prompt_lens[i] : (size_t)ctx - 1;
+        if (l + (size_t)opt->max_new_tokens > need) need = l + (size_t)opt->max_new_tokens;
+    }
+    int max_seq = need < (size_t)ctx ? (int)need : (int)ctx;
+    int slots = opt->batch_size < (long)n_prompts ? opt->batch_size : (int)n_prompts;
+
+    st_generate_options o = *opt;
+    o.context_length = (int)ctx;
+    int32_t stops[16];
+    if (!o.stop_ids) {
+        int ns = st_chat_stop_ids(&m->chat, m->tokenizer, stops, 15);
+        int32_t eos = st_tokenizer_eos_id(m->tokenizer);
+        int have = 0;
+        for (int i = 0; i < ns; i++) have |= stops[i] == eos;
+        if (eos >= 0 && !have) stops[ns++] = eos;
+        o.stop_ids = stops;
+        o.n_stop_ids = ns;
+    }
+
+    model_backend mb = {m, NULL};
+    st_status st = st_kv_cache_new(&m->config, slots, max_seq, &mb.c);
+    if (st) return st;
+    st_infer_backend be = {&mb, m->config.vocab_size, slots, max_seq, mb_infer, mb_clear};
+    st = st_generate_ids(&be, prompts, prompt_lens, n_prompts, &o, out, n_truncated);
+    st_kv_cache_free(mb.c);
+    if (st) return st;
+    for (size_t i = 0; i < n_prompts; i++) {
+        size_t len;
+        if ((st = st_tokenizer_decode(m->tokenizer, out[i].ids, out[i].n_ids, 1, &out[i].text, &len))) {
+            st_generations_free(out, n_prompts);
+            return st;
+        }
+    }
+    return ST_OK;
+}
+
+st_status st_prompt_encode(const st_model *m, const char *text, int chat, const char *system,
+                           int32_t **ids, size_t *n) {
+    *ids = NULL;
+    *n = 0;
+    if (!chat) return st_tokenizer_encode(m->tokenizer, text, strlen(text), 1, 1, ids, n);
+    st_chat_message msgs[2];
+    size_t k = 0;
+    if (system) msgs[k++] = (st_chat_message){"system", system};
+    msgs[k++] = (st_chat_message){"user", text};
+    return st_chat_render(&m->chat, m->tokenizer, msgs, k, 1, ids, NULL, n);
+}

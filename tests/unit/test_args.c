@@ -1,0 +1,113 @@
+/* test_args.c - CLI option parsing (src/cli/args.c): --name value, --name=value, flags,
+ * positionals, range/type errors, --config JSON with flags overriding it. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/args.c" /* the CLI is not part of the library */
+
+typedef struct {
+    const char *model, *out;
+    int n, chat;
+    float t;
+    uint64_t seed;
+} vals;
+
+static st_args_spec make_spec(vals *v, st_opt *o) {
+    st_opt init[] = {
+        {"model", ST_OPT_STR, &v->model, "MODEL", "model", 0, 0, 0},
+        {"max-new-tokens", ST_OPT_INT, &v->n, "N", "n", 1, 1000, 0},
+        {"temperature", ST_OPT_FLOAT, &v->t, "T", "t", 0, 100, 0},
+        {"seed", ST_OPT_U64, &v->seed, "S", "s", 0, 0, 0},
+        {"chat", ST_OPT_FLAG, &v->chat, NULL, "chat", 0, 0, 0},
+        {"output", ST_OPT_STR, &v->out, "FILE", "out", 0, 0, 0},
+    };
+    memcpy(o, init, sizeof init);
+    st_args_spec s = {"prog", "[options] X", NULL, o, 6, 0, 1, "X"};
+    return s;
+}
+
+static int parse(vals *v, st_args *a, int argc, const char **argv) {
+    static st_opt o[6];
+    memset(v, 0, sizeof *v);
+    v->n = 16;
+    v->t = 0.5f;
+    st_args_spec s = make_spec(v, o);
+    return st_args_parse(&s, argc, (char **)argv, a);
+}
+
+static void test_forms(void **state) {
+    (void)state;
+    vals v;
+    st_args a;
+    const char *argv[] = {"prog", "--model", "m.gguf", "--max-new-tokens=12", "pos", "--chat",
+                          "--temperature", "0.25", "--seed=18446744073709551615"};
+    assert_int_equal(parse(&v, &a, 9, argv), 0);
+    assert_string_equal(v.model, "m.gguf");
+    assert_int_equal(v.n, 12);
+    assert_int_equal(v.chat, 1);
+    assert_float_equal(v.t, 0.25, 1e-7);
+    assert_true(v.seed == UINT64_MAX);
+    assert_int_equal(a.n_pos, 1);
+    assert_string_equal(a.pos[0], "pos");
+    assert_null(v.out);
+    st_args_free(&a);
+}
+
+static void test_errors(void **state) {
+    (void)state;
+    vals v;
+    st_args a;
+    const char *bad[][3] = {
+        {"prog", "--max-new-tokens", "abc"}, {"prog", "--max-new-tokens", "0"},
+        {"prog", "--temperature", "nan"},    {"prog", "--bogus", "1"},
+        {"prog", "-x", "1"},                 {"prog", "--seed", "-3"},
+        {"prog", "a", "b"},                  {"prog", "--max_new_tokens", "3"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) assert_int_equal(parse(&v, &a, 3, bad[i]), 2);
+    const char *missing[] = {"prog", "--model"};
+    assert_int_equal(parse(&v, &a, 2, missing), 2);
+    const char *help[] = {"prog", "--help"};
+    assert_int_equal(parse(&v, &a, 2, help), -1);
+}
+
+static void test_config_and_override(void **state) {
+    (void)state;
+    const char *dir = getenv("SAFETUNE_TEST_TMP");
+    char path[512];
+    snprintf(path, sizeof path, "%s/args_cfg.json", dir ? dir : "/tmp");
+    const char *cfg = "{\"model\": \"cfg.gguf\", \"max_new_tokens\": 99, \"temperature\": 0.7, \"chat\": true}";
+    assert_int_equal(st_write_file_atomic(path, cfg, strlen(cfg)), ST_OK);
+    vals v;
+    st_args a;
+    const char *argv[] = {"prog", "--max-new-tokens", "5", "--config", path};
+    assert_int_equal(parse(&v, &a, 5, argv), 0);
+    assert_string_equal(v.model, "cfg.gguf"); /* from the file */
+    assert_int_equal(v.n, 5);                 /* flag wins even though it came first */
+    assert_float_equal(v.t, 0.7, 1e-6);
+    assert_int_equal(v.chat, 1);
+    st_args_free(&a);
+
+    const char *bads[] = {"{\"nope\": 1}", "{\"max_new_tokens\": \"x\"}", "{\"max_new_tokens\": 2.5}",
+                          "[1,2]", "{\"model\": 3}", "{bad json"};
+    for (size_t i = 0; i < sizeof bads / sizeof bads[0]; i++) {
+        assert_int_equal(st_write_file_atomic(path, bads[i], strlen(bads[i])), ST_OK);
+        assert_int_equal(parse(&v, &a, 5, argv), 2);
+        st_args_free(&a);
+    }
+    const char *nofile[] = {"prog", "--config=/nonexistent/x.json"};
+    assert_int_equal(parse(&v, &a, 2, nofile), 2);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_forms),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_config_and_override),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
