@@ -186,6 +186,10 @@ static int eval_safety(int argc, char **argv) {
     }
     st = cJSON_CreateObject();
     if (model) {
+        /* bad prompt files and weights fail before the model is loaded */
+        st_prompt_set probe;
+        if (st_prompts_load(bench, data_dir, &probe)) goto fail;
+        st_prompt_set_free(&probe);
         if (st_model_resolve_weights(model, weights, &model_path)) goto fail;
         if (st_model_load(model_path, &mdl)) goto fail;
         st_safety_opts so = st_safety_defaults();
@@ -435,6 +439,10 @@ static int eval_utility(int argc, char **argv) {
         cJSON_AddStringToObject(h, "seed", sb);
         cJSON_AddNumberToObject(h, "val_fraction", val_count > 0 ? 0 : val_fraction);
         cJSON_AddNumberToObject(h, "val_count", val_count);
+        if (split.n_val <= 256) { /* which rows were held out (small splits; for checking and reuse) */
+            cJSON *vi = cJSON_AddArrayToObject(h, "val_indices");
+            for (size_t i = 0; i < split.n_val; i++) cJSON_AddItemToArray(vi, cJSON_CreateNumber(split.val[i]));
+        }
         cJSON_AddNumberToObject(h, "loss", hr.loss);
         cJSON_AddNumberToObject(h, "perplexity", hr.perplexity);
         printf("held-out loss %.6f nats/token, perplexity %.4f (%zu rows, %zu assistant tokens)\n", hr.loss,

@@ -38,7 +38,7 @@ st_status st_heldout_loss(const st_model *m, const st_tokenized *tk, const uint3
     if (!s) s = st_train_acts_new(&m->config, batch_rows, max_seq_len, &acts);
     double sum = 0;
     size_t ntok = 0;
-    int32_t pad = st_tokenizer_eos_id(m->tokenizer);
+    int32_t pad = m->tokenizer ? st_tokenizer_eos_id(m->tokenizer) : 0;
     if (pad < 0) pad = 0;
     for (size_t i = 0; !s && i < n_rows; i += (size_t)batch_rows) {
         int nb = (int)(n_rows - i < (size_t)batch_rows ? n_rows - i : (size_t)batch_rows);
