@@ -13,6 +13,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 int cmd_study(int argc, char **argv);
 
 /* 0 if MODEL exists; else prints "PROG: MODEL: no such file or directory ..." and returns 1. */

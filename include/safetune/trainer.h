@@ -1,0 +1,131 @@
+/* trainer.h - full fine-tuning loop: micro-batches -> gradient buffer -> (all-reduce) -> clip ->
+ * schedule -> optimiser -> EMA, with metrics JSONL, a progress bar, atomic checkpoints and
+ * bit-identical resume. Method: Kim et al. 2025 (arXiv 2508.12531): benign fine-tuning with
+ * controlled lr / batch / steps plus a parameter-space EMA started at the aligned weights θ_0.
+ *
+ * One optimiser step (st_trainer_step):
+ *   zero grads; collate grad_accum micro-batches of batch_size rows (st_collate);
+ *   normaliser = unmasked target tokens of the WHOLE window (summed over ranks), so
+ *   grad_accum = k with batch b equals batch k·b;
+ *   for each micro-batch: st_train_forward (loss / normaliser) + st_train_backward (grads +=);
+ *   comm.sum_f32(grads) (no-op single-process); st_clip_grad_norm; lr = base · schedule(k);
+ *   st_optim_step; st_ema_step.
+ * A non-finite loss or gradient norm stops the step with ST_ERR_NUMERIC before the weights
+ * change (the caller keeps the last good checkpoint). Files written by st_trainer_run (out_dir):
+ *   metrics.jsonl   one JSON object per step: step, loss, lr, grad_norm, tokens_per_s,
+ *                   theta_dist (||θ−θ_0||), theta_ema_dist (||θ_ema−θ_0||, null without EMA),
+ *                   epoch (fractional), val_loss (every eval_every steps), extra hook fields
+ *   checkpoints/step-NNNNNNNN/   st_checkpoint_save folders (keep the last keep_checkpoints). */
+#ifndef SAFETUNE_TRAINER_H
+#define SAFETUNE_TRAINER_H
+
+#include "safetune/data.h"
+#include "safetune/model.h"
+#include "safetune/optim.h"
+#include "safetune/schedule.h"
+
+typedef struct st_trainer st_trainer;
+
+/* Data-parallel seam: sums over ranks, in place. NULL functions = one process. */
+typedef struct {
+    st_status (*sum_f32)(float *x, size_t n, void *user);  /* gradients */
+    st_status (*sum_f64)(double *x, size_t n, void *user); /* loss sums, token counts */
+    void *user;
+    int rank, world;                                      /* world 0 is read as 1 */
+} st_trainer_comm;
+
+typedef struct {
+    st_optim_config optim;     /* AdamW by default (lr, betas, eps, weight_decay) */
+    st_schedule sched;         /* kind, warmup_steps, ...; total_steps is set from max_steps */
+    int batch_size;            /* rows per micro-batch (B) */
+    int grad_accum;            /* micro-batches per optimiser step */
+    int64_t max_steps;         /* > 0, or 0 to derive it from epochs */
+    double epochs;             /* used when max_steps == 0: ceil(epochs·n_train / (B·accum)) */
+    double max_grad_norm;      /* clip_grad_norm_ threshold; <= 0 = no clipping */
+    int ema_on;                /* 0 = no EMA (final-ema not written, theta_ema_dist null) */
+    double ema_decay;          /* β of θ_ema ← β·θ_ema + (1−β)·θ */
+    int64_t ema_every, ema_start; /* update after steps ema_start, ema_start+every, ... */
+    int bf16;                  /* 1 = bf16 matmuls (fp32 master weights, moments, EMA) */
+    uint64_t seed;             /* split + data order */
+    int max_seq_len;           /* rows truncated to this many tokens (T cap) */
+    int32_t pad_id;            /* padding token (masked out); any id in [0, V) */
+    double val_fraction;       /* held-out rows (st_data_split_make) */
+    size_t val_count;          /* > 0 overrides val_fraction */
+    int64_t eval_every;        /* val_loss every N steps (and at the last step); 0 = never */
+    const char *out_dir;       /* run folder for metrics/checkpoints; NULL = none */
+    int64_t save_every;        /* checkpoint every N steps (and at the last step); 0 = never */
+    int keep_checkpoints;      /* keep the newest N checkpoint folders (0 = all) */
+    int progress;              /* progress bar on stderr */
+    const char *run_config_json; /* text saved in checkpoints (resume compatibility check) */
+    st_trainer_comm comm;
+} st_train_config;
+
+/* Defaults: AdamW lr 1e-5 wd 0 betas (0.9, 0.999) eps 1e-8, constant schedule, batch 8, accum
+ * 1, 100 steps, clip 1.0, EMA on (decay 0.99, every 1, start 1), fp32, seed 42, max_seq_len
+ * 512, val_fraction 0.05, eval_every 0, save_every 0, keep 2, no progress bar. */
+void st_train_config_default(st_train_config *c);
+
+/* Per-step metrics (also the metrics.jsonl record). */
+typedef struct {
+    int64_t step;              /* optimiser steps done (1-based after the first step) */
+    double loss;               /* window loss: Σ masked CE / normaliser */
+    double lr;                 /* lr used by this step */
+    double grad_norm;          /* pre-clip global L2 norm */
+    double tokens_per_s;       /* non-pad input tokens of the window / step wall time */
+    double theta_dist, theta_ema_dist;
+    double epoch;              /* epochs completed, fractional */
+    int64_t tokens, targets;   /* non-pad tokens and trained targets of the window */
+    int has_val;
+    double val_loss;
+    double step_s;
+} st_step_metrics;
+
+/* Create a trainer over model m (borrowed; m->params are trained in place and must outlive the
+ * trainer) and tokenized rows `data` (borrowed). Splits rows into train/val, allocates grads,
+ * optimiser moments, θ_0 and θ_ema (copies of m->params) and activations for
+ * [batch_size, max_seq_len]. ST_ERR_ARG for bad settings (empty data, batch larger than the
+ * training split, ...), naming the option. */
+st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_config *cfg,
+                         st_trainer **out);
+void st_trainer_free(st_trainer *t);
+
+/* One optimiser step (above). On ST_ERR_NUMERIC the weights and state are unchanged. */
+st_status st_trainer_step(st_trainer *t, st_step_metrics *m);
+/* Held-out loss Σ masked CE / Σ targets over the validation split for weights `params` (a flat
+ * buffer of the model layout: live, EMA, ...). ST_ERR_ARG if there is no validation split. */
+st_status st_trainer_eval(st_trainer *t, const float *params, double *val_loss);
+/* Run until max_steps: step, eval, metrics line, hook, progress, checkpoint. Stops with the
+ * step's error (message names the step and the last good checkpoint). */
+st_status st_trainer_run(st_trainer *t);
+
+/* Called after each step of st_trainer_run, before the metrics line is written; may call
+ * st_trainer_add_metric to append fields (e.g. probe_asr_live, probe_asr_ema). An error stops
+ * the run. */
+typedef st_status (*st_trainer_hook)(st_trainer *t, int64_t step, void *user);
+void st_trainer_set_hook(st_trainer *t, st_trainer_hook fn, void *user);
+/* Append "name": value to the current step's metrics record (up to 16 per step). */
+st_status st_trainer_add_metric(st_trainer *t, const char *name, double value);
+
+/* Save the full training state to folder dir (st_checkpoint_save; atomic). */
+st_status st_trainer_save_checkpoint(st_trainer *t, const char *dir);
+/* Restore params, moments, EMA, θ_0, RNG, data order/position and step from dir; the saved run
+ * config must agree on seed, batch_size, grad_accum, max_seq_len, val split and data size
+ * (ST_ERR_ARG names the key). Later steps are then bit-identical to an uninterrupted run. */
+st_status st_trainer_resume(st_trainer *t, const char *dir);
+/* Newest valid checkpoint under out_dir/checkpoints into buf; ST_ERR_IO if none. */
+st_status st_trainer_latest_checkpoint(const st_trainer *t, char *buf, size_t cap);
+
+/* Accessors. Buffers have the model's flat layout (m->layout.n_floats floats). */
+int64_t st_trainer_steps_done(const st_trainer *t);
+int64_t st_trainer_max_steps(const st_trainer *t);
+const st_model *st_trainer_model(const st_trainer *t);
+const float *st_trainer_params(const st_trainer *t);
+const float *st_trainer_ema_params(const st_trainer *t); /* NULL without EMA */
+const float *st_trainer_theta0(const st_trainer *t);
+const st_step_metrics *st_trainer_last_metrics(const st_trainer *t);
+size_t st_trainer_n_train(const st_trainer *t);
+size_t st_trainer_n_val(const st_trainer *t);
+/* Micro-batch i < grad_accum of the last step (tests, debugging); NULL if out of range. */
+const st_batch *st_trainer_batch(const st_trainer *t, int i);
+
+#endif

@@ -1,0 +1,285 @@
+/* cmd_train.c - `safetune train`: full fine-tuning with AdamW + LR schedule + clipping + EMA of
+ * the weights (Kim et al. 2025, arXiv 2508.12531). Output folder: config.json (the run's
+ * settings), metrics.jsonl, checkpoints/step-N/, final/ (HF folder, live weights), final-ema/
+ * (HF folder, EMA weights). Options via src/cli/args.h (flags or --config JSON; flags win). */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "safetune/checkpoint.h"
+#include "safetune/data.h"
+#include "safetune/export.h"
+#include "safetune/model.h"
+#include "safetune/trainer.h"
+
+/* Options arrive as float (args.h); any decimal with <= 7 significant digits (1e-5, 0.999)
+ * round-trips exactly through %.7g, so this recovers the double the user typed. */
+static double dbl(float f) {
+    char b[32];
+    snprintf(b, sizeof b, "%.7g", f);
+    return strtod(b, NULL);
+}
+
+typedef struct {
+    const char *model, *data, *data_format, *out, *lr_schedule, *precision, *resume, *save_weights,
+        *export_dtype;
+    float lr, epochs, weight_decay, beta1, beta2, eps, max_grad_norm, ema_decay, val_fraction;
+    int batch_size, grad_accum, max_steps, warmup_steps, ema_every, ema_start, max_seq_len,
+        eval_every, save_every, keep_checkpoints, max_rows, quiet;
+    uint64_t seed;
+} train_opts;
+
+static int fail(const char *what) {
+    fprintf(stderr, "safetune train: %s%s%s\n", what ? what : "", what ? ": " : "", st_last_error());
+    return 1;
+}
+
+static char *run_config(const train_opts *o, const st_train_config *c) {
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "model", o->model);
+    cJSON_AddStringToObject(r, "data", o->data);
+    cJSON_AddStringToObject(r, "data_format", o->data_format);
+    cJSON_AddStringToObject(r, "out", o->out);
+    cJSON_AddNumberToObject(r, "lr", c->optim.lr);
+    cJSON_AddNumberToObject(r, "batch_size", c->batch_size);
+    cJSON_AddNumberToObject(r, "grad_accum", c->grad_accum);
+    cJSON_AddNumberToObject(r, "max_steps", (double)c->max_steps);
+    cJSON_AddNumberToObject(r, "epochs", c->epochs);
+    cJSON_AddNumberToObject(r, "warmup_steps", (double)c->sched.warmup_steps);
+    cJSON_AddStringToObject(r, "lr_schedule", o->lr_schedule);
+    cJSON_AddNumberToObject(r, "weight_decay", c->optim.weight_decay);
+    cJSON_AddNumberToObject(r, "beta1", c->optim.beta1);
+    cJSON_AddNumberToObject(r, "beta2", c->optim.beta2);
+    cJSON_AddNumberToObject(r, "eps", c->optim.eps);
+    cJSON_AddNumberToObject(r, "max_grad_norm", c->max_grad_norm);
+    cJSON_AddNumberToObject(r, "ema_decay", c->ema_on ? c->ema_decay : 0.0);
+    cJSON_AddNumberToObject(r, "ema_every", (double)c->ema_every);
+    cJSON_AddNumberToObject(r, "ema_start", (double)c->ema_start);
+    cJSON_AddStringToObject(r, "precision", c->bf16 ? "bf16" : "fp32");
+    cJSON_AddNumberToObject(r, "seed", (double)c->seed);
+    cJSON_AddNumberToObject(r, "max_seq_len", c->max_seq_len);
+    cJSON_AddNumberToObject(r, "val_fraction", c->val_fraction);
+    cJSON_AddNumberToObject(r, "eval_every", (double)c->eval_every);
+    cJSON_AddNumberToObject(r, "save_every", (double)c->save_every);
+    cJSON_AddNumberToObject(r, "keep_checkpoints", c->keep_checkpoints);
+    cJSON_AddNumberToObject(r, "max_rows", o->max_rows);
+    cJSON_AddStringToObject(r, "save_weights", o->save_weights);
+    cJSON_AddStringToObject(r, "export_dtype", o->export_dtype);
+    char *t = cJSON_Print(r);
+    cJSON_Delete(r);
+    return t;
+}
+
+static st_status export_one(const st_model *m, const float *params, const char *out,
+                            const char *name, st_export_dtype dt) {
+    char d[4200];
+    snprintf(d, sizeof d, "%s/%s", out, name);
+    st_status s = st_export_hf(m, params, d, dt);
+    if (!s) fprintf(stderr, "safetune train: wrote %s\n", d);
+    return s;
+}
+
+int cmd_train(int argc, char **argv) {
+    train_opts o = {.data_format = "auto", .lr_schedule = "constant", .precision = "fp32",
+                    .save_weights = "both", .export_dtype = "f32", .lr = 1e-5f,
+                    .weight_decay = 0.0f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                    .max_grad_norm = 1.0f, .ema_decay = 0.99f, .val_fraction = 0.05f,
+                    .batch_size = 8, .grad_accum = 1, .ema_every = 1, .ema_start = 1,
+                    .max_seq_len = 512, .keep_checkpoints = 2, .seed = 42};
+    st_opt opts[] = {
+        {"model", ST_OPT_STR, &o.model, "MODEL", "GGUF file or Hugging Face folder (required)", 0, 0, 0},
+        {"data", ST_OPT_STR, &o.data, "FILE", "training data (JSON / JSONL) (required)", 0, 0, 0},
+        {"data-format", ST_OPT_STR, &o.data_format, "FMT", "alpaca|dolly|orca|messages|auto (default auto)", 0, 0, 0},
+        {"out", ST_OPT_STR, &o.out, "DIR", "run folder (required)", 0, 0, 0},
+        {"lr", ST_OPT_FLOAT, &o.lr, "X", "peak learning rate (default 1e-5)", 0, 1, 0},
+        {"batch-size", ST_OPT_INT, &o.batch_size, "N", "rows per micro-batch (default 8)", 1, 1 << 20, 0},
+        {"grad-accum", ST_OPT_INT, &o.grad_accum, "N", "micro-batches per optimiser step (default 1)", 1, 1 << 20, 0},
+        {"max-steps", ST_OPT_INT, &o.max_steps, "N", "optimiser steps (or use --epochs)", 0, 1e9, 0},
+        {"epochs", ST_OPT_FLOAT, &o.epochs, "E", "passes over the training split when --max-steps is 0", 0, 1e6, 0},
+        {"warmup-steps", ST_OPT_INT, &o.warmup_steps, "N", "linear warm-up steps (default 0)", 0, 1e9, 0},
+        {"lr-schedule", ST_OPT_STR, &o.lr_schedule, "KIND", "constant|warmup-constant|linear|cosine|step (default constant)", 0, 0, 0},
+        {"weight-decay", ST_OPT_FLOAT, &o.weight_decay, "X", "AdamW decoupled weight decay (default 0)", 0, 10, 0},
+        {"beta1", ST_OPT_FLOAT, &o.beta1, "X", "AdamW beta1 (default 0.9)", 0, 0.999999, 0},
+        {"beta2", ST_OPT_FLOAT, &o.beta2, "X", "AdamW beta2 (default 0.999)", 0, 0.9999999, 0},
+        {"eps", ST_OPT_FLOAT, &o.eps, "X", "AdamW eps (default 1e-8)", 1e-30, 1, 0},
+        {"max-grad-norm", ST_OPT_FLOAT, &o.max_grad_norm, "X", "clip the global grad norm (0 = off; default 1)", 0, 1e30, 0},
+        {"ema-decay", ST_OPT_FLOAT, &o.ema_decay, "B", "EMA decay of the weights; 0 or none = off (default 0.99)", 0, 1, 0},
+        {"ema-every", ST_OPT_INT, &o.ema_every, "N", "update the EMA every N steps (default 1)", 1, 1e9, 0},
+        {"ema-start", ST_OPT_INT, &o.ema_start, "N", "first step that updates the EMA (default 1)", 1, 1e9, 0},
+        {"precision", ST_OPT_STR, &o.precision, "P", "fp32|bf16 matmuls (weights/optimiser stay fp32)", 0, 0, 0},
+        {"seed", ST_OPT_U64, &o.seed, "N", "data split and order (default 42)", 0, 0, 0},
+        {"max-seq-len", ST_OPT_INT, &o.max_seq_len, "T", "truncate rows to T tokens (default 512)", 2, 1 << 20, 0},
+        {"val-fraction", ST_OPT_FLOAT, &o.val_fraction, "F", "held-out fraction for val_loss (default 0.05)", 0, 0.99, 0},
+        {"eval-every", ST_OPT_INT, &o.eval_every, "N", "val_loss every N steps (0 = never)", 0, 1e9, 0},
+        {"save-every", ST_OPT_INT, &o.save_every, "N", "checkpoint every N steps (0 = never)", 0, 1e9, 0},
+        {"keep-checkpoints", ST_OPT_INT, &o.keep_checkpoints, "N", "keep the newest N checkpoints (default 2)", 0, 1e6, 0},
+        {"resume", ST_OPT_STR, &o.resume, "DIR|auto", "resume from a checkpoint (auto: newest under OUT)", 0, 0, 0},
+        {"save-weights", ST_OPT_STR, &o.save_weights, "W", "live|ema|both: final HF folders (default both)", 0, 0, 0},
+        {"export-dtype", ST_OPT_STR, &o.export_dtype, "D", "f32|bf16 safetensors (default f32)", 0, 0, 0},
+        {"max-rows", ST_OPT_INT, &o.max_rows, "N", "use only the first N data rows (0 = all)", 0, 1e9, 0},
+        {"quiet", ST_OPT_FLAG, &o.quiet, NULL, "no progress bar", 0, 0, 0},
+    };
+    st_args_spec spec = {"safetune train", "--model MODEL --data FILE --out DIR [options]",
+                         "Full fine-tuning (AdamW, LR schedule, clipping, EMA of the weights) on a "
+                         "chat dataset; loss on assistant tokens only.",
+                         opts, (int)(sizeof opts / sizeof *opts), 0, 0, NULL};
+    /* "--ema-decay none" -> 0 */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--ema-decay") && i + 1 < argc && !strcmp(argv[i + 1], "none")) argv[i + 1] = "0";
+        if (!strcmp(argv[i], "--ema-decay=none")) argv[i] = "--ema-decay=0";
+    }
+    st_args args;
+    int rc = st_args_parse(&spec, argc, argv, &args);
+    if (rc) {
+        st_args_free(&args);
+        return rc < 0 ? 0 : rc;
+    }
+    if (!o.model || !o.data || !o.out) {
+        rc = st_args_fail(&spec, "--model, --data and --out are required");
+        st_args_free(&args);
+        return rc;
+    }
+    st_train_config c;
+    st_train_config_default(&c);
+    c.optim.lr = dbl(o.lr);
+    c.optim.weight_decay = dbl(o.weight_decay);
+    c.optim.beta1 = dbl(o.beta1);
+    c.optim.beta2 = dbl(o.beta2);
+    c.optim.eps = dbl(o.eps);
+    c.batch_size = o.batch_size;
+    c.grad_accum = o.grad_accum;
+    c.max_steps = o.max_steps;
+    c.epochs = dbl(o.epochs);
+    c.max_grad_norm = dbl(o.max_grad_norm);
+    c.ema_on = o.ema_decay > 0;
+    c.ema_decay = dbl(o.ema_decay);
+    c.ema_every = o.ema_every;
+    c.ema_start = o.ema_start;
+    c.seed = o.seed;
+    c.max_seq_len = o.max_seq_len;
+    c.val_fraction = dbl(o.val_fraction);
+    c.eval_every = o.eval_every;
+    c.save_every = o.save_every;
+    c.keep_checkpoints = o.keep_checkpoints;
+    c.out_dir = o.out;
+    c.progress = !o.quiet;
+    st_sched_kind sk;
+    const char *sn = o.lr_schedule;
+    if (!strcmp(sn, "warmup-constant") || !strcmp(sn, "warmup_constant")) sn = "constant_with_warmup";
+    st_data_format fmt;
+    st_export_dtype edt;
+    int want_live = !strcmp(o.save_weights, "live") || !strcmp(o.save_weights, "both");
+    int want_ema = !strcmp(o.save_weights, "ema") || !strcmp(o.save_weights, "both");
+    if (st_schedule_kind_parse(sn, &sk) != ST_OK) {
+        rc = st_args_fail(&spec, "--lr-schedule %s: expected constant, warmup-constant, linear, cosine or step", o.lr_schedule);
+    } else if (strcmp(o.precision, "fp32") && strcmp(o.precision, "bf16")) {
+        rc = st_args_fail(&spec, "--precision %s: expected fp32 or bf16", o.precision);
+    } else if (st_data_format_parse(o.data_format, &fmt) != ST_OK) {
+        rc = st_args_fail(&spec, "--data-format %s: expected alpaca, dolly, orca, messages or auto", o.data_format);
+    } else if (!want_live && !want_ema) {
+        rc = st_args_fail(&spec, "--save-weights %s: expected live, ema or both", o.save_weights);
+    } else if (st_export_dtype_parse(o.export_dtype, &edt) != ST_OK || edt == ST_EXPORT_F16) {
+        rc = st_args_fail(&spec, "--export-dtype %s: expected f32 or bf16", o.export_dtype);
+    } else if (o.max_steps == 0 && !(o.epochs > 0)) {
+        rc = st_args_fail(&spec, "set --max-steps N or --epochs E");
+    }
+    if (rc) {
+        st_args_free(&args);
+        return rc;
+    }
+    st_schedule_default(&c.sched, sk, 1);
+    c.sched.warmup_steps = o.warmup_steps;
+    c.bf16 = !strcmp(o.precision, "bf16");
+    if (!c.ema_on) want_ema = 0;
+
+    st_model *m = NULL;
+    st_dataset ds = {0};
+    size_t n_all = 0;
+    st_tokenized tk = {0};
+    st_trainer *t = NULL;
+    char *cfg_json = NULL;
+    rc = 1;
+    /* output folder first: fail fast (and lose nothing) when it is not writable */
+    char path[4200];
+    {
+        char ck[4200];
+        snprintf(ck, sizeof ck, "%s/checkpoints", o.out);
+        struct stat sb;
+        if (!o.resume && stat(ck, &sb) == 0) {
+            char latest[4400];
+            snprintf(path, sizeof path, "%s", ck);
+            if (st_checkpoint_find_latest(ck, "step-", latest, sizeof latest) == ST_OK) {
+                fprintf(stderr, "safetune train: %s already has checkpoints (newest %s); pass "
+                        "--resume auto to continue that run, or choose a new --out\n", o.out, latest);
+                goto done;
+            }
+        }
+    }
+    if (mkdir(o.out, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "safetune train: --out %s: cannot create the folder: %s\n", o.out, strerror(errno));
+        goto done;
+    }
+    if (!(cfg_json = run_config(&o, &c))) goto done;
+    snprintf(path, sizeof path, "%s/config.json", o.out);
+    if (st_write_file_atomic(path, cfg_json, strlen(cfg_json)) != ST_OK) {
+        fprintf(stderr, "safetune train: --out %s is not writable: %s\n", o.out, st_last_error());
+        goto done;
+    }
+    c.run_config_json = cfg_json;
+    if (st_model_load(o.model, &m) != ST_OK) { fail("loading the model"); goto done; }
+    if (!m->tokenizer) { fprintf(stderr, "safetune train: %s: no tokenizer\n", o.model); goto done; }
+    if (st_dataset_load(o.data, fmt, &ds) != ST_OK) { fail(NULL); goto done; }
+    n_all = ds.n;
+    if (o.max_rows > 0 && (size_t)o.max_rows < ds.n) ds.n = (size_t)o.max_rows;
+    if (st_tokenize_dataset(&ds, &m->chat, m->tokenizer, &tk) != ST_OK) { fail(o.data); goto done; }
+    int32_t eos = st_tokenizer_eos_id(m->tokenizer);
+    c.pad_id = eos >= 0 && eos < m->config.vocab_size ? eos : 0;
+    if (st_trainer_new(m, &tk, &c, &t) != ST_OK) { fail(NULL); goto done; }
+    if (o.resume) {
+        char dir[4400];
+        int have = 1;
+        if (!strcmp(o.resume, "auto")) {
+            if (st_trainer_latest_checkpoint(t, dir, sizeof dir) != ST_OK) {
+                fprintf(stderr, "safetune train: no checkpoint under %s/checkpoints; starting from step 0\n", o.out);
+                have = 0;
+            }
+        } else {
+            snprintf(dir, sizeof dir, "%s", o.resume);
+        }
+        if (have) {
+            if (st_trainer_resume(t, dir) != ST_OK) { fail("--resume"); goto done; }
+            fprintf(stderr, "safetune train: resumed from %s at step %lld\n", dir,
+                    (long long)st_trainer_steps_done(t));
+        }
+    }
+    if (st_trainer_steps_done(t) == 0) {
+        snprintf(path, sizeof path, "%s/metrics.jsonl", o.out);
+        unlink(path); /* a fresh run starts a fresh log */
+    }
+    fprintf(stderr, "safetune train: %zu rows (%zu train, %zu val) of %s, %lld steps of %d x %d rows, "
+            "lr %g, %s\n", ds.n, st_trainer_n_train(t), st_trainer_n_val(t), o.data,
+            (long long)st_trainer_max_steps(t), c.grad_accum, c.batch_size, c.optim.lr,
+            c.bf16 ? "bf16" : "fp32");
+    if (st_trainer_run(t) != ST_OK) { fail(NULL); goto done; }
+    if (want_live && export_one(m, st_trainer_params(t), o.out, "final", edt) != ST_OK) { fail(NULL); goto done; }
+    if (want_ema && export_one(m, st_trainer_ema_params(t), o.out, "final-ema", edt) != ST_OK) { fail(NULL); goto done; }
+    rc = 0;
+done:
+    st_trainer_free(t);
+    st_tokenized_free(&tk);
+    if (ds.rows) {
+        ds.n = n_all;
+        st_dataset_free(&ds);
+    }
+    st_model_free(m);
+    free(cfg_json);
+    st_args_free(&args);
+    return rc;
+}

@@ -1,0 +1,283 @@
+/* trainer.c - st_trainer lifecycle, one optimiser step and the held-out loss (trainer.h).
+ * Step order after Hugging Face Trainer / llm.c: zero grads, accumulate micro-batches with the
+ * window's target count as the loss normaliser, all-reduce, clip, schedule, AdamW, EMA. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/trainer_internal.h"
+
+void st_train_config_default(st_train_config *c) {
+    memset(c, 0, sizeof *c);
+    st_optim_config_default(&c->optim, ST_OPTIM_ADAMW);
+    c->optim.lr = 1e-5;
+    c->optim.weight_decay = 0.0;
+    st_schedule_default(&c->sched, ST_SCHED_CONSTANT, 100);
+    c->batch_size = 8;
+    c->grad_accum = 1;
+    c->max_steps = 100;
+    c->max_grad_norm = 1.0;
+    c->ema_on = 1;
+    c->ema_decay = 0.99;
+    c->ema_every = 1;
+    c->ema_start = 1;
+    c->seed = 42;
+    c->max_seq_len = 512;
+    c->val_fraction = 0.05;
+    c->keep_checkpoints = 2;
+}
+
+static int world_of(const st_trainer_comm *c) { return c->world > 0 ? c->world : 1; }
+
+void st_trainer_free(st_trainer *t) {
+    if (!t) return;
+    st_matmul_set_precision(t->saved_prec);
+    if (t->batches)
+        for (int i = 0; i < t->cfg.grad_accum; i++) st_batch_free(&t->batches[i]);
+    free(t->batches);
+    st_batch_free(&t->eval_batch);
+    st_train_acts_free(t->acts);
+    st_data_sampler_free(&t->sampler);
+    st_data_split_free(&t->split);
+    st_ema_free(&t->ema);
+    st_optim_free(&t->opt);
+    st_weights_unbind(&t->gw);
+    st_free_aligned(t->grads);
+    free(t);
+}
+
+static st_status check_config(const st_train_config *c, size_t n_rows) {
+    if (n_rows == 0) return st_error(ST_ERR_ARG, "training data: the dataset has no rows");
+    if (c->batch_size < 1)
+        return st_error(ST_ERR_ARG, "--batch-size = %d must be >= 1", c->batch_size);
+    if (c->grad_accum < 1)
+        return st_error(ST_ERR_ARG, "--grad-accum = %d must be >= 1", c->grad_accum);
+    if (c->max_steps < 0) return st_error(ST_ERR_ARG, "--max-steps must be >= 0");
+    if (c->max_steps == 0 && !(c->epochs > 0))
+        return st_error(ST_ERR_ARG, "set --max-steps N or --epochs E (> 0)");
+    if (c->max_seq_len < 2)
+        return st_error(ST_ERR_ARG, "--max-seq-len = %d must be >= 2", c->max_seq_len);
+    if (c->ema_on && !(c->ema_decay >= 0 && c->ema_decay <= 1))
+        return st_error(ST_ERR_ARG, "--ema-decay = %g must be in [0, 1]", c->ema_decay);
+    if (c->eval_every < 0 || c->save_every < 0 || c->keep_checkpoints < 0)
+        return st_error(ST_ERR_ARG, "--eval-every, --save-every, --keep-checkpoints must be >= 0");
+    return st_optim_config_validate(&c->optim);
+}
+
+st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_config *cfg,
+                         st_trainer **out) {
+    *out = NULL;
+    st_status s = check_config(cfg, data ? data->n : 0);
+    if (s) return s;
+    if (cfg->pad_id < 0 || cfg->pad_id >= m->config.vocab_size)
+        return st_error(ST_ERR_ARG, "trainer: pad id %d outside the vocabulary [0, %d)",
+                        cfg->pad_id, m->config.vocab_size);
+    st_trainer *t = st_calloc(1, sizeof *t);
+    if (!t) return ST_ERR_NOMEM;
+    t->saved_prec = st_matmul_get_precision();
+    t->cfg = *cfg;
+    t->m = m;
+    t->data = data;
+    t->n = m->layout.n_floats;
+    const int world = world_of(&cfg->comm);
+    if ((s = st_data_split_make(data->n, cfg->val_fraction, cfg->val_count, cfg->seed, &t->split)))
+        goto fail;
+    /* each rank needs batch_size rows per micro-batch from its shard */
+    size_t per_rank = t->split.n_train / (size_t)world;
+    if ((size_t)cfg->batch_size > per_rank) {
+        s = st_error(ST_ERR_ARG, "--batch-size = %d is larger than the %zu training rows%s "
+                     "(%zu rows, %zu held out for validation); lower --batch-size or add data",
+                     cfg->batch_size, per_rank, world > 1 ? " per rank" : "", data->n,
+                     t->split.n_val);
+        goto fail;
+    }
+    if ((s = st_data_sampler_init(&t->sampler, t->split.train, t->split.n_train, cfg->seed + 1, 1,
+                             cfg->comm.rank, world)))
+        goto fail;
+    st_rng_seed(&t->rng, cfg->seed ^ 0x5EEDULL);
+    const size_t window = (size_t)cfg->batch_size * (size_t)cfg->grad_accum * (size_t)world;
+    t->max_steps = cfg->max_steps;
+    if (t->max_steps == 0) t->max_steps = (int64_t)ceil(cfg->epochs * (double)t->split.n_train / (double)window);
+    if (t->max_steps < 1) t->max_steps = 1;
+    t->cfg.sched.total_steps = t->max_steps;
+    if ((s = st_schedule_validate(&t->cfg.sched))) goto fail;
+
+    t->grads = st_alloc_aligned(t->n * sizeof(float));
+    if (!t->grads) {
+        s = st_error(ST_ERR_NOMEM, "trainer: cannot allocate %zu MiB of gradients",
+                     t->n * sizeof(float) >> 20);
+        goto fail;
+    }
+    memset(t->grads, 0, t->n * sizeof(float));
+    if ((s = st_weights_bind(&t->gw, &m->config, &m->layout, t->grads))) goto fail;
+    if ((s = st_optim_init(&t->opt, &cfg->optim, &m->layout, t->n))) goto fail;
+    if ((s = st_ema_init(&t->ema, m->params, t->n, cfg->ema_on ? (float)cfg->ema_decay : 1.0f,
+                         cfg->ema_start > 0 ? cfg->ema_start : 1,
+                         cfg->ema_every > 0 ? cfg->ema_every : 1)))
+        goto fail;
+    if ((s = st_train_acts_new(&m->config, cfg->batch_size, cfg->max_seq_len, &t->acts))) goto fail;
+    t->batches = st_calloc((size_t)cfg->grad_accum, sizeof *t->batches);
+    if (!t->batches) { s = ST_ERR_NOMEM; goto fail; }
+    for (int i = 0; i < cfg->grad_accum && !s; i++)
+        s = st_batch_init(&t->batches[i], cfg->batch_size, cfg->max_seq_len);
+    if (!s) s = st_batch_init(&t->eval_batch, cfg->batch_size, cfg->max_seq_len);
+    if (s) goto fail;
+    const char *dbg = getenv("SAFETUNE_DEBUG_NAN_STEP");
+    t->debug_nan_step = dbg ? atoll(dbg) : 0;
+    st_matmul_set_precision(cfg->bf16 ? ST_MATMUL_BF16 : ST_MATMUL_F32);
+    *out = t;
+    return ST_OK;
+fail:
+    st_trainer_free(t);
+    return s;
+}
+
+static st_status comm_f64(st_trainer *t, double *x, size_t n) {
+    return t->cfg.comm.sum_f64 ? t->cfg.comm.sum_f64(x, n, t->cfg.comm.user) : ST_OK;
+}
+
+st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
+    const st_train_config *c = &t->cfg;
+    const st_config *mc = &t->m->config;
+    const double t0 = st_time_now();
+    const int64_t step_no = t->step + 1;
+    /* collate the whole window first: the normaliser needs its target count */
+    st_data_sampler saved_pos = t->sampler; /* (epoch, pos) restored on failure */
+    uint32_t *rows = st_malloc((size_t)c->batch_size * sizeof *rows);
+    if (!rows) return ST_ERR_NOMEM;
+    double counts[2] = {0, 0}; /* targets, tokens */
+    st_status s = ST_OK;
+    for (int i = 0; i < c->grad_accum && !s; i++) {
+        for (int r = 0; r < c->batch_size; r++) rows[r] = st_data_sampler_next(&t->sampler);
+        s = st_collate(t->data, rows, c->batch_size, c->max_seq_len, c->pad_id, 0, &t->batches[i]);
+        if (s) break;
+        counts[0] += (double)t->batches[i].n_targets;
+        for (int r = 0; r < t->batches[i].B; r++) counts[1] += t->batches[i].lengths[r];
+    }
+    free(rows);
+    const int64_t epoch0 = saved_pos.epoch;
+    const size_t pos0 = saved_pos.pos;
+    if (!s) s = comm_f64(t, counts, 2);
+    double normaliser = counts[0] > 0 ? counts[0] : 1.0;
+    memset(t->grads, 0, t->n * sizeof(float));
+    double loss = 0.0;
+    for (int i = 0; i < c->grad_accum && !s; i++) {
+        const st_batch *b = &t->batches[i];
+        float l = 0;
+        s = st_train_forward(mc, &t->m->w, t->acts, b->inputs, b->targets, b->loss_mask, b->B,
+                             b->T, (float)normaliser, &l);
+        if (s) break;
+        if (t->debug_nan_step == step_no) l = NAN;
+        loss += l;
+        if (!isfinite(l)) break;
+        s = st_train_backward(mc, &t->m->w, t->acts, &t->gw);
+    }
+    if (!s && c->comm.sum_f32) s = c->comm.sum_f32(t->grads, t->n, c->comm.user);
+    if (!s) s = comm_f64(t, &loss, 1);
+    if (!s && !isfinite(loss))
+        s = st_error(ST_ERR_NUMERIC, "step %lld: loss is %s; stopping before the update (lower "
+                     "--lr, check the data and the model weights)", (long long)step_no,
+                     isnan(loss) ? "nan" : "inf");
+    double gn = 0;
+    if (!s) {
+        gn = st_clip_grad_norm(t->grads, t->n, c->max_grad_norm);
+        if (!isfinite(gn))
+            s = st_error(ST_ERR_NUMERIC, "step %lld: gradient norm is %s (loss %g); stopping "
+                         "before the update (lower --lr or set --max-grad-norm)",
+                         (long long)step_no, isnan(gn) ? "nan" : "inf", loss);
+    }
+    if (s) {
+        st_status s2 = st_data_sampler_seek(&t->sampler, epoch0, pos0);
+        (void)s2;
+        return s;
+    }
+    const double lr = st_schedule_lr(&c->sched, c->optim.lr, t->opt.step);
+    if ((s = st_optim_step(&t->opt, t->m->params, t->grads, lr))) return s;
+    if (c->ema_on) st_ema_step(&t->ema, t->m->params, t->opt.step);
+    t->step = step_no;
+    st_step_metrics m;
+    memset(&m, 0, sizeof m);
+    m.step = t->step;
+    m.loss = loss;
+    m.lr = lr;
+    m.grad_norm = gn;
+    m.targets = (int64_t)counts[0];
+    m.tokens = (int64_t)counts[1];
+    m.theta_dist = st_ema_live_drift(&t->ema, t->m->params);
+    m.theta_ema_dist = c->ema_on ? st_ema_drift(&t->ema) : NAN;
+    m.epoch = (double)t->sampler.epoch +
+              (t->sampler.n_shard ? (double)t->sampler.pos / (double)t->sampler.n_shard : 0.0);
+    m.step_s = st_time_now() - t0;
+    m.tokens_per_s = m.step_s > 0 ? (double)m.tokens / m.step_s : 0.0;
+    m.val_loss = NAN;
+    t->last = m;
+    if (mo) *mo = m;
+    return ST_OK;
+}
+
+st_status st_trainer_eval(st_trainer *t, const float *params, double *val_loss) {
+    const st_train_config *c = &t->cfg;
+    const st_config *mc = &t->m->config;
+    if (t->split.n_val == 0)
+        return st_error(ST_ERR_ARG, "evaluation: no validation rows (set --val-fraction > 0)");
+    st_weights w;
+    st_status s = st_weights_bind(&w, mc, &t->m->layout, (float *)params);
+    if (s) return s;
+    st_batch *b = &t->eval_batch;
+    double sum = 0, count = 0;
+    for (size_t r0 = 0; r0 < t->split.n_val && !s; r0 += (size_t)c->batch_size) {
+        int nb = (int)(t->split.n_val - r0 < (size_t)c->batch_size ? t->split.n_val - r0
+                                                                   : (size_t)c->batch_size);
+        if ((s = st_collate(t->data, t->split.val + r0, nb, c->max_seq_len, c->pad_id, 0, b)))
+            break;
+        if (b->n_targets == 0) continue;
+        if ((s = st_train_forward(mc, &w, t->acts, b->inputs, b->targets, b->loss_mask, b->B, b->T,
+                                  1.0f, NULL)))
+            break;
+        const float *tl = st_train_token_losses(t->acts);
+        for (int i = 0; i < b->B * b->T; i++)
+            if (b->loss_mask[i] != 0.0f && b->targets[i] >= 0) sum += (double)b->loss_mask[i] * tl[i];
+        count += (double)b->n_targets;
+    }
+    st_weights_unbind(&w);
+    if (s) return s;
+    if (count == 0)
+        return st_error(ST_ERR_ARG, "evaluation: the %zu validation rows have no trained tokens "
+                        "(all truncated at --max-seq-len %d?)", t->split.n_val, c->max_seq_len);
+    *val_loss = sum / count;
+    return ST_OK;
+}
+
+void st_trainer_set_hook(st_trainer *t, st_trainer_hook fn, void *user) {
+    t->hook = fn;
+    t->hook_user = user;
+}
+
+st_status st_trainer_add_metric(st_trainer *t, const char *name, double value) {
+    if (t->n_extra >= ST_TRAINER_MAX_EXTRA)
+        return st_error(ST_ERR_ARG, "metrics: more than %d extra fields in one step",
+                        ST_TRAINER_MAX_EXTRA);
+    int ok = name && *name && strlen(name) < sizeof t->extra[0].name;
+    for (const char *p = name; ok && *p; p++)
+        ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+             *p == '_';
+    if (!ok)
+        return st_error(ST_ERR_ARG, "metrics: field name \"%s\" must be 1-63 of [A-Za-z0-9_]",
+                        name ? name : "");
+    snprintf(t->extra[t->n_extra].name, sizeof t->extra[0].name, "%s", name);
+    t->extra[t->n_extra++].v = value;
+    return ST_OK;
+}
+
+int64_t st_trainer_steps_done(const st_trainer *t) { return t->step; }
+int64_t st_trainer_max_steps(const st_trainer *t) { return t->max_steps; }
+const st_model *st_trainer_model(const st_trainer *t) { return t->m; }
+const float *st_trainer_params(const st_trainer *t) { return t->m->params; }
+const float *st_trainer_ema_params(const st_trainer *t) { return t->cfg.ema_on ? t->ema.ema : NULL; }
+const float *st_trainer_theta0(const st_trainer *t) { return t->ema.theta0; }
+const st_step_metrics *st_trainer_last_metrics(const st_trainer *t) { return &t->last; }
+size_t st_trainer_n_train(const st_trainer *t) { return t->split.n_train; }
+size_t st_trainer_n_val(const st_trainer *t) { return t->split.n_val; }
+const st_batch *st_trainer_batch(const st_trainer *t, int i) {
+    return i >= 0 && i < t->cfg.grad_accum ? &t->batches[i] : NULL;
+}

@@ -1,0 +1,60 @@
+/* trainer_internal.h - private state of st_trainer shared by trainer*.c. */
+#ifndef SAFETUNE_TRAINER_INTERNAL_H
+#define SAFETUNE_TRAINER_INTERNAL_H
+
+#include "safetune/backward.h"
+#include "safetune/ema.h"
+#include "safetune/kernels.h"
+#include "safetune/trainer.h"
+
+#define ST_TRAINER_MAX_EXTRA 16
+
+typedef struct {
+    double start, last_print;
+    int64_t start_step;
+    int tty;
+} st_progress;
+
+struct st_trainer {
+    st_train_config cfg;
+    st_model *m;
+    const st_tokenized *data;
+    size_t n;                  /* layout floats */
+    float *grads;
+    st_weights gw;             /* views into grads */
+    st_optimizer opt;
+    st_ema ema;                /* θ_0 always; θ_ema updated only when cfg.ema_on */
+    st_data_split split;
+    st_data_sampler sampler;
+    st_rng rng;
+    st_train_acts *acts;
+    st_batch *batches;         /* [grad_accum] */
+    st_batch eval_batch;
+    int64_t step;
+    int64_t max_steps;
+    st_step_metrics last;
+    st_trainer_hook hook;
+    void *hook_user;
+    struct { char name[64]; double v; } extra[ST_TRAINER_MAX_EXTRA];
+    int n_extra;
+    char last_ckpt[4096];      /* last checkpoint written or resumed from ("" = none) */
+    int64_t debug_nan_step;    /* SAFETUNE_DEBUG_NAN_STEP: poison this step's loss (tests) */
+    st_matmul_precision saved_prec;
+    st_progress prog;
+};
+
+/* trainer_metrics.c: one metrics.jsonl line (heap string with '\n'). */
+char *st__trainer_metrics_line(const st_trainer *t, const st_step_metrics *m);
+/* Append a line to out_dir/metrics.jsonl (flushed). */
+st_status st__trainer_append_metrics(const st_trainer *t, const char *line);
+/* Rewrite out_dir/metrics.jsonl keeping only well-formed lines with step <= max_step. */
+st_status st__trainer_truncate_metrics(const st_trainer *t, int64_t max_step);
+
+/* trainer_progress.c */
+void st__progress_start(st_progress *p, int64_t start_step);
+void st__progress_update(st_progress *p, const st_step_metrics *m, int64_t total, int final);
+
+/* trainer_ckpt.c: keep the newest `keep` step-* folders under dir. */
+void st__trainer_prune_checkpoints(const char *dir, int keep);
+
+#endif

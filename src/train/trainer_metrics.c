@@ -1,0 +1,115 @@
+/* trainer_metrics.c - metrics.jsonl records (one JSON object per line, flushed each step).
+ * Field names are the interface read by the study module: step, loss, lr, grad_norm,
+ * tokens_per_s, theta_dist, theta_ema_dist, epoch, val_loss + hook fields. Non-finite -> null. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/trainer_internal.h"
+
+typedef struct { char *p; size_t n, cap; } sbuf;
+
+static void put(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(sbuf *b, const char *fmt, ...) {
+    if (!b->p) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int k = vsnprintf(b->p + b->n, b->cap - b->n, fmt, ap);
+        va_end(ap);
+        if (k < 0) return;
+        if (b->n + (size_t)k < b->cap) {
+            b->n += (size_t)k;
+            return;
+        }
+        char *np = realloc(b->p, b->cap * 2 + (size_t)k);
+        if (!np) {
+            free(b->p);
+            b->p = NULL;
+            return;
+        }
+        b->p = np;
+        b->cap = b->cap * 2 + (size_t)k;
+    }
+}
+
+/* %.17g round-trips a double exactly (losses compare as strings across resumes). */
+static void num(sbuf *b, const char *key, double v) {
+    if (isfinite(v)) put(b, ",\"%s\":%.17g", key, v);
+    else put(b, ",\"%s\":null", key);
+}
+
+char *st__trainer_metrics_line(const st_trainer *t, const st_step_metrics *m) {
+    sbuf b = {malloc(512), 0, 512};
+    put(&b, "{\"step\":%lld", (long long)m->step);
+    num(&b, "loss", m->loss);
+    num(&b, "lr", m->lr);
+    num(&b, "grad_norm", m->grad_norm);
+    num(&b, "tokens_per_s", m->tokens_per_s);
+    num(&b, "theta_dist", m->theta_dist);
+    num(&b, "theta_ema_dist", m->theta_ema_dist);
+    num(&b, "epoch", m->epoch);
+    if (m->has_val) num(&b, "val_loss", m->val_loss);
+    put(&b, ",\"tokens\":%lld,\"targets\":%lld", (long long)m->tokens, (long long)m->targets);
+    for (int i = 0; i < t->n_extra; i++) {
+        num(&b, t->extra[i].name, t->extra[i].v);
+    }
+    put(&b, "}\n");
+    return b.p;
+}
+
+static void metrics_path(const st_trainer *t, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s/metrics.jsonl", t->cfg.out_dir);
+}
+
+st_status st__trainer_append_metrics(const st_trainer *t, const char *line) {
+    char p[4200];
+    metrics_path(t, p, sizeof p);
+    FILE *f = fopen(p, "a");
+    if (!f) return st_error(ST_ERR_IO, "%s: cannot open for appending: %s", p, strerror(errno));
+    size_t n = strlen(line);
+    int bad = fwrite(line, 1, n, f) != n;
+    bad |= fflush(f) != 0;
+    bad |= fclose(f) != 0;
+    return bad ? st_error(ST_ERR_IO, "%s: write failed: %s", p, strerror(errno)) : ST_OK;
+}
+
+st_status st__trainer_truncate_metrics(const st_trainer *t, int64_t max_step) {
+    char p[4200];
+    metrics_path(t, p, sizeof p);
+    char *txt = NULL;
+    size_t len = 0;
+    FILE *f = fopen(p, "r");
+    if (!f) return ST_OK; /* nothing logged yet */
+    fclose(f);
+    st_status s = st_read_file(p, &txt, &len);
+    if (s) return s;
+    char *out = st_malloc(len + 1);
+    if (!out) {
+        free(txt);
+        return ST_ERR_NOMEM;
+    }
+    size_t on = 0;
+    for (char *line = txt; *line;) {
+        char *nl = strchr(line, '\n');
+        if (!nl) break; /* an unterminated last line was cut by a kill */
+        *nl = '\0';
+        cJSON *o = cJSON_Parse(line);
+        const cJSON *st = o ? cJSON_GetObjectItemCaseSensitive(o, "step") : NULL;
+        if (cJSON_IsNumber(st) && st->valuedouble <= (double)max_step) {
+            size_t l = strlen(line);
+            memcpy(out + on, line, l);
+            out[on + l] = '\n';
+            on += l + 1;
+        }
+        cJSON_Delete(o);
+        line = nl + 1;
+    }
+    s = st_write_file_atomic(p, out, on);
+    free(out);
+    free(txt);
+    return s;
+}

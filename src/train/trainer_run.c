@@ -1,0 +1,235 @@
+/* trainer_run.c - the training loop (eval, metrics, hook, progress, checkpoints) and
+ * checkpoint save / resume of the whole trainer state (trainer.h). */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "safetune/checkpoint.h"
+#include "train/trainer_internal.h"
+
+#define CKPT_PREFIX "step-"
+
+static st_status make_dir(const char *path) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return st_error(ST_ERR_ARG, "%s: path too long", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return st_error(ST_ERR_IO, "%s: cannot create folder: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return st_error(ST_ERR_IO, "%s: cannot create folder: %s", buf, strerror(errno));
+    return ST_OK;
+}
+
+/* Settings that must agree between a checkpoint and the run resuming from it. */
+static cJSON *fingerprint(const st_trainer *t) {
+    const st_train_config *c = &t->cfg;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "seed", (double)c->seed);
+    cJSON_AddNumberToObject(o, "batch_size", c->batch_size);
+    cJSON_AddNumberToObject(o, "grad_accum", c->grad_accum);
+    cJSON_AddNumberToObject(o, "max_seq_len", c->max_seq_len);
+    cJSON_AddNumberToObject(o, "n_rows", (double)t->data->n);
+    cJSON_AddNumberToObject(o, "n_train", (double)t->split.n_train);
+    cJSON_AddNumberToObject(o, "n_val", (double)t->split.n_val);
+    cJSON_AddNumberToObject(o, "world", c->comm.world > 0 ? c->comm.world : 1);
+    cJSON_AddNumberToObject(o, "n_params", (double)t->n);
+    cJSON_AddBoolToObject(o, "ema", c->ema_on);
+    return o;
+}
+
+static char *state_json(const st_trainer *t) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddItemToObject(root, "trainer", fingerprint(t));
+    cJSON *run = t->cfg.run_config_json ? cJSON_Parse(t->cfg.run_config_json) : NULL;
+    cJSON_AddItemToObject(root, "run", run ? run : cJSON_CreateNull());
+    char *txt = cJSON_Print(root);
+    cJSON_Delete(root);
+    return txt;
+}
+
+st_status st_trainer_save_checkpoint(st_trainer *t, const char *dir) {
+    char *cj = state_json(t);
+    if (!cj) return ST_ERR_NOMEM;
+    st_train_state st = {.step = t->step, .params = t->m->params, .n_floats = t->n,
+                         .opt = &t->opt, .ema = &t->ema, .sampler = &t->sampler, .rng = &t->rng,
+                         .config_json = cj};
+    st_status s = st_checkpoint_save(dir, &st);
+    free(cj);
+    if (!s) snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", dir);
+    return s;
+}
+
+st_status st_trainer_resume(st_trainer *t, const char *dir) {
+    /* check compatibility before touching the state */
+    char *saved = NULL;
+    st_status s;
+    {
+        st_train_state probe = {0};
+        if ((s = st_checkpoint_load(dir, &probe, &saved))) return s;
+    }
+    cJSON *root = saved ? cJSON_Parse(saved) : NULL;
+    free(saved);
+    const cJSON *fp = root ? cJSON_GetObjectItemCaseSensitive(root, "trainer") : NULL;
+    if (!cJSON_IsObject(fp)) {
+        cJSON_Delete(root);
+        return st_error(ST_ERR_FORMAT, "%s/config.json: missing the trainer settings; not a "
+                        "checkpoint written by safetune train", dir);
+    }
+    cJSON *mine = fingerprint(t);
+    for (const cJSON *it = mine->child; it && !s; it = it->next) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(fp, it->string);
+        int same = v && ((cJSON_IsNumber(v) && cJSON_IsNumber(it) && v->valuedouble == it->valuedouble) ||
+                         (cJSON_IsBool(v) && cJSON_IsBool(it) && cJSON_IsTrue(v) == cJSON_IsTrue(it)));
+        if (!same) {
+            char *a = v ? cJSON_PrintUnformatted(v) : NULL, *b = cJSON_PrintUnformatted(it);
+            s = st_error(ST_ERR_ARG, "%s: checkpoint has %s = %s but this run has %s; resume "
+                         "with the same settings (or start a new --out folder)", dir, it->string,
+                         a ? a : "(missing)", b ? b : "?");
+            free(a);
+            free(b);
+        }
+    }
+    cJSON_Delete(mine);
+    cJSON_Delete(root);
+    if (s) return s;
+    st_train_state st = {.params = t->m->params, .n_floats = t->n, .opt = &t->opt, .ema = &t->ema,
+                         .sampler = &t->sampler, .rng = &t->rng};
+    if ((s = st_checkpoint_load(dir, &st, NULL))) return s;
+    t->step = st.step;
+    snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", dir);
+    if (t->cfg.out_dir) s = st__trainer_truncate_metrics(t, t->step);
+    return s;
+}
+
+st_status st_trainer_latest_checkpoint(const st_trainer *t, char *buf, size_t cap) {
+    if (!t->cfg.out_dir) return st_error(ST_ERR_ARG, "trainer: no output folder");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/checkpoints", t->cfg.out_dir);
+    if (access(dir, F_OK) != 0)
+        return st_error(ST_ERR_IO, "%s: no checkpoints folder", dir);
+    return st_checkpoint_find_latest(dir, CKPT_PREFIX, buf, cap);
+}
+
+static int due(int64_t step, int64_t every, int64_t last) {
+    return every > 0 && (step % every == 0 || step == last);
+}
+
+static st_status emit(st_trainer *t, const st_step_metrics *m) {
+    if (!t->cfg.out_dir) return ST_OK;
+    char *line = st__trainer_metrics_line(t, m);
+    if (!line) return ST_ERR_NOMEM;
+    st_status s = st__trainer_append_metrics(t, line);
+    free(line);
+    return s;
+}
+
+st_status st_trainer_run(st_trainer *t) {
+    const st_train_config *c = &t->cfg;
+    st_status s = ST_OK;
+    char ckdir[4096];
+    if (c->out_dir) {
+        snprintf(ckdir, sizeof ckdir, "%s/checkpoints", c->out_dir);
+        if ((s = make_dir(c->out_dir)) || (c->save_every > 0 && (s = make_dir(ckdir)))) return s;
+    }
+    st__progress_start(&t->prog, t->step);
+    const int do_val = c->eval_every > 0 && t->split.n_val > 0;
+    if (t->step == 0 && do_val) { /* baseline held-out loss of θ_0 */
+        st_step_metrics m0;
+        memset(&m0, 0, sizeof m0);
+        m0.loss = m0.lr = m0.grad_norm = m0.tokens_per_s = NAN;
+        m0.theta_ema_dist = c->ema_on ? 0.0 : NAN;
+        m0.has_val = 1;
+        t->n_extra = 0;
+        if ((s = st_trainer_eval(t, t->m->params, &m0.val_loss))) return s;
+        if ((s = emit(t, &m0))) return s;
+    }
+    while (t->step < t->max_steps) {
+        st_step_metrics m;
+        t->n_extra = 0;
+        if ((s = st_trainer_step(t, &m))) break;
+        if (do_val && due(m.step, c->eval_every, t->max_steps)) {
+            if ((s = st_trainer_eval(t, t->m->params, &m.val_loss))) break;
+            m.has_val = 1;
+            t->last = m;
+        }
+        if (t->hook && (s = t->hook(t, m.step, t->hook_user))) break;
+        if ((s = emit(t, &m))) break;
+        if (c->progress) st__progress_update(&t->prog, &m, t->max_steps, m.step == t->max_steps);
+        if (c->out_dir && due(m.step, c->save_every, t->max_steps)) {
+            char d[4200];
+            snprintf(d, sizeof d, "%s/" CKPT_PREFIX "%08lld", ckdir, (long long)m.step);
+            if ((s = st_trainer_save_checkpoint(t, d))) break;
+            st__trainer_prune_checkpoints(ckdir, c->keep_checkpoints);
+        }
+    }
+    if (s)
+        st_error_wrap(s, "training stopped at step %lld of %lld (%s%s)", (long long)t->step + 1,
+                      (long long)t->max_steps, t->last_ckpt[0] ? "last good checkpoint: " : "no checkpoint saved yet",
+                      t->last_ckpt);
+    return s;
+}
+
+/* ---- pruning ---------------------------------------------------------------------------- */
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void remove_flat(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *de;
+    char p[4800];
+    while ((de = readdir(d)) != NULL) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+void st__trainer_prune_checkpoints(const char *dir, int keep) {
+    if (keep <= 0) return;
+    DIR *d = opendir(dir);
+    if (!d) return;
+    int64_t steps[4096];
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL && n < 4096) {
+        char *end;
+        if (strncmp(de->d_name, CKPT_PREFIX, strlen(CKPT_PREFIX))) continue;
+        const char *part = strstr(de->d_name, ".partial.");
+        if (part) { /* left by a save that was killed: remove once its process is gone */
+            long pid = strtol(part + 9, &end, 10);
+            if (!*end && pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+                char p[4400];
+                snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+                remove_flat(p);
+            }
+            continue;
+        }
+        long long v = strtoll(de->d_name + strlen(CKPT_PREFIX), &end, 10);
+        if (*end) continue; /* partial / old / temp folders are the checkpoint module's */
+        steps[n++] = v;
+    }
+    closedir(d);
+    qsort(steps, (size_t)n, sizeof *steps, cmp_i64);
+    for (int i = 0; i + keep < n; i++) {
+        char p[4400];
+        snprintf(p, sizeof p, "%s/" CKPT_PREFIX "%08lld", dir, (long long)steps[i]);
+        remove_flat(p);
+    }
+}
