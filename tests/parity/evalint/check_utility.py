@@ -68,6 +68,76 @@ def build_tokenizer(reader):
     return tok, bos, tokens
 
 
+def prefix_logprobs(m, prefix, conts):
+    """Sum of log p(cont tokens | prefix + earlier cont tokens) for each continuation, with the
+    shared prefix run once (its K/V kept) - the llama_ref.hidden() computation (HF Llama: RMSNorm,
+    rotate_half RoPE, GQA, SwiGLU) split into prefix + right-padded continuation batch."""
+    import math
+    import torch
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "reference"))
+    import llama_ref
+    c, p, dt = m.cfg, m.params, m.dtype
+    H, KV, D, L = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"], c["num_hidden_layers"]
+    inv = llama_ref.rope_inv_freq(c)
+    P, B, Tc = len(prefix), len(conts), max(len(x) for x in conts)
+
+    def rope(pos):
+        ang = torch.as_tensor(pos, dtype=torch.float64)[:, None] * inv[None, :]
+        ang = torch.cat((ang, ang), dim=-1)
+        return ang.cos().to(dt), ang.sin().to(dt)
+
+    def layers(x, pos, kv_prefix, mask):
+        cos, sin = rope(pos)
+        Bx, T = x.shape[:2]
+        saved = []
+        for l in range(L):
+            pre = f"model.layers.{l}."
+            h = m._rms(x, p[pre + "input_layernorm.weight"])
+
+            def proj(n):
+                y = h @ p[pre + f"self_attn.{n}_proj.weight"].T
+                if c["attention_bias"]:
+                    y = y + p[pre + f"self_attn.{n}_proj.bias"]
+                return y
+            q = proj("q").view(Bx, T, H, D).transpose(1, 2)
+            k = proj("k").view(Bx, T, KV, D).transpose(1, 2)
+            v = proj("v").view(Bx, T, KV, D).transpose(1, 2)
+            q = q * cos + llama_ref._rotate_half(q) * sin
+            k = k * cos + llama_ref._rotate_half(k) * sin
+            k = k.repeat_interleave(H // KV, dim=1)
+            v = v.repeat_interleave(H // KV, dim=1)
+            saved.append((k, v))
+            if kv_prefix is not None:
+                pk, pv = kv_prefix[l]
+                k = torch.cat((pk.expand(Bx, -1, -1, -1), k), dim=2)
+                v = torch.cat((pv.expand(Bx, -1, -1, -1), v), dim=2)
+            att = torch.softmax((q @ k.transpose(-1, -2)) / math.sqrt(D) + mask, dim=-1)
+            o = (att @ v).transpose(1, 2).reshape(Bx, T, H * D)
+            x = x + o @ p[pre + "self_attn.o_proj.weight"].T
+            h = m._rms(x, p[pre + "post_attention_layernorm.weight"])
+            g = h @ p[pre + "mlp.gate_proj.weight"].T
+            u = h @ p[pre + "mlp.up_proj.weight"].T
+            x = x + (torch.nn.functional.silu(g) * u) @ p[pre + "mlp.down_proj.weight"].T
+        return m._rms(x, p["model.norm.weight"]), saved
+
+    emb, lm = p["model.embed_tokens.weight"], m.lm_head()
+    with torch.no_grad():
+        hp, kvp = layers(emb[torch.tensor([prefix])], list(range(P)),
+                         None, torch.full((P, P), float("-inf"), dtype=dt).triu(1))
+        first = torch.log_softmax((hp[0, -1] @ lm.T).double(), dim=-1)  # predicts cont[0]
+        toks = torch.tensor([x + [0] * (Tc - len(x)) for x in conts])
+        mask = torch.cat((torch.zeros(Tc, P, dtype=dt), torch.full((Tc, Tc), float("-inf"), dtype=dt).triu(1)), 1)
+        hc, _ = layers(emb[toks], list(range(P, P + Tc)), kvp, mask)
+        out = []
+        for b, x in enumerate(conts):
+            lp = float(first[x[0]])
+            if len(x) > 1:
+                ls = torch.log_softmax((hc[b, :len(x) - 1] @ lm.T).double(), dim=-1)
+                lp += float(ls.gather(1, torch.tensor(x[1:])[:, None]).sum())
+            out.append(lp)
+    return out
+
+
 def main():
     exe, model, data, work = sys.argv[1:5]
     for p in (model, f"{data}/truthfulqa/TruthfulQA.csv", f"{data}/alpaca/alpaca_5000.json"):
@@ -121,13 +191,7 @@ def main():
             if full[:len(cids)] != cids:
                 full = cids + tok.encode(" " + a, add_special_tokens=False).ids
             seqs.append(full)
-        lps = []
-        with torch.no_grad():
-            for s in seqs:
-                lg = m.forward([s[:-1]])[0].double()
-                lsm = torch.log_softmax(lg, dim=-1)
-                tgt = torch.tensor(s[len(cids):])
-                lps.append(float(lsm[len(cids) - 1:, :].gather(1, tgt[:, None]).sum()))
+        lps = prefix_logprobs(m, cids, [s[len(cids):] for s in seqs])
         ntok = [len(s) - len(cids) for s in seqs]
         if o["n_tokens"] != ntok:
             fails.append(f"q{i}: answer token counts {o['n_tokens']} vs {ntok}")
