@@ -35,10 +35,13 @@ echo "OMP_WAIT_POLICY=$OMP_WAIT_POLICY OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE; loa
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "$bin" "$model" "$B" "$T" "$steps" | tee "$out/st.txt"
-"$py" "$root/bench/train_ref.py" "$model" "$B" "$T" "$steps" | tee "$out/pt.txt"
+"$py" "$root/bench/train_ref.py" "$model" "$B" "$T" "$steps" | tee "$out/pt.txt" ||
+  echo "train_ref.py failed (killed for memory?)"
 s32=$(awk '/^safetune fp32:/{print $3}' "$out/st.txt"); s16=$(awk '/^safetune bf16:/{print $3}' "$out/st.txt")
 p32=$(awk '/^pytorch fp32:/{print $3}' "$out/pt.txt"); p16=$(awk '/^pytorch bf16-autocast:/{print $3}' "$out/pt.txt")
-awk -v a="$s32" -v b="$p32" -v c="$s16" -v d="$p16" 'BEGIN {
-  printf "fp32: safetune %.1f vs pytorch %.1f tokens/s -> %.2fx (target 1.5x)\n", a, b, a / b;
-  printf "bf16: safetune %.1f vs pytorch bf16-autocast %.1f tokens/s -> %.2fx (target 1.5x)\n", c, d, c / d }'
+awk -v a="${s32:-0}" -v b="${p32:-0}" -v c="${s16:-0}" -v d="${p16:-0}" '
+  function ratio(x, y) { return y > 0 ? sprintf("%.2fx", x / y) : "n/a (a run failed)" }
+  BEGIN {
+  printf "fp32: safetune %.1f vs pytorch %.1f tokens/s -> %s (target 1.5x)\n", a, b, ratio(a, b);
+  printf "bf16: safetune %.1f vs pytorch bf16-autocast %.1f tokens/s -> %s (target 1.5x)\n", c, d, ratio(c, d) }'
 grep '^peak RSS' "$out/st.txt"
