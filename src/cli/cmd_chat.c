@@ -104,11 +104,11 @@ int cmd_chat(int argc, char **argv) {
             cap = nc;
         }
         if (system && n_msgs == 0) {
-            owned[0] = strdup(system);
+            if (!(owned[0] = strdup(system))) { fprintf(stderr, "safetune chat: out of memory\n"); goto out; }
             msgs[0] = (st_chat_message){"system", owned[0]};
             n_msgs = 1;
         }
-        owned[n_msgs] = strdup(q);
+        if (!(owned[n_msgs] = strdup(q))) { fprintf(stderr, "safetune chat: out of memory\n"); goto out; }
         msgs[n_msgs] = (st_chat_message){"user", owned[n_msgs]};
         n_msgs++;
         int32_t *ids = NULL;

@@ -1,9 +1,9 @@
 """check_generate.py - greedy generation parity: `safetune generate` vs the PyTorch reference.
 
-Runs the CLI on chat prompts of different lengths, once with all prompts in one batch and once
-unbatched (--batch-size 1), 64 new tokens each, and checks:
+Runs the CLI on chat prompts of different lengths with --batch-size B (ctest runs it twice: all
+prompts in one batch, and unbatched with B = 1; both matching the reference token for token means
+batched and unbatched results are identical), 64 new tokens each, and checks:
   * the JSONL output is valid (id, prompt, response, finish_reason, tokens, ids);
-  * batched and unbatched ids are identical;
   * every generated token is the reference's greedy choice: one causal forward of llama_ref over
     prompt + completion gives the logits after every prefix, and argmax at each position must be
     the next generated token (teacher forcing; equivalent to token-by-token greedy decoding);
@@ -19,10 +19,11 @@ import sys
 
 PROMPTS = [
     "What is the capital of France?",
-    "Write a haiku about the sea.",
+    "Write a short story about a robot who learns to paint.",
     "Explain in two sentences why the sky is blue.",
-    "List three prime numbers greater than 10.",
+    "Describe how a bicycle works, part by part.",
     "Hi!",
+    "Give me a recipe for chocolate chip cookies.",
     "I am planning a trip to Japan in the spring. Could you suggest a one-week itinerary that "
     "covers Tokyo and Kyoto, with one day trip, and tell me what to pack?",
 ]
@@ -56,6 +57,7 @@ def main():
     ap.add_argument("--safetune", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--workdir", required=True)
+    ap.add_argument("--batch-size", type=int, default=8)
     a = ap.parse_args()
     if not os.path.exists(a.model):
         print("SKIP: model %s not found" % a.model)
@@ -69,13 +71,14 @@ def main():
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "reference"))
     import llama_ref
 
+    a.workdir = os.path.join(a.workdir, "b%d" % a.batch_size)
     os.makedirs(a.workdir, exist_ok=True)
     pf = os.path.join(a.workdir, "gen_prompts.jsonl")
     with open(pf, "w") as f:
         for p in PROMPTS:
             f.write(json.dumps({"prompt": p}) + "\n")
-    batched = run_cli(a.safetune, a.model, pf, os.path.join(a.workdir, "gen_b8.jsonl"), 8)
-    single = run_cli(a.safetune, a.model, pf, os.path.join(a.workdir, "gen_b1.jsonl"), 1)
+    batched = run_cli(a.safetune, a.model, pf, os.path.join(a.workdir, "gen_b%d.jsonl" % a.batch_size),
+                      a.batch_size)
 
     # stop ids from the GGUF metadata (independent of our tokenizer/chat code)
     r = gguf.GGUFReader(a.model)
@@ -86,10 +89,7 @@ def main():
     ok = True
     lens = sorted(len(x["prompt_ids"]) for x in batched)
     print("prompt lengths %s, stop ids %s" % (lens, sorted(stop)))
-    for b, s in zip(batched, single):
-        if b["prompt_ids"] != s["prompt_ids"] or b["completion_ids"] != s["completion_ids"]:
-            print("FAIL: prompt %r: batched and unbatched results differ" % b["prompt"])
-            ok = False
+    for b in batched:
         pr, out = b["prompt_ids"], b["completion_ids"]
         with torch.no_grad():
             lg = m.forward([pr + out])[0]
@@ -113,7 +113,7 @@ def main():
             ok = False
         print("%-4s %-50.50r %3d prompt + %2d new (%s): %r" % ("ok" if ok else "BAD", b["prompt"], len(pr), len(out),
               b["finish_reason"], b["response"][:60]))
-    print("generate parity: %s" % ("PASS" if ok else "FAIL"))
+    print("generate parity (batch size %d): %s" % (a.batch_size, "PASS" if ok else "FAIL"))
     sys.exit(0 if ok else 1)
 
 
