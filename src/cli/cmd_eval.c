@@ -22,18 +22,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int mkdir_p(const char *path) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
-    return 0;
-}
 
 typedef struct {
     double t0, last;
@@ -180,7 +168,7 @@ static int eval_safety(int argc, char **argv) {
     if (jc.url && !jc.model) { rc = st_args_fail(&spec, "--judge-url needs --judge-model"); goto out; }
     if (!bench) bench = "advbench";
     if (st_refusal_new(&ro, list, &m)) goto fail;
-    if (mkdir_p(out) != 0) {
+    if (st_mkdir_p(out) != ST_OK) {
         st_error(ST_ERR_IO, "%s: cannot create output folder: %s", out, strerror(errno));
         goto fail;
     }
@@ -403,7 +391,7 @@ static int eval_utility(int argc, char **argv) {
     if (jc.url && no_mt) { rc = st_args_fail(&spec, "--judge-url grades MT-Bench answers; it cannot go with --no-mtbench"); goto out; }
     st_data_format df;
     if (st_data_format_parse(fmt, &df)) goto fail;
-    if (mkdir_p(out) != 0) {
+    if (st_mkdir_p(out) != ST_OK) {
         st_error(ST_ERR_IO, "%s: cannot create output folder: %s", out, strerror(errno));
         goto fail;
     }
