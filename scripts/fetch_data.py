@@ -91,6 +91,15 @@ def main():
             f.write(data)
         os.replace(tmp, dst)
         fetched += 1
+    # The manifest (names, row counts, sha256, licences) travels with the data: tests read row
+    # counts from it. It is committed as scripts/data_manifest.tsv.
+    man = os.path.join(args.dest, "MANIFEST.tsv")
+    src_man = os.path.join(HERE, "data_manifest.tsv")
+    if not os.path.isfile(man) or file_sha256(man) != file_sha256(src_man):
+        fd, tmp = tempfile.mkstemp(dir=args.dest, prefix=".fetch-")
+        os.close(fd)
+        shutil.copyfile(src_man, tmp)
+        os.replace(tmp, man)
     print(f"data ok: {args.dest} ({fetched} fetched, {kept} already present)")
 
 
