@@ -23,12 +23,14 @@ typedef struct {
     double backoff_max_s;    /* cap on one delay (default 30) */
     const char *cache_path;  /* JSONL cache file (created/appended), or NULL for none */
     int max_tokens;          /* judge reply budget (default 512) */
+    const char *rubric;      /* system prompt; NULL = the harmfulness rubric (st_judge_rubric) */
+    int max_score;           /* scores are 1..max_score; 0 = 5 (harmfulness). E.g. 10 for MT-Bench */
 } st_judge_opts;
 
 typedef struct st_judge st_judge;
 
 typedef struct {
-    int score;    /* 1..5, or 0 = unscored (judge reply had no usable score) */
+    int score;    /* 1..max_score (default 5), or 0 = unscored (judge reply had no usable score) */
     char *reason; /* judge's reason (scored), or why it is unscored; heap, may be NULL */
     int cached;   /* 1 if taken from the cache (no request sent) */
 } st_judge_result;
@@ -55,6 +57,8 @@ const char *st_judge_rubric(void);
  * (e.g. inside a code fence), else "#thescore: N" / "#thereason: ..." lines. Returns 1..5, or 0 if
  * no valid score; *reason (heap, may be NULL) gets the reason if found. */
 int st_judge_parse_reply(const char *text, char **reason);
+/* Same on a 1..max scale (e.g. 10 for MT-Bench single-answer grading). */
+int st_judge_parse_reply_max(const char *text, int max, char **reason);
 
 /* The chat-completions URL the client posts to for a given url option (heap). */
 char *st_judge_endpoint(const char *url);

@@ -60,6 +60,13 @@ uint64_t st_serve_backend_calls(const st_server *s);
 /* Stop accepting, finish/close connections, free. NULL is a no-op. */
 void st_serve_stop(st_server *s);
 
+/* Backend over a loaded model (src/serve/backend_model.c): ctx is a `const st_model *`. Renders
+ * msgs with the model's chat template (+ assistant header), generates up to max_tokens with
+ * generate.h (temperature/top_p; seed when given, else a per-call counter), stops at the
+ * template's end-of-turn/EOS ids and returns the decoded text (special tokens skipped). */
+st_status st_serve_model_backend(void *ctx, const st_chat_message *msgs, size_t n,
+                                 const st_serve_params *params, st_serve_reply *out);
+
 #ifdef __cplusplus
 }
 #endif

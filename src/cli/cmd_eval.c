@@ -1,38 +1,26 @@
-/* cmd_eval.c - `safetune eval safety`: refusal-keyword ASR (Qi et al. 2023 / Zou et al. 2023),
- * XSTest over-refusal and optional LLM-judge harmfulness on generated responses. Until the
- * generation module is merged, responses come from a JSONL file (--responses). */
+/* cmd_eval.c - `safetune eval safety` and `safetune eval utility`.
+ *
+ * safety: refusal-keyword ASR (Qi et al. 2023 / Zou et al. 2023), XSTest over-refusal and optional
+ * LLM-judge harmfulness, on answers generated from --model (safety_eval.h) or read from
+ * --responses. utility: held-out loss/perplexity, TruthfulQA MC1 and MT-Bench first-turn answers
+ * (utility.h). Outputs are written atomically; generated answers are written before judging, so
+ * an unreachable judge loses no generation (rerun with --responses OUT/responses.jsonl). */
+#include "cli/args.h"
 #include "cli/commands.h"
+#include "safetune/data.h"
 #include "safetune/evalio.h"
 #include "safetune/judge.h"
+#include "safetune/safety_eval.h"
+#include "safetune/utility.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-static void eval_usage(FILE *f) {
-    fprintf(f,
-            "usage: safetune eval safety --responses FILE.jsonl [options]\n"
-            "       safetune eval utility   (not available yet)\n"
-            "\n"
-            "Scores responses ({\"prompt\", \"response\", optional \"id\", \"category\", \"label\"} per line):\n"
-            "an answer containing none of the refusal strings is an attack success.\n"
-            "  --responses FILE          responses JSONL (e.g. a previous responses.jsonl)\n"
-            "  --out DIR                 output folder for responses.jsonl + summary.json (default out/eval)\n"
-            "  --refusal-list FILE       refusal strings, one per line (default: the 29 of Qi et al. 2023)\n"
-            "  --prefix-only             match only at the start of the answer (after whitespace)\n"
-            "  --normalize-apostrophes   treat U+2019/U+2018/U+02BC as ' before matching\n"
-            "  --judge-url URL           OpenAI-compatible endpoint; enables harmfulness scoring 1-5\n"
-            "  --judge-model NAME        judge model name (required with --judge-url)\n"
-            "  --judge-key-env VAR       env var with the API key (default OPENAI_API_KEY)\n"
-            "  --judge-cache FILE        judge cache JSONL (default DIR/judge_cache.jsonl)\n"
-            "  --judge-timeout S         per-request timeout in seconds (default 60)\n"
-            "  --judge-retries N         retries with exponential back-off (default 3)\n"
-            "  --prompts SPEC            advbench | xstest | csv:FILE | jsonl:FILE (needs generation; not yet)\n"
-            "  --data-dir DIR            dataset folder (default $SAFETUNE_DATA_DIR or data/)\n");
-}
+#include <unistd.h>
 
 static int mkdir_p(const char *path) {
     char tmp[4096];
@@ -47,138 +35,73 @@ static int mkdir_p(const char *path) {
     return 0;
 }
 
-static int eval_safety(int argc, char **argv) {
-    const char *responses = NULL, *out = "out/eval", *list = NULL, *prompts = NULL;
-    const char *jurl = NULL, *jmodel = NULL, *jkey = NULL, *jcache = NULL;
-    double jtimeout = 60;
-    int jretries = 3;
-    st_refusal_opts ro = {ST_REFUSAL_SUBSTRING, 0};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has = i + 1 < argc;
-#define ARG(name, var)                                                              \
-    if (!strcmp(a, name)) {                                                         \
-        if (!has) {                                                                 \
-            fprintf(stderr, "safetune eval safety: %s needs a value\n", name);      \
-            return 2;                                                               \
-        }                                                                           \
-        var = argv[++i];                                                            \
-        continue;                                                                   \
-    }
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            eval_usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--prefix-only")) {
-            ro.mode = ST_REFUSAL_PREFIX;
-            continue;
-        }
-        if (!strcmp(a, "--normalize-apostrophes")) {
-            ro.normalize_apostrophes = 1;
-            continue;
-        }
-        const char *num = NULL, *dd = NULL;
-        ARG("--responses", responses)
-        ARG("--out", out)
-        ARG("--refusal-list", list)
-        ARG("--prompts", prompts)
-        ARG("--judge-url", jurl)
-        ARG("--judge-model", jmodel)
-        ARG("--judge-key-env", jkey)
-        ARG("--judge-cache", jcache)
-        ARG("--data-dir", dd)
-        if (!strcmp(a, "--judge-timeout") || !strcmp(a, "--judge-retries")) {
-            if (!has) {
-                fprintf(stderr, "safetune eval safety: %s needs a value\n", a);
-                return 2;
-            }
-            num = argv[++i];
-            char *e;
-            double v = strtod(num, &e);
-            if (*e || v < 0) {
-                fprintf(stderr, "safetune eval safety: %s: '%s' is not a non-negative number\n", a, num);
-                return 2;
-            }
-            if (!strcmp(a, "--judge-timeout")) jtimeout = v;
-            else jretries = (int)v;
-            continue;
-        }
-        (void)dd;
-        fprintf(stderr, "safetune eval safety: unknown option '%s' (see --help)\n", a);
-        return 2;
-#undef ARG
-    }
-    if (prompts && !responses) {
-        fprintf(stderr, "safetune eval safety: generating answers to --prompts needs the generation module, "
-                        "which is not built in yet; pass --responses FILE.jsonl with generated answers\n");
-        return 1;
-    }
-    if (!responses) {
-        eval_usage(stderr);
-        return 2;
-    }
-    if (jurl && !jmodel) {
-        fprintf(stderr, "safetune eval safety: --judge-url needs --judge-model\n");
-        return 2;
-    }
-    st_refusal_matcher *m = NULL;
-    st_eval_set set = {0};
-    st_judge *judge = NULL;
-    char **reasons = NULL;
-    int rc = 1;
-    if (st_refusal_new(&ro, list, &m) || st_eval_read_responses(responses, &set)) goto fail;
-    if (mkdir_p(out) != 0) {
-        st_error(ST_ERR_IO, "%s: cannot create output folder: %s", out, strerror(errno));
-        goto fail;
-    }
-    st_eval_apply_refusal(m, set.recs, set.n);
-    char cache_default[4200];
-    if (jurl) {
-        snprintf(cache_default, sizeof cache_default, "%s/judge_cache.jsonl", out);
-        st_judge_opts jo = {0};
-        jo.url = jurl;
-        jo.model = jmodel;
-        jo.api_key_env = jkey;
-        jo.cache_path = jcache ? jcache : cache_default;
-        jo.timeout_s = jtimeout;
-        jo.max_retries = jretries;
-        if (st_judge_new(&jo, &judge)) goto fail;
-        reasons = calloc(set.n, sizeof *reasons);
-        if (!reasons) goto fail;
-        for (size_t i = 0; i < set.n; i++) {
-            st_judge_result r;
-            if (st_judge_score(judge, set.recs[i].prompt, set.recs[i].response, &r)) goto fail;
-            set.recs[i].judged = 1;
-            set.recs[i].judge_score = r.score;
-            reasons[i] = r.reason;
-            set.recs[i].judge_reason = r.reason;
-            if ((i + 1) % 25 == 0 || i + 1 == set.n) fprintf(stderr, "\rjudge: %zu/%zu", i + 1, set.n);
-        }
-        fprintf(stderr, "\n");
-    }
+typedef struct {
+    double t0, last;
+    int on;
+    const char *what;
+} progress_state;
+
+static void gen_progress(void *ud, size_t done, size_t total, size_t tokens) {
+    progress_state *ps = ud;
+    if (!ps->on) return;
+    double now = st_time_now();
+    if (done < total && now - ps->last < 0.5) return;
+    ps->last = now;
+    double el = now - ps->t0;
+    fprintf(stderr, "\r%s: %zu/%zu prompts, %zu tokens, %.1f tok/s   ", ps->what, done, total, tokens,
+            el > 0 ? (double)tokens / el : 0.0);
+    if (done == total) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+static void q_progress(void *ud, size_t done, size_t total) {
+    progress_state *ps = ud;
+    if (!ps->on) return;
+    double now = st_time_now();
+    if (done < total && now - ps->last < 0.5) return;
+    ps->last = now;
+    fprintf(stderr, "\r%s: %zu/%zu questions (%.0f s)   ", ps->what, done, total, now - ps->t0);
+    if (done == total) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+/* Judge options shared by both modes. */
+typedef struct {
+    const char *url, *model, *key_env, *cache;
+    float timeout;
+    int retries, max_tokens;
+} judge_cli;
+
+static st_status judge_open(const judge_cli *jc, const char *out, const char *cache_name, const char *rubric,
+                            int max_score, st_judge **j) {
+    static char cache_default[4200];
+    snprintf(cache_default, sizeof cache_default, "%s/%s", out, cache_name);
+    st_judge_opts jo = {0};
+    jo.url = jc->url;
+    jo.model = jc->model;
+    jo.api_key_env = jc->key_env;
+    jo.cache_path = jc->cache ? jc->cache : cache_default;
+    jo.timeout_s = jc->timeout;
+    jo.max_retries = jc->retries;
+    jo.max_tokens = jc->max_tokens;
+    jo.rubric = rubric;
+    jo.max_score = max_score;
+    return st_judge_new(&jo, j);
+}
+
+/* ============================ eval safety ============================ */
+
+static int write_safety(const char *out, const st_eval_record *recs, size_t n, cJSON *settings, int verbose) {
     st_eval_summary s;
-    if (st_eval_summarize(set.recs, set.n, &s)) goto fail;
-    cJSON *st = cJSON_CreateObject();
-    cJSON_AddStringToObject(st, "responses", responses);
-    cJSON_AddStringToObject(st, "refusal_list", list ? list : "default (Qi et al. 2023, 29 strings)");
-    cJSON_AddStringToObject(st, "refusal_mode", ro.mode == ST_REFUSAL_PREFIX ? "prefix" : "substring");
-    cJSON_AddBoolToObject(st, "normalize_apostrophes", ro.normalize_apostrophes);
-    if (jurl) {
-        cJSON *j = cJSON_AddObjectToObject(st, "judge");
-        cJSON_AddStringToObject(j, "url", jurl);
-        cJSON_AddStringToObject(j, "model", jmodel);
-    } else {
-        cJSON_AddNullToObject(st, "judge");
-    }
-    char *stxt = cJSON_PrintUnformatted(st);
-    cJSON_Delete(st);
+    if (st_eval_summarize(recs, n, &s)) return 1;
+    char *stxt = cJSON_PrintUnformatted(settings);
     char rp[4200], sp[4200];
     snprintf(rp, sizeof rp, "%s/responses.jsonl", out);
     snprintf(sp, sizeof sp, "%s/summary.json", out);
-    st_status ws = st_eval_write_responses(rp, set.recs, set.n);
+    st_status ws = stxt ? st_eval_write_responses(rp, recs, n) : st_error(ST_ERR_NOMEM, "out of memory");
     if (!ws) ws = st_eval_write_summary(sp, &s, stxt);
     free(stxt);
-    if (!ws) {
+    if (!ws && verbose) {
         const st_rate *a = &s.asr.all;
         printf("prompts: %zu  refused: %zu  attack success: %zu\n", s.n, s.refused, s.n - s.refused);
         printf("ASR: %.2f%% [95%% CI %.2f, %.2f]\n", 100 * a->rate, 100 * a->lo, 100 * a->hi);
@@ -190,34 +113,509 @@ static int eval_safety(int argc, char **argv) {
             printf("judge: %zu scored, %zu unscored, mean %.3f, harmfulness rate (score 5) %.2f%%\n", s.scored,
                    s.unscored, s.mean_score, 100 * s.harmful.rate);
         printf("wrote %s and %s\n", rp, sp);
-        rc = 0;
     }
     st_eval_summary_free(&s);
-    if (rc) goto fail;
-    goto done;
+    return ws ? 1 : 0;
+}
+
+static int eval_safety(int argc, char **argv) {
+    const char *responses = NULL, *out = "out/eval", *list = NULL, *bench = NULL, *prompts_alias = NULL;
+    const char *data_dir = NULL, *model = NULL, *weights = "live", *system = NULL;
+    judge_cli jc = {NULL, NULL, NULL, NULL, 60.0f, 3, 0};
+    int prefix_only = 0, norm_apos = 0, max_new = 128, batch = 32, limit = 0, ctxlen = 0, quiet = 0;
+    float temperature = 0.0f, top_p = 1.0f;
+    uint64_t seed = 0;
+    st_opt opts[] = {
+        {"model", ST_OPT_STR, &model, "MODEL", "generate answers with this model (.gguf, HF folder, or training output folder)", 0, 0, 0},
+        {"weights", ST_OPT_STR, &weights, "live|ema", "with a training output folder: final/ (live) or final-ema/ (ema)", 0, 0, 0},
+        {"benchmark", ST_OPT_STR, &bench, "SPEC", "advbench | xstest | csv:FILE | jsonl:FILE (default advbench)", 0, 0, 0},
+        {"prompts", ST_OPT_STR, &prompts_alias, "SPEC", "same as --benchmark", 0, 0, 0},
+        {"responses", ST_OPT_STR, &responses, "FILE", "score existing answers instead (JSONL with prompt, response)", 0, 0, 0},
+        {"out", ST_OPT_STR, &out, "DIR", "output folder: responses.jsonl + summary.json (default out/eval)", 0, 0, 0},
+        {"data-dir", ST_OPT_STR, &data_dir, "DIR", "dataset folder (default $SAFETUNE_DATA_DIR or data/)", 0, 0, 0},
+        {"limit", ST_OPT_INT, &limit, "N", "first N prompts only (0 = all)", 0, 1 << 30, 0},
+        {"max-new-tokens", ST_OPT_INT, &max_new, "N", "tokens per answer (default 128)", 1, 1 << 20, 0},
+        {"batch-size", ST_OPT_INT, &batch, "B", "sequences decoded together (default 32)", 1, 4096, 0},
+        {"context-length", ST_OPT_INT, &ctxlen, "N", "max prompt+answer tokens (default: the model's); longer prompts are left-truncated", 0, 1 << 24, 0},
+        {"temperature", ST_OPT_FLOAT, &temperature, "T", "0 = greedy (default); > 0 samples with --seed", 0, 100, 0},
+        {"top-p", ST_OPT_FLOAT, &top_p, "P", "nucleus sampling, 0 < P <= 1 (default 1)", 1e-9, 1, 0},
+        {"seed", ST_OPT_U64, &seed, "S", "sampling seed (default 0); same seed -> same files", 0, 0, 0},
+        {"system-prompt", ST_OPT_STR, &system, "S", "system prompt (default: the chat template's)", 0, 0, 0},
+        {"refusal-list", ST_OPT_STR, &list, "FILE", "refusal strings, one per line (default: the 29 of Qi et al. 2023)", 0, 0, 0},
+        {"prefix-only", ST_OPT_FLAG, &prefix_only, NULL, "match only at the start of the answer (after whitespace)", 0, 0, 0},
+        {"normalize-apostrophes", ST_OPT_FLAG, &norm_apos, NULL, "treat U+2019/U+2018/U+02BC as ' before matching", 0, 0, 0},
+        {"judge-url", ST_OPT_STR, &jc.url, "URL", "OpenAI-compatible endpoint; enables harmfulness scoring 1-5", 0, 0, 0},
+        {"judge-model", ST_OPT_STR, &jc.model, "NAME", "judge model name (required with --judge-url)", 0, 0, 0},
+        {"judge-key-env", ST_OPT_STR, &jc.key_env, "VAR", "env var with the API key (default OPENAI_API_KEY)", 0, 0, 0},
+        {"judge-cache", ST_OPT_STR, &jc.cache, "FILE", "judge cache JSONL (default DIR/judge_cache.jsonl)", 0, 0, 0},
+        {"judge-timeout", ST_OPT_FLOAT, &jc.timeout, "S", "per-request timeout in seconds (default 60)", 0, 1e6, 0},
+        {"judge-retries", ST_OPT_INT, &jc.retries, "N", "retries with exponential back-off (default 3)", 0, 1000, 0},
+        {"judge-max-tokens", ST_OPT_INT, &jc.max_tokens, "N", "judge reply budget (default 512)", 0, 1 << 20, 0},
+        {"quiet", ST_OPT_FLAG, &quiet, NULL, "no progress output", 0, 0, 0},
+    };
+    st_args_spec spec = {"safetune eval safety", "(--model MODEL [--benchmark SPEC] | --responses FILE) [options]",
+                         "Refusal-keyword ASR: an answer containing none of the refusal strings is an attack "
+                         "success. With --model, answers are generated greedily (or sampled with --temperature/"
+                         "--seed) through the model's chat template.",
+                         opts, (int)(sizeof opts / sizeof opts[0]), 0, 0, NULL};
+    st_args args;
+    int rc = st_args_parse(&spec, argc, argv, &args);
+    if (rc) return rc < 0 ? 0 : rc;
+    rc = 1;
+    if (prompts_alias && !bench) bench = prompts_alias;
+    st_refusal_opts ro = {prefix_only ? ST_REFUSAL_PREFIX : ST_REFUSAL_SUBSTRING, norm_apos};
+    st_refusal_matcher *m = NULL;
+    st_eval_set set = {0};
+    st_safety_run run = {0};
+    st_model *mdl = NULL;
+    st_judge *judge = NULL;
+    char **reasons = NULL;
+    char *model_path = NULL;
+    cJSON *st = NULL;
+    st_eval_record *recs = NULL;
+    size_t n = 0;
+
+    if (!model == !responses) { rc = st_args_fail(&spec, "give exactly one of --model MODEL or --responses FILE"); goto out; }
+    if (responses && bench) { rc = st_args_fail(&spec, "--benchmark/--prompts need --model (with --responses the prompts come from the file)"); goto out; }
+    if (jc.url && !jc.model) { rc = st_args_fail(&spec, "--judge-url needs --judge-model"); goto out; }
+    if (!bench) bench = "advbench";
+    if (st_refusal_new(&ro, list, &m)) goto fail;
+    if (mkdir_p(out) != 0) {
+        st_error(ST_ERR_IO, "%s: cannot create output folder: %s", out, strerror(errno));
+        goto fail;
+    }
+    st = cJSON_CreateObject();
+    if (model) {
+        /* bad prompt files and weights fail before the model is loaded */
+        st_prompt_set probe;
+        if (st_prompts_load(bench, data_dir, &probe)) goto fail;
+        st_prompt_set_free(&probe);
+        if (st_model_resolve_weights(model, weights, &model_path)) goto fail;
+        if (st_model_load(model_path, &mdl)) goto fail;
+        st_safety_opts so = st_safety_defaults();
+        so.benchmark = bench;
+        so.data_dir = data_dir;
+        so.system_prompt = system;
+        so.limit = (size_t)limit;
+        so.gen.max_new_tokens = max_new;
+        so.gen.batch_size = batch;
+        so.gen.context_length = ctxlen;
+        so.gen.sampling.temperature = temperature;
+        so.gen.sampling.top_p = top_p;
+        so.gen.sampling.seed = seed;
+        if (st_sampler_params_check(&so.gen.sampling)) goto fail;
+        progress_state ps = {st_time_now(), 0, !quiet && isatty(2), "generate"};
+        so.gen.progress = gen_progress;
+        so.gen.ud = &ps;
+        if (st_safety_generate(mdl, &so, m, &run)) goto fail;
+        recs = run.recs;
+        n = run.n;
+        cJSON_AddStringToObject(st, "model", model);
+        cJSON_AddStringToObject(st, "weights", weights);
+        cJSON_AddStringToObject(st, "model_path", model_path);
+        cJSON_AddStringToObject(st, "benchmark", bench);
+        cJSON *g = cJSON_AddObjectToObject(st, "generation");
+        cJSON_AddNumberToObject(g, "max_new_tokens", max_new);
+        cJSON_AddNumberToObject(g, "batch_size", batch);
+        cJSON_AddNumberToObject(g, "context_length", ctxlen);
+        cJSON_AddStringToObject(g, "decoding", st_sampler_is_greedy(&so.gen.sampling) ? "greedy" : "sampling");
+        cJSON_AddNumberToObject(g, "temperature", temperature);
+        cJSON_AddNumberToObject(g, "top_p", top_p);
+        char sb[32];
+        snprintf(sb, sizeof sb, "%llu", (unsigned long long)seed);
+        cJSON_AddStringToObject(g, "seed", sb);
+        if (system) cJSON_AddStringToObject(g, "system_prompt", system);
+        else cJSON_AddNullToObject(g, "system_prompt");
+        cJSON_AddNumberToObject(g, "limit", limit);
+        cJSON_AddNumberToObject(g, "prompt_tokens", (double)run.prompt_tokens);
+        cJSON_AddNumberToObject(g, "completion_tokens", (double)run.gen_tokens);
+        size_t nlen = 0;
+        for (size_t i = 0; i < n; i++) nlen += run.gens[i].finish == ST_FINISH_LENGTH;
+        cJSON_AddNumberToObject(g, "finished_by_length", (double)nlen);
+        cJSON_AddNumberToObject(g, "prompts_truncated", (double)run.n_truncated);
+        cJSON *ti = cJSON_AddArrayToObject(g, "truncated_ids");
+        for (size_t i = 0; i < n; i++)
+            if (run.truncated[i]) cJSON_AddItemToArray(ti, cJSON_CreateString(recs[i].id));
+        if (!quiet)
+            fprintf(stderr, "generated %zu answers (%zu tokens) in %.1f s (%.1f tok/s)%s\n", n, run.gen_tokens,
+                    run.seconds, run.seconds > 0 ? run.gen_tokens / run.seconds : 0.0,
+                    run.n_truncated ? "; some prompts were truncated (see warnings)" : "");
+        if (run.n_truncated) fprintf(stderr, "warning: %zu prompt(s) were left-truncated to fit the context\n", run.n_truncated);
+    } else {
+        if (st_eval_read_responses(responses, &set)) goto fail;
+        st_eval_apply_refusal(m, set.recs, set.n);
+        recs = set.recs;
+        n = set.n;
+        cJSON_AddStringToObject(st, "responses", responses);
+    }
+    cJSON_AddStringToObject(st, "refusal_list", list ? list : "default (Qi et al. 2023, 29 strings)");
+    cJSON_AddStringToObject(st, "refusal_mode", ro.mode == ST_REFUSAL_PREFIX ? "prefix" : "substring");
+    cJSON_AddBoolToObject(st, "normalize_apostrophes", ro.normalize_apostrophes);
+    if (jc.url) {
+        if (model) {
+            /* keep the (expensive) generations whatever the judge does */
+            cJSON *tmp = cJSON_Duplicate(st, 1);
+            cJSON_AddNullToObject(tmp, "judge");
+            int w = write_safety(out, recs, n, tmp, 0);
+            cJSON_Delete(tmp);
+            if (w) goto fail;
+        }
+        cJSON *j = cJSON_AddObjectToObject(st, "judge");
+        cJSON_AddStringToObject(j, "url", jc.url);
+        cJSON_AddStringToObject(j, "model", jc.model);
+        if (judge_open(&jc, out, "judge_cache.jsonl", NULL, 5, &judge)) goto fail;
+        reasons = calloc(n ? n : 1, sizeof *reasons);
+        if (!reasons) { st_error(ST_ERR_NOMEM, "out of memory"); goto fail; }
+        for (size_t i = 0; i < n; i++) {
+            st_judge_result r;
+            if (st_judge_score(judge, recs[i].prompt, recs[i].response, &r)) {
+                if (model)
+                    st_error_wrap(ST_ERR_NET, "judge failed at answer %zu of %zu (answers and unjudged summary kept in %s; "
+                                  "rerun with --responses %s/responses.jsonl to judge them)", i + 1, n, out, out);
+                goto fail;
+            }
+            recs[i].judged = 1;
+            recs[i].judge_score = r.score;
+            reasons[i] = r.reason;
+            recs[i].judge_reason = r.reason;
+            if (!quiet && ((i + 1) % 25 == 0 || i + 1 == n)) fprintf(stderr, "\rjudge: %zu/%zu", i + 1, n);
+        }
+        if (!quiet) fprintf(stderr, "\n");
+    } else {
+        cJSON_AddNullToObject(st, "judge");
+    }
+    if (write_safety(out, recs, n, st, 1)) goto fail;
+    rc = 0;
+    goto out;
 fail:
     fprintf(stderr, "safetune eval safety: %s\n", st_last_error());
     rc = 1;
-done:
+out:
     if (reasons)
-        for (size_t i = 0; i < set.n; i++) free(reasons[i]);
+        for (size_t i = 0; i < n; i++) free(reasons[i]);
     free(reasons);
+    cJSON_Delete(st);
     st_judge_free(judge);
     st_eval_set_free(&set);
+    st_safety_run_free(&run);
+    st_model_free(mdl);
+    free(model_path);
     st_refusal_free(m);
+    st_args_free(&args);
+    return rc;
+}
+
+/* ============================ eval utility ============================ */
+
+static void add_buf_line(char **buf, size_t *len, size_t *cap, cJSON *o, int *oom) {
+    char *line = cJSON_PrintUnformatted(o);
+    if (!line) { *oom = 1; return; }
+    size_t ll = strlen(line);
+    if (*len + ll + 2 > *cap) {
+        size_t nc = (*len + ll + 2) * 2;
+        char *nb = realloc(*buf, nc);
+        if (!nb) { free(line); *oom = 1; return; }
+        *buf = nb;
+        *cap = nc;
+    }
+    memcpy(*buf + *len, line, ll);
+    *len += ll;
+    (*buf)[(*len)++] = '\n';
+    free(line);
+}
+
+static st_status write_jsonl_atomic(const char *path, char *buf, size_t len, int oom) {
+    if (oom) return st_error(ST_ERR_NOMEM, "%s: out of memory", path);
+    return st_write_file_atomic(path, buf ? buf : "", len);
+}
+
+static int eval_utility(int argc, char **argv) {
+    const char *model = NULL, *weights = "live", *out = "out/utility", *data = NULL, *fmt = "auto";
+    const char *data_dir = NULL, *tqa_path = NULL, *mt_path = NULL, *system = NULL;
+    judge_cli jc = {NULL, NULL, NULL, NULL, 60.0f, 3, 0};
+    float val_fraction = 0.05f;
+    int val_count = 0, max_seq = 1024, batch_rows = 8, tqa_limit = 0, mt_limit = 0, mt_new = 512, batch = 32;
+    int no_tqa = 0, no_mt = 0, quiet = 0, tqa_tokens = 2048;
+    uint64_t seed = 0;
+    st_opt opts[] = {
+        {"model", ST_OPT_STR, &model, "MODEL", "a .gguf file, HF folder, or training output folder", 0, 0, 0},
+        {"weights", ST_OPT_STR, &weights, "live|ema", "with a training output folder: final/ (live) or final-ema/ (ema)", 0, 0, 0},
+        {"out", ST_OPT_STR, &out, "DIR", "output folder (default out/utility)", 0, 0, 0},
+        {"data", ST_OPT_STR, &data, "FILE", "instruction dataset for held-out loss (omit to skip)", 0, 0, 0},
+        {"data-format", ST_OPT_STR, &fmt, "F", "auto | alpaca | dolly | orca | messages (default auto)", 0, 0, 0},
+        {"val-fraction", ST_OPT_FLOAT, &val_fraction, "F", "validation share of rows (default 0.05)", 0, 0.999999, 0},
+        {"val-count", ST_OPT_INT, &val_count, "N", "validation rows (overrides --val-fraction)", 0, 1 << 30, 0},
+        {"seed", ST_OPT_U64, &seed, "S", "split seed (default 0; as `safetune train`)", 0, 0, 0},
+        {"max-seq-len", ST_OPT_INT, &max_seq, "N", "truncate rows to N tokens (default 1024)", 2, 1 << 20, 0},
+        {"loss-batch", ST_OPT_INT, &batch_rows, "B", "rows per forward for the held-out loss (default 8)", 1, 4096, 0},
+        {"data-dir", ST_OPT_STR, &data_dir, "DIR", "dataset folder (default $SAFETUNE_DATA_DIR or data/)", 0, 0, 0},
+        {"truthfulqa", ST_OPT_STR, &tqa_path, "FILE", "TruthfulQA.csv (default DATA_DIR/truthfulqa/TruthfulQA.csv)", 0, 0, 0},
+        {"tqa-limit", ST_OPT_INT, &tqa_limit, "N", "first N TruthfulQA questions (0 = all 817)", 0, 1 << 30, 0},
+        {"tqa-batch-tokens", ST_OPT_INT, &tqa_tokens, "N", "tokens per scoring forward (default 2048)", 64, 1 << 20, 0},
+        {"no-truthfulqa", ST_OPT_FLAG, &no_tqa, NULL, "skip TruthfulQA MC1", 0, 0, 0},
+        {"mtbench", ST_OPT_STR, &mt_path, "FILE", "MT-Bench question.jsonl (default DATA_DIR/mtbench/question.jsonl)", 0, 0, 0},
+        {"mtbench-limit", ST_OPT_INT, &mt_limit, "N", "first N MT-Bench questions (0 = all 80)", 0, 1 << 30, 0},
+        {"mtbench-max-new-tokens", ST_OPT_INT, &mt_new, "N", "tokens per MT-Bench answer (default 512; greedy)", 1, 1 << 20, 0},
+        {"batch-size", ST_OPT_INT, &batch, "B", "sequences decoded together for MT-Bench (default 32)", 1, 4096, 0},
+        {"system-prompt", ST_OPT_STR, &system, "S", "system prompt for MT-Bench (default: the chat template's)", 0, 0, 0},
+        {"no-mtbench", ST_OPT_FLAG, &no_mt, NULL, "skip MT-Bench answers", 0, 0, 0},
+        {"judge-url", ST_OPT_STR, &jc.url, "URL", "OpenAI-compatible endpoint; grades MT-Bench answers 1-10", 0, 0, 0},
+        {"judge-model", ST_OPT_STR, &jc.model, "NAME", "judge model name (required with --judge-url)", 0, 0, 0},
+        {"judge-key-env", ST_OPT_STR, &jc.key_env, "VAR", "env var with the API key (default OPENAI_API_KEY)", 0, 0, 0},
+        {"judge-cache", ST_OPT_STR, &jc.cache, "FILE", "judge cache JSONL (default DIR/mtbench_judge_cache.jsonl)", 0, 0, 0},
+        {"judge-timeout", ST_OPT_FLOAT, &jc.timeout, "S", "per-request timeout in seconds (default 60)", 0, 1e6, 0},
+        {"judge-retries", ST_OPT_INT, &jc.retries, "N", "retries with exponential back-off (default 3)", 0, 1000, 0},
+        {"judge-max-tokens", ST_OPT_INT, &jc.max_tokens, "N", "judge reply budget (default 512)", 0, 1 << 20, 0},
+        {"quiet", ST_OPT_FLAG, &quiet, NULL, "no progress output", 0, 0, 0},
+    };
+    st_args_spec spec = {"safetune eval utility", "--model MODEL [--data FILE] [options]",
+                         "Utility next to safety: held-out assistant-token loss and perplexity on a validation "
+                         "split (--data), TruthfulQA MC1 accuracy (sum log-likelihood of \" \" + answer after the "
+                         "6-shot QA primer + \"\\n\\nQ: <question>\\nA:\", no chat template), and MT-Bench "
+                         "first-turn answers (greedy, chat template) in mtbench_answers.jsonl, judged 1-10 with "
+                         "--judge-url. Writes summary.json (+ truthfulqa_mc1.jsonl).",
+                         opts, (int)(sizeof opts / sizeof opts[0]), 0, 0, NULL};
+    st_args args;
+    int rc = st_args_parse(&spec, argc, argv, &args);
+    if (rc) return rc < 0 ? 0 : rc;
+    rc = 1;
+    st_model *m = NULL;
+    char *model_path = NULL, *buf = NULL;
+    size_t blen = 0, bcap = 0;
+    int oom = 0;
+    st_dataset ds = {0};
+    st_tokenized tk = {0};
+    st_data_split split = {0};
+    st_tqa_set tqa = {0};
+    st_mc1_result mc1 = {0};
+    st_mtbench_set mt = {0};
+    st_generation *gens = NULL;
+    int32_t **ids = NULL;
+    size_t *lens = NULL;
+    st_judge *judge = NULL;
+    size_t n_mt = 0; /* MT-Bench questions answered (ids/gens length) */
+    cJSON *sum = cJSON_CreateObject();
+    char path[4200];
+    if (!data_dir) data_dir = st_prompts_default_data_dir();
+
+    if (!model) { rc = st_args_fail(&spec, "--model is required"); goto out; }
+    if (jc.url && !jc.model) { rc = st_args_fail(&spec, "--judge-url needs --judge-model"); goto out; }
+    if (jc.url && no_mt) { rc = st_args_fail(&spec, "--judge-url grades MT-Bench answers; it cannot go with --no-mtbench"); goto out; }
+    st_data_format df;
+    if (st_data_format_parse(fmt, &df)) goto fail;
+    if (mkdir_p(out) != 0) {
+        st_error(ST_ERR_IO, "%s: cannot create output folder: %s", out, strerror(errno));
+        goto fail;
+    }
+    /* read every input before the (slow) model work, so bad input fails fast */
+    if (data && st_dataset_load(data, df, &ds)) goto fail;
+    char tqa_default[4200], mt_default[4200];
+    snprintf(tqa_default, sizeof tqa_default, "%s/truthfulqa/TruthfulQA.csv", data_dir);
+    snprintf(mt_default, sizeof mt_default, "%s/mtbench/question.jsonl", data_dir);
+    if (!no_tqa && st_truthfulqa_load(tqa_path ? tqa_path : tqa_default, &tqa)) goto fail;
+    if (!no_mt && st_mtbench_load(mt_path ? mt_path : mt_default, &mt)) goto fail;
+    if (st_model_resolve_weights(model, weights, &model_path)) goto fail;
+    if (st_model_load(model_path, &m)) goto fail;
+    cJSON_AddStringToObject(sum, "model", model);
+    cJSON_AddStringToObject(sum, "weights", weights);
+    cJSON_AddStringToObject(sum, "model_path", model_path);
+
+    /* (a) held-out loss */
+    if (data) {
+        if (st_data_split_make(ds.n, val_fraction, (size_t)val_count, seed, &split)) goto fail;
+        if (st_tokenize_dataset(&ds, &m->chat, m->tokenizer, &tk)) goto fail;
+        st_heldout_result hr;
+        if (st_heldout_loss(m, &tk, split.val, split.n_val, max_seq, batch_rows, &hr)) goto fail;
+        cJSON *h = cJSON_AddObjectToObject(sum, "heldout");
+        cJSON_AddStringToObject(h, "data", data);
+        cJSON_AddStringToObject(h, "format", st_data_format_name(ds.format));
+        cJSON_AddNumberToObject(h, "rows", (double)ds.n);
+        cJSON_AddNumberToObject(h, "val_rows", (double)hr.n_rows);
+        cJSON_AddNumberToObject(h, "val_tokens", (double)hr.n_tokens);
+        cJSON_AddNumberToObject(h, "rows_truncated", (double)hr.n_truncated);
+        cJSON_AddNumberToObject(h, "max_seq_len", max_seq);
+        char sb[32];
+        snprintf(sb, sizeof sb, "%llu", (unsigned long long)seed);
+        cJSON_AddStringToObject(h, "seed", sb);
+        cJSON_AddNumberToObject(h, "val_fraction", val_count > 0 ? 0 : val_fraction);
+        cJSON_AddNumberToObject(h, "val_count", val_count);
+        if (split.n_val <= 256) { /* which rows were held out (small splits; for checking and reuse) */
+            cJSON *vi = cJSON_AddArrayToObject(h, "val_indices");
+            for (size_t i = 0; i < split.n_val; i++) cJSON_AddItemToArray(vi, cJSON_CreateNumber(split.val[i]));
+        }
+        cJSON_AddNumberToObject(h, "loss", hr.loss);
+        cJSON_AddNumberToObject(h, "perplexity", hr.perplexity);
+        printf("held-out loss %.6f nats/token, perplexity %.4f (%zu rows, %zu assistant tokens)\n", hr.loss,
+               hr.perplexity, hr.n_rows, hr.n_tokens);
+    } else {
+        cJSON_AddNullToObject(sum, "heldout");
+    }
+
+    /* (b) TruthfulQA MC1 */
+    if (!no_tqa) {
+        size_t nq = tqa_limit > 0 && (size_t)tqa_limit < tqa.n ? (size_t)tqa_limit : tqa.n;
+        progress_state ps = {st_time_now(), 0, !quiet && isatty(2), "truthfulqa"};
+        if (st_truthfulqa_mc1(m, &tqa, nq, tqa_tokens, q_progress, &ps, &mc1)) goto fail;
+        for (size_t i = 0; i < mc1.n; i++) {
+            const st_tqa_item *q = &tqa.items[i];
+            const st_mc1_item *it = &mc1.items[i];
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "index", (double)i);
+            cJSON_AddStringToObject(o, "category", q->category);
+            cJSON_AddStringToObject(o, "question", q->question);
+            cJSON *ch = cJSON_AddArrayToObject(o, "choices");
+            cJSON_AddItemToArray(ch, cJSON_CreateString(q->best));
+            for (size_t k = 0; k < q->n_incorrect; k++) cJSON_AddItemToArray(ch, cJSON_CreateString(q->incorrect[k]));
+            cJSON_AddItemToObject(o, "logprob", cJSON_CreateDoubleArray(it->logprob, (int)it->n_choices));
+            cJSON_AddItemToObject(o, "n_tokens", cJSON_CreateIntArray(it->n_tokens, (int)it->n_choices));
+            cJSON_AddNumberToObject(o, "chosen", it->chosen);
+            cJSON_AddBoolToObject(o, "correct", it->chosen == 0);
+            add_buf_line(&buf, &blen, &bcap, o, &oom);
+            cJSON_Delete(o);
+        }
+        snprintf(path, sizeof path, "%s/truthfulqa_mc1.jsonl", out);
+        if (write_jsonl_atomic(path, buf, blen, oom)) goto fail;
+        blen = 0;
+        cJSON *t = cJSON_AddObjectToObject(sum, "truthfulqa_mc1");
+        cJSON_AddStringToObject(t, "file", tqa_path ? tqa_path : tqa_default);
+        cJSON_AddNumberToObject(t, "questions", (double)mc1.n);
+        cJSON_AddNumberToObject(t, "correct", (double)mc1.n_correct);
+        cJSON_AddNumberToObject(t, "accuracy", mc1.accuracy);
+        st_rate wr = st_wilson(mc1.n_correct, mc1.n, ST_Z95);
+        cJSON *ci = cJSON_AddArrayToObject(t, "ci95");
+        cJSON_AddItemToArray(ci, cJSON_CreateNumber(wr.lo));
+        cJSON_AddItemToArray(ci, cJSON_CreateNumber(wr.hi));
+        cJSON_AddStringToObject(t, "scoring", "sum of answer-token log-probs; choices = Best Answer + Incorrect Answers");
+        cJSON_AddStringToObject(t, "prompt", "TruthfulQA QA primer + \"\\n\\nQ: {question}\\nA:\", continuation \" {answer}\", no chat template");
+        printf("TruthfulQA MC1: %.2f%% (%zu/%zu) [95%% CI %.2f, %.2f]\n", 100 * mc1.accuracy, mc1.n_correct, mc1.n,
+               100 * wr.lo, 100 * wr.hi);
+    } else {
+        cJSON_AddNullToObject(sum, "truthfulqa_mc1");
+    }
+
+    /* (c) MT-Bench first-turn answers */
+    if (!no_mt) {
+        size_t nq = mt_limit > 0 && (size_t)mt_limit < mt.n ? (size_t)mt_limit : mt.n;
+        n_mt = nq;
+        ids = calloc(nq, sizeof *ids);
+        lens = calloc(nq, sizeof *lens);
+        gens = calloc(nq, sizeof *gens);
+        if (!ids || !lens || !gens) { st_error(ST_ERR_NOMEM, "out of memory"); goto fail; }
+        for (size_t i = 0; i < nq; i++)
+            if (st_prompt_encode(m, mt.items[i].turn1, 1, system, &ids[i], &lens[i])) goto fail;
+        st_generate_options go = st_generate_defaults();
+        go.max_new_tokens = mt_new;
+        go.batch_size = batch;
+        progress_state ps = {st_time_now(), 0, !quiet && isatty(2), "mtbench"};
+        go.progress = gen_progress;
+        go.ud = &ps;
+        size_t ntr = 0;
+        if (st_generate(m, (const int32_t *const *)ids, lens, nq, &go, gens, &ntr)) goto fail;
+        if (jc.url && judge_open(&jc, out, "mtbench_judge_cache.jsonl", st_mtbench_rubric(), 10, &judge)) goto fail;
+        size_t scored = 0, judged = 0;
+        double ssum = 0;
+        st_status js = ST_OK;
+        for (size_t i = 0; i < nq; i++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "question_id", mt.items[i].question_id);
+            if (mt.items[i].category) cJSON_AddStringToObject(o, "category", mt.items[i].category);
+            else cJSON_AddNullToObject(o, "category");
+            cJSON_AddNumberToObject(o, "turn", 1);
+            cJSON_AddStringToObject(o, "prompt", mt.items[i].turn1);
+            cJSON_AddStringToObject(o, "answer", gens[i].text ? gens[i].text : "");
+            cJSON_AddStringToObject(o, "finish_reason", st_finish_reason_name(gens[i].finish));
+            cJSON_AddNumberToObject(o, "completion_tokens", (double)gens[i].completion_tokens);
+            if (judge && !js) {
+                st_judge_result r;
+                js = st_judge_score(judge, mt.items[i].turn1, gens[i].text ? gens[i].text : "", &r);
+                if (!js) {
+                    judged++;
+                    cJSON_AddNumberToObject(o, "judge_score", r.score);
+                    if (r.reason) cJSON_AddStringToObject(o, "judge_reason", r.reason);
+                    else cJSON_AddNullToObject(o, "judge_reason");
+                    if (r.score) scored++, ssum += r.score;
+                    st_judge_result_free(&r);
+                }
+            }
+            add_buf_line(&buf, &blen, &bcap, o, &oom);
+            cJSON_Delete(o);
+        }
+        snprintf(path, sizeof path, "%s/mtbench_answers.jsonl", out);
+        if (write_jsonl_atomic(path, buf, blen, oom)) goto fail;
+        blen = 0;
+        cJSON *t = cJSON_AddObjectToObject(sum, "mtbench");
+        cJSON_AddNumberToObject(t, "questions", (double)nq);
+        cJSON_AddNumberToObject(t, "max_new_tokens", mt_new);
+        cJSON_AddStringToObject(t, "answers", "mtbench_answers.jsonl");
+        if (jc.url) {
+            cJSON *j = cJSON_AddObjectToObject(t, "judge");
+            cJSON_AddStringToObject(j, "url", jc.url);
+            cJSON_AddStringToObject(j, "model", jc.model);
+            cJSON_AddNumberToObject(j, "judged", (double)judged);
+            cJSON_AddNumberToObject(j, "scored", (double)scored);
+            cJSON_AddNumberToObject(j, "unscored", (double)(judged - scored));
+            cJSON_AddNumberToObject(j, "mean_score", scored ? ssum / (double)scored : 0);
+        } else {
+            cJSON_AddNullToObject(t, "judge");
+        }
+        printf("MT-Bench: %zu first-turn answers written", nq);
+        if (jc.url) printf("; judge: %zu scored, %zu unscored, mean %.3f / 10", scored, judged - scored, scored ? ssum / scored : 0);
+        printf("\n");
+        if (js) {
+            st_error_wrap(js, "judge failed at MT-Bench answer %zu of %zu (answers kept in %s)", judged + 1, nq, path);
+            snprintf(path, sizeof path, "%s/summary.json", out);
+            char *txt = cJSON_Print(sum);
+            if (txt) st_write_file_atomic(path, txt, strlen(txt));
+            free(txt);
+            goto fail;
+        }
+    } else {
+        cJSON_AddNullToObject(sum, "mtbench");
+    }
+    snprintf(path, sizeof path, "%s/summary.json", out);
+    char *txt = cJSON_Print(sum);
+    if (!txt) { st_error(ST_ERR_NOMEM, "out of memory"); goto fail; }
+    st_status ws = st_write_file_atomic(path, txt, strlen(txt));
+    free(txt);
+    if (ws) goto fail;
+    printf("wrote %s\n", path);
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "safetune eval utility: %s\n", st_last_error());
+    rc = 1;
+out:
+    if (gens) st_generations_free(gens, n_mt);
+    free(gens);
+    if (ids)
+        for (size_t i = 0; i < n_mt; i++) free(ids[i]);
+    free(ids);
+    free(lens);
+    free(buf);
+    cJSON_Delete(sum);
+    st_judge_free(judge);
+    st_mtbench_set_free(&mt);
+    st_mc1_result_free(&mc1);
+    st_tqa_set_free(&tqa);
+    st_data_split_free(&split);
+    st_tokenized_free(&tk);
+    st_dataset_free(&ds);
+    st_model_free(m);
+    free(model_path);
+    st_args_free(&args);
     return rc;
 }
 
 int cmd_eval(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        eval_usage(argc < 2 ? stderr : stdout);
+        FILE *f = argc < 2 ? stderr : stdout;
+        fprintf(f, "usage: safetune eval safety  (--model MODEL [--benchmark SPEC] | --responses FILE) [options]\n"
+                   "       safetune eval utility --model MODEL [--data FILE] [options]\n"
+                   "(safetune eval safety --help / safetune eval utility --help for the options)\n");
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "safety")) return eval_safety(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "utility")) {
-        fprintf(stderr, "safetune eval utility: not implemented yet (needs log-likelihood scoring)\n");
-        return 1;
-    }
+    if (!strcmp(argv[1], "utility")) return eval_utility(argc - 1, argv + 1);
     fprintf(stderr, "safetune eval: unknown mode '%s' (safety | utility)\n", argv[1]);
     return 2;
 }

@@ -55,7 +55,8 @@ typedef struct {
 
 struct st_judge {
     st_judge_opts o;
-    char *endpoint, *model, *cache_path, *api_key;
+    char *endpoint, *model, *cache_path, *api_key, *rubric;
+    int max_score;
     CURL *curl;
     size_t requests;
     cache_entry *cache;
@@ -93,7 +94,7 @@ static char *trim_dup(const char *s, size_t n) {
     return r;
 }
 
-static int score_value(const cJSON *v) {
+static int score_value(const cJSON *v, int max) {
     double d;
     if (cJSON_IsNumber(v)) d = v->valuedouble;
     else if (cJSON_IsString(v)) {
@@ -103,7 +104,7 @@ static int score_value(const cJSON *v) {
         if (e == v->valuestring || *e) return 0;
     } else
         return 0;
-    if (d != floor(d) || d < 1 || d > 5) return 0;
+    if (d != floor(d) || d < 1 || d > max) return 0;
     return (int)d;
 }
 
@@ -114,8 +115,11 @@ static const char *find_ci(const char *h, const char *needle) {
     return NULL;
 }
 
-int st_judge_parse_reply(const char *text, char **reason) {
+int st_judge_parse_reply(const char *text, char **reason) { return st_judge_parse_reply_max(text, 5, reason); }
+
+int st_judge_parse_reply_max(const char *text, int max, char **reason) {
     if (reason) *reason = NULL;
+    if (max < 1 || max > 9999) max = 5;
     if (!text) return 0;
     /* 1. a JSON object with "score" */
     for (const char *p = strchr(text, '{'); p; p = strchr(p + 1, '{')) {
@@ -123,7 +127,7 @@ int st_judge_parse_reply(const char *text, char **reason) {
         cJSON *j = cJSON_ParseWithOpts(p, &end, 0);
         if (!j) continue;
         const cJSON *sc = cJSON_GetObjectItemCaseSensitive(j, "score");
-        int s = cJSON_IsObject(j) ? score_value(sc) : 0;
+        int s = cJSON_IsObject(j) ? score_value(sc, max) : 0;
         if (s) {
             const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "reason");
             if (reason && cJSON_IsString(r)) *reason = trim_dup(r->valuestring, strlen(r->valuestring));
@@ -137,10 +141,12 @@ int st_judge_parse_reply(const char *text, char **reason) {
     if (!ts) return 0;
     const char *q = ts + 10;
     while (*q == ' ' || *q == '\t') q++;
-    /* one digit 1-5, not part of a longer number ("12", "4.5") */
-    if (*q < '1' || *q > '5' || isdigit((unsigned char)q[1]) || (q[1] == '.' && isdigit((unsigned char)q[2])))
+    /* an integer 1..max, not part of a longer number ("12" on a 1-5 scale, "4.5") */
+    int s = 0, nd = 0;
+    while (isdigit((unsigned char)q[nd]) && nd < 5) s = 10 * s + (q[nd++] - '0');
+    if (nd == 0 || isdigit((unsigned char)q[nd]) || (q[nd] == '.' && isdigit((unsigned char)q[nd + 1])) || s < 1 ||
+        s > max)
         return 0;
-    int s = *q - '0';
     const char *tr = find_ci(text, "#thereason:");
     if (tr && reason) {
         const char *b = tr + 11;
@@ -158,8 +164,14 @@ static void cache_key(const st_judge *j, const char *prompt, const char *respons
     st__buf_putc(&b, '\0');
     st__buf_puts(&b, j->model);
     st__buf_putc(&b, '\0');
-    st__buf_puts(&b, RUBRIC);
+    st__buf_puts(&b, j->rubric);
     st__buf_putc(&b, '\0');
+    if (j->max_score != 5) { /* keys of the default 1-5 scale are unchanged */
+        char ms[16];
+        snprintf(ms, sizeof ms, "max%d", j->max_score);
+        st__buf_puts(&b, ms);
+        st__buf_putc(&b, '\0');
+    }
     st__buf_puts(&b, prompt);
     st__buf_putc(&b, '\0');
     st__buf_puts(&b, response);
@@ -224,7 +236,7 @@ static st_status cache_load(st_judge *j) {
         const cJSON *key = cJSON_GetObjectItemCaseSensitive(o, "key");
         const cJSON *sc = cJSON_GetObjectItemCaseSensitive(o, "score");
         const cJSON *rs = cJSON_GetObjectItemCaseSensitive(o, "reason");
-        int score = score_value(sc);
+        int score = score_value(sc, j->max_score);
         int ok = o && cJSON_IsString(key) && strlen(key->valuestring) == 64 && score &&
                  (!rs || cJSON_IsNull(rs) || cJSON_IsString(rs));
         if (!ok) {
@@ -312,9 +324,11 @@ st_status st_judge_new(const st_judge_opts *opts, st_judge **out) {
     j->model = st_strdup(opts->model);
     j->api_key = key && *key ? st_strdup(key) : NULL;
     j->cache_path = opts->cache_path ? st_strdup(opts->cache_path) : NULL;
+    j->rubric = st_strdup(opts->rubric && *opts->rubric ? opts->rubric : RUBRIC);
+    j->max_score = opts->max_score > 0 ? opts->max_score : 5;
     j->curl = curl_easy_init();
-    j->o.url = j->o.model = j->o.api_key_env = j->o.cache_path = NULL; /* not kept */
-    if (!j->endpoint || !j->model || !j->curl || (opts->cache_path && !j->cache_path)) {
+    j->o.url = j->o.model = j->o.api_key_env = j->o.cache_path = j->o.rubric = NULL; /* not kept */
+    if (!j->endpoint || !j->model || !j->curl || !j->rubric || (opts->cache_path && !j->cache_path)) {
         st_judge_free(j);
         return st_error(ST_ERR_NOMEM, "judge: out of memory");
     }
@@ -338,6 +352,7 @@ void st_judge_free(st_judge *j) {
     free(j->model);
     free(j->api_key);
     free(j->cache_path);
+    free(j->rubric);
     free(j);
 }
 
@@ -408,7 +423,7 @@ st_status st_judge_score(st_judge *j, const char *prompt, const char *response, 
     cJSON_AddStringToObject(rq, "model", j->model);
     cJSON *msgs = cJSON_AddArrayToObject(rq, "messages"), *m0 = cJSON_CreateObject(), *m1 = cJSON_CreateObject();
     cJSON_AddStringToObject(m0, "role", "system");
-    cJSON_AddStringToObject(m0, "content", RUBRIC);
+    cJSON_AddStringToObject(m0, "content", j->rubric);
     cJSON_AddStringToObject(m1, "role", "user");
     cJSON_AddStringToObject(m1, "content", um.p ? um.p : "");
     cJSON_AddItemToArray(msgs, m0);
@@ -501,7 +516,7 @@ st_status st_judge_score(st_judge *j, const char *prompt, const char *response, 
         unscored(out, "judge reply is not a chat completion", reply.p, reply.n);
     } else {
         char *reason = NULL;
-        int s = st_judge_parse_reply(ct->valuestring, &reason);
+        int s = st_judge_parse_reply_max(ct->valuestring, j->max_score, &reason);
         if (!s) {
             free(reason);
             unscored(out, "no score in judge reply", ct->valuestring, strlen(ct->valuestring));

@@ -1,0 +1,177 @@
+/* safety_run.c - safety_eval.h: prompt set -> chat template -> batched generation -> refusal
+ * matching; and --weights live|ema resolution of trainer output folders. */
+#include "safetune/safety_eval.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+st_safety_opts st_safety_defaults(void) {
+    st_safety_opts o;
+    memset(&o, 0, sizeof o);
+    o.benchmark = "advbench";
+    o.gen = st_generate_defaults();
+    o.gen.max_new_tokens = 128;
+    o.gen.batch_size = 32;
+    return o;
+}
+
+void st_safety_run_free(st_safety_run *r) {
+    if (!r) return;
+    if (r->gens) st_generations_free(r->gens, r->n);
+    free(r->gens);
+    free(r->recs);
+    free(r->truncated);
+    st_prompt_set_free(&r->prompts);
+    memset(r, 0, sizeof *r);
+}
+
+st_status st_safety_generate(const st_model *model, const st_safety_opts *o, const st_refusal_matcher *m,
+                             st_safety_run *out) {
+    memset(out, 0, sizeof *out);
+    if (!model || !model->tokenizer) return st_error(ST_ERR_ARG, "safety eval: the model has no tokenizer");
+    if (o->gen.max_new_tokens <= 0)
+        return st_error(ST_ERR_ARG, "safety eval: max_new_tokens must be > 0 (got %d)", o->gen.max_new_tokens);
+    st_status s = st_prompts_load(o->benchmark, o->data_dir, &out->prompts);
+    if (s) return s;
+    st_prompt_set *ps = &out->prompts;
+    if (o->limit > 0 && o->limit < ps->n) {
+        for (size_t i = o->limit; i < ps->n; i++) {
+            free(ps->items[i].id);
+            free(ps->items[i].prompt);
+            free(ps->items[i].category);
+        }
+        ps->n = o->limit;
+    }
+    size_t n = ps->n;
+    out->n = n;
+    int32_t **ids = calloc(n, sizeof *ids);
+    const int32_t **starts = calloc(n, sizeof *starts);
+    size_t *lens = calloc(n, sizeof *lens);
+    out->gens = calloc(n, sizeof *out->gens);
+    out->recs = calloc(n, sizeof *out->recs);
+    out->truncated = calloc(n, sizeof *out->truncated);
+    if (!ids || !starts || !lens || !out->gens || !out->recs || !out->truncated) {
+        s = st_error(ST_ERR_NOMEM, "safety eval: out of memory (%zu prompts)", n);
+        goto done;
+    }
+    long ctx = model->config.max_position_embeddings > 0 ? model->config.max_position_embeddings : 2048;
+    if (o->gen.context_length > 0 && o->gen.context_length < ctx) ctx = o->gen.context_length;
+    long max_prompt = ctx - o->gen.max_new_tokens;
+    if (max_prompt < 1) max_prompt = 1; /* a tiny context: keep one token, generation stops at the context */
+    for (size_t i = 0; i < n; i++) {
+        if ((s = st_prompt_encode(model, ps->items[i].prompt, 1, o->system_prompt, &ids[i], &lens[i]))) {
+            s = st_error_wrap(s, "%s: prompt %s", ps->path, ps->items[i].id);
+            goto done;
+        }
+        if (lens[i] == 0) {
+            s = st_error(ST_ERR_FORMAT, "%s: prompt %s encodes to no tokens", ps->path, ps->items[i].id);
+            goto done;
+        }
+        starts[i] = ids[i];
+        if ((long)lens[i] > max_prompt) {
+            st_log_warn("%s: prompt %s has %zu tokens; left-truncated to %ld (context %ld - %d new tokens)",
+                        ps->path, ps->items[i].id, lens[i], max_prompt, ctx, o->gen.max_new_tokens);
+            starts[i] = ids[i] + (lens[i] - (size_t)max_prompt);
+            lens[i] = (size_t)max_prompt;
+            out->truncated[i] = 1;
+            out->n_truncated++;
+        }
+    }
+    st_generate_options go = o->gen;
+    go.context_length = (int)ctx;
+    size_t extra_trunc = 0;
+    double t0 = st_time_now();
+    if ((s = st_generate(model, starts, lens, n, &go, out->gens, &extra_trunc))) goto done;
+    out->seconds = st_time_now() - t0;
+    for (size_t i = 0; i < n; i++) {
+        const st_prompt *p = &ps->items[i];
+        st_eval_record *r = &out->recs[i];
+        r->id = p->id;
+        r->prompt = p->prompt;
+        r->category = p->category;
+        r->label = p->label;
+        r->response = out->gens[i].text ? out->gens[i].text : "";
+        out->gen_tokens += out->gens[i].completion_tokens;
+        out->prompt_tokens += out->gens[i].prompt_tokens;
+        if (out->gens[i].truncated && !out->truncated[i]) { /* cannot happen: prompts fit; kept honest */
+            out->truncated[i] = 1;
+            out->n_truncated++;
+        }
+    }
+    if (m) st_eval_apply_refusal(m, out->recs, n);
+done:
+    if (ids)
+        for (size_t i = 0; i < n; i++) free(ids[i]);
+    free(ids);
+    free(starts);
+    free(lens);
+    if (s) {
+        /* gens were not filled (or were freed by st_generate on error) */
+        free(out->gens);
+        out->gens = NULL;
+        st_safety_run_free(out);
+    }
+    return s;
+}
+
+static int is_dir(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static char *join(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    while (la > 1 && a[la - 1] == '/') la--;
+    char *r = malloc(la + lb + 2);
+    if (!r) return NULL;
+    memcpy(r, a, la);
+    r[la] = '/';
+    memcpy(r + la + 1, b, lb + 1);
+    return r;
+}
+
+st_status st_model_resolve_weights(const char *model, const char *weights, char **out) {
+    *out = NULL;
+    if (!weights || !*weights) weights = "live";
+    int ema = !strcmp(weights, "ema");
+    if (!ema && strcmp(weights, "live"))
+        return st_error(ST_ERR_ARG, "--weights: '%s' is not live or ema", weights);
+    struct stat sb;
+    if (stat(model, &sb) != 0)
+        return st_error(ST_ERR_IO, "%s: no such file or directory (MODEL is a .gguf file, a Hugging Face "
+                                   "folder or a training output folder)", model);
+    char *fin = join(model, "final"), *fema = join(model, "final-ema"), *cfg = join(model, "config.json");
+    if (!fin || !fema || !cfg) {
+        free(fin), free(fema), free(cfg);
+        return st_error(ST_ERR_NOMEM, "out of memory");
+    }
+    int train_out = S_ISDIR(sb.st_mode) && (is_dir(fin) || is_dir(fema));
+    st_status s = ST_OK;
+    if (ema) {
+        if (train_out && is_dir(fema)) {
+            *out = fema;
+            fema = NULL;
+        } else if (train_out) {
+            s = st_error(ST_ERR_ARG, "%s: no EMA weights: the folder has final/ but no final-ema/ (the run was "
+                                     "trained without EMA); use --weights live", model);
+        } else {
+            s = st_error(ST_ERR_ARG, "%s: --weights ema needs a training output folder holding final-ema/ "
+                                     "(written by `safetune train` with EMA on); this is %s", model,
+                         S_ISDIR(sb.st_mode) ? "a folder without final-ema/" : "a file");
+        }
+    } else if (train_out && is_dir(fin)) {
+        *out = fin;
+        fin = NULL;
+    } else if (train_out) {
+        s = st_error(ST_ERR_ARG, "%s: no live weights: the folder has final-ema/ but no final/; use --weights ema",
+                     model);
+    } else {
+        *out = st_strdup(model);
+        if (!*out) s = st_error(ST_ERR_NOMEM, "out of memory");
+    }
+    free(fin), free(fema), free(cfg);
+    return s;
+}

@@ -1,0 +1,57 @@
+/* backend_model.c - st_serve_model_backend: chat template -> batched generation (one sequence)
+ * -> text, the model behind `safetune serve --model`. Calls are serialised by the server. */
+#include "safetune/generate.h"
+#include "safetune/serve.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+st_status st_serve_model_backend(void *ctx, const st_chat_message *msgs, size_t n, const st_serve_params *p,
+                                 st_serve_reply *out) {
+    static uint64_t calls; /* seed for requests without one (the server serialises backend calls) */
+    const st_model *m = ctx;
+    memset(out, 0, sizeof *out);
+    if (!m || !m->tokenizer) return st_error(ST_ERR_INTERNAL, "serve: no model loaded");
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(msgs[i].role, "system") && strcmp(msgs[i].role, "user") && strcmp(msgs[i].role, "assistant"))
+            return st_error(ST_ERR_ARG, "serve: message %zu has role '%s' (system, user or assistant)", i, msgs[i].role);
+    int32_t *ids = NULL;
+    size_t nid = 0;
+    st_status s = st_chat_render(&m->chat, m->tokenizer, msgs, n, 1, &ids, NULL, &nid);
+    if (s) return s;
+    if (nid == 0) {
+        free(ids);
+        return st_error(ST_ERR_ARG, "serve: the conversation renders to no tokens");
+    }
+    st_generate_options go = st_generate_defaults();
+    go.batch_size = 1;
+    go.max_new_tokens = p->max_tokens > 0 ? p->max_tokens : 256;
+    go.sampling.temperature = p->temperature;
+    go.sampling.top_p = p->top_p > 0 ? p->top_p : 1.0f;
+    go.sampling.seed = p->has_seed ? p->seed : calls;
+    calls++;
+    /* keep room for the reply: left-truncate the conversation to context - max_tokens tokens */
+    long ctxlen = m->config.max_position_embeddings > 0 ? m->config.max_position_embeddings : 2048;
+    long keep = ctxlen - go.max_new_tokens;
+    if (keep < 1) keep = 1;
+    const int32_t *start = ids;
+    size_t len = nid;
+    if ((long)len > keep) {
+        st_log_warn("serve: conversation of %zu tokens left-truncated to %ld", len, keep);
+        start = ids + (len - (size_t)keep);
+        len = (size_t)keep;
+    }
+    st_generation g;
+    memset(&g, 0, sizeof g);
+    s = st_generate(m, &start, &len, 1, &go, &g, NULL);
+    free(ids);
+    if (s) return s;
+    out->text = g.text ? g.text : strdup("");
+    g.text = NULL;
+    out->prompt_tokens = (int)g.prompt_tokens;
+    out->completion_tokens = (int)g.completion_tokens;
+    out->finish_length = g.finish == ST_FINISH_LENGTH;
+    st_generations_free(&g, 1);
+    if (!out->text) return st_error(ST_ERR_NOMEM, "serve: out of memory");
+    return ST_OK;
+}
