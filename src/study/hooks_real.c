@@ -29,10 +29,10 @@ typedef struct {
     st_model *m;              /* m->params = live weights of the current run */
     float *theta0;            /* start weights [nf] */
     size_t nf;
-    long ds_idx;              /* dataset tokenized in tk (-1 = none) */
+    char *ds_key;             /* what tk / split were made from (NULL = none) */
     st_tokenized tk;
     st_data_split split;      /* held-out rows of tk (same split as the trainer's) */
-    int prompts_loaded;
+    char *prompts_key;        /* the eval settings the prompt sets were chosen for (NULL = none) */
     st_prompt_set adv, xs;
     const char **adv_eval, **adv_probe, **xs_p;
     size_t n_eval, n_probe, n_xs;
@@ -53,7 +53,7 @@ typedef struct {
     char *run_json;           /* the trainer's run_config_json (read when it saves) */
 } real_ctx;
 
-static real_ctx g_ctx = {.ds_idx = -1};
+static real_ctx g_ctx;
 
 static st_status nomem(void) { return st_error(ST_ERR_NOMEM, "study: out of memory"); }
 
@@ -83,7 +83,10 @@ static st_status ensure_model(real_ctx *x, const st_study_config *c) {
     if (c->align.enabled) {
         st_study_align_opts ao;
         if ((s = st_study_align_opts_from_config(c, &ao, &path))) return s;
-        if (!x->model_path || strcmp(x->model_path, path)) {
+        char *hf0 = stu_join(path, "aligned");
+        int same = hf0 && x->model_path && !strcmp(x->model_path, hf0);
+        free(hf0);
+        if (!same) {
             int reused = 0;
             st_log_info("study: aligned start %s", path);
             ao.out_dir = path;
@@ -104,7 +107,8 @@ static st_status ensure_model(real_ctx *x, const st_study_config *c) {
     x->theta0 = x->scratch = NULL;
     free(x->model_path);
     x->model_path = path;
-    x->ds_idx = -1;
+    free(x->ds_key);
+    x->ds_key = NULL;
     st_tokenized_free(&x->tk);
     st_data_split_free(&x->split);
     if ((s = st_model_load(path, &x->m))) goto fail;
@@ -123,22 +127,43 @@ fail:
 }
 
 static st_status ensure_dataset(real_ctx *x, const st_study_config *c, size_t idx) {
-    if (x->ds_idx == (long)idx) return ST_OK;
+    char key[4400];
+    snprintf(key, sizeof key, "%s|%d|%ld|%llu|%d", c->datasets[idx].path, (int)c->datasets[idx].format, c->datasets[idx].limit,
+             (unsigned long long)c->seed, c->eval.val_examples);
+    if (x->ds_key && !strcmp(x->ds_key, key)) return ST_OK;
     st_tokenized_free(&x->tk);
     st_data_split_free(&x->split);
-    x->ds_idx = -1;
+    free(x->ds_key);
+    x->ds_key = NULL;
     st_status s = stx_load_tokenized(&c->datasets[idx], x->m, &x->tk);
     if (s) return s;
     if ((s = st_data_split_make(x->tk.n, 0.0, (size_t)c->eval.val_examples, c->seed, &x->split))) {
         st_tokenized_free(&x->tk);
         return s;
     }
-    x->ds_idx = (long)idx;
+    if (!(x->ds_key = st_strdup(key))) return nomem();
     return ST_OK;
 }
 
 static st_status ensure_prompts(real_ctx *x, const st_study_config *c) {
-    if (x->prompts_loaded) return ST_OK;
+    char key[4400];
+    snprintf(key, sizeof key, "%s|%s|%llu|%d|%d|%d|%d|%d", c->data_dir, c->eval.advbench_split,
+             (unsigned long long)c->eval.advbench_split_seed, c->eval.advbench_limit, c->probe.n_prompts, c->eval.xstest,
+             c->eval.xstest_limit, c->eval.truthfulqa);
+    if (x->prompts_key && !strcmp(x->prompts_key, key)) return ST_OK;
+    free(x->prompts_key);
+    x->prompts_key = NULL;
+    free(x->adv_eval);
+    free(x->adv_probe);
+    free(x->xs_p);
+    free(x->xs_lab);
+    x->adv_eval = x->adv_probe = x->xs_p = NULL;
+    x->xs_lab = NULL;
+    x->n_eval = x->n_probe = x->n_xs = 0;
+    st_prompt_set_free(&x->adv);
+    st_prompt_set_free(&x->xs);
+    if (x->tqa_loaded) st_tqa_set_free(&x->tqa);
+    x->tqa_loaded = 0;
     st_status s;
     if (!x->rm && (s = st_refusal_new(NULL, NULL, &x->rm))) return s;
     if ((s = stx_advbench_prompts(c, &x->adv, &x->adv_eval, &x->n_eval, &x->adv_probe, &x->n_probe))) return s;
@@ -152,7 +177,7 @@ static st_status ensure_prompts(real_ctx *x, const st_study_config *c) {
         if (s) return s;
         x->tqa_loaded = 1;
     }
-    x->prompts_loaded = 1;
+    if (!(x->prompts_key = st_strdup(key))) return nomem();
     return ST_OK;
 }
 
