@@ -85,9 +85,10 @@ static void write_cfg(const char *dir, const char *extra, char *out, size_t cap)
     snprintf(out, cap, "%s/study.cfg.json", dir);
 }
 
-#define SMALL_EVAL                                                                                            \
+#define EVAL_KEYS(TQA)                                                                                        \
     "\"eval\": {\"advbench_split\": \"b\", \"advbench_limit\": 4, \"max_new_tokens\": 4, \"batch_size\": 4,"  \
-    " \"xstest\": true, \"xstest_limit\": 6, \"truthfulqa\": true, \"truthfulqa_limit\": 2, \"val_examples\": 4}"
+    " \"xstest\": true, \"xstest_limit\": 6, \"truthfulqa\": " TQA ", \"truthfulqa_limit\": 1, \"val_examples\": 4}"
+#define SMALL_EVAL EVAL_KEYS("false")
 
 static st_status run_study(const char *cfgp, const char *out) {
     st_study_config c;
@@ -152,7 +153,7 @@ static void test_two_runs_real_numbers(void **st) {
     NEED();
     char dir[4096], cfgp[4200], out[4200], csv[4300], met[4400];
     assert_non_null(st_test_dir(dir, sizeof dir, "two"));
-    write_cfg(dir, "\"lr\": [1e-3, 1e-2], \"ema_decay\": [\"none\", 0.9, 0.5], " SMALL_EVAL
+    write_cfg(dir, "\"lr\": [1e-3, 1e-2], \"ema_decay\": [\"none\", 0.9, 0.5], " EVAL_KEYS("true")
                    ", \"probe\": {\"every\": 2, \"n_prompts\": 2, \"max_new_tokens\": 3}",
               cfgp, sizeof cfgp);
     snprintf(out, sizeof out, "%s/out", dir);
