@@ -8,7 +8,17 @@
 #include <sys/resource.h>
 
 #include "safetune/backward.h"
+#include "safetune/kernels.h"
 #include "safetune/trainer.h"
+
+/* user + system CPU seconds of the process: under load from other users, tokens per CPU
+ * second is steadier than tokens per wall second */
+static double cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
+}
 
 static double peak_rss_mib(void) {
     struct rusage ru;
@@ -64,16 +74,23 @@ int main(int argc, char **argv) {
         double t0 = 0, tok = 0;
         for (int s = 0; s < steps; s++) {
             st_step_metrics sm;
-            if (s == 1) t0 = st_time_now();
+            const double c0 = cpu_s();
+            if (s == 1) {
+                t0 = st_time_now();
+                st_prof_reset(); /* profile the timed steps only */
+            }
             if (st_trainer_step(t, &sm)) {
                 fprintf(stderr, "bench_train: %s\n", st_last_error());
                 return 1;
             }
             if (s >= 1) tok += (double)B * T;
-            printf("  %s step %d: %.2f s, loss %.4f\n", prec ? "bf16" : "fp32", s + 1, sm.step_s, sm.loss);
+            printf("  %s step %d: %.2f s (cpu %.2f s), loss %.4f\n", prec ? "bf16" : "fp32", s + 1,
+                   sm.step_s, cpu_s() - c0, sm.loss);
             fflush(stdout);
         }
         tps[prec] = steps > 1 ? tok / (st_time_now() - t0) : 0;
+        st_prof_report(stdout, prec ? "bf16" : "fp32");
+        st_prof_reset();
         st_trainer_free(t);
     }
     double rss = peak_rss_mib(), budget = (1.3 * 20.0 * (double)n + (double)acts) / 1048576.0;

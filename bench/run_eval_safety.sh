@@ -23,7 +23,7 @@ done
 if grep -q avx512f /proc/cpuinfo; then
   if grep -q avx512_bf16 /proc/cpuinfo; then export OPENBLAS_CORETYPE=Cooperlake; else export OPENBLAS_CORETYPE=SkylakeX; fi
 else export OPENBLAS_CORETYPE=Haswell; fi
-echo "# CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; torch BLAS: ${OB:-torch's own};" \
+echo "# CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; torch BLAS: ${OB:-torch default};" \
      "OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# AdvBench: $N prompts (chat template), $NEW new tokens, greedy, batch 32"
 

@@ -10,14 +10,17 @@
 #ifndef SAFETUNE_KERNELS_H
 #define SAFETUNE_KERNELS_H
 
+#include <stdio.h>
+
 #include "safetune/base.h"
 
 /* ---- matmul: out[M,N] = in[M,K] · W[N,K]ᵀ (+ bias[N]) (torch.nn.functional.linear) ------ */
 typedef enum {
     ST_MATMUL_F32 = 0,  /* fp32 operands, fp32 accumulate (default) */
-    ST_MATMUL_BF16 = 1  /* forward operands rounded to bf16, fp32 accumulate (oneDNN, AMX/avx512_bf16) */
+    ST_MATMUL_BF16 = 1  /* operands rounded to bf16, fp32 accumulate (oneDNN, AMX/avx512_bf16) */
 } st_matmul_precision;
-/* Process-wide precision of st_matmul_forward (backward always fp32). */
+/* Process-wide precision of st_matmul_forward and st_matmul_backward (bf16: every product
+ * rounds its two operands to bf16, fp32 accumulation; gradients and weights stay fp32). */
 void st_matmul_set_precision(st_matmul_precision p);
 st_matmul_precision st_matmul_get_precision(void);
 
@@ -92,6 +95,20 @@ void st_crossentropy_backward(float *dlogits, const float *logits, const int32_t
 
 /* ---- elementwise ------------------------------------------------------------------------ */
 void st_add_inplace(float *x, const float *y, size_t n); /* x += y */
+
+/* ---- profiling (opt-in: SAFETUNE_PROFILE=1) -------------------------------------------- */
+/* Wall-clock seconds per named phase of the training step, accumulated by ST_PROF probes in
+ * forward/backward/trainer; st_prof_report prints the table (nothing when disabled). */
+int st_prof_on(void);
+void st_prof_add(const char *name, double seconds); /* name: a string literal */
+void st_prof_report(FILE *f, const char *title);
+void st_prof_reset(void);
+#define ST_PROF(name, stmt)                                                                  \
+    do {                                                                                     \
+        double st_prof_t0_ = st_prof_on() ? st_time_now() : 0.0;                             \
+        stmt;                                                                                \
+        if (st_prof_t0_ > 0.0) st_prof_add(name, st_time_now() - st_prof_t0_);               \
+    } while (0)
 
 /* ---- backend seam ----------------------------------------------------------------------- */
 typedef struct {

@@ -36,7 +36,7 @@ st_status st_train_forward(const st_config *cfg, const st_weights *w, st_train_a
     st_status s = st_forward_core(cfg, w, a, tokens, B, T, a->logits);
     if (s) return s;
     memcpy(a->targets, targets, (size_t)N * sizeof *targets);
-    st_backend_get()->crossentropy_forward(a->losses, a->logits, targets, N, V);
+    ST_PROF("xent_fwd", st_backend_get()->crossentropy_forward(a->losses, a->logits, targets, N, V));
     double sum = 0.0;
     for (int n = 0; n < N; n++) {
         float m = mask ? mask[n] : 1.0f;
@@ -62,11 +62,11 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
         return st_error(ST_ERR_ARG, "train backward: gradient buffer not in the flat layout");
 
     /* head: logits -> dlogits in place, then lm_head and the final norm */
-    be->crossentropy_backward(a->logits, a->logits, a->targets, a->dlosses, N, V);
+    ST_PROF("xent_bwd", be->crossentropy_backward(a->logits, a->logits, a->targets, a->dlosses, N, V));
     memset(a->dln, 0, NC * sizeof(float));
-    be->matmul_backward(a->dln, g->lm_head, NULL, a->logits, a->lnf, w->lm_head, N, C, V);
+    ST_PROF("mm_lmhead_bwd", be->matmul_backward(a->dln, g->lm_head, NULL, a->logits, a->lnf, w->lm_head, N, C, V));
     memset(a->dres, 0, NC * sizeof(float));
-    be->rmsnorm_backward(a->dres, g->norm, a->dln, a->x_final, w->norm, a->rstdf, N, C);
+    ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, g->norm, a->dln, a->x_final, w->norm, a->rstdf, N, C));
     a->has_forward = 0; /* logits were overwritten */
 
     for (int l = c->num_hidden_layers - 1; l >= 0; l--) {
@@ -74,26 +74,27 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
         st_layer_acts *A = &a->layers[l];
         /* MLP: x_out = x_mid + down(swiglu(gate|up(ln2(x_mid)))) */
         memset(a->dh, 0, (size_t)N * I * sizeof(float));
-        be->matmul_backward(a->dh, Lg->down_proj, NULL, a->dres, A->hmlp, Lw->down_proj, N, I, C);
+        ST_PROF("mm_down_bwd", be->matmul_backward(a->dh, Lg->down_proj, NULL, a->dres, A->hmlp, Lw->down_proj, N, I, C));
         memset(a->dgu, 0, (size_t)N * 2 * I * sizeof(float));
-        be->swiglu_backward(a->dgu, a->dh, A->gu, N, I);
+        ST_PROF("swiglu_bwd", be->swiglu_backward(a->dgu, a->dh, A->gu, N, I));
         memset(a->dln, 0, NC * sizeof(float));
-        be->matmul_backward(a->dln, Lg->gate_proj, NULL, a->dgu, A->ln2, Lw->gate_proj, N, C,
-                            2 * I);
-        be->rmsnorm_backward(a->dres, Lg->post_attention_layernorm, a->dln, A->x_mid,
-                             Lw->post_attention_layernorm, A->rstd2, N, C);
+        ST_PROF("mm_gateup_bwd", be->matmul_backward(a->dln, Lg->gate_proj, NULL, a->dgu, A->ln2,
+                                                     Lw->gate_proj, N, C, 2 * I));
+        ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, Lg->post_attention_layernorm, a->dln,
+                                                    A->x_mid, Lw->post_attention_layernorm,
+                                                    A->rstd2, N, C));
         /* attention: x_mid = x_in + o(attn(rope(qkv(ln1(x_in))))) */
         memset(a->datt, 0, (size_t)N * HD * sizeof(float));
-        be->matmul_backward(a->datt, Lg->o_proj, NULL, a->dres, A->att, Lw->o_proj, N, HD, C);
+        ST_PROF("mm_o_bwd", be->matmul_backward(a->datt, Lg->o_proj, NULL, a->dres, A->att, Lw->o_proj, N, HD, C));
         memset(a->dqkv, 0, (size_t)N * Wd * sizeof(float));
-        be->attention_backward(a->dqkv, a->datt, A->qkv, A->att, A->lse, B, T, H, KV, D,
-                               a->att_scratch);
-        be->rope_backward(a->dqkv, N, H + KV, D, Wd, a->rope_cos, a->rope_sin);
+        ST_PROF("attn_bwd", be->attention_backward(a->dqkv, a->datt, A->qkv, A->att, A->lse, B, T,
+                                                   H, KV, D, a->att_scratch));
+        ST_PROF("rope_bwd", be->rope_backward(a->dqkv, N, H + KV, D, Wd, a->rope_cos, a->rope_sin));
         memset(a->dln, 0, NC * sizeof(float));
-        be->matmul_backward(a->dln, Lg->q_proj, Lg->q_bias, a->dqkv, A->ln1, Lw->q_proj, N, C, Wd);
-        be->rmsnorm_backward(a->dres, Lg->input_layernorm, a->dln, A->x_in, Lw->input_layernorm,
-                             A->rstd1, N, C);
+        ST_PROF("mm_qkv_bwd", be->matmul_backward(a->dln, Lg->q_proj, Lg->q_bias, a->dqkv, A->ln1, Lw->q_proj, N, C, Wd));
+        ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, Lg->input_layernorm, a->dln, A->x_in,
+                                                    Lw->input_layernorm, A->rstd1, N, C));
     }
-    be->embedding_backward(g->embed_tokens, a->dres, a->tokens, N, C);
+    ST_PROF("embed_bwd", be->embedding_backward(g->embed_tokens, a->dres, a->tokens, N, C));
     return ST_OK;
 }

@@ -157,29 +157,30 @@ st_status st_forward_core(const st_config *c, const st_weights *w, struct st_tra
     st_rope_cos_sin(a->rope_cos, a->rope_sin, pos, N, inv, D);
     free(pos);
 
-    be->embedding_forward(a->layers[0].x_in, tokens, w->embed_tokens, N, C);
+    ST_PROF("embed_fwd", be->embedding_forward(a->layers[0].x_in, tokens, w->embed_tokens, N, C));
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const st_layer_weights *Lw = &w->layers[l];
         st_layer_acts *A = &a->layers[l];
-        be->rmsnorm_forward(A->ln1, A->rstd1, A->x_in, Lw->input_layernorm, N, C, c->rms_norm_eps);
-        be->matmul_forward(A->qkv, A->ln1, Lw->q_proj, Lw->q_bias, N, C, Wd);
-        be->rope_forward(A->qkv, N, H + KV, D, Wd, a->rope_cos, a->rope_sin);
-        be->attention_forward(A->att, A->lse, A->qkv, B, T, H, KV, D, a->att_scratch);
-        be->matmul_forward(a->tmp, A->att, Lw->o_proj, NULL, N, HD, C);
+        ST_PROF("rmsnorm_fwd", be->rmsnorm_forward(A->ln1, A->rstd1, A->x_in, Lw->input_layernorm, N, C, c->rms_norm_eps));
+        ST_PROF("mm_qkv_fwd", be->matmul_forward(A->qkv, A->ln1, Lw->q_proj, Lw->q_bias, N, C, Wd));
+        ST_PROF("rope_fwd", be->rope_forward(A->qkv, N, H + KV, D, Wd, a->rope_cos, a->rope_sin));
+        ST_PROF("attn_fwd", be->attention_forward(A->att, A->lse, A->qkv, B, T, H, KV, D, a->att_scratch));
+        ST_PROF("mm_o_fwd", be->matmul_forward(a->tmp, A->att, Lw->o_proj, NULL, N, HD, C));
         /* x_mid = x_in + o_proj(att) */
         memcpy(A->x_mid, A->x_in, (size_t)N * C * sizeof(float));
         be->add_inplace(A->x_mid, a->tmp, (size_t)N * C);
-        be->rmsnorm_forward(A->ln2, A->rstd2, A->x_mid, Lw->post_attention_layernorm, N, C,
-                            c->rms_norm_eps);
-        be->matmul_forward(A->gu, A->ln2, Lw->gate_proj, NULL, N, C, 2 * I);
-        be->swiglu_forward(A->hmlp, A->gu, N, I);
-        be->matmul_forward(a->tmp, A->hmlp, Lw->down_proj, NULL, N, I, C);
+        ST_PROF("rmsnorm_fwd", be->rmsnorm_forward(A->ln2, A->rstd2, A->x_mid,
+                                                   Lw->post_attention_layernorm, N, C,
+                                                   c->rms_norm_eps));
+        ST_PROF("mm_gateup_fwd", be->matmul_forward(A->gu, A->ln2, Lw->gate_proj, NULL, N, C, 2 * I));
+        ST_PROF("swiglu_fwd", be->swiglu_forward(A->hmlp, A->gu, N, I));
+        ST_PROF("mm_down_fwd", be->matmul_forward(a->tmp, A->hmlp, Lw->down_proj, NULL, N, I, C));
         float *next = l + 1 < c->num_hidden_layers ? a->layers[l + 1].x_in : a->x_final;
         if (next != A->x_mid) memcpy(next, A->x_mid, (size_t)N * C * sizeof(float));
         be->add_inplace(next, a->tmp, (size_t)N * C);
     }
-    be->rmsnorm_forward(a->lnf, a->rstdf, a->x_final, w->norm, N, C, c->rms_norm_eps);
-    be->matmul_forward(logits, a->lnf, w->lm_head, NULL, N, C, V);
+    ST_PROF("rmsnorm_fwd", be->rmsnorm_forward(a->lnf, a->rstdf, a->x_final, w->norm, N, C, c->rms_norm_eps));
+    ST_PROF("mm_lmhead_fwd", be->matmul_forward(logits, a->lnf, w->lm_head, NULL, N, C, V));
     a->has_forward = 1;
     return ST_OK;
 }

@@ -9,6 +9,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "model/fastmath.h"
 #include "model/matmul_bf16.h"
 
 enum { QB = 64 }; /* query rows per block */
@@ -64,10 +65,12 @@ void st_attention_head_forward(float *out, float *lse, const float *q, const flo
             float *row = S + (size_t)i * nk;
             const int vis = off + i0 + i + 1;
             float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
             for (int j = 0; j < vis; j++) mx = row[j] > mx ? row[j] : mx;
             float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
             for (int j = 0; j < vis; j++) {
-                row[j] = expf(row[j] - mx);
+                row[j] = st_fast_expf(row[j] - mx);
                 sum += row[j];
             }
             const float inv = 1.0f / sum;
@@ -98,7 +101,8 @@ void st_attention_head_backward(float *dq, float *dk, float *dv, const float *do
             float *row = P + (size_t)i * nk;
             const int vis = off + i0 + i + 1;
             const float l = lse[i0 + i];
-            for (int j = 0; j < vis; j++) row[j] = expf(row[j] - l);
+#pragma omp simd
+            for (int j = 0; j < vis; j++) row[j] = st_fast_expf(row[j] - l);
             for (int j = vis; j < nk; j++) row[j] = 0.0f;
         }
         /* dV += Pᵀ dO ; dP = dO Vᵀ */

@@ -1,5 +1,7 @@
-/* kernels_matmul.c - out = in · Wᵀ + bias via oneDNN (dnnl_sgemm, row-major), and its backward.
- * BF16 mode: oneDNN matmul primitive (bf16 src/weights, f32 dst) cached per shape. */
+/* kernels_matmul.c - out = in · Wᵀ + bias and its backward. All three products go through the
+ * The backward products (and the bf16 forward) go through the cached oneDNN matmul primitives
+ * of kernels_matmul_bf16.c (fp32, or bf16 operands with fp32 accumulation in ST_MATMUL_BF16
+ * mode); dnnl_sgemm does the fp32 forward and is the fallback. */
 #include "safetune/kernels.h"
 
 #include <oneapi/dnnl/dnnl.h>
@@ -37,7 +39,9 @@ void st_sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, co
 
 void st_matmul_forward(float *out, const float *in, const float *w, const float *bias, int M,
                        int K, int N) {
-    if (g_prec == ST_MATMUL_BF16 && st_matmul_bf16(out, in, w, M, K, N) == 0) {
+    /* fp32 forward stays on dnnl_sgemm: as fast as the primitive for N·T here, and no
+     * primitive per M for the many shapes of inference */
+    if (g_prec == ST_MATMUL_BF16 && st_mm_forward(out, in, w, M, K, N, 1) == 0) {
         if (bias) {
 #pragma omp parallel for if ((size_t)M * N > 65536)
             for (int i = 0; i < M; i++)
@@ -56,8 +60,10 @@ void st_matmul_forward(float *out, const float *in, const float *w, const float 
 
 void st_matmul_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
                         const float *w, int M, int K, int N) {
-    if (din) sgemm('N', 'N', M, K, N, 1.0f, dout, N, w, K, 1.0f, din, K);
-    if (dw) sgemm('T', 'N', N, K, M, 1.0f, dout, N, in, K, 1.0f, dw, K);
+    if ((din || dw) && st_mm_backward(din, dw, dout, in, w, M, K, N, g_prec == ST_MATMUL_BF16)) {
+        if (din) sgemm('N', 'N', M, K, N, 1.0f, dout, N, w, K, 1.0f, din, K);
+        if (dw) sgemm('T', 'N', N, K, M, 1.0f, dout, N, in, K, 1.0f, dw, K);
+    }
     if (dbias) {
 #pragma omp parallel for if ((size_t)M * N > 65536)
         for (int j = 0; j < N; j++) {

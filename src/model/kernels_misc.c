@@ -1,15 +1,20 @@
-/* kernels_misc.c - SwiGLU, token embedding, cross-entropy, residual add (forward/backward). */
+/* kernels_misc.c - SwiGLU, token embedding, cross-entropy, residual add (forward/backward).
+ * exp is the vectorised st_fast_expf (~1-2 ulp); cross-entropy runs in fp32 (log-sum-exp with
+ * the row max subtracted, so it cannot overflow). */
 #include "safetune/kernels.h"
 
 #include <math.h>
 #include <string.h>
+
+#include "model/fastmath.h"
 
 void st_swiglu_forward(float *out, const float *gu, int N, int I) {
 #pragma omp parallel for if ((size_t)N * I > 65536)
     for (int n = 0; n < N; n++) {
         const float *g = gu + (size_t)n * 2 * I, *u = g + I;
         float *o = out + (size_t)n * I;
-        for (int i = 0; i < I; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+#pragma omp simd
+        for (int i = 0; i < I; i++) o[i] = g[i] / (1.0f + st_fast_expf(-g[i])) * u[i];
     }
 }
 
@@ -19,8 +24,9 @@ void st_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, i
     for (int n = 0; n < N; n++) {
         const float *g = gu + (size_t)n * 2 * I, *u = g + I, *d = dout + (size_t)n * I;
         float *dg = dgu + (size_t)n * 2 * I, *du = dg + I;
+#pragma omp simd
         for (int i = 0; i < I; i++) {
-            float s = 1.0f / (1.0f + expf(-g[i]));
+            float s = 1.0f / (1.0f + st_fast_expf(-g[i]));
             dg[i] += d[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
             du[i] += d[i] * g[i] * s;
         }
@@ -47,12 +53,15 @@ void st_embedding_backward(float *dtable, const float *dout, const int32_t *toke
     }
 }
 
-static double row_lse(const float *l, int V) {
+/* log Σ exp(l) over a row in fp32: max, then a vectorised Σ exp(l - max) (fastmath.h). */
+static float row_lse(const float *l, int V) {
     float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
     for (int i = 0; i < V; i++) mx = l[i] > mx ? l[i] : mx;
-    double s = 0.0;
-    for (int i = 0; i < V; i++) s += exp((double)(l[i] - mx));
-    return mx + log(s);
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < V; i++) s += st_fast_expf(l[i] - mx);
+    return mx + logf(s);
 }
 
 void st_crossentropy_forward(float *losses, const float *logits, const int32_t *targets, int N,
@@ -60,7 +69,7 @@ void st_crossentropy_forward(float *losses, const float *logits, const int32_t *
 #pragma omp parallel for if (N > 1)
     for (int n = 0; n < N; n++) {
         const float *l = logits + (size_t)n * V;
-        losses[n] = targets[n] < 0 ? 0.0f : (float)(row_lse(l, V) - l[targets[n]]);
+        losses[n] = targets[n] < 0 ? 0.0f : row_lse(l, V) - l[targets[n]];
     }
 }
 
@@ -74,10 +83,11 @@ void st_crossentropy_backward(float *dlogits, const float *logits, const int32_t
             memset(d, 0, (size_t)V * sizeof *d);
             continue;
         }
-        const double lse = row_lse(l, V);
+        const float lse = row_lse(l, V);
         const float g = dlosses[n];
         const int t = targets[n];
-        for (int i = 0; i < V; i++) d[i] = (float)exp((double)l[i] - lse) * g; /* may alias l */
+#pragma omp simd
+        for (int i = 0; i < V; i++) d[i] = st_fast_expf(l[i] - lse) * g; /* may alias l */
         d[t] -= g;
     }
 }

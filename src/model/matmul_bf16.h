@@ -1,10 +1,20 @@
-/* matmul_bf16.h - internal: bf16 matmul (oneDNN primitive cache) and a raw sgemm wrapper. */
+/* matmul_bf16.h - internal: the linear-layer products through cached oneDNN matmul primitives
+ * (fp32 or bf16 operands, fp32 accumulation) and a raw sgemm wrapper. */
 #ifndef SAFETUNE_MODEL_MATMUL_BF16_H
 #define SAFETUNE_MODEL_MATMUL_BF16_H
+#include <stddef.h>
 #include <stdint.h>
-/* out[M,N] = bf16(in)[M,K] · bf16(W)[N,K]ᵀ with fp32 accumulation. Returns 0, or -1 when bf16
- * is not available here (caller falls back to fp32). */
-int st_matmul_bf16(float *out, const float *in, const float *w, int M, int K, int N);
+
+enum { ST_MM_FWD = 0, ST_MM_DIN = 1, ST_MM_DW = 2 };
+/* out[M,N] = in[M,K] · W[N,K]ᵀ (written); bf16 != 0 rounds both operands to bf16 (RNE).
+ * Returns 0, or -1 when oneDNN cannot do it here (caller falls back to dnnl_sgemm). */
+int st_mm_forward(float *out, const float *in, const float *w, int M, int K, int N, int bf16);
+/* din[M,K] += dout·W and dw[N,K] += doutᵀ·in (each skipped when NULL); bf16 as above (bf16
+ * works on row chunks of dout). Returns 0, or -1 with nothing accumulated (fall back). */
+int st_mm_backward(float *din, float *dw, const float *dout, const float *in, const float *w,
+                   int M, int K, int N, int bf16);
+/* Testing: elements per bf16 backward chunk (0 = default 16M). */
+void st_mm_set_chunk_elems(size_t n);
 /* Row-major dnnl_sgemm; aborts on a dimension error (a programming bug). */
 void st_sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);

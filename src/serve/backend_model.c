@@ -12,12 +12,21 @@ st_status st_serve_model_backend(void *ctx, const st_chat_message *msgs, size_t 
     const st_model *m = ctx;
     memset(out, 0, sizeof *out);
     if (!m || !m->tokenizer) return st_error(ST_ERR_INTERNAL, "serve: no model loaded");
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(msgs[i].role, "system") && strcmp(msgs[i].role, "user") && strcmp(msgs[i].role, "assistant"))
+    /* OpenAI's "developer" role is the system role of newer models */
+    st_chat_message *mm = malloc((n ? n : 1) * sizeof *mm);
+    if (!mm) return st_error(ST_ERR_NOMEM, "serve: out of memory");
+    for (size_t i = 0; i < n; i++) {
+        mm[i] = msgs[i];
+        if (!strcmp(mm[i].role, "developer")) mm[i].role = "system";
+        if (strcmp(mm[i].role, "system") && strcmp(mm[i].role, "user") && strcmp(mm[i].role, "assistant")) {
+            free(mm);
             return st_error(ST_ERR_ARG, "serve: message %zu has role '%s' (system, user or assistant)", i, msgs[i].role);
+        }
+    }
     int32_t *ids = NULL;
     size_t nid = 0;
-    st_status s = st_chat_render(&m->chat, m->tokenizer, msgs, n, 1, &ids, NULL, &nid);
+    st_status s = st_chat_render(&m->chat, m->tokenizer, mm, n, 1, &ids, NULL, &nid);
+    free(mm);
     if (s) return s;
     if (nid == 0) {
         free(ids);

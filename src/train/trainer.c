@@ -159,18 +159,19 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     const size_t pos0 = saved_pos.pos;
     if (!s) s = comm_f64(t, counts, 2);
     double normaliser = counts[0] > 0 ? counts[0] : 1.0;
-    memset(t->grads, 0, t->n * sizeof(float));
+    ST_PROF("grad_zero", memset(t->grads, 0, t->n * sizeof(float)));
     double loss = 0.0;
     for (int i = 0; i < c->grad_accum && !s; i++) {
         const st_batch *b = &t->batches[i];
         float l = 0;
-        s = st_train_forward(mc, &t->m->w, t->acts, b->inputs, b->targets, b->loss_mask, b->B,
-                             b->T, (float)normaliser, &l);
+        ST_PROF("forward_total", s = st_train_forward(mc, &t->m->w, t->acts, b->inputs, b->targets,
+                                                      b->loss_mask, b->B, b->T,
+                                                      (float)normaliser, &l));
         if (s) break;
         if (t->debug_nan_step == step_no) l = NAN;
         loss += l;
         if (!isfinite(l)) break;
-        s = st_train_backward(mc, &t->m->w, t->acts, &t->gw);
+        ST_PROF("backward_total", s = st_train_backward(mc, &t->m->w, t->acts, &t->gw));
     }
     if (!s && c->comm.sum_f32) s = c->comm.sum_f32(t->grads, t->n, c->comm.user);
     if (!s) s = comm_f64(t, &loss, 1);
@@ -180,7 +181,7 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
                      isnan(loss) ? "nan" : "inf");
     double gn = 0;
     if (!s) {
-        gn = st_clip_grad_norm(t->grads, t->n, c->max_grad_norm);
+        ST_PROF("clip", gn = st_clip_grad_norm(t->grads, t->n, c->max_grad_norm));
         if (!isfinite(gn))
             s = st_error(ST_ERR_NUMERIC, "step %lld: gradient norm is %s (loss %g); stopping "
                          "before the update (lower --lr or set --max-grad-norm)",
@@ -192,8 +193,17 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
         return s;
     }
     const double lr = st_schedule_lr(&c->sched, c->optim.lr, t->opt.step);
-    if ((s = st_optim_step(&t->opt, t->m->params, t->grads, lr))) return s;
-    if (c->ema_on) st_ema_step(&t->ema, t->m->params, t->opt.step);
+    double live_sq = 0, ema_sq = 0;
+    const int fused = st__trainer_update_fusable(t);
+    if (fused) {
+        const int due = c->ema_on && st_ema_due(&t->ema, t->opt.step + 1);
+        ST_PROF("adamw_ema_dist", s = st__trainer_update(t, t->m->params, t->grads, lr, due,
+                                                          &live_sq, &ema_sq));
+    } else {
+        ST_PROF("adamw", s = st_optim_step(&t->opt, t->m->params, t->grads, lr));
+    }
+    if (s) return s;
+    if (!fused && c->ema_on) ST_PROF("ema", st_ema_step(&t->ema, t->m->params, t->opt.step));
     t->step = step_no;
     st_step_metrics m;
     memset(&m, 0, sizeof m);
@@ -203,8 +213,13 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     m.grad_norm = gn;
     m.targets = (int64_t)counts[0];
     m.tokens = (int64_t)counts[1];
-    m.theta_dist = st_ema_live_drift(&t->ema, t->m->params);
-    m.theta_ema_dist = c->ema_on ? st_ema_drift(&t->ema) : NAN;
+    if (fused) {
+        m.theta_dist = sqrt(live_sq);
+        m.theta_ema_dist = c->ema_on ? sqrt(ema_sq) : NAN;
+    } else {
+        ST_PROF("distances", m.theta_dist = st_ema_live_drift(&t->ema, t->m->params);
+                m.theta_ema_dist = c->ema_on ? st_ema_drift(&t->ema) : NAN);
+    }
     m.epoch = (double)t->sampler.epoch +
               (t->sampler.n_shard ? (double)t->sampler.pos / (double)t->sampler.n_shard : 0.0);
     m.step_s = st_time_now() - t0;

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "safetune/config.h"
+#include "model/matmul_bf16.h"
 #include "safetune/kernels.h"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -153,6 +154,44 @@ static void test_matmul_bf16(void **state) {
     CHECK_REL(out, ref, (size_t)M * N, 1e-5, "bf16 matmul with bias");
     st_matmul_set_precision(ST_MATMUL_F32);
     free(a); free(w); free(af); free(wf); free(ref); free(ref32); free(out);
+}
+
+/* bf16 backward: din += dout·W and dw += doutᵀ·x with bf16-rounded operands, fp32 accumulation,
+ * vs the same products in double on bf16-rounded inputs; whole and row-chunked (7 rows). */
+static void test_matmul_bf16_backward(void **state) {
+    (void)state;
+    const int M = 23, K = 37, N = 11;
+    double *x = drand_vec((size_t)M * K, 1.0), *w = drand_vec((size_t)N * K, 1.0);
+    double *g = drand_vec((size_t)M * N, 1.0);
+    float *xf = to_f32(x, (size_t)M * K), *wf = to_f32(w, (size_t)N * K);
+    float *gf = to_f32(g, (size_t)M * N);
+    double *rdin = malloc((size_t)M * K * sizeof *rdin), *rdw = malloc((size_t)N * K * sizeof *rdw);
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++) {
+            double s = 0.5; /* the accumulated-into start value */
+            for (int j = 0; j < N; j++) s += bf16_round(gf[i * N + j]) * bf16_round(wf[j * K + k]);
+            rdin[i * K + k] = s;
+        }
+    for (int j = 0; j < N; j++)
+        for (int k = 0; k < K; k++) {
+            double s = -0.25;
+            for (int i = 0; i < M; i++) s += bf16_round(gf[i * N + j]) * bf16_round(xf[i * K + k]);
+            rdw[j * K + k] = s;
+        }
+    float *din = malloc((size_t)M * K * sizeof *din), *dw = malloc((size_t)N * K * sizeof *dw);
+    st_matmul_set_precision(ST_MATMUL_BF16);
+    for (int chunked = 0; chunked < 2; chunked++) {
+        st_mm_set_chunk_elems(chunked ? (size_t)7 * N : 0);
+        for (int i = 0; i < M * K; i++) din[i] = 0.5f;
+        for (int i = 0; i < N * K; i++) dw[i] = -0.25f;
+        st_matmul_backward(din, dw, NULL, gf, xf, wf, M, K, N);
+        CHECK_REL(din, rdin, (size_t)M * K, 1e-5, "bf16 matmul backward din");
+        CHECK_REL(dw, rdw, (size_t)N * K, 1e-5, "bf16 matmul backward dw");
+    }
+    st_mm_set_chunk_elems(0);
+    st_matmul_set_precision(ST_MATMUL_F32);
+    free(x); free(w); free(g); free(xf); free(wf); free(gf); free(rdin); free(rdw); free(din);
+    free(dw);
 }
 
 /* ---- rmsnorm ---------------------------------------------------------------------------- */
@@ -466,6 +505,7 @@ int main(void) {
     st_rng_seed(&g_rng, 1234);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul),    cmocka_unit_test(test_matmul_bf16),
+        cmocka_unit_test(test_matmul_bf16_backward),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),      cmocka_unit_test(test_rope_scaling),
         cmocka_unit_test(test_attention), cmocka_unit_test(test_swiglu),
