@@ -356,9 +356,9 @@ static char *run_json(const st_study_config *c, const st_study_run *r) {
 static st_status real_train(void *user, const st_study_config *c, const st_study_run *r, const char *ckpt_dir,
                             const char *metrics_path, int resume, st_study_train_result *out) {
     real_ctx *x = user;
-    double t0 = st_time_now();
     st_status s;
-    if ((s = ensure_model(x, c))) return s;
+    if ((s = ensure_model(x, c))) return s; /* may build the aligned start: not this run's time */
+    double t0 = st_time_now();
     if ((s = ensure_dataset(x, c, r->dataset))) return s;
     if (c->probe.every > 0 && (s = ensure_prompts(x, c))) return s;
     free_run(x);
