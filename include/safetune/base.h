@@ -60,6 +60,11 @@ st_status st_read_file(const char *path, char **data, size_t *len);
 /* Write `len` bytes atomically: to "<path>.tmp.<pid>", fsync, rename over `path`. */
 st_status st_write_file_atomic(const char *path, const void *data, size_t len);
 
+/* Create a folder and its parents (mkdir -p, mode 0755); error if the path exists and is not a
+ * folder. Remove a flat folder (its files, then itself) that we created; missing is fine. */
+st_status st_mkdir_p(const char *path);
+void st_remove_flat_dir(const char *dir);
+
 /* Deterministic RNG: xoshiro256** seeded with splitmix64 (Blackman & Vigna 2018).
  * The state is plain data so it can be checkpointed and restored bit-exactly. */
 typedef struct { uint64_t s[4]; } st_rng;

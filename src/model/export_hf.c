@@ -29,35 +29,7 @@ st_status st_export_dtype_parse(const char *name, st_export_dtype *out) {
     return ST_OK;
 }
 
-st_status st__mkdir_p(const char *path) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return st_error(ST_ERR_ARG, "%s: path too long", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return st_error(ST_ERR_IO, "%s: cannot create folder: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return st_error(ST_ERR_IO, "%s: cannot create folder: %s", buf, strerror(errno));
-    return ST_OK;
-}
 
-void st__remove_flat_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *de;
-    char p[4800];
-    while ((de = readdir(d)) != NULL) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 int st__is_gguf_source(const st_model *m) {
     struct stat sb;
@@ -147,7 +119,7 @@ st_status st__install_dir(const char *tmp, const char *dir) {
         rename(old, dir);
         return st_error(ST_ERR_IO, "%s: cannot move the export into place: %s", dir, strerror(e));
     }
-    st__remove_flat_dir(old);
+    st_remove_flat_dir(old);
     return ST_OK;
 }
 
@@ -159,8 +131,8 @@ st_status st_export_hf(const st_model *m, const float *params, const char *dir,
     char tmp[4200];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", dir, (int)getpid()) >= (int)sizeof tmp)
         return st_error(ST_ERR_ARG, "%s: path too long", dir);
-    st__remove_flat_dir(tmp);
-    st_status s = st__mkdir_p(tmp);
+    st_remove_flat_dir(tmp);
+    st_status s = st_mkdir_p(tmp);
     if (s) return s;
     char *cj = NULL;
     if ((s = st_config_to_hf_json(&m->config, &cj))) goto fail;
@@ -197,6 +169,6 @@ st_status st_export_hf(const st_model *m, const float *params, const char *dir,
     if ((s = st__install_dir(tmp, dir))) goto fail;
     return ST_OK;
 fail:
-    st__remove_flat_dir(tmp);
+    st_remove_flat_dir(tmp);
     return st_error_wrap(s, "export to %s", dir);
 }

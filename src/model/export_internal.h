@@ -4,8 +4,6 @@
 
 #include "safetune/model.h"
 
-st_status st__mkdir_p(const char *path);
-void st__remove_flat_dir(const char *dir);       /* files only; missing is fine */
 int st__is_gguf_source(const st_model *m);        /* source_path is a regular file */
 st_status st__install_dir(const char *tmp, const char *dir); /* rename, replacing dir */
 

@@ -11,5 +11,8 @@ st_status st_model_load_hf(const char *dir, int with_tokenizer, st_model **out);
 void st_model_set_chat_template(st_model *m, const char *jinja, size_t len);
 /* "[a, b]" / "[a]" into buf. */
 const char *st_shape_str(char *buf, size_t cap, int n_dims, const int64_t *shape);
+/* GGUF name of a Hugging Face tensor name (model.layers.3.self_attn.q_proj.weight ->
+ * blk.3.attn_q.weight) into out; 0 if the name has no GGUF counterpart. */
+int st_gguf_tensor_name(const char *hf, char *out, size_t cap);
 
 #endif

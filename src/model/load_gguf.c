@@ -148,32 +148,6 @@ static st_status config_from_gguf(const st_gguf *g, st_config *c) {
     return ST_OK;
 }
 
-/* HF layout name -> GGUF name; 0 if not mappable. */
-static int gguf_name(const char *hf, char *out, size_t cap) {
-    static const struct { const char *hf, *gg; } per_layer[] = {
-        {"input_layernorm.weight", "attn_norm.weight"},
-        {"self_attn.q_proj.weight", "attn_q.weight"},
-        {"self_attn.k_proj.weight", "attn_k.weight"},
-        {"self_attn.v_proj.weight", "attn_v.weight"},
-        {"self_attn.q_proj.bias", "attn_q.bias"},
-        {"self_attn.k_proj.bias", "attn_k.bias"},
-        {"self_attn.v_proj.bias", "attn_v.bias"},
-        {"self_attn.o_proj.weight", "attn_output.weight"},
-        {"post_attention_layernorm.weight", "ffn_norm.weight"},
-        {"mlp.gate_proj.weight", "ffn_gate.weight"},
-        {"mlp.up_proj.weight", "ffn_up.weight"},
-        {"mlp.down_proj.weight", "ffn_down.weight"},
-    };
-    if (strcmp(hf, "model.embed_tokens.weight") == 0) return snprintf(out, cap, "token_embd.weight") > 0;
-    if (strcmp(hf, "model.norm.weight") == 0) return snprintf(out, cap, "output_norm.weight") > 0;
-    if (strcmp(hf, "lm_head.weight") == 0) return snprintf(out, cap, "output.weight") > 0;
-    int l, used = 0;
-    if (sscanf(hf, "model.layers.%d.%n", &l, &used) == 1 && used > 0)
-        for (size_t i = 0; i < sizeof per_layer / sizeof *per_layer; i++)
-            if (strcmp(hf + used, per_layer[i].hf) == 0)
-                return snprintf(out, cap, "blk.%d.%s", l, per_layer[i].gg) > 0;
-    return 0;
-}
 
 /* rows [n_head * D] x cols: GGUF interleaved-pair order -> HF rotate_half order */
 static st_status unpermute(float *w, int n_head, int D, int64_t cols) {
@@ -204,7 +178,7 @@ st_status st_model_load_gguf(const char *path, int with_tok, st_model **out) {
     for (size_t i = 0; i < m->layout.n_tensors && !s; i++) {
         const st_param_info *p = &m->layout.params[i];
         char gn[96];
-        if (!gguf_name(p->name, gn, sizeof gn)) {
+        if (!st_gguf_tensor_name(p->name, gn, sizeof gn)) {
             s = st_error(ST_ERR_INTERNAL, "%s: no GGUF name for %s", path, p->name);
             break;
         }

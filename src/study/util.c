@@ -46,25 +46,7 @@ char *stu_join(const char *a, const char *b) {
     return s;
 }
 
-st_status stu_mkdirs(const char *path) {
-    char tmp[4096];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof tmp) return st_error(ST_ERR_ARG, "bad folder path '%s'", path);
-    memcpy(tmp, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (tmp[i] == '/' || tmp[i] == '\0') {
-            char c = tmp[i];
-            tmp[i] = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-                return st_error(ST_ERR_IO, "%s: cannot create folder: %s", tmp, strerror(errno));
-            tmp[i] = c;
-        }
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        return st_error(ST_ERR_IO, "%s: exists and is not a folder", path);
-    return ST_OK;
-}
+st_status stu_mkdirs(const char *path) { return st_mkdir_p(path); }
 
 int stu_exists(const char *path) {
     struct stat st;

@@ -147,35 +147,7 @@ static void fsync_dir(const char *dir) {
     }
 }
 
-/* Remove a flat folder (files only) that we created; missing is fine. */
-static void remove_flat_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *de;
-    char path[4400];
-    while ((de = readdir(d)) != NULL) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
-static st_status mkdir_p(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return st_error(ST_ERR_IO, "%s: cannot create folder: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return st_error(ST_ERR_IO, "%s: cannot create folder: %s", buf, strerror(errno));
-    return ST_OK;
-}
 
 enum { F_PARAMS = 1, F_OPT = 2, F_EMA = 4, F_SAMPLER = 8, F_RNG = 16, F_CONFIG = 32 };
 
@@ -249,9 +221,9 @@ st_status st_checkpoint_save(const char *dir, const st_train_state *s) {
     char *slash = strrchr(parent, '/');
     if (slash && slash != parent) *slash = '\0';
     else snprintf(parent, sizeof parent, "%s", slash ? "/" : ".");
-    st_status st = mkdir_p(parent);
+    st_status st = st_mkdir_p(parent);
     if (st) return st;
-    remove_flat_dir(partial);
+    st_remove_flat_dir(partial);
     if (mkdir(partial, 0755) != 0)
         return st_error(ST_ERR_IO, "%s: cannot create folder: %s", partial, strerror(errno));
     manifest m = {.step = s->step};
@@ -286,11 +258,11 @@ st_status st_checkpoint_save(const char *dir, const st_train_state *s) {
                           strerror(errno));
             if (had_old) rename(old, dir);
         } else {
-            if (had_old) remove_flat_dir(old);
+            if (had_old) st_remove_flat_dir(old);
             fsync_dir(parent);
         }
     }
-    if (st) remove_flat_dir(partial);
+    if (st) st_remove_flat_dir(partial);
     return st;
 }
 

@@ -15,21 +15,6 @@
 
 #define CKPT_PREFIX "step-"
 
-static st_status make_dir(const char *path) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return st_error(ST_ERR_ARG, "%s: path too long", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return st_error(ST_ERR_IO, "%s: cannot create folder: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return st_error(ST_ERR_IO, "%s: cannot create folder: %s", buf, strerror(errno));
-    return ST_OK;
-}
 
 /* Settings that must agree between a checkpoint and the run resuming from it. */
 static cJSON *fingerprint(const st_trainer *t) {
@@ -140,7 +125,7 @@ st_status st_trainer_run(st_trainer *t) {
     char ckdir[4096];
     if (c->out_dir) {
         snprintf(ckdir, sizeof ckdir, "%s/checkpoints", c->out_dir);
-        if ((s = make_dir(c->out_dir)) || (c->save_every > 0 && (s = make_dir(ckdir)))) return s;
+        if ((s = st_mkdir_p(c->out_dir)) || (c->save_every > 0 && (s = st_mkdir_p(ckdir)))) return s;
     }
     st__progress_start(&t->prog, t->step);
     const int do_val = c->eval_every > 0 && t->split.n_val > 0;
