@@ -10,7 +10,8 @@
 #include "safetune/study.h"
 
 /* A model that shares base's config, tokenizer and chat template but reads its weights from
- * params (same flat layout). Release with stx_view_free (does not free params). */
+ * params (same flat layout), with its own inference weight cache (forward.h; built on first
+ * generation, freed by stx_view_free). Does not free params. */
 st_status stx_view(const st_model *base, const float *params, st_model *out);
 void stx_view_free(st_model *v);
 

@@ -5,16 +5,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/infer_weights.h" /* st_infer_weights_free: a view owns its own inference cache */
 #include "safetune/generate.h"
 
 st_status stx_view(const st_model *base, const float *params, st_model *out) {
     *out = *base;
     out->params = (float *)params;
+    out->infer = NULL; /* never share base's reordered-weight cache: it holds other weights */
     memset(&out->w, 0, sizeof out->w);
     return st_weights_bind(&out->w, &base->config, &base->layout, (float *)params);
 }
 
 void stx_view_free(st_model *v) {
+    st_infer_weights_free(v->infer);
     st_weights_unbind(&v->w);
     memset(v, 0, sizeof *v);
 }
