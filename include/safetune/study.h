@@ -258,9 +258,12 @@ typedef struct {
 st_status st_study_results_load(const st_study_config *c, const st_study_plan *p, const char *dir,
                                 st_study_results *out);
 void st_study_results_free(st_study_results *r);
-/* Write results.csv (header + one row per result; fixed formats; atomic; deterministic). */
+/* Write results.csv (header + one row per result; fixed formats; atomic; a function of the
+ * inputs and seed alone, so reruns give identical bytes). Wall-clock training times go to
+ * timings.csv (run_id, weights, train_time_s) instead. */
 st_status st_study_results_write_csv(const st_study_config *c, const st_study_results *r,
                                      const char *path);
+st_status st_study_timings_write_csv(const st_study_results *r, const char *path);
 
 /* Weight set result files (eval_<w>.json) - written atomically by the runner. */
 st_status st_study_eval_result_write(const char *path, const st_study_eval_result *r,

@@ -121,7 +121,7 @@ st_status st_study_results_write_csv(const st_study_config *c, const st_study_re
     stu_buf b = {0};
     stu_puts(&b, "run_id,dataset,lr,batch_size,grad_accum,effective_batch,steps,schedule,warmup_steps,ema_decay,"
                  "weights,asr,asr_lo,asr_hi,n_prompts,xstest_safe_refusal,xstest_unsafe_refusal,val_loss,"
-                 "truthfulqa_mc1,judge_mean,judge_harmful_rate,theta_dist,train_time_s\n");
+                 "truthfulqa_mc1,judge_mean,judge_harmful_rate,theta_dist\n");
     for (size_t i = 0; i < r->n; i++) {
         const st_study_row *w = &r->rows[i];
         const st_study_run *run = w->run;
@@ -138,12 +138,24 @@ st_status st_study_results_write_csv(const st_study_config *c, const st_study_re
         stu_fmt_num(f[7], 40, w->r.judge_mean, 6);
         stu_fmt_num(f[8], 40, w->r.judge_harmful_rate, 6);
         stu_fmt_num(f[9], 40, w->r.theta_dist, 6);
-        stu_fmt_num(f[10], 40, w->train_time_s, 3);
-        stu_printf(&b, "%s,%s,%s,%d,%d,%d,%s,%s,%d,%s,%s,%s,%s,%s,%d,%s,%s,%s,%s,%s,%s,%s,%s\n", run->id,
+        stu_printf(&b, "%s,%s,%s,%d,%d,%d,%s,%s,%d,%s,%s,%s,%s,%s,%d,%s,%s,%s,%s,%s,%s,%s\n", run->id,
                    c->datasets[run->dataset].name, st_study_format_lr(run->lr, lr, sizeof lr), run->batch_size,
                    run->grad_accum, run->effective_batch, steps, run->lr_schedule, run->warmup_steps,
                    st_study_format_decay(w->w.ema_decay, dec, sizeof dec), w->w.kind == ST_WEIGHTS_LIVE ? "live" : "ema",
-                   f[0], f[1], f[2], w->r.n_prompts, f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10]);
+                   f[0], f[1], f[2], w->r.n_prompts, f[3], f[4], f[5], f[6], f[7], f[8], f[9]);
+    }
+    st_status s = stu_buf_write(&b, path);
+    stu_buf_free(&b);
+    return s;
+}
+
+st_status st_study_timings_write_csv(const st_study_results *r, const char *path) {
+    stu_buf b = {0};
+    stu_puts(&b, "run_id,weights,train_time_s\n");
+    for (size_t i = 0; i < r->n; i++) {
+        char t[40];
+        stu_fmt_num(t, sizeof t, r->rows[i].train_time_s, 3);
+        stu_printf(&b, "%s,%s,%s\n", r->rows[i].run->id, r->rows[i].w.name, t);
     }
     st_status s = stu_buf_write(&b, path);
     stu_buf_free(&b);

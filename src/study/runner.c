@@ -178,6 +178,9 @@ st_status st_study_run_all(const st_study_config *c, const st_study_plan *p, con
     st_status ps = ST_OK;
     if (!csv || !rep) s = st_error(ST_ERR_NOMEM, "out of memory");
     if (!s) s = st_study_results_write_csv(c, &res, csv);
+    char *tim = stu_join(dir, "timings.csv");
+    if (!s) s = tim ? st_study_timings_write_csv(&res, tim) : st_error(ST_ERR_NOMEM, "out of memory");
+    free(tim);
     if (!s && c->report.plots) ps = st_study_plots_write(c, p, &res, dir, &made);
     char msg[2048] = "";
     if (ps) snprintf(msg, sizeof msg, "%s", st_last_error());
