@@ -177,6 +177,14 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "safetune generate: %s\n", st_last_error());
         goto out;
     }
+    for (size_t i = 0; i < pl.n; i++) { /* outputs must be valid UTF-8: repair, and say so */
+        size_t nbad = 0;
+        char *fixed = st_utf8_repair(pl.text[i], strlen(pl.text[i]), &nbad);
+        if (!fixed) { fprintf(stderr, "safetune generate: out of memory\n"); goto out; }
+        if (nbad) fprintf(stderr, "safetune generate: warning: prompt %zu: invalid UTF-8 replaced with U+FFFD\n", i + 1);
+        free(pl.text[i]);
+        pl.text[i] = fixed;
+    }
     if (cli_check_model_path(spec.prog, model)) goto out;
     if (st_model_load(model, &m)) {
         fprintf(stderr, "safetune generate: %s\n", st_last_error());
@@ -225,7 +233,7 @@ int cmd_generate(int argc, char **argv) {
                 cJSON_AddItemToObject(o, "prompt_ids", cJSON_CreateIntArray((const int *)pi, (int)res[i].prompt_tokens));
                 cJSON_AddItemToObject(o, "completion_ids", cJSON_CreateIntArray((const int *)res[i].ids, (int)res[i].n_ids));
             }
-            char *line = cJSON_PrintUnformatted(o);
+            char *line = st_utf8_fix_owned(cJSON_PrintUnformatted(o));
             cJSON_Delete(o);
             if (!line) { fprintf(stderr, "safetune generate: out of memory\n"); goto out; }
             size_t ll = strlen(line);

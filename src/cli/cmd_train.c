@@ -19,13 +19,8 @@
 #include "safetune/model.h"
 #include "safetune/trainer.h"
 
-/* Options arrive as float (args.h); any decimal with <= 7 significant digits (1e-5, 0.999)
- * round-trips exactly through %.7g, so this recovers the double the user typed. */
-static double dbl(float f) {
-    char b[32];
-    snprintf(b, sizeof b, "%.7g", f);
-    return strtod(b, NULL);
-}
+/* Options arrive as float (args.h): recover the double the user typed (as eval utility does). */
+static double dbl(float f) { return st_args_decimal(f); }
 
 typedef struct {
     const char *model, *data, *data_format, *out, *lr_schedule, *precision, *resume, *save_weights,
@@ -185,6 +180,8 @@ int cmd_train(int argc, char **argv) {
         rc = st_args_fail(&spec, "--data-format %s: expected alpaca, dolly, orca, messages or auto", o.data_format);
     } else if (!want_live && !want_ema) {
         rc = st_args_fail(&spec, "--save-weights %s: expected live, ema or both", o.save_weights);
+    } else if (!strcmp(o.save_weights, "ema") && !(o.ema_decay > 0)) {
+        rc = st_args_fail(&spec, "--save-weights ema needs --ema-decay > 0 (EMA is off, so no weights would be saved)");
     } else if (st_export_dtype_parse(o.export_dtype, &edt) != ST_OK || edt == ST_EXPORT_F16) {
         rc = st_args_fail(&spec, "--export-dtype %s: expected f32 or bf16", o.export_dtype);
     } else if (o.max_steps == 0 && !(o.epochs > 0)) {
@@ -239,6 +236,19 @@ int cmd_train(int argc, char **argv) {
     n_all = ds.n;
     if (o.max_rows > 0 && (size_t)o.max_rows < ds.n) ds.n = (size_t)o.max_rows;
     if (st_tokenize_dataset(&ds, &m->chat, m->tokenizer, &tk) != ST_OK) { fail(o.data); goto done; }
+    {
+        /* rows whose assistant tokens are all truncated away train nothing: drop them */
+        size_t dropped = 0;
+        st_tokenized_drop_untrained(&tk, o.max_seq_len, &dropped);
+        if (tk.n == 0) {
+            fprintf(stderr, "safetune train: %s: no row has trained tokens at --max-seq-len %d: raise it\n",
+                    o.data, o.max_seq_len);
+            goto done;
+        }
+        if (dropped)
+            fprintf(stderr, "safetune train: warning: %s: %zu rows have no trained tokens at --max-seq-len %d; "
+                    "dropped\n", o.data, dropped, o.max_seq_len);
+    }
     int32_t eos = st_tokenizer_eos_id(m->tokenizer);
     c.pad_id = eos >= 0 && eos < m->config.vocab_size ? eos : 0;
     if (st_trainer_new(m, &tk, &c, &t) != ST_OK) { fail(NULL); goto done; }
@@ -264,7 +274,7 @@ int cmd_train(int argc, char **argv) {
         unlink(path); /* a fresh run starts a fresh log */
     }
     fprintf(stderr, "safetune train: %zu rows (%zu train, %zu val) of %s, %lld steps of %d x %d rows, "
-            "lr %g, %s\n", ds.n, st_trainer_n_train(t), st_trainer_n_val(t), o.data,
+            "lr %g, %s\n", tk.n, st_trainer_n_train(t), st_trainer_n_val(t), o.data,
             (long long)st_trainer_max_steps(t), c.grad_accum, c.batch_size, c.optim.lr,
             c.bf16 ? "bf16" : "fp32");
     if (st_trainer_run(t) != ST_OK) { fail(NULL); goto done; }

@@ -30,7 +30,7 @@ typedef struct {
 } req_ctx;
 
 static enum MHD_Result send_json(struct MHD_Connection *c, unsigned code, cJSON *j, const char *allow) {
-    char *txt = j ? cJSON_PrintUnformatted(j) : NULL;
+    char *txt = st_utf8_fix_owned(j ? cJSON_PrintUnformatted(j) : NULL);
     cJSON_Delete(j);
     if (!txt) return MHD_NO;
     size_t n = strlen(txt);
