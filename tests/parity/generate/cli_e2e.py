@@ -137,6 +137,23 @@ def main():
         ids = [json.loads(x)["id"] for x in fo]
     check(r.returncode == 0 and ids == ["a-1", 42], "JSONL ids carried through: %s" % ids)
 
+    # invalid UTF-8 in prompts: a warning per prompt, and the JSONL stays valid UTF-8 (U+FFFD)
+    with open(W("bad_utf8.txt"), "wb") as fp:
+        fp.write(b"Hello \xff world\nfine\ncaf\xc3 \xed\xa0\x80 ok\n")
+    rb = subprocess.run([EXE, "generate", "--model", a.model, "--prompts", W("bad_utf8.txt"), "--max-new-tokens", "4",
+                         "--output", W("bad_utf8_out.jsonl")], capture_output=True, timeout=300)
+    err = rb.stderr.decode("utf-8", "replace")
+    try:
+        recs = [json.loads(x) for x in open(W("bad_utf8_out.jsonl"), "rb").read().decode("utf-8").splitlines()]
+    except (ValueError, OSError) as e:
+        recs = None
+        print("invalid output:", e)
+    check(rb.returncode == 0 and recs is not None and recs[0]["prompt"] == "Hello \ufffd world"
+          and recs[2]["prompt"] == "caf\ufffd \ufffd\ufffd\ufffd ok"
+          and "prompt 1: invalid UTF-8 replaced with U+FFFD" in err
+          and "prompt 3: invalid UTF-8 replaced with U+FFFD" in err and "prompt 2:" not in err,
+          "invalid UTF-8 prompts -> valid JSONL with U+FFFD and a warning per prompt")
+
     # ---- chat on piped stdin ----
     r = run(["chat", "--model", a.model, "--max-new-tokens", "16"], "Hi there\n/reset\nWhat is 2+2?\nAnd 3+3?\n/quit\nignored\n")
     check(r.returncode == 0 and "(conversation reset)" in r.stdout and len(r.stdout.strip().splitlines()) >= 4,
