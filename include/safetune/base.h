@@ -73,6 +73,9 @@ char *st_utf8_repair(const char *s, size_t n, size_t *n_replaced);
 /* Takes ownership of heap string s (NULL passes through): returns s if valid UTF-8, else a
  * repaired copy (s freed). For wrapping cJSON_Print* output: st_utf8_fix_owned(cJSON_Print(o)). */
 char *st_utf8_fix_owned(char *s);
+/* Drop a leading UTF-8 BOM (EF BB BF) in place from a NUL-terminated buffer of len bytes
+ * (as from st_read_file); returns the new length. */
+size_t st_utf8_strip_bom(char *data, size_t len);
 
 /* Deterministic RNG: xoshiro256** seeded with splitmix64 (Blackman & Vigna 2018).
  * The state is plain data so it can be checkpointed and restored bit-exactly. */

@@ -69,3 +69,9 @@ char *st_utf8_fix_owned(char *s) {
     free(s);
     return o;
 }
+
+size_t st_utf8_strip_bom(char *data, size_t len) {
+    if (len < 3 || memcmp(data, "\xEF\xBB\xBF", 3)) return len;
+    memmove(data, data + 3, len - 3 + 1); /* with the NUL of st_read_file */
+    return len - 3;
+}

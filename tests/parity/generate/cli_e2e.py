@@ -122,7 +122,7 @@ def main():
         check(r.returncode == 0 and r.stdout == "", "generate sampling seed %s exits 0 (%s)" % (seed, r.stderr.strip()[-200:]))
         with open(o) as fo:
             recs = [json.loads(x) for x in fo]
-        check(len(recs) == 3 and [x["id"] for x in recs] == [0, 1, 2] and
+        check(len(recs) == 3 and [x["id"] for x in recs] == ["0", "1", "2"] and
               all(set(x) >= {"id", "prompt", "response", "finish_reason", "tokens"} for x in recs),
               "JSONL records valid (seed %s)" % seed)
         outs.append([x["response"] for x in recs])
@@ -135,7 +135,19 @@ def main():
     r = run(["generate", "--model", a.model, "--prompts", W("ids.jsonl"), "--max-new-tokens", "4", "--output", W("ids_out.jsonl")])
     with open(W("ids_out.jsonl")) as fo:
         ids = [json.loads(x)["id"] for x in fo]
-    check(r.returncode == 0 and ids == ["a-1", 42], "JSONL ids carried through: %s" % ids)
+    check(r.returncode == 0 and ids == ["a-1", "42"], "JSONL ids carried through, always as strings (as eval): %s" % ids)
+    # a UTF-8 BOM is skipped; prompts without an id get their 0-based index as a string
+    with open(W("bom.jsonl"), "wb") as fp:
+        fp.write(b'\xef\xbb\xbf{"prompt": "Hello"}\n{"prompt": "Bye", "id": "z"}\n')
+    r = run(["generate", "--model", a.model, "--prompts", W("bom.jsonl"), "--max-new-tokens", "2", "--output", W("bom_out.jsonl")])
+    with open(W("bom_out.jsonl")) as fo:
+        recs = [json.loads(x) for x in fo]
+    check(r.returncode == 0 and [x["id"] for x in recs] == ["0", "z"] and recs[0]["prompt"] == "Hello",
+          "BOM skipped, ids %s" % [x["id"] for x in recs])
+    with open(W("dup.jsonl"), "w") as fp:
+        fp.write('{"prompt": "a", "id": 5}\n{"prompt": "b"}\n{"prompt": "c", "id": 5}\n')
+    expect_error(["generate", "--model", a.model, "--prompts", W("dup.jsonl")],
+                 ["dup.jsonl", "line 3", "duplicate id \"5\"", "line 1"], what="duplicate ids")
 
     # invalid UTF-8 in prompts: a warning per prompt, and the JSONL stays valid UTF-8 (U+FFFD)
     with open(W("bad_utf8.txt"), "wb") as fp:
