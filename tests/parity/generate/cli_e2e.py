@@ -171,6 +171,14 @@ def main():
     check(r.returncode == 0 and "(conversation reset)" in r.stdout and len(r.stdout.strip().splitlines()) >= 4,
           "chat REPL on piped stdin: %r" % r.stdout[:200])
 
+    # chat context overflow: whole oldest turns dropped (never a cut inside the template)
+    r = run(["chat", "--model", a.model, "--max-new-tokens", "8", "--context-length", "100"],
+            "Hi there, how are you today?\nTell me about cats please.\nAnd dogs?\nWhat about birds and fish?\n"
+            "Thanks a lot!\n" + "word " * 120 + "\n")
+    check(r.returncode == 0 and "(context full: dropped 1 oldest turn)" in r.stderr
+          and "keeping its last" not in r.stderr and "(message too long" in r.stderr
+          and len(r.stdout.strip().splitlines()) == 5, "chat context overflow: %r" % r.stderr[-300:])
+
     print("cli e2e: %s" % ("PASS" if not FAILS else "FAIL (%d)" % len(FAILS)))
     sys.exit(1 if FAILS else 0)
 
