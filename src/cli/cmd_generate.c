@@ -145,6 +145,22 @@ int cli_check_model_path(const char *prog, const char *path) {
                         "checkpoint folder)\n", prog, path);
         return 1;
     }
+    char sub[4200], sub2[4200];
+    snprintf(sub, sizeof sub, "%s/model.safetensors", path);
+    snprintf(sub2, sizeof sub2, "%s/model.safetensors.index.json", path);
+    if (S_ISDIR(sb.st_mode) && stat(sub, &sb) != 0 && stat(sub2, &sb) != 0) { /* a `train --out` folder? */
+        int fin = 0, ema = 0;
+        snprintf(sub, sizeof sub, "%s/final", path);
+        fin = stat(sub, &sb) == 0;
+        snprintf(sub, sizeof sub, "%s/final-ema", path);
+        ema = stat(sub, &sb) == 0;
+        snprintf(sub, sizeof sub, "%s/checkpoints", path);
+        if (fin || ema || stat(sub, &sb) == 0) {
+            fprintf(stderr, "%s: %s is a training output folder: use %s/final or %s/final-ema\n", prog, path, path,
+                    path);
+            return 1;
+        }
+    }
     return 0;
 }
 

@@ -476,6 +476,27 @@ def case_bad_input(tool):
     if not good:
         print(r.stderr)
     ok = good and ok
+    # a failed run leaves no config.json behind (written only once training starts)
+    for o in ("o1", "o2", "o3", "o8"):
+        left = os.path.exists(os.path.join(d, o, "config.json"))
+        print(f"failed run {o}: config.json left behind: {left} -> {'FAIL' if left else 'ok'}")
+        ok = ok and not left
+    # --out a/b/c creates its parents; a finished run is not overwritten without --overwrite
+    nested = os.path.join(d, "a", "b", "c")
+    r = run(train_args(model, nested, "--max-steps", "2", "--eval-every", "0", "--save-weights", "live"))
+    good = r.returncode == 0 and os.path.exists(os.path.join(nested, "final", "model.safetensors")) \
+        and os.path.exists(os.path.join(nested, "config.json"))
+    print(f"--out a/b/c: exit {r.returncode} -> {'ok' if good else 'FAIL'}")
+    ok = good and ok
+    ok = expect_fail(train_args(model, nested, "--max-steps", "2", "--eval-every", "0"),
+                     [nested, "finished run", "--overwrite"], "finished run without --overwrite") and ok
+    r = run(train_args(model, nested, "--max-steps", "3", "--eval-every", "0", "--overwrite"))
+    good = r.returncode == 0 and json.load(open(os.path.join(nested, "config.json")))["max_steps"] == 3
+    print(f"--overwrite a finished run: exit {r.returncode} -> {'ok' if good else 'FAIL'}")
+    ok = good and ok
+    for cmd in (["info", nested], ["generate", "--model", nested, "--prompt", "hi"]):
+        ok = expect_fail([CLI] + cmd, [f"{nested} is a training output folder: use {nested}/final or {nested}/final-ema"],
+                         f"{cmd[0]} on a training output folder") and ok
     # unknown config key
     cfgf = os.path.join(d, "cfg.json")
     json.dump({"lr": 1e-3, "learning_rate": 1}, open(cfgf, "w"))
