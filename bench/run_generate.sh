@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # run_generate.sh - batched greedy generation throughput: safetune vs the PyTorch reference
-# (bench/generate_ref.py, KV-cached batched loop on tests/reference/llama_ref.py), same prompts
+# (bench/generate_ref.py, KV-cached batched loop on tests/reference/llama_ref.py), safetune in
+# fp32 and bf16 (--precision) modes, torch in fp32 and bf16 autocast, same prompts
 # (32 AdvBench goals, chat template), same 128 new tokens, batch 32, in one command.
 # usage: bench/run_generate.sh [BUILD_DIR=build] [N_PROMPTS=32] [MAX_NEW=128]
 # The reference runs at its best: all cores, OpenBLAS (not Debian's default netlib BLAS) with the
@@ -39,20 +40,24 @@ echo "# CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(npr
      "torch BLAS: ${OB:-netlib}; OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE; OMP_WAIT_POLICY=$OMP_WAIT_POLICY; load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# $NP AdvBench prompts (chat template), $NEW new tokens, greedy, batch 32"
 
-"$BUILD/bench_generate" "$MODEL" "$CSV" "$NP" "$NEW" 32 "$TMP/ids.json" | tee "$TMP/ours.json"
+"$BUILD/bench_generate" "$MODEL" "$CSV" "$NP" "$NEW" 32 "$TMP/ids.json" fp32 | tee "$TMP/ours.json"
+"$BUILD/bench_generate" "$MODEL" "$CSV" "$NP" "$NEW" 32 "$TMP/ids16.json" bf16 | tee "$TMP/ours16.json"
 "$PY" - "$TMP/ids.json" "$TMP/prompts.json" <<'PYEOF'
 import json, sys
 d = json.load(open(sys.argv[1])); json.dump(d["prompts"], open(sys.argv[2], "w"))
 PYEOF
 "$PY" bench/generate_ref.py "$MODEL" "$TMP/prompts.json" --max-new-tokens "$NEW" --stop 2 --out "$TMP/ref32.json" | tee "$TMP/ref32.out"
 "$PY" bench/generate_ref.py "$MODEL" "$TMP/prompts.json" --max-new-tokens "$NEW" --stop 2 --bf16 | tee "$TMP/ref16.out"
-"$PY" - "$TMP/ours.json" "$TMP/ref32.out" "$TMP/ref16.out" "$TMP/ids.json" "$TMP/ref32.json" <<'PYEOF'
+"$PY" - "$TMP/ours.json" "$TMP/ours16.json" "$TMP/ref32.out" "$TMP/ref16.out" "$TMP/ids.json" "$TMP/ids16.json" "$TMP/ref32.json" <<'PYEOF'
 import json, sys
-ours, r32, r16 = (json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:4])
-a = json.load(open(sys.argv[4]))["completions"]; b = json.load(open(sys.argv[5]))
-same = sum(x == y for x, y in zip(a, b))
-print("safetune %.1f tok/s | torch fp32 %.1f tok/s (ratio %.2fx) | torch bf16 autocast %.1f tok/s (ratio %.2fx)"
-      % (ours["tok_per_s"], r32["tok_per_s"], ours["tok_per_s"] / r32["tok_per_s"], r16["tok_per_s"],
-         ours["tok_per_s"] / r16["tok_per_s"]))
-print("greedy outputs identical to torch fp32 for %d/%d prompts" % (same, len(a)))
+o32, o16, r32, r16 = (json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:5])
+a32 = json.load(open(sys.argv[5]))["completions"]; a16 = json.load(open(sys.argv[6]))["completions"]
+b = json.load(open(sys.argv[7]))
+for name, o in (("safetune fp32", o32), ("safetune bf16", o16)):
+    print("%s %.1f tok/s | torch fp32 %.1f tok/s (ratio %.2fx) | torch bf16 autocast %.1f tok/s (ratio %.2fx)"
+          % (name, o["tok_per_s"], r32["tok_per_s"], o["tok_per_s"] / r32["tok_per_s"], r16["tok_per_s"],
+             o["tok_per_s"] / r16["tok_per_s"]))
+for name, a in (("fp32", a32), ("bf16", a16)):
+    same = sum(x == y for x, y in zip(a, b))
+    print("safetune %s greedy outputs identical to torch fp32 for %d/%d prompts" % (name, same, len(a)))
 PYEOF

@@ -9,6 +9,7 @@
 #ifndef SAFETUNE_FORWARD_H
 #define SAFETUNE_FORWARD_H
 
+#include "safetune/kernels.h"
 #include "safetune/model.h"
 
 /* logits [B, T, V] for tokens [B, T] (positions 0..T-1 in every row, causal attention). */
@@ -30,6 +31,17 @@ int st_kv_cache_max_seq(const st_kv_cache *c);
 /* Append tokens[i][0..n_tokens[i]) to cache slot slots[i] for i < n_seqs (positions continue
  * from the slot's length) and write the logits of each sequence's LAST new token to
  * logits_last [n_seqs, V]. ST_ERR_ARG if a slot would exceed max_seq. */
+/* Matmul precision of st_forward_infer on this cache: ST_MATMUL_F32 (default, unless
+ * st_matmul_set_precision chose bf16 process-wide) or ST_MATMUL_BF16 (bf16 weights and
+ * activations, fp32 accumulation: a faster mode that is not token-identical to fp32). */
+void st_kv_cache_set_precision(st_kv_cache *c, st_matmul_precision p);
+
+/* st_forward_infer keeps reordered copies of the weights (oneDNN blocked layout; bf16 copies in
+ * bf16 mode: ~2x / ~1x the model's projection memory) with the model, rebuilt when a sampled
+ * fingerprint of the weights changes. Call this after editing weights in a way the samples
+ * could miss (a few elements); the copies are rebuilt on the next st_forward_infer. */
+st_status st_infer_weights_refresh(const st_model *m);
+
 st_status st_forward_infer(const st_model *m, st_kv_cache *c, const int *slots,
                            const int32_t *const *tokens, const int *n_tokens, int n_seqs,
                            float *logits_last);

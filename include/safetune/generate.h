@@ -22,6 +22,13 @@ typedef void (*st_generate_progress_fn)(void *ud, size_t n_done, size_t n_total,
 /* Called for every generated token of prompt `prompt_idx` (stop tokens included), in order. */
 typedef void (*st_generate_token_fn)(void *ud, size_t prompt_idx, int32_t token);
 
+/* Matmul precision of generation (st_generate only; st_generate_ids leaves it to the backend). */
+typedef enum {
+    ST_GEN_PRECISION_DEFAULT = 0, /* st_matmul_get_precision() (fp32 unless set process-wide) */
+    ST_GEN_PRECISION_FP32 = 1,
+    ST_GEN_PRECISION_BF16 = 2     /* bf16 weights/activations, fp32 accumulation: faster */
+} st_generate_precision;
+
 typedef struct {
     int batch_size;          /* slots decoded together; default 32 */
     int max_new_tokens;      /* per prompt; default 256 */
@@ -35,6 +42,7 @@ typedef struct {
     st_generate_progress_fn progress;
     st_generate_token_fn on_token;
     void *ud;                /* passed to progress and on_token */
+    st_generate_precision precision; /* default ST_GEN_PRECISION_DEFAULT */
 } st_generate_options;
 
 /* Defaults listed above (greedy sampling). */

@@ -19,6 +19,7 @@ typedef struct {
     int has_chat_template;
     char *source_path;
     char *chat_template_src; /* raw Jinja source, or NULL */
+    struct st_infer_weights *infer; /* inference weight cache (forward.h), built on first use */
 } st_model;
 
 /* Load MODEL (GGUF file or HF folder); dequantises to fp32 and un-permutes GGUF Q/K.

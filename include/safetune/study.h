@@ -100,6 +100,13 @@ typedef struct {
     struct {
         double train_tokens_per_s, gen_tokens_per_s, example_tokens; /* for --dry-run estimates */
     } estimate;
+    struct {
+        int enabled;                /* 1 = train from the aligned start (`safetune align`), built once */
+        char *dir;                  /* its folder (NULL = st_study_align_default_dir()) */
+        int n_alpaca;               /* last Alpaca rows mixed into the alignment set */
+        int max_steps, batch_size;  /* alignment training (AdamW, cosine, no EMA) */
+        double lr;
+    } align;
     char *source;                   /* "preset:NAME", FILE, or "preset:NAME + FILE" */
     char *json;                     /* normalised merged config (canonical JSON text) */
     char fingerprint[17];           /* FNV-1a 64 of `json`, 16 hex digits */
@@ -334,6 +341,39 @@ void st_study_convs_free(st_study_conv *c, size_t n);
 /* Write conversations as OpenAI messages JSONL: {"messages":[{"role":"user",...},{"role":
  * "assistant",...}]} per line (atomic). */
 st_status st_study_write_messages_jsonl(const char *path, const st_study_conv *c, size_t n);
+
+/* ---- aligned start: build (`safetune align`, src/study/align.c) ---- */
+
+typedef struct {
+    const char *model;        /* base checkpoint (GGUF file or HF folder) */
+    const char *out_dir;      /* DIR: DIR/aligned/ (HF folder), DIR/align.json (settings + measured
+                                 numbers; written last = the "valid" marker), DIR/advbench_split.json,
+                                 DIR/align_set.jsonl (the conversations trained on) */
+    const char *data_dir;     /* AdvBench / XSTest / Alpaca root */
+    const char *alpaca_path;  /* NULL = data_dir/alpaca/alpaca_5000.json */
+    size_t n_alpaca;          /* last Alpaca rows mixed in (rows a study with limit = N - n never sees) */
+    uint64_t split_seed;      /* AdvBench halves (st_study_advbench_split); half a is trained on */
+    uint64_t seed;            /* refusal choice, mixing, data order */
+    int max_steps, batch_size, max_seq_len;
+    double lr;                /* AdamW, constant after 2 warm-up steps, clip 1, no EMA */
+    int eval_limit;           /* half-b prompts measured afterwards: 0 = all, < 0 = no evaluation */
+    int xstest_limit;         /* XSTest prompts (evenly spaced): 0 = all 450, < 0 = none */
+    int eval_max_new_tokens, eval_batch;
+    int progress;             /* one stderr line every few steps */
+} st_study_align_opts;
+
+/* Defaults: 260 Alpaca rows, split seed 2508, seed 42, 40 steps of batch 8, max_seq_len 256,
+ * lr 1e-4, evaluation on all of half b and all XSTest, 32 new tokens, batch 32. */
+void st_study_align_defaults(st_study_align_opts *o);
+/* Build the aligned start in o->out_dir, or reuse it (*reused = 1) when DIR/align.json records the
+ * same settings and DIR/aligned/ exists. Supervised tuning on st_study_build_alignment_set, then
+ * (unless eval_limit < 0) ASR on half b and XSTest refusal rates of the aligned weights, recorded
+ * in align.json. Errors name the file / setting. */
+st_status st_study_align_build(const st_study_align_opts *o, int *reused);
+/* The aligned-start options a study config implies (align.*, eval.*, seed, max_seq_len, data);
+ * *dir_out: heap path (cfg->align.dir, or "<model dir>/aligned-<model stem>-<8 hex of the
+ * settings>" next to the model). */
+st_status st_study_align_opts_from_config(const st_study_config *c, st_study_align_opts *o, char **dir_out);
 
 #ifdef __cplusplus
 }

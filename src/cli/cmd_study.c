@@ -24,6 +24,22 @@ static void study_usage(FILE *f) {
             "                    the report is marked SYNTHETIC)\n");
 }
 
+/* The paper-form table and the findings' verdict lines of DIR/report.md, then where the outputs
+ * are. */
+static void print_summary(const char *out) {
+    char path[4096], *md = NULL;
+    snprintf(path, sizeof path, "%s/report.md", out);
+    if (st_read_file(path, &md, NULL) == ST_OK) {
+        int in_table = 0;
+        for (char *line = strtok(md, "\n"); line; line = strtok(NULL, "\n")) {
+            if (!strncmp(line, "## ", 3)) in_table = !strcmp(line, "## Paper-form table");
+            if (in_table || !strncmp(line, "### ", 4)) printf("%s\n", line);
+        }
+        free(md);
+    }
+    printf("\nresults: %s/results.csv\nreport:  %s/report.md\nplots:   %s/plots/\n", out, out, out);
+}
+
 int cmd_study(int argc, char **argv) {
     const char *config = NULL, *preset = NULL, *out = NULL;
     int dry = 0, fake = 0, print_cfg = 0, stop_after = 0;
@@ -96,9 +112,9 @@ int cmd_study(int argc, char **argv) {
                 fprintf(stderr, "safetune study: %s\n", st_last_error());
                 rc = 1;
             } else {
-                printf("study done: %zu runs trained (%zu resumed), %zu skipped as finished, %zu weight sets evaluated\n"
-                       "results: %s/results.csv, report: %s/report.md\n",
-                       stats.trained, stats.resumed, stats.skipped_runs, stats.evaluated, out, out);
+                printf("study done: %zu runs trained (%zu resumed), %zu skipped as finished, %zu weight sets evaluated\n",
+                       stats.trained, stats.resumed, stats.skipped_runs, stats.evaluated);
+                print_summary(out);
             }
         }
     }

@@ -15,6 +15,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_study(int argc, char **argv);
+int cmd_align(int argc, char **argv);
 
 /* 0 if MODEL exists; else prints "PROG: MODEL: no such file or directory ..." and returns 1. */
 int cli_check_model_path(const char *prog, const char *path);

@@ -58,6 +58,8 @@ st_status st_generate(const st_model *m, const int32_t *const *prompts, const si
     model_backend mb = {m, NULL};
     st_status st = st_kv_cache_new(&m->config, slots, max_seq, &mb.c);
     if (st) return st;
+    if (opt->precision == ST_GEN_PRECISION_FP32) st_kv_cache_set_precision(mb.c, ST_MATMUL_F32);
+    if (opt->precision == ST_GEN_PRECISION_BF16) st_kv_cache_set_precision(mb.c, ST_MATMUL_BF16);
     st_infer_backend be = {&mb, m->config.vocab_size, slots, max_seq, mb_infer, mb_clear};
     st = st_generate_ids(&be, prompts, prompt_lens, n_prompts, &o, out, n_truncated);
     st_kv_cache_free(mb.c);

@@ -1,14 +1,178 @@
 /* infer.c - st_forward_infer: batched incremental forward over the KV cache. All new tokens of
  * all sequences go through each projection as ONE GEMM (M = total new tokens, so a decode step
- * of B sequences is an M = B GEMM); attention runs per (sequence, head) over that sequence's
- * own cache. Reference: transformers LlamaModel.forward with past_key_values. */
+ * of B sequences is an M = B GEMM) against the model's inference weight cache
+ * (infer_weights.c: oneDNN-blocked fp32 or bf16 copies). Attention runs per (sequence, KV head):
+ * a decoding row's query heads of one GQA group share a single pass over the cached K/V rows;
+ * prefill rows use the blocked GEMM attention kernel. Reference: transformers
+ * LlamaModel.forward with past_key_values. */
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "model/acts.h"
+#include "model/infer_weights.h"
 #include "model/kvcache.h"
 #include "safetune/kernels.h"
+
+/* Small-row elementwise ops run on the calling thread: at decode sizes (32 rows) waking the
+ * OpenMP team costs more than the work on a shared machine (rmsnorm was 9% of a decode step). */
+enum { PAR_MIN = 1 << 17 }; /* elements below which these loops stay serial */
+
+/* x += y (if y), then ln = rmsnorm(x) * w, with the arithmetic of st_rmsnorm_forward (double
+ * sum of squares, float scaling) so results match the full-sequence forward. [N, C]. */
+static void add_rmsnorm(float *x, const float *y, float *ln, const float *w, int N, int C,
+                        float eps) {
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        float *xr = x + (size_t)n * C, *o = ln + (size_t)n * C;
+        if (y) {
+            const float *yr = y + (size_t)n * C;
+            for (int i = 0; i < C; i++) xr[i] += yr[i];
+        }
+        double ss = 0.0;
+        for (int i = 0; i < C; i++) ss += (double)xr[i] * xr[i];
+        const float r = (float)(1.0 / sqrt(ss / C + eps));
+        for (int i = 0; i < C; i++) o[i] = xr[i] * r * w[i];
+    }
+}
+
+/* h = silu(g) * u for gu = [g | u] rows [N, 2I] (st_swiglu_forward's formula). */
+static void swiglu(float *h, const float *gu, int N, int I) {
+#pragma omp parallel for if ((size_t)N * I > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *g = gu + (size_t)n * 2 * I, *u = g + I;
+        float *o = h + (size_t)n * I;
+        for (int i = 0; i < I; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
+
+#ifdef __AVX512F__
+/* e^x for x <= 0 (scores minus their max), 16 lanes: x = n ln2 + r, |r| <= ln2/2, e^r by its
+ * degree-7 Taylor polynomial (truncation < 1e-8 relative, below fp32 rounding), times 2^n by
+ * vscalefps (underflows to 0 below -87). Cody-Waite range reduction (Cephes expf). */
+static inline __m512 exp_neg16(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+#endif
+
+/* One decoding query row against its cache: the `rep` query heads q[r*D..] of one KV group,
+ * keys/values k, v (rows kv_stride apart, nk of them) -> out[r*D..]. Same arithmetic as
+ * st_attention_head_forward's one-row path (scaled scores, max-shifted exp, normalised
+ * weights), but each K/V row is loaded once for all rep heads. p: rep * nk floats. */
+static void gqa_decode_row(float *out, const float *q, const float *k, const float *v, int nk,
+                           int D, int rep, int kv_stride, float scale, float *p) {
+    float mx[16], inv[16];
+    if (rep > 16) { /* never for real models; keep the generic path correct anyway */
+        for (int r = 0; r < rep; r++)
+            gqa_decode_row(out + (size_t)r * D, q + (size_t)r * D, k, v, nk, D, 1, kv_stride,
+                           scale, p);
+        return;
+    }
+    for (int r = 0; r < rep; r++) mx[r] = -INFINITY;
+#ifdef __AVX512F__
+    if (D == 64) {
+        __m512 qv[16][4];
+        for (int r = 0; r < rep; r++)
+            for (int c = 0; c < 4; c++) qv[r][c] = _mm512_loadu_ps(q + (size_t)r * D + 16 * c);
+        for (int j = 0; j < nk; j++) {
+            const float *kr = k + (size_t)j * kv_stride;
+            const __m512 k0 = _mm512_loadu_ps(kr), k1 = _mm512_loadu_ps(kr + 16),
+                         k2 = _mm512_loadu_ps(kr + 32), k3 = _mm512_loadu_ps(kr + 48);
+            for (int r = 0; r < rep; r++) {
+                __m512 a = _mm512_mul_ps(qv[r][0], k0);
+                a = _mm512_fmadd_ps(qv[r][1], k1, a);
+                a = _mm512_fmadd_ps(qv[r][2], k2, a);
+                a = _mm512_fmadd_ps(qv[r][3], k3, a);
+                const float sc = _mm512_reduce_add_ps(a) * scale;
+                p[(size_t)r * nk + j] = sc;
+                mx[r] = sc > mx[r] ? sc : mx[r];
+            }
+        }
+    } else
+#endif
+    {
+        for (int j = 0; j < nk; j++) {
+            const float *kr = k + (size_t)j * kv_stride;
+            for (int r = 0; r < rep; r++) {
+                const float *qr = q + (size_t)r * D;
+                float sc = 0.0f;
+                for (int d = 0; d < D; d++) sc += qr[d] * kr[d];
+                sc *= scale;
+                p[(size_t)r * nk + j] = sc;
+                mx[r] = sc > mx[r] ? sc : mx[r];
+            }
+        }
+    }
+    for (int r = 0; r < rep; r++) {
+        float *pr = p + (size_t)r * nk, sum = 0.0f;
+        int j0 = 0;
+#ifdef __AVX512F__
+        const __m512 m = _mm512_set1_ps(mx[r]);
+        __m512 acc = _mm512_setzero_ps();
+        for (; j0 < nk; j0 += 16) {
+            const __mmask16 k16 = nk - j0 >= 16 ? (__mmask16)0xffff
+                                                : (__mmask16)((1u << (nk - j0)) - 1u);
+            const __m512 e = exp_neg16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k16, pr + j0), m));
+            _mm512_mask_storeu_ps(pr + j0, k16, e);
+            acc = _mm512_mask_add_ps(acc, k16, acc, e);
+        }
+        sum = _mm512_reduce_add_ps(acc);
+#endif
+        for (int j = j0; j < nk; j++) {
+            pr[j] = expf(pr[j] - mx[r]);
+            sum += pr[j];
+        }
+        inv[r] = 1.0f / sum;
+        for (int d = 0; d < D; d++) out[(size_t)r * D + d] = 0.0f;
+    }
+#ifdef __AVX512F__
+    if (D == 64) {
+        __m512 acc[16][4];
+        for (int r = 0; r < rep; r++)
+            for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
+        for (int j = 0; j < nk; j++) {
+            const float *vr = v + (size_t)j * kv_stride;
+            const __m512 v0 = _mm512_loadu_ps(vr), v1 = _mm512_loadu_ps(vr + 16),
+                         v2 = _mm512_loadu_ps(vr + 32), v3 = _mm512_loadu_ps(vr + 48);
+            for (int r = 0; r < rep; r++) {
+                const __m512 w = _mm512_set1_ps(p[(size_t)r * nk + j] * inv[r]);
+                acc[r][0] = _mm512_fmadd_ps(w, v0, acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(w, v1, acc[r][1]);
+                acc[r][2] = _mm512_fmadd_ps(w, v2, acc[r][2]);
+                acc[r][3] = _mm512_fmadd_ps(w, v3, acc[r][3]);
+            }
+        }
+        for (int r = 0; r < rep; r++)
+            for (int c = 0; c < 4; c++) _mm512_storeu_ps(out + (size_t)r * D + 16 * c, acc[r][c]);
+        return;
+    }
+#endif
+    for (int j = 0; j < nk; j++) {
+        const float *vr = v + (size_t)j * kv_stride;
+        for (int r = 0; r < rep; r++) {
+            const float w = p[(size_t)r * nk + j] * inv[r];
+            float *o = out + (size_t)r * D;
+            for (int d = 0; d < D; d++) o[d] += w * vr[d];
+        }
+    }
+}
 
 typedef struct {
     float *x, *ln, *qkv, *att, *tmp, *gu, *h, *cs, *sn, *last;
@@ -110,14 +274,50 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
     }
     double inv[512];
     if (D / 2 > 512) return st_error(ST_ERR_UNSUPPORTED, "infer: head_dim %d > 1024", D);
+
+    /* the weight cache (CPU backend only; any failure falls back to the backend's sgemm) */
+    const st_matmul_precision prec = kc->prec_set ? kc->prec : st_matmul_get_precision();
+    st_infer_weights *iw = NULL;
+    const int cpu = be == st_backend_cpu();
+    if (cpu && !kc->no_wcache) {
+        static int warned;
+        if (st_infer_weights_acquire(m, prec, &iw) && !warned) {
+            warned = 1;
+            st_log_warn("infer: no inference weight cache (%s); using the plain matmul",
+                        st_last_error());
+        }
+    }
+#define MM(out, in, layer, kind, wptr, bias, M, K, Nn)                                        \
+    do {                                                                                     \
+        if (!iw || st_infer_matmul(iw, layer, kind, out, in, bias, M))                        \
+            be->matmul_forward(out, in, wptr, bias, M, K, Nn);                               \
+    } while (0)
+    double tp = kc->profile ? omp_get_wtime() : 0.0;
+    const int pk = N > (size_t)n_seqs; /* profile bucket: 1 when prefill rows are present */
+#define PROF(i)                                                                              \
+    do {                                                                                     \
+        if (kc->profile) {                                                                   \
+            double t_ = omp_get_wtime();                                                     \
+            kc->prof[pk][i] += t_ - tp;                                                          \
+            tp = t_;                                                                         \
+        }                                                                                    \
+    } while (0)
+
     st_config_rope_inv_freq(c, inv);
     st_rope_cos_sin(b.cs, b.sn, b.pos, (int)N, inv, D);
     be->embedding_forward(b.x, flat, w->embed_tokens, (int)N, C);
+    const float scale = 1.0f / sqrtf((float)D);
+    PROF(0);
 
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const st_layer_weights *Lw = &w->layers[l];
-        be->rmsnorm_forward(b.ln, NULL, b.x, Lw->input_layernorm, (int)N, C, c->rms_norm_eps);
-        be->matmul_forward(b.qkv, b.ln, Lw->q_proj, Lw->q_bias, (int)N, C, Wd);
+        /* residual add of the previous layer's MLP fused into this norm */
+        if (cpu) add_rmsnorm(b.x, l ? b.tmp : NULL, b.ln, Lw->input_layernorm, (int)N, C,
+                             c->rms_norm_eps);
+        else be->rmsnorm_forward(b.ln, NULL, b.x, Lw->input_layernorm, (int)N, C, c->rms_norm_eps);
+        PROF(1);
+        MM(b.qkv, b.ln, l, ST_IW_QKV, Lw->q_proj, Lw->q_bias, (int)N, C, Wd);
+        PROF(2);
         be->rope_forward(b.qkv, (int)N, H + KV, D, Wd, b.cs, b.sn);
         /* append the new keys/values to each slot */
         for (int i = 0; i < n_seqs; i++) {
@@ -129,31 +329,63 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
                 memcpy(vd + (size_t)(p0 + j) * kvd, row + HD + kvd, (size_t)kvd * sizeof(float));
             }
         }
+        PROF(3);
+        /* one task per (sequence, KV head): decode rows share each K/V pass across the group */
 #pragma omp parallel for schedule(dynamic)
-        for (int t = 0; t < n_seqs * H; t++) {
-            const int i = t / H, h = t % H, g = h / rep, s = slots[i];
+        for (int t = 0; t < n_seqs * KV; t++) {
+            const int i = t / KV, g = t % KV, s = slots[i];
             const int tq = n_tokens[i], tk = kc->len[s] + tq;
-            be->attention_head_forward(b.att + (size_t)b.row0[i] * HD + (size_t)h * D, NULL,
-                                       b.qkv + (size_t)b.row0[i] * Wd + (size_t)h * D,
-                                       st_kv_cache_k(kc, l, s) + (size_t)g * D,
-                                       st_kv_cache_v(kc, l, s) + (size_t)g * D, tq, tk, D, Wd,
-                                       kvd, HD, kc->att_scratch + per_thread * omp_get_thread_num());
+            float *scr = kc->att_scratch + per_thread * omp_get_thread_num();
+            const float *kg = st_kv_cache_k(kc, l, s) + (size_t)g * D;
+            const float *vg = st_kv_cache_v(kc, l, s) + (size_t)g * D;
+            if (tq == 1 && cpu) {
+                gqa_decode_row(b.att + (size_t)b.row0[i] * HD + (size_t)g * rep * D,
+                               b.qkv + (size_t)b.row0[i] * Wd + (size_t)g * rep * D, kg, vg, tk,
+                               D, rep, kvd, scale, scr);
+                continue;
+            }
+            for (int h = g * rep; h < (g + 1) * rep; h++)
+                be->attention_head_forward(b.att + (size_t)b.row0[i] * HD + (size_t)h * D, NULL,
+                                           b.qkv + (size_t)b.row0[i] * Wd + (size_t)h * D, kg, vg,
+                                           tq, tk, D, Wd, kvd, HD, scr);
         }
-        be->matmul_forward(b.tmp, b.att, Lw->o_proj, NULL, (int)N, HD, C);
-        be->add_inplace(b.x, b.tmp, N * C);
-        be->rmsnorm_forward(b.ln, NULL, b.x, Lw->post_attention_layernorm, (int)N, C,
-                            c->rms_norm_eps);
-        be->matmul_forward(b.gu, b.ln, Lw->gate_proj, NULL, (int)N, C, 2 * I);
-        be->swiglu_forward(b.h, b.gu, (int)N, I);
-        be->matmul_forward(b.tmp, b.h, Lw->down_proj, NULL, (int)N, I, C);
-        be->add_inplace(b.x, b.tmp, N * C);
+        PROF(4);
+        MM(b.tmp, b.att, l, ST_IW_O, Lw->o_proj, NULL, (int)N, HD, C);
+        PROF(5);
+        if (cpu) {
+            add_rmsnorm(b.x, b.tmp, b.ln, Lw->post_attention_layernorm, (int)N, C, c->rms_norm_eps);
+        } else {
+            be->add_inplace(b.x, b.tmp, N * C);
+            be->rmsnorm_forward(b.ln, NULL, b.x, Lw->post_attention_layernorm, (int)N, C,
+                                c->rms_norm_eps);
+        }
+        PROF(1);
+        MM(b.gu, b.ln, l, ST_IW_GU, Lw->gate_proj, NULL, (int)N, C, 2 * I);
+        PROF(6);
+        if (cpu) swiglu(b.h, b.gu, (int)N, I);
+        else be->swiglu_forward(b.h, b.gu, (int)N, I);
+        PROF(7);
+        MM(b.tmp, b.h, l, ST_IW_DOWN, Lw->down_proj, NULL, (int)N, I, C);
+        PROF(8);
+        if (!cpu) be->add_inplace(b.x, b.tmp, N * C); /* else fused into the next norm */
+        PROF(1);
     }
     for (int i = 0; i < n_seqs; i++) {
         kc->len[slots[i]] += n_tokens[i];
-        memcpy(b.last + (size_t)i * C, b.x + (size_t)(b.row0[i + 1] - 1) * C,
-               (size_t)C * sizeof(float));
+        const size_t r = (size_t)(b.row0[i + 1] - 1) * C;
+        float *dst = b.last + (size_t)i * C;
+        if (cpu) /* the last layer's residual add, needed on these rows only */
+            for (int j = 0; j < C; j++) dst[j] = b.x[r + j] + b.tmp[r + j];
+        else
+            memcpy(dst, b.x + r, (size_t)C * sizeof(float));
     }
-    be->rmsnorm_forward(b.ln, NULL, b.last, w->norm, n_seqs, C, c->rms_norm_eps);
-    be->matmul_forward(logits_last, b.ln, w->lm_head, NULL, n_seqs, C, V);
+    if (cpu) add_rmsnorm(b.last, NULL, b.ln, w->norm, n_seqs, C, c->rms_norm_eps);
+    else be->rmsnorm_forward(b.ln, NULL, b.last, w->norm, n_seqs, C, c->rms_norm_eps);
+    MM(logits_last, b.ln, 0, ST_IW_LM, w->lm_head, NULL, n_seqs, C, V);
+    PROF(9);
+    kc->prof_calls[pk]++;
+    st_infer_weights_release(iw);
+#undef MM
+#undef PROF
     return ST_OK;
 }

@@ -53,15 +53,16 @@ void st_embedding_backward(float *dtable, const float *dout, const int32_t *toke
     }
 }
 
-/* log Σ exp(l) over a row in fp32: max, then a vectorised Σ exp(l - max) (fastmath.h). */
+/* log Σ exp(l) over a row: max, then a vectorised Σ exp(l - max) (fastmath.h) accumulated in
+ * double, so the result does not depend on the vector width (-O0 sums serially). */
 static float row_lse(const float *l, int V) {
     float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
     for (int i = 0; i < V; i++) mx = l[i] > mx ? l[i] : mx;
-    float s = 0.0f;
+    double s = 0.0;
 #pragma omp simd reduction(+ : s)
-    for (int i = 0; i < V; i++) s += st_fast_expf(l[i] - mx);
-    return mx + logf(s);
+    for (int i = 0; i < V; i++) s += (double)st_fast_expf(l[i] - mx);
+    return mx + (float)log(s);
 }
 
 void st_crossentropy_forward(float *losses, const float *logits, const int32_t *targets, int N,

@@ -5,6 +5,8 @@
 
 #include "safetune/model.h"
 
+#include "model/infer_weights.h"
+
 st_status st_model_new(const st_config *cfg, st_model **out) {
     *out = NULL;
     st_status s = st_config_validate(cfg, "config");
@@ -30,6 +32,7 @@ fail:
 
 void st_model_free(st_model *m) {
     if (!m) return;
+    st_infer_weights_free(m->infer);
     st_weights_unbind(&m->w);
     st_free_aligned(m->params);
     st_layout_free(&m->layout);

@@ -36,6 +36,10 @@ static const skey K_REPORT[] = {
 static const skey K_ESTIMATE[] = {
     {"train_tokens_per_s", T_NUM, NULL, 0}, {"gen_tokens_per_s", T_NUM, NULL, 0},
     {"example_tokens", T_NUM, NULL, 0}, {NULL, 0, NULL, 0}};
+static const skey K_ALIGN[] = {
+    {"enabled", T_BOOL, NULL, 0}, {"dir", T_STR, NULL, 1}, {"n_alpaca", T_INT, NULL, 0},
+    {"max_steps", T_INT, NULL, 0}, {"lr", T_NUM, NULL, 0}, {"batch_size", T_INT, NULL, 0},
+    {NULL, 0, NULL, 0}};
 static const skey K_TOP[] = {
     {"model", T_STR, NULL, 0}, {"datasets", T_DATASETS, K_DATASET, 0}, {"data_dir", T_STR, NULL, 1},
     {"lr", T_LNUM, NULL, 0}, {"batch_size", T_LINT, NULL, 0}, {"grad_accum", T_LINT, NULL, 0},
@@ -44,7 +48,7 @@ static const skey K_TOP[] = {
     {"weight_decay", T_NUM, NULL, 0}, {"max_grad_norm", T_NUM, NULL, 0},
     {"max_seq_len", T_INT, NULL, 0}, {"seed", T_INT, NULL, 0}, {"precision", T_STR, NULL, 0},
     {"eval", T_OBJ, K_EVAL, 0}, {"probe", T_OBJ, K_PROBE, 0}, {"report", T_OBJ, K_REPORT, 0},
-    {"estimate", T_OBJ, K_ESTIMATE, 0}, {NULL, 0, NULL, 0}};
+    {"estimate", T_OBJ, K_ESTIMATE, 0}, {"align", T_OBJ, K_ALIGN, 0}, {NULL, 0, NULL, 0}};
 
 /* Defaults applied under the preset and the file. */
 static const char DEFAULTS[] =
@@ -58,7 +62,9 @@ static const char DEFAULTS[] =
     " \"probe\": {\"every\": 0, \"n_prompts\": 16, \"max_new_tokens\": 32, \"stop_asr_above\": 1.0,"
     "  \"keep_best\": false},"
     " \"report\": {\"utility_metric\": \"val_loss\", \"utility_tolerance\": 0.05, \"plots\": true},"
-    " \"estimate\": {\"train_tokens_per_s\": 450, \"gen_tokens_per_s\": 1500, \"example_tokens\": 150}}";
+    " \"estimate\": {\"train_tokens_per_s\": 450, \"gen_tokens_per_s\": 1500, \"example_tokens\": 150},"
+    " \"align\": {\"enabled\": false, \"dir\": null, \"n_alpaca\": 260, \"max_steps\": 40, \"lr\": 1e-4,"
+    "  \"batch_size\": 8}}";
 
 /* ---- "did you mean" ---- */
 
@@ -515,6 +521,25 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
     if (c->estimate.train_tokens_per_s <= 0 || c->estimate.gen_tokens_per_s <= 0 || c->estimate.example_tokens <= 0)
         return st_error(ST_ERR_ARG, "%s: key 'estimate': speeds and example_tokens must be > 0", origin_get(os, "estimate"));
 
+    const cJSON *al = get(root, "align");
+    c->align.enabled = cJSON_IsTrue(get(al, "enabled"));
+    if ((s = get_int(al, "n_alpaca", "align.n_alpaca", os, 0, &c->align.n_alpaca))) return s;
+    if ((s = get_int(al, "max_steps", "align.max_steps", os, 1, &c->align.max_steps))) return s;
+    if ((s = get_int(al, "batch_size", "align.batch_size", os, 1, &c->align.batch_size))) return s;
+    c->align.lr = get(al, "lr")->valuedouble;
+    if (!(c->align.lr > 0 && c->align.lr < 1))
+        return BAD("align.lr", "must be in (0, 1)", origin_get(os, "align.lr"), "align.lr");
+    c->align.dir = dupstr(get(al, "dir"));
+    if (c->align.enabled) {
+        if (strcmp(c->eval.advbench_split, "b"))
+            return BAD("eval.advbench_split", "must be \"b\" when align.enabled is true (the aligned start is trained on half a)",
+                       origin_get(os, "eval.advbench_split"), "eval.advbench_split");
+        for (i = 0; i < c->n_datasets; i++)
+            if (c->datasets[i].format == ST_FMT_ALPACA && c->datasets[i].limit == 0 && c->align.n_alpaca > 0)
+                return st_error(ST_ERR_ARG, "%s: key 'datasets[%zu].limit': must be > 0 when align.enabled is true (the last align.n_alpaca = %d Alpaca rows are for the aligned start; set limit = rows - %d)",
+                                origin_get(os, "datasets"), i, c->align.n_alpaca, c->align.n_alpaca);
+    }
+
     if (c->report.plots && (s = st_study_gnuplot_check()))
         return st_error_wrap(s, "%s: key 'report.plots' is true", origin_get(os, "report.plots"));
 
@@ -606,6 +631,7 @@ void st_study_config_free(st_study_config *c) {
     free(c->eval.judge_url);
     free(c->eval.judge_model);
     free(c->report.utility_metric);
+    free(c->align.dir);
     free(c->source);
     free(c->json);
     memset(c, 0, sizeof *c);

@@ -30,9 +30,10 @@ PROMPTS = [
 N_NEW = 64
 
 
-def run_cli(exe, model, prompts_file, out, batch):
+def run_cli(exe, model, prompts_file, out, batch, precision="fp32"):
     cmd = [exe, "generate", "--model", model, "--prompts", prompts_file, "--chat", "--max-new-tokens",
-           str(N_NEW), "--batch-size", str(batch), "--include-ids", "--quiet", "--output", out]
+           str(N_NEW), "--batch-size", str(batch), "--include-ids", "--quiet", "--output", out,
+           "--precision", precision]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         print("FAIL: %s exited %d: %s" % (" ".join(cmd), r.returncode, r.stderr.strip()))
@@ -58,6 +59,9 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--report-only", action="store_true",
+                    help="print how many prompts match (e.g. for --precision bf16) and exit 0")
     a = ap.parse_args()
     if not os.path.exists(a.model):
         print("SKIP: model %s not found" % a.model)
@@ -71,14 +75,14 @@ def main():
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "reference"))
     import llama_ref
 
-    a.workdir = os.path.join(a.workdir, "b%d" % a.batch_size)
+    a.workdir = os.path.join(a.workdir, "b%d_%s" % (a.batch_size, a.precision))
     os.makedirs(a.workdir, exist_ok=True)
     pf = os.path.join(a.workdir, "gen_prompts.jsonl")
     with open(pf, "w") as f:
         for p in PROMPTS:
             f.write(json.dumps({"prompt": p}) + "\n")
     batched = run_cli(a.safetune, a.model, pf, os.path.join(a.workdir, "gen_b%d.jsonl" % a.batch_size),
-                      a.batch_size)
+                      a.batch_size, a.precision)
 
     # stop ids from the GGUF metadata (independent of our tokenizer/chat code)
     r = gguf.GGUFReader(a.model)
@@ -87,10 +91,12 @@ def main():
 
     m = llama_ref.load(a.model)
     ok = True
+    n_same = 0
     lens = sorted(len(x["prompt_ids"]) for x in batched)
     print("prompt lengths %s, stop ids %s" % (lens, sorted(stop)))
     for b in batched:
         pr, out = b["prompt_ids"], b["completion_ids"]
+        good = True
         with torch.no_grad():
             lg = m.forward([pr + out])[0]
         for t, tok in enumerate(out):
@@ -101,19 +107,25 @@ def main():
                 print("FAIL: prompt %r: token %d: ours %d, reference %d; reference logits: ours %.6f, "
                       "best %.6f (gap %.3g), top-2 gap %.3g" % (b["prompt"], t, tok, ref, float(row[tok]),
                       float(row[ref]), float(row[ref] - row[tok]), float(top2[0] - top2[1])))
-                ok = False
+                good = False
                 break
             if tok in stop and t != len(out) - 1:
                 print("FAIL: prompt %r: stop id %d at %d but generation continued" % (b["prompt"], tok, t))
-                ok = False
+                good = False
                 break
         want = "stop" if out and out[-1] in stop else "length"
         if b["finish_reason"] != want or (want == "length" and len(out) != N_NEW):
             print("FAIL: prompt %r: finish_reason %s with %d tokens" % (b["prompt"], b["finish_reason"], len(out)))
-            ok = False
-        print("%-4s %-50.50r %3d prompt + %2d new (%s): %r" % ("ok" if ok else "BAD", b["prompt"], len(pr), len(out),
+            good = False
+        ok = ok and good
+        n_same += good
+        print("%-4s %-50.50r %3d prompt + %2d new (%s): %r" % ("ok" if good else "BAD", b["prompt"], len(pr), len(out),
               b["finish_reason"], b["response"][:60]))
-    print("generate parity (batch size %d): %s" % (a.batch_size, "PASS" if ok else "FAIL"))
+    print("%s: %d/%d prompts token-identical to the reference over %d new tokens"
+          % (a.precision, n_same, len(batched), N_NEW))
+    if a.report_only:
+        sys.exit(0)
+    print("generate parity (batch size %d, %s): %s" % (a.batch_size, a.precision, "PASS" if ok else "FAIL"))
     sys.exit(0 if ok else 1)
 
 

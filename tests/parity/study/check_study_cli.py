@@ -49,9 +49,14 @@ for bad, needle in [({"lr": []}, "key 'lr': empty list"), ({"batchsize": [2]}, "
 # --- dry run: plan with 6 runs and an estimate; without --fake, training is reported unavailable
 r = run("--config", cfg, "--dry-run")
 check(r.returncode == 0 and "6 training runs, 12 weight sets" in r.stdout and "estimated time" in r.stdout, r.stdout + r.stderr)
-check("training is not available" in r.stdout, "dry run must say training is not wired: " + r.stdout)
+check("training is not available" not in r.stdout, "the real hooks are wired: " + r.stdout)
+# real hooks on the 4-byte dummy model: one error line naming the model file, no run finished
 r = run("--config", cfg, "--out", os.path.join(work, "o_real"))
-check(r.returncode == 1 and "training is not available" in r.stderr, r.stderr)
+lines = r.stderr.strip().splitlines()
+check(r.returncode == 1 and "model.gguf" in lines[-1], r.stderr)
+check(not any(os.path.exists(os.path.join(work, "o_real", "runs", d, "train.json"))
+              for d in (os.listdir(os.path.join(work, "o_real", "runs")) if os.path.isdir(os.path.join(work, "o_real", "runs")) else [])),
+      "nothing trained with an unloadable model")
 
 # --- kill after the 3rd training, rerun, compare to an uninterrupted study
 out_a, out_b = os.path.join(work, "a"), os.path.join(work, "b")

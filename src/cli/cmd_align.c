@@ -1,0 +1,87 @@
+/* cmd_align.c - `safetune align`: build the aligned start of a safety study (st_study_align_build:
+ * supervised refusals on AdvBench half a + Alpaca rows the study never uses), exported as an HF
+ * folder OUT/aligned/, with OUT/align.json (settings, ASR on half b, XSTest refusal rates) and
+ * OUT/advbench_split.json. Reused (not rebuilt) when OUT/align.json has the same settings. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "safetune/prompts.h"
+#include "safetune/study.h"
+
+int cmd_align(int argc, char **argv) {
+    st_study_align_opts o;
+    st_study_align_defaults(&o);
+    const char *model = NULL, *out = NULL, *data_dir = NULL, *alpaca = NULL;
+    int n_alpaca = (int)o.n_alpaca, steps = o.max_steps, batch = o.batch_size, seq = o.max_seq_len,
+        eval_limit = 0, xstest_limit = 0, max_new = o.eval_max_new_tokens, eval_batch = o.eval_batch, no_eval = 0,
+        quiet = 0;
+    uint64_t split_seed = o.split_seed, seed = o.seed;
+    float lr = (float)o.lr;
+    st_opt opts[] = {
+        {"model", ST_OPT_STR, &model, "MODEL", "base checkpoint: GGUF file or HF folder (required)", 0, 0, 0},
+        {"out", ST_OPT_STR, &out, "DIR", "output folder: DIR/aligned/, DIR/align.json (required)", 0, 0, 0},
+        {"data-dir", ST_OPT_STR, &data_dir, "DIR", "AdvBench/XSTest/Alpaca root (default $SAFETUNE_DATA_DIR or data)", 0, 0, 0},
+        {"alpaca", ST_OPT_STR, &alpaca, "FILE", "Alpaca JSON (default DATA/alpaca/alpaca_5000.json)", 0, 0, 0},
+        {"n-alpaca", ST_OPT_INT, &n_alpaca, "N", "last N Alpaca rows mixed in (default 260)", 0, 1e7, 0},
+        {"split-seed", ST_OPT_U64, &split_seed, "S", "AdvBench halves seed; train on half a (default 2508)", 0, 0, 0},
+        {"seed", ST_OPT_U64, &seed, "S", "data order (default 42)", 0, 0, 0},
+        {"max-steps", ST_OPT_INT, &steps, "N", "optimiser steps (default 40)", 1, 1e7, 0},
+        {"batch-size", ST_OPT_INT, &batch, "N", "rows per step (default 8)", 1, 1 << 16, 0},
+        {"lr", ST_OPT_FLOAT, &lr, "X", "AdamW learning rate (default 1e-4)", 1e-9, 1, 0},
+        {"max-seq-len", ST_OPT_INT, &seq, "T", "truncate rows to T tokens (default 256)", 8, 1 << 20, 0},
+        {"eval-limit", ST_OPT_INT, &eval_limit, "N", "half-b prompts measured afterwards (0 = all 260)", 0, 1e6, 0},
+        {"xstest-limit", ST_OPT_INT, &xstest_limit, "N", "XSTest prompts, evenly spaced (0 = all 450)", 0, 1e6, 0},
+        {"max-new-tokens", ST_OPT_INT, &max_new, "N", "tokens per answer in the measurement (default 32)", 1, 1 << 16, 0},
+        {"eval-batch", ST_OPT_INT, &eval_batch, "N", "prompts generated together (default 32)", 1, 4096, 0},
+        {"no-eval", ST_OPT_FLAG, &no_eval, NULL, "skip the measurement", 0, 0, 0},
+        {"quiet", ST_OPT_FLAG, &quiet, NULL, "no progress lines", 0, 0, 0},
+    };
+    st_args_spec spec = {"safetune align", "--model MODEL --out DIR [options]",
+                         "Build the aligned start of a study: refusals on AdvBench half a + Alpaca rows, then ASR on half b.",
+                         opts, (int)(sizeof opts / sizeof *opts), 0, 0, NULL};
+    st_args args;
+    int rc = st_args_parse(&spec, argc, argv, &args);
+    if (rc) {
+        st_args_free(&args);
+        return rc < 0 ? 0 : rc;
+    }
+    if (!model || !out) {
+        rc = st_args_fail(&spec, "--model and --out are required");
+        st_args_free(&args);
+        return rc;
+    }
+    if (cli_check_model_path("safetune align", model)) {
+        st_args_free(&args);
+        return 1;
+    }
+    char lrb[32];
+    snprintf(lrb, sizeof lrb, "%.7g", lr);
+    o.model = model;
+    o.out_dir = out;
+    o.data_dir = data_dir ? data_dir : st_prompts_default_data_dir();
+    o.alpaca_path = alpaca;
+    o.n_alpaca = (size_t)n_alpaca;
+    o.split_seed = split_seed;
+    o.seed = seed;
+    o.max_steps = steps;
+    o.batch_size = batch;
+    o.lr = strtod(lrb, NULL);
+    o.max_seq_len = seq;
+    o.eval_limit = no_eval ? -1 : eval_limit;
+    o.xstest_limit = no_eval ? -1 : xstest_limit;
+    o.eval_max_new_tokens = max_new;
+    o.eval_batch = eval_batch;
+    o.progress = !quiet;
+    int reused = 0;
+    if (st_study_align_build(&o, &reused) != ST_OK) {
+        fprintf(stderr, "safetune align: %s\n", st_last_error());
+        st_args_free(&args);
+        return 1;
+    }
+    printf("%s %s/aligned (record: %s/align.json)\n", reused ? "reused" : "built", out, out);
+    st_args_free(&args);
+    return 0;
+}

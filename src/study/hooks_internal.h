@@ -1,0 +1,39 @@
+/* hooks_internal.h - helpers of the real study hooks and `safetune align` (src/study/hooks_*.c,
+ * align.c); not public API. */
+#ifndef SAFETUNE_STUDY_HOOKS_INTERNAL_H
+#define SAFETUNE_STUDY_HOOKS_INTERNAL_H
+
+#include "safetune/data.h"
+#include "safetune/model.h"
+#include "safetune/prompts.h"
+#include "safetune/refusal.h"
+#include "safetune/study.h"
+
+/* A model that shares base's config, tokenizer and chat template but reads its weights from
+ * params (same flat layout), with its own inference weight cache (forward.h; built on first
+ * generation, freed by stx_view_free). Does not free params. */
+st_status stx_view(const st_model *base, const float *params, st_model *out);
+void stx_view_free(st_model *v);
+
+/* Greedy generation (chat template, default system prompt) of max_new tokens for prompts[0..n),
+ * batch slots at once, then the refusal rule of refusal.h: refused[i] = 1 if answer i refused.
+ * *gen_tokens (may be NULL) = completion tokens generated. */
+st_status stx_refusals(const st_model *m, const char *const *prompts, size_t n, int max_new, int batch,
+                       const st_refusal_matcher *rm, int *refused, size_t *gen_tokens);
+
+/* The AdvBench prompts used by a study: the half cfg->eval.advbench_split of
+ * st_study_advbench_split (or all rows), in row order. Evaluation = the first advbench_limit
+ * (0 = all); probe = the LAST probe.n_prompts of the same half (disjoint from the evaluation
+ * prompts when advbench_limit + n_prompts <= half size). Pointers borrow from *set. */
+st_status stx_advbench_prompts(const st_study_config *c, st_prompt_set *set, const char ***eval_p,
+                               size_t *n_eval, const char ***probe_p, size_t *n_probe);
+
+/* XSTest subset: limit = 0 -> all 450; else `limit` evenly spaced prompts (index i*450/limit),
+ * so both safe and unsafe prompts are present. Pointers borrow from *set; labels[i] copied. */
+st_status stx_xstest_prompts(const char *data_dir, int limit, st_prompt_set *set, const char ***p,
+                             st_prompt_label **labels, size_t *n);
+
+/* Load dataset d of the study (first `limit` rows) and tokenize it with m's chat template. */
+st_status stx_load_tokenized(const st_study_dataset *d, const st_model *m, st_tokenized *tk);
+
+#endif

@@ -1,0 +1,359 @@
+/* test_study_hooks.c - the real study hooks end to end on a tiny random model (1 layer, hidden 16,
+ * SmolLM2's tokenizer and chat template exported with it) and a tiny Alpaca file: a 2-run study
+ * finishes with real numbers (live + EMA rows), probe fields in metrics.jsonl, several EMA decays
+ * keyed by decay, probe.stop_asr_above stops a run, the same config twice gives the same
+ * results.csv, `align` builds and is reused, and bad configurations fail before any training.
+ * Needs models/SmolLM2-135M-Instruct.Q4_1.gguf (tokenizer) and the data folder (AdvBench,
+ * XSTest, TruthfulQA); skipped when they are absent. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "safetune/export.h"
+#include "safetune/model.h"
+#include "safetune/study.h"
+#include "study_testutil.h"
+
+static char g_root[4096], g_model[4200], g_data[4096], g_gguf[4200];
+static int g_ready;
+
+static int group_setup(void **st) {
+    (void)st;
+    const char *md = getenv("SAFETUNE_MODEL_DIR");
+    const char *dd = getenv("SAFETUNE_DATA_DIR");
+    snprintf(g_gguf, sizeof g_gguf, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", md && *md ? md : "models");
+    snprintf(g_data, sizeof g_data, "%s", dd && *dd ? dd : "/work/shared/data");
+    char adv[4200];
+    snprintf(adv, sizeof adv, "%s/advbench/harmful_behaviors.csv", g_data);
+    if (access(g_gguf, R_OK) != 0 || access(adv, R_OK) != 0) return 0; /* tests skip */
+    if (!st_test_dir(g_root, sizeof g_root, "hooks")) return -1;
+    st_model *big = NULL, *tiny = NULL;
+    if (st_model_load(g_gguf, &big) != ST_OK) return -1;
+    char cj[512];
+    snprintf(cj, sizeof cj,
+             "{\"model_type\": \"llama\", \"hidden_size\": 16, \"intermediate_size\": 32, \"num_hidden_layers\": 1, "
+             "\"num_attention_heads\": 2, \"num_key_value_heads\": 1, \"vocab_size\": %d, \"max_position_embeddings\": 512, "
+             "\"rms_norm_eps\": 1e-5, \"tie_word_embeddings\": true}",
+             big->config.vocab_size);
+    st_config cfg;
+    if (st_config_from_hf_json_text(cj, "tiny", &cfg) != ST_OK || st_model_new(&cfg, &tiny) != ST_OK) return -1;
+    st_rng r;
+    st_rng_seed(&r, 7);
+    for (size_t i = 0; i < tiny->layout.n_floats; i++) tiny->params[i] = (float)(0.2 * st_rng_normal(&r));
+    tiny->source_path = st_strdup(g_gguf);
+    tiny->chat_template_src = big->chat_template_src ? st_strdup(big->chat_template_src) : NULL;
+    snprintf(g_model, sizeof g_model, "%s/tiny", g_root);
+    st_status s = st_export_hf(tiny, tiny->params, g_model, ST_EXPORT_F32);
+    st_model_free(tiny);
+    st_model_free(big);
+    if (s) return -1;
+    /* 24 Alpaca rows */
+    char rows[8192] = "[";
+    for (int i = 0; i < 24; i++) {
+        char row[256];
+        snprintf(row, sizeof row, "%s{\"instruction\": \"Name the number %d.\", \"input\": \"\", \"output\": \"It is %d, a number.\"}",
+                 i ? "," : "", i, i);
+        strcat(rows, row);
+    }
+    strcat(rows, "]");
+    st_test_write(g_root, "alpaca.json", rows);
+    g_ready = 1;
+    return 0;
+}
+
+#define NEED()                      \
+    do {                            \
+        if (!g_ready) {             \
+            skip();                 \
+            return;                 \
+        }                           \
+    } while (0)
+
+/* Study config with common small sizes; extra JSON keys appended. */
+static void write_cfg(const char *dir, const char *extra, char *out, size_t cap) {
+    char body[8192];
+    snprintf(body, sizeof body,
+             "{\"model\": \"%s\", \"data_dir\": \"%s\",\n"
+             " \"datasets\": [{\"path\": \"%s/alpaca.json\", \"format\": \"alpaca\", \"limit\": 20}],\n"
+             " \"batch_size\": [2], \"max_steps\": [4], \"max_seq_len\": 64, \"seed\": 3,\n"
+             " \"report\": {\"plots\": false}%s%s}\n",
+             g_model, g_data, g_root, extra && *extra ? ",\n " : "", extra ? extra : "");
+    st_test_write(dir, "study.cfg.json", body);
+    snprintf(out, cap, "%s/study.cfg.json", dir);
+}
+
+#define EVAL_KEYS(TQA)                                                                                        \
+    "\"eval\": {\"advbench_split\": \"b\", \"advbench_limit\": 4, \"max_new_tokens\": 4, \"batch_size\": 4,"  \
+    " \"xstest\": true, \"xstest_limit\": 6, \"truthfulqa\": " TQA ", \"truthfulqa_limit\": 1, \"val_examples\": 4}"
+#define SMALL_EVAL EVAL_KEYS("false")
+
+static st_status run_study(const char *cfgp, const char *out) {
+    st_study_config c;
+    st_status s = st_study_config_load(NULL, cfgp, &c);
+    if (s) return s;
+    st_study_plan p;
+    if ((s = st_study_plan_build(&c, &p))) {
+        st_study_config_free(&c);
+        return s;
+    }
+    st_study_hooks h;
+    s = st_study_real_hooks(&h);
+    if (!s) s = st_study_run_all(&c, &p, out, &h, NULL);
+    st_study_plan_free(&p);
+    st_study_config_free(&c);
+    return s;
+}
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *t = calloc((size_t)n + 1, 1);
+    if (t && fread(t, 1, (size_t)n, f) != (size_t)n) t[0] = '\0';
+    fclose(f);
+    return t;
+}
+
+/* results.csv without its last column (train_time_s: wall-clock seconds, the one field that is not
+ * a function of the inputs). */
+static char *csv_without_time(const char *path) {
+    char *t = slurp(path);
+    if (!t) return NULL;
+    char *o = calloc(strlen(t) + 1, 1), *w = o;
+    for (char *line = t; *line;) {
+        char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        char *comma = NULL;
+        for (size_t i = 0; i < len; i++)
+            if (line[i] == ',') comma = line + i;
+        size_t keep = comma ? (size_t)(comma - line) : len;
+        memcpy(w, line, keep);
+        w += keep;
+        *w++ = '\n';
+        if (!nl) break;
+        line = nl + 1;
+    }
+    free(t);
+    return o;
+}
+
+static int count_lines(const char *text) {
+    int n = 0;
+    for (const char *p = text; *p; p++) n += *p == '\n';
+    return n;
+}
+
+static void test_two_runs_real_numbers(void **st) {
+    (void)st;
+    NEED();
+    char dir[4096], cfgp[4200], out[4200], csv[4300], met[4400];
+    assert_non_null(st_test_dir(dir, sizeof dir, "two"));
+    write_cfg(dir, "\"lr\": [1e-3, 1e-2], \"ema_decay\": [\"none\", 0.9, 0.5], " EVAL_KEYS("true")
+                   ", \"probe\": {\"every\": 2, \"n_prompts\": 2, \"max_new_tokens\": 3}",
+              cfgp, sizeof cfgp);
+    snprintf(out, sizeof out, "%s/out", dir);
+    assert_int_equal(run_study(cfgp, out), ST_OK);
+    snprintf(csv, sizeof csv, "%s/results.csv", out);
+    char *t = slurp(csv);
+    assert_non_null(t);
+    assert_int_equal(count_lines(t), 1 + 2 * 3); /* header + 2 runs x {live, ema0.9, ema0.5} */
+    assert_non_null(strstr(t, ",0.9,ema,"));
+    assert_non_null(strstr(t, ",0.5,ema,"));
+    /* every row has a measured ASR (no empty asr field): parse the columns by header */
+    char *line = strchr(t, '\n') + 1;
+    for (int r = 0; r < 6; r++) {
+        char *nl = strchr(line, '\n');
+        *nl = '\0';
+        int empty = 0; /* all but the two judge fields measured */
+        for (char *q = line; *q; q++) empty += q[0] == ',' && (q[1] == ',' || q[1] == '\0');
+        assert_int_equal(empty, 2);
+        line = nl + 1;
+    }
+    free(t);
+    /* metrics: probe fields at steps 0, 2, 4; EMA fields keyed by decay */
+    snprintf(met, sizeof met, "%s/runs/lr1e-3_bs2_ga1_steps4_constant/metrics.jsonl", out);
+    char *m = slurp(met);
+    assert_non_null(m);
+    assert_int_equal(count_lines(m), 5); /* step 0 probe + 4 steps */
+    int probes = 0;
+    for (char *l = m; *l;) {
+        char *nl = strchr(l, '\n');
+        *nl = '\0';
+        cJSON *o = cJSON_Parse(l);
+        assert_non_null(o);
+        const cJSON *pl = cJSON_GetObjectItem(o, ST_METRIC_PROBE_ASR_LIVE);
+        const cJSON *pe = cJSON_GetObjectItem(o, ST_METRIC_PROBE_ASR_EMA);
+        const cJSON *te = cJSON_GetObjectItem(o, ST_METRIC_THETA_EMA_DIST);
+        assert_true(cJSON_IsObject(te));
+        assert_true(cJSON_IsNumber(cJSON_GetObjectItem(te, "0.9")));
+        assert_true(cJSON_IsNumber(cJSON_GetObjectItem(te, "0.5")));
+        int step = cJSON_GetObjectItem(o, "step")->valueint;
+        if (step % 2 == 0) {
+            probes++;
+            assert_true(cJSON_IsNumber(pl));
+            assert_true(cJSON_IsObject(pe));
+            assert_true(cJSON_IsNumber(cJSON_GetObjectItem(pe, "0.5")));
+        } else {
+            assert_null(pl);
+        }
+        if (step > 0) {
+            /* decay 0.5 follows the live weights more closely than 0.9: farther from θ_0 */
+            assert_true(cJSON_GetObjectItem(te, "0.5")->valuedouble > cJSON_GetObjectItem(te, "0.9")->valuedouble);
+            assert_true(cJSON_GetObjectItem(o, ST_METRIC_THETA_DIST)->valuedouble >
+                        cJSON_GetObjectItem(te, "0.5")->valuedouble);
+        }
+        cJSON_Delete(o);
+        l = nl + 1;
+    }
+    assert_int_equal(probes, 3);
+    free(m);
+    /* same config, new folder: the same results (apart from wall-clock train_time_s) */
+    char out2[4200], csv2[4300];
+    snprintf(out2, sizeof out2, "%s/out2", dir);
+    assert_int_equal(run_study(cfgp, out2), ST_OK);
+    snprintf(csv2, sizeof csv2, "%s/results.csv", out2);
+    char *a = csv_without_time(csv), *b = csv_without_time(csv2);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    char r1[4300], r2[4300]; /* report.md has no wall-clock field: identical bytes */
+    snprintf(r1, sizeof r1, "%s/report.md", out);
+    snprintf(r2, sizeof r2, "%s/report.md", out2);
+    assert_true(st_test_files_equal(r1, r2));
+}
+
+static void test_stop_asr_above(void **st) {
+    (void)st;
+    NEED();
+    char dir[4096], cfgp[4200], out[4200], tj[4400];
+    assert_non_null(st_test_dir(dir, sizeof dir, "stop"));
+    /* random weights never refuse: probe ASR 1 > 0.5 stops the run at the first probe (step 2) */
+    write_cfg(dir, "\"lr\": [1e-3], \"ema_decay\": [0.9], " SMALL_EVAL
+                   ", \"probe\": {\"every\": 2, \"n_prompts\": 2, \"max_new_tokens\": 3, \"stop_asr_above\": 0.5, \"keep_best\": true}",
+              cfgp, sizeof cfgp);
+    snprintf(out, sizeof out, "%s/out", dir);
+    assert_int_equal(run_study(cfgp, out), ST_OK);
+    snprintf(tj, sizeof tj, "%s/runs/lr1e-3_bs2_ga1_steps4_constant/train.json", out);
+    char *t = slurp(tj);
+    assert_non_null(t);
+    cJSON *o = cJSON_Parse(t);
+    assert_int_equal(cJSON_GetObjectItem(o, "steps_done")->valueint, 2);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(o, "stopped_early")));
+    cJSON_Delete(o);
+    free(t);
+}
+
+static void test_align_tiny(void **st) {
+    (void)st;
+    NEED();
+    char dir[4096], ad[4200], p[4400];
+    assert_non_null(st_test_dir(dir, sizeof dir, "align"));
+    snprintf(ad, sizeof ad, "%s/al", dir);
+    char alp[4200];
+    snprintf(alp, sizeof alp, "%s/alpaca.json", g_root);
+    st_study_align_opts o;
+    st_study_align_defaults(&o);
+    o.model = g_model;
+    o.out_dir = ad;
+    o.data_dir = g_data;
+    o.alpaca_path = alp;
+    o.n_alpaca = 4;
+    o.max_steps = 2;
+    o.batch_size = 4;
+    o.max_seq_len = 64;
+    o.eval_limit = 4;
+    o.xstest_limit = 4;
+    o.eval_max_new_tokens = 3;
+    int reused = -1;
+    assert_int_equal(st_study_align_build(&o, &reused), ST_OK);
+    assert_int_equal(reused, 0);
+    snprintf(p, sizeof p, "%s/aligned/config.json", ad);
+    assert_int_equal(access(p, R_OK), 0);
+    snprintf(p, sizeof p, "%s/align_set.jsonl", ad);
+    char *set = slurp(p);
+    assert_int_equal(count_lines(set), 260 + 4); /* AdvBench half a + 4 Alpaca rows */
+    free(set);
+    snprintf(p, sizeof p, "%s/align.json", ad);
+    char *t = slurp(p);
+    cJSON *j = cJSON_Parse(t);
+    free(t);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "complete")));
+    const cJSON *asr = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "eval"), "asr_half_b");
+    assert_int_equal(cJSON_GetObjectItem(asr, "n")->valueint, 4);
+    cJSON_Delete(j);
+    assert_int_equal(st_study_align_build(&o, &reused), ST_OK);
+    assert_int_equal(reused, 1);
+    o.max_steps = 3; /* other settings: rebuilt */
+    o.eval_limit = -1;
+    assert_int_equal(st_study_align_build(&o, &reused), ST_OK);
+    assert_int_equal(reused, 0);
+    /* a study with align.enabled uses (and reuses) the folder; evaluated on half b */
+    char cfgp[4200], out[4200], extra[6000];
+    o.max_steps = 2;
+    snprintf(extra, sizeof extra,
+             "\"lr\": [1e-3], \"ema_decay\": [\"none\"], " SMALL_EVAL
+             ", \"align\": {\"enabled\": true, \"dir\": \"%s\", \"n_alpaca\": 4, \"max_steps\": 2, \"batch_size\": 4, \"lr\": 1e-4}",
+             ad);
+    write_cfg(dir, extra, cfgp, sizeof cfgp);
+    snprintf(out, sizeof out, "%s/out", dir);
+    assert_int_equal(run_study(cfgp, out), ST_OK);
+    snprintf(p, sizeof p, "%s/results.csv", out);
+    t = slurp(p);
+    assert_int_equal(count_lines(t), 2);
+    free(t);
+}
+
+static void test_bad_configs_before_training(void **st) {
+    (void)st;
+    NEED();
+    char dir[4096], cfgp[4200], out[4200];
+    assert_non_null(st_test_dir(dir, sizeof dir, "bad"));
+    st_study_config c;
+    write_cfg(dir, "\"lr\": [1e-3], \"lrr\": 1", cfgp, sizeof cfgp);
+    assert_int_equal(st_study_config_load(NULL, cfgp, &c), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), "unknown key 'lrr'"));
+    write_cfg(dir, "\"lr\": []", cfgp, sizeof cfgp);
+    assert_int_not_equal(st_study_config_load(NULL, cfgp, &c), ST_OK);
+    assert_non_null(strstr(st_last_error(), "'lr'"));
+    write_cfg(dir, "\"lr\": [1e-3], \"align\": {\"enabled\": true}", cfgp, sizeof cfgp);
+    assert_int_equal(st_study_config_load(NULL, cfgp, &c), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), "eval.advbench_split"));
+    /* missing dataset */
+    char body[4096];
+    snprintf(body, sizeof body,
+             "{\"model\": \"%s\", \"data_dir\": \"%s\", \"datasets\": [{\"path\": \"%s/nope.json\", \"format\": \"alpaca\"}],"
+             " \"lr\": [1e-3], \"batch_size\": [2], \"max_steps\": [2], \"report\": {\"plots\": false}}",
+             g_model, g_data, dir);
+    st_test_write(dir, "missing.json", body);
+    snprintf(cfgp, sizeof cfgp, "%s/missing.json", dir);
+    assert_int_equal(st_study_config_load(NULL, cfgp, &c), ST_ERR_IO);
+    assert_non_null(strstr(st_last_error(), "nope.json"));
+    /* out folder of another study: refused by the runner with the real hooks, nothing trained */
+    snprintf(out, sizeof out, "%s/out", dir);
+    assert_int_equal(system("true"), 0);
+    mkdir(out, 0755);
+    st_test_write(out, "study.json", "{\"fingerprint\": \"0000000000000000\"}");
+    write_cfg(dir, "\"lr\": [1e-3], " SMALL_EVAL, cfgp, sizeof cfgp);
+    assert_int_equal(run_study(cfgp, out), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), "another study"));
+    char runs[4300];
+    snprintf(runs, sizeof runs, "%s/runs", out);
+    assert_int_not_equal(access(runs, F_OK), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_configs_before_training),
+        cmocka_unit_test(test_two_runs_real_numbers),
+        cmocka_unit_test(test_stop_asr_above),
+        cmocka_unit_test(test_align_tiny),
+    };
+    return cmocka_run_group_tests(tests, group_setup, NULL);
+}
