@@ -65,6 +65,18 @@ st_status st_write_file_atomic(const char *path, const void *data, size_t len);
 st_status st_mkdir_p(const char *path);
 void st_remove_flat_dir(const char *dir);
 
+/* UTF-8 (utf8.c; RFC 3629): number of invalid bytes in s[0..n); a heap NUL-terminated copy with
+ * each invalid byte replaced by U+FFFD (*n_replaced: how many; NULL ok). NULL on OOM. cJSON does
+ * not validate: every JSON text we write goes through st_utf8_repair. */
+size_t st_utf8_invalid_count(const char *s, size_t n);
+char *st_utf8_repair(const char *s, size_t n, size_t *n_replaced);
+/* Takes ownership of heap string s (NULL passes through): returns s if valid UTF-8, else a
+ * repaired copy (s freed). For wrapping cJSON_Print* output: st_utf8_fix_owned(cJSON_Print(o)). */
+char *st_utf8_fix_owned(char *s);
+/* Drop a leading UTF-8 BOM (EF BB BF) in place from a NUL-terminated buffer of len bytes
+ * (as from st_read_file); returns the new length. */
+size_t st_utf8_strip_bom(char *data, size_t len);
+
 /* Deterministic RNG: xoshiro256** seeded with splitmix64 (Blackman & Vigna 2018).
  * The state is plain data so it can be checkpointed and restored bit-exactly. */
 typedef struct { uint64_t s[4]; } st_rng;

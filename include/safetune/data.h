@@ -108,6 +108,10 @@ st_status st_tokenize_dataset_with(const st_dataset *ds, st_render_fn render, vo
 st_status st_tokenize_dataset(const st_dataset *ds, const st_chat_template *tpl,
                               const st_tokenizer *tok, st_tokenized *out);
 void st_tokenized_free(st_tokenized *t);
+/* Remove, in place, the rows with no trained target once truncated to max_seq_len tokens (no
+ * assistant token at positions 1..min(len, max_seq_len) - 1, as st_collate counts them); keeps
+ * the order. *n_dropped: rows removed. Such rows would give a window 0 targets. */
+void st_tokenized_drop_untrained(st_tokenized *t, int max_seq_len, size_t *n_dropped);
 
 typedef struct {
     int B;             /* rows in this micro-batch */

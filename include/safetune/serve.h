@@ -24,6 +24,7 @@ typedef struct {
     float top_p;       /* (0, 1], default 1 */
     uint64_t seed;     /* valid when has_seed */
     int has_seed;
+    int max_tokens_set; /* 1 if the request gave max_tokens (else the default may be capped to fit) */
 } st_serve_params;
 
 typedef struct {
@@ -34,7 +35,8 @@ typedef struct {
 } st_serve_reply;
 
 /* Backend: produce one assistant reply for msgs[0..n). Return ST_OK and fill *out, or a status
- * with st_error() set (sent to the client as HTTP 500 with that message). Called under the
+ * with st_error() set: ST_ERR_ARG = the request cannot be served (e.g. longer than the context;
+ * HTTP 400 with that message), anything else HTTP 500. Called under the
  * server's mutex, from a server thread. */
 typedef st_status (*st_serve_backend)(void *ctx, const st_chat_message *msgs, size_t n,
                                       const st_serve_params *params, st_serve_reply *out);

@@ -24,6 +24,12 @@ void st_args_usage(const st_args_spec *spec, FILE *f) {
     fprintf(f, "  %-28s %s\n", "--help", "show this help");
 }
 
+double st_args_decimal(float f) {
+    char b[32];
+    snprintf(b, sizeof b, "%.7g", f);
+    return strtod(b, NULL);
+}
+
 int st_args_fail(const st_args_spec *spec, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

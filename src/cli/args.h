@@ -52,5 +52,8 @@ void st_args_free(st_args *a);
 void st_args_usage(const st_args_spec *spec, FILE *f);
 /* Print "PROG: MESSAGE" then "(see PROG --help)" to stderr; returns 2. */
 int st_args_fail(const st_args_spec *spec, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The double the user typed for a float option: any decimal with <= 7 significant digits
+ * (0.05, 1e-5) round-trips exactly through %.7g (0.05f widened would be 0.0500000007). */
+double st_args_decimal(float f);
 
 #endif

@@ -75,6 +75,8 @@ int cmd_chat(int argc, char **argv) {
     go.batch_size = 1;
     go.on_token = stream_token;
     go.ud = &sc;
+    long ctx = m->config.max_position_embeddings > 0 ? m->config.max_position_embeddings : 2048;
+    if (go.context_length > 0 && go.context_length < ctx) ctx = go.context_length;
     const int tty = isatty(0);
     if (tty) fprintf(stderr, "safetune chat: /reset to start over, /quit to leave\n");
     unsigned turn = 0;
@@ -113,9 +115,32 @@ int cmd_chat(int argc, char **argv) {
         n_msgs++;
         int32_t *ids = NULL;
         size_t n_ids = 0;
-        if (st_chat_render(&m->chat, m->tokenizer, msgs, n_msgs, 1, &ids, NULL, &n_ids)) {
-            fprintf(stderr, "safetune chat: %s\n", st_last_error());
-            goto out;
+        /* history + reply room must fit the context: drop whole oldest turns (user + assistant),
+         * keeping the system prompt; never let the generator cut into the template */
+        const size_t first = msgs[0].role[0] == 's' ? 1 : 0; /* "system" */
+        int dropped = 0;
+        for (;;) {
+            if (st_chat_render(&m->chat, m->tokenizer, msgs, n_msgs, 1, &ids, NULL, &n_ids)) {
+                fprintf(stderr, "safetune chat: %s\n", st_last_error());
+                goto out;
+            }
+            if ((long)n_ids + go.max_new_tokens <= ctx || n_msgs - first <= 1) break;
+            free(ids);
+            ids = NULL;
+            size_t k = n_msgs - first - 1 >= 2 && !strcmp(msgs[first + 1].role, "assistant") ? 2 : 1;
+            for (size_t i = first; i < first + k; i++) free(owned[i]);
+            memmove(msgs + first, msgs + first + k, (n_msgs - first - k) * sizeof *msgs);
+            memmove(owned + first, owned + first + k, (n_msgs - first - k) * sizeof *owned);
+            n_msgs -= k;
+            dropped++;
+        }
+        if (dropped) fprintf(stderr, "(context full: dropped %d oldest turn%s)\n", dropped, dropped == 1 ? "" : "s");
+        if ((long)n_ids + go.max_new_tokens > ctx) {
+            fprintf(stderr, "(message too long: %zu tokens + --max-new-tokens %d exceed the context of %ld tokens; "
+                    "not sent)\n", n_ids, go.max_new_tokens, ctx);
+            free(ids);
+            free(owned[--n_msgs]);
+            continue;
         }
         st_generation g;
         go.sampling.seed = seed + turn++;
@@ -127,7 +152,8 @@ int cmd_chat(int argc, char **argv) {
             goto out;
         }
         fputc('\n', stdout);
-        if (g.finish == ST_FINISH_LENGTH) fprintf(stderr, "(reply cut at %d tokens)\n", go.max_new_tokens);
+        if (g.finish == ST_FINISH_LENGTH && g.completion_tokens >= (size_t)go.max_new_tokens)
+            fprintf(stderr, "(reply cut at %d tokens)\n", go.max_new_tokens);
         fflush(stdout);
         owned[n_msgs] = g.text;
         g.text = NULL;

@@ -304,7 +304,7 @@ out:
 /* ============================ eval utility ============================ */
 
 static void add_buf_line(char **buf, size_t *len, size_t *cap, cJSON *o, int *oom) {
-    char *line = cJSON_PrintUnformatted(o);
+    char *line = st_utf8_fix_owned(cJSON_PrintUnformatted(o));
     if (!line) { *oom = 1; return; }
     size_t ll = strlen(line);
     if (*len + ll + 2 > *cap) {
@@ -332,7 +332,7 @@ static int eval_utility(int argc, char **argv) {
     float val_fraction = 0.05f;
     int val_count = 0, max_seq = 1024, batch_rows = 8, tqa_limit = 0, mt_limit = 0, mt_new = 512, batch = 32;
     int no_tqa = 0, no_mt = 0, quiet = 0, tqa_tokens = 2048;
-    uint64_t seed = 0;
+    uint64_t seed = 42; /* = safetune train's default: the same held-out rows */
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "a .gguf file, HF folder, or training output folder", 0, 0, 0},
         {"weights", ST_OPT_STR, &weights, "live|ema", "with a training output folder: final/ (live) or final-ema/ (ema)", 0, 0, 0},
@@ -341,7 +341,7 @@ static int eval_utility(int argc, char **argv) {
         {"data-format", ST_OPT_STR, &fmt, "F", "auto | alpaca | dolly | orca | messages (default auto)", 0, 0, 0},
         {"val-fraction", ST_OPT_FLOAT, &val_fraction, "F", "validation share of rows (default 0.05)", 0, 0.999999, 0},
         {"val-count", ST_OPT_INT, &val_count, "N", "validation rows (overrides --val-fraction)", 0, 1 << 30, 0},
-        {"seed", ST_OPT_U64, &seed, "S", "split seed (default 0; as `safetune train`)", 0, 0, 0},
+        {"seed", ST_OPT_U64, &seed, "S", "split seed (default 42, as `safetune train`)", 0, 0, 0},
         {"max-seq-len", ST_OPT_INT, &max_seq, "N", "truncate rows to N tokens (default 1024)", 2, 1 << 20, 0},
         {"loss-batch", ST_OPT_INT, &batch_rows, "B", "rows per forward for the held-out loss (default 8)", 1, 4096, 0},
         {"data-dir", ST_OPT_STR, &data_dir, "DIR", "dataset folder (default $SAFETUNE_DATA_DIR or data/)", 0, 0, 0},
@@ -418,7 +418,7 @@ static int eval_utility(int argc, char **argv) {
 
     /* (a) held-out loss */
     if (data) {
-        if (st_data_split_make(ds.n, val_fraction, (size_t)val_count, seed, &split)) goto fail;
+        if (st_data_split_make(ds.n, st_args_decimal(val_fraction), (size_t)val_count, seed, &split)) goto fail;
         if (st_tokenize_dataset(&ds, &m->chat, m->tokenizer, &tk)) goto fail;
         st_heldout_result hr;
         if (st_heldout_loss(m, &tk, split.val, split.n_val, max_seq, batch_rows, &hr)) goto fail;
@@ -433,7 +433,7 @@ static int eval_utility(int argc, char **argv) {
         char sb[32];
         snprintf(sb, sizeof sb, "%llu", (unsigned long long)seed);
         cJSON_AddStringToObject(h, "seed", sb);
-        cJSON_AddNumberToObject(h, "val_fraction", val_count > 0 ? 0 : val_fraction);
+        cJSON_AddNumberToObject(h, "val_fraction", val_count > 0 ? 0 : st_args_decimal(val_fraction));
         cJSON_AddNumberToObject(h, "val_count", val_count);
         if (split.n_val <= 256) { /* which rows were held out (small splits; for checking and reuse) */
             cJSON *vi = cJSON_AddArrayToObject(h, "val_indices");
@@ -560,7 +560,7 @@ static int eval_utility(int argc, char **argv) {
         if (js) {
             st_error_wrap(js, "judge failed at MT-Bench answer %zu of %zu (answers kept in %s)", judged + 1, nq, path);
             snprintf(path, sizeof path, "%s/summary.json", out);
-            char *txt = cJSON_Print(sum);
+            char *txt = st_utf8_fix_owned(cJSON_Print(sum));
             if (txt) st_write_file_atomic(path, txt, strlen(txt));
             free(txt);
             goto fail;
@@ -569,7 +569,7 @@ static int eval_utility(int argc, char **argv) {
         cJSON_AddNullToObject(sum, "mtbench");
     }
     snprintf(path, sizeof path, "%s/summary.json", out);
-    char *txt = cJSON_Print(sum);
+    char *txt = st_utf8_fix_owned(cJSON_Print(sum));
     if (!txt) { st_error(ST_ERR_NOMEM, "out of memory"); goto fail; }
     st_status ws = st_write_file_atomic(path, txt, strlen(txt));
     free(txt);

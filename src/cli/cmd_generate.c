@@ -40,6 +40,15 @@ static int prompts_push(prompt_list *p, char *text, cJSON *id) {
     return 0;
 }
 
+/* The "id" written to the output: always a string (as `safetune eval`): a string id as given, a
+ * number as its %.17g text, else the 0-based prompt index. */
+static const char *id_text(const cJSON *id, size_t index, char *buf, size_t cap) {
+    if (cJSON_IsString(id)) return id->valuestring;
+    if (cJSON_IsNumber(id)) snprintf(buf, cap, "%.17g", id->valuedouble);
+    else snprintf(buf, cap, "%zu", index);
+    return buf;
+}
+
 /* One prompt per line, or JSONL objects with a string "prompt" (and optional "id"). Blank lines
  * are skipped. Errors name the file and line. */
 static st_status read_prompts(const char *path, prompt_list *out) {
@@ -47,7 +56,8 @@ static st_status read_prompts(const char *path, prompt_list *out) {
     size_t len;
     st_status s = st_read_file(path, &data, &len);
     if (s) return s;
-    size_t line = 0;
+    len = st_utf8_strip_bom(data, len);
+    size_t line = 0, *lines = NULL; /* lines[i]: file line of prompt i */
     char *p = data, *end = data + len;
     while (p < end && !s) {
         char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -70,21 +80,36 @@ static st_status read_prompts(const char *path, prompt_list *out) {
             if (!s) {
                 cJSON *id = cJSON_DetachItemFromObjectCaseSensitive(o, "id");
                 char *t = strdup(pr->valuestring);
-                if (!t || prompts_push(out, t, id)) {
+                size_t *nl2 = realloc(lines, (out->n + 1) * sizeof *lines);
+                if (nl2) lines = nl2;
+                if (!t || !nl2 || prompts_push(out, t, id)) {
                     free(t);
                     cJSON_Delete(id);
                     s = st_error(ST_ERR_NOMEM, "out of memory");
+                } else {
+                    lines[out->n - 1] = line;
+                    char a[64], b[64];
+                    const char *ia = id_text(id, out->n - 1, a, sizeof a);
+                    for (size_t j = 0; id && j + 1 < out->n && !s; j++)
+                        if (out->id[j] && !strcmp(ia, id_text(out->id[j], j, b, sizeof b)))
+                            s = st_error(ST_ERR_FORMAT, "%s: line %zu: duplicate id \"%s\" (also on line %zu)",
+                                         path, line, ia, lines[j]);
                 }
             }
             cJSON_Delete(o);
         } else {
             char *t = strdup(q);
-            if (!t || prompts_push(out, t, NULL)) {
+            size_t *nl2 = realloc(lines, (out->n + 1) * sizeof *lines);
+            if (nl2) lines = nl2;
+            if (!t || !nl2 || prompts_push(out, t, NULL)) {
                 free(t);
                 s = st_error(ST_ERR_NOMEM, "out of memory");
+            } else {
+                lines[out->n - 1] = line;
             }
         }
     }
+    free(lines);
     free(data);
     if (!s && out->n == 0) s = st_error(ST_ERR_FORMAT, "%s: no prompts (the file is empty or blank)", path);
     return s;
@@ -119,6 +144,22 @@ int cli_check_model_path(const char *prog, const char *path) {
         fprintf(stderr, "%s: %s: no such file or directory (MODEL is a .gguf file or a Hugging Face "
                         "checkpoint folder)\n", prog, path);
         return 1;
+    }
+    char sub[4200], sub2[4200];
+    snprintf(sub, sizeof sub, "%s/model.safetensors", path);
+    snprintf(sub2, sizeof sub2, "%s/model.safetensors.index.json", path);
+    if (S_ISDIR(sb.st_mode) && stat(sub, &sb) != 0 && stat(sub2, &sb) != 0) { /* a `train --out` folder? */
+        int fin = 0, ema = 0;
+        snprintf(sub, sizeof sub, "%s/final", path);
+        fin = stat(sub, &sb) == 0;
+        snprintf(sub, sizeof sub, "%s/final-ema", path);
+        ema = stat(sub, &sb) == 0;
+        snprintf(sub, sizeof sub, "%s/checkpoints", path);
+        if (fin || ema || stat(sub, &sb) == 0) {
+            fprintf(stderr, "%s: %s is a training output folder: use %s/final or %s/final-ema\n", prog, path, path,
+                    path);
+            return 1;
+        }
     }
     return 0;
 }
@@ -184,6 +225,14 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "safetune generate: %s\n", st_last_error());
         goto out;
     }
+    for (size_t i = 0; i < pl.n; i++) { /* outputs must be valid UTF-8: repair, and say so */
+        size_t nbad = 0;
+        char *fixed = st_utf8_repair(pl.text[i], strlen(pl.text[i]), &nbad);
+        if (!fixed) { fprintf(stderr, "safetune generate: out of memory\n"); goto out; }
+        if (nbad) fprintf(stderr, "safetune generate: warning: prompt %zu: invalid UTF-8 replaced with U+FFFD\n", i + 1);
+        free(pl.text[i]);
+        pl.text[i] = fixed;
+    }
     if (cli_check_model_path(spec.prog, model)) goto out;
     if (st_model_load(model, &m)) {
         fprintf(stderr, "safetune generate: %s\n", st_last_error());
@@ -218,8 +267,8 @@ int cmd_generate(int argc, char **argv) {
     if (output) {
         for (size_t i = 0; i < pl.n; i++) {
             cJSON *o = cJSON_CreateObject();
-            if (pl.id[i]) cJSON_AddItemToObject(o, "id", cJSON_Duplicate(pl.id[i], 1));
-            else cJSON_AddNumberToObject(o, "id", (double)i);
+            char idb[64];
+            cJSON_AddStringToObject(o, "id", id_text(pl.id[i], i, idb, sizeof idb));
             cJSON_AddStringToObject(o, "prompt", pl.text[i]);
             cJSON_AddStringToObject(o, "response", res[i].text ? res[i].text : "");
             cJSON_AddStringToObject(o, "finish_reason", st_finish_reason_name(res[i].finish));
@@ -232,7 +281,7 @@ int cmd_generate(int argc, char **argv) {
                 cJSON_AddItemToObject(o, "prompt_ids", cJSON_CreateIntArray((const int *)pi, (int)res[i].prompt_tokens));
                 cJSON_AddItemToObject(o, "completion_ids", cJSON_CreateIntArray((const int *)res[i].ids, (int)res[i].n_ids));
             }
-            char *line = cJSON_PrintUnformatted(o);
+            char *line = st_utf8_fix_owned(cJSON_PrintUnformatted(o));
             cJSON_Delete(o);
             if (!line) { fprintf(stderr, "safetune generate: out of memory\n"); goto out; }
             size_t ll = strlen(line);

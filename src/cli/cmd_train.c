@@ -19,20 +19,15 @@
 #include "safetune/model.h"
 #include "safetune/trainer.h"
 
-/* Options arrive as float (args.h); any decimal with <= 7 significant digits (1e-5, 0.999)
- * round-trips exactly through %.7g, so this recovers the double the user typed. */
-static double dbl(float f) {
-    char b[32];
-    snprintf(b, sizeof b, "%.7g", f);
-    return strtod(b, NULL);
-}
+/* Options arrive as float (args.h): recover the double the user typed (as eval utility does). */
+static double dbl(float f) { return st_args_decimal(f); }
 
 typedef struct {
     const char *model, *data, *data_format, *out, *lr_schedule, *precision, *resume, *save_weights,
         *export_dtype;
     float lr, epochs, weight_decay, beta1, beta2, eps, max_grad_norm, ema_decay, val_fraction;
     int batch_size, grad_accum, max_steps, warmup_steps, ema_every, ema_start, max_seq_len,
-        eval_every, save_every, keep_checkpoints, max_rows, quiet;
+        eval_every, save_every, keep_checkpoints, max_rows, quiet, overwrite;
     uint64_t seed;
 } train_opts;
 
@@ -125,6 +120,7 @@ int cmd_train(int argc, char **argv) {
         {"export-dtype", ST_OPT_STR, &o.export_dtype, "D", "f32|bf16 safetensors (default f32)", 0, 0, 0},
         {"max-rows", ST_OPT_INT, &o.max_rows, "N", "use only the first N data rows (0 = all)", 0, 1e9, 0},
         {"quiet", ST_OPT_FLAG, &o.quiet, NULL, "no progress bar", 0, 0, 0},
+        {"overwrite", ST_OPT_FLAG, &o.overwrite, NULL, "replace a finished run / checkpoints already in --out", 0, 0, 0},
     };
     st_args_spec spec = {"safetune train", "--model MODEL --data FILE --out DIR [options]",
                          "Full fine-tuning (AdamW, LR schedule, clipping, EMA of the weights) on a "
@@ -185,6 +181,8 @@ int cmd_train(int argc, char **argv) {
         rc = st_args_fail(&spec, "--data-format %s: expected alpaca, dolly, orca, messages or auto", o.data_format);
     } else if (!want_live && !want_ema) {
         rc = st_args_fail(&spec, "--save-weights %s: expected live, ema or both", o.save_weights);
+    } else if (!strcmp(o.save_weights, "ema") && !(o.ema_decay > 0)) {
+        rc = st_args_fail(&spec, "--save-weights ema needs --ema-decay > 0 (EMA is off, so no weights would be saved)");
     } else if (st_export_dtype_parse(o.export_dtype, &edt) != ST_OK || edt == ST_EXPORT_F16) {
         rc = st_args_fail(&spec, "--export-dtype %s: expected f32 or bf16", o.export_dtype);
     } else if (o.max_steps == 0 && !(o.epochs > 0)) {
@@ -206,32 +204,50 @@ int cmd_train(int argc, char **argv) {
     st_trainer *t = NULL;
     char *cfg_json = NULL;
     rc = 1;
-    /* output folder first: fail fast (and lose nothing) when it is not writable */
+    /* output folder first: fail fast (and lose nothing) when it is not writable or holds a run */
     char path[4200];
     {
         char ck[4200];
         snprintf(ck, sizeof ck, "%s/checkpoints", o.out);
         struct stat sb;
+        static const char *const fin[] = {"final", "final-ema"};
+        for (int k = 0; k < 2 && !o.resume && !o.overwrite; k++) {
+            snprintf(path, sizeof path, "%s/%s", o.out, fin[k]);
+            if (stat(path, &sb) == 0) {
+                fprintf(stderr, "safetune train: %s holds a finished run (%s); pass --overwrite to replace it, "
+                        "--resume auto to continue it, or choose a new --out\n", o.out, path);
+                goto done;
+            }
+        }
         if (!o.resume && stat(ck, &sb) == 0) {
             char latest[4400];
             snprintf(path, sizeof path, "%s", ck);
+            char prev[4400] = "";
+            while (o.overwrite && st_checkpoint_find_latest(ck, "step-", latest, sizeof latest) == ST_OK &&
+                   strcmp(latest, prev)) {
+                snprintf(prev, sizeof prev, "%s", latest);
+                st_remove_flat_dir(latest); /* --overwrite: the old run's checkpoints go */
+            }
             if (st_checkpoint_find_latest(ck, "step-", latest, sizeof latest) == ST_OK) {
                 fprintf(stderr, "safetune train: %s already has checkpoints (newest %s); pass "
-                        "--resume auto to continue that run, or choose a new --out\n", o.out, latest);
+                        "--resume auto to continue that run, --overwrite to replace it, or choose a new --out\n",
+                        o.out, latest);
                 goto done;
             }
         }
     }
-    if (mkdir(o.out, 0755) != 0 && errno != EEXIST) {
-        fprintf(stderr, "safetune train: --out %s: cannot create the folder: %s\n", o.out, strerror(errno));
+    if (st_mkdir_p(o.out) != ST_OK) {
+        fprintf(stderr, "safetune train: --out %s: cannot create the folder: %s\n", o.out, st_last_error());
         goto done;
     }
     if (!(cfg_json = run_config(&o, &c))) goto done;
-    snprintf(path, sizeof path, "%s/config.json", o.out);
-    if (st_write_file_atomic(path, cfg_json, strlen(cfg_json)) != ST_OK) {
+    /* writable? (config.json itself is written only once training starts) */
+    snprintf(path, sizeof path, "%s/.write-test", o.out);
+    if (st_write_file_atomic(path, "", 0) != ST_OK) {
         fprintf(stderr, "safetune train: --out %s is not writable: %s\n", o.out, st_last_error());
         goto done;
     }
+    unlink(path);
     c.run_config_json = cfg_json;
     if (st_model_load(o.model, &m) != ST_OK) { fail("loading the model"); goto done; }
     if (!m->tokenizer) { fprintf(stderr, "safetune train: %s: no tokenizer\n", o.model); goto done; }
@@ -239,6 +255,19 @@ int cmd_train(int argc, char **argv) {
     n_all = ds.n;
     if (o.max_rows > 0 && (size_t)o.max_rows < ds.n) ds.n = (size_t)o.max_rows;
     if (st_tokenize_dataset(&ds, &m->chat, m->tokenizer, &tk) != ST_OK) { fail(o.data); goto done; }
+    {
+        /* rows whose assistant tokens are all truncated away train nothing: drop them */
+        size_t dropped = 0;
+        st_tokenized_drop_untrained(&tk, o.max_seq_len, &dropped);
+        if (tk.n == 0) {
+            fprintf(stderr, "safetune train: %s: no row has trained tokens at --max-seq-len %d: raise it\n",
+                    o.data, o.max_seq_len);
+            goto done;
+        }
+        if (dropped)
+            fprintf(stderr, "safetune train: warning: %s: %zu rows have no trained tokens at --max-seq-len %d; "
+                    "dropped\n", o.data, dropped, o.max_seq_len);
+    }
     int32_t eos = st_tokenizer_eos_id(m->tokenizer);
     c.pad_id = eos >= 0 && eos < m->config.vocab_size ? eos : 0;
     if (st_trainer_new(m, &tk, &c, &t) != ST_OK) { fail(NULL); goto done; }
@@ -264,9 +293,11 @@ int cmd_train(int argc, char **argv) {
         unlink(path); /* a fresh run starts a fresh log */
     }
     fprintf(stderr, "safetune train: %zu rows (%zu train, %zu val) of %s, %lld steps of %d x %d rows, "
-            "lr %g, %s\n", ds.n, st_trainer_n_train(t), st_trainer_n_val(t), o.data,
+            "lr %g, %s\n", tk.n, st_trainer_n_train(t), st_trainer_n_val(t), o.data,
             (long long)st_trainer_max_steps(t), c.grad_accum, c.batch_size, c.optim.lr,
             c.bf16 ? "bf16" : "fp32");
+    snprintf(path, sizeof path, "%s/config.json", o.out);
+    if (st_write_file_atomic(path, cfg_json, strlen(cfg_json)) != ST_OK) { fail(NULL); goto done; }
     if (st_trainer_run(t) != ST_OK) { fail(NULL); goto done; }
     if (want_live && export_one(m, st_trainer_params(t), o.out, "final", edt) != ST_OK) { fail(NULL); goto done; }
     if (want_ema && export_one(m, st_trainer_ema_params(t), o.out, "final-ema", edt) != ST_OK) { fail(NULL); goto done; }

@@ -57,6 +57,23 @@ void st_tokenized_free(st_tokenized *t) {
     memset(t, 0, sizeof *t);
 }
 
+void st_tokenized_drop_untrained(st_tokenized *t, int max_seq_len, size_t *n_dropped) {
+    size_t kept = 0, len = 0;
+    for (size_t r = 0; r < t->n; r++) {
+        size_t o = t->offsets[r], n = t->offsets[r + 1] - o, lim = n;
+        if (lim > (size_t)max_seq_len) lim = (size_t)max_seq_len;
+        int trained = 0;
+        for (size_t i = 1; i < lim && !trained; i++) trained = t->mask[o + i] != 0;
+        if (!trained) continue;
+        memmove(t->ids + len, t->ids + o, n * sizeof *t->ids);
+        memmove(t->mask + len, t->mask + o, n);
+        len += n;
+        t->offsets[++kept] = len;
+    }
+    *n_dropped = t->n - kept;
+    t->n = kept;
+}
+
 st_status st_batch_init(st_batch *b, int cap_B, int cap_T) {
     memset(b, 0, sizeof *b);
     if (cap_B < 1 || cap_T < 2)

@@ -91,7 +91,7 @@ st_status st_eval_write_responses(const char *path, const st_eval_record *recs, 
         if (r->judged && r->judge_score >= 1 && r->judge_score <= 5) cJSON_AddNumberToObject(o, "judge_score", r->judge_score);
         else cJSON_AddNullToObject(o, "judge_score");
         add_str_or_null(o, "judge_reason", r->judged ? r->judge_reason : NULL);
-        char *t = cJSON_PrintUnformatted(o);
+        char *t = st_utf8_fix_owned(cJSON_PrintUnformatted(o));
         cJSON_Delete(o);
         if (!t) {
             st__buf_free(&b);
@@ -163,7 +163,7 @@ st_status st_eval_write_summary(const char *path, const st_eval_summary *s, cons
     cJSON *h = cJSON_AddArrayToObject(j, "score_histogram");
     for (int i = 1; i <= 5; i++) cJSON_AddItemToArray(h, cJSON_CreateNumber((double)s->score_hist[i]));
     cJSON_AddItemToObject(o, "settings", settings);
-    char *t = cJSON_Print(o);
+    char *t = st_utf8_fix_owned(cJSON_Print(o));
     cJSON_Delete(o);
     if (!t) return st_error(ST_ERR_NOMEM, "%s: out of memory", path);
     size_t len = strlen(t);

@@ -217,6 +217,7 @@ static st_status load_csv(const char *path, csv_kind kind, st_prompt_set *out) {
     size_t len;
     st_status s = st_read_file(path, &data, &len);
     if (s) return s;
+    len = st_utf8_strip_bom(data, len);
     if ((s = check_utf8(path, data, len))) {
         free(data);
         return s;
@@ -309,11 +310,12 @@ static st_status load_jsonl(const char *path, st_prompt_set *out) {
     size_t len;
     st_status s = st_read_file(path, &data, &len);
     if (s) return s;
+    len = st_utf8_strip_bom(data, len);
     if ((s = check_utf8(path, data, len))) {
         free(data);
         return s;
     }
-    size_t cap = 0, line = 0, pos = 0;
+    size_t cap = 0, line = 0, pos = 0, *id_lines = NULL; /* file line of each prompt's explicit id, else 0 */
     if (len >= 3 && !memcmp(data, "\xEF\xBB\xBF", 3)) pos = 3;
     while (pos < len) {
         line++;
@@ -368,15 +370,25 @@ static st_status load_jsonl(const char *path, st_prompt_set *out) {
         const char *cat = cJSON_IsString(jc) && jc->valuestring[0] ? jc->valuestring : NULL;
         s = push_prompt(out, &cap, cJSON_IsString(ji) ? ji->valuestring : idbuf, jp->valuestring, cat, lab);
         cJSON_Delete(o);
-        if (s) {
+        size_t *nl2 = s ? NULL : realloc(id_lines, out->n * sizeof *id_lines);
+        if (s || !nl2) {
             s = st_error(ST_ERR_NOMEM, "%s: out of memory", path);
             goto out;
         }
+        id_lines = nl2;
+        id_lines[out->n - 1] = ji ? line : 0; /* explicit ids must be unique */
+        for (size_t j = 0; ji && j + 1 < out->n; j++)
+            if (id_lines[j] && !strcmp(out->items[j].id, out->items[out->n - 1].id)) {
+                s = st_error(ST_ERR_FORMAT, "%s: line %zu: duplicate id \"%s\" (also on line %zu)", path, line,
+                             out->items[j].id, id_lines[j]);
+                goto out;
+            }
     }
     if (out->n == 0)
         s = st_error(ST_ERR_FORMAT, "%s: no prompts (empty file); expected one {\"prompt\": ...} object per line",
                      path);
 out:
+    free(id_lines);
     free(data);
     return s;
 }

@@ -120,6 +120,7 @@ static st_status load_list(const char *path, char ***out, size_t *out_n) {
     size_t len;
     st_status s = st_read_file(path, &data, &len);
     if (s) return s;
+    len = st_utf8_strip_bom(data, len);
     size_t bad;
     char **v = NULL;
     size_t n = 0, cap = 0;

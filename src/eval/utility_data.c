@@ -172,6 +172,7 @@ st_status st_truthfulqa_load(const char *path, st_tqa_set *out) {
     size_t len;
     st_status s = st_read_file(path, &data, &len);
     if (s) return s;
+    len = st_utf8_strip_bom(data, len);
     struct csv_parser p;
     if (csv_init(&p, CSV_STRICT | CSV_STRICT_FINI | CSV_APPEND_NULL) != 0) {
         free(data);
@@ -227,6 +228,7 @@ st_status st_mtbench_load(const char *path, st_mtbench_set *out) {
     size_t len;
     st_status s = st_read_file(path, &data, &len);
     if (s) return s;
+    len = st_utf8_strip_bom(data, len);
     size_t line = 0, cap = 0;
     for (char *p = data, *end = data + len; p < end && !s;) {
         char *nl = memchr(p, '\n', (size_t)(end - p));

@@ -39,17 +39,21 @@ st_status st_serve_model_backend(void *ctx, const st_chat_message *msgs, size_t 
     go.sampling.top_p = p->top_p > 0 ? p->top_p : 1.0f;
     go.sampling.seed = p->has_seed ? p->seed : calls;
     calls++;
-    /* keep room for the reply: left-truncate the conversation to context - max_tokens tokens */
+    /* no silent truncation: the prompt plus max_tokens must fit the context (OpenAI: HTTP 400) */
     long ctxlen = m->config.max_position_embeddings > 0 ? m->config.max_position_embeddings : 2048;
-    long keep = ctxlen - go.max_new_tokens;
-    if (keep < 1) keep = 1;
+    if ((long)nid >= ctxlen) {
+        free(ids);
+        return st_error(ST_ERR_ARG, "the prompt of %zu tokens exceeds the context length %ld (leave room for the reply)",
+                        nid, ctxlen);
+    }
+    if (!p->max_tokens_set && (long)nid + go.max_new_tokens > ctxlen) go.max_new_tokens = (int)(ctxlen - (long)nid);
+    if ((long)nid + go.max_new_tokens > ctxlen) {
+        free(ids);
+        return st_error(ST_ERR_ARG, "max_tokens %d + prompt %zu tokens exceeds the context length %ld",
+                        go.max_new_tokens, nid, ctxlen);
+    }
     const int32_t *start = ids;
     size_t len = nid;
-    if ((long)len > keep) {
-        st_log_warn("serve: conversation of %zu tokens left-truncated to %ld", len, keep);
-        start = ids + (len - (size_t)keep);
-        len = (size_t)keep;
-    }
     st_generation g;
     memset(&g, 0, sizeof g);
     s = st_generate(m, &start, &len, 1, &go, &g, NULL);

@@ -30,7 +30,7 @@ typedef struct {
 } req_ctx;
 
 static enum MHD_Result send_json(struct MHD_Connection *c, unsigned code, cJSON *j, const char *allow) {
-    char *txt = j ? cJSON_PrintUnformatted(j) : NULL;
+    char *txt = st_utf8_fix_owned(j ? cJSON_PrintUnformatted(j) : NULL);
     cJSON_Delete(j);
     if (!txt) return MHD_NO;
     size_t n = strlen(txt);
@@ -110,7 +110,7 @@ static enum MHD_Result handle_chat(st_server *s, struct MHD_Connection *c, req_c
         return send_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request_error", NULL, "invalid_json", m, NULL);
     }
     enum MHD_Result ret;
-    st_serve_params p = {s->o.default_max_tokens, 1.0f, 1.0f, 0, 0};
+    st_serve_params p = {s->o.default_max_tokens, 1.0f, 1.0f, 0, 0, 0};
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, "messages");
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "max_tokens");
     if (!mt) mt = cJSON_GetObjectItemCaseSensitive(j, "max_completion_tokens");
@@ -133,6 +133,7 @@ static enum MHD_Result handle_chat(st_server *s, struct MHD_Connection *c, req_c
             goto out;
         }
         p.max_tokens = mt->valueint;
+        p.max_tokens_set = 1;
     }
     if (te && !cJSON_IsNull(te)) {
         if (!cJSON_IsNumber(te) || te->valuedouble < 0 || te->valuedouble > 2) {
@@ -201,10 +202,15 @@ static enum MHD_Result handle_chat(st_server *s, struct MHD_Connection *c, req_c
         st_clear_error();
         st_status bs = s->o.backend(s->o.backend_ctx, cm, nm, &p, &rep);
         char emsg[2048];
-        snprintf(emsg, sizeof emsg, "backend failed: %s", st_last_error()[0] ? st_last_error() : st_status_name(bs));
+        if (bs == ST_ERR_ARG) snprintf(emsg, sizeof emsg, "%s", st_last_error()); /* the client's fault: 400 */
+        else snprintf(emsg, sizeof emsg, "backend failed: %s", st_last_error()[0] ? st_last_error() : st_status_name(bs));
         s->calls++;
         pthread_mutex_unlock(&s->mu);
-        if (bs != ST_OK || !rep.text) {
+        if (bs == ST_ERR_ARG) {
+            free(rep.text);
+            ret = send_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request_error", "messages", "context_length_exceeded",
+                             emsg, NULL);
+        } else if (bs != ST_OK || !rep.text) {
             free(rep.text);
             ret = send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "server_error", NULL, NULL, emsg, NULL);
         } else {

@@ -158,6 +158,9 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     const int64_t epoch0 = saved_pos.epoch;
     const size_t pos0 = saved_pos.pos;
     if (!s) s = comm_f64(t, counts, 2);
+    if (!s && counts[0] <= 0)
+        s = st_error(ST_ERR_ARG, "step %lld: the accumulation window has 0 trained target tokens "
+                     "(rows truncated at --max-seq-len %d?)", (long long)step_no, c->max_seq_len);
     double normaliser = counts[0] > 0 ? counts[0] : 1.0;
     ST_PROF("grad_zero", memset(t->grads, 0, t->n * sizeof(float)));
     double loss = 0.0;

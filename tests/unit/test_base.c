@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -72,12 +73,38 @@ static void test_atomic_write(void **state) {
     assert_int_equal(st_read_file("/nonexistent-dir/x", &data, &len), ST_ERR_IO);
 }
 
+/* UTF-8 repair (RFC 3629): each ill-formed byte -> U+FFFD (EF BF BD); valid text unchanged. */
+static void test_utf8_repair(void **state) {
+    (void)state;
+    const char ok[] = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";
+    assert_int_equal(st_utf8_invalid_count(ok, strlen(ok)), 0);
+    /* lone 0xFF, truncated 2-byte lead at the end, overlong C0 AF, surrogate ED A0 80, > U+10FFFF F4 90 80 80 */
+    const char bad[] = "a\xff" "b\xc0\xaf" "c\xed\xa0\x80" "d\xf4\x90\x80\x80" "e\xc3";
+    size_t n = 0;
+    char *r = st_utf8_repair(bad, strlen(bad), &n);
+    assert_non_null(r);
+    assert_int_equal(n, 1 + 2 + 3 + 4 + 1);
+    const char *R = "\xef\xbf\xbd";
+    char want[128];
+    snprintf(want, sizeof want, "a%sb%s%sc%s%s%sd%s%s%s%se%s", R, R, R, R, R, R, R, R, R, R, R);
+    assert_string_equal(r, want);
+    free(r);
+    char *s = st_utf8_fix_owned(st_strdup(ok)); /* valid: same text back */
+    assert_string_equal(s, ok);
+    free(s);
+    s = st_utf8_fix_owned(st_strdup("x\x80"));
+    assert_string_equal(s, "x\xef\xbf\xbd");
+    free(s);
+    assert_null(st_utf8_fix_owned(NULL));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_message),
         cmocka_unit_test(test_rng_reproducible),
         cmocka_unit_test(test_shuffle_is_permutation),
         cmocka_unit_test(test_atomic_write),
+        cmocka_unit_test(test_utf8_repair),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -106,7 +106,40 @@ static void test_collate(void **state) {
     assert_non_null(strstr(st_last_error(), "mem: row 0: cannot render"));
 }
 
+/* rows with no assistant token inside the first max_seq_len tokens train nothing: dropped.
+ * row0's first trained position is 5, row1's is 9 (see test_collate). */
+static void test_drop_untrained(void **state) {
+    (void)state;
+    st_conversation rows[3] = {{k_r1, 3}, {k_r0, 2}, {k_r1, 3}};
+    st_dataset ds = {rows, 3, ST_DATA_MESSAGES, "mem"};
+    st_tokenized tk;
+    size_t dropped = 99;
+    assert_int_equal(st_tokenize_dataset_with(&ds, fake_render, NULL, &tk), ST_OK);
+    st_tokenized_drop_untrained(&tk, 10, &dropped); /* position 9 < 10: all kept */
+    assert_int_equal(dropped, 0);
+    assert_int_equal(tk.n, 3);
+    st_tokenized_drop_untrained(&tk, 6, &dropped); /* only row0 (k_r0) keeps a target */
+    assert_int_equal(dropped, 2);
+    assert_int_equal(tk.n, 1);
+    assert_int_equal(tk.offsets[0], 0);
+    assert_int_equal(tk.offsets[1], 8);
+    const int32_t r0[8] = {2, 204, 205, 4, 3, 221, 211, 4};
+    for (int i = 0; i < 8; i++) assert_int_equal(tk.ids[i], r0[i]);
+    assert_int_equal(tk.mask[4], 0);
+    assert_int_equal(tk.mask[5], 1);
+    st_batch b;
+    assert_int_equal(st_batch_init(&b, 1, 8), ST_OK);
+    uint32_t one = 0;
+    assert_int_equal(st_collate(&tk, &one, 1, 6, 0, 0, &b), ST_OK);
+    assert_int_equal(b.n_targets, 1); /* target at t = 4 -> ids[5] */
+    st_batch_free(&b);
+    st_tokenized_drop_untrained(&tk, 5, &dropped); /* position 5 is cut: none left */
+    assert_int_equal(dropped, 1);
+    assert_int_equal(tk.n, 0);
+    st_tokenized_free(&tk);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_collate)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_collate), cmocka_unit_test(test_drop_untrained)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -181,13 +181,42 @@ static void test_jsonl(void **state) {
     expect_err("jsonl", "j5.jsonl", "{\"prompt\":5}\n", "line 1: \"prompt\" is not a string");
     expect_err("jsonl", "j6.jsonl", "{\"prompt\":\"a\"} trailing\n", "line 1, column");
     expect_err("jsonl", "j7.jsonl", "{\"prompt\":\"\"}\n", "line 1: empty prompt");
+    /* explicit ids must be unique: the error names both lines (7 and "7" are the same id) */
+    expect_err("jsonl", "j8.jsonl", "{\"prompt\":\"a\",\"id\":\"x\"}\n{\"prompt\":\"b\"}\n\n{\"prompt\":\"c\",\"id\":\"x\"}\n",
+               "line 4: duplicate id \"x\" (also on line 1)");
+    expect_err("jsonl", "j9.jsonl", "{\"prompt\":\"a\",\"id\":7}\n{\"prompt\":\"b\",\"id\":\"7\"}\n",
+               "line 2: duplicate id \"7\" (also on line 1)");
+}
+
+/* a UTF-8 BOM at the start of a CSV / JSONL prompts file is skipped */
+static void test_bom(void **state) {
+    (void)state;
+    char p[4096], spec[4200];
+    const char *csv = "\xef\xbb\xbfprompt,category\nhello,c\n";
+    write_tmp(p, sizeof p, "bom.csv", csv, strlen(csv));
+    snprintf(spec, sizeof spec, "csv:%s", p);
+    st_prompt_set s;
+    assert_int_equal(st_prompts_load(spec, NULL, &s), ST_OK);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.items[0].prompt, "hello");
+    assert_string_equal(s.items[0].category, "c");
+    st_prompt_set_free(&s);
+    unlink(p);
+    const char *jl = "\xef\xbb\xbf{\"prompt\": \"hi\"}\n";
+    write_tmp(p, sizeof p, "bom.jsonl", jl, strlen(jl));
+    snprintf(spec, sizeof spec, "jsonl:%s", p);
+    assert_int_equal(st_prompts_load(spec, NULL, &s), ST_OK);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.items[0].prompt, "hi");
+    st_prompt_set_free(&s);
+    unlink(p);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sha256_vectors), cmocka_unit_test(test_advbench_real),
         cmocka_unit_test(test_xstest_real),    cmocka_unit_test(test_csv_user),
-        cmocka_unit_test(test_csv_errors),     cmocka_unit_test(test_jsonl),
+        cmocka_unit_test(test_csv_errors),     cmocka_unit_test(test_jsonl), cmocka_unit_test(test_bom),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,9 +6,14 @@
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "http_testutil.h"
+#include "safetune/model.h"
 #include "safetune/serve.h"
 
 typedef struct {
@@ -16,6 +21,7 @@ typedef struct {
     st_serve_params last;
     char last_roles[64];
     int fail;
+    int fail_arg; /* return ST_ERR_ARG (a request that cannot be served) */
     int slow_ms;
 } fake_ctx;
 
@@ -37,6 +43,7 @@ static st_status fake_backend(void *ctx, const st_chat_message *msgs, size_t n, 
     }
     f->inflight--;
     if (f->fail) return st_error(ST_ERR_INTERNAL, "scripted failure");
+    if (f->fail_arg) return st_error(ST_ERR_ARG, "max_tokens 99 + prompt 3 tokens exceeds the context length 100");
     size_t m = strlen(msgs[n - 1].content) + 16;
     out->text = malloc(m);
     snprintf(out->text, m, "echo: %s", msgs[n - 1].content);
@@ -197,6 +204,16 @@ static void test_errors(void **state) {
     check_error(b, "server_error", NULL);
     assert_non_null(strstr(b, "scripted failure"));
     free(b);
+    /* 400: the backend says the request cannot be served (too long for the context) */
+    f.fail = 0;
+    f.fail_arg = 1;
+    assert_int_equal(http_do("POST", port, P, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":99}", &b, NULL), 400);
+    check_error(b, "invalid_request_error", "messages");
+    assert_non_null(strstr(b, "\"message\":\"max_tokens 99 + prompt 3 tokens exceeds the context length 100\""));
+    assert_non_null(strstr(b, "\"code\":\"context_length_exceeded\""));
+    assert_int_equal(f.last.max_tokens_set, 1);
+    free(b);
+    f.fail_arg = 0;
     /* a second server on the same port fails cleanly */
     st_serve_opts o = {0};
     o.port = port;
@@ -251,12 +268,47 @@ static void test_serialised_backend(void **state) {
     st_serve_stop(s);
 }
 
+/* The model backend on the real model: no silent truncation. SmolLM2's context is 8192 tokens. */
+static void test_model_backend_context(void **state) {
+    (void)state;
+    const char *dir = getenv("SAFETUNE_MODEL_DIR");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", dir ? dir : "models");
+    if (access(path, R_OK) != 0) skip();
+    st_model *m = NULL;
+    assert_int_equal(st_model_load(path, &m), ST_OK);
+    assert_int_equal(m->config.max_position_embeddings, 8192);
+    st_chat_message msg = {"user", "Hi"};
+    st_serve_params p = {9000, 0.0f, 1.0f, 0, 0, 1};
+    st_serve_reply r;
+    assert_int_equal(st_serve_model_backend(m, &msg, 1, &p, &r), ST_ERR_ARG);
+    const char *e = st_last_error();
+    if (!strstr(e, "max_tokens 9000 + prompt ") || !strstr(e, " tokens exceeds the context length 8192"))
+        fail_msg("unexpected error: %s", e);
+    /* a prompt longer than the context: ~10000 tokens of " a" */
+    size_t n = 20000;
+    char *big = malloc(n + 1);
+    for (size_t i = 0; i < n; i += 2) memcpy(big + i, " a", 2);
+    big[n] = 0;
+    st_chat_message bm = {"user", big};
+    p.max_tokens = 1;
+    assert_int_equal(st_serve_model_backend(m, &bm, 1, &p, &r), ST_ERR_ARG);
+    if (!strstr(st_last_error(), "exceeds the context length 8192")) fail_msg("unexpected error: %s", st_last_error());
+    free(big);
+    /* fits: 1 new token */
+    assert_int_equal(st_serve_model_backend(m, &msg, 1, &p, &r), ST_OK);
+    assert_int_equal(r.completion_tokens, 1);
+    free(r.text);
+    st_model_free(m);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_models_and_chat),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_serialised_backend),
+        cmocka_unit_test(test_model_backend_context),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

@@ -122,7 +122,7 @@ def main():
         check(r.returncode == 0 and r.stdout == "", "generate sampling seed %s exits 0 (%s)" % (seed, r.stderr.strip()[-200:]))
         with open(o) as fo:
             recs = [json.loads(x) for x in fo]
-        check(len(recs) == 3 and [x["id"] for x in recs] == [0, 1, 2] and
+        check(len(recs) == 3 and [x["id"] for x in recs] == ["0", "1", "2"] and
               all(set(x) >= {"id", "prompt", "response", "finish_reason", "tokens"} for x in recs),
               "JSONL records valid (seed %s)" % seed)
         outs.append([x["response"] for x in recs])
@@ -135,12 +135,49 @@ def main():
     r = run(["generate", "--model", a.model, "--prompts", W("ids.jsonl"), "--max-new-tokens", "4", "--output", W("ids_out.jsonl")])
     with open(W("ids_out.jsonl")) as fo:
         ids = [json.loads(x)["id"] for x in fo]
-    check(r.returncode == 0 and ids == ["a-1", 42], "JSONL ids carried through: %s" % ids)
+    check(r.returncode == 0 and ids == ["a-1", "42"], "JSONL ids carried through, always as strings (as eval): %s" % ids)
+    # a UTF-8 BOM is skipped; prompts without an id get their 0-based index as a string
+    with open(W("bom.jsonl"), "wb") as fp:
+        fp.write(b'\xef\xbb\xbf{"prompt": "Hello"}\n{"prompt": "Bye", "id": "z"}\n')
+    r = run(["generate", "--model", a.model, "--prompts", W("bom.jsonl"), "--max-new-tokens", "2", "--output", W("bom_out.jsonl")])
+    with open(W("bom_out.jsonl")) as fo:
+        recs = [json.loads(x) for x in fo]
+    check(r.returncode == 0 and [x["id"] for x in recs] == ["0", "z"] and recs[0]["prompt"] == "Hello",
+          "BOM skipped, ids %s" % [x["id"] for x in recs])
+    with open(W("dup.jsonl"), "w") as fp:
+        fp.write('{"prompt": "a", "id": 5}\n{"prompt": "b"}\n{"prompt": "c", "id": 5}\n')
+    expect_error(["generate", "--model", a.model, "--prompts", W("dup.jsonl")],
+                 ["dup.jsonl", "line 3", "duplicate id \"5\"", "line 1"], what="duplicate ids")
+
+    # invalid UTF-8 in prompts: a warning per prompt, and the JSONL stays valid UTF-8 (U+FFFD)
+    with open(W("bad_utf8.txt"), "wb") as fp:
+        fp.write(b"Hello \xff world\nfine\ncaf\xc3 \xed\xa0\x80 ok\n")
+    rb = subprocess.run([EXE, "generate", "--model", a.model, "--prompts", W("bad_utf8.txt"), "--max-new-tokens", "4",
+                         "--output", W("bad_utf8_out.jsonl")], capture_output=True, timeout=300)
+    err = rb.stderr.decode("utf-8", "replace")
+    try:
+        recs = [json.loads(x) for x in open(W("bad_utf8_out.jsonl"), "rb").read().decode("utf-8").splitlines()]
+    except (ValueError, OSError) as e:
+        recs = None
+        print("invalid output:", e)
+    check(rb.returncode == 0 and recs is not None and recs[0]["prompt"] == "Hello \ufffd world"
+          and recs[2]["prompt"] == "caf\ufffd \ufffd\ufffd\ufffd ok"
+          and "prompt 1: invalid UTF-8 replaced with U+FFFD" in err
+          and "prompt 3: invalid UTF-8 replaced with U+FFFD" in err and "prompt 2:" not in err,
+          "invalid UTF-8 prompts -> valid JSONL with U+FFFD and a warning per prompt")
 
     # ---- chat on piped stdin ----
     r = run(["chat", "--model", a.model, "--max-new-tokens", "16"], "Hi there\n/reset\nWhat is 2+2?\nAnd 3+3?\n/quit\nignored\n")
     check(r.returncode == 0 and "(conversation reset)" in r.stdout and len(r.stdout.strip().splitlines()) >= 4,
           "chat REPL on piped stdin: %r" % r.stdout[:200])
+
+    # chat context overflow: whole oldest turns dropped (never a cut inside the template)
+    r = run(["chat", "--model", a.model, "--max-new-tokens", "8", "--context-length", "100"],
+            "Hi there, how are you today?\nTell me about cats please.\nAnd dogs?\nWhat about birds and fish?\n"
+            "Thanks a lot!\n" + "word " * 120 + "\n")
+    check(r.returncode == 0 and "(context full: dropped 1 oldest turn)" in r.stderr
+          and "keeping its last" not in r.stderr and "(message too long" in r.stderr
+          and len(r.stdout.strip().splitlines()) == 5, "chat context overflow: %r" % r.stderr[-300:])
 
     print("cli e2e: %s" % ("PASS" if not FAILS else "FAIL (%d)" % len(FAILS)))
     sys.exit(1 if FAILS else 0)

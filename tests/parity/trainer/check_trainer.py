@@ -9,6 +9,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import struct
@@ -449,10 +450,91 @@ def case_bad_input(tool):
     ok = ok and open(blocker).read() == "keep me"
     # existing checkpoints without --resume: refuse (nothing overwritten)
     ok = expect_fail(train_args(model, o5, "--max-steps", "8", "--save-every", "2"), ["--resume auto"], "existing run without --resume") and ok
+    # --save-weights ema with the EMA off would save nothing: refused up front with exit 2
+    o7 = os.path.join(d, "o7")
+    a = train_args(model, o7, "--max-steps", "2", "--save-weights", "ema")
+    a[a.index("--ema-decay") + 1] = "0"
+    r = run(a)
+    good = r.returncode == 2 and "--save-weights ema needs --ema-decay > 0" in r.stderr and not os.path.exists(os.path.join(o7, "final"))
+    print(f"--save-weights ema with --ema-decay 0: exit {r.returncode} -> {'ok' if good else 'FAIL'}")
+    ok = good and ok
+    # rows whose answer is truncated away train nothing: all of them -> error, some -> dropped with a warning
+    ok = expect_fail(train_args(model, os.path.join(d, "o8"), "--max-steps", "2", "--max-seq-len", "8"),
+                     ["no row has trained tokens at --max-seq-len 8"], "every row truncated before its answer") and ok
+    mixed = os.path.join(d, "mixed.jsonl")
+    with open(mixed, "w") as f:
+        for i in range(10):
+            ins = ("word " * 300) if i in (3, 7) else f"q{i}"
+            f.write(json.dumps({"instruction": ins, "response": f"answer {i}"}) + "\n")
+    a = train_args(model, os.path.join(d, "o9"), "--max-steps", "2", "--eval-every", "0")
+    a[a.index("--data") + 1] = mixed
+    a[a.index("--data-format") + 1] = "dolly"
+    r = run(a)
+    good = r.returncode == 0 and "2 rows have no trained tokens at --max-seq-len 48; dropped" in r.stderr \
+        and "safetune train: 8 rows" in r.stderr
+    print(f"2 of 10 rows truncated before their answer: exit {r.returncode} -> {'ok' if good else 'FAIL'}")
+    if not good:
+        print(r.stderr)
+    ok = good and ok
+    # a failed run leaves no config.json behind (written only once training starts)
+    for o in ("o1", "o2", "o3", "o8"):
+        left = os.path.exists(os.path.join(d, o, "config.json"))
+        print(f"failed run {o}: config.json left behind: {left} -> {'FAIL' if left else 'ok'}")
+        ok = ok and not left
+    # --out a/b/c creates its parents; a finished run is not overwritten without --overwrite
+    nested = os.path.join(d, "a", "b", "c")
+    r = run(train_args(model, nested, "--max-steps", "2", "--eval-every", "0", "--save-weights", "live"))
+    good = r.returncode == 0 and os.path.exists(os.path.join(nested, "final", "model.safetensors")) \
+        and os.path.exists(os.path.join(nested, "config.json"))
+    print(f"--out a/b/c: exit {r.returncode} -> {'ok' if good else 'FAIL'}")
+    ok = good and ok
+    ok = expect_fail(train_args(model, nested, "--max-steps", "2", "--eval-every", "0"),
+                     [nested, "finished run", "--overwrite"], "finished run without --overwrite") and ok
+    r = run(train_args(model, nested, "--max-steps", "3", "--eval-every", "0", "--overwrite"))
+    good = r.returncode == 0 and json.load(open(os.path.join(nested, "config.json")))["max_steps"] == 3
+    print(f"--overwrite a finished run: exit {r.returncode} -> {'ok' if good else 'FAIL'}")
+    ok = good and ok
+    for cmd in (["info", nested], ["generate", "--model", nested, "--prompt", "hi"]):
+        ok = expect_fail([CLI] + cmd, [f"{nested} is a training output folder: use {nested}/final or {nested}/final-ema"],
+                         f"{cmd[0]} on a training output folder") and ok
     # unknown config key
     cfgf = os.path.join(d, "cfg.json")
     json.dump({"lr": 1e-3, "learning_rate": 1}, open(cfgf, "w"))
     ok = expect_fail(train_args(model, os.path.join(d, "o6"), "--max-steps", "2", "--config", cfgf), ["learning_rate"], "unknown config key") and ok
+    print("->", "ok" if ok else "FAIL")
+    return ok
+
+
+def case_split_match(tool):
+    """train and eval utility, same --val-fraction and default seed, hold out the same rows:
+    ceil(0.05 * n) (HF train_test_split), i.e. 1 of 20 and 5 of 100."""
+    if not os.path.exists(ALPACA):
+        skip(f"{ALPACA} absent")
+    d = fresh("split")
+    model = tiny_chat_model(os.path.join(d, "model"))
+    rows = json.load(open(ALPACA))
+    ok = True
+    for n in (20, 100):
+        data = os.path.join(d, f"rows{n}.json")
+        json.dump(rows[:n], open(data, "w"))
+        r = run([CLI, "train", "--model", model, "--data", data, "--data-format", "alpaca", "--out",
+                 os.path.join(d, f"t{n}"), "--max-seq-len", "1024", "--batch-size", "2", "--max-steps", "1",
+                 "--eval-every", "0", "--val-fraction", "0.05", "--quiet"])
+        m = re.search(r"\((\d+) train, (\d+) val\)", r.stderr)
+        uo = os.path.join(d, f"u{n}")
+        u = run([CLI, "eval", "utility", "--model", model, "--data", data, "--data-format", "alpaca", "--out", uo,
+                 "--no-truthfulqa", "--no-mtbench", "--val-fraction", "0.05", "--max-seq-len", "1024", "--quiet"])
+        if r.returncode or u.returncode or not m:
+            print("FAIL:", r.stderr, u.stderr)
+            return False
+        h = json.load(open(os.path.join(uo, "summary.json")))["heldout"]
+        want = math.ceil(n * 5 / 100)
+        good = int(m.group(2)) == want and h["val_rows"] == want and int(m.group(1)) == n - want
+        if "val_indices" in h:
+            good = good and len(h["val_indices"]) == want
+        print(f"{n} rows: train {m.group(1)} train / {m.group(2)} val; utility val_rows {h['val_rows']}; "
+              f"expected {want} -> {'ok' if good else 'FAIL'}")
+        ok = good and ok
     print("->", "ok" if ok else "FAIL")
     return ok
 
@@ -496,6 +578,7 @@ def main():
           "accum_bf16": lambda: case_accum_bf16(tool), "smollm_step": lambda: case_smollm_step(tool),
           "export_tiny": lambda: case_export_tiny(tool), "export_smollm": lambda: case_export_smollm(tool),
           "resume_kill": lambda: case_resume_kill(tool), "bad_input": lambda: case_bad_input(tool),
+          "split_match": lambda: case_split_match(tool),
           "real_run": lambda: case_real_run(tool)}[case]
     sys.exit(0 if fn() else 1)
 
