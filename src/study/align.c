@@ -169,6 +169,11 @@ st_status st_study_align_build(const st_study_align_opts *o, int *reused) {
     if (!s && !m->tokenizer) s = st_error(ST_ERR_FORMAT, "%s: the model has no tokenizer", o->model);
     if (!s) s = st_dataset_load(p_set, ST_DATA_MESSAGES, &ds);
     if (!s) s = st_tokenize_dataset(&ds, &m->chat, m->tokenizer, &tk);
+    if (!s) {
+        size_t dropped = 0;
+        st_tokenized_drop_untrained(&tk, o->max_seq_len, &dropped);
+        if (tk.n == 0) s = st_error(ST_ERR_ARG, "%s: no row has trained tokens at max_seq_len %d", p_set, o->max_seq_len);
+    }
     double t0 = st_time_now(), last_loss = NAN;
     if (!s) {
         st_train_config tc;

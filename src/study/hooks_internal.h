@@ -34,6 +34,6 @@ st_status stx_xstest_prompts(const char *data_dir, int limit, st_prompt_set *set
                              st_prompt_label **labels, size_t *n);
 
 /* Load dataset d of the study (first `limit` rows) and tokenize it with m's chat template. */
-st_status stx_load_tokenized(const st_study_dataset *d, const st_model *m, st_tokenized *tk);
+st_status stx_load_tokenized(const st_study_dataset *d, const st_model *m, int max_seq_len, st_tokenized *tk);
 
 #endif

@@ -135,7 +135,7 @@ static st_status ensure_dataset(real_ctx *x, const st_study_config *c, size_t id
     st_data_split_free(&x->split);
     free(x->ds_key);
     x->ds_key = NULL;
-    st_status s = stx_load_tokenized(&c->datasets[idx], x->m, &x->tk);
+    st_status s = stx_load_tokenized(&c->datasets[idx], x->m, c->max_seq_len, &x->tk);
     if (s) return s;
     if ((s = st_data_split_make(x->tk.n, 0.0, (size_t)c->eval.val_examples, c->seed, &x->split))) {
         st_tokenized_free(&x->tk);

@@ -125,7 +125,7 @@ st_status stx_xstest_prompts(const char *data_dir, int limit, st_prompt_set *set
     return ST_OK;
 }
 
-st_status stx_load_tokenized(const st_study_dataset *d, const st_model *m, st_tokenized *tk) {
+st_status stx_load_tokenized(const st_study_dataset *d, const st_model *m, int max_seq_len, st_tokenized *tk) {
     static const st_data_format map[] = {ST_DATA_ALPACA, ST_DATA_DOLLY, ST_DATA_ORCA, ST_DATA_MESSAGES};
     st_dataset ds;
     st_status s = st_dataset_load(d->path, map[d->format], &ds);
@@ -134,6 +134,14 @@ st_status stx_load_tokenized(const st_study_dataset *d, const st_model *m, st_to
     if (d->limit > 0 && (size_t)d->limit < ds.n) ds.n = (size_t)d->limit;
     s = st_tokenize_dataset(&ds, &m->chat, m->tokenizer, tk);
     if (s) s = st_error_wrap(s, "%s: tokenizing", d->path);
+    if (!s) { /* rows whose assistant tokens are all truncated away would train nothing */
+        size_t dropped = 0;
+        st_tokenized_drop_untrained(tk, max_seq_len, &dropped);
+        if (tk->n == 0)
+            s = st_error(ST_ERR_ARG, "%s: no row has trained tokens at max_seq_len %d: raise it", d->path, max_seq_len);
+        else if (dropped)
+            st_log_warn("%s: %zu rows have no trained tokens at max_seq_len %d; dropped", d->path, dropped, max_seq_len);
+    }
     ds.n = n_all;
     st_dataset_free(&ds);
     return s;
