@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "safetune/forward.h"
+#include "model_testutil.h"
 #include "safetune/generate.h"
 
 enum { V = 97, NP = 9, MAX_NEW = 14, STOP = 5 };
@@ -31,16 +32,7 @@ static st_model *random_model(uint64_t seed) {
     c.tie_word_embeddings = 1;
     st_model *m = NULL;
     assert_int_equal(st_model_new(&c, &m), ST_OK);
-    st_rng r;
-    st_rng_seed(&r, seed);
-    for (size_t t = 0; t < m->layout.n_tensors; t++) {
-        const st_param_info *p = &m->layout.params[t];
-        float *d = m->params + p->offset;
-        double sc = p->n_dims == 2 ? 1.0 / sqrt((double)p->shape[1]) : 0.1;
-        if (strstr(p->name, "embed")) sc = 1.0;
-        for (size_t i = 0; i < p->numel; i++)
-            d[i] = (float)((strstr(p->name, "norm") ? 1.0 : 0.0) + sc * st_rng_normal(&r));
-    }
+    st_test_randomize(m, seed);
     return m;
 }
 

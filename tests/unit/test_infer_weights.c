@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "safetune/forward.h"
+#include "model_testutil.h"
 #include "safetune/kernels.h"
 
 enum { T0 = 7, STEPS = 4, V = 131 };
@@ -33,26 +34,8 @@ static st_model *small_model(uint64_t seed) {
     c.tie_word_embeddings = 1;
     st_model *m = NULL;
     assert_int_equal(st_model_new(&c, &m), ST_OK);
-    st_rng r;
-    st_rng_seed(&r, seed);
-    for (size_t t = 0; t < m->layout.n_tensors; t++) {
-        const st_param_info *p = &m->layout.params[t];
-        float *d = m->params + p->offset;
-        double sc = p->n_dims == 2 ? 1.0 / sqrt((double)p->shape[1]) : 0.1;
-        if (strstr(p->name, "embed")) sc = 1.0;
-        for (size_t i = 0; i < p->numel; i++)
-            d[i] = (float)((strstr(p->name, "norm") ? 1.0 : 0.0) + sc * st_rng_normal(&r));
-    }
+    st_test_randomize(m, seed);
     return m;
-}
-
-static double rel(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)b[i] * b[i];
-    }
-    return sqrt(num / den);
 }
 
 /* Two sequences (slots 0, 1) prefill T0 tokens together, then decode STEPS tokens each in one
@@ -76,7 +59,7 @@ static double worst_err(st_model *m, st_matmul_precision prec) {
         const int len = T0 + step;
         for (int s = 0; s < 2; s++) {
             assert_int_equal(st_forward_logits(m, tok[s], 1, len, full), ST_OK);
-            double e = rel(out + (size_t)s * V, full + (size_t)(len - 1) * V, V);
+            double e = st_test_rel(out + (size_t)s * V, full + (size_t)(len - 1) * V, V);
             if (e > worst) worst = e;
         }
     }

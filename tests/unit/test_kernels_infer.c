@@ -13,6 +13,7 @@
 
 #include "safetune/backward.h"
 #include "safetune/forward.h"
+#include "model_testutil.h"
 
 static st_model *random_model(int arch_qwen, int tied, int H, int KV, uint64_t seed) {
     st_config c = {0};
@@ -36,26 +37,8 @@ static st_model *random_model(int arch_qwen, int tied, int H, int KV, uint64_t s
     c.rope_scaling.original_max_position_embeddings = 16;
     st_model *m = NULL;
     assert_int_equal(st_model_new(&c, &m), ST_OK);
-    st_rng r;
-    st_rng_seed(&r, seed);
-    for (size_t t = 0; t < m->layout.n_tensors; t++) {
-        const st_param_info *p = &m->layout.params[t];
-        float *d = m->params + p->offset;
-        double sc = p->n_dims == 2 ? 1.0 / sqrt((double)p->shape[1]) : 0.1;
-        if (strstr(p->name, "embed")) sc = 1.0;
-        for (size_t i = 0; i < p->numel; i++)
-            d[i] = (float)((strstr(p->name, "norm") ? 1.0 : 0.0) + sc * st_rng_normal(&r));
-    }
+    st_test_randomize(m, seed);
     return m;
-}
-
-static double rel(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)b[i] * b[i];
-    }
-    return sqrt(num / den);
 }
 
 static void infer_matches_full(int qwen, int tied, int H, int KV) {
@@ -98,7 +81,7 @@ static void infer_matches_full(int qwen, int tied, int H, int KV) {
             int s = idx[i];
             done[s] += n[i];
             assert_int_equal(st_kv_cache_len(kc, slot_of[s]), done[s]);
-            double e = rel(out + (size_t)i * V, full[s] + (size_t)(done[s] - 1) * V, V);
+            double e = st_test_rel(out + (size_t)i * V, full[s] + (size_t)(done[s] - 1) * V, V);
             if (e > 1e-5) fail_msg("seq %d after %d tokens: rel error %.3g", s, done[s], e);
         }
     }
@@ -108,7 +91,7 @@ static void infer_matches_full(int qwen, int tied, int H, int KV) {
     int slot = 0, n1 = lens[1];
     const int32_t *tp = toks[1];
     assert_int_equal(st_forward_infer(m, kc, &slot, &tp, &n1, 1, out), ST_OK);
-    assert_true(rel(out, full[1] + (size_t)(lens[1] - 1) * V, V) <= 1e-5);
+    assert_true(st_test_rel(out, full[1] + (size_t)(lens[1] - 1) * V, V) <= 1e-5);
     /* errors: overflow, duplicate slot, bad token */
     int big = 40;
     int32_t many[40] = {0};
