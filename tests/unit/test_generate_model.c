@@ -17,19 +17,7 @@
 enum { V = 97, NP = 9, MAX_NEW = 14, STOP = 5 };
 
 static st_model *random_model(uint64_t seed) {
-    st_config c = {0};
-    c.arch = ST_ARCH_LLAMA;
-    c.hidden_size = 48;
-    c.intermediate_size = 80;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = 2;
-    c.head_dim = 12;
-    c.vocab_size = V;
-    c.max_position_embeddings = 64;
-    c.rope_theta = 10000.0f;
-    c.rms_norm_eps = 1e-5f;
-    c.tie_word_embeddings = 1;
+    st_config c = st_test_llama_config(48, 80, 4, 2, 12, V);
     st_model *m = NULL;
     assert_int_equal(st_model_new(&c, &m), ST_OK);
     st_test_randomize(m, seed);

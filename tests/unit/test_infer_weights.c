@@ -19,19 +19,7 @@
 enum { T0 = 7, STEPS = 4, V = 131 };
 
 static st_model *small_model(uint64_t seed) {
-    st_config c = {0};
-    c.arch = ST_ARCH_LLAMA;
-    c.hidden_size = 192;
-    c.intermediate_size = 160;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 3;
-    c.num_key_value_heads = 1;
-    c.head_dim = 64;
-    c.vocab_size = V;
-    c.max_position_embeddings = 64;
-    c.rope_theta = 10000.0f;
-    c.rms_norm_eps = 1e-5f;
-    c.tie_word_embeddings = 1;
+    st_config c = st_test_llama_config(192, 160, 3, 1, 64, V);
     st_model *m = NULL;
     assert_int_equal(st_model_new(&c, &m), ST_OK);
     st_test_randomize(m, seed);
