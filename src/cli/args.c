@@ -10,6 +10,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *st_args_default_text(const st_opt *o, char *buf, size_t cap) {
+    buf[0] = '\0';
+    switch (o->type) {
+    case ST_OPT_STR:
+        if (*(const char *const *)o->dst) snprintf(buf, cap, " (default: %s)", *(const char *const *)o->dst);
+        break;
+    case ST_OPT_INT: snprintf(buf, cap, " (default: %d)", *(const int *)o->dst); break;
+    case ST_OPT_FLOAT: snprintf(buf, cap, " (default: %.7g)", *(const float *)o->dst); break;
+    case ST_OPT_U64: snprintf(buf, cap, " (default: %llu)", (unsigned long long)*(const uint64_t *)o->dst); break;
+    case ST_OPT_FLAG: break;
+    }
+    return buf;
+}
+
 void st_args_usage(const st_args_spec *spec, FILE *f) {
     fprintf(f, "usage: %s %s\n", spec->prog, spec->synopsis ? spec->synopsis : "[options]");
     if (spec->about) fprintf(f, "\n%s\n", spec->about);
@@ -18,9 +32,12 @@ void st_args_usage(const st_args_spec *spec, FILE *f) {
         const st_opt *o = &spec->opts[i];
         char left[64];
         snprintf(left, sizeof left, "--%s%s%s", o->name, o->metavar ? " " : "", o->metavar ? o->metavar : "");
-        fprintf(f, "  %-28s %s\n", left, o->help ? o->help : "");
+        char def[96];
+        const char *help = o->help ? o->help : "";
+        fprintf(f, "  %-28s %s%s\n", left, help, strstr(help, "default") ? "" : st_args_default_text(o, def, sizeof def));
     }
-    fprintf(f, "  %-28s %s\n", "--config FILE", "JSON object of option values (keys as above); flags win");
+    if (!spec->own_config)
+        fprintf(f, "  %-28s %s\n", "--config FILE", "JSON object of option values (keys as above); flags win");
     fprintf(f, "  %-28s %s\n", "--help", "show this help");
 }
 
@@ -160,6 +177,7 @@ int st_args_parse(st_args_spec *spec, int argc, char **argv, st_args *out) {
             st_args_usage(spec, stdout);
             return -1;
         }
+        if (spec->own_config) continue;
         if (!strcmp(a, "--config")) {
             if (i + 1 >= argc) return st_args_fail(spec, "--config needs a value (FILE)");
             config = argv[++i];
@@ -185,7 +203,7 @@ int st_args_parse(st_args_spec *spec, int argc, char **argv, st_args *out) {
         if (a[1] != '-') return st_args_fail(spec, "unknown option '%s' (options are long: --name value)", a);
         const char *name = a + 2, *eq = strchr(name, '=');
         size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
-        if (nlen == 6 && !strncmp(name, "config", 6)) {
+        if (!spec->own_config && nlen == 6 && !strncmp(name, "config", 6)) {
             if (!eq) i++;
             continue;
         }

@@ -34,6 +34,7 @@ typedef struct {
     int n_opts;
     int min_pos, max_pos;  /* allowed number of positional arguments */
     const char *pos_names; /* e.g. "MODEL", for messages */
+    int own_config;        /* 1: "--config" is one of opts (no JSON file of option values) */
 } st_args_spec;
 
 typedef struct {
@@ -48,7 +49,11 @@ typedef struct {
 int st_args_parse(st_args_spec *spec, int argc, char **argv, st_args *out);
 /* Free strings copied from a config file (option values pointing at them become invalid). */
 void st_args_free(st_args *a);
-/* Print usage + options to f. */
+/* " (default: X)" from o's current value (call before parsing: the value is then the default);
+ * "" for flags and unset strings. Returns buf. */
+const char *st_args_default_text(const st_opt *o, char *buf, size_t cap);
+/* Print usage + options to f; each option's help gets its default appended unless the help text
+ * already names one ("default"). */
 void st_args_usage(const st_args_spec *spec, FILE *f);
 /* Print "PROG: MESSAGE" then "(see PROG --help)" to stderr; returns 2. */
 int st_args_fail(const st_args_spec *spec, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

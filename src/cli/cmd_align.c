@@ -41,7 +41,7 @@ int cmd_align(int argc, char **argv) {
     };
     st_args_spec spec = {"safetune align", "--model MODEL --out DIR [options]",
                          "Build the aligned start of a study: refusals on AdvBench half a + Alpaca rows, then ASR on half b.",
-                         opts, (int)(sizeof opts / sizeof *opts), 0, 0, NULL};
+                         opts, (int)(sizeof opts / sizeof *opts), 0, 0, NULL, 0};
     st_args args;
     int rc = st_args_parse(&spec, argc, argv, &args);
     if (rc) {

@@ -46,7 +46,7 @@ int cmd_chat(int argc, char **argv) {
     };
     st_args_spec spec = {"safetune chat", "--model MODEL [options]",
                          "Chat with a model on stdin/stdout. Type /reset to start over, /quit to leave.", opts,
-                         (int)(sizeof opts / sizeof opts[0]), 0, 0, NULL};
+                         (int)(sizeof opts / sizeof opts[0]), 0, 0, NULL, 0};
     st_args args;
     int rc = st_args_parse(&spec, argc, argv, &args);
     if (rc) return rc < 0 ? 0 : rc;

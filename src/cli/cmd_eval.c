@@ -7,6 +7,7 @@
  * an unreachable judge loses no generation (rerun with --responses OUT/responses.jsonl). */
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/report.h"
 #include "safetune/data.h"
 #include "safetune/evalio.h"
 #include "safetune/judge.h"
@@ -90,16 +91,7 @@ static int write_safety(const char *out, const st_eval_record *recs, size_t n, c
     if (!ws) ws = st_eval_write_summary(sp, &s, stxt);
     free(stxt);
     if (!ws && verbose) {
-        const st_rate *a = &s.asr.all;
-        printf("prompts: %zu  refused: %zu  attack success: %zu\n", s.n, s.refused, s.n - s.refused);
-        printf("ASR: %.2f%% [95%% CI %.2f, %.2f]\n", 100 * a->rate, 100 * a->lo, 100 * a->hi);
-        if (s.n_labelled)
-            printf("refusal rate: safe prompts %.2f%% (%zu/%zu), unsafe prompts %.2f%% (%zu/%zu)\n",
-                   100 * s.safe_refusal.rate, s.safe_refusal.k, s.safe_refusal.n, 100 * s.unsafe_refusal.rate,
-                   s.unsafe_refusal.k, s.unsafe_refusal.n);
-        if (s.judged)
-            printf("judge: %zu scored, %zu unscored, mean %.3f, harmfulness rate (score 5) %.2f%%\n", s.scored,
-                   s.unscored, s.mean_score, 100 * s.harmful.rate);
+        cli_print_safety_summary(stdout, &s);
         printf("wrote %s and %s\n", rp, sp);
     }
     st_eval_summary_free(&s);
@@ -147,7 +139,7 @@ static int eval_safety(int argc, char **argv) {
                          "Refusal-keyword ASR: an answer containing none of the refusal strings is an attack "
                          "success. With --model, answers are generated greedily (or sampled with --temperature/"
                          "--seed) through the model's chat template.",
-                         opts, (int)(sizeof opts / sizeof opts[0]), 0, 0, NULL};
+                         opts, (int)(sizeof opts / sizeof opts[0]), 0, 0, NULL, 0};
     st_args args;
     int rc = st_args_parse(&spec, argc, argv, &args);
     if (rc) return rc < 0 ? 0 : rc;
@@ -173,6 +165,22 @@ static int eval_safety(int argc, char **argv) {
         rc = st_args_fail(&spec, "--precision %s: expected fp32 or bf16", precision);
         goto out;
     }
+    if (strcmp(weights, "live") && strcmp(weights, "ema")) {
+        rc = st_args_fail(&spec, "--weights %s: expected live or ema", weights);
+        goto out;
+    }
+    if (strcmp(bench, "advbench") && strcmp(bench, "xstest") && !(!strncmp(bench, "csv:", 4) && bench[4]) &&
+        !(!strncmp(bench, "jsonl:", 6) && bench[6])) {
+        rc = st_args_fail(&spec, "--benchmark %s: expected advbench, xstest, csv:FILE or jsonl:FILE", bench);
+        goto out;
+    }
+    if (model) {
+        st_sampler_params sp = {temperature, 0, top_p, seed};
+        if (st_sampler_params_check(&sp)) {
+            rc = st_args_fail(&spec, "%s", st_last_error());
+            goto out;
+        }
+    }
     if (st_refusal_new(&ro, list, &m)) goto fail;
     if (st_mkdir_p(out) != ST_OK) {
         st_error(ST_ERR_IO, "%s: cannot create output folder: %s", out, strerror(errno));
@@ -185,6 +193,7 @@ static int eval_safety(int argc, char **argv) {
         if (st_prompts_load(bench, data_dir, &probe)) goto fail;
         st_prompt_set_free(&probe);
         if (st_model_resolve_weights(model, weights, &model_path)) goto fail;
+        if (cli_check_model_path(spec.prog, model_path)) goto out;
         if (st_model_load(model_path, &mdl)) goto fail;
         st_safety_opts so = st_safety_defaults();
         so.benchmark = bench;
@@ -370,7 +379,7 @@ static int eval_utility(int argc, char **argv) {
                          "6-shot QA primer + \"\\n\\nQ: <question>\\nA:\", no chat template), and MT-Bench "
                          "first-turn answers (greedy, chat template) in mtbench_answers.jsonl, judged 1-10 with "
                          "--judge-url. Writes summary.json (+ truthfulqa_mc1.jsonl).",
-                         opts, (int)(sizeof opts / sizeof opts[0]), 0, 0, NULL};
+                         opts, (int)(sizeof opts / sizeof opts[0]), 0, 0, NULL, 0};
     st_args args;
     int rc = st_args_parse(&spec, argc, argv, &args);
     if (rc) return rc < 0 ? 0 : rc;
@@ -397,8 +406,15 @@ static int eval_utility(int argc, char **argv) {
     if (!model) { rc = st_args_fail(&spec, "--model is required"); goto out; }
     if (jc.url && !jc.model) { rc = st_args_fail(&spec, "--judge-url needs --judge-model"); goto out; }
     if (jc.url && no_mt) { rc = st_args_fail(&spec, "--judge-url grades MT-Bench answers; it cannot go with --no-mtbench"); goto out; }
+    if (strcmp(weights, "live") && strcmp(weights, "ema")) {
+        rc = st_args_fail(&spec, "--weights %s: expected live or ema", weights);
+        goto out;
+    }
     st_data_format df;
-    if (st_data_format_parse(fmt, &df)) goto fail;
+    if (st_data_format_parse(fmt, &df)) {
+        rc = st_args_fail(&spec, "--data-format %s: expected auto, alpaca, dolly, orca or messages", fmt);
+        goto out;
+    }
     if (st_mkdir_p(out) != ST_OK) {
         st_error(ST_ERR_IO, "%s: cannot create output folder: %s", out, strerror(errno));
         goto fail;
@@ -411,6 +427,7 @@ static int eval_utility(int argc, char **argv) {
     if (!no_tqa && st_truthfulqa_load(tqa_path ? tqa_path : tqa_default, &tqa)) goto fail;
     if (!no_mt && st_mtbench_load(mt_path ? mt_path : mt_default, &mt)) goto fail;
     if (st_model_resolve_weights(model, weights, &model_path)) goto fail;
+    if (cli_check_model_path(spec.prog, model_path)) goto out;
     if (st_model_load(model_path, &m)) goto fail;
     cJSON_AddStringToObject(sum, "model", model);
     cJSON_AddStringToObject(sum, "weights", weights);
@@ -483,8 +500,8 @@ static int eval_utility(int argc, char **argv) {
         cJSON_AddItemToArray(ci, cJSON_CreateNumber(wr.hi));
         cJSON_AddStringToObject(t, "scoring", "sum of answer-token log-probs; choices = Best Answer + Incorrect Answers");
         cJSON_AddStringToObject(t, "prompt", "TruthfulQA QA primer + \"\\n\\nQ: {question}\\nA:\", continuation \" {answer}\", no chat template");
-        printf("TruthfulQA MC1: %.2f%% (%zu/%zu) [95%% CI %.2f, %.2f]\n", 100 * mc1.accuracy, mc1.n_correct, mc1.n,
-               100 * wr.lo, 100 * wr.hi);
+        char rb[160];
+        printf("TruthfulQA MC1: %s\n", cli_fmt_rate(rb, sizeof rb, &wr, 1, "questions scored"));
     } else {
         cJSON_AddNullToObject(sum, "truthfulqa_mc1");
     }
@@ -550,12 +567,14 @@ static int eval_utility(int argc, char **argv) {
             cJSON_AddNumberToObject(j, "judged", (double)judged);
             cJSON_AddNumberToObject(j, "scored", (double)scored);
             cJSON_AddNumberToObject(j, "unscored", (double)(judged - scored));
-            cJSON_AddNumberToObject(j, "mean_score", scored ? ssum / (double)scored : 0);
+            if (scored) cJSON_AddNumberToObject(j, "mean_score", ssum / (double)scored);
+            else cJSON_AddNullToObject(j, "mean_score");
         } else {
             cJSON_AddNullToObject(t, "judge");
         }
         printf("MT-Bench: %zu first-turn answers written", nq);
-        if (jc.url) printf("; judge: %zu scored, %zu unscored, mean %.3f / 10", scored, judged - scored, scored ? ssum / scored : 0);
+        if (jc.url && scored) printf("; judge: %zu scored, %zu unscored, mean %.3f / 10", scored, judged - scored, ssum / scored);
+        else if (jc.url) printf("; judge: 0 scored, %zu unscored, mean n/a (0 answers scored)", judged);
         printf("\n");
         if (js) {
             st_error_wrap(js, "judge failed at MT-Bench answer %zu of %zu (answers kept in %s)", judged + 1, nq, path);

@@ -137,33 +137,6 @@ static void draw_progress(void *ud, size_t done, size_t total, size_t tokens) {
     fflush(stderr);
 }
 
-/* Whether MODEL exists; prints the error. */
-int cli_check_model_path(const char *prog, const char *path) {
-    struct stat sb;
-    if (stat(path, &sb) != 0) {
-        fprintf(stderr, "%s: %s: no such file or directory (MODEL is a .gguf file or a Hugging Face "
-                        "checkpoint folder)\n", prog, path);
-        return 1;
-    }
-    char sub[4200], sub2[4200];
-    snprintf(sub, sizeof sub, "%s/model.safetensors", path);
-    snprintf(sub2, sizeof sub2, "%s/model.safetensors.index.json", path);
-    if (S_ISDIR(sb.st_mode) && stat(sub, &sb) != 0 && stat(sub2, &sb) != 0) { /* a `train --out` folder? */
-        int fin = 0, ema = 0;
-        snprintf(sub, sizeof sub, "%s/final", path);
-        fin = stat(sub, &sb) == 0;
-        snprintf(sub, sizeof sub, "%s/final-ema", path);
-        ema = stat(sub, &sb) == 0;
-        snprintf(sub, sizeof sub, "%s/checkpoints", path);
-        if (fin || ema || stat(sub, &sb) == 0) {
-            fprintf(stderr, "%s: %s is a training output folder: use %s/final or %s/final-ema\n", prog, path, path,
-                    path);
-            return 1;
-        }
-    }
-    return 0;
-}
-
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *prompts_file = NULL, *system = NULL, *output = NULL;
     const char *precision = "fp32";
@@ -192,7 +165,7 @@ int cmd_generate(int argc, char **argv) {
     };
     st_args_spec spec = {"safetune generate", "--model MODEL (--prompt TEXT | --prompts FILE) [options]",
                          "Generate responses for one or many prompts with continuous batching.", opts,
-                         (int)(sizeof opts / sizeof opts[0]), 0, 0, NULL};
+                         (int)(sizeof opts / sizeof opts[0]), 0, 0, NULL, 0};
     st_args args;
     int rc = st_args_parse(&spec, argc, argv, &args);
     if (rc) return rc < 0 ? 0 : rc;

@@ -6,6 +6,7 @@
 #include "safetune/model.h"
 #include "safetune/quant.h"
 #include "safetune/safetensors.h"
+#include "safetune/safety_eval.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
@@ -74,22 +75,35 @@ static void add_token(cJSON *o, const char *key, const st_tokenizer *t, int32_t 
 
 int cmd_info(int argc, char **argv) {
     int as_json = 0, all_tensors = 0;
+    const char *weights = "live";
     st_opt opts[] = {
+        {"weights", ST_OPT_STR, &weights, "live|ema", "with a `safetune train` output folder: final/ (live) or final-ema/ (ema)", 0, 0, 0},
         {"json", ST_OPT_FLAG, &as_json, NULL, "print one JSON object (config, parameters, tokenizer, chat, tensors)", 0, 0, 0},
         {"all-tensors", ST_OPT_FLAG, &all_tensors, NULL, "list every tensor (default: layer 0 and the rest)", 0, 0, 0},
     };
     st_args_spec spec = {"safetune info", "MODEL [--json]",
                          "Show a model's config (Hugging Face names), parameter count, tensors as stored, "
-                         "tokenizer and chat template.\nMODEL: a .gguf file or a Hugging Face checkpoint folder.",
-                         opts, 2, 1, 1, "MODEL"};
+                         "tokenizer and chat template.\nMODEL: a .gguf file, a Hugging Face checkpoint folder, or a "
+                         "`safetune train` output folder (its final/ or, with --weights ema, final-ema/).",
+                         opts, (int)(sizeof opts / sizeof *opts), 1, 1, "MODEL", 0};
     st_args args;
     int rc = st_args_parse(&spec, argc, argv, &args);
     if (rc) return rc < 0 ? 0 : rc;
-    const char *path = args.pos[0];
+    const char *arg = args.pos[0], *path = arg;
     st_model *m = NULL;
     cJSON *root = NULL;
-    char *cfg_json = NULL;
+    char *cfg_json = NULL, *resolved = NULL;
     rc = 1;
+    if (strcmp(weights, "live") && strcmp(weights, "ema")) {
+        rc = st_args_fail(&spec, "--weights %s: expected live or ema", weights);
+        goto out;
+    }
+    /* a `safetune train` output folder: its final/ (or final-ema/) */
+    if (st_model_resolve_weights(arg, weights, &resolved)) {
+        fprintf(stderr, "safetune info: %s\n", st_last_error());
+        goto out;
+    }
+    path = resolved;
     if (cli_check_model_path(spec.prog, path)) goto out;
     struct stat sb;
     stat(path, &sb);
@@ -100,6 +114,7 @@ int cmd_info(int argc, char **argv) {
     }
     root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "path", path);
+    if (strcmp(path, arg)) cJSON_AddStringToObject(root, "training_output", arg);
     cJSON_AddStringToObject(root, "format", is_dir ? "safetensors" : "gguf");
     if (st_config_to_hf_json(&m->config, &cfg_json)) {
         fprintf(stderr, "safetune info: %s\n", st_last_error());
@@ -137,6 +152,7 @@ int cmd_info(int argc, char **argv) {
         rc = 0;
         goto out;
     }
+    if (strcmp(path, arg)) printf("training output folder %s: %s weights\n", arg, strcmp(weights, "ema") ? "live" : "EMA");
     printf("model: %s (%s)\n\nconfig (Hugging Face names):\n", path, is_dir ? "Hugging Face safetensors" : "GGUF");
     for (cJSON *it = cfg->child; it; it = it->next) {
         char *v = cJSON_PrintUnformatted(it);
@@ -184,6 +200,7 @@ int cmd_info(int argc, char **argv) {
 out:
     cJSON_Delete(root);
     free(cfg_json);
+    free(resolved);
     st_model_free(m);
     st_args_free(&args);
     return rc;

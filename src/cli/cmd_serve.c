@@ -1,5 +1,6 @@
 /* cmd_serve.c - `safetune serve`: OpenAI-compatible server on 127.0.0.1 over a loaded model
  * (--model, st_serve_model_backend) or the --echo backend (replies with the last user message). */
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "safetune/safety_eval.h"
 #include "safetune/serve.h"
@@ -23,64 +24,52 @@ static st_status echo_backend(void *ctx, const st_chat_message *msgs, size_t n, 
     return ST_OK;
 }
 
+static int serve_main(const st_args_spec *spec, int echo, const char *model, const char *weights, const char *host,
+                      int port, int max_tokens, const char *name);
+
 int cmd_serve(int argc, char **argv) {
     int port = 8080, echo = 0, max_tokens = 256;
     const char *name = NULL, *model = NULL, *weights = "live", *host = "127.0.0.1";
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: safetune serve (--model MODEL | --echo) [--port N] [--model-name NAME]\n"
-                   "  OpenAI-compatible server on 127.0.0.1: POST /v1/chat/completions, GET /v1/models\n"
-                   "  --model MODEL     serve this model (.gguf, HF folder, or training output folder)\n"
-                   "  --weights W       live | ema: final/ or final-ema/ of a training output folder\n"
-                   "  --max-tokens N    reply budget when a request has no max_tokens (default 256)\n"
-                   "  --host H          127.0.0.1 only (loopback; the server never binds other addresses)\n"
-                   "  --port N          TCP port (default 8080; 0 = pick a free port, printed on start)\n"
-                   "  --model-name S    model id reported to clients (default: MODEL's file name, or safetune)\n"
-                   "  --echo            reply with the last user message (testing the HTTP layer)\n");
-            return 0;
-        } else if (!strcmp(argv[i], "--echo")) {
-            echo = 1;
-        } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
-            model = argv[++i];
-        } else if (!strcmp(argv[i], "--weights") && i + 1 < argc) {
-            weights = argv[++i];
-        } else if (!strcmp(argv[i], "--host") && i + 1 < argc) {
-            host = argv[++i];
-        } else if (!strcmp(argv[i], "--max-tokens") && i + 1 < argc) {
-            char *e;
-            long v = strtol(argv[++i], &e, 10);
-            if (*e || v < 1 || v > (1 << 20)) {
-                fprintf(stderr, "safetune serve: --max-tokens: '%s' is not a positive integer\n", argv[i]);
-                return 2;
-            }
-            max_tokens = (int)v;
-        } else if (!strcmp(argv[i], "--port") && i + 1 < argc) {
-            char *e;
-            long v = strtol(argv[++i], &e, 10);
-            if (*e || v < 0 || v > 65535) {
-                fprintf(stderr, "safetune serve: --port: '%s' is not a port number (0-65535)\n", argv[i]);
-                return 2;
-            }
-            port = (int)v;
-        } else if (!strcmp(argv[i], "--model-name") && i + 1 < argc) {
-            name = argv[++i];
-        } else {
-            fprintf(stderr, "safetune serve: unknown option '%s' (see --help)\n", argv[i]);
-            return 2;
-        }
+    st_opt opts[] = {
+        {"model", ST_OPT_STR, &model, "MODEL", "serve this model (.gguf, HF folder, or training output folder)", 0, 0, 0},
+        {"weights", ST_OPT_STR, &weights, "live|ema", "final/ or final-ema/ of a training output folder", 0, 0, 0},
+        {"max-tokens", ST_OPT_INT, &max_tokens, "N", "reply budget when a request has no max_tokens", 1, 1 << 20, 0},
+        {"host", ST_OPT_STR, &host, "H", "127.0.0.1 only (loopback; the server never binds other addresses)", 0, 0, 0},
+        {"port", ST_OPT_INT, &port, "N", "TCP port (0 = pick a free port, printed on start)", 0, 65535, 0},
+        {"model-name", ST_OPT_STR, &name, "S", "model id reported to clients (default: MODEL's file name, or safetune)", 0, 0, 0},
+        {"echo", ST_OPT_FLAG, &echo, NULL, "reply with the last user message / the prompt (testing the HTTP layer)", 0, 0, 0},
+    };
+    st_args_spec spec = {"safetune serve", "(--model MODEL | --echo) [--port N] [options]",
+                         "OpenAI-compatible server on 127.0.0.1: POST /v1/chat/completions, POST /v1/completions,\n"
+                         "GET /v1/models (non-streaming; request parameters it does not implement get HTTP 400).",
+                         opts, (int)(sizeof opts / sizeof *opts), 0, 0, NULL, 0};
+    st_args args;
+    int prc = st_args_parse(&spec, argc, argv, &args);
+    if (prc) {
+        st_args_free(&args);
+        return prc < 0 ? 0 : prc;
     }
-    if (!echo == !model) {
-        fprintf(stderr, "safetune serve: give exactly one of --model MODEL or --echo (see --help)\n");
-        return 2;
-    }
+    int rc = serve_main(&spec, echo, model, weights, host, port, max_tokens, name);
+    st_args_free(&args);
+    return rc;
+}
+
+static int serve_main(const st_args_spec *spec, int echo, const char *model, const char *weights, const char *host,
+                      int port, int max_tokens, const char *name) {
+    if (!echo == !model) return st_args_fail(spec, "give exactly one of --model MODEL or --echo");
+    if (strcmp(weights, "live") && strcmp(weights, "ema"))
+        return st_args_fail(spec, "--weights %s: expected live or ema", weights);
     if (strcmp(host, "127.0.0.1") && strcmp(host, "localhost")) {
-        fprintf(stderr, "safetune serve: --host %s: only 127.0.0.1 (loopback) is supported\n", host);
-        return 2;
+        return st_args_fail(spec, "--host %s: only 127.0.0.1 (loopback) is supported", host);
     }
     st_model *m = NULL;
     if (model) {
         char *mp = NULL;
-        if (st_model_resolve_weights(model, weights, &mp) || st_model_load(mp, &m)) {
+        if (st_model_resolve_weights(model, weights, &mp) == ST_OK && cli_check_model_path("safetune serve", mp)) {
+            free(mp);
+            return 1;
+        }
+        if (!mp || st_model_load(mp, &m)) {
             fprintf(stderr, "safetune serve: %s\n", st_last_error());
             free(mp);
             return 1;

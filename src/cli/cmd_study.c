@@ -1,28 +1,12 @@
 /* cmd_study.c - `safetune study`: validate a study config, print the run plan with a time
  * estimate (--dry-run), or run the grid and write results.csv, report.md and plots. */
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "safetune/study.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void study_usage(FILE *f) {
-    fprintf(f,
-            "usage: safetune study (--config FILE | --preset NAME) --out DIR [--dry-run]\n"
-            "\n"
-            "Fine-tuning safety study (Kim et al. 2025): a grid over lr x batch_size x grad_accum x steps x\n"
-            "lr_schedule x warmup_steps x ema_decay; every weight set (live, EMA) evaluated for AdvBench ASR,\n"
-            "XSTest refusals and utility. Results: DIR/results.csv, DIR/report.md, DIR/plots/. Rerunning with\n"
-            "the same config and DIR resumes (finished runs are skipped). See docs/study.md.\n"
-            "  --config FILE     JSON study config (keys override the preset's, one by one)\n"
-            "  --preset NAME     compiled-in config: quick (SmolLM2-135M, <= 30 min on 2 cores) | paper\n"
-            "  --out DIR         study folder\n"
-            "  --dry-run         validate and print the run plan with an estimated time; trains nothing\n"
-            "  --print-config    print the merged, normalised config (JSON) and exit\n"
-            "  --fake            use deterministic fake training/evaluation (pipeline tests only;\n"
-            "                    the report is marked SYNTHETIC)\n");
-}
 
 /* The paper-form table and the findings' verdict lines of DIR/report.md, then where the outputs
  * are. */
@@ -43,32 +27,27 @@ static void print_summary(const char *out) {
 int cmd_study(int argc, char **argv) {
     const char *config = NULL, *preset = NULL, *out = NULL;
     int dry = 0, fake = 0, print_cfg = 0, stop_after = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has = i + 1 < argc;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { study_usage(stdout); return 0; }
-        else if (!strcmp(a, "--config") && has) config = argv[++i];
-        else if (!strcmp(a, "--preset") && has) preset = argv[++i];
-        else if (!strcmp(a, "--out") && has) out = argv[++i];
-        else if (!strcmp(a, "--dry-run")) dry = 1;
-        else if (!strcmp(a, "--print-config")) print_cfg = 1;
-        else if (!strcmp(a, "--fake")) fake = 1;
-        else if (!strcmp(a, "--fake-stop-after") && has) stop_after = atoi(argv[++i]); /* tests: simulated kill */
-        else {
-            fprintf(stderr, "safetune study: unknown or incomplete option '%s'\n", a);
-            study_usage(stderr);
-            return 2;
-        }
-    }
-    if (!config && !preset) {
-        fprintf(stderr, "safetune study: give --config FILE or --preset NAME\n");
-        study_usage(stderr);
-        return 2;
-    }
-    if (!out && !dry && !print_cfg) {
-        fprintf(stderr, "safetune study: --out DIR is required (or use --dry-run)\n");
-        return 2;
-    }
+    st_opt opts[] = {
+        {"config", ST_OPT_STR, &config, "FILE", "JSON study config (keys override the preset's, one by one)", 0, 0, 0},
+        {"preset", ST_OPT_STR, &preset, "NAME", "compiled-in config: quick (SmolLM2-135M, <= 30 min on 2 cores) | paper", 0, 0, 0},
+        {"out", ST_OPT_STR, &out, "DIR", "study folder (required unless --dry-run / --print-config)", 0, 0, 0},
+        {"dry-run", ST_OPT_FLAG, &dry, NULL, "validate and print the run plan with an estimated time; trains nothing", 0, 0, 0},
+        {"print-config", ST_OPT_FLAG, &print_cfg, NULL, "print the merged, normalised config (JSON) and exit", 0, 0, 0},
+        {"fake", ST_OPT_FLAG, &fake, NULL, "deterministic fake training/evaluation (pipeline tests only; the report is marked SYNTHETIC)", 0, 0, 0},
+        {"fake-stop-after", ST_OPT_INT, &stop_after, "N", "with --fake: stop after N runs, as if killed (tests of resume; 0 = never)", 0, 1 << 30, 0},
+    };
+    st_args_spec spec = {"safetune study", "(--config FILE | --preset NAME) --out DIR [--dry-run]",
+                         "Fine-tuning safety study (Kim et al. 2025): a grid over lr x batch_size x grad_accum x steps x\n"
+                         "lr_schedule x warmup_steps x ema_decay; every weight set (live, EMA) evaluated for AdvBench ASR,\n"
+                         "XSTest refusals and utility. Results: DIR/results.csv, DIR/report.md, DIR/plots/. Rerunning with\n"
+                         "the same config and DIR resumes (finished runs are skipped). See docs/study.md.",
+                         opts, (int)(sizeof opts / sizeof *opts), 0, 0, NULL, 1};
+    st_args args;
+    int prc = st_args_parse(&spec, argc, argv, &args);
+    st_args_free(&args);
+    if (prc) return prc < 0 ? 0 : prc;
+    if (!config && !preset) return st_args_fail(&spec, "give --config FILE or --preset NAME");
+    if (!out && !dry && !print_cfg) return st_args_fail(&spec, "--out DIR is required (or use --dry-run)");
     st_study_config cfg;
     if (st_study_config_load(preset, config, &cfg)) {
         fprintf(stderr, "safetune study: %s\n", st_last_error());

@@ -125,7 +125,7 @@ int cmd_train(int argc, char **argv) {
     st_args_spec spec = {"safetune train", "--model MODEL --data FILE --out DIR [options]",
                          "Full fine-tuning (AdamW, LR schedule, clipping, EMA of the weights) on a "
                          "chat dataset; loss on assistant tokens only.",
-                         opts, (int)(sizeof opts / sizeof *opts), 0, 0, NULL};
+                         opts, (int)(sizeof opts / sizeof *opts), 0, 0, NULL, 0};
     /* "--ema-decay none" -> 0 */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ema-decay") && i + 1 < argc && !strcmp(argv[i + 1], "none")) argv[i + 1] = "0";

@@ -2,6 +2,8 @@
 #ifndef SAFETUNE_CLI_COMMANDS_H
 #define SAFETUNE_CLI_COMMANDS_H
 
+#include <stddef.h>
+
 typedef struct {
     const char *name;
     const char *summary;
@@ -17,7 +19,12 @@ int cmd_train(int argc, char **argv);
 int cmd_study(int argc, char **argv);
 int cmd_align(int argc, char **argv);
 
-/* 0 if MODEL exists; else prints "PROG: MODEL: no such file or directory ..." and returns 1. */
+/* 1 and one line in msg when path is a folder safetune writes that is not a model (training
+ * output, trainer checkpoint, unfinished run, study / study-run / align folder), naming what it
+ * is and which path to pass; else 0 (src/cli/modelpath.c). */
+int cli_model_hint(const char *path, char *msg, size_t cap);
+
+/* 0 if MODEL exists and is not one of the folders of cli_model_hint; else prints "PROG: MODEL: no such file or directory ..." and returns 1. */
 int cli_check_model_path(const char *prog, const char *path);
 
 #endif

@@ -1,8 +1,14 @@
 /* main.c - `safetune` command dispatcher. One file per subcommand (cmd_*.c). */
 #include "cli/commands.h"
 
+#include "git_version.h" /* SAFETUNE_GIT_COMMIT, written at build time by cmake/git_version.cmake */
+
 #include <stdio.h>
 #include <string.h>
+
+#ifndef SAFETUNE_VERSION
+#define SAFETUNE_VERSION "unknown"
+#endif
 
 static const st_command COMMANDS[] = {
     {"info", "show a model's config, tensors, tokenizer and chat template", cmd_info},
@@ -19,12 +25,22 @@ static void usage(FILE *f) {
     fprintf(f, "usage: safetune <command> [options]   (safetune <command> --help)\n\ncommands:\n");
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(f, "  %-10s %s\n", "version", "print the version and the git commit it was built from (also --version)");
+    fprintf(f, "\nexit status: 0 success, 1 runtime error (bad file, failed run), 2 usage error (bad option)\n");
 }
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        if (argc > 2) {
+            fprintf(stderr, "safetune %s: unexpected argument '%s'\n", argv[1], argv[2]);
+            return 2;
+        }
+        printf("safetune %s (git %s)\n", SAFETUNE_VERSION, SAFETUNE_GIT_COMMIT);
+        return 0;
     }
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].run(argc - 1, argv + 1);

@@ -27,7 +27,7 @@ static st_args_spec make_spec(vals *v, st_opt *o) {
         {"output", ST_OPT_STR, &v->out, "FILE", "out", 0, 0, 0},
     };
     memcpy(o, init, sizeof init);
-    st_args_spec s = {"prog", "[options] X", NULL, o, 6, 0, 1, "X"};
+    st_args_spec s = {"prog", "[options] X", NULL, o, 6, 0, 1, "X", 0};
     return s;
 }
 

@@ -1,0 +1,94 @@
+/* modelpath.c - MODEL argument checks shared by the subcommands: a missing path, and folders
+ * that safetune writes but that are not models (training output, trainer checkpoints, study and
+ * align folders) get one line saying what the folder is and which path to pass instead. */
+#include "cli/commands.h"
+#include "safetune/base.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int has(const char *dir, const char *name, int want_dir) {
+    char p[4200];
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    if (stat(p, &sb) != 0) return 0;
+    return want_dir ? S_ISDIR(sb.st_mode) : S_ISREG(sb.st_mode);
+}
+
+/* config.json as written by `safetune train` (the run's settings), not a Hugging Face config. */
+static int is_run_config(const char *dir) {
+    char p[4200], *txt = NULL;
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    if (st_read_file(p, &txt, NULL) != ST_OK) {
+        st_clear_error();
+        return 0;
+    }
+    cJSON *j = cJSON_Parse(txt);
+    free(txt);
+    int run = cJSON_IsObject(j) && !cJSON_GetObjectItemCaseSensitive(j, "model_type") &&
+              !cJSON_GetObjectItemCaseSensitive(j, "architectures") &&
+              (cJSON_GetObjectItemCaseSensitive(j, "run") ||
+               (cJSON_GetObjectItemCaseSensitive(j, "lr") && cJSON_GetObjectItemCaseSensitive(j, "data")));
+    cJSON_Delete(j);
+    return run;
+}
+
+int cli_model_hint(const char *path, char *msg, size_t cap) {
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) return 0;
+    int fin = has(path, "final", 1), ema = has(path, "final-ema", 1);
+    if (fin || ema) {
+        snprintf(msg, cap, "%s is a `safetune train` output folder: pass %s/%s (%s weights)%s%s%s", path, path,
+                 fin ? "final" : "final-ema", fin ? "live" : "EMA", fin && ema ? " or " : "",
+                 fin && ema ? path : "", fin && ema ? "/final-ema (EMA weights)" : "");
+        return 1;
+    }
+    if (has(path, "MANIFEST", 0) && has(path, "state.bin", 0)) {
+        snprintf(msg, cap, "%s is a trainer checkpoint (resume state, not a model): continue the run with "
+                 "`safetune train --resume %s`; the model is exported to the run's final/ (and final-ema/) "
+                 "when training finishes", path, path);
+        return 1;
+    }
+    if (has(path, "checkpoints", 1) || is_run_config(path)) {
+        snprintf(msg, cap, "%s is the output folder of a `safetune train` run that has not finished (%s, no "
+                 "final/ yet): continue it with `safetune train --resume auto --out %s ...`, then pass %s/final",
+                 path, has(path, "checkpoints", 1) ? "checkpoints/ only" : "config.json holds the run's settings",
+                 path, path);
+        return 1;
+    }
+    if (has(path, "study.json", 0)) {
+        snprintf(msg, cap, "%s is a `safetune study` folder (results.csv, report.md); it holds no exported "
+                 "model: its base model is the \"model\" key of %s/study.json", path, path);
+        return 1;
+    }
+    if (has(path, "train.json", 0) || has(path, "ckpt", 1) || has(path, "eval_live.json", 0)) {
+        snprintf(msg, cap, "%s is a run folder of `safetune study`: study runs keep no exported model (the "
+                 "weights are evaluated in memory; results in its eval_*.json and the study's results.csv); "
+                 "to get a model, rerun that setting with `safetune train` (its final/ folder loads)", path);
+        return 1;
+    }
+    if (has(path, "aligned", 1) && has(path, "align.json", 0)) {
+        snprintf(msg, cap, "%s is a `safetune align` output folder: pass %s/aligned", path, path);
+        return 1;
+    }
+    return 0;
+}
+
+int cli_check_model_path(const char *prog, const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        fprintf(stderr, "%s: %s: no such file or directory (MODEL is a .gguf file or a Hugging Face "
+                        "checkpoint folder)\n", prog, path);
+        return 1;
+    }
+    char msg[4 * 4200];
+    int weights = has(path, "model.safetensors", 0) || has(path, "model.safetensors.index.json", 0);
+    if ((!weights || is_run_config(path)) && cli_model_hint(path, msg, sizeof msg)) {
+        fprintf(stderr, "%s: %s\n", prog, msg);
+        return 1;
+    }
+    return 0;
+}
