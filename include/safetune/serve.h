@@ -1,6 +1,11 @@
 /* serve.h - minimal OpenAI-compatible HTTP server (libmicrohttpd) on 127.0.0.1:
- *   POST /v1/chat/completions  {messages, max_tokens?, temperature?, top_p?, seed?} (non-streaming)
+ *   POST /v1/chat/completions  {messages, max_tokens?, temperature?, top_p?, seed?, stop?} (non-streaming)
+ *   POST /v1/completions       {prompt, max_tokens?, temperature?, top_p?, seed?, stop?} (no chat template)
  *   GET  /v1/models
+ * "stop" (a string or up to 4): the text is cut before the first stop string found, finish_reason
+ * "stop" (usage counts the tokens generated). Parameters the server does not implement (logprobs,
+ * tools, n > 1, penalties, ...) get HTTP 400 "unsupported parameter" unless their value is neutral
+ * (null, false, 0, "", [], {}).
  * Errors are OpenAI-style {"error": {"message", "type", "param", "code"}} with HTTP 400 (bad JSON,
  * missing/invalid fields), 404 (unknown path), 405 (wrong method), 413 (body too large),
  * 500 (backend failure). Completions come from a backend callback, so any generator can be
@@ -25,6 +30,7 @@ typedef struct {
     uint64_t seed;     /* valid when has_seed */
     int has_seed;
     int max_tokens_set; /* 1 if the request gave max_tokens (else the default may be capped to fit) */
+    int raw_prompt;     /* 1: /v1/completions: msgs[0].content is a plain prompt (no chat template) */
 } st_serve_params;
 
 typedef struct {

@@ -25,7 +25,8 @@ st_status st_serve_model_backend(void *ctx, const st_chat_message *msgs, size_t 
     }
     int32_t *ids = NULL;
     size_t nid = 0;
-    st_status s = st_chat_render(&m->chat, m->tokenizer, mm, n, 1, &ids, NULL, &nid);
+    st_status s = p->raw_prompt ? st_prompt_encode(m, n ? mm[0].content : "", 0, NULL, &ids, &nid)
+                                : st_chat_render(&m->chat, m->tokenizer, mm, n, 1, &ids, NULL, &nid);
     free(mm);
     if (s) return s;
     if (nid == 0) {

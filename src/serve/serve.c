@@ -92,7 +92,68 @@ static int content_text(const cJSON *ct, st__buf *b) {
     return 1;
 }
 
-static enum MHD_Result handle_chat(st_server *s, struct MHD_Connection *c, req_ctx *rc) {
+/* Request keys each endpoint implements. */
+static const char *const CHAT_KEYS[] = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature",
+                                        "top_p", "seed", "stream", "n", "stop", "user", NULL};
+static const char *const COMPLETION_KEYS[] = {"model", "prompt", "max_tokens", "temperature", "top_p", "seed",
+                                              "stream", "n", "stop", "user", NULL};
+
+/* A value that asks for nothing (null, false, 0, "", [], {}): parameters we do not implement are
+ * accepted with such a value (clients often send e.g. "logprobs": false, "presence_penalty": 0). */
+static int neutral(const cJSON *v) {
+    if (cJSON_IsNull(v) || cJSON_IsFalse(v)) return 1;
+    if (cJSON_IsNumber(v)) return v->valuedouble == 0;
+    if (cJSON_IsString(v)) return !v->valuestring[0];
+    if (cJSON_IsArray(v) || cJSON_IsObject(v)) return v->child == NULL;
+    return 0;
+}
+
+/* The first request key this endpoint does not implement (with a non-neutral value), or NULL. */
+static const cJSON *unsupported_key(const cJSON *j, const char *const *keys) {
+    for (const cJSON *it = j->child; it; it = it->next) {
+        int known = 0;
+        for (size_t k = 0; keys[k] && !known; k++) known = !strcmp(it->string, keys[k]);
+        if (!known && !neutral(it)) return it;
+    }
+    return NULL;
+}
+
+#define MAX_STOPS 4
+
+/* "stop": a string or a list of up to 4 non-empty strings (OpenAI). Returns NULL or an error. */
+static const char *parse_stop(const cJSON *st, const char **stops, int *n) {
+    *n = 0;
+    if (!st || cJSON_IsNull(st)) return NULL;
+    if (cJSON_IsString(st)) {
+        if (!st->valuestring[0]) return "'stop' must not be an empty string";
+        stops[(*n)++] = st->valuestring;
+        return NULL;
+    }
+    if (!cJSON_IsArray(st)) return "'stop' must be a string or an array of strings";
+    const cJSON *it;
+    cJSON_ArrayForEach(it, st) {
+        if (!cJSON_IsString(it) || !it->valuestring[0]) return "'stop' must be a string or an array of non-empty strings";
+        if (*n == MAX_STOPS) return "'stop' takes at most 4 strings";
+        stops[(*n)++] = it->valuestring;
+    }
+    return NULL;
+}
+
+/* Cut text at the earliest occurrence of any stop string (the stop string itself is not returned,
+ * as in the OpenAI API). Returns 1 if it cut. */
+static int cut_at_stop(char *text, const char *const *stops, int n) {
+    char *first = NULL;
+    for (int i = 0; i < n; i++) {
+        char *h = strstr(text, stops[i]);
+        if (h && (!first || h < first)) first = h;
+    }
+    if (!first) return 0;
+    *first = '\0';
+    return 1;
+}
+
+/* POST /v1/chat/completions (chat = 1) and POST /v1/completions (chat = 0). */
+static enum MHD_Result handle_completion(st_server *s, struct MHD_Connection *c, req_ctx *rc, int chat) {
     if (rc->too_large) {
         char m[128];
         snprintf(m, sizeof m, "request body exceeds %zu bytes", s->o.max_body_bytes);
@@ -110,21 +171,50 @@ static enum MHD_Result handle_chat(st_server *s, struct MHD_Connection *c, req_c
         return send_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request_error", NULL, "invalid_json", m, NULL);
     }
     enum MHD_Result ret;
-    st_serve_params p = {s->o.default_max_tokens, 1.0f, 1.0f, 0, 0, 0};
-    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, "messages");
+    st_serve_params p = {s->o.default_max_tokens, 1.0f, 1.0f, 0, 0, 0, !chat};
+    const char *stops[MAX_STOPS];
+    int n_stops = 0;
+    size_t nm = 0;
+    st_chat_message *cm = NULL;
+    st__buf *texts = NULL;
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, chat ? "messages" : "prompt");
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "max_tokens");
-    if (!mt) mt = cJSON_GetObjectItemCaseSensitive(j, "max_completion_tokens");
+    if (!mt && chat) mt = cJSON_GetObjectItemCaseSensitive(j, "max_completion_tokens");
     const cJSON *te = cJSON_GetObjectItemCaseSensitive(j, "temperature");
     const cJSON *tp = cJSON_GetObjectItemCaseSensitive(j, "top_p");
     const cJSON *sd = cJSON_GetObjectItemCaseSensitive(j, "seed");
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "stream");
     const cJSON *nn = cJSON_GetObjectItemCaseSensitive(j, "n");
-    if (!msgs) {
-        ret = BAD("messages", "missing required parameter 'messages'");
+    const cJSON *un = unsupported_key(j, chat ? CHAT_KEYS : COMPLETION_KEYS);
+    const char *serr;
+    if (un) {
+        char m[600];
+        snprintf(m, sizeof m, "unsupported parameter '%.200s': this server does not implement it (supported: %s)",
+                 un->string, chat ? "model, messages, max_tokens, max_completion_tokens, temperature, top_p, seed, stop, "
+                                    "n = 1, stream = false, user"
+                                  : "model, prompt, max_tokens, temperature, top_p, seed, stop, n = 1, stream = false, user");
+        ret = send_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request_error", un->string, "unsupported_parameter", m, NULL);
         goto out;
     }
-    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
+    if (!msgs) {
+        ret = BAD(chat ? "messages" : "prompt", chat ? "missing required parameter 'messages'"
+                                                     : "missing required parameter 'prompt'");
+        goto out;
+    }
+    if (chat && (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0)) {
         ret = BAD("messages", "'messages' must be a non-empty array");
+        goto out;
+    }
+    if (!chat && cJSON_IsArray(msgs)) { /* a batch of prompts: only a batch of one */
+        if (cJSON_GetArraySize(msgs) != 1 || !cJSON_IsString(msgs->child)) {
+            ret = BAD("prompt", "'prompt' must be a string (or a list of exactly one string; token-id prompts and "
+                                "batches are not supported)");
+            goto out;
+        }
+        msgs = msgs->child;
+    }
+    if (!chat && !cJSON_IsString(msgs)) {
+        ret = BAD("prompt", "'prompt' must be a string");
         goto out;
     }
     if (mt && !cJSON_IsNull(mt)) {
@@ -163,15 +253,17 @@ static enum MHD_Result handle_chat(st_server *s, struct MHD_Connection *c, req_c
         goto out;
     }
     if (nn && !cJSON_IsNull(nn) && !(cJSON_IsNumber(nn) && nn->valuedouble == 1)) {
-        ret = BAD("n", "only n = 1 is supported");
+        ret = BAD("n", "only n = 1 is supported (one choice per request; send several requests for more)");
         goto out;
     }
-    size_t nm = (size_t)cJSON_GetArraySize(msgs);
-    st_chat_message *cm = calloc(nm, sizeof *cm);
-    st__buf *texts = calloc(nm, sizeof *texts);
+    if ((serr = parse_stop(cJSON_GetObjectItemCaseSensitive(j, "stop"), stops, &n_stops))) {
+        ret = BAD("stop", serr);
+        goto out;
+    }
+    nm = chat ? (size_t)cJSON_GetArraySize(msgs) : 1;
+    cm = calloc(nm, sizeof *cm);
+    texts = calloc(nm, sizeof *texts);
     if (!cm || !texts) {
-        free(cm);
-        free(texts);
         ret = send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "server_error", NULL, NULL, "out of memory", NULL);
         goto out;
     }
@@ -179,20 +271,25 @@ static enum MHD_Result handle_chat(st_server *s, struct MHD_Connection *c, req_c
     const cJSON *m;
     const char *bad = NULL;
     char pbuf[64];
-    cJSON_ArrayForEach(m, msgs) {
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
-        const cJSON *ct = cJSON_GetObjectItemCaseSensitive(m, "content");
-        snprintf(pbuf, sizeof pbuf, "messages[%zu]", i);
-        if (!cJSON_IsObject(m)) bad = "each message must be an object with 'role' and 'content'";
-        else if (!cJSON_IsString(role) || (strcmp(role->valuestring, "system") && strcmp(role->valuestring, "user") &&
-                                           strcmp(role->valuestring, "assistant") && strcmp(role->valuestring, "developer")))
-            bad = "message 'role' must be one of system, developer, user, assistant";
-        else if (!content_text(ct, &texts[i]))
-            bad = "message 'content' must be a string or an array of text parts";
-        if (bad) break;
-        cm[i].role = !strcmp(role->valuestring, "developer") ? "system" : role->valuestring;
-        cm[i].content = texts[i].p ? texts[i].p : "";
-        i++;
+    if (!chat) {
+        cm[0].role = "user";
+        cm[0].content = msgs->valuestring;
+    } else {
+        cJSON_ArrayForEach(m, msgs) {
+            const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+            const cJSON *ct = cJSON_GetObjectItemCaseSensitive(m, "content");
+            snprintf(pbuf, sizeof pbuf, "messages[%zu]", i);
+            if (!cJSON_IsObject(m)) bad = "each message must be an object with 'role' and 'content'";
+            else if (!cJSON_IsString(role) || (strcmp(role->valuestring, "system") && strcmp(role->valuestring, "user") &&
+                                               strcmp(role->valuestring, "assistant") && strcmp(role->valuestring, "developer")))
+                bad = "message 'role' must be one of system, developer, user, assistant";
+            else if (!content_text(ct, &texts[i]))
+                bad = "message 'content' must be a string or an array of text parts";
+            if (bad) break;
+            cm[i].role = !strcmp(role->valuestring, "developer") ? "system" : role->valuestring;
+            cm[i].content = texts[i].p ? texts[i].p : "";
+            i++;
+        }
     }
     if (bad) {
         ret = BAD(pbuf, bad);
@@ -208,25 +305,31 @@ static enum MHD_Result handle_chat(st_server *s, struct MHD_Connection *c, req_c
         pthread_mutex_unlock(&s->mu);
         if (bs == ST_ERR_ARG) {
             free(rep.text);
-            ret = send_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request_error", "messages", "context_length_exceeded",
-                             emsg, NULL);
+            ret = send_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request_error", chat ? "messages" : "prompt",
+                             "context_length_exceeded", emsg, NULL);
         } else if (bs != ST_OK || !rep.text) {
             free(rep.text);
             ret = send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "server_error", NULL, NULL, emsg, NULL);
         } else {
+            int stopped = cut_at_stop(rep.text, stops, n_stops);
             cJSON *r = cJSON_CreateObject();
             char id[48];
-            snprintf(id, sizeof id, "chatcmpl-%llu", (unsigned long long)++s->next_id);
+            snprintf(id, sizeof id, "%s-%llu", chat ? "chatcmpl" : "cmpl", (unsigned long long)++s->next_id);
             cJSON_AddStringToObject(r, "id", id);
-            cJSON_AddStringToObject(r, "object", "chat.completion");
+            cJSON_AddStringToObject(r, "object", chat ? "chat.completion" : "text_completion");
             cJSON_AddNumberToObject(r, "created", (double)time(NULL));
             cJSON_AddStringToObject(r, "model", s->model);
             cJSON *ch = cJSON_AddArrayToObject(r, "choices"), *c0 = cJSON_CreateObject();
             cJSON_AddNumberToObject(c0, "index", 0);
-            cJSON *msg = cJSON_AddObjectToObject(c0, "message");
-            cJSON_AddStringToObject(msg, "role", "assistant");
-            cJSON_AddStringToObject(msg, "content", rep.text);
-            cJSON_AddStringToObject(c0, "finish_reason", rep.finish_length ? "length" : "stop");
+            if (chat) {
+                cJSON *msg = cJSON_AddObjectToObject(c0, "message");
+                cJSON_AddStringToObject(msg, "role", "assistant");
+                cJSON_AddStringToObject(msg, "content", rep.text);
+            } else {
+                cJSON_AddStringToObject(c0, "text", rep.text);
+                cJSON_AddNullToObject(c0, "logprobs");
+            }
+            cJSON_AddStringToObject(c0, "finish_reason", rep.finish_length && !stopped ? "length" : "stop");
             cJSON_AddItemToArray(ch, c0);
             cJSON *u = cJSON_AddObjectToObject(r, "usage");
             cJSON_AddNumberToObject(u, "prompt_tokens", rep.prompt_tokens);
@@ -236,10 +339,11 @@ static enum MHD_Result handle_chat(st_server *s, struct MHD_Connection *c, req_c
             ret = send_json(c, MHD_HTTP_OK, r, NULL);
         }
     }
-    for (size_t k = 0; k < nm; k++) st__buf_free(&texts[k]);
+out:
+    if (texts)
+        for (size_t k = 0; k < nm; k++) st__buf_free(&texts[k]);
     free(texts);
     free(cm);
-out:
     cJSON_Delete(j);
     return ret;
 }
@@ -268,20 +372,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     int is_chat = !strcmp(url, "/v1/chat/completions"), is_models = !strcmp(url, "/v1/models");
-    if (is_chat && strcmp(method, "POST"))
+    int is_cmpl = !strcmp(url, "/v1/completions");
+    if ((is_chat || is_cmpl) && strcmp(method, "POST"))
         return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "invalid_request_error", NULL, "method_not_allowed",
-                          "use POST for /v1/chat/completions", "POST");
+                          is_chat ? "use POST for /v1/chat/completions" : "use POST for /v1/completions", "POST");
     if (is_models && strcmp(method, "GET"))
         return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "invalid_request_error", NULL, "method_not_allowed",
                           "use GET for /v1/models", "GET");
     if (is_models) return handle_models(s, c);
-    if (is_chat) {
+    if (is_chat || is_cmpl) {
         if (rc->body.oom)
             return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "server_error", NULL, NULL, "out of memory", NULL);
-        return handle_chat(s, c, rc);
+        return handle_completion(s, c, rc, is_chat);
     }
-    char m[600];
-    snprintf(m, sizeof m, "unknown path '%.500s' (this server has POST /v1/chat/completions and GET /v1/models)", url);
+    char m[700];
+    snprintf(m, sizeof m, "unknown path '%.500s' (this server has POST /v1/chat/completions, POST /v1/completions and GET /v1/models)", url);
     return send_error(c, MHD_HTTP_NOT_FOUND, "invalid_request_error", NULL, "unknown_url", m, NULL);
 }
 

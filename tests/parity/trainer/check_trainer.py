@@ -494,9 +494,14 @@ def case_bad_input(tool):
     good = r.returncode == 0 and json.load(open(os.path.join(nested, "config.json")))["max_steps"] == 3
     print(f"--overwrite a finished run: exit {r.returncode} -> {'ok' if good else 'FAIL'}")
     ok = good and ok
-    for cmd in (["info", nested], ["generate", "--model", nested, "--prompt", "hi"]):
-        ok = expect_fail([CLI] + cmd, [f"{nested} is a training output folder: use {nested}/final or {nested}/final-ema"],
-                         f"{cmd[0]} on a training output folder") and ok
+    ok = expect_fail([CLI, "generate", "--model", nested, "--prompt", "hi"],
+                     [f"{nested} is a `safetune train` output folder: pass {nested}/final"],
+                     "generate on a training output folder") and ok
+    # `info` on a training output folder shows its final/ (the live weights)
+    r = run([CLI, "info", nested, "--json"])
+    good = r.returncode == 0 and json.loads(r.stdout)["path"] == os.path.join(nested, "final")
+    print(f"info on a training output folder: exit {r.returncode} -> {'ok' if good else 'FAIL'}")
+    ok = good and ok
     # unknown config key
     cfgf = os.path.join(d, "cfg.json")
     json.dump({"lr": 1e-3, "learning_rate": 1}, open(cfgf, "w"))
