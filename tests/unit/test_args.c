@@ -103,11 +103,86 @@ static void test_config_and_override(void **state) {
     assert_int_equal(parse(&v, &a, 2, nofile), 2);
 }
 
+/* --help text of spec into a heap string (caller frees). */
+static char *usage_text(const st_args_spec *s) {
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    st_args_usage(s, f);
+    long n = ftell(f);
+    rewind(f);
+    char *buf = calloc(1, (size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    return buf;
+}
+
+/* The line of the usage text that describes --name. */
+static void option_line(const char *txt, const char *name, char *line, size_t cap) {
+    char key[64];
+    snprintf(key, sizeof key, "  --%s ", name);
+    const char *p = strstr(txt, key);
+    assert_non_null(p);
+    const char *e = strchr(p, '\n');
+    snprintf(line, cap, "%.*s", (int)(e - p), p);
+}
+
+/* Each option's default is shown from its current value (printed before parsing), unless its help
+ * names one itself; flags and unset strings show none. */
+static void test_usage_defaults(void **state) {
+    (void)state;
+    const char *model = NULL, *prec = "fp32";
+    int n = 16, flag = 0;
+    float lr = 1e-5f;
+    uint64_t seed = 42;
+    st_opt o[] = {
+        {"model", ST_OPT_STR, &model, "MODEL", "model file", 0, 0, 0},
+        {"precision", ST_OPT_STR, &prec, "P", "fp32|bf16", 0, 0, 0},
+        {"n", ST_OPT_INT, &n, "N", "count", 0, 100, 0},
+        {"lr", ST_OPT_FLOAT, &lr, "X", "learning rate", 0, 1, 0},
+        {"seed", ST_OPT_U64, &seed, "S", "seed", 0, 0, 0},
+        {"ctx", ST_OPT_INT, &n, "N", "context (default: the model's)", 0, 0, 0},
+        {"quiet", ST_OPT_FLAG, &flag, NULL, "no progress", 0, 0, 0},
+    };
+    st_args_spec s = {"prog", NULL, NULL, o, 7, 0, 0, NULL, 0};
+    char *txt = usage_text(&s), line[256];
+    option_line(txt, "model", line, sizeof line);
+    assert_null(strstr(line, "default"));
+    option_line(txt, "precision", line, sizeof line);
+    assert_non_null(strstr(line, "fp32|bf16 (default: fp32)"));
+    option_line(txt, "n", line, sizeof line);
+    assert_non_null(strstr(line, "count (default: 16)"));
+    option_line(txt, "lr", line, sizeof line);
+    assert_non_null(strstr(line, "learning rate (default: 1e-05)"));
+    option_line(txt, "seed", line, sizeof line);
+    assert_non_null(strstr(line, "seed (default: 42)"));
+    option_line(txt, "ctx", line, sizeof line);
+    assert_non_null(strstr(line, "context (default: the model's)"));
+    assert_null(strstr(line, "(default: 16)"));
+    option_line(txt, "quiet", line, sizeof line);
+    assert_null(strstr(line, "default"));
+    assert_non_null(strstr(txt, "--config FILE"));
+    free(txt);
+    /* own_config: --config is an ordinary option (no JSON file of option values) */
+    const char *cfg = NULL;
+    st_opt o2[] = {{"config", ST_OPT_STR, &cfg, "FILE", "study config", 0, 0, 0}};
+    st_args_spec s2 = {"prog", NULL, NULL, o2, 1, 0, 0, NULL, 1};
+    txt = usage_text(&s2);
+    assert_null(strstr(txt, "JSON object of option values"));
+    free(txt);
+    st_args a;
+    const char *argv[] = {"prog", "--config", "/nonexistent/study.json"};
+    assert_int_equal(st_args_parse(&s2, 3, (char **)argv, &a), 0);
+    assert_string_equal(cfg, "/nonexistent/study.json");
+    st_args_free(&a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forms),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_config_and_override),
+        cmocka_unit_test(test_usage_defaults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

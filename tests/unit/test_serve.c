@@ -227,6 +227,90 @@ static void test_errors(void **state) {
     st_serve_stop(s);
 }
 
+/* Content ("message.content" or "text") and finish_reason of choice 0 of a 200 reply. */
+static void reply_of(const char *body, int chat, char *text, size_t cap, char *finish, size_t fcap) {
+    cJSON *j = cJSON_Parse(body);
+    assert_non_null(j);
+    const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    const cJSON *t = chat ? cJSON_GetObjectItem(cJSON_GetObjectItem(c0, "message"), "content") : cJSON_GetObjectItem(c0, "text");
+    assert_true(cJSON_IsString(t));
+    snprintf(text, cap, "%s", t->valuestring);
+    snprintf(finish, fcap, "%s", cJSON_GetObjectItem(c0, "finish_reason")->valuestring);
+    assert_string_equal(cJSON_GetObjectItem(j, "object")->valuestring, chat ? "chat.completion" : "text_completion");
+    cJSON_Delete(j);
+}
+
+/* "stop" cuts the reply before the earliest stop string (finish_reason "stop", even when the
+ * backend ran into max_tokens); /v1/completions passes the prompt raw; parameters the server does
+ * not implement get 400 "unsupported parameter" unless neutral. The fake replies "echo: <last>". */
+static void test_stop_completions_unsupported(void **state) {
+    (void)state;
+    fake_ctx f = {0};
+    st_server *s = start(&f, 0);
+    int port = st_serve_port(s);
+    char *b, text[256], fin[32];
+    static const struct { const char *path, *body, *text, *finish; } ok[] = {
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"one two three\"}],\"stop\":\"two\"}",
+         "echo: one ", "stop"},
+        /* earliest of several wins, whatever their order in the list */
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"one two three\"}],\"stop\":[\"three\",\"e t\"]}",
+         "echo: on", "stop"},
+        /* stop found although the backend stopped at max_tokens (5 -> finish_length) */
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"abc\"}],\"max_tokens\":5,\"stop\":[\"b\"]}",
+         "echo: a", "stop"},
+        /* not found: text unchanged, "length" kept */
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"abc\"}],\"max_tokens\":5,\"stop\":\"zz\"}",
+         "echo: abc", "length"},
+        /* neutral values of unimplemented parameters are fine */
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":false,\"tools\":[],"
+         "\"presence_penalty\":0,\"logit_bias\":{},\"n\":1,\"stop\":null,\"user\":\"u1\"}", "echo: x", "stop"},
+        {"/v1/completions", "{\"model\":\"m\",\"prompt\":\"Once upon a time\",\"stop\":[\"a t\"]}", "echo: Once upon ", "stop"},
+        {"/v1/completions", "{\"prompt\":[\"hello\"],\"logprobs\":null,\"echo\":false}", "echo: hello", "stop"},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        int chat = !strcmp(ok[i].path, "/v1/chat/completions");
+        assert_int_equal(http_do("POST", port, ok[i].path, ok[i].body, &b, NULL), 200);
+        reply_of(b, chat, text, sizeof text, fin, sizeof fin);
+        assert_string_equal(text, ok[i].text);
+        assert_string_equal(fin, ok[i].finish);
+        assert_int_equal(f.last.raw_prompt, !chat);
+        if (!chat) assert_string_equal(f.last_roles, "u");
+        free(b);
+    }
+    int calls = f.calls;
+    static const struct { const char *path, *body, *param, *words; } bad[] = {
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true}", "logprobs",
+         "unsupported parameter 'logprobs'"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\"}]}",
+         "tools", "unsupported parameter 'tools'"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"frequency_penalty\":0.5}",
+         "frequency_penalty", "does not implement"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":3}", "n", "only n = 1"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":\"\"}", "stop", "empty"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[\"a\",3]}", "stop", "strings"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}",
+         "stop", "at most 4"},
+        {"/v1/chat/completions", "{\"prompt\":\"x\"}", "prompt", "unsupported parameter 'prompt'"},
+        {"/v1/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "messages", "unsupported parameter 'messages'"},
+        {"/v1/completions", "{}", "prompt", "missing required parameter 'prompt'"},
+        {"/v1/completions", "{\"prompt\":[1,2,3]}", "prompt", "token-id prompts"},
+        {"/v1/completions", "{\"prompt\":[\"a\",\"b\"]}", "prompt", "batches"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"best_of\":2}", "best_of", "unsupported parameter 'best_of'"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"echo\":true}", "echo", "unsupported parameter 'echo'"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"suffix\":\"end\"}", "suffix", "unsupported parameter 'suffix'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(http_do("POST", port, bad[i].path, bad[i].body, &b, NULL), 400);
+        check_error(b, "invalid_request_error", bad[i].param);
+        if (!strstr(b, bad[i].words)) fail_msg("%s %s: %s lacks '%s'", bad[i].path, bad[i].body, b, bad[i].words);
+        free(b);
+    }
+    assert_int_equal(f.calls, calls); /* no rejected request reached the backend */
+    assert_int_equal(http_do("GET", port, "/v1/completions", NULL, &b, NULL), 405);
+    free(b);
+    st_serve_stop(s);
+}
+
 typedef struct {
     int port;
     int ok;
@@ -307,6 +391,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_models_and_chat),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_stop_completions_unsupported),
         cmocka_unit_test(test_serialised_backend),
         cmocka_unit_test(test_model_backend_context),
     };
