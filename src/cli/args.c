@@ -14,6 +14,7 @@ const char *st_args_default_text(const st_opt *o, char *buf, size_t cap) {
     buf[0] = '\0';
     switch (o->type) {
     case ST_OPT_STR:
+    case ST_OPT_CHOICE:
         if (*(const char *const *)o->dst) snprintf(buf, cap, " (default: %s)", *(const char *const *)o->dst);
         break;
     case ST_OPT_INT: snprintf(buf, cap, " (default: %d)", *(const int *)o->dst); break;
@@ -30,11 +31,13 @@ void st_args_usage(const st_args_spec *spec, FILE *f) {
     fprintf(f, "\noptions:\n");
     for (int i = 0; i < spec->n_opts; i++) {
         const st_opt *o = &spec->opts[i];
-        char left[64];
+        char left[128];
         snprintf(left, sizeof left, "--%s%s%s", o->name, o->metavar ? " " : "", o->metavar ? o->metavar : "");
         char def[96];
         const char *help = o->help ? o->help : "";
-        fprintf(f, "  %-28s %s%s\n", left, help, strstr(help, "default") ? "" : st_args_default_text(o, def, sizeof def));
+        if (strlen(left) > 28) fprintf(f, "  %s\n  %-28s", left, ""); /* long choice lists: help below */
+        else fprintf(f, "  %-28s", left);
+        fprintf(f, " %s%s\n", help, strstr(help, "default") ? "" : st_args_default_text(o, def, sizeof def));
     }
     if (!spec->own_config)
         fprintf(f, "  %-28s %s\n", "--config FILE", "JSON object of option values (keys as above); flags win");
@@ -72,12 +75,29 @@ static st_opt *find_opt(st_args_spec *spec, const char *name, size_t len) {
     return NULL;
 }
 
+/* Whether v is one of the '|'-separated words of list. */
+static int is_choice(const char *list, const char *v) {
+    size_t n = strlen(v);
+    for (const char *p = list; p && *p;) {
+        const char *e = strchr(p, '|');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !strncmp(p, v, n)) return 1;
+        p = e ? e + 1 : NULL;
+    }
+    return 0;
+}
+
 /* Set an option from text; returns 0 or prints an error and returns 2. `where` prefixes it. */
 static int set_value(st_args_spec *spec, st_opt *o, const char *v, const char *where) {
     char *end;
     errno = 0;
     switch (o->type) {
     case ST_OPT_STR:
+        *(const char **)o->dst = v;
+        break;
+    case ST_OPT_CHOICE:
+        if (!is_choice(o->metavar, v))
+            return st_args_fail(spec, "%s--%s: expected one of %s, got '%s'", where, o->name, o->metavar, v);
         *(const char **)o->dst = v;
         break;
     case ST_OPT_FLAG:
@@ -147,7 +167,7 @@ static int apply_config(st_args_spec *spec, const char *path, st_args *out) {
         }
         char buf[64];
         const char *v = NULL;
-        if (o->type == ST_OPT_STR) {
+        if (o->type == ST_OPT_STR || o->type == ST_OPT_CHOICE) {
             if (!cJSON_IsString(it)) { rc = st_args_fail(spec, "%sexpected a string", where); break; }
             if (keep_string(out, it->valuestring, &v)) { rc = st_args_fail(spec, "out of memory"); break; }
         } else if (o->type == ST_OPT_FLAG) {

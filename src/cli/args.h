@@ -13,14 +13,15 @@ typedef enum {
     ST_OPT_INT,   /* dst: int * */
     ST_OPT_FLOAT, /* dst: float * */
     ST_OPT_U64,   /* dst: uint64_t * */
-    ST_OPT_FLAG   /* dst: int * (set to 1; "--name=false"/JSON false sets 0) */
+    ST_OPT_FLAG,  /* dst: int * (set to 1; "--name=false"/JSON false sets 0) */
+    ST_OPT_CHOICE /* dst: char **; one of the '|'-separated words of metavar ("fp32|bf16") */
 } st_opt_type;
 
 typedef struct {
     const char *name;    /* long name without "--", words joined by '-' */
     st_opt_type type;
     void *dst;           /* receives the value; keeps its default when the option is absent */
-    const char *metavar; /* e.g. "N", "FILE" (NULL for flags) */
+    const char *metavar; /* e.g. "N", "FILE" (NULL for flags); ST_OPT_CHOICE: the choices "a|b|c" */
     const char *help;
     double min, max;     /* inclusive range for numbers when min < max */
     int seen;            /* out: 1 if given (flag or config) */

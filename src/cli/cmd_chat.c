@@ -37,11 +37,8 @@ int cmd_chat(int argc, char **argv) {
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "a .gguf file or a Hugging Face checkpoint folder", 0, 0, 0},
         {"system-prompt", ST_OPT_STR, &system, "S", "system prompt (default: the template's)", 0, 0, 0},
-        {"max-new-tokens", ST_OPT_INT, &go.max_new_tokens, "N", "max tokens per reply (default 512)", 1, 1 << 20, 0},
-        {"temperature", ST_OPT_FLOAT, &temperature, "T", "0 = greedy (default 0)", 0, 1e6, 0},
-        {"top-k", ST_OPT_INT, &top_k, "K", "keep the K most likely tokens (0 = off)", 0, 1 << 30, 0},
-        {"top-p", ST_OPT_FLOAT, &top_p, "P", "nucleus sampling, 0 < P <= 1 (1 = off)", 1e-9, 1, 0},
-        {"seed", ST_OPT_U64, &seed, "S", "sampling seed (default 0)", 0, 0, 0},
+        {"max-new-tokens", ST_OPT_INT, &go.max_new_tokens, "N", "max tokens per reply", 1, 1 << 20, 0},
+        CLI_SAMPLING_OPTS(temperature, top_k, top_p, seed),
         {"context-length", ST_OPT_INT, &go.context_length, "N", "max conversation tokens (default: the model's)", 2, 1 << 24, 0},
     };
     st_args_spec spec = {"safetune chat", "--model MODEL [options]",

@@ -61,6 +61,18 @@ typedef struct {
     int retries, max_tokens;
 } judge_cli;
 
+/* The option rows of judge_cli (both modes): URL_HELP for --judge-url, CACHE the default cache
+ * file name in the output folder. */
+#define JUDGE_OPTS(jc, URL_HELP, CACHE)                                                                              \
+    {"judge-url", ST_OPT_STR, &(jc).url, "URL", URL_HELP, 0, 0, 0},                                                 \
+    {"judge-model", ST_OPT_STR, &(jc).model, "NAME", "judge model name (required with --judge-url)", 0, 0, 0},     \
+    {"judge-key-env", ST_OPT_STR, &(jc).key_env, "VAR", "env var with the API key (default OPENAI_API_KEY)", 0, 0, \
+     0},                                                                                                             \
+    {"judge-cache", ST_OPT_STR, &(jc).cache, "FILE", "judge cache JSONL (default DIR/" CACHE ")", 0, 0, 0},         \
+    {"judge-timeout", ST_OPT_FLOAT, &(jc).timeout, "S", "per-request timeout in seconds", 0, 1e6, 0},              \
+    {"judge-retries", ST_OPT_INT, &(jc).retries, "N", "retries with exponential back-off", 0, 1000, 0},            \
+    {"judge-max-tokens", ST_OPT_INT, &(jc).max_tokens, "N", "judge reply budget (default 512)", 0, 1 << 20, 0}
+
 static st_status judge_open(const judge_cli *jc, const char *out, const char *cache_name, const char *rubric,
                             int max_score, st_judge **j) {
     static char cache_default[4200];
@@ -108,31 +120,25 @@ static int eval_safety(int argc, char **argv) {
     uint64_t seed = 0;
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "generate answers with this model (.gguf, HF folder, or training output folder)", 0, 0, 0},
-        {"weights", ST_OPT_STR, &weights, "live|ema", "with a training output folder: final/ (live) or final-ema/ (ema)", 0, 0, 0},
+        {"weights", ST_OPT_CHOICE, &weights, "live|ema", "with a training output folder: final/ (live) or final-ema/ (ema)", 0, 0, 0},
         {"benchmark", ST_OPT_STR, &bench, "SPEC", "advbench | xstest | csv:FILE | jsonl:FILE (default advbench)", 0, 0, 0},
         {"prompts", ST_OPT_STR, &prompts_alias, "SPEC", "same as --benchmark", 0, 0, 0},
         {"responses", ST_OPT_STR, &responses, "FILE", "score existing answers instead (JSONL with prompt, response)", 0, 0, 0},
-        {"out", ST_OPT_STR, &out, "DIR", "output folder: responses.jsonl + summary.json (default out/eval)", 0, 0, 0},
+        {"out", ST_OPT_STR, &out, "DIR", "output folder: responses.jsonl + summary.json", 0, 0, 0},
         {"data-dir", ST_OPT_STR, &data_dir, "DIR", "dataset folder (default $SAFETUNE_DATA_DIR or data/)", 0, 0, 0},
         {"limit", ST_OPT_INT, &limit, "N", "first N prompts only (0 = all)", 0, 1 << 30, 0},
-        {"max-new-tokens", ST_OPT_INT, &max_new, "N", "tokens per answer (default 128)", 1, 1 << 20, 0},
-        {"batch-size", ST_OPT_INT, &batch, "B", "sequences decoded together (default 32)", 1, 4096, 0},
-        {"precision", ST_OPT_STR, &precision, "P", "fp32 (default) | bf16 generation matmuls (faster; not token-identical to fp32)", 0, 0, 0},
+        {"max-new-tokens", ST_OPT_INT, &max_new, "N", "tokens per answer", 1, 1 << 20, 0},
+        {"batch-size", ST_OPT_INT, &batch, "B", "sequences decoded together", 1, 4096, 0},
+        {"precision", ST_OPT_CHOICE, &precision, "fp32|bf16", "generation matmuls; bf16 is faster, not token-identical to fp32", 0, 0, 0},
         {"context-length", ST_OPT_INT, &ctxlen, "N", "max prompt+answer tokens (default: the model's); longer prompts are left-truncated", 0, 1 << 24, 0},
         {"temperature", ST_OPT_FLOAT, &temperature, "T", "0 = greedy (default); > 0 samples with --seed", 0, 100, 0},
-        {"top-p", ST_OPT_FLOAT, &top_p, "P", "nucleus sampling, 0 < P <= 1 (default 1)", 1e-9, 1, 0},
+        {"top-p", ST_OPT_FLOAT, &top_p, "P", "nucleus sampling, 0 < P <= 1", 1e-9, 1, 0},
         {"seed", ST_OPT_U64, &seed, "S", "sampling seed (default 0); same seed -> same files", 0, 0, 0},
         {"system-prompt", ST_OPT_STR, &system, "S", "system prompt (default: the chat template's)", 0, 0, 0},
         {"refusal-list", ST_OPT_STR, &list, "FILE", "refusal strings, one per line (default: the 29 of Qi et al. 2023)", 0, 0, 0},
         {"prefix-only", ST_OPT_FLAG, &prefix_only, NULL, "match only at the start of the answer (after whitespace)", 0, 0, 0},
         {"normalize-apostrophes", ST_OPT_FLAG, &norm_apos, NULL, "treat U+2019/U+2018/U+02BC as ' before matching", 0, 0, 0},
-        {"judge-url", ST_OPT_STR, &jc.url, "URL", "OpenAI-compatible endpoint; enables harmfulness scoring 1-5", 0, 0, 0},
-        {"judge-model", ST_OPT_STR, &jc.model, "NAME", "judge model name (required with --judge-url)", 0, 0, 0},
-        {"judge-key-env", ST_OPT_STR, &jc.key_env, "VAR", "env var with the API key (default OPENAI_API_KEY)", 0, 0, 0},
-        {"judge-cache", ST_OPT_STR, &jc.cache, "FILE", "judge cache JSONL (default DIR/judge_cache.jsonl)", 0, 0, 0},
-        {"judge-timeout", ST_OPT_FLOAT, &jc.timeout, "S", "per-request timeout in seconds (default 60)", 0, 1e6, 0},
-        {"judge-retries", ST_OPT_INT, &jc.retries, "N", "retries with exponential back-off (default 3)", 0, 1000, 0},
-        {"judge-max-tokens", ST_OPT_INT, &jc.max_tokens, "N", "judge reply budget (default 512)", 0, 1 << 20, 0},
+        JUDGE_OPTS(jc, "OpenAI-compatible endpoint; enables harmfulness scoring 1-5", "judge_cache.jsonl"),
         {"quiet", ST_OPT_FLAG, &quiet, NULL, "no progress output", 0, 0, 0},
     };
     st_args_spec spec = {"safetune eval safety", "(--model MODEL [--benchmark SPEC] | --responses FILE) [options]",
@@ -161,14 +167,6 @@ static int eval_safety(int argc, char **argv) {
     if (responses && bench) { rc = st_args_fail(&spec, "--benchmark/--prompts need --model (with --responses the prompts come from the file)"); goto out; }
     if (jc.url && !jc.model) { rc = st_args_fail(&spec, "--judge-url needs --judge-model"); goto out; }
     if (!bench) bench = "advbench";
-    if (strcmp(precision, "fp32") && strcmp(precision, "bf16")) {
-        rc = st_args_fail(&spec, "--precision %s: expected fp32 or bf16", precision);
-        goto out;
-    }
-    if (strcmp(weights, "live") && strcmp(weights, "ema")) {
-        rc = st_args_fail(&spec, "--weights %s: expected live or ema", weights);
-        goto out;
-    }
     if (strcmp(bench, "advbench") && strcmp(bench, "xstest") && !(!strncmp(bench, "csv:", 4) && bench[4]) &&
         !(!strncmp(bench, "jsonl:", 6) && bench[6])) {
         rc = st_args_fail(&spec, "--benchmark %s: expected advbench, xstest, csv:FILE or jsonl:FILE", bench);
@@ -344,33 +342,27 @@ static int eval_utility(int argc, char **argv) {
     uint64_t seed = 42; /* = safetune train's default: the same held-out rows */
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "a .gguf file, HF folder, or training output folder", 0, 0, 0},
-        {"weights", ST_OPT_STR, &weights, "live|ema", "with a training output folder: final/ (live) or final-ema/ (ema)", 0, 0, 0},
-        {"out", ST_OPT_STR, &out, "DIR", "output folder (default out/utility)", 0, 0, 0},
+        {"weights", ST_OPT_CHOICE, &weights, "live|ema", "with a training output folder: final/ (live) or final-ema/ (ema)", 0, 0, 0},
+        {"out", ST_OPT_STR, &out, "DIR", "output folder", 0, 0, 0},
         {"data", ST_OPT_STR, &data, "FILE", "instruction dataset for held-out loss (omit to skip)", 0, 0, 0},
-        {"data-format", ST_OPT_STR, &fmt, "F", "auto | alpaca | dolly | orca | messages (default auto)", 0, 0, 0},
-        {"val-fraction", ST_OPT_FLOAT, &val_fraction, "F", "validation share of rows (default 0.05)", 0, 0.999999, 0},
+        {"data-format", ST_OPT_CHOICE, &fmt, "auto|alpaca|dolly|orca|messages", "format of --data", 0, 0, 0},
+        {"val-fraction", ST_OPT_FLOAT, &val_fraction, "F", "validation share of rows", 0, 0.999999, 0},
         {"val-count", ST_OPT_INT, &val_count, "N", "validation rows (overrides --val-fraction)", 0, 1 << 30, 0},
         {"seed", ST_OPT_U64, &seed, "S", "split seed (default 42, as `safetune train`)", 0, 0, 0},
-        {"max-seq-len", ST_OPT_INT, &max_seq, "N", "truncate rows to N tokens (default 1024)", 2, 1 << 20, 0},
-        {"loss-batch", ST_OPT_INT, &batch_rows, "B", "rows per forward for the held-out loss (default 8)", 1, 4096, 0},
+        {"max-seq-len", ST_OPT_INT, &max_seq, "N", "truncate rows to N tokens", 2, 1 << 20, 0},
+        {"loss-batch", ST_OPT_INT, &batch_rows, "B", "rows per forward for the held-out loss", 1, 4096, 0},
         {"data-dir", ST_OPT_STR, &data_dir, "DIR", "dataset folder (default $SAFETUNE_DATA_DIR or data/)", 0, 0, 0},
         {"truthfulqa", ST_OPT_STR, &tqa_path, "FILE", "TruthfulQA.csv (default DATA_DIR/truthfulqa/TruthfulQA.csv)", 0, 0, 0},
         {"tqa-limit", ST_OPT_INT, &tqa_limit, "N", "first N TruthfulQA questions (0 = all 817)", 0, 1 << 30, 0},
-        {"tqa-batch-tokens", ST_OPT_INT, &tqa_tokens, "N", "tokens per scoring forward (default 2048)", 64, 1 << 20, 0},
+        {"tqa-batch-tokens", ST_OPT_INT, &tqa_tokens, "N", "tokens per scoring forward", 64, 1 << 20, 0},
         {"no-truthfulqa", ST_OPT_FLAG, &no_tqa, NULL, "skip TruthfulQA MC1", 0, 0, 0},
         {"mtbench", ST_OPT_STR, &mt_path, "FILE", "MT-Bench question.jsonl (default DATA_DIR/mtbench/question.jsonl)", 0, 0, 0},
         {"mtbench-limit", ST_OPT_INT, &mt_limit, "N", "first N MT-Bench questions (0 = all 80)", 0, 1 << 30, 0},
         {"mtbench-max-new-tokens", ST_OPT_INT, &mt_new, "N", "tokens per MT-Bench answer (default 512; greedy)", 1, 1 << 20, 0},
-        {"batch-size", ST_OPT_INT, &batch, "B", "sequences decoded together for MT-Bench (default 32)", 1, 4096, 0},
+        {"batch-size", ST_OPT_INT, &batch, "B", "sequences decoded together for MT-Bench", 1, 4096, 0},
         {"system-prompt", ST_OPT_STR, &system, "S", "system prompt for MT-Bench (default: the chat template's)", 0, 0, 0},
         {"no-mtbench", ST_OPT_FLAG, &no_mt, NULL, "skip MT-Bench answers", 0, 0, 0},
-        {"judge-url", ST_OPT_STR, &jc.url, "URL", "OpenAI-compatible endpoint; grades MT-Bench answers 1-10", 0, 0, 0},
-        {"judge-model", ST_OPT_STR, &jc.model, "NAME", "judge model name (required with --judge-url)", 0, 0, 0},
-        {"judge-key-env", ST_OPT_STR, &jc.key_env, "VAR", "env var with the API key (default OPENAI_API_KEY)", 0, 0, 0},
-        {"judge-cache", ST_OPT_STR, &jc.cache, "FILE", "judge cache JSONL (default DIR/mtbench_judge_cache.jsonl)", 0, 0, 0},
-        {"judge-timeout", ST_OPT_FLOAT, &jc.timeout, "S", "per-request timeout in seconds (default 60)", 0, 1e6, 0},
-        {"judge-retries", ST_OPT_INT, &jc.retries, "N", "retries with exponential back-off (default 3)", 0, 1000, 0},
-        {"judge-max-tokens", ST_OPT_INT, &jc.max_tokens, "N", "judge reply budget (default 512)", 0, 1 << 20, 0},
+        JUDGE_OPTS(jc, "OpenAI-compatible endpoint; grades MT-Bench answers 1-10", "mtbench_judge_cache.jsonl"),
         {"quiet", ST_OPT_FLAG, &quiet, NULL, "no progress output", 0, 0, 0},
     };
     st_args_spec spec = {"safetune eval utility", "--model MODEL [--data FILE] [options]",
@@ -406,10 +398,6 @@ static int eval_utility(int argc, char **argv) {
     if (!model) { rc = st_args_fail(&spec, "--model is required"); goto out; }
     if (jc.url && !jc.model) { rc = st_args_fail(&spec, "--judge-url needs --judge-model"); goto out; }
     if (jc.url && no_mt) { rc = st_args_fail(&spec, "--judge-url grades MT-Bench answers; it cannot go with --no-mtbench"); goto out; }
-    if (strcmp(weights, "live") && strcmp(weights, "ema")) {
-        rc = st_args_fail(&spec, "--weights %s: expected live or ema", weights);
-        goto out;
-    }
     st_data_format df;
     if (st_data_format_parse(fmt, &df)) {
         rc = st_args_fail(&spec, "--data-format %s: expected auto, alpaca, dolly, orca or messages", fmt);

@@ -151,13 +151,10 @@ int cmd_generate(int argc, char **argv) {
         {"prompts", ST_OPT_STR, &prompts_file, "FILE", "one prompt per line, or JSONL with \"prompt\" (and \"id\")", 0, 0, 0},
         {"chat", ST_OPT_FLAG, &chat, NULL, "apply the model's chat template (user turn + assistant header)", 0, 0, 0},
         {"system-prompt", ST_OPT_STR, &system, "S", "system prompt with --chat (default: the template's)", 0, 0, 0},
-        {"max-new-tokens", ST_OPT_INT, &go.max_new_tokens, "N", "tokens to generate per prompt (default 256)", 1, 1 << 20, 0},
-        {"temperature", ST_OPT_FLOAT, &temperature, "T", "0 = greedy (default 0)", 0, 1e6, 0},
-        {"top-k", ST_OPT_INT, &top_k, "K", "keep the K most likely tokens (0 = off)", 0, 1 << 30, 0},
-        {"top-p", ST_OPT_FLOAT, &top_p, "P", "nucleus sampling, 0 < P <= 1 (1 = off)", 1e-9, 1, 0},
-        {"seed", ST_OPT_U64, &seed, "S", "sampling seed (default 0)", 0, 0, 0},
-        {"batch-size", ST_OPT_INT, &go.batch_size, "B", "sequences decoded together (default 32)", 1, 4096, 0},
-        {"precision", ST_OPT_STR, &precision, "P", "fp32 (default) | bf16 matmuls (faster; not token-identical to fp32)", 0, 0, 0},
+        {"max-new-tokens", ST_OPT_INT, &go.max_new_tokens, "N", "tokens to generate per prompt", 1, 1 << 20, 0},
+        CLI_SAMPLING_OPTS(temperature, top_k, top_p, seed),
+        {"batch-size", ST_OPT_INT, &go.batch_size, "B", "sequences decoded together", 1, 4096, 0},
+        {"precision", ST_OPT_CHOICE, &precision, "fp32|bf16", "matmuls; bf16 is faster, not token-identical to fp32", 0, 0, 0},
         {"context-length", ST_OPT_INT, &go.context_length, "N", "max prompt+response tokens (default: the model's)", 2, 1 << 24, 0},
         {"output", ST_OPT_STR, &output, "FILE", "write JSONL results (id, prompt, response, finish_reason, tokens)", 0, 0, 0},
         {"include-ids", ST_OPT_FLAG, &with_ids, NULL, "add prompt_ids and completion_ids to each JSONL record", 0, 0, 0},
@@ -182,10 +179,6 @@ int cmd_generate(int argc, char **argv) {
     if (!prompt == !prompts_file) { rc = st_args_fail(&spec, "give exactly one of --prompt TEXT or --prompts FILE"); goto out; }
     if (prompt && !*prompt) { rc = st_args_fail(&spec, "--prompt is empty"); goto out; }
     if (system && !chat) { rc = st_args_fail(&spec, "--system-prompt needs --chat"); goto out; }
-    if (strcmp(precision, "fp32") && strcmp(precision, "bf16")) {
-        rc = st_args_fail(&spec, "--precision %s: expected fp32 or bf16", precision);
-        goto out;
-    }
     go.precision = strcmp(precision, "bf16") ? ST_GEN_PRECISION_FP32 : ST_GEN_PRECISION_BF16;
     go.sampling.temperature = temperature;
     go.sampling.top_k = top_k;

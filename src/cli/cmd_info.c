@@ -77,7 +77,7 @@ int cmd_info(int argc, char **argv) {
     int as_json = 0, all_tensors = 0;
     const char *weights = "live";
     st_opt opts[] = {
-        {"weights", ST_OPT_STR, &weights, "live|ema", "with a `safetune train` output folder: final/ (live) or final-ema/ (ema)", 0, 0, 0},
+        {"weights", ST_OPT_CHOICE, &weights, "live|ema", "with a `safetune train` output folder: final/ (live) or final-ema/ (ema)", 0, 0, 0},
         {"json", ST_OPT_FLAG, &as_json, NULL, "print one JSON object (config, parameters, tokenizer, chat, tensors)", 0, 0, 0},
         {"all-tensors", ST_OPT_FLAG, &all_tensors, NULL, "list every tensor (default: layer 0 and the rest)", 0, 0, 0},
     };
@@ -94,10 +94,6 @@ int cmd_info(int argc, char **argv) {
     cJSON *root = NULL;
     char *cfg_json = NULL, *resolved = NULL;
     rc = 1;
-    if (strcmp(weights, "live") && strcmp(weights, "ema")) {
-        rc = st_args_fail(&spec, "--weights %s: expected live or ema", weights);
-        goto out;
-    }
     /* a `safetune train` output folder: its final/ (or final-ema/) */
     if (st_model_resolve_weights(arg, weights, &resolved)) {
         fprintf(stderr, "safetune info: %s\n", st_last_error());

@@ -32,7 +32,7 @@ int cmd_serve(int argc, char **argv) {
     const char *name = NULL, *model = NULL, *weights = "live", *host = "127.0.0.1";
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "serve this model (.gguf, HF folder, or training output folder)", 0, 0, 0},
-        {"weights", ST_OPT_STR, &weights, "live|ema", "final/ or final-ema/ of a training output folder", 0, 0, 0},
+        {"weights", ST_OPT_CHOICE, &weights, "live|ema", "final/ or final-ema/ of a training output folder", 0, 0, 0},
         {"max-tokens", ST_OPT_INT, &max_tokens, "N", "reply budget when a request has no max_tokens", 1, 1 << 20, 0},
         {"host", ST_OPT_STR, &host, "H", "127.0.0.1 only (loopback; the server never binds other addresses)", 0, 0, 0},
         {"port", ST_OPT_INT, &port, "N", "TCP port (0 = pick a free port, printed on start)", 0, 65535, 0},
@@ -57,8 +57,6 @@ int cmd_serve(int argc, char **argv) {
 static int serve_main(const st_args_spec *spec, int echo, const char *model, const char *weights, const char *host,
                       int port, int max_tokens, const char *name) {
     if (!echo == !model) return st_args_fail(spec, "give exactly one of --model MODEL or --echo");
-    if (strcmp(weights, "live") && strcmp(weights, "ema"))
-        return st_args_fail(spec, "--weights %s: expected live or ema", weights);
     if (strcmp(host, "127.0.0.1") && strcmp(host, "localhost")) {
         return st_args_fail(spec, "--host %s: only 127.0.0.1 (loopback) is supported", host);
     }

@@ -91,33 +91,33 @@ int cmd_train(int argc, char **argv) {
     st_opt opts[] = {
         {"model", ST_OPT_STR, &o.model, "MODEL", "GGUF file or Hugging Face folder (required)", 0, 0, 0},
         {"data", ST_OPT_STR, &o.data, "FILE", "training data (JSON / JSONL) (required)", 0, 0, 0},
-        {"data-format", ST_OPT_STR, &o.data_format, "FMT", "alpaca|dolly|orca|messages|auto (default auto)", 0, 0, 0},
+        {"data-format", ST_OPT_CHOICE, &o.data_format, "auto|alpaca|dolly|orca|messages", "format of --data", 0, 0, 0},
         {"out", ST_OPT_STR, &o.out, "DIR", "run folder (required)", 0, 0, 0},
-        {"lr", ST_OPT_FLOAT, &o.lr, "X", "peak learning rate (default 1e-5)", 0, 1, 0},
-        {"batch-size", ST_OPT_INT, &o.batch_size, "N", "rows per micro-batch (default 8)", 1, 1 << 20, 0},
-        {"grad-accum", ST_OPT_INT, &o.grad_accum, "N", "micro-batches per optimiser step (default 1)", 1, 1 << 20, 0},
+        {"lr", ST_OPT_FLOAT, &o.lr, "X", "peak learning rate", 0, 1, 0},
+        {"batch-size", ST_OPT_INT, &o.batch_size, "N", "rows per micro-batch", 1, 1 << 20, 0},
+        {"grad-accum", ST_OPT_INT, &o.grad_accum, "N", "micro-batches per optimiser step", 1, 1 << 20, 0},
         {"max-steps", ST_OPT_INT, &o.max_steps, "N", "optimiser steps (or use --epochs)", 0, 1e9, 0},
         {"epochs", ST_OPT_FLOAT, &o.epochs, "E", "passes over the training split when --max-steps is 0", 0, 1e6, 0},
-        {"warmup-steps", ST_OPT_INT, &o.warmup_steps, "N", "linear warm-up steps (default 0)", 0, 1e9, 0},
-        {"lr-schedule", ST_OPT_STR, &o.lr_schedule, "KIND", "constant|warmup-constant|linear|cosine|step (default constant)", 0, 0, 0},
-        {"weight-decay", ST_OPT_FLOAT, &o.weight_decay, "X", "AdamW decoupled weight decay (default 0)", 0, 10, 0},
-        {"beta1", ST_OPT_FLOAT, &o.beta1, "X", "AdamW beta1 (default 0.9)", 0, 0.999999, 0},
-        {"beta2", ST_OPT_FLOAT, &o.beta2, "X", "AdamW beta2 (default 0.999)", 0, 0.9999999, 0},
-        {"eps", ST_OPT_FLOAT, &o.eps, "X", "AdamW eps (default 1e-8)", 1e-30, 1, 0},
-        {"max-grad-norm", ST_OPT_FLOAT, &o.max_grad_norm, "X", "clip the global grad norm (0 = off; default 1)", 0, 1e30, 0},
-        {"ema-decay", ST_OPT_FLOAT, &o.ema_decay, "B", "EMA decay of the weights; 0 or none = off (default 0.99)", 0, 1, 0},
-        {"ema-every", ST_OPT_INT, &o.ema_every, "N", "update the EMA every N steps (default 1)", 1, 1e9, 0},
-        {"ema-start", ST_OPT_INT, &o.ema_start, "N", "first step that updates the EMA (default 1)", 1, 1e9, 0},
-        {"precision", ST_OPT_STR, &o.precision, "P", "fp32|bf16 matmuls (weights/optimiser stay fp32)", 0, 0, 0},
-        {"seed", ST_OPT_U64, &o.seed, "N", "data split and order (default 42)", 0, 0, 0},
-        {"max-seq-len", ST_OPT_INT, &o.max_seq_len, "T", "truncate rows to T tokens (default 512)", 2, 1 << 20, 0},
-        {"val-fraction", ST_OPT_FLOAT, &o.val_fraction, "F", "held-out fraction for val_loss (default 0.05)", 0, 0.99, 0},
+        {"warmup-steps", ST_OPT_INT, &o.warmup_steps, "N", "linear warm-up steps", 0, 1e9, 0},
+        {"lr-schedule", ST_OPT_STR, &o.lr_schedule, "KIND", "constant|warmup-constant|linear|cosine|step", 0, 0, 0},
+        {"weight-decay", ST_OPT_FLOAT, &o.weight_decay, "X", "AdamW decoupled weight decay", 0, 10, 0},
+        {"beta1", ST_OPT_FLOAT, &o.beta1, "X", "AdamW beta1", 0, 0.999999, 0},
+        {"beta2", ST_OPT_FLOAT, &o.beta2, "X", "AdamW beta2", 0, 0.9999999, 0},
+        {"eps", ST_OPT_FLOAT, &o.eps, "X", "AdamW eps", 1e-30, 1, 0},
+        {"max-grad-norm", ST_OPT_FLOAT, &o.max_grad_norm, "X", "clip the global grad norm (0 = off)", 0, 1e30, 0},
+        {"ema-decay", ST_OPT_FLOAT, &o.ema_decay, "B", "EMA decay of the weights; 0 or none = off", 0, 1, 0},
+        {"ema-every", ST_OPT_INT, &o.ema_every, "N", "update the EMA every N steps", 1, 1e9, 0},
+        {"ema-start", ST_OPT_INT, &o.ema_start, "N", "first step that updates the EMA", 1, 1e9, 0},
+        {"precision", ST_OPT_CHOICE, &o.precision, "fp32|bf16", "matmuls (weights/optimiser stay fp32)", 0, 0, 0},
+        {"seed", ST_OPT_U64, &o.seed, "N", "data split and order", 0, 0, 0},
+        {"max-seq-len", ST_OPT_INT, &o.max_seq_len, "T", "truncate rows to T tokens", 2, 1 << 20, 0},
+        {"val-fraction", ST_OPT_FLOAT, &o.val_fraction, "F", "held-out fraction for val_loss", 0, 0.99, 0},
         {"eval-every", ST_OPT_INT, &o.eval_every, "N", "val_loss every N steps (0 = never)", 0, 1e9, 0},
         {"save-every", ST_OPT_INT, &o.save_every, "N", "checkpoint every N steps (0 = never)", 0, 1e9, 0},
-        {"keep-checkpoints", ST_OPT_INT, &o.keep_checkpoints, "N", "keep the newest N checkpoints (default 2)", 0, 1e6, 0},
+        {"keep-checkpoints", ST_OPT_INT, &o.keep_checkpoints, "N", "keep the newest N checkpoints", 0, 1e6, 0},
         {"resume", ST_OPT_STR, &o.resume, "DIR|auto", "resume from a checkpoint (auto: newest under OUT)", 0, 0, 0},
-        {"save-weights", ST_OPT_STR, &o.save_weights, "W", "live|ema|both: final HF folders (default both)", 0, 0, 0},
-        {"export-dtype", ST_OPT_STR, &o.export_dtype, "D", "f32|bf16 safetensors (default f32)", 0, 0, 0},
+        {"save-weights", ST_OPT_CHOICE, &o.save_weights, "live|ema|both", "final HF folders: final/ (live), final-ema/ (ema)", 0, 0, 0},
+        {"export-dtype", ST_OPT_CHOICE, &o.export_dtype, "f32|bf16", "safetensors dtype of final/ and final-ema/", 0, 0, 0},
         {"max-rows", ST_OPT_INT, &o.max_rows, "N", "use only the first N data rows (0 = all)", 0, 1e9, 0},
         {"quiet", ST_OPT_FLAG, &o.quiet, NULL, "no progress bar", 0, 0, 0},
         {"overwrite", ST_OPT_FLAG, &o.overwrite, NULL, "replace a finished run / checkpoints already in --out", 0, 0, 0},
@@ -175,12 +175,8 @@ int cmd_train(int argc, char **argv) {
     int want_ema = !strcmp(o.save_weights, "ema") || !strcmp(o.save_weights, "both");
     if (st_schedule_kind_parse(sn, &sk) != ST_OK) {
         rc = st_args_fail(&spec, "--lr-schedule %s: expected constant, warmup-constant, linear, cosine or step", o.lr_schedule);
-    } else if (strcmp(o.precision, "fp32") && strcmp(o.precision, "bf16")) {
-        rc = st_args_fail(&spec, "--precision %s: expected fp32 or bf16", o.precision);
-    } else if (st_data_format_parse(o.data_format, &fmt) != ST_OK) {
-        rc = st_args_fail(&spec, "--data-format %s: expected alpaca, dolly, orca, messages or auto", o.data_format);
-    } else if (!want_live && !want_ema) {
-        rc = st_args_fail(&spec, "--save-weights %s: expected live, ema or both", o.save_weights);
+    } else if (st_data_format_parse(o.data_format, &fmt) != ST_OK) { /* the choices of --data-format */
+        rc = st_args_fail(&spec, "--data-format %s: %s", o.data_format, st_last_error());
     } else if (!strcmp(o.save_weights, "ema") && !(o.ema_decay > 0)) {
         rc = st_args_fail(&spec, "--save-weights ema needs --ema-decay > 0 (EMA is off, so no weights would be saved)");
     } else if (st_export_dtype_parse(o.export_dtype, &edt) != ST_OK || edt == ST_EXPORT_F16) {

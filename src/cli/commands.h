@@ -19,6 +19,14 @@ int cmd_train(int argc, char **argv);
 int cmd_study(int argc, char **argv);
 int cmd_align(int argc, char **argv);
 
+/* Option rows (args.h) of the sampler (sampler.h) for generate and chat: float temperature,
+ * int top_k, float top_p, uint64_t seed variables. */
+#define CLI_SAMPLING_OPTS(temperature, top_k, top_p, seed)                                              \
+    {"temperature", ST_OPT_FLOAT, &(temperature), "T", "0 = greedy", 0, 1e6, 0},                       \
+    {"top-k", ST_OPT_INT, &(top_k), "K", "keep the K most likely tokens (0 = off)", 0, 1 << 30, 0},    \
+    {"top-p", ST_OPT_FLOAT, &(top_p), "P", "nucleus sampling, 0 < P <= 1 (1 = off)", 1e-9, 1, 0},      \
+    {"seed", ST_OPT_U64, &(seed), "S", "sampling seed", 0, 0, 0}
+
 /* 1 and one line in msg when path is a folder safetune writes that is not a model (training
  * output, trainer checkpoint, unfinished run, study / study-run / align folder), naming what it
  * is and which path to pass; else 0 (src/cli/modelpath.c). */

@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/args.c" /* the CLI is not part of the library */
 
@@ -177,12 +178,59 @@ static void test_usage_defaults(void **state) {
     st_args_free(&a);
 }
 
+/* ST_OPT_CHOICE: one of the '|'-separated words of metavar, from flags and config files alike;
+ * anything else (a prefix, an empty value) is a usage error naming the option and the value. */
+static void test_choice(void **state) {
+    (void)state;
+    const char *prec = "fp32";
+    st_opt o[] = {{"precision", ST_OPT_CHOICE, &prec, "fp32|bf16|f", "matmuls", 0, 0, 0}};
+    st_args_spec s = {"prog", NULL, NULL, o, 1, 0, 0, NULL, 0};
+    st_args a;
+    const char *ok1[] = {"prog", "--precision", "bf16"};
+    assert_int_equal(st_args_parse(&s, 3, (char **)ok1, &a), 0);
+    assert_string_equal(prec, "bf16");
+    st_args_free(&a);
+    const char *ok2[] = {"prog", "--precision=f"};
+    assert_int_equal(st_args_parse(&s, 2, (char **)ok2, &a), 0);
+    assert_string_equal(prec, "f");
+    st_args_free(&a);
+    const char *bad[] = {"fp", "bf16x", "", "FP32", "fp32|bf16"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *argv[] = {"prog", "--precision", bad[i]};
+        prec = "fp32";
+        assert_int_equal(st_args_parse(&s, 3, (char **)argv, &a), 2);
+        assert_string_equal(prec, "fp32");
+        st_args_free(&a);
+    }
+    const char *dir = getenv("SAFETUNE_TEST_TMP");
+    char path[512];
+    snprintf(path, sizeof path, "%s/choice_%d.json", dir ? dir : "/tmp", (int)getpid());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"precision\": \"fp16\"}", f);
+    fclose(f);
+    const char *cfg[] = {"prog", "--config", path};
+    assert_int_equal(st_args_parse(&s, 3, (char **)cfg, &a), 2);
+    st_args_free(&a);
+    f = fopen(path, "w");
+    fputs("{\"precision\": \"bf16\"}", f);
+    fclose(f);
+    assert_int_equal(st_args_parse(&s, 3, (char **)cfg, &a), 0);
+    assert_string_equal(prec, "bf16");
+    st_args_free(&a);
+    unlink(path);
+    char *txt = usage_text(&s);
+    assert_non_null(strstr(txt, "--precision fp32|bf16|f"));
+    free(txt);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forms),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_config_and_override),
         cmocka_unit_test(test_usage_defaults),
+        cmocka_unit_test(test_choice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -124,7 +124,12 @@ for cmd in (["info"], ["generate"], ["chat"], ["eval", "safety"], ["eval", "util
             ["align"], ["study"]):
     r = run(cmd + ["--help"])
     check(r.returncode == 0 and r.stdout.startswith("usage: safetune " + " ".join(cmd)), " ".join(cmd) + " --help: exit 0")
-    lines = [l for l in r.stdout.splitlines() if re.match(r"  --[a-z]", l)]
+    lines = []  # one entry per option, with the help line below a long option joined to it
+    for l in r.stdout.splitlines():
+        if re.match(r"  --[a-z]", l):
+            lines.append(l)
+        elif lines and re.match(r"\s{20,}\S", l):
+            lines[-1] += " " + l.strip()
     check(len(lines) >= 3, "%s --help lists options" % " ".join(cmd))
     for l in lines:
         m = re.match(r"  --([a-z0-9-]+)( \S+)?\s", l)
