@@ -219,8 +219,10 @@ static void test_choice(void **state) {
     assert_string_equal(prec, "bf16");
     st_args_free(&a);
     unlink(path);
+    prec = "fp32"; /* the config's copy is freed: print the help with the default back */
     char *txt = usage_text(&s);
     assert_non_null(strstr(txt, "--precision fp32|bf16|f"));
+    assert_non_null(strstr(txt, "matmuls (default: fp32)"));
     free(txt);
 }
 
