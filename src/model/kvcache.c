@@ -72,6 +72,22 @@ void st_kv_cache_set_precision(st_kv_cache *c, st_matmul_precision p) {
     c->prec_set = 1;
 }
 
+st_status st_kv_cache_copy_prefix(st_kv_cache *c, int dst, int src, int n) {
+    if (dst < 0 || dst >= c->max_batch || src < 0 || src >= c->max_batch || dst == src)
+        return st_error(ST_ERR_ARG, "kv cache: copy_prefix slots %d <- %d invalid (%d slots)", dst,
+                        src, c->max_batch);
+    if (n < 0 || n > c->len[src])
+        return st_error(ST_ERR_ARG, "kv cache: copy_prefix of %d positions, slot %d holds %d", n,
+                        src, c->len[src]);
+    const size_t bytes = (size_t)n * c->kvd * sizeof(float);
+    for (int l = 0; l < c->L; l++) {
+        memcpy(st_kv_cache_k(c, l, dst), st_kv_cache_k(c, l, src), bytes);
+        memcpy(st_kv_cache_v(c, l, dst), st_kv_cache_v(c, l, src), bytes);
+    }
+    c->len[dst] = n;
+    return ST_OK;
+}
+
 float *st_kv_cache_k(st_kv_cache *c, int layer, int slot) {
     return c->k + (((size_t)layer * c->max_batch + slot) * c->max_seq) * c->kvd;
 }
