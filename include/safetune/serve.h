@@ -69,7 +69,8 @@ uint64_t st_serve_backend_calls(const st_server *s);
 void st_serve_stop(st_server *s);
 
 /* Backend over a loaded model (src/serve/backend_model.c): ctx is a `const st_model *`. Renders
- * msgs with the model's chat template (+ assistant header), generates up to max_tokens with
+ * msgs with the model's chat template (+ assistant header) (params->raw_prompt: encodes
+ * msgs[0].content as is, BOS where the tokenizer adds one), generates up to max_tokens with
  * generate.h (temperature/top_p; seed when given, else a per-call counter), stops at the
  * template's end-of-turn/EOS ids and returns the decoded text (special tokens skipped). */
 st_status st_serve_model_backend(void *ctx, const st_chat_message *msgs, size_t n,

@@ -1,5 +1,6 @@
-/* cmd_serve.c - `safetune serve`: OpenAI-compatible server on 127.0.0.1 over a loaded model
- * (--model, st_serve_model_backend) or the --echo backend (replies with the last user message). */
+/* cmd_serve.c - `safetune serve`: OpenAI-compatible server on 127.0.0.1 (/v1/chat/completions,
+ * /v1/completions, /v1/models; see serve.h) over a loaded model (--model, st_serve_model_backend)
+ * or the --echo backend (replies with the last user message, or the prompt of /v1/completions). */
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "safetune/safety_eval.h"
