@@ -97,7 +97,7 @@ static int serve_main(const st_args_spec *spec, int echo, const char *model, con
         st_model_free(m);
         return 1;
     }
-    printf("listening on http://127.0.0.1:%d (POST /v1/chat/completions, GET /v1/models); Ctrl-C stops\n",
+    printf("listening on http://127.0.0.1:%d (POST /v1/chat/completions, POST /v1/completions, GET /v1/models); Ctrl-C stops\n",
            st_serve_port(s));
     fflush(stdout);
     int sig;
