@@ -14,6 +14,8 @@
 #endif
 
 #include "model/acts.h"
+#include "model/fastmath.h"
+#include "model/infer_kernels.h"
 #include "model/infer_weights.h"
 #include "model/kvcache.h"
 #include "safetune/kernels.h"
@@ -22,31 +24,42 @@
  * OpenMP team costs more than the work on a shared machine (rmsnorm was 9% of a decode step). */
 enum { PAR_MIN = 1 << 17 }; /* elements below which these loops stay serial */
 
-/* x += y (if y), then ln = rmsnorm(x) * w, with the arithmetic of st_rmsnorm_forward (double
- * sum of squares, float scaling) so results match the full-sequence forward. [N, C]. */
-static void add_rmsnorm(float *x, const float *y, float *ln, const float *w, int N, int C,
-                        float eps) {
+/* x += y (if y), then ln = rmsnorm(x) * w, [N, C]: st_rmsnorm_forward's arithmetic (double
+ * sum of squares, float scaling), the sum vectorised (8 double lanes: the reordering moves the
+ * double sum by ~1e-16 relative, far below the float rounding of the scale). */
+void st_infer_add_rmsnorm(float *x, const float *y, float *ln, const float *w, int N, int C,
+                          float eps) {
 #pragma omp parallel for if ((size_t)N * C > PAR_MIN)
     for (int n = 0; n < N; n++) {
         float *xr = x + (size_t)n * C, *o = ln + (size_t)n * C;
+        double ss = 0.0;
         if (y) {
             const float *yr = y + (size_t)n * C;
-            for (int i = 0; i < C; i++) xr[i] += yr[i];
+#pragma omp simd reduction(+ : ss)
+            for (int i = 0; i < C; i++) {
+                const float v = xr[i] + yr[i];
+                xr[i] = v;
+                ss += (double)v * v;
+            }
+        } else {
+#pragma omp simd reduction(+ : ss)
+            for (int i = 0; i < C; i++) ss += (double)xr[i] * xr[i];
         }
-        double ss = 0.0;
-        for (int i = 0; i < C; i++) ss += (double)xr[i] * xr[i];
         const float r = (float)(1.0 / sqrt(ss / C + eps));
+#pragma omp simd
         for (int i = 0; i < C; i++) o[i] = xr[i] * r * w[i];
     }
 }
 
-/* h = silu(g) * u for gu = [g | u] rows [N, 2I] (st_swiglu_forward's formula). */
-static void swiglu(float *h, const float *gu, int N, int I) {
+/* h = silu(g) * u for gu = [g | u] rows [N, 2I]: st_swiglu_forward's formula and exp
+ * (st_fast_expf), so it matches the training forward bit for bit. */
+void st_infer_swiglu(float *h, const float *gu, int N, int I) {
 #pragma omp parallel for if ((size_t)N * I > PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *g = gu + (size_t)n * 2 * I, *u = g + I;
         float *o = h + (size_t)n * I;
-        for (int i = 0; i < I; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+#pragma omp simd
+        for (int i = 0; i < I; i++) o[i] = g[i] / (1.0f + st_fast_expf(-g[i])) * u[i];
     }
 }
 
@@ -312,7 +325,7 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const st_layer_weights *Lw = &w->layers[l];
         /* residual add of the previous layer's MLP fused into this norm */
-        if (cpu) add_rmsnorm(b.x, l ? b.tmp : NULL, b.ln, Lw->input_layernorm, (int)N, C,
+        if (cpu) st_infer_add_rmsnorm(b.x, l ? b.tmp : NULL, b.ln, Lw->input_layernorm, (int)N, C,
                              c->rms_norm_eps);
         else be->rmsnorm_forward(b.ln, NULL, b.x, Lw->input_layernorm, (int)N, C, c->rms_norm_eps);
         PROF(1);
@@ -353,7 +366,7 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
         MM(b.tmp, b.att, l, ST_IW_O, Lw->o_proj, NULL, (int)N, HD, C);
         PROF(5);
         if (cpu) {
-            add_rmsnorm(b.x, b.tmp, b.ln, Lw->post_attention_layernorm, (int)N, C, c->rms_norm_eps);
+            st_infer_add_rmsnorm(b.x, b.tmp, b.ln, Lw->post_attention_layernorm, (int)N, C, c->rms_norm_eps);
         } else {
             be->add_inplace(b.x, b.tmp, N * C);
             be->rmsnorm_forward(b.ln, NULL, b.x, Lw->post_attention_layernorm, (int)N, C,
@@ -362,7 +375,7 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
         PROF(1);
         MM(b.gu, b.ln, l, ST_IW_GU, Lw->gate_proj, NULL, (int)N, C, 2 * I);
         PROF(6);
-        if (cpu) swiglu(b.h, b.gu, (int)N, I);
+        if (cpu) st_infer_swiglu(b.h, b.gu, (int)N, I);
         else be->swiglu_forward(b.h, b.gu, (int)N, I);
         PROF(7);
         MM(b.tmp, b.h, l, ST_IW_DOWN, Lw->down_proj, NULL, (int)N, I, C);
@@ -379,7 +392,7 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
         else
             memcpy(dst, b.x + r, (size_t)C * sizeof(float));
     }
-    if (cpu) add_rmsnorm(b.last, NULL, b.ln, w->norm, n_seqs, C, c->rms_norm_eps);
+    if (cpu) st_infer_add_rmsnorm(b.last, NULL, b.ln, w->norm, n_seqs, C, c->rms_norm_eps);
     else be->rmsnorm_forward(b.ln, NULL, b.last, w->norm, n_seqs, C, c->rms_norm_eps);
     MM(logits_last, b.ln, 0, ST_IW_LM, w->lm_head, NULL, n_seqs, C, V);
     PROF(9);
