@@ -12,5 +12,11 @@ void st_infer_add_rmsnorm(float *x, const float *y, float *ln, const float *w, i
 /* h[N, I] = silu(g) * u for gu = [g | u] rows [N, 2I] (st_swiglu_forward's formula and exp).
  * Transformers LlamaMLP: down(act(gate(x)) * up(x)). */
 void st_infer_swiglu(float *h, const float *gu, int N, int I);
+/* Attention of one decoding query row per query head of a GQA group: q, out [rep, D]; k, v the
+ * group's cached keys/values [nk, D] (contiguous; fp32, or bf16 bit patterns if kv_bf16);
+ * out_r = softmax(scale · q_r kᵀ) v (scale = 1/sqrt(D) in the model). p: rep * nk floats.
+ * Transformers eager attention (repeat_kv, softmax in fp32) for a single query position. */
+void st_infer_gqa_decode(float *out, const float *q, const void *k, const void *v, int kv_bf16,
+                         int nk, int D, int rep, float scale, float *p);
 
 #endif
