@@ -27,6 +27,10 @@ void st_kv_cache_free(st_kv_cache *c);
 void st_kv_cache_clear(st_kv_cache *c, int slot); /* slot becomes empty (length 0) */
 int st_kv_cache_len(const st_kv_cache *c, int slot);
 int st_kv_cache_max_seq(const st_kv_cache *c);
+/* Slot dst := the first n positions of slot src (keys and values of every layer; dst's length
+ * becomes n), so a shared prompt prefix is computed once. ST_ERR_ARG if a slot is out of range,
+ * dst == src, or n is outside [0, length of src]. */
+st_status st_kv_cache_copy_prefix(st_kv_cache *c, int dst, int src, int n);
 
 /* Append tokens[i][0..n_tokens[i]) to cache slot slots[i] for i < n_seqs (positions continue
  * from the slot's length) and write the logits of each sequence's LAST new token to

@@ -113,3 +113,23 @@ void st_kv_cache_set_precision(st_kv_cache *c, st_matmul_precision p) {
     c->prec_set = 1;
     kv_convert(c, p == ST_MATMUL_BF16);
 }
+
+st_status st_kv_cache_copy_prefix(st_kv_cache *c, int dst, int src, int n) {
+    if (dst < 0 || dst >= c->max_batch || src < 0 || src >= c->max_batch || dst == src)
+        return st_error(ST_ERR_ARG, "kv cache: copy_prefix slots %d <- %d invalid (%d slots)", dst,
+                        src, c->max_batch);
+    if (n < 0 || n > c->len[src])
+        return st_error(ST_ERR_ARG, "kv cache: copy_prefix of %d positions, slot %d holds %d", n,
+                        src, c->len[src]);
+    /* per (layer, KV head) block: the first n rows of D elements */
+    const size_t es = c->kv_bf16 ? sizeof(uint16_t) : sizeof(float);
+    const size_t bytes = (size_t)n * c->D * es;
+    for (int l = 0; l < c->L; l++)
+        for (int h = 0; h < c->KV; h++) {
+            const size_t od = st_kv_block(c, l, dst, h) * es, os = st_kv_block(c, l, src, h) * es;
+            memcpy((char *)c->k + od, (const char *)c->k + os, bytes);
+            memcpy((char *)c->v + od, (const char *)c->v + os, bytes);
+        }
+    c->len[dst] = n;
+    return ST_OK;
+}

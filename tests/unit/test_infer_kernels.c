@@ -2,7 +2,8 @@
  * scalar double-precision references: add + RMSNorm, SwiGLU, GQA decode attention over a
  * contiguous K/V block (fp32 and bf16 cache, the AVX-512 head_dim 64 path and the generic one,
  * tails of the 16-lane loops); bf16 rounding against hand-computed bit patterns; the KV cache's
- * precision switch (fp32 <-> bf16 storage of the positions already held). */
+ * precision switch (fp32 <-> bf16 storage of the positions already held); copy_prefix in both
+ * storages. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -272,6 +273,71 @@ static void test_bf16_cache_chunked(void **state) {
     st_model_free(m);
 }
 
+/* st_kv_cache_copy_prefix in both storages: dst's first n rows of every (layer, KV head) block
+ * equal src's, nothing else changes, and decoding the same token from src (shortened to n by a
+ * second copy) and from dst gives bit-identical logits. */
+static void copy_prefix_case(st_matmul_precision prec) {
+    st_config c = st_test_llama_config(192, 96, 3, 1, 64, 61);
+    c.num_key_value_heads = 3; /* 3 KV heads: blocks of one slot are not adjacent per layer */
+    c.num_attention_heads = 3;
+    st_model *m = NULL;
+    assert_int_equal(st_model_new(&c, &m), ST_OK);
+    st_test_randomize(m, 31);
+    st_kv_cache *kc;
+    assert_int_equal(st_kv_cache_new(&m->config, 4, 10, &kc), ST_OK);
+    st_kv_cache_set_precision(kc, prec);
+    const int32_t a[7] = {3, 1, 4, 1, 5, 9, 2}, b2[5] = {2, 7, 1, 8, 2};
+    const int slots[2] = {1, 3}, n[2] = {7, 5};
+    const int32_t *tp[2] = {a, b2};
+    float *lg = malloc(2 * 61 * sizeof(float)), *lg2 = malloc(61 * sizeof(float));
+    assert_int_equal(st_forward_infer(m, kc, slots, tp, n, 2, lg), ST_OK);
+    const size_t es = kc->kv_bf16 ? 2 : 4;
+    const size_t tot = (size_t)c.num_hidden_layers * 4 * 10 * c.num_key_value_heads * 64 * es;
+    char *k0 = malloc(tot), *v0 = malloc(tot);
+    memcpy(k0, kc->k, tot), memcpy(v0, kc->v, tot);
+    assert_int_equal(st_kv_cache_copy_prefix(kc, 3, 1, 4), ST_OK); /* overwrite slot 3 */
+    assert_int_equal(st_kv_cache_len(kc, 3), 4);
+    for (int l = 0; l < c.num_hidden_layers; l++)
+        for (int s = 0; s < 4; s++)
+            for (int h = 0; h < c.num_key_value_heads; h++) {
+                const size_t o = st_kv_block(kc, l, s, h) * es, os = st_kv_block(kc, l, 1, h) * es;
+                const size_t row = 64 * es, cut = s == 3 ? 4 * row : 0;
+                if (cut) { /* copied rows from slot 1, the rest of slot 3 as it was */
+                    assert_memory_equal((char *)kc->k + o, k0 + os, cut);
+                    assert_memory_equal((char *)kc->v + o, v0 + os, cut);
+                }
+                assert_memory_equal((char *)kc->k + o + cut, k0 + o + cut, 10 * row - cut);
+                assert_memory_equal((char *)kc->v + o + cut, v0 + o + cut, 10 * row - cut);
+            }
+    /* slot 0 := slot 1's first 4 too; decode token 7 on slots 0 and 3: same state, same logits */
+    assert_int_equal(st_kv_cache_copy_prefix(kc, 0, 1, 4), ST_OK);
+    const int32_t t7 = 7, *tq = &t7;
+    int one = 1, s0 = 0, s3 = 3;
+    assert_int_equal(st_forward_infer(m, kc, &s0, &tq, &one, 1, lg), ST_OK);
+    assert_int_equal(st_forward_infer(m, kc, &s3, &tq, &one, 1, lg2), ST_OK);
+    assert_memory_equal(lg, lg2, 61 * sizeof(float));
+    /* and (fp32) they equal the full forward of a[0..4) + 7 */
+    if (prec == ST_MATMUL_F32) {
+        const int32_t seq[5] = {3, 1, 4, 1, 7};
+        float *full = malloc(5 * 61 * sizeof(float));
+        assert_int_equal(st_forward_logits(m, seq, 1, 5, full), ST_OK);
+        assert_true(st_test_rel(lg, full + 4 * 61, 61) <= 1e-5);
+        free(full);
+    }
+    free(k0), free(v0), free(lg), free(lg2);
+    st_kv_cache_free(kc);
+    st_model_free(m);
+}
+
+static void test_copy_prefix_fp32(void **state) {
+    (void)state;
+    copy_prefix_case(ST_MATMUL_F32);
+}
+static void test_copy_prefix_bf16(void **state) {
+    (void)state;
+    copy_prefix_case(ST_MATMUL_BF16);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bf16_rounding),
@@ -280,6 +346,8 @@ int main(void) {
         cmocka_unit_test(test_gqa_decode),
         cmocka_unit_test(test_cache_precision_switch),
         cmocka_unit_test(test_bf16_cache_chunked),
+        cmocka_unit_test(test_copy_prefix_fp32),
+        cmocka_unit_test(test_copy_prefix_bf16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
