@@ -325,7 +325,9 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
     const int cpu = be == st_backend_cpu();
     if (cpu && !kc->no_wcache) {
         static int warned;
-        if (st_infer_weights_acquire(m, prec, &iw) && !warned) {
+        int empty = 1; /* nothing cached yet: the weights may have changed since last time */
+        for (int sl = 0; sl < kc->max_batch && empty; sl++) empty = kc->len[sl] == 0;
+        if (st_infer_weights_acquire(m, prec, empty, &iw) && !warned) {
             warned = 1;
             st_log_warn("infer: no inference weight cache (%s); using the plain matmul",
                         st_last_error());
