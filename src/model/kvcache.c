@@ -1,6 +1,6 @@
 /* kvcache.c - the KV cache: per layer, slot and KV head, a [max_seq, D] block of keys and one of
- * values (fp32, or bf16 in bf16 mode: kvcache.h), plus the reusable scratch of st_forward_infer (grown on demand, so steady-state decode allocates
- * nothing). */
+ * values (fp32, or bf16 in bf16 mode: kvcache.h), plus the reusable scratch of st_forward_infer
+ * (grown on demand, so steady-state decode allocates nothing). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
