@@ -172,20 +172,6 @@ static int cmp_i64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static void remove_flat(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *de;
-    char p[4800];
-    while ((de = readdir(d)) != NULL) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 void st__trainer_prune_checkpoints(const char *dir, int keep) {
     if (keep <= 0) return;
     DIR *d = opendir(dir);
@@ -196,13 +182,13 @@ void st__trainer_prune_checkpoints(const char *dir, int keep) {
     while ((de = readdir(d)) != NULL && n < 4096) {
         char *end;
         if (strncmp(de->d_name, CKPT_PREFIX, strlen(CKPT_PREFIX))) continue;
-        const char *part = strstr(de->d_name, ".partial.");
-        if (part) { /* left by a save that was killed: remove once its process is gone */
-            long pid = strtol(part + 9, &end, 10);
+        const char *part = strstr(de->d_name, ".partial."), *old = strstr(de->d_name, ".old.");
+        if (part || old) { /* left by a save or prune that was killed: remove once its process is gone */
+            long pid = strtol(part ? part + 9 : old + 5, &end, 10);
             if (!*end && pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
                 char p[4400];
                 snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-                remove_flat(p);
+                st_remove_flat_dir(p);
             }
             continue;
         }
@@ -212,9 +198,12 @@ void st__trainer_prune_checkpoints(const char *dir, int keep) {
     }
     closedir(d);
     qsort(steps, (size_t)n, sizeof *steps, cmp_i64);
+    /* a checkpoint leaves in one rename (to an .old. name that resume never reads), then its
+     * files go: a kill during the deletion cannot leave a step-N folder missing blobs */
     for (int i = 0; i + keep < n; i++) {
-        char p[4400];
+        char p[4400], q[4500];
         snprintf(p, sizeof p, "%s/" CKPT_PREFIX "%08lld", dir, (long long)steps[i]);
-        remove_flat(p);
+        snprintf(q, sizeof q, "%s.old.%ld", p, (long)getpid());
+        if (rename(p, q) == 0) st_remove_flat_dir(q);
     }
 }
