@@ -10,9 +10,9 @@
  * AVX-512 micro-kernel (6 rows x 64 columns, masked column tails) is chosen at run time when
  * the CPU has avx512_bf16; elsewhere a portable loop computes the same products (bf16-exact
  * operands, fp32 accumulation, different summation order).
- * Backward forms dKᵀ = Qᵀ·dS and dVᵀ = dOᵀ·P so that the per-block bf16 copies of P and dS
- * are row-pair interleaves (contiguous stores, no transposes of [QB, T] tiles); dKᵀ/dVᵀ are
- * summed in fp32 per KV group and transposed into dqkv once. */
+ * The GEMM reads A's bf16 pairs through two strides, so dK += dSᵀ·Q and dV += Pᵀ·dO take
+ * their transposed A straight from the row-pair interleave of dS / P that the B side of VNNI
+ * needs anyway: no transposes, and dK/dV accumulate in place in dqkv (one task per KV group). */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -31,6 +31,8 @@
 #endif
 
 enum { QB = 64, MR = 6, NV = 4 };
+
+static int g_isa = -1; /* 1: AVX512_BF16 kernels, 0: portable; decided before the threads run */
 
 static inline uint16_t bf16_rne(float f) {
     uint32_t u;
@@ -53,10 +55,10 @@ static inline size_t up32(size_t n) { return (n + 31) & ~(size_t)31; }
 size_t st_attention_batch_scratch_floats(int T, int D) {
     const size_t t = (size_t)(T > 0 ? T : 1), d = (size_t)(D > 0 ? D : 1);
     const size_t t2 = up2(t), d2 = up2(d);
-    /* fp32: P and dP [QB, T], dKᵀ and dVᵀ [D, T] */
-    const size_t f32 = 2 * up32(QB * t) + 2 * up32(d * t);
-    /* bf16 (backward, the larger): K and V pair-packed along d, K along t; Q, dO blocks and
-     * their transposes; P and dS interleaved and dS row-major */
+    /* fp32: P and dP [QB, T] */
+    const size_t f32 = 2 * up32(QB * t);
+    /* bf16 (backward, the larger): K and V pair-packed along d, K along t; Q and dO blocks
+     * row-major and row-pair packed; P and dS row-pair interleaved, dS row-major */
     const size_t b16 = 3 * up32(d2 * t2) + 4 * up32(QB * d2) + 3 * up32(QB * t2);
     const size_t bf = f32 + (b16 + 1) / 2 + 16;
     const size_t f = st_attention_scratch_floats(T);
@@ -65,15 +67,18 @@ size_t st_attention_batch_scratch_floats(int T, int D) {
 
 /* ---- the GEMM ---------------------------------------------------------------------------- */
 
-/* Portable: C = alpha·A·B (+ C when acc). A [M, 2Kp] bf16 (lda), B2 [Kp][N][2] (ldb >= 2N). */
-static void bgemm_ref(int M, int N, int Kp, float alpha, const uint16_t *A, int lda,
+/* Portable: C = alpha·A·B (+ C when acc). A's k-pair kp of row i (two adjacent bf16) is at
+ * A + i·a_rs + kp·a_ks: row-major A [M, 2Kp] has (a_rs, a_ks) = (lda, 2); a pair-packed Aᵀ
+ * X2[kp][M][2] has (2, 2M). B2 [Kp][N][2] (ldb >= 2N). */
+static void bgemm_ref(int M, int N, int Kp, float alpha, const uint16_t *A, int a_rs, int a_ks,
                       const uint16_t *B, int ldb, float *C, int ldc, int acc) {
     for (int i = 0; i < M; i++) {
         float *c = C + (size_t)i * ldc;
         for (int j = 0; j < N; j++) {
             float s = 0.0f;
             for (int kp = 0; kp < Kp; kp++) {
-                const uint16_t *a = A + (size_t)i * lda + 2 * kp, *b = B + (size_t)kp * ldb + 2 * j;
+                const uint16_t *a = A + (size_t)i * a_rs + (size_t)kp * a_ks;
+                const uint16_t *b = B + (size_t)kp * ldb + 2 * j;
                 s += bf16_f32(a[0]) * bf16_f32(b[0]) + bf16_f32(a[1]) * bf16_f32(b[1]);
             }
             c[j] = acc ? c[j] + alpha * s : alpha * s;
@@ -84,7 +89,7 @@ static void bgemm_ref(int M, int N, int Kp, float alpha, const uint16_t *A, int 
 #if ST_HAVE_X86
 static inline BF16_TARGET __attribute__((always_inline)) void
 ukernel(const int mr, const int nv, __mmask16 last, int Kp, float alpha, const uint16_t *A,
-        int lda, const uint16_t *B, int ldb, float *C, int ldc, int acc) {
+        int a_rs, int a_ks, const uint16_t *B, int ldb, float *C, int ldc, int acc) {
     __m512 c[MR][NV];
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++)
@@ -102,7 +107,7 @@ ukernel(const int mr, const int nv, __mmask16 last, int Kp, float alpha, const u
         for (int r = 0; r < MR; r++) {
             if (r >= mr) break;
             int32_t ap;
-            memcpy(&ap, A + (size_t)r * lda + 2 * kp, 4);
+            memcpy(&ap, A + (size_t)r * a_rs + (size_t)kp * a_ks, 4);
             const __m512i a = _mm512_set1_epi32(ap);
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++)
@@ -126,12 +131,12 @@ ukernel(const int mr, const int nv, __mmask16 last, int Kp, float alpha, const u
 }
 
 #define UK(mr_, nv_)                                                                         \
-    ukernel(mr_, nv_, last, Kp, alpha, A + (size_t)i0 * lda, lda, B + 2 * (size_t)j0, ldb,   \
-            C + (size_t)i0 * ldc + j0, ldc, acc)
+    ukernel(mr_, nv_, last, Kp, alpha, A + (size_t)i0 * a_rs, a_rs, a_ks, B + 2 * (size_t)j0, \
+            ldb, C + (size_t)i0 * ldc + j0, ldc, acc)
 
 static BF16_TARGET void bgemm_avx512(int M, int N, int Kp, float alpha, const uint16_t *A,
-                                     int lda, const uint16_t *B, int ldb, float *C, int ldc,
-                                     int acc) {
+                                     int a_rs, int a_ks, const uint16_t *B, int ldb, float *C,
+                                     int ldc, int acc) {
     for (int j0 = 0; j0 < N; j0 += 16 * NV) {
         const int n = N - j0 < 16 * NV ? N - j0 : 16 * NV;
         const int nv = (n + 15) / 16;
@@ -171,7 +176,6 @@ static BF16_TARGET void bgemm_avx512(int M, int N, int Kp, float alpha, const ui
 #undef UK
 #endif
 
-static int g_isa = -1; /* 1: avx512_bf16 kernel; 0: portable; set once (idempotent race) */
 
 static int use_avx512(void) {
     if (g_isa < 0) {
@@ -188,16 +192,68 @@ static int use_avx512(void) {
 
 void st_attention_bf16_force_portable(int on) { g_isa = on ? 0 : -1; }
 
-static void bgemm(int M, int N, int Kp, float alpha, const uint16_t *A, int lda,
+static void bgemm(int M, int N, int Kp, float alpha, const uint16_t *A, int a_rs, int a_ks,
                   const uint16_t *B, int ldb, float *C, int ldc, int acc) {
     if (M <= 0 || N <= 0) return;
 #if ST_HAVE_X86
     if (use_avx512()) {
-        bgemm_avx512(M, N, Kp, alpha, A, lda, B, ldb, C, ldc, acc);
+        bgemm_avx512(M, N, Kp, alpha, A, a_rs, a_ks, B, ldb, C, ldc, acc);
         return;
     }
 #endif
-    bgemm_ref(M, N, Kp, alpha, A, lda, B, ldb, C, ldc, acc);
+    bgemm_ref(M, N, Kp, alpha, A, a_rs, a_ks, B, ldb, C, ldc, acc);
+}
+
+/* ---- fp32 -> bf16 conversion (RNE), vectorised with AVX512_BF16 where present --------- */
+
+#if ST_HAVE_X86
+static BF16_TARGET void cvt_row_avx(uint16_t *dst, const float *src, int n) {
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        _mm256_storeu_si256((__m256i *)(dst + j), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + j)));
+    if (j < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - j)) - 1);
+        const __m256i v = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + j));
+        _mm256_mask_storeu_epi16(dst + j, m, v);
+    }
+}
+
+static BF16_TARGET void cvt_interleave_avx(uint16_t *dst, const float *r0, const float *r1, int n) {
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+        const __m256i a = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, r0 + j));
+        const __m256i b = r1 ? (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, r1 + j))
+                             : _mm256_setzero_si256();
+        const __m512i w = _mm512_or_si512(_mm512_cvtepu16_epi32(a),
+                                          _mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
+        _mm512_mask_storeu_epi32(dst + 2 * j, m, w);
+    }
+}
+#endif
+
+/* dst[j] = bf16(src[j]), j < n */
+static void cvt_row(uint16_t *dst, const float *src, int n) {
+#if ST_HAVE_X86
+    if (g_isa == 1) {
+        cvt_row_avx(dst, src, n);
+        return;
+    }
+#endif
+    for (int j = 0; j < n; j++) dst[j] = bf16_rne(src[j]);
+}
+
+/* dst[2j] = bf16(r0[j]), dst[2j+1] = bf16(r1[j]) (0 when r1 is NULL), j < n */
+static void cvt_interleave(uint16_t *dst, const float *r0, const float *r1, int n) {
+#if ST_HAVE_X86
+    if (g_isa == 1) {
+        cvt_interleave_avx(dst, r0, r1, n);
+        return;
+    }
+#endif
+    for (int j = 0; j < n; j++) {
+        dst[2 * j] = bf16_rne(r0[j]);
+        dst[2 * j + 1] = r1 ? bf16_rne(r1[j]) : 0;
+    }
 }
 
 /* ---- packing (every pad element written as 0) ------------------------------------------- */
@@ -206,60 +262,41 @@ static void bgemm(int M, int N, int Kp, float alpha, const uint16_t *A, int lda,
 static void pack_rows(uint16_t *dst, const float *x, int n, int D, int ld) {
     const int D2 = (int)up2((size_t)D);
     for (int i = 0; i < n; i++) {
-        const float *r = x + (size_t)i * ld;
         uint16_t *o = dst + (size_t)i * D2;
-#pragma omp simd
-        for (int d = 0; d < D; d++) o[d] = bf16_rne(r[d]);
+        cvt_row(o, x + (size_t)i * ld, D);
         if (D2 > D) o[D] = 0;
     }
 }
 
-/* x [n, D] (stride ld) -> pairs along d: dst[d/2][n][2] (B operand with k = d, columns = n). */
-static void pack_pairs_d(uint16_t *dst, const float *x, int n, int D, int ld) {
+/* x [n, D] (stride ld) -> pairs along d: dst[d/2][n][2] (B operand with k = d, columns = n).
+ * tmp: D2 bf16. */
+static void pack_pairs_d(uint16_t *dst, const float *x, int n, int D, int ld, uint16_t *tmp) {
     const int D2 = (int)up2((size_t)D);
+    tmp[D2 - 1] = 0;
+    uint32_t *d32 = (uint32_t *)dst; /* dst is 64-byte aligned scratch */
     for (int i = 0; i < n; i++) {
-        const float *r = x + (size_t)i * ld;
-        for (int d = 0; d < D2; d++)
-            dst[(size_t)(d / 2) * 2 * n + 2 * (size_t)i + (d & 1)] = d < D ? bf16_rne(r[d]) : 0;
+        cvt_row(tmp, x + (size_t)i * ld, D);
+        for (int p = 0; p < D2 / 2; p++) {
+            uint32_t v;
+            memcpy(&v, tmp + 2 * p, 4);
+            d32[(size_t)p * n + i] = v;
+        }
     }
 }
 
 /* x [n, D] (stride ld) -> pairs along rows: dst[i/2][D][2] for i < up2(n) (B operand with k =
  * row, columns = d). */
 static void pack_pairs_rows(uint16_t *dst, const float *x, int n, int D, int ld) {
-    const int n2 = (int)up2((size_t)n);
-    for (int i = 0; i < n2; i++) {
-        uint16_t *o = dst + (size_t)(i / 2) * 2 * D + (i & 1);
-        if (i == n) {
-            for (int d = 0; d < D; d++) o[2 * d] = 0;
-            break;
-        }
-        const float *r = x + (size_t)i * ld;
-        for (int d = 0; d < D; d++) o[2 * d] = bf16_rne(r[d]);
-    }
-}
-
-/* x [n, D] (stride ld) -> transposed bf16 [D, n2] (A operand with k = row). */
-static void pack_transposed(uint16_t *dst, const float *x, int n, int D, int ld) {
-    const int n2 = (int)up2((size_t)n);
-    for (int d = 0; d < D; d++) {
-        uint16_t *o = dst + (size_t)d * n2;
-        for (int i = 0; i < n; i++) o[i] = bf16_rne(x[(size_t)i * ld + d]);
-        if (n2 > n) o[n] = 0;
-    }
+    for (int i = 0; i < n; i += 2)
+        cvt_interleave(dst + (size_t)(i / 2) * 2 * D, x + (size_t)i * ld,
+                       i + 1 < n ? x + (size_t)(i + 1) * ld : NULL, D);
 }
 
 /* P [nq, nk] fp32 (stride ldp) -> row pairs interleaved: dst[i/2][nk][2] for i < up2(nq). */
 static void pack_interleave(uint16_t *dst, const float *P, int nq, int nk, int ldp) {
-    for (int i = 0; i < nq; i += 2) {
-        const float *r0 = P + (size_t)i * ldp, *r1 = i + 1 < nq ? r0 + ldp : NULL;
-        uint16_t *o = dst + (size_t)(i / 2) * 2 * nk;
-#pragma omp simd
-        for (int j = 0; j < nk; j++) {
-            o[2 * j] = bf16_rne(r0[j]);
-            o[2 * j + 1] = r1 ? bf16_rne(r1[j]) : 0;
-        }
-    }
+    for (int i = 0; i < nq; i += 2)
+        cvt_interleave(dst + (size_t)(i / 2) * 2 * nk, P + (size_t)i * ldp,
+                       i + 1 < nq ? P + (size_t)(i + 1) * ldp : NULL, nk);
 }
 
 /* ---- forward ------------------------------------------------------------------------------ */
@@ -285,7 +322,7 @@ static void fwd_group(const geom *G, float *out, float *lse, const float *base, 
     uint16_t *Qb = Vt + up32((size_t)D2 * G->T2);
     uint16_t *Pb = Qb + up32((size_t)QB * D2);
     const float *k = base + (size_t)(G->H + g) * D, *v = base + (size_t)(G->H + G->KV + g) * D;
-    pack_pairs_d(Kd, k, T, D, W);
+    pack_pairs_d(Kd, k, T, D, W, Qb);
     pack_pairs_rows(Vt, v, T, D, W);
     for (int h = g * rep; h < (g + 1) * rep; h++) {
         const float *q = base + (size_t)h * D;
@@ -293,7 +330,7 @@ static void fwd_group(const geom *G, float *out, float *lse, const float *base, 
         for (int i0 = 0; i0 < T; i0 += QB) {
             const int nq = T - i0 < QB ? T - i0 : QB, nk = i0 + nq, nk2 = (int)up2((size_t)nk);
             pack_rows(Qb, q + (size_t)i0 * W, nq, D, W);
-            bgemm(nq, nk, D2 / 2, G->scale, Qb, D2, Kd, 2 * T, S, nk, 0);
+            bgemm(nq, nk, D2 / 2, G->scale, Qb, D2, 2, Kd, 2 * T, S, nk, 0);
             for (int i = 0; i < nq; i++) {
                 float *row = S + (size_t)i * nk;
                 uint16_t *pr = Pb + (size_t)i * nk2;
@@ -309,11 +346,12 @@ static void fwd_group(const geom *G, float *out, float *lse, const float *base, 
                 }
                 const float inv = 1.0f / sum;
 #pragma omp simd
-                for (int j = 0; j < vis; j++) pr[j] = bf16_rne(row[j] * inv);
+                for (int j = 0; j < vis; j++) row[j] *= inv;
+                cvt_row(pr, row, vis);
                 for (int j = vis; j < nk2; j++) pr[j] = 0;
                 ls[i0 + i] = mx + logf(sum);
             }
-            bgemm(nq, D, nk2 / 2, 1.0f, Pb, nk2, Vt, 2 * D, o + (size_t)i0 * G->HD, G->HD, 0);
+            bgemm(nq, D, nk2 / 2, 1.0f, Pb, nk2, 2, Vt, 2 * D, o + (size_t)i0 * G->HD, G->HD, 0);
         }
     }
 }
@@ -338,19 +376,17 @@ static void bwd_group(const geom *G, float *dbase, const float *dout, const floa
     const int T = G->T, D = G->D, D2 = G->D2, T2 = G->T2, W = G->W, HD = G->HD;
     const int rep = G->H / G->KV;
     float *P = scratch, *dP = P + up32((size_t)QB * T);
-    float *dKt = dP + up32((size_t)QB * T), *dVt = dKt + up32((size_t)D * T);
-    uint16_t *Kd = (uint16_t *)(dVt + up32((size_t)D * T));
+    uint16_t *Kd = (uint16_t *)(dP + up32((size_t)QB * T));
     uint16_t *Vd = Kd + up32((size_t)D2 * T2), *Kt = Vd + up32((size_t)D2 * T2);
     uint16_t *Qb = Kt + up32((size_t)D2 * T2), *dOb = Qb + up32((size_t)QB * D2);
-    uint16_t *dOt = dOb + up32((size_t)QB * D2), *Qt = dOt + up32((size_t)QB * D2);
-    uint16_t *Pv = Qt + up32((size_t)QB * D2), *dSv = Pv + up32((size_t)QB * T2);
+    uint16_t *Qp = dOb + up32((size_t)QB * D2), *dOp = Qp + up32((size_t)QB * D2);
+    uint16_t *Pv = dOp + up32((size_t)QB * D2), *dSv = Pv + up32((size_t)QB * T2);
     uint16_t *dSb = dSv + up32((size_t)QB * T2);
     const float *k = base + (size_t)(G->H + g) * D, *v = base + (size_t)(G->H + G->KV + g) * D;
-    pack_pairs_d(Kd, k, T, D, W);
-    pack_pairs_d(Vd, v, T, D, W);
+    float *dk = dbase + (size_t)(G->H + g) * D, *dv = dbase + (size_t)(G->H + G->KV + g) * D;
+    pack_pairs_d(Kd, k, T, D, W, Qb);
+    pack_pairs_d(Vd, v, T, D, W, Qb);
     pack_pairs_rows(Kt, k, T, D, W);
-    memset(dKt, 0, (size_t)D * T * sizeof *dKt);
-    memset(dVt, 0, (size_t)D * T * sizeof *dVt);
     for (int h = g * rep; h < (g + 1) * rep; h++) {
         const float *q = base + (size_t)h * D, *o = out + (size_t)h * D;
         const float *dO = dout + (size_t)h * D, *ls = lse + (size_t)h * T;
@@ -361,10 +397,10 @@ static void bwd_group(const geom *G, float *dbase, const float *dout, const floa
             const float *qb = q + (size_t)i0 * W, *dob = dO + (size_t)i0 * HD;
             pack_rows(Qb, qb, nq, D, W);
             pack_rows(dOb, dob, nq, D, HD);
-            pack_transposed(dOt, dob, nq, D, HD);
-            pack_transposed(Qt, qb, nq, D, W);
+            pack_pairs_rows(Qp, qb, nq, D, W);
+            pack_pairs_rows(dOp, dob, nq, D, HD);
             /* P = exp(scale q kᵀ - lse), causal */
-            bgemm(nq, nk, D2 / 2, G->scale, Qb, D2, Kd, 2 * T, P, nk, 0);
+            bgemm(nq, nk, D2 / 2, G->scale, Qb, D2, 2, Kd, 2 * T, P, nk, 0);
             for (int i = 0; i < nq; i++) {
                 float *row = P + (size_t)i * nk;
                 const int vis = i0 + i + 1;
@@ -373,37 +409,29 @@ static void bwd_group(const geom *G, float *dbase, const float *dout, const floa
                 for (int j = 0; j < vis; j++) row[j] = st_fast_expf(row[j] - l);
                 for (int j = vis; j < nk; j++) row[j] = 0.0f;
             }
-            /* dVᵀ += dOᵀ P ; dP = dO Vᵀ */
+            /* dV += Pᵀ dO (Pᵀ read from P's row-pair interleave) ; dP = dO Vᵀ */
             pack_interleave(Pv, P, nq, nk, nk);
-            bgemm(D, nk, nq2 / 2, 1.0f, dOt, nq2, Pv, 2 * nk, dVt, T, 1);
-            bgemm(nq, nk, D2 / 2, 1.0f, dOb, D2, Vd, 2 * T, dP, nk, 0);
+            bgemm(nk, D, nq2 / 2, 1.0f, Pv, 2, 2 * nk, dOp, 2 * D, dv, W, 1);
+            bgemm(nq, nk, D2 / 2, 1.0f, dOb, D2, 2, Vd, 2 * T, dP, nk, 0);
             /* dS = P ∘ (dP - rowsum(dO ∘ O)) * scale */
             for (int i = 0; i < nq; i++) {
                 const float *orow = o + (size_t)(i0 + i) * HD, *grow = dob + (size_t)i * HD;
                 float delta = 0.0f;
+#pragma omp simd reduction(+ : delta)
                 for (int d = 0; d < D; d++) delta += orow[d] * grow[d];
                 float *pr = P + (size_t)i * nk, *dr = dP + (size_t)i * nk;
                 uint16_t *sb = dSb + (size_t)i * nk2;
 #pragma omp simd
-                for (int j = 0; j < nk; j++) {
-                    dr[j] = pr[j] * (dr[j] - delta) * G->scale;
-                    sb[j] = bf16_rne(dr[j]);
-                }
+                for (int j = 0; j < nk; j++) dr[j] = pr[j] * (dr[j] - delta) * G->scale;
+                cvt_row(sb, dr, nk);
                 if (nk2 > nk) sb[nk] = 0;
             }
-            /* dQ += dS K ; dKᵀ += Qᵀ dS */
-            bgemm(nq, D, nk2 / 2, 1.0f, dSb, nk2, Kt, 2 * D, dq + (size_t)i0 * W, W, 1);
+            /* dQ += dS K ; dK += dSᵀ Q */
+            bgemm(nq, D, nk2 / 2, 1.0f, dSb, nk2, 2, Kt, 2 * D, dq + (size_t)i0 * W, W, 1);
             pack_interleave(dSv, dP, nq, nk, nk);
-            bgemm(D, nk, nq2 / 2, 1.0f, Qt, nq2, dSv, 2 * nk, dKt, T, 1);
+            bgemm(nk, D, nq2 / 2, 1.0f, dSv, 2, 2 * nk, Qp, 2 * D, dk, W, 1);
         }
     }
-    /* dk[j][d] += dKᵀ[d][j], dv likewise */
-    float *dk = dbase + (size_t)(G->H + g) * D, *dv = dbase + (size_t)(G->H + G->KV + g) * D;
-    for (int j = 0; j < T; j++)
-        for (int d = 0; d < D; d++) {
-            dk[(size_t)j * W + d] += dKt[(size_t)d * T + j];
-            dv[(size_t)j * W + d] += dVt[(size_t)d * T + j];
-        }
 }
 
 void st_attention_backward_bf16(float *dqkv, const float *dout, const float *qkv,
