@@ -213,8 +213,12 @@ void st__trainer_prune_checkpoints(const char *dir, int keep) {
     closedir(d);
     qsort(steps, (size_t)n, sizeof *steps, cmp_i64);
     for (int i = 0; i + keep < n; i++) {
-        char p[4400];
+        /* rename first (atomic), then delete: a kill during the deletion must not leave a
+         * step-* folder whose MANIFEST lists files already gone; the renamed leftover is
+         * removed like a killed save's .partial folder */
+        char p[4400], q[4500];
         snprintf(p, sizeof p, "%s/" CKPT_PREFIX "%08lld", dir, (long long)steps[i]);
-        remove_flat(p);
+        snprintf(q, sizeof q, "%s.partial.%ld", p, (long)getpid());
+        remove_flat(rename(p, q) == 0 ? q : p);
     }
 }
