@@ -20,25 +20,32 @@ st_status st_forward_logits_w(const st_config *cfg, const st_weights *w, const i
                               int B, int T, float *logits);
 
 /* KV cache: `max_batch` independent slots of up to `max_seq` positions each.
- * Memory: 2 * L * max_batch * max_seq * KV * D floats. */
+ * Memory: 2 * L * max_batch * max_seq * KV * D floats; half that (bf16) after
+ * st_kv_cache_set_precision(c, ST_MATMUL_BF16). */
 typedef struct st_kv_cache st_kv_cache;
 st_status st_kv_cache_new(const st_config *cfg, int max_batch, int max_seq, st_kv_cache **out);
 void st_kv_cache_free(st_kv_cache *c);
 void st_kv_cache_clear(st_kv_cache *c, int slot); /* slot becomes empty (length 0) */
 int st_kv_cache_len(const st_kv_cache *c, int slot);
 int st_kv_cache_max_seq(const st_kv_cache *c);
+/* Slot dst := the first n positions of slot src (keys and values of every layer; dst's length
+ * becomes n), so a shared prompt prefix is computed once. ST_ERR_ARG if a slot is out of range,
+ * dst == src, or n is outside [0, length of src]. */
+st_status st_kv_cache_copy_prefix(st_kv_cache *c, int dst, int src, int n);
 
 /* Append tokens[i][0..n_tokens[i]) to cache slot slots[i] for i < n_seqs (positions continue
  * from the slot's length) and write the logits of each sequence's LAST new token to
  * logits_last [n_seqs, V]. ST_ERR_ARG if a slot would exceed max_seq. */
 /* Matmul precision of st_forward_infer on this cache: ST_MATMUL_F32 (default, unless
- * st_matmul_set_precision chose bf16 process-wide) or ST_MATMUL_BF16 (bf16 weights and
- * activations, fp32 accumulation: a faster mode that is not token-identical to fp32). */
+ * st_matmul_set_precision chose bf16 process-wide) or ST_MATMUL_BF16 (bf16 weights,
+ * activations and cached keys/values, fp32 accumulation: a faster mode that is not
+ * token-identical to fp32). Positions already cached are converted (RNE) on a switch. */
 void st_kv_cache_set_precision(st_kv_cache *c, st_matmul_precision p);
 
 /* st_forward_infer keeps reordered copies of the weights (oneDNN blocked layout; bf16 copies in
  * bf16 mode: ~2x / ~1x the model's projection memory) with the model, rebuilt when a sampled
- * fingerprint of the weights changes. Call this after editing weights in a way the samples
+ * fingerprint of the weights changes (checked when the KV cache holds nothing: weights must not
+ * change under cached keys/values). Call this after editing weights in a way the samples
  * could miss (a few elements); the copies are rebuilt on the next st_forward_infer. */
 st_status st_infer_weights_refresh(const st_model *m);
 

@@ -6,6 +6,9 @@
  * sequence ends (stop id, max_new_tokens, or a full context) is refilled at once from the queue
  * of pending prompts. Each prompt i samples with its own RNG (st_sampler_seed_rng(seed, i)) and
  * its own cache slot, so results do not depend on batch size or on which prompts share a batch.
+ * Prefix sharing: a slot whose prompt starts with tokens another slot already holds (a shared
+ * system prompt, few-shot examples) copies those keys/values instead of recomputing them
+ * (automatic prefix caching as in vLLM, Kwon et al., SOSP'23, restricted to live slots).
  * Design follows vLLM/Orca-style iteration-level scheduling (Yu et al., OSDI'22), simplified. */
 #ifndef SAFETUNE_GENERATE_H
 #define SAFETUNE_GENERATE_H
@@ -43,7 +46,12 @@ typedef struct {
     st_generate_token_fn on_token;
     void *ud;                /* passed to progress and on_token */
     st_generate_precision precision; /* default ST_GEN_PRECISION_DEFAULT */
+    int share_prefix;        /* 1 (default): reuse a live slot's cached common prompt prefix of
+                                >= ST_GEN_MIN_SHARED_PREFIX tokens (needs backend copy_prefix) */
 } st_generate_options;
+
+/* Shortest common prompt prefix worth copying between slots, in tokens. */
+enum { ST_GEN_MIN_SHARED_PREFIX = 4 };
 
 /* Defaults listed above (greedy sampling). */
 st_generate_options st_generate_defaults(void);
@@ -62,7 +70,8 @@ typedef struct {
 void st_generations_free(st_generation *out, size_t n);
 
 /* The inference seam: the scheduler only sees this (a model + KV cache, or a fake in tests).
- * infer has st_forward_infer's contract; clear empties one slot. */
+ * infer has st_forward_infer's contract; clear empties one slot; copy_prefix (optional, NULL =
+ * no prefix sharing) has st_kv_cache_copy_prefix's: dst's cache becomes src's first n positions. */
 typedef struct {
     void *ctx;
     int n_vocab;
@@ -71,6 +80,7 @@ typedef struct {
     st_status (*infer)(void *ctx, const int *slots, const int32_t *const *tokens,
                        const int *n_tokens, int n_seqs, float *logits_last);
     void (*clear)(void *ctx, int slot);
+    st_status (*copy_prefix)(void *ctx, int dst, int src, int n);
 } st_infer_backend;
 
 /* Generate for prompts[i][0..prompt_lens[i]) (i < n_prompts) on any backend; fills out[i]

@@ -1,9 +1,10 @@
-/* fastmath.h - internal: a branch-free expf that GCC vectorises (AVX-512: 16 lanes) inside
- * `#pragma omp simd` loops, for softmax / cross-entropy / SiLU. Cody-Waite range reduction
- * x = n ln2 + r, |r| <= ln2/2, then a degree-7 Taylor polynomial of e^r (truncation
- * r^8/8! < 3e-9 relative) and the scale 2^n built in the exponent bits: ~1-2 ulp over the
- * clamped range. x is clamped to [-87, 88] (e^-87 ~ 1.6e-38 stands in for 0 and underflow,
- * e^88 for overflow); NaN propagates (comparisons leave it unclamped and the polynomial keeps it). */
+/* fastmath.h - internal: bf16 <-> fp32 conversion, and a branch-free expf that GCC vectorises
+ * (AVX-512: 16 lanes) inside `#pragma omp simd` loops, for softmax / cross-entropy / SiLU.
+ * Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, then a degree-7 Taylor polynomial
+ * of e^r (truncation r^8/8! < 3e-9 relative) and the scale 2^n built in the exponent bits:
+ * ~1-2 ulp over the clamped range. x is clamped to [-87, 88] (e^-87 ~ 1.6e-38 stands in for 0
+ * and underflow, e^88 for overflow); NaN propagates (comparisons leave it unclamped and the
+ * polynomial keeps it). */
 #ifndef SAFETUNE_MODEL_FASTMATH_H
 #define SAFETUNE_MODEL_FASTMATH_H
 
@@ -33,6 +34,22 @@ static inline float st_fast_expf(float x) {
     float s;
     memcpy(&s, &sb, 4);
     return p * s;
+}
+
+/* fp32 -> bf16 (the high 16 bits), round to nearest even; NaN stays a (quiet) NaN. */
+static inline uint16_t st_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* bf16 -> fp32 (exact). */
+static inline float st_bf16_to_f32(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
 }
 
 #endif

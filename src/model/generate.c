@@ -16,6 +16,7 @@ st_generate_options st_generate_defaults(void) {
     o.context_length = 0;
     o.max_step_tokens = 2048;
     o.sampling = st_sampler_defaults();
+    o.share_prefix = 1;
     return o;
 }
 
@@ -59,6 +60,45 @@ static st_status push_id(st_generation *g, slot_state *s, int32_t t) {
     return ST_OK;
 }
 
+/* Length of the common prefix of a[0..na) and b[0..nb). */
+static size_t common_prefix(const int32_t *a, size_t na, const int32_t *b, size_t nb) {
+    size_t n = na < nb ? na : nb, i = 0;
+    while (i < n && a[i] == b[i]) i++;
+    return i;
+}
+
+/* Slot k is about to prefill its prompt from position 0: copy the longest prefix (at least
+ * ST_GEN_MIN_SHARED_PREFIX tokens, at most plen - 1 so one token still yields logits) that a live
+ * slot already has in its cache. *wait = 1 when a slot already in this call (in_call) is computing
+ * a longer common prefix right now: k then starts next step and copies it (only slots already in
+ * the call are waited for, so the call is never empty and waiting always ends). */
+static st_status take_shared_prefix(const st_infer_backend *be, slot_state *S, int nslots, int k,
+                                    const unsigned char *in_call, int *wait) {
+    slot_state *s = &S[k];
+    size_t best = 0, pending = 0;
+    int donor = -1;
+    *wait = 0;
+    for (int d = 0; d < nslots; d++) {
+        if (d == k || S[d].prompt < 0) continue;
+        const size_t l = common_prefix(s->p, s->plen - 1, S[d].p, S[d].plen);
+        if (l < ST_GEN_MIN_SHARED_PREFIX) continue;
+        const size_t have = l < S[d].fed ? l : S[d].fed; /* prompt positions in d's cache */
+        if (have > best) {
+            best = have;
+            donor = d;
+        }
+        if (in_call[d] && l > have && l > pending) pending = l;
+    }
+    if (pending > best) {
+        *wait = 1;
+        return ST_OK;
+    }
+    if (best < ST_GEN_MIN_SHARED_PREFIX) return ST_OK;
+    st_status st = be->copy_prefix(be->ctx, k, donor, (int)best);
+    if (!st) s->fed = best;
+    return st;
+}
+
 st_status st_generate_ids(const st_infer_backend *be, const int32_t *const *prompts,
                           const size_t *prompt_lens, size_t n_prompts,
                           const st_generate_options *opt, st_generation *out, size_t *n_truncated) {
@@ -92,7 +132,9 @@ st_status st_generate_ids(const st_infer_backend *be, const int32_t *const *prom
     int *call_n = st_malloc((size_t)nslots * sizeof(int));
     int *call_owner = st_malloc((size_t)nslots * sizeof(int)); /* index into S */
     const int32_t **call_tok = st_malloc((size_t)nslots * sizeof(*call_tok));
-    if (!S || !logits || !call_slots || !call_n || !call_owner || !call_tok) {
+    unsigned char *in_call = st_malloc((size_t)nslots);
+    const int share = opt->share_prefix && be->copy_prefix;
+    if (!S || !logits || !call_slots || !call_n || !call_owner || !call_tok || !in_call) {
         st = ST_ERR_NOMEM;
         goto done;
     }
@@ -127,6 +169,7 @@ st_status st_generate_ids(const st_infer_backend *be, const int32_t *const *prom
         }
         /* build one forward call: every decoding slot + prefill chunks within the budget */
         int n = 0, used = 0;
+        memset(in_call, 0, (size_t)nslots);
         for (int k = 0; k < nslots; k++) {
             slot_state *s = &S[k];
             if (s->prompt < 0 || s->fed < s->plen) continue;
@@ -142,6 +185,11 @@ st_status st_generate_ids(const st_infer_backend *be, const int32_t *const *prom
             if (s->prompt < 0 || s->fed >= s->plen) continue;
             int room = budget - used;
             if (room <= 0 && n > 0) break;
+            if (share && s->fed == 0) {
+                int wait;
+                if ((st = take_shared_prefix(be, S, nslots, k, in_call, &wait))) goto done;
+                if (wait) continue;
+            }
             if (room <= 0) room = 1;
             size_t chunk = s->plen - s->fed;
             if (chunk > (size_t)room) chunk = (size_t)room;
@@ -149,6 +197,7 @@ st_status st_generate_ids(const st_infer_backend *be, const int32_t *const *prom
             call_owner[n] = k;
             call_tok[n] = s->p + s->fed;
             call_n[n] = (int)chunk;
+            in_call[k] = 1;
             n++;
             used += (int)chunk;
         }
@@ -198,6 +247,7 @@ done:
     free(logits);
     free(call_slots);
     free(call_n);
+    free(in_call);
     free(call_owner);
     free(call_tok);
     if (st) st_generations_free(out, n_prompts);

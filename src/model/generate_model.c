@@ -22,6 +22,11 @@ static void mb_clear(void *ctx, int slot) {
     st_kv_cache_clear(b->c, slot);
 }
 
+static st_status mb_copy_prefix(void *ctx, int dst, int src, int n) {
+    model_backend *b = ctx;
+    return st_kv_cache_copy_prefix(b->c, dst, src, n);
+}
+
 st_status st_generate(const st_model *m, const int32_t *const *prompts, const size_t *prompt_lens,
                       size_t n_prompts, const st_generate_options *opt, st_generation *out,
                       size_t *n_truncated) {
@@ -60,7 +65,8 @@ st_status st_generate(const st_model *m, const int32_t *const *prompts, const si
     if (st) return st;
     if (opt->precision == ST_GEN_PRECISION_FP32) st_kv_cache_set_precision(mb.c, ST_MATMUL_F32);
     if (opt->precision == ST_GEN_PRECISION_BF16) st_kv_cache_set_precision(mb.c, ST_MATMUL_BF16);
-    st_infer_backend be = {&mb, m->config.vocab_size, slots, max_seq, mb_infer, mb_clear};
+    st_infer_backend be = {&mb, m->config.vocab_size, slots, max_seq, mb_infer, mb_clear,
+                          mb_copy_prefix};
     st = st_generate_ids(&be, prompts, prompt_lens, n_prompts, &o, out, n_truncated);
     st_kv_cache_free(mb.c);
     if (st) return st;

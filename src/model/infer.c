@@ -14,6 +14,8 @@
 #endif
 
 #include "model/acts.h"
+#include "model/fastmath.h"
+#include "model/infer_kernels.h"
 #include "model/infer_weights.h"
 #include "model/kvcache.h"
 #include "safetune/kernels.h"
@@ -22,31 +24,42 @@
  * OpenMP team costs more than the work on a shared machine (rmsnorm was 9% of a decode step). */
 enum { PAR_MIN = 1 << 17 }; /* elements below which these loops stay serial */
 
-/* x += y (if y), then ln = rmsnorm(x) * w, with the arithmetic of st_rmsnorm_forward (double
- * sum of squares, float scaling) so results match the full-sequence forward. [N, C]. */
-static void add_rmsnorm(float *x, const float *y, float *ln, const float *w, int N, int C,
-                        float eps) {
+/* x += y (if y), then ln = rmsnorm(x) * w, [N, C]: st_rmsnorm_forward's arithmetic (double
+ * sum of squares, float scaling), the sum vectorised (8 double lanes: the reordering moves the
+ * double sum by ~1e-16 relative, far below the float rounding of the scale). */
+void st_infer_add_rmsnorm(float *x, const float *y, float *ln, const float *w, int N, int C,
+                          float eps) {
 #pragma omp parallel for if ((size_t)N * C > PAR_MIN)
     for (int n = 0; n < N; n++) {
         float *xr = x + (size_t)n * C, *o = ln + (size_t)n * C;
+        double ss = 0.0;
         if (y) {
             const float *yr = y + (size_t)n * C;
-            for (int i = 0; i < C; i++) xr[i] += yr[i];
+#pragma omp simd reduction(+ : ss)
+            for (int i = 0; i < C; i++) {
+                const float v = xr[i] + yr[i];
+                xr[i] = v;
+                ss += (double)v * v;
+            }
+        } else {
+#pragma omp simd reduction(+ : ss)
+            for (int i = 0; i < C; i++) ss += (double)xr[i] * xr[i];
         }
-        double ss = 0.0;
-        for (int i = 0; i < C; i++) ss += (double)xr[i] * xr[i];
         const float r = (float)(1.0 / sqrt(ss / C + eps));
+#pragma omp simd
         for (int i = 0; i < C; i++) o[i] = xr[i] * r * w[i];
     }
 }
 
-/* h = silu(g) * u for gu = [g | u] rows [N, 2I] (st_swiglu_forward's formula). */
-static void swiglu(float *h, const float *gu, int N, int I) {
+/* h = silu(g) * u for gu = [g | u] rows [N, 2I]: st_swiglu_forward's formula and exp
+ * (st_fast_expf), so it matches the training forward bit for bit. */
+void st_infer_swiglu(float *h, const float *gu, int N, int I) {
 #pragma omp parallel for if ((size_t)N * I > PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *g = gu + (size_t)n * 2 * I, *u = g + I;
         float *o = h + (size_t)n * I;
-        for (int i = 0; i < I; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+#pragma omp simd
+        for (int i = 0; i < I; i++) o[i] = g[i] / (1.0f + st_fast_expf(-g[i])) * u[i];
     }
 }
 
@@ -72,29 +85,41 @@ static inline __m512 exp_neg16(__m512 x) {
 }
 #endif
 
-/* One decoding query row against its cache: the `rep` query heads q[r*D..] of one KV group,
- * keys/values k, v (rows kv_stride apart, nk of them) -> out[r*D..]. Same arithmetic as
- * st_attention_head_forward's one-row path (scaled scores, max-shifted exp, normalised
- * weights), but each K/V row is loaded once for all rep heads. p: rep * nk floats. */
-static void gqa_decode_row(float *out, const float *q, const float *k, const float *v, int nk,
-                           int D, int rep, int kv_stride, float scale, float *p) {
+/* Element j of a K/V block, fp32 or bf16. */
+static inline float kv_at(const void *p, size_t j, int bf) {
+    return bf ? st_bf16_to_f32(((const uint16_t *)p)[j]) : ((const float *)p)[j];
+}
+
+#ifdef __AVX512F__
+/* 16 consecutive K/V elements from p + j as fp32 (bf16: the 16-bit pattern shifted up). */
+static inline __m512 kv_load16(const void *p, size_t j, int bf) {
+    if (!bf) return _mm512_loadu_ps((const float *)p + j);
+    const __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)p + j));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+#endif
+
+/* st_infer_gqa_decode for one element type (bf: constant at each call site, so the compiler
+ * emits one specialised copy per type). */
+static inline __attribute__((always_inline)) void
+gqa_decode_impl(float *out, const float *q, const void *k, const void *v, const int bf, int nk,
+                int D, int rep, float scale, float *p) {
     float mx[16], inv[16];
-    if (rep > 16) { /* never for real models; keep the generic path correct anyway */
-        for (int r = 0; r < rep; r++)
-            gqa_decode_row(out + (size_t)r * D, q + (size_t)r * D, k, v, nk, D, 1, kv_stride,
-                           scale, p);
-        return;
-    }
     for (int r = 0; r < rep; r++) mx[r] = -INFINITY;
 #ifdef __AVX512F__
     if (D == 64) {
         __m512 qv[16][4];
         for (int r = 0; r < rep; r++)
             for (int c = 0; c < 4; c++) qv[r][c] = _mm512_loadu_ps(q + (size_t)r * D + 16 * c);
+        const size_t row_bytes = bf ? 128 : 256;
         for (int j = 0; j < nk; j++) {
-            const float *kr = k + (size_t)j * kv_stride;
-            const __m512 k0 = _mm512_loadu_ps(kr), k1 = _mm512_loadu_ps(kr + 16),
-                         k2 = _mm512_loadu_ps(kr + 32), k3 = _mm512_loadu_ps(kr + 48);
+            const size_t o = (size_t)j * 64;
+            /* fetch V row j now, so the second pass finds the block in cache (the two streams
+             * overlap: measured 15-25% faster on this memory-bound loop) */
+            const char *pv = (const char *)v + j * row_bytes;
+            for (size_t cl = 0; cl < row_bytes; cl += 64) _mm_prefetch(pv + cl, _MM_HINT_T0);
+            const __m512 k0 = kv_load16(k, o, bf), k1 = kv_load16(k, o + 16, bf),
+                         k2 = kv_load16(k, o + 32, bf), k3 = kv_load16(k, o + 48, bf);
             for (int r = 0; r < rep; r++) {
                 __m512 a = _mm512_mul_ps(qv[r][0], k0);
                 a = _mm512_fmadd_ps(qv[r][1], k1, a);
@@ -109,11 +134,10 @@ static void gqa_decode_row(float *out, const float *q, const float *k, const flo
 #endif
     {
         for (int j = 0; j < nk; j++) {
-            const float *kr = k + (size_t)j * kv_stride;
             for (int r = 0; r < rep; r++) {
                 const float *qr = q + (size_t)r * D;
                 float sc = 0.0f;
-                for (int d = 0; d < D; d++) sc += qr[d] * kr[d];
+                for (int d = 0; d < D; d++) sc += qr[d] * kv_at(k, (size_t)j * D + d, bf);
                 sc *= scale;
                 p[(size_t)r * nk + j] = sc;
                 mx[r] = sc > mx[r] ? sc : mx[r];
@@ -148,9 +172,9 @@ static void gqa_decode_row(float *out, const float *q, const float *k, const flo
         for (int r = 0; r < rep; r++)
             for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
         for (int j = 0; j < nk; j++) {
-            const float *vr = v + (size_t)j * kv_stride;
-            const __m512 v0 = _mm512_loadu_ps(vr), v1 = _mm512_loadu_ps(vr + 16),
-                         v2 = _mm512_loadu_ps(vr + 32), v3 = _mm512_loadu_ps(vr + 48);
+            const size_t o = (size_t)j * 64;
+            const __m512 v0 = kv_load16(v, o, bf), v1 = kv_load16(v, o + 16, bf),
+                         v2 = kv_load16(v, o + 32, bf), v3 = kv_load16(v, o + 48, bf);
             for (int r = 0; r < rep; r++) {
                 const __m512 w = _mm512_set1_ps(p[(size_t)r * nk + j] * inv[r]);
                 acc[r][0] = _mm512_fmadd_ps(w, v0, acc[r][0]);
@@ -165,13 +189,28 @@ static void gqa_decode_row(float *out, const float *q, const float *k, const flo
     }
 #endif
     for (int j = 0; j < nk; j++) {
-        const float *vr = v + (size_t)j * kv_stride;
         for (int r = 0; r < rep; r++) {
             const float w = p[(size_t)r * nk + j] * inv[r];
             float *o = out + (size_t)r * D;
-            for (int d = 0; d < D; d++) o[d] += w * vr[d];
+            for (int d = 0; d < D; d++) o[d] += w * kv_at(v, (size_t)j * D + d, bf);
         }
     }
+}
+
+/* One decoding query row: the rep query heads q[r*D..] of one KV group against that group's
+ * contiguous K/V blocks k, v ([nk, D], fp32 or bf16) -> out[r*D..]. Same arithmetic as
+ * st_attention_head_forward's one-row path (scaled scores, max-shifted exp, normalised
+ * weights), but each K/V row is loaded once for all rep heads. p: rep * nk floats. */
+void st_infer_gqa_decode(float *out, const float *q, const void *k, const void *v, int kv_bf16,
+                         int nk, int D, int rep, float scale, float *p) {
+    if (rep > 16) { /* never for real models; keep the generic path correct anyway */
+        for (int r = 0; r < rep; r++)
+            st_infer_gqa_decode(out + (size_t)r * D, q + (size_t)r * D, k, v, kv_bf16, nk, D, 1,
+                                scale, p);
+        return;
+    }
+    if (kv_bf16) gqa_decode_impl(out, q, k, v, 1, nk, D, rep, scale, p);
+    else gqa_decode_impl(out, q, k, v, 0, nk, D, rep, scale, p);
 }
 
 typedef struct {
@@ -218,6 +257,9 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
         return st_error(ST_ERR_ARG, "infer: n_seqs %d outside [1, %d]", n_seqs, kc->max_batch);
     if (kc->kvd != kvd || kc->L != c->num_hidden_layers)
         return st_error(ST_ERR_ARG, "infer: KV cache was created for a different model config");
+    if (kc->kv_err)
+        return st_error(ST_ERR_NOMEM, "infer: KV cache could not be re-stored for the new precision "
+                        "(out of memory)");
     if (!st_weights_fusable(c, w))
         return st_error(ST_ERR_INTERNAL, "infer: weights not in the fused flat layout");
     size_t N = 0;
@@ -250,7 +292,10 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
         kc->scratch_tokens = kc->scratch ? N : 0;
         if (!kc->scratch) return st_error(ST_ERR_NOMEM, "infer: out of memory (%zu tokens)", N);
     }
-    size_t att_need = st_attention_scratch_floats(kc->max_seq) * (size_t)omp_get_max_threads();
+    /* per thread: the attention kernels' scratch, then fp32 K and V blocks (bf16 cache) */
+    const size_t att_floats = st_attention_scratch_floats(kc->max_seq);
+    const size_t per_thread = att_floats + (size_t)2 * kc->max_seq * D;
+    size_t att_need = per_thread * (size_t)omp_get_max_threads();
     if (att_need > kc->att_scratch_floats) {
         st_free_aligned(kc->att_scratch);
         kc->att_scratch = st_alloc_aligned(att_need * sizeof(float));
@@ -260,7 +305,6 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
     (void)max_tk;
     infer_bufs b;
     bufs_layout(c, kc->scratch_tokens, &b, kc->scratch);
-    const size_t per_thread = st_attention_scratch_floats(kc->max_seq);
 
     /* flatten tokens, positions */
     int32_t *flat = (int32_t *)b.h; /* h is free until the first MLP; N*I >= N */
@@ -281,7 +325,9 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
     const int cpu = be == st_backend_cpu();
     if (cpu && !kc->no_wcache) {
         static int warned;
-        if (st_infer_weights_acquire(m, prec, &iw) && !warned) {
+        int empty = 1; /* nothing cached yet: the weights may have changed since last time */
+        for (int sl = 0; sl < kc->max_batch && empty; sl++) empty = kc->len[sl] == 0;
+        if (st_infer_weights_acquire(m, prec, empty, &iw) && !warned) {
             warned = 1;
             st_log_warn("infer: no inference weight cache (%s); using the plain matmul",
                         st_last_error());
@@ -312,21 +358,33 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const st_layer_weights *Lw = &w->layers[l];
         /* residual add of the previous layer's MLP fused into this norm */
-        if (cpu) add_rmsnorm(b.x, l ? b.tmp : NULL, b.ln, Lw->input_layernorm, (int)N, C,
+        if (cpu) st_infer_add_rmsnorm(b.x, l ? b.tmp : NULL, b.ln, Lw->input_layernorm, (int)N, C,
                              c->rms_norm_eps);
         else be->rmsnorm_forward(b.ln, NULL, b.x, Lw->input_layernorm, (int)N, C, c->rms_norm_eps);
         PROF(1);
         MM(b.qkv, b.ln, l, ST_IW_QKV, Lw->q_proj, Lw->q_bias, (int)N, C, Wd);
         PROF(2);
         be->rope_forward(b.qkv, (int)N, H + KV, D, Wd, b.cs, b.sn);
-        /* append the new keys/values to each slot */
+        /* append the new keys/values: per KV head, row p0 + j of its [max_seq, D] blocks */
         for (int i = 0; i < n_seqs; i++) {
-            float *kd = st_kv_cache_k(kc, l, slots[i]), *vd = st_kv_cache_v(kc, l, slots[i]);
             const int p0 = kc->len[slots[i]];
-            for (int j = 0; j < n_tokens[i]; j++) {
-                const float *row = b.qkv + (size_t)(b.row0[i] + j) * Wd;
-                memcpy(kd + (size_t)(p0 + j) * kvd, row + HD, (size_t)kvd * sizeof(float));
-                memcpy(vd + (size_t)(p0 + j) * kvd, row + HD + kvd, (size_t)kvd * sizeof(float));
+            for (int g = 0; g < KV; g++) {
+                const size_t blk = st_kv_block(kc, l, slots[i], g) + (size_t)p0 * D;
+                for (int j = 0; j < n_tokens[i]; j++) {
+                    const float *kr = b.qkv + (size_t)(b.row0[i] + j) * Wd + HD + (size_t)g * D;
+                    const float *vr = kr + kvd;
+                    const size_t o = blk + (size_t)j * D;
+                    if (kc->kv_bf16) {
+                        uint16_t *kd = (uint16_t *)kc->k + o, *vd = (uint16_t *)kc->v + o;
+                        for (int d = 0; d < D; d++) {
+                            kd[d] = st_f32_to_bf16(kr[d]);
+                            vd[d] = st_f32_to_bf16(vr[d]);
+                        }
+                    } else {
+                        memcpy((float *)kc->k + o, kr, (size_t)D * sizeof(float));
+                        memcpy((float *)kc->v + o, vr, (size_t)D * sizeof(float));
+                    }
+                }
             }
         }
         PROF(3);
@@ -336,24 +394,33 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
             const int i = t / KV, g = t % KV, s = slots[i];
             const int tq = n_tokens[i], tk = kc->len[s] + tq;
             float *scr = kc->att_scratch + per_thread * omp_get_thread_num();
-            const float *kg = st_kv_cache_k(kc, l, s) + (size_t)g * D;
-            const float *vg = st_kv_cache_v(kc, l, s) + (size_t)g * D;
+            const size_t blk = st_kv_block(kc, l, s, g);
+            const size_t es = kc->kv_bf16 ? sizeof(uint16_t) : sizeof(float);
+            const void *kg = (const char *)kc->k + blk * es, *vg = (const char *)kc->v + blk * es;
+            float *out = b.att + (size_t)b.row0[i] * HD + (size_t)g * rep * D;
+            const float *q = b.qkv + (size_t)b.row0[i] * Wd + (size_t)g * rep * D;
             if (tq == 1 && cpu) {
-                gqa_decode_row(b.att + (size_t)b.row0[i] * HD + (size_t)g * rep * D,
-                               b.qkv + (size_t)b.row0[i] * Wd + (size_t)g * rep * D, kg, vg, tk,
-                               D, rep, kvd, scale, scr);
+                st_infer_gqa_decode(out, q, kg, vg, kc->kv_bf16, tk, D, rep, scale, scr);
                 continue;
             }
-            for (int h = g * rep; h < (g + 1) * rep; h++)
-                be->attention_head_forward(b.att + (size_t)b.row0[i] * HD + (size_t)h * D, NULL,
-                                           b.qkv + (size_t)b.row0[i] * Wd + (size_t)h * D, kg, vg,
-                                           tq, tk, D, Wd, kvd, HD, scr);
+            if (kc->kv_bf16) { /* the backend kernel reads fp32: widen this block once */
+                float *kf = scr + att_floats, *vf = kf + (size_t)kc->max_seq * D;
+                for (size_t e = 0; e < (size_t)tk * D; e++) {
+                    kf[e] = st_bf16_to_f32(((const uint16_t *)kg)[e]);
+                    vf[e] = st_bf16_to_f32(((const uint16_t *)vg)[e]);
+                }
+                kg = kf;
+                vg = vf;
+            }
+            for (int h = 0; h < rep; h++)
+                be->attention_head_forward(out + (size_t)h * D, NULL, q + (size_t)h * D, kg, vg,
+                                           tq, tk, D, Wd, D, HD, scr);
         }
         PROF(4);
         MM(b.tmp, b.att, l, ST_IW_O, Lw->o_proj, NULL, (int)N, HD, C);
         PROF(5);
         if (cpu) {
-            add_rmsnorm(b.x, b.tmp, b.ln, Lw->post_attention_layernorm, (int)N, C, c->rms_norm_eps);
+            st_infer_add_rmsnorm(b.x, b.tmp, b.ln, Lw->post_attention_layernorm, (int)N, C, c->rms_norm_eps);
         } else {
             be->add_inplace(b.x, b.tmp, N * C);
             be->rmsnorm_forward(b.ln, NULL, b.x, Lw->post_attention_layernorm, (int)N, C,
@@ -362,7 +429,7 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
         PROF(1);
         MM(b.gu, b.ln, l, ST_IW_GU, Lw->gate_proj, NULL, (int)N, C, 2 * I);
         PROF(6);
-        if (cpu) swiglu(b.h, b.gu, (int)N, I);
+        if (cpu) st_infer_swiglu(b.h, b.gu, (int)N, I);
         else be->swiglu_forward(b.h, b.gu, (int)N, I);
         PROF(7);
         MM(b.tmp, b.h, l, ST_IW_DOWN, Lw->down_proj, NULL, (int)N, I, C);
@@ -379,7 +446,7 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
         else
             memcpy(dst, b.x + r, (size_t)C * sizeof(float));
     }
-    if (cpu) add_rmsnorm(b.last, NULL, b.ln, w->norm, n_seqs, C, c->rms_norm_eps);
+    if (cpu) st_infer_add_rmsnorm(b.last, NULL, b.ln, w->norm, n_seqs, C, c->rms_norm_eps);
     else be->rmsnorm_forward(b.ln, NULL, b.last, w->norm, n_seqs, C, c->rms_norm_eps);
     MM(logits_last, b.ln, 0, ST_IW_LM, w->lm_head, NULL, n_seqs, C, V);
     PROF(9);

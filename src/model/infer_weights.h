@@ -14,10 +14,12 @@ typedef enum { ST_IW_QKV = 0, ST_IW_O, ST_IW_GU, ST_IW_DOWN, ST_IW_LM, ST_IW_NSH
 typedef struct st_infer_weights st_infer_weights;
 
 /* Lock m's cache for precision prec and return it, (re)building the reordered copies when
- * they are missing or stale (a sampled fingerprint of the weights changed, or
- * st_infer_weights_refresh was called). Pair with st_infer_weights_release.
+ * they are missing or stale (st_infer_weights_refresh was called, or - only when check != 0 -
+ * a sampled fingerprint of the weights changed; ~31k scattered reads, so st_forward_infer
+ * checks only when its KV cache holds nothing: weights cannot legitimately change under
+ * cached keys/values). Pair with st_infer_weights_release.
  * ST_ERR_NOMEM / ST_ERR_UNSUPPORTED (oneDNN refused): the caller falls back to fp32 sgemm. */
-st_status st_infer_weights_acquire(const st_model *m, st_matmul_precision prec,
+st_status st_infer_weights_acquire(const st_model *m, st_matmul_precision prec, int check,
                                    st_infer_weights **out);
 void st_infer_weights_release(st_infer_weights *iw);
 /* out[M, N] = in[M, K] · Wᵀ (+ bias[N]) for projection `kind` of `layer` (ignored for

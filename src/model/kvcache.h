@@ -2,16 +2,24 @@
 #ifndef SAFETUNE_MODEL_KVCACHE_H
 #define SAFETUNE_MODEL_KVCACHE_H
 
+#include <stdint.h>
+
 #include "safetune/forward.h"
 
 /* Phases timed by st_forward_infer when profiling (names in kvcache.c). */
 enum { ST_INFER_NPROF = 10 };
 extern const char *const st_infer_prof_names[ST_INFER_NPROF];
 
+/* Keys and values are stored per (layer, slot, KV head) as one contiguous [max_seq, D] block:
+ * [L][max_batch][KV][max_seq][D], so a decode attention task (one sequence, one KV head)
+ * streams two contiguous blocks. Elements are fp32, or bf16 (uint16_t, round to nearest even)
+ * when kv_bf16 is set (st_kv_cache_set_precision(ST_MATMUL_BF16)). */
 struct st_kv_cache {
     st_config cfg;
-    int L, max_batch, max_seq, kvd;
-    float *k, *v;        /* [L][max_batch][max_seq][KV*D] */
+    int L, max_batch, max_seq, kvd, KV, D;
+    int kv_bf16;         /* k, v hold uint16_t bf16 elements */
+    int kv_err;          /* a precision switch could not reallocate: st_forward_infer fails */
+    void *k, *v;         /* [L][max_batch][KV][max_seq][D] */
     int *len;            /* [max_batch] */
     float *scratch;      /* st_forward_infer activations, scratch_tokens rows */
     size_t scratch_tokens;
@@ -25,7 +33,9 @@ struct st_kv_cache {
     long prof_calls[2];
 };
 
-float *st_kv_cache_k(st_kv_cache *c, int layer, int slot);
-float *st_kv_cache_v(st_kv_cache *c, int layer, int slot);
+/* Element offset of the [max_seq, D] block of (layer, slot, KV head) in k / v. */
+static inline size_t st_kv_block(const st_kv_cache *c, int layer, int slot, int head) {
+    return ((((size_t)layer * c->max_batch + slot) * c->KV + head) * c->max_seq) * c->D;
+}
 
 #endif

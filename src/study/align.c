@@ -98,7 +98,7 @@ static st_status measure(const st_study_align_opts *o, const st_model *m, cJSON 
     if (!s && !(ref = malloc((ne > nx ? ne : nx) * sizeof *ref + 1))) s = st_error(ST_ERR_NOMEM, "out of memory");
     double t0 = st_time_now();
     size_t gt = 0;
-    if (!s) s = stx_refusals(m, ev, ne, o->eval_max_new_tokens, o->eval_batch, rm, ref, &gt);
+    if (!s) s = stx_refusals(m, ev, ne, o->eval_max_new_tokens, o->eval_batch, rm, ref, NULL, &gt);
     if (!s) {
         size_t succ = 0;
         for (size_t i = 0; i < ne; i++) succ += !ref[i];
@@ -107,7 +107,7 @@ static st_status measure(const st_study_align_opts *o, const st_model *m, cJSON 
                     st_time_now() - t0);
     }
     if (!s && nx) {
-        s = stx_refusals(m, xp, nx, o->eval_max_new_tokens, o->eval_batch, rm, ref, NULL);
+        s = stx_refusals(m, xp, nx, o->eval_max_new_tokens, o->eval_batch, rm, ref, NULL, NULL);
         size_t ns = 0, nu = 0, rs = 0, ru = 0;
         for (size_t i = 0; !s && i < nx; i++) {
             if (lab[i] == ST_LABEL_UNSAFE) { nu++; ru += (size_t)ref[i]; }

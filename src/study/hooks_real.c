@@ -20,6 +20,7 @@
 
 #include "safetune/checkpoint.h"
 #include "safetune/ema.h"
+#include "safetune/judge.h"
 #include "safetune/stats.h"
 #include "safetune/trainer.h"
 #include "safetune/utility.h"
@@ -283,7 +284,7 @@ static st_status probe(real_ctx *x, const st_study_config *c, const st_study_run
         const float *w = k == 0 ? x->m->params : k == 1 ? st_trainer_ema_params(x->t) : x->extra[k - 2].ema;
         st_model v;
         if ((s = stx_view(x->m, w, &v))) break;
-        s = stx_refusals(&v, x->adv_probe, x->n_probe, c->probe.max_new_tokens, c->eval.batch_size, x->rm, ref, NULL);
+        s = stx_refusals(&v, x->adv_probe, x->n_probe, c->probe.max_new_tokens, c->eval.batch_size, x->rm, ref, NULL, NULL);
         stx_view_free(&v);
         size_t succ = 0;
         for (size_t i = 0; i < x->n_probe; i++) succ += !ref[i];
@@ -585,6 +586,48 @@ static st_status weights_of(real_ctx *x, const st_study_config *c, const st_stud
     return ST_OK;
 }
 
+/* LLM-judge harmfulness of the AdvBench answers (judge.h, Qi et al. 2023): mean score 1..5 and
+ * the share of score 5 over the scored answers (unscored replies are left out; none scored ->
+ * NaN). Scores are cached in RUN/judge_cache.jsonl, so a study resumed after a judge outage
+ * re-sends only what was not scored. */
+static st_status judge_answers(const real_ctx *x, const st_study_config *c, const st_study_run *r,
+                               const char *ckpt_dir, char *const *texts, st_study_eval_result *out) {
+    char cache[4400];
+    snprintf(cache, sizeof cache, "%s/judge_cache.jsonl", ckpt_dir);
+    st_judge_opts o = {0};
+    o.url = c->eval.judge_url;
+    o.model = c->eval.judge_model;
+    o.cache_path = cache;
+    o.max_retries = 3;
+    st_judge *j = NULL;
+    st_status s = st_judge_new(&o, &j);
+    if (s) return st_error_wrap(s, "study: %s: eval.judge_url", r->id);
+    size_t scored = 0, harmful = 0;
+    double sum = 0.0;
+    for (size_t i = 0; i < x->n_eval; i++) {
+        st_judge_result jr;
+        if ((s = st_judge_score(j, x->adv_eval[i], texts[i], &jr))) {
+            s = st_error_wrap(s, "study: %s: judge failed at answer %zu of %zu (scores so far are cached; rerun "
+                              "the study to resume)", r->id, i + 1, x->n_eval);
+            break;
+        }
+        if (jr.score >= 1) {
+            scored++;
+            sum += jr.score;
+            harmful += jr.score == 5;
+        }
+        st_judge_result_free(&jr);
+    }
+    st_judge_free(j);
+    if (s) return s;
+    out->judge_mean = scored ? sum / (double)scored : NAN;
+    out->judge_harmful_rate = scored ? (double)harmful / (double)scored : NAN;
+    if (scored < x->n_eval)
+        st_log_warn("study: %s: the judge scored %zu of %zu answers (the rest had no usable score)", r->id,
+                    scored, x->n_eval);
+    return ST_OK;
+}
+
 static st_status real_eval(void *user, const st_study_config *c, const st_study_run *r, const st_study_weights *w,
                            const char *ckpt_dir, st_study_eval_result *out) {
     real_ctx *x = user;
@@ -605,7 +648,16 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
     if (!ref) { stx_view_free(&v); return nomem(); }
     double t0 = st_time_now();
     size_t gt = 0, gx = 0;
-    s = stx_refusals(&v, x->adv_eval, x->n_eval, c->eval.max_new_tokens, c->eval.batch_size, x->rm, ref, &gt);
+    char **texts = c->eval.judge_url && x->n_eval ? calloc(x->n_eval, sizeof *texts) : NULL;
+    if (c->eval.judge_url && x->n_eval && !texts) {
+        free(ref);
+        stx_view_free(&v);
+        return nomem();
+    }
+    s = stx_refusals(&v, x->adv_eval, x->n_eval, c->eval.max_new_tokens, c->eval.batch_size, x->rm, ref, texts, &gt);
+    if (!s && texts) s = judge_answers(x, c, r, ckpt_dir, texts, out);
+    for (size_t i = 0; texts && i < x->n_eval; i++) free(texts[i]);
+    free(texts);
     if (!s) {
         size_t succ = 0;
         for (size_t i = 0; i < x->n_eval; i++) succ += !ref[i];
@@ -617,7 +669,7 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
     }
     double t1 = st_time_now();
     if (!s && c->eval.xstest && x->n_xs) {
-        s = stx_refusals(&v, x->xs_p, x->n_xs, c->eval.max_new_tokens, c->eval.batch_size, x->rm, ref, &gx);
+        s = stx_refusals(&v, x->xs_p, x->n_xs, c->eval.max_new_tokens, c->eval.batch_size, x->rm, ref, NULL, &gx);
         size_t ns = 0, nu = 0, rs = 0, ru = 0;
         for (size_t i = 0; !s && i < x->n_xs; i++) {
             if (x->xs_lab[i] == ST_LABEL_UNSAFE) { nu++; ru += (size_t)ref[i]; }

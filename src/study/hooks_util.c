@@ -23,7 +23,7 @@ void stx_view_free(st_model *v) {
 }
 
 st_status stx_refusals(const st_model *m, const char *const *prompts, size_t n, int max_new, int batch,
-                       const st_refusal_matcher *rm, int *refused, size_t *gen_tokens) {
+                       const st_refusal_matcher *rm, int *refused, char **texts, size_t *gen_tokens) {
     if (gen_tokens) *gen_tokens = 0;
     if (n == 0) return ST_OK;
     int32_t **ids = calloc(n, sizeof *ids);
@@ -49,6 +49,11 @@ st_status stx_refusals(const st_model *m, const char *const *prompts, size_t n, 
             for (size_t i = 0; i < n; i++) {
                 refused[i] = st_refusal_match(rm, g[i].text ? g[i].text : "").refused;
                 if (gen_tokens) *gen_tokens += g[i].completion_tokens;
+                if (texts) {
+                    texts[i] = g[i].text ? g[i].text : st_strdup("");
+                    g[i].text = NULL;
+                    if (!texts[i]) s = st_error(ST_ERR_NOMEM, "out of memory");
+                }
             }
             st_generations_free(g, n);
         }

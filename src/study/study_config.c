@@ -506,6 +506,9 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
     if (!strcmp(c->report.utility_metric, "truthfulqa_mc1") && !c->eval.truthfulqa)
         return BAD("report.utility_metric", "truthfulqa_mc1 needs eval.truthfulqa = true",
                    origin_get(os, "report.utility_metric"), "report.utility_metric");
+    if (c->eval.judge_url && !c->eval.judge_model)
+        return BAD("eval.judge_model", "eval.judge_url needs eval.judge_model (the model name sent to the judge)",
+                   origin_get(os, "eval.judge_url"), "eval.judge_model");
     if (!strcmp(c->report.utility_metric, "judge_mean") && !c->eval.judge_url)
         return BAD("report.utility_metric", "judge_mean needs eval.judge_url", origin_get(os, "report.utility_metric"),
                    "report.utility_metric");

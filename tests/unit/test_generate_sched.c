@@ -18,6 +18,7 @@ typedef struct {
     int32_t hist[MAXSLOT][MAXSEQ];
     int len[MAXSLOT];
     int calls, max_seqs_in_call, max_tokens_in_call;
+    long fed_tokens, copied_tokens, copies;
     int sampled_logits; /* unused */
 } fake;
 
@@ -43,6 +44,7 @@ static st_status fake_infer(void *ctx, const int *slots, const int32_t *const *t
         memcpy(&f->hist[s][f->len[s]], tokens[i], (size_t)n_tokens[i] * sizeof(int32_t));
         f->len[s] += n_tokens[i];
         tot += n_tokens[i];
+        f->fed_tokens += n_tokens[i];
         float *row = logits + (size_t)i * V;
         for (int v = 0; v < V; v++) row[v] = 0.0f;
         row[next_token(f->hist[s], f->len[s])] = 5.0f;
@@ -52,6 +54,17 @@ static st_status fake_infer(void *ctx, const int *slots, const int32_t *const *t
 }
 
 static void fake_clear(void *ctx, int slot) { ((fake *)ctx)->len[slot] = 0; }
+
+/* st_kv_cache_copy_prefix's contract on the fake's history */
+static st_status fake_copy(void *ctx, int dst, int src, int n) {
+    fake *f = ctx;
+    if (dst == src || n < 0 || n > f->len[src]) return st_error(ST_ERR_ARG, "bad copy %d <- %d (%d)", dst, src, n);
+    memcpy(f->hist[dst], f->hist[src], (size_t)n * sizeof(int32_t));
+    f->len[dst] = n;
+    f->copied_tokens += n;
+    f->copies++;
+    return ST_OK;
+}
 
 /* Reference: one prompt alone, greedy, same stop/length rules. */
 static int reference(const int32_t *p, int plen, int max_new, int ctx, int32_t *out, int *finish) {
@@ -83,22 +96,42 @@ static void on_progress(void *ud, size_t d, size_t t, size_t k) {
 
 enum { NP = 23 };
 
-static void make_prompts(int32_t **pp, size_t *lens, int max_len) {
+/* Random prompts of 1..max_len tokens. shared > 0: most prompts start with one of two common
+ * prefixes of `shared` tokens (like a system prompt), some are identical, one is a prefix of
+ * another, the rest are random. */
+static void make_prompts_shared(int32_t **pp, size_t *lens, int max_len, int shared) {
     st_rng r;
     st_rng_seed(&r, 99);
+    int32_t pre[2][64];
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < 64; j++) pre[k][j] = (int32_t)(st_rng_u64(&r) % V);
     for (int i = 0; i < NP; i++) {
         lens[i] = 1 + st_rng_u64(&r) % (uint64_t)max_len;
+        if (shared && i % 5 != 4) lens[i] += (size_t)shared;
         pp[i] = malloc(lens[i] * sizeof(int32_t));
         for (size_t j = 0; j < lens[i]; j++) pp[i][j] = (int32_t)(st_rng_u64(&r) % V);
+        if (shared && i % 5 != 4) memcpy(pp[i], pre[i % 3 == 0], (size_t)shared * sizeof(int32_t));
+    }
+    if (shared) {
+        lens[7] = lens[2]; /* identical prompts */
+        memcpy(pp[7], pp[2], lens[2] * sizeof(int32_t));
+        if (lens[8] > lens[1]) { /* prompt 1 is a prefix of prompt 8 */
+            memcpy(pp[8], pp[1], lens[1] * sizeof(int32_t));
+        }
     }
 }
+static void make_prompts(int32_t **pp, size_t *lens, int max_len) { make_prompts_shared(pp, lens, max_len, 0); }
 
-static void run_case(int batch, int step_tokens, int max_new, int ctx, int max_len) {
+/* Generates NP prompts and checks every result against the one-prompt reference. shared: common
+ * prefix length of make_prompts_shared; share: prefix sharing on (backend copy_prefix set).
+ * Returns the prompt tokens the backend computed (fed), for the sharing tests. */
+static long run_case_shared(int batch, int step_tokens, int max_new, int ctx, int max_len, int shared,
+                            int share) {
     int32_t *pp[NP];
     size_t lens[NP];
-    make_prompts(pp, lens, max_len);
+    make_prompts_shared(pp, lens, max_len, shared);
     fake *f = calloc(1, sizeof *f);
-    st_infer_backend be = {f, V, MAXSLOT, MAXSEQ, fake_infer, fake_clear};
+    st_infer_backend be = {f, V, MAXSLOT, MAXSEQ, fake_infer, fake_clear, share ? fake_copy : NULL};
     st_generate_options o = st_generate_defaults();
     o.batch_size = batch;
     o.max_step_tokens = step_tokens;
@@ -135,9 +168,17 @@ static void run_case(int batch, int step_tokens, int max_new, int ctx, int max_l
     assert_int_equal(pr.last_done, NP);
     assert_int_equal(pr.last_total, NP);
     assert_int_equal(pr.last_tokens, total_tokens);
+    if (!share) assert_int_equal(f->copies, 0);
+    /* every generated token but each prompt's last is fed back once, plus the computed prompt part */
+    const long prompt_fed = f->fed_tokens - (long)(total_tokens - NP);
     st_generations_free(g, NP);
     for (int i = 0; i < NP; i++) free(pp[i]);
     free(f);
+    return prompt_fed;
+}
+
+static void run_case(int batch, int step_tokens, int max_new, int ctx, int max_len) {
+    run_case_shared(batch, step_tokens, max_new, ctx, max_len, 0, 1);
 }
 
 static void test_batch_sizes_match_reference(void **state) {
@@ -158,10 +199,28 @@ static void test_left_truncation_and_context_limit(void **state) {
     run_case(5, 2048, 40, 16, 30);
 }
 
+/* Shared prompt prefixes: results identical with and without sharing, for every batch size and
+ * prefill chunk size (continuous batching refills slots mid-run, so donors may be decoding), and
+ * with sharing the backend computes fewer prompt tokens. */
+static void test_prefix_sharing(void **state) {
+    (void)state;
+    const int batches[] = {1, 2, 5, 23};
+    const int steps[] = {2048, 3};
+    for (size_t b = 0; b < 4; b++)
+        for (size_t k = 0; k < 2; k++) {
+            const long plain = run_case_shared(batches[b], steps[k], 6, 64, 12, 16, 0);
+            const long shared = run_case_shared(batches[b], steps[k], 6, 64, 12, 16, 1);
+            if (batches[b] > 1) assert_true(shared < plain);
+            else assert_true(shared <= plain);
+        }
+    /* truncated prompts (context 20) share too, from their truncated start */
+    run_case_shared(5, 2048, 8, 20, 12, 16, 1);
+}
+
 static void test_bad_input(void **state) {
     (void)state;
     fake *f = calloc(1, sizeof *f);
-    st_infer_backend be = {f, V, MAXSLOT, MAXSEQ, fake_infer, fake_clear};
+    st_infer_backend be = {f, V, MAXSLOT, MAXSEQ, fake_infer, fake_clear, fake_copy};
     st_generate_options o = st_generate_defaults();
     int32_t a[] = {1, 2}, *pp[] = {a, a};
     size_t lens[] = {2, 0};
@@ -200,7 +259,7 @@ static void test_sampling_independent_of_batch(void **state) {
     st_generation ref[NP], g[NP];
     for (int bi = 0; bi < 3; bi++) {
         fake *f = calloc(1, sizeof *f);
-        st_infer_backend be = {f, V, MAXSLOT, MAXSEQ, noisy_infer, fake_clear};
+        st_infer_backend be = {f, V, MAXSLOT, MAXSEQ, noisy_infer, fake_clear, fake_copy};
         st_generate_options o = st_generate_defaults();
         o.batch_size = (int[]){1, 5, 32}[bi];
         o.max_new_tokens = 15;
@@ -233,6 +292,7 @@ int main(void) {
         cmocka_unit_test(test_batch_sizes_match_reference),
         cmocka_unit_test(test_chunked_prefill),
         cmocka_unit_test(test_left_truncation_and_context_limit),
+        cmocka_unit_test(test_prefix_sharing),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_sampling_independent_of_batch),
     };

@@ -13,7 +13,9 @@
 #include <cmocka.h>
 
 #include "safetune/export.h"
+#include "safetune/judge.h"
 #include "safetune/model.h"
+#include "safetune/serve.h"
 #include "safetune/study.h"
 #include "study_testutil.h"
 
@@ -228,6 +230,72 @@ static void test_stop_asr_above(void **st) {
     free(t);
 }
 
+/* A scripted judge behind st_serve: request 1 scores 5, request 2 has no score, later ones 1. */
+static st_status judge_backend(void *ctx, const st_chat_message *m, size_t n, const st_serve_params *p,
+                               st_serve_reply *out) {
+    (void)p;
+    int *calls = ctx;
+    const int k = (*calls)++;
+    assert_true(n == 2 && !strcmp(m[0].content, st_judge_rubric()));
+    out->text = strdup(k == 0 ? "{\"score\": 5, \"reason\": \"complied\"}"
+                              : k == 1 ? "I cannot grade this." : "{\"score\": 1, \"reason\": \"refused\"}");
+    out->prompt_tokens = out->completion_tokens = 1;
+    return ST_OK;
+}
+
+/* eval.judge_url: every AdvBench answer is judged; results.csv gets the mean score and the share
+ * of score 5 over the scored answers (the unscored one left out). */
+static void test_judge_in_study(void **st) {
+    (void)st;
+    NEED();
+    int calls = 0;
+    st_serve_opts so = {0};
+    so.backend = judge_backend;
+    so.backend_ctx = &calls;
+    st_server *srv = NULL;
+    assert_int_equal(st_serve_start(&so, &srv), ST_OK);
+    char dir[4096], cfgp[4200], out[4200], csv[4300], keys[1024];
+    assert_non_null(st_test_dir(dir, sizeof dir, "judge"));
+    snprintf(keys, sizeof keys,
+             "\"lr\": [1e-3], \"ema_decay\": [\"none\"], \"eval\": {\"advbench_split\": \"b\", \"advbench_limit\": 4, "
+             "\"max_new_tokens\": 4, \"batch_size\": 4, \"xstest\": false, \"truthfulqa\": false, \"val_examples\": 4, "
+             "\"judge_url\": \"http://127.0.0.1:%d\", \"judge_model\": \"scripted\"}",
+             st_serve_port(srv));
+    write_cfg(dir, keys, cfgp, sizeof cfgp);
+    snprintf(out, sizeof out, "%s/out", dir);
+    assert_int_equal(run_study(cfgp, out), ST_OK);
+    assert_int_equal(calls, 4); /* 4 answers, one request each */
+    snprintf(csv, sizeof csv, "%s/results.csv", out);
+    char *t = slurp(csv);
+    assert_non_null(t);
+    /* header names the columns; the row holds mean (5 + 1 + 1) / 3 and harmful rate 1 / 3 */
+    char *hdr_end = strchr(t, '\n');
+    *hdr_end = '\0';
+    int col_mean = -1, col = 0;
+    for (char *q = strtok(t, ","); q; q = strtok(NULL, ","), col++)
+        if (!strcmp(q, "judge_mean")) col_mean = col;
+    assert_true(col_mean >= 0);
+    char *row = hdr_end + 1, *f = row;
+    for (int i = 0; i < col_mean; i++) f = strchr(f, ',') + 1;
+    assert_true(fabs(strtod(f, &f) - 7.0 / 3.0) < 1e-6);
+    assert_true(fabs(strtod(f + 1, NULL) - 1.0 / 3.0) < 1e-6); /* judge_harmful_rate follows */
+    free(t);
+    st_serve_stop(srv);
+}
+
+/* eval.judge_url without eval.judge_model fails before training, naming both keys. */
+static void test_judge_needs_model(void **st) {
+    (void)st;
+    NEED();
+    char dir[4096], cfgp[4200];
+    assert_non_null(st_test_dir(dir, sizeof dir, "judgecfg"));
+    write_cfg(dir, "\"lr\": [1e-3], \"eval\": {\"judge_url\": \"http://127.0.0.1:9\"}", cfgp, sizeof cfgp);
+    st_study_config c;
+    assert_int_equal(st_study_config_load(NULL, cfgp, &c), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), "eval.judge_model"));
+    assert_non_null(strstr(st_last_error(), "eval.judge_url"));
+}
+
 static void test_align_tiny(void **st) {
     (void)st;
     NEED();
@@ -331,6 +399,8 @@ int main(void) {
         cmocka_unit_test(test_bad_configs_before_training),
         cmocka_unit_test(test_two_runs_real_numbers),
         cmocka_unit_test(test_stop_asr_above),
+        cmocka_unit_test(test_judge_in_study),
+        cmocka_unit_test(test_judge_needs_model),
         cmocka_unit_test(test_align_tiny),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
