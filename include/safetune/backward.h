@@ -25,12 +25,14 @@ st_status st_train_acts_new(const st_config *cfg, int B, int T, st_train_acts **
 void st_train_acts_free(st_train_acts *a);
 
 /* Forward over tokens/targets [B, T] (mask [B, T] of weights, NULL = all ones) saving what
- * backward needs; *loss = L above (float). ST_ERR_ARG if B*T exceeds the allocation, a token
- * is out of [0, V), or normaliser <= 0. */
+ * backward needs; *loss = L above (float). Only the rows with a target >= 0 go through the
+ * lm_head and the cross-entropy (which also leaves d(logits) for the backward, as the loss
+ * weights are known here). ST_ERR_ARG if B*T exceeds the allocation, a token is out of
+ * [0, V), or normaliser <= 0. */
 st_status st_train_forward(const st_config *cfg, const st_weights *w, st_train_acts *a,
                            const int32_t *tokens, const int32_t *targets, const float *mask,
                            int B, int T, float normaliser, float *loss);
-/* Backward of the last st_train_forward: grads += dL/dθ. */
+/* Backward of the last st_train_forward (once per forward): grads += dL/dθ. */
 st_status st_train_backward(const st_config *cfg, const st_weights *w, st_train_acts *a,
                             const st_weights *grads);
 /* Per-token cross-entropy of the last forward (unmasked, 0 where target < 0): [B*T] floats,

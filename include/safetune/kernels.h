@@ -66,9 +66,14 @@ void st_attention_head_backward(float *dq, float *dk, float *dv, const float *do
 /* Per-thread scratch for one head call (forward or backward), in floats. */
 size_t st_attention_scratch_floats(int Tk);
 
+/* Per-thread scratch of st_attention_forward/backward, in floats (>= the head kernel's). */
+size_t st_attention_batch_scratch_floats(int T, int D);
 /* Batched training attention over qkv [B*T, (H+2KV)*D] rows laid out [q heads | k | v]
  * (post-RoPE): out [B*T, H*D] written, lse [B, H, T] written. GQA: head h uses kv head
- * h / (H/KV) (transformers repeat_kv). scratch: st_attention_scratch_floats(T) * threads. */
+ * h / (H/KV) (transformers repeat_kv). scratch: st_attention_batch_scratch_floats(T, D) *
+ * threads. In ST_MATMUL_BF16 mode (st_matmul_set_precision) the q·kᵀ, p·v and backward
+ * products take bf16 operands with fp32 accumulation (as torch CPU autocast's bmm); the
+ * softmax, lse and dS stay fp32. */
 void st_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int H, int KV,
                           int D, float *scratch);
 /* dqkv [B*T, (H+2KV)*D] accumulated (+=) from dout [B*T, H*D]. */
@@ -93,21 +98,36 @@ void st_crossentropy_forward(float *losses, const float *logits, const int32_t *
 void st_crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets,
                               const float *dlosses, int N, int V);
 
+/* One fused pass per row (the training loss, whose per-row weights are known before the pass):
+ * losses[n] = logsumexp(logits[n]) - logits[n][targets[n]] WRITTEN, and logits[n] overwritten
+ * in place with d(logits) = (softmax(logits[n]) - onehot(targets[n])) * dlosses[n]. Rows with
+ * targets < 0 get loss 0 and a zero row; dlosses == 0 gives a zero row (loss still written).
+ * One exp per element (the exps are stored, then scaled), vectorised; fp32 with per-lane
+ * partial sums of 16 lanes added in double in a fixed order (deterministic at any -O level). */
+void st_crossentropy_fused(float *losses, float *logits, const int32_t *targets,
+                           const float *dlosses, int N, int V);
+
 /* ---- elementwise ------------------------------------------------------------------------ */
 void st_add_inplace(float *x, const float *y, size_t n); /* x += y */
 
 /* ---- profiling (opt-in: SAFETUNE_PROFILE=1) -------------------------------------------- */
-/* Wall-clock seconds per named phase of the training step, accumulated by ST_PROF probes in
- * forward/backward/trainer; st_prof_report prints the table (nothing when disabled). */
+/* Wall-clock and process CPU seconds (all threads, getrusage) per named phase of the training
+ * step, accumulated by ST_PROF probes in forward/backward/trainer; st_prof_report prints the
+ * table (nothing when disabled). CPU seconds stay meaningful on a loaded machine (passive
+ * OpenMP waiting burns none). */
 int st_prof_on(void);
-void st_prof_add(const char *name, double seconds); /* name: a string literal */
+double st_prof_cpu_now(void); /* process user + system CPU seconds */
+void st_prof_add(const char *name, double seconds, double cpu_seconds); /* name: a literal */
 void st_prof_report(FILE *f, const char *title);
 void st_prof_reset(void);
 #define ST_PROF(name, stmt)                                                                  \
     do {                                                                                     \
-        double st_prof_t0_ = st_prof_on() ? st_time_now() : 0.0;                             \
+        const int st_prof_on_ = st_prof_on();                                                \
+        double st_prof_t0_ = st_prof_on_ ? st_time_now() : 0.0;                              \
+        double st_prof_c0_ = st_prof_on_ ? st_prof_cpu_now() : 0.0;                          \
         stmt;                                                                                \
-        if (st_prof_t0_ > 0.0) st_prof_add(name, st_time_now() - st_prof_t0_);               \
+        if (st_prof_on_)                                                                     \
+            st_prof_add(name, st_time_now() - st_prof_t0_, st_prof_cpu_now() - st_prof_c0_); \
     } while (0)
 
 /* ---- backend seam ----------------------------------------------------------------------- */
@@ -134,6 +154,7 @@ typedef struct {
     void (*crossentropy_backward)(float *, const float *, const int32_t *, const float *, int,
                                   int);
     void (*add_inplace)(float *, const float *, size_t);
+    void (*crossentropy_fused)(float *, float *, const int32_t *, const float *, int, int);
 } st_backend;
 
 /* The CPU backend (oneDNN + OpenMP). */

@@ -26,9 +26,12 @@ struct st_train_acts {
     float *buf;                /* one allocation (st_alloc_aligned) */
     st_layer_acts *layers;     /* [L] */
     float *x_final, *lnf, *rstdf; /* [N,C], [N,C], [N] */
-    float *logits;             /* [N, V] (dlogits in place during backward) */
-    float *losses, *dlosses;   /* [N] */
-    int32_t *tokens, *targets; /* [N] copies */
+    float *logits;             /* [N, V]; training: [n_rows, V] of the rows with a target,
+                                  d(logits) in place after st_train_forward */
+    float *losses, *dlosses;   /* [N]; dlosses: the compact rows' loss weights [n_rows] */
+    int32_t *tokens, *targets; /* [N] tokens; targets of the compact rows [n_rows] */
+    int32_t *rows;             /* [n_rows] row indices (in [0, N)) with a target >= 0 */
+    int n_rows;                /* rows through the lm_head in the last training forward */
     float *rope_cos, *rope_sin; /* [N, D/2] */
     float *tmp;                /* [N, max(C, H*D)] o_proj / down_proj output */
     /* backward scratch */
@@ -44,9 +47,10 @@ st_status st_acts_alloc(const st_config *cfg, int B, int T, int save, int logits
                         struct st_train_acts **out);
 /* Floats acts_alloc would allocate (without the attention scratch). */
 size_t st_acts_floats(const st_config *cfg, int B, int T, int save, int logits_external);
-/* Make sure the attention scratch fits the current thread count and T. */
-st_status st_acts_ensure_scratch(struct st_train_acts *a, int T);
-/* Full forward to logits (written to `logits`, [B*T, V]). */
+/* Make sure the attention scratch fits the current thread count, T and head_dim D. */
+st_status st_acts_ensure_scratch(struct st_train_acts *a, int T, int D);
+/* Full forward to logits (written to `logits`, [B*T, V]); logits NULL stops after the final
+ * norm (a->lnf, [B*T, C]) so the caller runs the lm_head on the rows it needs. */
 st_status st_forward_core(const st_config *cfg, const st_weights *w, struct st_train_acts *a,
                           const int32_t *tokens, int B, int T, float *logits);
 /* Fused-projection contiguity check (layout puts q|k|v and gate|up adjacent). */

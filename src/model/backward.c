@@ -33,18 +33,43 @@ st_status st_train_forward(const st_config *cfg, const st_weights *w, st_train_a
             return st_error(ST_ERR_ARG, "train forward: target %d at position %d outside [0, %d)",
                             targets[n], n, V);
     a->has_forward = 0;
-    st_status s = st_forward_core(cfg, w, a, tokens, B, T, a->logits);
+    st_status s = st_forward_core(cfg, w, a, tokens, B, T, NULL);
     if (s) return s;
-    memcpy(a->targets, targets, (size_t)N * sizeof *targets);
-    ST_PROF("xent_fwd", st_backend_get()->crossentropy_forward(a->losses, a->logits, targets, N, V));
-    double sum = 0.0;
+    /* lm_head and cross-entropy only on the rows with a target, compacted (gathered in place
+     * in a->lnf: rows[j] >= j, so a forward copy never overwrites a row still to be read);
+     * untrained rows (prompts, padding) cost nothing. The loss weight of each row is known
+     * here, so one fused pass leaves d(logits) for the backward. */
+    const int C = cfg->hidden_size;
+    int Nt = 0;
     for (int n = 0; n < N; n++) {
-        float m = mask ? mask[n] : 1.0f;
-        if (targets[n] < 0) m = 0.0f;
-        a->dlosses[n] = m / normaliser;
-        sum += (double)m * a->losses[n];
+        if (targets[n] < 0) continue;
+        a->rows[Nt] = n;
+        a->targets[Nt] = targets[n];
+        a->dlosses[Nt] = (mask ? mask[n] : 1.0f) / normaliser;
+        if (n != Nt)
+            memcpy(a->lnf + (size_t)Nt * C, a->lnf + (size_t)n * C, (size_t)C * sizeof(float));
+        Nt++;
+    }
+    a->n_rows = Nt;
+    const st_backend *be = st_backend_get();
+    float *closs = a->losses + (N - Nt); /* compact losses at the end, spread below */
+    if (Nt > 0) {
+        ST_PROF("mm_lmhead_fwd", be->matmul_forward(a->logits, a->lnf, w->lm_head, NULL, Nt, C, V));
+        ST_PROF("xent_fused", be->crossentropy_fused(closs, a->logits, a->targets, a->dlosses, Nt, V));
+    }
+    /* spread the compact losses to their rows (front to back: rows[j] <= (N - Nt) + j) */
+    double sum = 0.0;
+    for (int n = 0, j = 0; n < N; n++) {
+        float l = 0.0f;
+        if (j < Nt && a->rows[j] == n) {
+            l = closs[j];
+            sum += (double)(mask ? mask[n] : 1.0f) * l;
+            j++;
+        }
+        a->losses[n] = l;
     }
     if (loss) *loss = (float)(sum / normaliser);
+    a->has_forward = 1;
     return ST_OK;
 }
 
@@ -61,13 +86,26 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
     if (!st_weights_fusable(c, g))
         return st_error(ST_ERR_ARG, "train backward: gradient buffer not in the flat layout");
 
-    /* head: logits -> dlogits in place, then lm_head and the final norm */
-    ST_PROF("xent_bwd", be->crossentropy_backward(a->logits, a->logits, a->targets, a->dlosses, N, V));
-    memset(a->dln, 0, NC * sizeof(float));
-    ST_PROF("mm_lmhead_bwd", be->matmul_backward(a->dln, g->lm_head, NULL, a->logits, a->lnf, w->lm_head, N, C, V));
+    /* head: d(logits) of the compact rows is in a->logits (st_train_forward); lm_head on those
+     * rows, then d(ln_f) spread back to [N, C] with zeros for the untrained rows (back to front:
+     * rows[j] >= j, so a moved row never lands on one still to be moved) */
+    const int Nt = a->n_rows;
+    memset(a->dln, 0, (size_t)Nt * C * sizeof(float));
+    if (Nt > 0)
+        ST_PROF("mm_lmhead_bwd", be->matmul_backward(a->dln, g->lm_head, NULL, a->logits, a->lnf,
+                                                     w->lm_head, Nt, C, V));
+    for (int n = N - 1, j = Nt - 1; n >= 0; n--) {
+        float *dst = a->dln + (size_t)n * C;
+        if (j >= 0 && a->rows[j] == n) {
+            if (j != n) memcpy(dst, a->dln + (size_t)j * C, (size_t)C * sizeof(float));
+            j--;
+        } else {
+            memset(dst, 0, (size_t)C * sizeof(float));
+        }
+    }
     memset(a->dres, 0, NC * sizeof(float));
     ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, g->norm, a->dln, a->x_final, w->norm, a->rstdf, N, C));
-    a->has_forward = 0; /* logits were overwritten */
+    a->has_forward = 0; /* one backward per forward (d(logits) and the compacted ln_f used) */
 
     for (int l = c->num_hidden_layers - 1; l >= 0; l--) {
         const st_layer_weights *Lw = &w->layers[l], *Lg = &g->layers[l];

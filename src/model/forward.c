@@ -49,6 +49,7 @@ static size_t acts_layout(const st_config *c, int N, int B, int T, int save, int
     TAKE(a->dlosses, n);
     TAKE(a->tokens, n);
     TAKE(a->targets, n);
+    TAKE(a->rows, n);
     TAKE(a->rope_cos, n * c->head_dim / 2);
     TAKE(a->rope_sin, n * c->head_dim / 2);
     TAKE(a->tmp, n * (C > HD ? C : HD));
@@ -95,8 +96,8 @@ st_status st_acts_alloc(const st_config *cfg, int B, int T, int save, int logits
     return ST_OK;
 }
 
-st_status st_acts_ensure_scratch(struct st_train_acts *a, int T) {
-    size_t need = st_attention_scratch_floats(T) * (size_t)omp_get_max_threads();
+st_status st_acts_ensure_scratch(struct st_train_acts *a, int T, int D) {
+    size_t need = st_attention_batch_scratch_floats(T, D) * (size_t)omp_get_max_threads();
     if (need <= a->att_scratch_floats) return ST_OK;
     st_free_aligned(a->att_scratch);
     a->att_scratch = st_alloc_aligned(need * sizeof(float));
@@ -141,7 +142,7 @@ st_status st_forward_core(const st_config *c, const st_weights *w, struct st_tra
         if (tokens[n] < 0 || tokens[n] >= V)
             return st_error(ST_ERR_ARG, "forward: token %d at position %d is outside [0, %d)",
                             tokens[n], n, V);
-    st_status s = st_acts_ensure_scratch(a, T);
+    st_status s = st_acts_ensure_scratch(a, T, D);
     if (s) return s;
     a->B = B;
     a->T = T;
@@ -180,7 +181,7 @@ st_status st_forward_core(const st_config *c, const st_weights *w, struct st_tra
         be->add_inplace(next, a->tmp, (size_t)N * C);
     }
     ST_PROF("rmsnorm_fwd", be->rmsnorm_forward(a->lnf, a->rstdf, a->x_final, w->norm, N, C, c->rms_norm_eps));
-    ST_PROF("mm_lmhead_fwd", be->matmul_forward(logits, a->lnf, w->lm_head, NULL, N, C, V));
+    if (logits) ST_PROF("mm_lmhead_fwd", be->matmul_forward(logits, a->lnf, w->lm_head, NULL, N, C, V));
     a->has_forward = 1;
     return ST_OK;
 }

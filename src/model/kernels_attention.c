@@ -125,8 +125,12 @@ void st_attention_head_backward(float *dq, float *dk, float *dv, const float *do
 
 void st_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int H, int KV,
                           int D, float *scratch) {
+    if (st_matmul_get_precision() == ST_MATMUL_BF16) {
+        st_attention_forward_bf16(out, lse, qkv, B, T, H, KV, D, scratch);
+        return;
+    }
     const int W = (H + 2 * KV) * D, rep = H / KV;
-    const size_t per = st_attention_scratch_floats(T);
+    const size_t per = st_attention_batch_scratch_floats(T, D);
 #pragma omp parallel for schedule(dynamic)
     for (int bh = 0; bh < B * H; bh++) {
         const int b = bh / H, h = bh % H, g = h / rep;
@@ -140,8 +144,12 @@ void st_attention_forward(float *out, float *lse, const float *qkv, int B, int T
 
 void st_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
                            const float *lse, int B, int T, int H, int KV, int D, float *scratch) {
+    if (st_matmul_get_precision() == ST_MATMUL_BF16) {
+        st_attention_backward_bf16(dqkv, dout, qkv, out, lse, B, T, H, KV, D, scratch);
+        return;
+    }
     const int W = (H + 2 * KV) * D, rep = H / KV;
-    const size_t per = st_attention_scratch_floats(T);
+    const size_t per = st_attention_batch_scratch_floats(T, D);
     /* one task per (b, kv head): the rep query heads sharing it accumulate into the same dk/dv */
 #pragma omp parallel for schedule(dynamic)
     for (int bg = 0; bg < B * KV; bg++) {

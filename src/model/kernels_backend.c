@@ -19,6 +19,7 @@ static const st_backend cpu = {
     .crossentropy_forward = st_crossentropy_forward,
     .crossentropy_backward = st_crossentropy_backward,
     .add_inplace = st_add_inplace,
+    .crossentropy_fused = st_crossentropy_fused,
 };
 
 static const st_backend *g_backend = &cpu;

@@ -36,7 +36,43 @@ static int g_n, g_next, g_broken;
 static uint16_t *g_a, *g_b, *g_c; /* bf16 scratch: activations / weights / second activations */
 static size_t g_acap, g_bcap, g_ccap;
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+/* 16 lanes per VCVTNEPS2BF16 (round to nearest even, NaN stays NaN; denormal inputs flush
+ * to zero, which no weight or activation here relies on) */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
+to_bf16_avx512(uint16_t *dst, const float *src, size_t n) {
+    const size_t nb = n / 16;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t b = 0; b < nb; b++)
+        _mm256_storeu_si256((__m256i *)(dst + 16 * b),
+                            (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + 16 * b)));
+    const size_t j = nb * 16;
+    if (j < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - j)) - 1);
+        _mm256_mask_storeu_epi16(dst + j, m,
+                                 (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + j)));
+    }
+}
+#define ST_MM_X86 1
+#else
+#define ST_MM_X86 0
+#endif
+
+static int g_isa = -1; /* 1: AVX512_BF16 conversion; set under g_mu */
+
 static void to_bf16(uint16_t *dst, const float *src, size_t n) {
+#if ST_MM_X86
+    if (g_isa < 0) {
+        __builtin_cpu_init();
+        g_isa = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl");
+    }
+    if (g_isa) {
+        to_bf16_avx512(dst, src, n);
+        return;
+    }
+#endif
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) {
         uint32_t u;

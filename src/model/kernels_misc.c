@@ -97,3 +97,55 @@ void st_add_inplace(float *x, const float *y, size_t n) {
 #pragma omp parallel for if (n > 65536)
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
+
+/* One row of st_crossentropy_fused: returns the loss, leaves g·(softmax - onehot) in l. */
+static float xent_row_fused(float *l, int t, float g, int V) {
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int i = 0; i < V; i++) mx = l[i] > mx ? l[i] : mx;
+    const float lt = l[t];
+    /* e = exp(l - max) stored in place; 16 fixed lanes of partial sums (a plain array, so the
+     * summation order is the same whether or not the compiler vectorises) */
+    float acc[16] = {0};
+    int i = 0;
+    for (; i + 16 <= V; i += 16) {
+        float *p = l + i;
+#pragma omp simd
+        for (int j = 0; j < 16; j++) {
+            const float e = st_fast_expf(p[j] - mx);
+            p[j] = e;
+            acc[j] += e;
+        }
+    }
+    double s = 0.0;
+    for (; i < V; i++) {
+        const float e = st_fast_expf(l[i] - mx);
+        l[i] = e;
+        s += (double)e;
+    }
+    for (int j = 0; j < 16; j++) s += (double)acc[j];
+    const float loss = mx + (float)log(s) - lt;
+    if (g == 0.0f) {
+        memset(l, 0, (size_t)V * sizeof *l);
+    } else {
+        const float k = (float)((double)g / s);
+#pragma omp simd
+        for (int v = 0; v < V; v++) l[v] *= k;
+        l[t] -= g;
+    }
+    return loss;
+}
+
+void st_crossentropy_fused(float *losses, float *logits, const int32_t *targets,
+                           const float *dlosses, int N, int V) {
+#pragma omp parallel for schedule(static) if (N > 1)
+    for (int n = 0; n < N; n++) {
+        float *l = logits + (size_t)n * V;
+        if (targets[n] < 0) {
+            losses[n] = 0.0f;
+            memset(l, 0, (size_t)V * sizeof *l);
+            continue;
+        }
+        losses[n] = xent_row_fused(l, targets[n], dlosses[n], V);
+    }
+}

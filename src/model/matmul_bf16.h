@@ -18,4 +18,13 @@ void st_mm_set_chunk_elems(size_t n);
 /* Row-major dnnl_sgemm; aborts on a dimension error (a programming bug). */
 void st_sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* Batched attention (kernels.h st_attention_forward/backward semantics) with bf16 products
+ * and fp32 softmax (kernels_attention_bf16.c); scratch: st_attention_batch_scratch_floats. */
+void st_attention_forward_bf16(float *out, float *lse, const float *qkv, int B, int T, int H,
+                               int KV, int D, float *scratch);
+void st_attention_backward_bf16(float *dqkv, const float *dout, const float *qkv,
+                                const float *out, const float *lse, int B, int T, int H, int KV,
+                                int D, float *scratch);
+/* Testing: 1 = use the portable bf16 GEMM even where avx512_bf16 exists; 0 = detect again. */
+void st_attention_bf16_force_portable(int on);
 #endif

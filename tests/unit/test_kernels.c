@@ -359,7 +359,7 @@ static void attention_case(int B, int T, int H, int KV, int D) {
     c.out = NULL;
     float *xf = to_f32(x, n), *Rf = to_f32(c.R, no), *out = malloc(no * sizeof *out);
     float *lse = malloc((size_t)B * H * T * sizeof *lse);
-    float *scratch = malloc(st_attention_scratch_floats(T) * omp_get_max_threads() * sizeof(float));
+    float *scratch = malloc(st_attention_batch_scratch_floats(T, D) * omp_get_max_threads() * sizeof(float));
     st_attention_forward(out, lse, xf, B, T, H, KV, D, scratch);
     CHECK_REL(out, ref, no, 1e-5, "attention forward");
     double *g = fd_grad(att_loss, x, n, &c);

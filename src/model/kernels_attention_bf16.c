@@ -1,0 +1,450 @@
+/* kernels_attention_bf16.c - the batched causal attention of kernels_attention.c with its
+ * products in bf16 (operands rounded to bf16 round-to-nearest-even, fp32 accumulation), used
+ * in ST_MATMUL_BF16 mode as PyTorch's CPU autocast does for matmul/bmm; scores, softmax, the
+ * log-sum-exp and dS = P∘(dP − rowsum(dO∘O)) stay fp32. Same blocking and flash-style
+ * recomputation as the fp32 path (QB query rows per block, P rebuilt from the saved lse).
+ *
+ * The products use one small GEMM, C[M,N] (+)= alpha · A[M,K] · B[K,N], with A bf16 row-major
+ * (k contiguous) and B in the "VNNI" pair layout B2[k/2][n][2] that AVX512_BF16's VDPBF16PS
+ * consumes (Intel SDM, VDPBF16PS: each fp32 lane += a0·b0 + a1·b1 over a bf16 pair). The
+ * AVX-512 micro-kernel (6 rows x 64 columns, masked column tails) is chosen at run time when
+ * the CPU has avx512_bf16; elsewhere a portable loop computes the same products (bf16-exact
+ * operands, fp32 accumulation, different summation order).
+ * The GEMM reads A's bf16 pairs through two strides, so dK += dSᵀ·Q and dV += Pᵀ·dO take
+ * their transposed A straight from the row-pair interleave of dS / P that the B side of VNNI
+ * needs anyway: no transposes, and dK/dV accumulate in place in dqkv (one task per KV group). */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "model/fastmath.h"
+#include "model/matmul_bf16.h"
+#include "safetune/kernels.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define ST_HAVE_X86 1
+#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#else
+#define ST_HAVE_X86 0
+#endif
+
+enum { QB = 64, MR = 6, NV = 4 };
+
+static int g_isa = -1; /* 1: AVX512_BF16 kernels, 0: portable; decided before the threads run */
+
+static inline uint16_t bf16_rne(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float bf16_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline size_t up2(size_t n) { return (n + 1) & ~(size_t)1; }
+static inline size_t up32(size_t n) { return (n + 31) & ~(size_t)31; }
+
+size_t st_attention_batch_scratch_floats(int T, int D) {
+    const size_t t = (size_t)(T > 0 ? T : 1), d = (size_t)(D > 0 ? D : 1);
+    const size_t t2 = up2(t), d2 = up2(d);
+    /* fp32: P and dP [QB, T] */
+    const size_t f32 = 2 * up32(QB * t);
+    /* bf16 (backward, the larger): K and V pair-packed along d, K along t; Q and dO blocks
+     * row-major and row-pair packed; P and dS row-pair interleaved, dS row-major */
+    const size_t b16 = 3 * up32(d2 * t2) + 4 * up32(QB * d2) + 3 * up32(QB * t2);
+    const size_t bf = f32 + (b16 + 1) / 2 + 16;
+    const size_t f = st_attention_scratch_floats(T);
+    return bf > f ? bf : f;
+}
+
+/* ---- the GEMM ---------------------------------------------------------------------------- */
+
+/* Portable: C = alpha·A·B (+ C when acc). A's k-pair kp of row i (two adjacent bf16) is at
+ * A + i·a_rs + kp·a_ks: row-major A [M, 2Kp] has (a_rs, a_ks) = (lda, 2); a pair-packed Aᵀ
+ * X2[kp][M][2] has (2, 2M). B2 [Kp][N][2] (ldb >= 2N). */
+static void bgemm_ref(int M, int N, int Kp, float alpha, const uint16_t *A, int a_rs, int a_ks,
+                      const uint16_t *B, int ldb, float *C, int ldc, int acc) {
+    for (int i = 0; i < M; i++) {
+        float *c = C + (size_t)i * ldc;
+        for (int j = 0; j < N; j++) {
+            float s = 0.0f;
+            for (int kp = 0; kp < Kp; kp++) {
+                const uint16_t *a = A + (size_t)i * a_rs + (size_t)kp * a_ks;
+                const uint16_t *b = B + (size_t)kp * ldb + 2 * j;
+                s += bf16_f32(a[0]) * bf16_f32(b[0]) + bf16_f32(a[1]) * bf16_f32(b[1]);
+            }
+            c[j] = acc ? c[j] + alpha * s : alpha * s;
+        }
+    }
+}
+
+#if ST_HAVE_X86
+static inline BF16_TARGET __attribute__((always_inline)) void
+ukernel(const int mr, const int nv, __mmask16 last, int Kp, float alpha, const uint16_t *A,
+        int a_rs, int a_ks, const uint16_t *B, int ldb, float *C, int ldc, int acc) {
+    __m512 c[MR][NV];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) c[r][v] = _mm512_setzero_ps();
+    for (int kp = 0; kp < Kp; kp++) {
+        const uint16_t *bp = B + (size_t)kp * ldb;
+        __m512i b[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            b[v] = v >= nv       ? _mm512_setzero_si512()
+                   : v == nv - 1 ? _mm512_maskz_loadu_epi32(last, bp + 32 * v)
+                                 : _mm512_loadu_si512(bp + 32 * v);
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) {
+            if (r >= mr) break;
+            int32_t ap;
+            memcpy(&ap, A + (size_t)r * a_rs + (size_t)kp * a_ks, 4);
+            const __m512i a = _mm512_set1_epi32(ap);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                if (v < nv) c[r][v] = _mm512_dpbf16_ps(c[r][v], (__m512bh)a, (__m512bh)b[v]);
+        }
+    }
+    const __m512 al = _mm512_set1_ps(alpha);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) {
+        if (r >= mr) break;
+        float *cr = C + (size_t)r * ldc;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            if (v >= nv) break;
+            const __mmask16 m = v == nv - 1 ? last : (__mmask16)0xffff;
+            __m512 x = _mm512_mul_ps(c[r][v], al);
+            if (acc) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, cr + 16 * v));
+            _mm512_mask_storeu_ps(cr + 16 * v, m, x);
+        }
+    }
+}
+
+#define UK(mr_, nv_)                                                                         \
+    ukernel(mr_, nv_, last, Kp, alpha, A + (size_t)i0 * a_rs, a_rs, a_ks, B + 2 * (size_t)j0, \
+            ldb, C + (size_t)i0 * ldc + j0, ldc, acc)
+
+static BF16_TARGET void bgemm_avx512(int M, int N, int Kp, float alpha, const uint16_t *A,
+                                     int a_rs, int a_ks, const uint16_t *B, int ldb, float *C,
+                                     int ldc, int acc) {
+    for (int j0 = 0; j0 < N; j0 += 16 * NV) {
+        const int n = N - j0 < 16 * NV ? N - j0 : 16 * NV;
+        const int nv = (n + 15) / 16;
+        const __mmask16 last = (__mmask16)(n - 16 * (nv - 1) == 16 ? 0xffff
+                                                                   : (1u << (n - 16 * (nv - 1))) - 1);
+        for (int i0 = 0; i0 < M; i0 += MR) {
+            const int mr = M - i0 < MR ? M - i0 : MR;
+            switch (mr * 8 + nv) {
+            case 6 * 8 + 4: UK(6, 4); break;
+            case 6 * 8 + 3: UK(6, 3); break;
+            case 6 * 8 + 2: UK(6, 2); break;
+            case 6 * 8 + 1: UK(6, 1); break;
+            case 5 * 8 + 4: UK(5, 4); break;
+            case 5 * 8 + 3: UK(5, 3); break;
+            case 5 * 8 + 2: UK(5, 2); break;
+            case 5 * 8 + 1: UK(5, 1); break;
+            case 4 * 8 + 4: UK(4, 4); break;
+            case 4 * 8 + 3: UK(4, 3); break;
+            case 4 * 8 + 2: UK(4, 2); break;
+            case 4 * 8 + 1: UK(4, 1); break;
+            case 3 * 8 + 4: UK(3, 4); break;
+            case 3 * 8 + 3: UK(3, 3); break;
+            case 3 * 8 + 2: UK(3, 2); break;
+            case 3 * 8 + 1: UK(3, 1); break;
+            case 2 * 8 + 4: UK(2, 4); break;
+            case 2 * 8 + 3: UK(2, 3); break;
+            case 2 * 8 + 2: UK(2, 2); break;
+            case 2 * 8 + 1: UK(2, 1); break;
+            case 1 * 8 + 4: UK(1, 4); break;
+            case 1 * 8 + 3: UK(1, 3); break;
+            case 1 * 8 + 2: UK(1, 2); break;
+            default: UK(1, 1); break;
+            }
+        }
+    }
+}
+#undef UK
+#endif
+
+
+static int use_avx512(void) {
+    if (g_isa < 0) {
+#if ST_HAVE_X86
+        __builtin_cpu_init();
+        g_isa = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#else
+        g_isa = 0;
+#endif
+    }
+    return g_isa;
+}
+
+void st_attention_bf16_force_portable(int on) { g_isa = on ? 0 : -1; }
+
+static void bgemm(int M, int N, int Kp, float alpha, const uint16_t *A, int a_rs, int a_ks,
+                  const uint16_t *B, int ldb, float *C, int ldc, int acc) {
+    if (M <= 0 || N <= 0) return;
+#if ST_HAVE_X86
+    if (use_avx512()) {
+        bgemm_avx512(M, N, Kp, alpha, A, a_rs, a_ks, B, ldb, C, ldc, acc);
+        return;
+    }
+#endif
+    bgemm_ref(M, N, Kp, alpha, A, a_rs, a_ks, B, ldb, C, ldc, acc);
+}
+
+/* ---- fp32 -> bf16 conversion (RNE), vectorised with AVX512_BF16 where present --------- */
+
+#if ST_HAVE_X86
+static BF16_TARGET void cvt_row_avx(uint16_t *dst, const float *src, int n) {
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        _mm256_storeu_si256((__m256i *)(dst + j), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + j)));
+    if (j < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - j)) - 1);
+        const __m256i v = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + j));
+        _mm256_mask_storeu_epi16(dst + j, m, v);
+    }
+}
+
+static BF16_TARGET void cvt_interleave_avx(uint16_t *dst, const float *r0, const float *r1, int n) {
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+        const __m256i a = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, r0 + j));
+        const __m256i b = r1 ? (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, r1 + j))
+                             : _mm256_setzero_si256();
+        const __m512i w = _mm512_or_si512(_mm512_cvtepu16_epi32(a),
+                                          _mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
+        _mm512_mask_storeu_epi32(dst + 2 * j, m, w);
+    }
+}
+#endif
+
+/* dst[j] = bf16(src[j]), j < n */
+static void cvt_row(uint16_t *dst, const float *src, int n) {
+#if ST_HAVE_X86
+    if (g_isa == 1) {
+        cvt_row_avx(dst, src, n);
+        return;
+    }
+#endif
+    for (int j = 0; j < n; j++) dst[j] = bf16_rne(src[j]);
+}
+
+/* dst[2j] = bf16(r0[j]), dst[2j+1] = bf16(r1[j]) (0 when r1 is NULL), j < n */
+static void cvt_interleave(uint16_t *dst, const float *r0, const float *r1, int n) {
+#if ST_HAVE_X86
+    if (g_isa == 1) {
+        cvt_interleave_avx(dst, r0, r1, n);
+        return;
+    }
+#endif
+    for (int j = 0; j < n; j++) {
+        dst[2 * j] = bf16_rne(r0[j]);
+        dst[2 * j + 1] = r1 ? bf16_rne(r1[j]) : 0;
+    }
+}
+
+/* ---- packing (every pad element written as 0) ------------------------------------------- */
+
+/* x [n, D] (stride ld) -> row-major bf16 [n, D2] (D2 = D rounded up to even). */
+static void pack_rows(uint16_t *dst, const float *x, int n, int D, int ld) {
+    const int D2 = (int)up2((size_t)D);
+    for (int i = 0; i < n; i++) {
+        uint16_t *o = dst + (size_t)i * D2;
+        cvt_row(o, x + (size_t)i * ld, D);
+        if (D2 > D) o[D] = 0;
+    }
+}
+
+/* x [n, D] (stride ld) -> pairs along d: dst[d/2][n][2] (B operand with k = d, columns = n).
+ * tmp: D2 bf16. */
+static void pack_pairs_d(uint16_t *dst, const float *x, int n, int D, int ld, uint16_t *tmp) {
+    const int D2 = (int)up2((size_t)D);
+    tmp[D2 - 1] = 0;
+    uint32_t *d32 = (uint32_t *)dst; /* dst is 64-byte aligned scratch */
+    for (int i = 0; i < n; i++) {
+        cvt_row(tmp, x + (size_t)i * ld, D);
+        for (int p = 0; p < D2 / 2; p++) {
+            uint32_t v;
+            memcpy(&v, tmp + 2 * p, 4);
+            d32[(size_t)p * n + i] = v;
+        }
+    }
+}
+
+/* x [n, D] (stride ld) -> pairs along rows: dst[i/2][D][2] for i < up2(n) (B operand with k =
+ * row, columns = d). */
+static void pack_pairs_rows(uint16_t *dst, const float *x, int n, int D, int ld) {
+    for (int i = 0; i < n; i += 2)
+        cvt_interleave(dst + (size_t)(i / 2) * 2 * D, x + (size_t)i * ld,
+                       i + 1 < n ? x + (size_t)(i + 1) * ld : NULL, D);
+}
+
+/* P [nq, nk] fp32 (stride ldp) -> row pairs interleaved: dst[i/2][nk][2] for i < up2(nq). */
+static void pack_interleave(uint16_t *dst, const float *P, int nq, int nk, int ldp) {
+    for (int i = 0; i < nq; i += 2)
+        cvt_interleave(dst + (size_t)(i / 2) * 2 * nk, P + (size_t)i * ldp,
+                       i + 1 < nq ? P + (size_t)(i + 1) * ldp : NULL, nk);
+}
+
+/* ---- forward ------------------------------------------------------------------------------ */
+
+typedef struct {
+    int T, D, D2, T2, W, HD, H, KV;
+    float scale;
+} geom;
+
+static geom make_geom(int T, int H, int KV, int D) {
+    geom g = {T, D, (int)up2((size_t)D), (int)up2((size_t)T), (H + 2 * KV) * D, H * D, H, KV,
+              1.0f / sqrtf((float)D)};
+    return g;
+}
+
+/* One (sequence, KV group): the H/KV query heads sharing K/V. */
+static void fwd_group(const geom *G, float *out, float *lse, const float *base, int g,
+                      float *scratch) {
+    const int T = G->T, D = G->D, D2 = G->D2, W = G->W, rep = G->H / G->KV;
+    float *S = scratch;
+    uint16_t *Kd = (uint16_t *)(scratch + up32((size_t)QB * T));
+    uint16_t *Vt = Kd + up32((size_t)D2 * G->T2);
+    uint16_t *Qb = Vt + up32((size_t)D2 * G->T2);
+    uint16_t *Pb = Qb + up32((size_t)QB * D2);
+    const float *k = base + (size_t)(G->H + g) * D, *v = base + (size_t)(G->H + G->KV + g) * D;
+    pack_pairs_d(Kd, k, T, D, W, Qb);
+    pack_pairs_rows(Vt, v, T, D, W);
+    for (int h = g * rep; h < (g + 1) * rep; h++) {
+        const float *q = base + (size_t)h * D;
+        float *o = out + (size_t)h * D, *ls = lse + (size_t)h * T;
+        for (int i0 = 0; i0 < T; i0 += QB) {
+            const int nq = T - i0 < QB ? T - i0 : QB, nk = i0 + nq, nk2 = (int)up2((size_t)nk);
+            pack_rows(Qb, q + (size_t)i0 * W, nq, D, W);
+            bgemm(nq, nk, D2 / 2, G->scale, Qb, D2, 2, Kd, 2 * T, S, nk, 0);
+            for (int i = 0; i < nq; i++) {
+                float *row = S + (size_t)i * nk;
+                uint16_t *pr = Pb + (size_t)i * nk2;
+                const int vis = i0 + i + 1;
+                float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+                for (int j = 0; j < vis; j++) mx = row[j] > mx ? row[j] : mx;
+                float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+                for (int j = 0; j < vis; j++) {
+                    row[j] = st_fast_expf(row[j] - mx);
+                    sum += row[j];
+                }
+                const float inv = 1.0f / sum;
+#pragma omp simd
+                for (int j = 0; j < vis; j++) row[j] *= inv;
+                cvt_row(pr, row, vis);
+                for (int j = vis; j < nk2; j++) pr[j] = 0;
+                ls[i0 + i] = mx + logf(sum);
+            }
+            bgemm(nq, D, nk2 / 2, 1.0f, Pb, nk2, 2, Vt, 2 * D, o + (size_t)i0 * G->HD, G->HD, 0);
+        }
+    }
+}
+
+void st_attention_forward_bf16(float *out, float *lse, const float *qkv, int B, int T, int H,
+                               int KV, int D, float *scratch) {
+    const geom G = make_geom(T, H, KV, D);
+    const size_t per = st_attention_batch_scratch_floats(T, D);
+    (void)use_avx512(); /* decided before the threads read it */
+#pragma omp parallel for schedule(dynamic)
+    for (int bg = 0; bg < B * KV; bg++) {
+        const int b = bg / KV, g = bg % KV;
+        fwd_group(&G, out + (size_t)b * T * G.HD, lse + (size_t)b * H * T,
+                  qkv + (size_t)b * T * G.W, g, scratch + per * omp_get_thread_num());
+    }
+}
+
+/* ---- backward ----------------------------------------------------------------------------- */
+
+static void bwd_group(const geom *G, float *dbase, const float *dout, const float *base,
+                      const float *out, const float *lse, int g, float *scratch) {
+    const int T = G->T, D = G->D, D2 = G->D2, T2 = G->T2, W = G->W, HD = G->HD;
+    const int rep = G->H / G->KV;
+    float *P = scratch, *dP = P + up32((size_t)QB * T);
+    uint16_t *Kd = (uint16_t *)(dP + up32((size_t)QB * T));
+    uint16_t *Vd = Kd + up32((size_t)D2 * T2), *Kt = Vd + up32((size_t)D2 * T2);
+    uint16_t *Qb = Kt + up32((size_t)D2 * T2), *dOb = Qb + up32((size_t)QB * D2);
+    uint16_t *Qp = dOb + up32((size_t)QB * D2), *dOp = Qp + up32((size_t)QB * D2);
+    uint16_t *Pv = dOp + up32((size_t)QB * D2), *dSv = Pv + up32((size_t)QB * T2);
+    uint16_t *dSb = dSv + up32((size_t)QB * T2);
+    const float *k = base + (size_t)(G->H + g) * D, *v = base + (size_t)(G->H + G->KV + g) * D;
+    float *dk = dbase + (size_t)(G->H + g) * D, *dv = dbase + (size_t)(G->H + G->KV + g) * D;
+    pack_pairs_d(Kd, k, T, D, W, Qb);
+    pack_pairs_d(Vd, v, T, D, W, Qb);
+    pack_pairs_rows(Kt, k, T, D, W);
+    for (int h = g * rep; h < (g + 1) * rep; h++) {
+        const float *q = base + (size_t)h * D, *o = out + (size_t)h * D;
+        const float *dO = dout + (size_t)h * D, *ls = lse + (size_t)h * T;
+        float *dq = dbase + (size_t)h * D;
+        for (int i0 = 0; i0 < T; i0 += QB) {
+            const int nq = T - i0 < QB ? T - i0 : QB, nq2 = (int)up2((size_t)nq);
+            const int nk = i0 + nq, nk2 = (int)up2((size_t)nk);
+            const float *qb = q + (size_t)i0 * W, *dob = dO + (size_t)i0 * HD;
+            pack_rows(Qb, qb, nq, D, W);
+            pack_rows(dOb, dob, nq, D, HD);
+            pack_pairs_rows(Qp, qb, nq, D, W);
+            pack_pairs_rows(dOp, dob, nq, D, HD);
+            /* P = exp(scale q kᵀ - lse), causal */
+            bgemm(nq, nk, D2 / 2, G->scale, Qb, D2, 2, Kd, 2 * T, P, nk, 0);
+            for (int i = 0; i < nq; i++) {
+                float *row = P + (size_t)i * nk;
+                const int vis = i0 + i + 1;
+                const float l = ls[i0 + i];
+#pragma omp simd
+                for (int j = 0; j < vis; j++) row[j] = st_fast_expf(row[j] - l);
+                for (int j = vis; j < nk; j++) row[j] = 0.0f;
+            }
+            /* dV += Pᵀ dO (Pᵀ read from P's row-pair interleave) ; dP = dO Vᵀ */
+            pack_interleave(Pv, P, nq, nk, nk);
+            bgemm(nk, D, nq2 / 2, 1.0f, Pv, 2, 2 * nk, dOp, 2 * D, dv, W, 1);
+            bgemm(nq, nk, D2 / 2, 1.0f, dOb, D2, 2, Vd, 2 * T, dP, nk, 0);
+            /* dS = P ∘ (dP - rowsum(dO ∘ O)) * scale */
+            for (int i = 0; i < nq; i++) {
+                const float *orow = o + (size_t)(i0 + i) * HD, *grow = dob + (size_t)i * HD;
+                float delta = 0.0f;
+#pragma omp simd reduction(+ : delta)
+                for (int d = 0; d < D; d++) delta += orow[d] * grow[d];
+                float *pr = P + (size_t)i * nk, *dr = dP + (size_t)i * nk;
+                uint16_t *sb = dSb + (size_t)i * nk2;
+#pragma omp simd
+                for (int j = 0; j < nk; j++) dr[j] = pr[j] * (dr[j] - delta) * G->scale;
+                cvt_row(sb, dr, nk);
+                if (nk2 > nk) sb[nk] = 0;
+            }
+            /* dQ += dS K ; dK += dSᵀ Q */
+            bgemm(nq, D, nk2 / 2, 1.0f, dSb, nk2, 2, Kt, 2 * D, dq + (size_t)i0 * W, W, 1);
+            pack_interleave(dSv, dP, nq, nk, nk);
+            bgemm(nk, D, nq2 / 2, 1.0f, dSv, 2, 2 * nk, Qp, 2 * D, dk, W, 1);
+        }
+    }
+}
+
+void st_attention_backward_bf16(float *dqkv, const float *dout, const float *qkv,
+                                const float *out, const float *lse, int B, int T, int H, int KV,
+                                int D, float *scratch) {
+    const geom G = make_geom(T, H, KV, D);
+    const size_t per = st_attention_batch_scratch_floats(T, D);
+    (void)use_avx512();
+#pragma omp parallel for schedule(dynamic)
+    for (int bg = 0; bg < B * KV; bg++) {
+        const int b = bg / KV, g = bg % KV;
+        bwd_group(&G, dqkv + (size_t)b * T * G.W, dout + (size_t)b * T * G.HD,
+                  qkv + (size_t)b * T * G.W, out + (size_t)b * T * G.HD, lse + (size_t)b * H * T,
+                  g, scratch + per * omp_get_thread_num());
+    }
+}
