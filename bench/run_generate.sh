@@ -15,16 +15,8 @@ PY=${SAFETUNE_PYTHON:-.venv/bin/python}
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 
 # --- BLAS for torch: system OpenBLAS, else a private copy unpacked from Debian's package ---
-OB=""
-for d in /usr/lib/x86_64-linux-gnu/openblas-pthread "$BUILD/openblas/usr/lib/x86_64-linux-gnu/openblas-pthread"; do
-  [ -z "$OB" ] && [ -e "$d/libblas.so.3" ] && OB=$(cd "$d" && pwd)
-done
-if [ -z "$OB" ] && command -v apt-get >/dev/null; then
-  mkdir -p "$BUILD/openblas" && (cd "$BUILD/openblas" && apt-get download -qq libopenblas0-pthread >/dev/null 2>&1 \
-    && dpkg -x libopenblas0-pthread_*.deb .) || true
-  d="$BUILD/openblas/usr/lib/x86_64-linux-gnu/openblas-pthread"
-  [ -e "$d/libblas.so.3" ] && OB=$(cd "$d" && pwd)
-fi
+. bench/torch_blas.sh
+OB=$(find_openblas "$BUILD")
 if [ -n "$OB" ]; then export LD_LIBRARY_PATH="$OB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 else echo "WARNING: no OpenBLAS found: torch uses netlib BLAS and the reference is far from its best" >&2; fi
 if grep -q avx512f /proc/cpuinfo; then

@@ -21,16 +21,8 @@ export OMP_WAIT_POLICY
 # PyTorch 1.13 from Debian does fp32 GEMM through libblas.so.3: make sure that is OpenBLAS
 # (the system's openblas-pthread, else a private copy of Debian's package, as run_generate.sh),
 # not the netlib reference BLAS (~50x slower). bf16 autocast goes to oneDNN.
-ob=""
-for d in /usr/lib/x86_64-linux-gnu/openblas-pthread "$root/build/openblas/usr/lib/x86_64-linux-gnu/openblas-pthread"; do
-  [ -z "$ob" ] && [ -e "$d/libblas.so.3" ] && ob=$(cd "$d" && pwd)
-done
-if [ -z "$ob" ] && command -v apt-get >/dev/null; then
-  mkdir -p "$root/build/openblas" && (cd "$root/build/openblas" && apt-get download -qq libopenblas0-pthread >/dev/null 2>&1 \
-    && dpkg -x libopenblas0-pthread_*.deb .) || true
-  d="$root/build/openblas/usr/lib/x86_64-linux-gnu/openblas-pthread"
-  [ -e "$d/libblas.so.3" ] && ob=$(cd "$d" && pwd)
-fi
+. "$root/bench/torch_blas.sh"
+ob=$(find_openblas "$root/build")
 if [ -n "$ob" ]; then LD_LIBRARY_PATH="$ob${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; export LD_LIBRARY_PATH
 else echo "WARNING: no OpenBLAS found: torch uses netlib BLAS and the reference is far from its best" >&2; fi
 # OpenBLAS picks kernels per OPENBLAS_CORETYPE; unless set, time a plain torch.mm with each

@@ -8,6 +8,7 @@
 #ifndef SAFETUNE_MODEL_FASTMATH_H
 #define SAFETUNE_MODEL_FASTMATH_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -34,6 +35,25 @@ static inline float st_fast_expf(float x) {
     float s;
     memcpy(&s, &sb, 4);
     return p * s;
+}
+
+/* Softmax of row[0..n) in place (max-shifted st_fast_expf, then normalised); returns the sum of
+ * the shifted exponentials and sets *max, so log-sum-exp = *max + log(sum). n >= 1. */
+static inline float st_softmax_inplace(float *row, int n, float *max) {
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < n; j++) {
+        row[j] = st_fast_expf(row[j] - mx);
+        sum += row[j];
+    }
+    const float inv = 1.0f / sum;
+#pragma omp simd
+    for (int j = 0; j < n; j++) row[j] *= inv;
+    *max = mx;
+    return sum;
 }
 
 /* fp32 -> bf16 (the high 16 bits), round to nearest even; NaN stays a (quiet) NaN. */

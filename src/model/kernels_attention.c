@@ -64,17 +64,8 @@ void st_attention_head_forward(float *out, float *lse, const float *q, const flo
         for (int i = 0; i < nq; i++) {
             float *row = S + (size_t)i * nk;
             const int vis = off + i0 + i + 1;
-            float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-            for (int j = 0; j < vis; j++) mx = row[j] > mx ? row[j] : mx;
-            float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-            for (int j = 0; j < vis; j++) {
-                row[j] = st_fast_expf(row[j] - mx);
-                sum += row[j];
-            }
-            const float inv = 1.0f / sum;
-            for (int j = 0; j < vis; j++) row[j] *= inv;
+            float mx;
+            const float sum = st_softmax_inplace(row, vis, &mx);
             for (int j = vis; j < nk; j++) row[j] = 0.0f;
             if (lse) lse[i0 + i] = mx + logf(sum);
         }

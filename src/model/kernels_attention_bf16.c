@@ -335,18 +335,8 @@ static void fwd_group(const geom *G, float *out, float *lse, const float *base, 
                 float *row = S + (size_t)i * nk;
                 uint16_t *pr = Pb + (size_t)i * nk2;
                 const int vis = i0 + i + 1;
-                float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-                for (int j = 0; j < vis; j++) mx = row[j] > mx ? row[j] : mx;
-                float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-                for (int j = 0; j < vis; j++) {
-                    row[j] = st_fast_expf(row[j] - mx);
-                    sum += row[j];
-                }
-                const float inv = 1.0f / sum;
-#pragma omp simd
-                for (int j = 0; j < vis; j++) row[j] *= inv;
+                float mx;
+                const float sum = st_softmax_inplace(row, vis, &mx);
                 cvt_row(pr, row, vis);
                 for (int j = vis; j < nk2; j++) pr[j] = 0;
                 ls[i0 + i] = mx + logf(sum);
