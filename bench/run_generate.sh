@@ -19,11 +19,11 @@ TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 OB=$(find_openblas "$BUILD")
 if [ -n "$OB" ]; then export LD_LIBRARY_PATH="$OB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 else echo "WARNING: no OpenBLAS found: torch uses netlib BLAS and the reference is far from its best" >&2; fi
-if grep -q avx512f /proc/cpuinfo; then
-  if grep -q avx512_bf16 /proc/cpuinfo; then export OPENBLAS_CORETYPE=Cooperlake; else export OPENBLAS_CORETYPE=SkylakeX; fi
-else
-  export OPENBLAS_CORETYPE=Haswell
+# OpenBLAS kernel set for torch: unless set, the fastest on a decode-step matmul (32 rows)
+if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+  OPENBLAS_CORETYPE=$(pick_coretype "$PY" bench/gemm_probe.py 32)
 fi
+export OPENBLAS_CORETYPE
 # OpenMP threads that spin at barriers (libgomp's default) collapse on a shared, oversubscribed
 # machine: 8.7 vs 31.7 tok/s measured here for safetune. Passive waiting for BOTH sides (torch's
 # intra-op pool is libgomp too); override with OMP_WAIT_POLICY=active on a dedicated machine.

@@ -28,16 +28,7 @@ else echo "WARNING: no OpenBLAS found: torch uses netlib BLAS and the reference 
 # OpenBLAS picks kernels per OPENBLAS_CORETYPE; unless set, time a plain torch.mm with each
 # candidate the CPU supports and keep the fastest.
 if [ -z "$OPENBLAS_CORETYPE" ]; then
-  cands=HASWELL
-  grep -q avx512f /proc/cpuinfo && cands="SKYLAKEX $cands"
-  grep -q avx512_bf16 /proc/cpuinfo && cands="COOPERLAKE $cands"
-  grep -q amx_bf16 /proc/cpuinfo && cands="SAPPHIRERAPIDS $cands"
-  best=0
-  for c in $cands; do
-    g=$(OPENBLAS_CORETYPE=$c "$py" "$root/bench/gemm_probe.py" 2>/dev/null || echo 0)
-    echo "torch.mm fp32 [1024x576]x[576x3072] with OPENBLAS_CORETYPE=$c: $g GFLOP/s"
-    if awk -v a="$g" -v b="$best" 'BEGIN { exit !(a > b) }'; then best=$g; OPENBLAS_CORETYPE=$c; fi
-  done
+  OPENBLAS_CORETYPE=$(pick_coretype "$py" "$root/bench/gemm_probe.py" 1024)
   export OPENBLAS_CORETYPE
 fi
 echo "# CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; torch BLAS: ${ob:-netlib};" \

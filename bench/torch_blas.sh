@@ -15,3 +15,20 @@ find_openblas() {
   fi
   return 0
 }
+
+# pick_coretype PY PROBE M: the OPENBLAS_CORETYPE (among those this CPU supports) under which
+# PROBE (bench/gemm_probe.py) measures the fastest fp32 torch.mm with M rows; prints it, and each
+# candidate's GFLOP/s on stderr.
+pick_coretype() {
+  _pc_cands=HASWELL
+  grep -q avx512f /proc/cpuinfo && _pc_cands="SKYLAKEX $_pc_cands"
+  grep -q avx512_bf16 /proc/cpuinfo && _pc_cands="COOPERLAKE $_pc_cands"
+  grep -q amx_bf16 /proc/cpuinfo && _pc_cands="SAPPHIRERAPIDS $_pc_cands"
+  _pc_best=0; _pc_pick=HASWELL
+  for _pc_c in $_pc_cands; do
+    _pc_g=$(OPENBLAS_CORETYPE=$_pc_c "$1" "$2" "$3" 2>/dev/null || echo 0)
+    echo "torch.mm fp32 [$3x576]x[576x3072] with OPENBLAS_CORETYPE=$_pc_c: $_pc_g GFLOP/s" >&2
+    if awk -v a="$_pc_g" -v b="$_pc_best" 'BEGIN { exit !(a > b) }'; then _pc_best=$_pc_g; _pc_pick=$_pc_c; fi
+  done
+  echo "$_pc_pick"
+}
