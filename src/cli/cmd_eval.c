@@ -147,7 +147,7 @@ static int eval_safety(int argc, char **argv) {
                          "--seed) through the model's chat template.",
                          opts, (int)(sizeof opts / sizeof opts[0]), 0, 0, NULL, 0};
     st_args args;
-    int rc = st_args_parse(&spec, argc, argv, &args);
+    int rc = st_args_parse(&spec, argc, argv, &args), made_out = 0;
     if (rc) return rc < 0 ? 0 : rc;
     rc = 1;
     if (prompts_alias && !bench) bench = prompts_alias;
@@ -180,6 +180,7 @@ static int eval_safety(int argc, char **argv) {
         }
     }
     if (st_refusal_new(&ro, list, &m)) goto fail;
+    made_out = access(out, F_OK) != 0;
     if (st_mkdir_p(out) != ST_OK) {
         st_error(ST_ERR_IO, "%s: cannot create output folder: %s", out, strerror(errno));
         goto fail;
@@ -294,6 +295,7 @@ fail:
     fprintf(stderr, "safetune eval safety: %s\n", st_last_error());
     rc = 1;
 out:
+    if (rc && made_out) rmdir(out); /* a failed run leaves no empty output folder (kept if it holds answers) */
     if (reasons)
         for (size_t i = 0; i < n; i++) free(reasons[i]);
     free(reasons);
@@ -373,7 +375,7 @@ static int eval_utility(int argc, char **argv) {
                          "--judge-url. Writes summary.json (+ truthfulqa_mc1.jsonl).",
                          opts, (int)(sizeof opts / sizeof opts[0]), 0, 0, NULL, 0};
     st_args args;
-    int rc = st_args_parse(&spec, argc, argv, &args);
+    int rc = st_args_parse(&spec, argc, argv, &args), made_out = 0;
     if (rc) return rc < 0 ? 0 : rc;
     rc = 1;
     st_model *m = NULL;
@@ -403,6 +405,7 @@ static int eval_utility(int argc, char **argv) {
         rc = st_args_fail(&spec, "--data-format %s: expected auto, alpaca, dolly, orca or messages", fmt);
         goto out;
     }
+    made_out = access(out, F_OK) != 0;
     if (st_mkdir_p(out) != ST_OK) {
         st_error(ST_ERR_IO, "%s: cannot create output folder: %s", out, strerror(errno));
         goto fail;
@@ -588,6 +591,7 @@ fail:
     fprintf(stderr, "safetune eval utility: %s\n", st_last_error());
     rc = 1;
 out:
+    if (rc && made_out) rmdir(out); /* a failed run leaves no empty output folder (kept if it holds answers) */
     if (gens) st_generations_free(gens, n_mt);
     free(gens);
     if (ids)

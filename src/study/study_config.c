@@ -573,7 +573,7 @@ st_status st_study_config_load(const char *preset, const char *config_path, st_s
         if (!pt) {
             stu_buf b = {0};
             for (size_t i = 0; st_study_preset_names[i]; i++) stu_printf(&b, "%s%s", i ? ", " : "", st_study_preset_names[i]);
-            s = st_error(ST_ERR_ARG, "study: unknown preset '%s' (known: %s)", preset, b.p ? b.p : "");
+            s = st_error(ST_ERR_ARG, "unknown preset '%s' (known: %s)", preset, b.p ? b.p : "");
             stu_buf_free(&b);
         }
         if (!s) s = parse_json(pt, psrc, &pj);
