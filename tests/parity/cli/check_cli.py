@@ -101,6 +101,7 @@ CASES = [  # (args, exit code, words in the first stderr line)
     (["train", "--model", gguf, "--data", good, "--out", WORK, "--batch-size", "0"], 2, ["--batch-size", "0"]),
     (["align", "--model", gguf, "--out", WORK, "--lr", "abc"], 2, ["--lr", "abc"]),
     (["study", "--preset", "quick", "--fake-stop-after", "x"], 2, ["--fake-stop-after", "x"]),
+    (["study", "--preset", "huge", "--dry-run"], 2, ["--preset", "huge", "quick"]),
     # runtime errors: bad or missing files
     (["info", os.path.join(WORK, "missing.gguf")], 1, ["missing.gguf", "no such file"]),
     (["info", gguf], 1, ["fake.gguf"]),
@@ -116,6 +117,10 @@ for args, rc, words in CASES:
     check(ok, "%s -> exit %d (want %d): %r" % (" ".join(args) or "(no args)", r.returncode, rc, first))
 r = run(["eval", "safety", "--responses", good, "--out", os.path.join(WORK, "o_good"), "--quiet"])
 check(r.returncode == 0, "eval safety on a good file -> exit %d" % r.returncode)
+# a failed eval leaves no output folder behind (the runtime-error cases above used WORK/o)
+check(not os.path.exists(os.path.join(WORK, "o")), "a failed eval safety left its --out folder")
+r = run(["eval", "utility", "--model", gguf, "--out", os.path.join(WORK, "o_util")])
+check(r.returncode == 1 and not os.path.exists(os.path.join(WORK, "o_util")), "a failed eval utility left its --out folder")
 
 # ---- --help of every subcommand: exit 0, each option's default ----
 NO_DEFAULT = {"model", "prompt", "prompts", "output", "data", "out", "resume", "responses", "judge-url",
