@@ -19,9 +19,16 @@ TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 OB=$(find_openblas "$BUILD")
 if [ -n "$OB" ]; then export LD_LIBRARY_PATH="$OB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 else echo "WARNING: no OpenBLAS found: torch uses netlib BLAS and the reference is far from its best" >&2; fi
-# OpenBLAS kernel set for torch: unless set, the fastest on a decode-step matmul (32 rows)
+# OpenBLAS kernel set for torch (unless set): the one with which the whole reference decode loop
+# ran fastest here. A single-matmul probe (pick_coretype in torch_blas.sh) is NOT used: at 32 rows
+# it preferred Haswell (171.6 vs 156.0 GFLOP/s), but the decode loop then ran at 199.1 tok/s vs
+# 242.6 with Cooperlake (same quiet minutes, 2026-11-30).
 if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
-  OPENBLAS_CORETYPE=$(pick_coretype "$PY" bench/gemm_probe.py 32)
+  if grep -q avx512f /proc/cpuinfo; then
+    if grep -q avx512_bf16 /proc/cpuinfo; then OPENBLAS_CORETYPE=Cooperlake; else OPENBLAS_CORETYPE=SkylakeX; fi
+  else
+    OPENBLAS_CORETYPE=Haswell
+  fi
 fi
 export OPENBLAS_CORETYPE
 # OpenMP threads that spin at barriers (libgomp's default) collapse on a shared, oversubscribed
