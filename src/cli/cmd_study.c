@@ -50,10 +50,11 @@ int cmd_study(int argc, char **argv) {
     if (!out && !dry && !print_cfg) return st_args_fail(&spec, "--out DIR is required (or use --dry-run)");
     st_study_config cfg;
     if (preset && !st_study_preset_json(preset)) { /* a bad option value: usage error */
-        st_study_config_load(preset, NULL, &cfg); /* for its message listing the known presets */
-        char msg[512];
-        snprintf(msg, sizeof msg, "--preset: %s", st_last_error());
-        return st_args_fail(&spec, "%s", msg);
+        char known[256] = "";
+        for (size_t i = 0; st_study_preset_names[i]; i++)
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "",
+                     st_study_preset_names[i]);
+        return st_args_fail(&spec, "--preset: unknown preset '%s' (known: %s)", preset, known);
     }
     if (st_study_config_load(preset, config, &cfg)) {
         fprintf(stderr, "safetune study: %s\n", st_last_error());
