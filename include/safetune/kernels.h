@@ -29,10 +29,25 @@ void st_matmul_forward(float *out, const float *in, const float *w, const float 
 /* din[M,K] += dout·W; dw[N,K] += doutᵀ·in; dbias[N] += Σ_rows dout. NULL outputs are skipped. */
 void st_matmul_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
                         const float *w, int M, int K, int N);
+/* bf16 products with operands the caller already holds in bf16 (training in ST_MATMUL_BF16
+ * mode; numerically the same as the fp32-operand calls in that mode). Forward: in16 [M,K] bf16.
+ * Backward: din [M,K] WRITTEN (not +=), dw [N,K] += (NULL skips either); dout given as fp32 or
+ * bf16 (dout16), in as fp32 or bf16 (in16): exactly one of each pair non-NULL. No bias (use
+ * st_matmul_backward with NULL din/dw for dbias). Falls back to fp32 sgemm on the widened bf16
+ * values where oneDNN has no bf16 matmul. */
+void st_matmul_forward_bf16(float *out, const uint16_t *in16, const float *w, const float *bias,
+                            int M, int K, int N);
+void st_matmul_backward_bf16(float *din, float *dw, const float *dout, const uint16_t *dout16,
+                             const float *in, const uint16_t *in16, const float *w, int M, int K,
+                             int N);
 
 /* ---- RMSNorm: out = x / sqrt(mean(x²) + eps) * w; saves rstd[N] ------------------------- */
 void st_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C,
                         float eps);
+/* As st_rmsnorm_forward with out [N,C] WRITTEN as bf16 (round-to-nearest-even of the fp32
+ * value st_rmsnorm_forward computes): the input of a bf16 matmul, stored half size. */
+void st_rmsnorm_forward_bf16(uint16_t *out, float *rstd, const float *x, const float *w, int N,
+                             int C, float eps);
 /* dx[N,C] += ..., dw[C] += Σ_rows dout·x·rstd (dw may be NULL). */
 void st_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
                          const float *rstd, int N, int C);
@@ -84,6 +99,10 @@ void st_attention_backward(float *dqkv, const float *dout, const float *qkv, con
 void st_swiglu_forward(float *out, const float *gu, int N, int I);
 /* dgu [N, 2I] accumulated. */
 void st_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int I);
+/* bf16 variants (the operands of bf16 matmuls): out [N,I] and dgu [N,2I] WRITTEN as the RNE
+ * bf16 of the fp32 values the fp32 kernels compute (dgu: of the gradient itself, not +=). */
+void st_swiglu_forward_bf16(uint16_t *out, const float *gu, int N, int I);
+void st_swiglu_backward_bf16(uint16_t *dgu, const float *dout, const float *gu, int N, int I);
 
 /* ---- token embedding: out[N,C] = table[tokens[n]] (tokens must be in [0, V)) ------------ */
 void st_embedding_forward(float *out, const int32_t *tokens, const float *table, int N, int C);
@@ -155,6 +174,16 @@ typedef struct {
                                   int);
     void (*add_inplace)(float *, const float *, size_t);
     void (*crossentropy_fused)(float *, float *, const int32_t *, const float *, int, int);
+    /* bf16-operand training path (ST_MATMUL_BF16 mode); NULL entries make the model code use
+     * the fp32-operand functions above */
+    void (*matmul_forward_bf16)(float *, const uint16_t *, const float *, const float *, int, int,
+                                int);
+    void (*matmul_backward_bf16)(float *, float *, const float *, const uint16_t *,
+                                 const float *, const uint16_t *, const float *, int, int, int);
+    void (*rmsnorm_forward_bf16)(uint16_t *, float *, const float *, const float *, int, int,
+                                 float);
+    void (*swiglu_forward_bf16)(uint16_t *, const float *, int, int);
+    void (*swiglu_backward_bf16)(uint16_t *, const float *, const float *, int, int);
 } st_backend;
 
 /* The CPU backend (oneDNN + OpenMP). */

@@ -54,12 +54,37 @@ to_bf16_avx512(uint16_t *dst, const float *src, size_t n) {
                                  (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + j)));
     }
 }
+/* one thread: the row converter of fused kernels */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
+to_bf16_avx512_serial(uint16_t *dst, const float *src, size_t n) {
+    size_t j = 0;
+    for (; j + 16 <= n; j += 16)
+        _mm256_storeu_si256((__m256i *)(dst + j),
+                            (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + j)));
+    if (j < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - j)) - 1);
+        _mm256_mask_storeu_epi16(dst + j, m,
+                                 (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + j)));
+    }
+}
 #define ST_MM_X86 1
 #else
 #define ST_MM_X86 0
 #endif
 
-static int g_isa = -1; /* 1: AVX512_BF16 conversion; set under g_mu */
+static int g_isa = -1; /* 1: AVX512_BF16 conversion */
+
+static inline uint16_t bf16_rne1(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest even */
+    return (uint16_t)(u >> 16);
+}
+
+static void to_bf16_scalar(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = bf16_rne1(src[i]);
+}
 
 static void to_bf16(uint16_t *dst, const float *src, size_t n) {
 #if ST_MM_X86
@@ -74,16 +99,7 @@ static void to_bf16(uint16_t *dst, const float *src, size_t n) {
     }
 #endif
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &src[i], 4);
-        if ((u & 0x7fffffffu) > 0x7f800000u) {
-            dst[i] = (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-        } else {
-            u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest even */
-            dst[i] = (uint16_t)(u >> 16);
-        }
-    }
+    for (size_t i = 0; i < n; i++) dst[i] = bf16_rne1(src[i]);
 }
 
 /* Memory descriptors of one product; dims follow oneDNN's src [m,k] · wei [k,n] = dst [m,n]. */
@@ -98,6 +114,11 @@ static int make_descs(entry *e) {
         dd[0] = M, dd[1] = N;
         break;
     case ST_MM_DIN: /* dout[M,N] · W[N,K] */
+        sd[0] = M, sd[1] = N, ss[0] = N, ss[1] = 1;
+        wd[0] = N, wd[1] = K, ws[0] = K, ws[1] = 1;
+        dd[0] = M, dd[1] = K;
+        break;
+    case ST_MM_DINW: /* as DIN, written */
         sd[0] = M, sd[1] = N, ss[0] = N, ss[1] = 1;
         wd[0] = N, wd[1] = K, ws[0] = K, ws[1] = 1;
         dd[0] = M, dd[1] = K;
@@ -125,7 +146,7 @@ static entry *get(int kind, int bf16, int M, int K, int N) {
     dnnl_post_ops_t po = NULL;
     int bad = make_descs(&e) || dnnl_matmul_desc_init(&md, &e.src, &e.wei, NULL, &e.dst) ||
               dnnl_primitive_attr_create(&attr);
-    if (!bad && kind != ST_MM_FWD) /* accumulate: dst = dst + src · wei */
+    if (!bad && kind != ST_MM_FWD && kind != ST_MM_DINW) /* accumulate: dst = dst + src · wei */
         bad = dnnl_post_ops_create(&po) || dnnl_post_ops_append_sum(po, 1.0f) ||
               dnnl_primitive_attr_set_post_ops(attr, po);
     if (!bad) bad = dnnl_primitive_desc_create(&pd, &md, attr, g_eng, NULL) != dnnl_success;
@@ -204,45 +225,90 @@ done:
     return rc;
 }
 
-int st_mm_backward(float *din, float *dw, const float *dout, const float *in, const float *w,
-                   int M, int K, int N, int bf16) {
+int st_mm_forward_b(float *out, const uint16_t *in, const float *w, int M, int K, int N) {
     if (M <= 0 || N <= 0 || K <= 0) return -1;
     int rc = -1;
     pthread_mutex_lock(&g_mu);
+    if (ready() && !grow(&g_b, &g_bcap, (size_t)N * K) && get(ST_MM_FWD, 1, M, K, N)) {
+        to_bf16(g_b, w, (size_t)N * K);
+        rc = exec(ST_MM_FWD, 1, M, K, N, in, g_b, out);
+    }
+    pthread_mutex_unlock(&g_mu);
+    return rc;
+}
+
+void st_bf16_row(uint16_t *dst, const float *src, size_t n) {
+#if ST_MM_X86
+    if (g_isa < 0) { /* benign race: every thread computes the same value */
+        __builtin_cpu_init();
+        g_isa = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl");
+    }
+    if (g_isa) {
+        to_bf16_avx512_serial(dst, src, n);
+        return;
+    }
+#endif
+    to_bf16_scalar(dst, src, n);
+}
+
+/* The backward products; dout16 / in16 (bf16, when given) replace dout / in and skip their
+ * conversion; din_write: din is written (no sum post-op) instead of accumulated. */
+static int bwd(float *din, float *dw, const float *dout, const uint16_t *dout16, const float *in,
+               const uint16_t *in16, const float *w, int M, int K, int N, int bf16,
+               int din_write) {
+    if (M <= 0 || N <= 0 || K <= 0) return -1;
+    const int kdin = din_write ? ST_MM_DINW : ST_MM_DIN;
+    int rc = -1;
+    pthread_mutex_lock(&g_mu);
     if (!ready()) goto done;
-    size_t rows = bf16 ? g_chunk_elems / (size_t)N : (size_t)M;
+    size_t rows = bf16 && !dout16 ? g_chunk_elems / (size_t)N : (size_t)M;
     if (rows < 1) rows = 1;
     if (rows > (size_t)M) rows = (size_t)M;
     const int tail = (int)((size_t)M % rows);
     /* make every primitive first: a failure then leaves the gradients untouched */
-    if ((din && !get(ST_MM_DIN, bf16, (int)rows, K, N)) ||
+    if ((din && !get(kdin, bf16, (int)rows, K, N)) ||
         (dw && !get(ST_MM_DW, bf16, (int)rows, K, N)) ||
-        (tail && din && !get(ST_MM_DIN, bf16, tail, K, N)) ||
+        (tail && din && !get(kdin, bf16, tail, K, N)) ||
         (tail && dw && !get(ST_MM_DW, bf16, tail, K, N)))
         goto done;
     if (!bf16) {
-        if (din) exec(ST_MM_DIN, 0, M, K, N, dout, w, din);
+        if (din) exec(kdin, 0, M, K, N, dout, w, din);
         if (dw) exec(ST_MM_DW, 0, M, K, N, dout, in, dw);
         rc = 0;
         goto done;
     }
-    if (grow(&g_a, &g_acap, rows * N) || (din && grow(&g_b, &g_bcap, (size_t)N * K)) ||
-        (dw && grow(&g_c, &g_ccap, rows * K)))
+    if ((!dout16 && grow(&g_a, &g_acap, rows * N)) ||
+        (din && grow(&g_b, &g_bcap, (size_t)N * K)) ||
+        (dw && !in16 && grow(&g_c, &g_ccap, rows * K)))
         goto done;
     if (din) to_bf16(g_b, w, (size_t)N * K);
     rc = 0;
     for (size_t m0 = 0; m0 < (size_t)M; m0 += rows) {
         const int mc = (int)((size_t)M - m0 < rows ? (size_t)M - m0 : rows);
-        to_bf16(g_a, dout + m0 * N, (size_t)mc * N);
-        if (din) exec(ST_MM_DIN, 1, mc, K, N, g_a, g_b, din + m0 * K);
+        const uint16_t *a16 = dout16 ? dout16 + m0 * N : g_a;
+        if (!dout16) to_bf16(g_a, dout + m0 * N, (size_t)mc * N);
+        if (din) exec(kdin, 1, mc, K, N, a16, g_b, din + m0 * K);
         if (dw) {
-            to_bf16(g_c, in + m0 * K, (size_t)mc * K);
-            exec(ST_MM_DW, 1, mc, K, N, g_a, g_c, dw);
+            const uint16_t *c16 = in16 ? in16 + m0 * K : g_c;
+            if (!in16) to_bf16(g_c, in + m0 * K, (size_t)mc * K);
+            exec(ST_MM_DW, 1, mc, K, N, a16, c16, dw);
         }
     }
 done:
     pthread_mutex_unlock(&g_mu);
     return rc;
+}
+
+int st_mm_backward(float *din, float *dw, const float *dout, const float *in, const float *w,
+                   int M, int K, int N, int bf16) {
+    return bwd(din, dw, dout, NULL, in, NULL, w, M, K, N, bf16, 0);
+}
+
+int st_mm_backward_b(float *din, float *dw, const float *dout, const uint16_t *dout16,
+                     const float *in, const uint16_t *in16, const float *w, int M, int K, int N) {
+    if ((!dout) == (!dout16) || (dw && (!in) == (!in16))) return -1;
+    return bwd(din, dw, dout, dout16, in, in16, w, M, K, N, 1, 1);
 }
 
 void st_mm_set_chunk_elems(size_t n) {

@@ -4,9 +4,11 @@
 #include "safetune/kernels.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "model/fastmath.h"
+#include "model/matmul_bf16.h"
 
 void st_swiglu_forward(float *out, const float *gu, int N, int I) {
 #pragma omp parallel for if ((size_t)N * I > 65536)
@@ -29,6 +31,46 @@ void st_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, i
             float s = 1.0f / (1.0f + st_fast_expf(-g[i]));
             dg[i] += d[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
             du[i] += d[i] * g[i] * s;
+        }
+    }
+}
+
+enum { SW_CH = 256 }; /* columns per fp32 staging chunk of the bf16 variants */
+
+void st_swiglu_forward_bf16(uint16_t *out, const float *gu, int N, int I) {
+    st_bf16_row(NULL, NULL, 0); /* ISA decided before the threads run */
+#pragma omp parallel for if ((size_t)N * I > 65536)
+    for (int n = 0; n < N; n++) {
+        const float *g = gu + (size_t)n * 2 * I, *u = g + I;
+        float o[SW_CH];
+        for (int i0 = 0; i0 < I; i0 += SW_CH) {
+            const int ni = I - i0 < SW_CH ? I - i0 : SW_CH;
+#pragma omp simd
+            for (int i = 0; i < ni; i++)
+                o[i] = g[i0 + i] / (1.0f + st_fast_expf(-g[i0 + i])) * u[i0 + i];
+            st_bf16_row(out + (size_t)n * I + i0, o, (size_t)ni);
+        }
+    }
+}
+
+void st_swiglu_backward_bf16(uint16_t *dgu, const float *dout, const float *gu, int N, int I) {
+    st_bf16_row(NULL, NULL, 0);
+#pragma omp parallel for if ((size_t)N * I > 65536)
+    for (int n = 0; n < N; n++) {
+        const float *g = gu + (size_t)n * 2 * I, *u = g + I, *d = dout + (size_t)n * I;
+        uint16_t *dg = dgu + (size_t)n * 2 * I, *du = dg + I;
+        float a[SW_CH], b[SW_CH];
+        for (int i0 = 0; i0 < I; i0 += SW_CH) {
+            const int ni = I - i0 < SW_CH ? I - i0 : SW_CH;
+#pragma omp simd
+            for (int i = 0; i < ni; i++) {
+                const float gi = g[i0 + i], ui = u[i0 + i], di = d[i0 + i];
+                float s = 1.0f / (1.0f + st_fast_expf(-gi));
+                a[i] = di * ui * s * (1.0f + gi * (1.0f - s));
+                b[i] = di * gi * s;
+            }
+            st_bf16_row(dg + i0, a, (size_t)ni);
+            st_bf16_row(du + i0, b, (size_t)ni);
         }
     }
 }

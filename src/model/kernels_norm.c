@@ -2,6 +2,9 @@
 #include "safetune/kernels.h"
 
 #include <math.h>
+#include <stdint.h>
+
+#include "model/matmul_bf16.h"
 
 void st_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C,
                         float eps) {
@@ -14,6 +17,26 @@ void st_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w,
         float r = (float)(1.0 / sqrt(ss / C + eps));
         if (rstd) rstd[n] = r;
         for (int i = 0; i < C; i++) o[i] = xr[i] * r * w[i];
+    }
+}
+
+void st_rmsnorm_forward_bf16(uint16_t *out, float *rstd, const float *x, const float *w, int N,
+                             int C, float eps) {
+    enum { CH = 256 };
+    st_bf16_row(NULL, NULL, 0); /* ISA decided before the threads run */
+#pragma omp parallel for if (N > 16)
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C;
+        double ss = 0.0;
+        for (int i = 0; i < C; i++) ss += (double)xr[i] * xr[i];
+        float r = (float)(1.0 / sqrt(ss / C + eps));
+        if (rstd) rstd[n] = r;
+        float o[CH]; /* the fp32 output of st_rmsnorm_forward, CH channels at a time */
+        for (int c0 = 0; c0 < C; c0 += CH) {
+            const int nc = C - c0 < CH ? C - c0 : CH;
+            for (int i = 0; i < nc; i++) o[i] = xr[c0 + i] * r * w[c0 + i];
+            st_bf16_row(out + (size_t)n * C + c0, o, (size_t)nc);
+        }
     }
 }
 
