@@ -44,10 +44,19 @@ void st_matmul_backward_bf16(float *din, float *dw, const float *dout, const uin
 /* ---- RMSNorm: out = x / sqrt(mean(x²) + eps) * w; saves rstd[N] ------------------------- */
 void st_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C,
                         float eps);
-/* As st_rmsnorm_forward with out [N,C] WRITTEN as bf16 (round-to-nearest-even of the fp32
- * value st_rmsnorm_forward computes): the input of a bf16 matmul, stored half size. */
+/* The bf16 training path's RMSNorm: out [N,C] WRITTEN as bf16 (round-to-nearest-even of the
+ * fp32 x·rstd·w), the input of a bf16 matmul stored half size; Σx² in 8 double lanes
+ * (vectorised, fixed order; rstd may differ from st_rmsnorm_forward's in the last bit). */
 void st_rmsnorm_forward_bf16(uint16_t *out, float *rstd, const float *x, const float *w, int N,
                              int C, float eps);
+/* Residual add fused in: xo = x + y (fp32, WRITTEN; may alias x), then
+ * st_rmsnorm_forward_bf16 of xo. One pass instead of copy + add + norm. */
+void st_residual_rmsnorm_forward_bf16(float *xo, uint16_t *out, float *rstd, const float *x,
+                                      const float *y, const float *w, int N, int C, float eps);
+/* As st_rmsnorm_backward with the per-row Σ dout·w·x in 8 double lanes (vectorised; the bf16
+ * training path's order, partner of st_rmsnorm_forward_bf16). */
+void st_rmsnorm_backward_bf16(float *dx, float *dw, const float *dout, const float *x,
+                              const float *w, const float *rstd, int N, int C);
 /* dx[N,C] += ..., dw[C] += Σ_rows dout·x·rstd (dw may be NULL). */
 void st_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
                          const float *rstd, int N, int C);
@@ -184,6 +193,10 @@ typedef struct {
                                  float);
     void (*swiglu_forward_bf16)(uint16_t *, const float *, int, int);
     void (*swiglu_backward_bf16)(uint16_t *, const float *, const float *, int, int);
+    void (*residual_rmsnorm_forward_bf16)(float *, uint16_t *, float *, const float *,
+                                          const float *, const float *, int, int, float);
+    void (*rmsnorm_backward_bf16)(float *, float *, const float *, const float *, const float *,
+                                  const float *, int, int);
 } st_backend;
 
 /* The CPU backend (oneDNN + OpenMP). */

@@ -133,9 +133,9 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
             ST_PROF("mm_gateup_bwd", be->matmul_backward(a->dln, Lg->gate_proj, NULL, a->dgu, A->ln2,
                                                          Lw->gate_proj, N, C, 2 * I));
         }
-        ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, Lg->post_attention_layernorm, a->dln,
-                                                    A->x_mid, Lw->post_attention_layernorm,
-                                                    A->rstd2, N, C));
+        ST_PROF("rmsnorm_bwd", (b16 ? be->rmsnorm_backward_bf16 : be->rmsnorm_backward)(
+                                   a->dres, Lg->post_attention_layernorm, a->dln, A->x_mid,
+                                   Lw->post_attention_layernorm, A->rstd2, N, C));
         /* attention: x_mid = x_in + o(attn(rope(qkv(ln1(x_in))))) */
         if (b16) {
             ST_PROF("mm_o_bwd", be->matmul_backward_bf16(a->datt, Lg->o_proj, a->dres, NULL, A->att, NULL, Lw->o_proj, N, HD, C));
@@ -155,8 +155,9 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
             memset(a->dln, 0, NC * sizeof(float));
             ST_PROF("mm_qkv_bwd", be->matmul_backward(a->dln, Lg->q_proj, Lg->q_bias, a->dqkv, A->ln1, Lw->q_proj, N, C, Wd));
         }
-        ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, Lg->input_layernorm, a->dln, A->x_in,
-                                                    Lw->input_layernorm, A->rstd1, N, C));
+        ST_PROF("rmsnorm_bwd", (b16 ? be->rmsnorm_backward_bf16 : be->rmsnorm_backward)(
+                                   a->dres, Lg->input_layernorm, a->dln, A->x_in,
+                                   Lw->input_layernorm, A->rstd1, N, C));
     }
     ST_PROF("embed_bwd", be->embedding_backward(g->embed_tokens, a->dres, a->tokens, N, C));
     return ST_OK;

@@ -25,6 +25,8 @@ static const st_backend cpu = {
     .rmsnorm_forward_bf16 = st_rmsnorm_forward_bf16,
     .swiglu_forward_bf16 = st_swiglu_forward_bf16,
     .swiglu_backward_bf16 = st_swiglu_backward_bf16,
+    .residual_rmsnorm_forward_bf16 = st_residual_rmsnorm_forward_bf16,
+    .rmsnorm_backward_bf16 = st_rmsnorm_backward_bf16,
 };
 
 static const st_backend *g_backend = &cpu;
