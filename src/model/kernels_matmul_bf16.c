@@ -6,7 +6,7 @@
  *   DW   dw[N,K]  += dout[M,N]ᵀ · in[M,K]        (dout read transposed through strides)
  * The matmul primitive beats dnnl_sgemm on the NN/TN backward shapes here (~100 vs ~70
  * GFLOP/s per core, fp32) and is oneDNN's bf16 path (avx512_bf16 / AMX where exposed).
- * bf16 backward works on row chunks of dout so the bf16 copy stays small for the lm_head
+ * bf16 backward works on column chunks of dout so the bf16 copy stays small for the lm_head
  * ([tokens, vocab]). Source: oneDNN developer guide, "Matrix Multiplication" primitive and
  * "Primitive Attributes: Post-ops" (sum), C API v2.x. */
 #include <oneapi/dnnl/dnnl.h>
@@ -19,7 +19,7 @@
 #include "safetune/base.h"
 
 enum { CACHE = 96 };
-/* bf16 backward: rows of dout per chunk so that a chunk holds at most this many elements */
+/* bf16 backward: columns of dout per chunk so that a chunk holds at most this many elements */
 static size_t g_chunk_elems = (size_t)16 << 20;
 
 typedef struct {
@@ -262,15 +262,19 @@ static int bwd(float *din, float *dw, const float *dout, const uint16_t *dout16,
     int rc = -1;
     pthread_mutex_lock(&g_mu);
     if (!ready()) goto done;
-    size_t rows = bf16 && !dout16 ? g_chunk_elems / (size_t)N : (size_t)M;
-    if (rows < 1) rows = 1;
-    if (rows > (size_t)M) rows = (size_t)M;
-    const int tail = (int)((size_t)M % rows);
+    /* bf16 with fp32 dout: column chunks dout[:, n0:n0+nc], so the bf16 copy stays small for
+     * the lm_head ([tokens, vocab]) while every product still runs over all M rows: dw's rows
+     * n0.. are written once, din (small) accumulates over the chunks */
+    size_t cols = bf16 && !dout16 ? g_chunk_elems / (size_t)M : (size_t)N;
+    if (cols < 1) cols = 1;
+    if (cols > (size_t)N) cols = (size_t)N;
+    const int tail = (int)((size_t)N % cols), multi = cols < (size_t)N;
     /* make every primitive first: a failure then leaves the gradients untouched */
-    if ((din && !get(kdin, bf16, (int)rows, K, N)) ||
-        (dw && !get(ST_MM_DW, bf16, (int)rows, K, N)) ||
-        (tail && din && !get(kdin, bf16, tail, K, N)) ||
-        (tail && dw && !get(ST_MM_DW, bf16, tail, K, N)))
+    if ((din && !get(kdin, bf16, M, K, (int)cols)) ||
+        (din && multi && !get(ST_MM_DIN, bf16, M, K, (int)cols)) ||
+        (dw && !get(ST_MM_DW, bf16, M, K, (int)cols)) ||
+        (tail && din && !get(ST_MM_DIN, bf16, M, K, tail)) ||
+        (tail && dw && !get(ST_MM_DW, bf16, M, K, tail)))
         goto done;
     if (!bf16) {
         if (din) exec(kdin, 0, M, K, N, dout, w, din);
@@ -278,22 +282,32 @@ static int bwd(float *din, float *dw, const float *dout, const uint16_t *dout16,
         rc = 0;
         goto done;
     }
-    if ((!dout16 && grow(&g_a, &g_acap, rows * N)) ||
+    if ((!dout16 && grow(&g_a, &g_acap, (size_t)M * cols)) ||
         (din && grow(&g_b, &g_bcap, (size_t)N * K)) ||
-        (dw && !in16 && grow(&g_c, &g_ccap, rows * K)))
+        (dw && !in16 && grow(&g_c, &g_ccap, (size_t)M * K)))
         goto done;
     if (din) to_bf16(g_b, w, (size_t)N * K);
+    const uint16_t *c16 = in16;
+    if (dw && !in16) {
+        to_bf16(g_c, in, (size_t)M * K);
+        c16 = g_c;
+    }
     rc = 0;
-    for (size_t m0 = 0; m0 < (size_t)M; m0 += rows) {
-        const int mc = (int)((size_t)M - m0 < rows ? (size_t)M - m0 : rows);
-        const uint16_t *a16 = dout16 ? dout16 + m0 * N : g_a;
-        if (!dout16) to_bf16(g_a, dout + m0 * N, (size_t)mc * N);
-        if (din) exec(kdin, 1, mc, K, N, a16, g_b, din + m0 * K);
-        if (dw) {
-            const uint16_t *c16 = in16 ? in16 + m0 * K : g_c;
-            if (!in16) to_bf16(g_c, in + m0 * K, (size_t)mc * K);
-            exec(ST_MM_DW, 1, mc, K, N, a16, c16, dw);
+    for (size_t n0 = 0; n0 < (size_t)N; n0 += cols) {
+        const int nc = (int)((size_t)N - n0 < cols ? (size_t)N - n0 : cols);
+        const uint16_t *a16 = dout16;
+        if (!dout16 && !multi) {
+            to_bf16(g_a, dout, (size_t)M * N);
+            a16 = g_a;
+        } else if (!dout16) {
+            st_bf16_row(NULL, NULL, 0); /* ISA decided before the threads run */
+#pragma omp parallel for schedule(static) if ((size_t)M * nc > 65536)
+            for (int m = 0; m < M; m++)
+                st_bf16_row(g_a + (size_t)m * nc, dout + (size_t)m * N + n0, (size_t)nc);
+            a16 = g_a;
         }
+        if (din) exec(n0 == 0 ? kdin : ST_MM_DIN, 1, M, K, nc, a16, g_b + n0 * K, din);
+        if (dw) exec(ST_MM_DW, 1, M, K, nc, a16, c16, dw + n0 * K);
     }
 done:
     pthread_mutex_unlock(&g_mu);

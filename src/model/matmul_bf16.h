@@ -10,14 +10,14 @@ enum { ST_MM_FWD = 0, ST_MM_DIN = 1, ST_MM_DW = 2, ST_MM_DINW = 3 /* DIN, writte
  * Returns 0, or -1 when oneDNN cannot do it here (caller falls back to dnnl_sgemm). */
 int st_mm_forward(float *out, const float *in, const float *w, int M, int K, int N, int bf16);
 /* din[M,K] += dout·W and dw[N,K] += doutᵀ·in (each skipped when NULL); bf16 as above (bf16
- * works on row chunks of dout). Returns 0, or -1 with nothing accumulated (fall back). */
+ * works on column chunks of dout). Returns 0, or -1 with nothing accumulated (fall back). */
 int st_mm_backward(float *din, float *dw, const float *dout, const float *in, const float *w,
                    int M, int K, int N, int bf16);
 /* bf16 forward with the activations already bf16: in16 [M,K] (RNE-rounded by the producer,
  * e.g. st_rmsnorm_forward_bf16); W converted per call. Returns 0, or -1 as st_mm_forward. */
 int st_mm_forward_b(float *out, const uint16_t *in16, const float *w, int M, int K, int N);
 /* bf16 backward, din[M,K] WRITTEN (not accumulated), dw[N,K] += doutᵀ·in. dout is given as
- * fp32 (dout, rounded here in row chunks) or bf16 (dout16), in likewise (in / in16; only read
+ * fp32 (dout, rounded here in column chunks) or bf16 (dout16), in likewise (in / in16; only read
  * when dw != NULL); exactly one of each pair non-NULL. Returns 0, or -1 with nothing written. */
 int st_mm_backward_b(float *din, float *dw, const float *dout, const uint16_t *dout16,
                      const float *in, const uint16_t *in16, const float *w, int M, int K, int N);
