@@ -279,6 +279,48 @@ static void cvt_interleave(uint16_t *dst, const float *r0, const float *r1, int 
     }
 }
 
+/* The first two passes of st_softmax_inplace (fastmath.h), same loops: row <- exp(row - max),
+ * returns Σ exp; the normalisation is left to cvt_row_scaled (one pass less). */
+static inline float softmax_exp(float *row, int n, float *max) {
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < n; j++) {
+        row[j] = st_fast_expf(row[j] - mx);
+        sum += row[j];
+    }
+    *max = mx;
+    return sum;
+}
+
+#if ST_HAVE_X86
+static BF16_TARGET void cvt_row_scaled_avx(uint16_t *dst, const float *src, int n, float k) {
+    const __m512 kv = _mm512_set1_ps(k);
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        _mm256_storeu_si256((__m256i *)(dst + j),
+                            (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(src + j), kv)));
+    if (j < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - j)) - 1);
+        const __m256i v = (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, src + j), kv));
+        _mm256_mask_storeu_epi16(dst + j, m, v);
+    }
+}
+#endif
+
+/* dst[j] = bf16(src[j] · k), j < n (the product rounded to fp32 first, as src[j] *= k would) */
+static void cvt_row_scaled(uint16_t *dst, const float *src, int n, float k) {
+#if ST_HAVE_X86
+    if (g_isa == 1) {
+        cvt_row_scaled_avx(dst, src, n, k);
+        return;
+    }
+#endif
+    for (int j = 0; j < n; j++) dst[j] = bf16_rne(src[j] * k);
+}
+
 /* ---- packing (every pad element written as 0) ------------------------------------------- */
 
 /* x [n, D] (stride ld) -> row-major bf16 [n, D2] (D2 = D rounded up to even). */
@@ -313,13 +355,6 @@ static void pack_pairs_rows(uint16_t *dst, const float *x, int n, int D, int ld)
     for (int i = 0; i < n; i += 2)
         cvt_interleave(dst + (size_t)(i / 2) * 2 * D, x + (size_t)i * ld,
                        i + 1 < n ? x + (size_t)(i + 1) * ld : NULL, D);
-}
-
-/* P [nq, nk] fp32 (stride ldp) -> row pairs interleaved: dst[i/2][nk][2] for i < up2(nq). */
-static void pack_interleave(uint16_t *dst, const float *P, int nq, int nk, int ldp) {
-    for (int i = 0; i < nq; i += 2)
-        cvt_interleave(dst + (size_t)(i / 2) * 2 * nk, P + (size_t)i * ldp,
-                       i + 1 < nq ? P + (size_t)(i + 1) * ldp : NULL, nk);
 }
 
 /* ---- forward ------------------------------------------------------------------------------ */
@@ -359,8 +394,8 @@ static void fwd_group(const geom *G, float *out, float *lse, const float *base, 
                 uint16_t *pr = Pb + (size_t)i * nk2;
                 const int vis = i0 + i + 1;
                 float mx;
-                const float sum = st_softmax_inplace(row, vis, &mx);
-                cvt_row(pr, row, vis);
+                const float sum = softmax_exp(row, vis, &mx);
+                cvt_row_scaled(pr, row, vis, 1.0f / sum); /* P = e / Σe, rounded once */
                 for (int j = vis; j < nk2; j++) pr[j] = 0;
                 ls[i0 + i] = mx + logf(sum);
             }
@@ -422,9 +457,11 @@ static void bwd_group(const geom *G, float *dbase, const float *dout, const floa
 #pragma omp simd
                 for (int j = 0; j < vis; j++) row[j] = st_fast_expf(row[j] - l);
                 for (int j = vis; j < nk; j++) row[j] = 0.0f;
+                if (i & 1) /* a finished row pair: its interleave while both rows are hot */
+                    cvt_interleave(Pv + (size_t)(i / 2) * 2 * nk, row - nk, row, nk);
             }
+            if (nq & 1) cvt_interleave(Pv + (size_t)(nq / 2) * 2 * nk, P + (size_t)(nq - 1) * nk, NULL, nk);
             /* dV += Pᵀ dO (Pᵀ read from P's row-pair interleave) ; dP = dO Vᵀ */
-            pack_interleave(Pv, P, nq, nk, nk);
             bgemm(nk, D, nq2 / 2, 1.0f, Pv, 2, 2 * nk, dOp, 2 * D, dv, W, 1, CZ_KS, i0);
             bgemm(nq, nk, D2 / 2, 1.0f, dOb, D2, 2, Vd, 2 * T, dP, nk, 0, CZ_N, i0);
             /* dS = P ∘ (dP - rowsum(dO ∘ O)) * scale */
@@ -441,11 +478,12 @@ static void bwd_group(const geom *G, float *dbase, const float *dout, const floa
                 for (int j = vis; j < nk; j++) dr[j] = 0.0f;
                 cvt_row(sb, dr, nk);
                 if (nk2 > nk) sb[nk] = 0;
+                if (i & 1) cvt_interleave(dSv + (size_t)(i / 2) * 2 * nk, dr - nk, dr, nk);
             }
+            if (nq & 1) cvt_interleave(dSv + (size_t)(nq / 2) * 2 * nk, dP + (size_t)(nq - 1) * nk, NULL, nk);
             /* dQ += dS K ; dK += dSᵀ Q */
             bgemm(nq, D, nk2 / 2, 1.0f, dSb, nk2, 2, Kt, 2 * D, dq + (size_t)i0 * W, W, 1, CZ_KE,
                   i0);
-            pack_interleave(dSv, dP, nq, nk, nk);
             bgemm(nk, D, nq2 / 2, 1.0f, dSv, 2, 2 * nk, Qp, 2 * D, dk, W, 1, CZ_KS, i0);
         }
     }
