@@ -32,14 +32,15 @@ void st_matmul_backward(float *din, float *dw, float *dbias, const float *dout, 
 /* bf16 products with operands the caller already holds in bf16 (training in ST_MATMUL_BF16
  * mode; numerically the same as the fp32-operand calls in that mode). Forward: in16 [M,K] bf16.
  * Backward: din [M,K] WRITTEN (not +=), dw [N,K] += (NULL skips either); dout given as fp32 or
- * bf16 (dout16), in as fp32 or bf16 (in16): exactly one of each pair non-NULL. No bias (use
+ * bf16 (dout16, row stride ld16 elements, 0 = N), in as fp32 or bf16 (in16): exactly one of
+ * each pair non-NULL. No bias (use
  * st_matmul_backward with NULL din/dw for dbias). Falls back to fp32 sgemm on the widened bf16
  * values where oneDNN has no bf16 matmul. */
 void st_matmul_forward_bf16(float *out, const uint16_t *in16, const float *w, const float *bias,
                             int M, int K, int N);
 void st_matmul_backward_bf16(float *din, float *dw, const float *dout, const uint16_t *dout16,
-                             const float *in, const uint16_t *in16, const float *w, int M, int K,
-                             int N);
+                             int ld16, const float *in, const uint16_t *in16, const float *w,
+                             int M, int K, int N);
 
 /* ---- RMSNorm: out = x / sqrt(mean(x²) + eps) * w; saves rstd[N] ------------------------- */
 void st_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C,
@@ -134,6 +135,11 @@ void st_crossentropy_backward(float *dlogits, const float *logits, const int32_t
  * partial sums of 16 lanes added in double in a fixed order (deterministic at any -O level). */
 void st_crossentropy_fused(float *losses, float *logits, const int32_t *targets,
                            const float *dlosses, int N, int V);
+/* As st_crossentropy_fused (same losses), with d(logits) of row n left as bf16 (RNE of the fp32
+ * values st_crossentropy_fused leaves) in place at (uint16_t *)(logits + n·V), i.e. a bf16
+ * [N, V] matrix with row stride 2V: the operand of the bf16 lm_head backward, no extra buffer. */
+void st_crossentropy_fused_bf16(float *losses, float *logits, const int32_t *targets,
+                                const float *dlosses, int N, int V);
 
 /* ---- elementwise ------------------------------------------------------------------------ */
 void st_add_inplace(float *x, const float *y, size_t n); /* x += y */
@@ -187,7 +193,7 @@ typedef struct {
      * the fp32-operand functions above */
     void (*matmul_forward_bf16)(float *, const uint16_t *, const float *, const float *, int, int,
                                 int);
-    void (*matmul_backward_bf16)(float *, float *, const float *, const uint16_t *,
+    void (*matmul_backward_bf16)(float *, float *, const float *, const uint16_t *, int,
                                  const float *, const uint16_t *, const float *, int, int, int);
     void (*rmsnorm_forward_bf16)(uint16_t *, float *, const float *, const float *, int, int,
                                  float);
@@ -197,6 +203,7 @@ typedef struct {
                                           const float *, const float *, int, int, float);
     void (*rmsnorm_backward_bf16)(float *, float *, const float *, const float *, const float *,
                                   const float *, int, int);
+    void (*crossentropy_fused_bf16)(float *, float *, const int32_t *, const float *, int, int);
 } st_backend;
 
 /* The CPU backend (oneDNN + OpenMP). */

@@ -55,7 +55,10 @@ st_status st_train_forward(const st_config *cfg, const st_weights *w, st_train_a
     float *closs = a->losses + (N - Nt); /* compact losses at the end, spread below */
     if (Nt > 0) {
         ST_PROF("mm_lmhead_fwd", be->matmul_forward(a->logits, a->lnf, w->lm_head, NULL, Nt, C, V));
-        ST_PROF("xent_fused", be->crossentropy_fused(closs, a->logits, a->targets, a->dlosses, Nt, V));
+        /* bf16 path: d(logits) left as bf16 in place (row stride 2V) for the lm_head backward */
+        ST_PROF("xent_fused", (a->bf16_acts ? be->crossentropy_fused_bf16
+                                                         : be->crossentropy_fused)(
+                                  closs, a->logits, a->targets, a->dlosses, Nt, V));
     }
     /* spread the compact losses to their rows (front to back: rows[j] <= (N - Nt) + j) */
     double sum = 0.0;
@@ -92,7 +95,8 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
     const int Nt = a->n_rows, b16 = a->bf16_acts;
     if (b16) {
         if (Nt > 0)
-            ST_PROF("mm_lmhead_bwd", be->matmul_backward_bf16(a->dln, g->lm_head, a->logits, NULL,
+            ST_PROF("mm_lmhead_bwd", be->matmul_backward_bf16(a->dln, g->lm_head, NULL,
+                                                              (const uint16_t *)a->logits, 2 * V,
                                                               a->lnf, NULL, w->lm_head, Nt, C, V));
     } else {
         memset(a->dln, 0, (size_t)Nt * C * sizeof(float));
@@ -119,10 +123,10 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
         /* MLP: x_out = x_mid + down(swiglu(gate|up(ln2(x_mid)))) */
         if (b16) { /* bf16 operands held by the forward; input gradients written */
             uint16_t *dgu16 = (uint16_t *)a->dgu;
-            ST_PROF("mm_down_bwd", be->matmul_backward_bf16(a->dh, Lg->down_proj, a->dres, NULL, NULL,
+            ST_PROF("mm_down_bwd", be->matmul_backward_bf16(a->dh, Lg->down_proj, a->dres, NULL, 0, NULL,
                                                             (const uint16_t *)A->hmlp, Lw->down_proj, N, I, C));
             ST_PROF("swiglu_bwd", be->swiglu_backward_bf16(dgu16, a->dh, A->gu, N, I));
-            ST_PROF("mm_gateup_bwd", be->matmul_backward_bf16(a->dln, Lg->gate_proj, NULL, dgu16, NULL,
+            ST_PROF("mm_gateup_bwd", be->matmul_backward_bf16(a->dln, Lg->gate_proj, NULL, dgu16, 0, NULL,
                                                               (const uint16_t *)A->ln2, Lw->gate_proj, N, C, 2 * I));
         } else {
             memset(a->dh, 0, (size_t)N * I * sizeof(float));
@@ -138,7 +142,7 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
                                    Lw->post_attention_layernorm, A->rstd2, N, C));
         /* attention: x_mid = x_in + o(attn(rope(qkv(ln1(x_in))))) */
         if (b16) {
-            ST_PROF("mm_o_bwd", be->matmul_backward_bf16(a->datt, Lg->o_proj, a->dres, NULL, A->att, NULL, Lw->o_proj, N, HD, C));
+            ST_PROF("mm_o_bwd", be->matmul_backward_bf16(a->datt, Lg->o_proj, a->dres, NULL, 0, A->att, NULL, Lw->o_proj, N, HD, C));
         } else {
             memset(a->datt, 0, (size_t)N * HD * sizeof(float));
             ST_PROF("mm_o_bwd", be->matmul_backward(a->datt, Lg->o_proj, NULL, a->dres, A->att, Lw->o_proj, N, HD, C));
@@ -148,7 +152,7 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
                                                    H, KV, D, a->att_scratch));
         ST_PROF("rope_bwd", be->rope_backward(a->dqkv, N, H + KV, D, Wd, a->rope_cos, a->rope_sin));
         if (b16) {
-            ST_PROF("mm_qkv_bwd", be->matmul_backward_bf16(a->dln, Lg->q_proj, a->dqkv, NULL, NULL,
+            ST_PROF("mm_qkv_bwd", be->matmul_backward_bf16(a->dln, Lg->q_proj, a->dqkv, NULL, 0, NULL,
                                                            (const uint16_t *)A->ln1, Lw->q_proj, N, C, Wd));
             if (Lg->q_bias) be->matmul_backward(NULL, NULL, Lg->q_bias, a->dqkv, NULL, NULL, N, C, Wd);
         } else {

@@ -117,7 +117,7 @@ int st_backend_bf16_ready(const st_backend *be) {
     return st_matmul_get_precision() == ST_MATMUL_BF16 && be->matmul_forward_bf16 &&
            be->matmul_backward_bf16 && be->rmsnorm_forward_bf16 && be->swiglu_forward_bf16 &&
            be->swiglu_backward_bf16 && be->residual_rmsnorm_forward_bf16 &&
-           be->rmsnorm_backward_bf16;
+           be->rmsnorm_backward_bf16 && be->crossentropy_fused_bf16;
 }
 
 int st_weights_fusable(const st_config *c, const st_weights *w) {

@@ -87,6 +87,18 @@ static float *widen(const uint16_t *x, size_t n) {
     return f;
 }
 
+/* widen of a [M, N] bf16 matrix with row stride ld */
+static float *widen_rows(const uint16_t *x, int M, int N, int ld) {
+    float *f = malloc((size_t)M * N * sizeof *f);
+    if (!f) return NULL;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            const uint32_t u = (uint32_t)x[(size_t)i * ld + j] << 16;
+            memcpy(&f[(size_t)i * N + j], &u, 4);
+        }
+    return f;
+}
+
 static void oom_abort(const char *what) {
     fprintf(stderr, "safetune: %s: out of memory for the fp32 fallback\n", what);
     abort();
@@ -109,11 +121,11 @@ void st_matmul_forward_bf16(float *out, const uint16_t *in16, const float *w, co
 }
 
 void st_matmul_backward_bf16(float *din, float *dw, const float *dout, const uint16_t *dout16,
-                             const float *in, const uint16_t *in16, const float *w, int M, int K,
-                             int N) {
+                             int ld16, const float *in, const uint16_t *in16, const float *w,
+                             int M, int K, int N) {
     if (!din && !dw) return;
-    if (st_mm_backward_b(din, dw, dout, dout16, in, in16, w, M, K, N) == 0) return;
-    float *d32 = dout16 ? widen(dout16, (size_t)M * N) : NULL;
+    if (st_mm_backward_b(din, dw, dout, dout16, ld16, in, in16, w, M, K, N) == 0) return;
+    float *d32 = dout16 ? widen_rows(dout16, M, N, ld16 > 0 ? ld16 : N) : NULL;
     float *i32 = dw && in16 ? widen(in16, (size_t)M * K) : NULL;
     if ((dout16 && !d32) || (dw && in16 && !i32)) oom_abort("matmul backward");
     if (din) memset(din, 0, (size_t)M * K * sizeof *din);

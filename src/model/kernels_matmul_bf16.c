@@ -23,7 +23,7 @@ enum { CACHE = 96 };
 static size_t g_chunk_elems = (size_t)16 << 20;
 
 typedef struct {
-    int kind, bf16, M, K, N;
+    int kind, bf16, M, K, N, ld; /* ld: row stride of the DIN / DW src (dout), 0 = N */
     dnnl_primitive_t prim;
     dnnl_memory_desc_t src, wei, dst;
 } entry;
@@ -105,7 +105,7 @@ static void to_bf16(uint16_t *dst, const float *src, size_t n) {
 /* Memory descriptors of one product; dims follow oneDNN's src [m,k] · wei [k,n] = dst [m,n]. */
 static int make_descs(entry *e) {
     const dnnl_data_type_t dt = e->bf16 ? dnnl_bf16 : dnnl_f32;
-    const int64_t M = e->M, K = e->K, N = e->N;
+    const int64_t M = e->M, K = e->K, N = e->N, ld = e->ld ? e->ld : e->N;
     dnnl_dims_t sd, ss, wd, ws, dd;
     switch (e->kind) {
     case ST_MM_FWD: /* [M,K] · W[N,K]ᵀ */
@@ -114,17 +114,17 @@ static int make_descs(entry *e) {
         dd[0] = M, dd[1] = N;
         break;
     case ST_MM_DIN: /* dout[M,N] · W[N,K] */
-        sd[0] = M, sd[1] = N, ss[0] = N, ss[1] = 1;
+        sd[0] = M, sd[1] = N, ss[0] = ld, ss[1] = 1;
         wd[0] = N, wd[1] = K, ws[0] = K, ws[1] = 1;
         dd[0] = M, dd[1] = K;
         break;
     case ST_MM_DINW: /* as DIN, written */
-        sd[0] = M, sd[1] = N, ss[0] = N, ss[1] = 1;
+        sd[0] = M, sd[1] = N, ss[0] = ld, ss[1] = 1;
         wd[0] = N, wd[1] = K, ws[0] = K, ws[1] = 1;
         dd[0] = M, dd[1] = K;
         break;
     default: /* DW: dout[M,N]ᵀ · in[M,K] */
-        sd[0] = N, sd[1] = M, ss[0] = 1, ss[1] = N;
+        sd[0] = N, sd[1] = M, ss[0] = 1, ss[1] = ld;
         wd[0] = M, wd[1] = K, ws[0] = K, ws[1] = 1;
         dd[0] = N, dd[1] = K;
         break;
@@ -134,12 +134,15 @@ static int make_descs(entry *e) {
            dnnl_memory_desc_init_by_tag(&e->dst, 2, dd, dnnl_f32, dnnl_ab);
 }
 
-static entry *get(int kind, int bf16, int M, int K, int N) {
+static entry *get(int kind, int bf16, int M, int K, int N, int ld) {
+    if (ld == N) ld = 0;
     for (int i = 0; i < g_n; i++) {
         entry *c = &g_cache[i];
-        if (c->kind == kind && c->bf16 == bf16 && c->M == M && c->K == K && c->N == N) return c;
+        if (c->kind == kind && c->bf16 == bf16 && c->M == M && c->K == K && c->N == N &&
+            c->ld == ld)
+            return c;
     }
-    entry e = {kind, bf16, M, K, N, NULL, {0}, {0}, {0}};
+    entry e = {kind, bf16, M, K, N, ld, NULL, {0}, {0}, {0}};
     dnnl_matmul_desc_t md;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_attr_t attr = NULL;
@@ -173,9 +176,9 @@ static int grow(uint16_t **buf, size_t *cap, size_t n) {
 /* Runs a product whose primitive get() already made; an execution failure after that is a
  * programming error (bad pointers/dims), so it aborts like st_sgemm rather than leave a
  * half-accumulated gradient behind. */
-static int exec(int kind, int bf16, int M, int K, int N, const void *src, const void *wei,
-                float *dst) {
-    entry *e = get(kind, bf16, M, K, N);
+static int exec(int kind, int bf16, int M, int K, int N, int ld, const void *src,
+                const void *wei, float *dst) {
+    entry *e = get(kind, bf16, M, K, N, ld);
     if (!e) return -1;
     int rc = -1;
     dnnl_memory_t ms = NULL, mw = NULL, md = NULL;
@@ -212,12 +215,12 @@ int st_mm_forward(float *out, const float *in, const float *w, int M, int K, int
     pthread_mutex_lock(&g_mu);
     if (!ready()) goto done;
     if (!bf16) {
-        rc = get(ST_MM_FWD, 0, M, K, N) ? exec(ST_MM_FWD, 0, M, K, N, in, w, out) : -1;
+        rc = get(ST_MM_FWD, 0, M, K, N, 0) ? exec(ST_MM_FWD, 0, M, K, N, 0, in, w, out) : -1;
     } else if (!grow(&g_a, &g_acap, (size_t)M * K) && !grow(&g_b, &g_bcap, (size_t)N * K)) {
-        if (get(ST_MM_FWD, 1, M, K, N)) {
+        if (get(ST_MM_FWD, 1, M, K, N, 0)) {
             to_bf16(g_a, in, (size_t)M * K);
             to_bf16(g_b, w, (size_t)N * K);
-            rc = exec(ST_MM_FWD, 1, M, K, N, g_a, g_b, out);
+            rc = exec(ST_MM_FWD, 1, M, K, N, 0, g_a, g_b, out);
         }
     }
 done:
@@ -229,9 +232,9 @@ int st_mm_forward_b(float *out, const uint16_t *in, const float *w, int M, int K
     if (M <= 0 || N <= 0 || K <= 0) return -1;
     int rc = -1;
     pthread_mutex_lock(&g_mu);
-    if (ready() && !grow(&g_b, &g_bcap, (size_t)N * K) && get(ST_MM_FWD, 1, M, K, N)) {
+    if (ready() && !grow(&g_b, &g_bcap, (size_t)N * K) && get(ST_MM_FWD, 1, M, K, N, 0)) {
         to_bf16(g_b, w, (size_t)N * K);
-        rc = exec(ST_MM_FWD, 1, M, K, N, in, g_b, out);
+        rc = exec(ST_MM_FWD, 1, M, K, N, 0, in, g_b, out);
     }
     pthread_mutex_unlock(&g_mu);
     return rc;
@@ -254,9 +257,9 @@ void st_bf16_row(uint16_t *dst, const float *src, size_t n) {
 
 /* The backward products; dout16 / in16 (bf16, when given) replace dout / in and skip their
  * conversion; din_write: din is written (no sum post-op) instead of accumulated. */
-static int bwd(float *din, float *dw, const float *dout, const uint16_t *dout16, const float *in,
-               const uint16_t *in16, const float *w, int M, int K, int N, int bf16,
-               int din_write) {
+static int bwd(float *din, float *dw, const float *dout, const uint16_t *dout16, int ld16,
+               const float *in, const uint16_t *in16, const float *w, int M, int K, int N,
+               int bf16, int din_write) {
     if (M <= 0 || N <= 0 || K <= 0) return -1;
     const int kdin = din_write ? ST_MM_DINW : ST_MM_DIN;
     int rc = -1;
@@ -269,16 +272,17 @@ static int bwd(float *din, float *dw, const float *dout, const uint16_t *dout16,
     if (cols < 1) cols = 1;
     if (cols > (size_t)N) cols = (size_t)N;
     const int tail = (int)((size_t)N % cols), multi = cols < (size_t)N;
+    const int ld = dout16 && ld16 > 0 ? ld16 : 0; /* multi never has dout16 */
     /* make every primitive first: a failure then leaves the gradients untouched */
-    if ((din && !get(kdin, bf16, M, K, (int)cols)) ||
-        (din && multi && !get(ST_MM_DIN, bf16, M, K, (int)cols)) ||
-        (dw && !get(ST_MM_DW, bf16, M, K, (int)cols)) ||
-        (tail && din && !get(ST_MM_DIN, bf16, M, K, tail)) ||
-        (tail && dw && !get(ST_MM_DW, bf16, M, K, tail)))
+    if ((din && !get(kdin, bf16, M, K, (int)cols, ld)) ||
+        (din && multi && !get(ST_MM_DIN, bf16, M, K, (int)cols, 0)) ||
+        (dw && !get(ST_MM_DW, bf16, M, K, (int)cols, ld)) ||
+        (tail && din && !get(ST_MM_DIN, bf16, M, K, tail, 0)) ||
+        (tail && dw && !get(ST_MM_DW, bf16, M, K, tail, 0)))
         goto done;
     if (!bf16) {
-        if (din) exec(kdin, 0, M, K, N, dout, w, din);
-        if (dw) exec(ST_MM_DW, 0, M, K, N, dout, in, dw);
+        if (din) exec(kdin, 0, M, K, N, 0, dout, w, din);
+        if (dw) exec(ST_MM_DW, 0, M, K, N, 0, dout, in, dw);
         rc = 0;
         goto done;
     }
@@ -306,8 +310,8 @@ static int bwd(float *din, float *dw, const float *dout, const uint16_t *dout16,
                 st_bf16_row(g_a + (size_t)m * nc, dout + (size_t)m * N + n0, (size_t)nc);
             a16 = g_a;
         }
-        if (din) exec(n0 == 0 ? kdin : ST_MM_DIN, 1, M, K, nc, a16, g_b + n0 * K, din);
-        if (dw) exec(ST_MM_DW, 1, M, K, nc, a16, c16, dw + n0 * K);
+        if (din) exec(n0 == 0 ? kdin : ST_MM_DIN, 1, M, K, nc, ld, a16, g_b + n0 * K, din);
+        if (dw) exec(ST_MM_DW, 1, M, K, nc, ld, a16, c16, dw + n0 * K);
     }
 done:
     pthread_mutex_unlock(&g_mu);
@@ -316,13 +320,13 @@ done:
 
 int st_mm_backward(float *din, float *dw, const float *dout, const float *in, const float *w,
                    int M, int K, int N, int bf16) {
-    return bwd(din, dw, dout, NULL, in, NULL, w, M, K, N, bf16, 0);
+    return bwd(din, dw, dout, NULL, 0, in, NULL, w, M, K, N, bf16, 0);
 }
 
-int st_mm_backward_b(float *din, float *dw, const float *dout, const uint16_t *dout16,
+int st_mm_backward_b(float *din, float *dw, const float *dout, const uint16_t *dout16, int ld16,
                      const float *in, const uint16_t *in16, const float *w, int M, int K, int N) {
-    if ((!dout) == (!dout16) || (dw && (!in) == (!in16))) return -1;
-    return bwd(din, dw, dout, dout16, in, in16, w, M, K, N, 1, 1);
+    if ((!dout) == (!dout16) || (dw && (!in) == (!in16)) || (ld16 && ld16 < N)) return -1;
+    return bwd(din, dw, dout, dout16, ld16, in, in16, w, M, K, N, 1, 1);
 }
 
 void st_mm_set_chunk_elems(size_t n) {

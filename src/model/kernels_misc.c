@@ -191,3 +191,64 @@ void st_crossentropy_fused(float *losses, float *logits, const int32_t *targets,
         losses[n] = xent_row_fused(l, targets[n], dlosses[n], V);
     }
 }
+
+/* st_crossentropy_fused with d(logits) left as bf16 in the first half of each row's own fp32
+ * slot. The rounding pass reads 16 fp32 values ahead of the 16 bf16 it writes, and bf16 [v]
+ * lies at bytes [2v, 2v+2) <= fp32 [v]'s: nothing is overwritten before it is read; the stores
+ * go through memcpy (char access), so they stay ordered after the float loads. */
+static float xent_row_fused_bf16(float *l, int t, float g, int V) {
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int i = 0; i < V; i++) mx = l[i] > mx ? l[i] : mx;
+    const float lt = l[t];
+    float acc[16] = {0}; /* the lanes of xent_row_fused, same order */
+    int i = 0;
+    for (; i + 16 <= V; i += 16) {
+        float *p = l + i;
+#pragma omp simd
+        for (int j = 0; j < 16; j++) {
+            const float e = st_fast_expf(p[j] - mx);
+            p[j] = e;
+            acc[j] += e;
+        }
+    }
+    double s = 0.0;
+    for (; i < V; i++) {
+        const float e = st_fast_expf(l[i] - mx);
+        l[i] = e;
+        s += (double)e;
+    }
+    for (int j = 0; j < 16; j++) s += (double)acc[j];
+    const float loss = mx + (float)log(s) - lt;
+    unsigned char *out = (unsigned char *)l;
+    if (g == 0.0f) {
+        memset(out, 0, (size_t)V * sizeof(uint16_t));
+        return loss;
+    }
+    const float k = (float)((double)g / s);
+    for (int v0 = 0; v0 < V; v0 += 16) {
+        const int n = V - v0 < 16 ? V - v0 : 16;
+        float f[16];
+        uint16_t h[16];
+        for (int j = 0; j < n; j++) f[j] = l[v0 + j] * k;
+        if (t >= v0 && t < v0 + n) f[t - v0] -= g;
+        st_bf16_row(h, f, (size_t)n);
+        memcpy(out + 2 * (size_t)v0, h, (size_t)n * sizeof *h);
+    }
+    return loss;
+}
+
+void st_crossentropy_fused_bf16(float *losses, float *logits, const int32_t *targets,
+                                const float *dlosses, int N, int V) {
+    st_bf16_row(NULL, NULL, 0); /* ISA decided before the threads run */
+#pragma omp parallel for schedule(static) if (N > 1)
+    for (int n = 0; n < N; n++) {
+        float *l = logits + (size_t)n * V;
+        if (targets[n] < 0) {
+            losses[n] = 0.0f;
+            memset(l, 0, (size_t)V * sizeof(uint16_t));
+            continue;
+        }
+        losses[n] = xent_row_fused_bf16(l, targets[n], dlosses[n], V);
+    }
+}

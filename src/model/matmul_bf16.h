@@ -17,9 +17,10 @@ int st_mm_backward(float *din, float *dw, const float *dout, const float *in, co
  * e.g. st_rmsnorm_forward_bf16); W converted per call. Returns 0, or -1 as st_mm_forward. */
 int st_mm_forward_b(float *out, const uint16_t *in16, const float *w, int M, int K, int N);
 /* bf16 backward, din[M,K] WRITTEN (not accumulated), dw[N,K] += doutᵀ·in. dout is given as
- * fp32 (dout, rounded here in column chunks) or bf16 (dout16), in likewise (in / in16; only read
- * when dw != NULL); exactly one of each pair non-NULL. Returns 0, or -1 with nothing written. */
-int st_mm_backward_b(float *din, float *dw, const float *dout, const uint16_t *dout16,
+ * fp32 (dout, rounded here in column chunks) or bf16 (dout16, row stride ld16 >= N; 0 = N),
+ * in likewise (in / in16; only read when dw != NULL); exactly one of each pair non-NULL.
+ * Returns 0, or -1 with nothing written. */
+int st_mm_backward_b(float *din, float *dw, const float *dout, const uint16_t *dout16, int ld16,
                      const float *in, const uint16_t *in16, const float *w, int M, int K, int N);
 /* dst[i] = bf16(src[i]) (RNE, the rounding of every bf16 product here), one thread; call it
  * once with n = 0 before a parallel region (it detects the ISA on first use). */

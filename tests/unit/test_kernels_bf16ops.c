@@ -221,7 +221,7 @@ static void mm_case(int M, int K, int N) {
         const int d16 = form & 1, i16 = form >> 1;
         for (size_t i = 0; i < (size_t)M * K; i++) din[i] = 1e30f;
         memcpy(dw, dw0, (size_t)N * K * 4);
-        st_matmul_backward_bf16(din, dw, d16 ? NULL : dout, d16 ? dout16 : NULL, i16 ? NULL : in,
+        st_matmul_backward_bf16(din, dw, d16 ? NULL : dout, d16 ? dout16 : NULL, 0, i16 ? NULL : in,
                                 i16 ? in16 : NULL, w, M, K, N);
         const double ed = rel(din, rdin, (size_t)M * K), ew = rel(dw, rdw, (size_t)N * K);
         if (!(ed < 1e-5 && ew < 1e-5))
@@ -231,16 +231,28 @@ static void mm_case(int M, int K, int N) {
     }
     /* din only / dw only */
     for (size_t i = 0; i < (size_t)M * K; i++) din[i] = 1e30f;
-    st_matmul_backward_bf16(din, NULL, NULL, dout16, NULL, NULL, w, M, K, N);
+    st_matmul_backward_bf16(din, NULL, NULL, dout16, 0, NULL, NULL, w, M, K, N);
     for (size_t i = 0; i < (size_t)M * K; i++) assert_true(din[i] == din2[i]);
     memcpy(dw, dw0, (size_t)N * K * 4);
-    st_matmul_backward_bf16(NULL, dw, dout, NULL, NULL, in16, w, M, K, N);
+    st_matmul_backward_bf16(NULL, dw, dout, NULL, 0, NULL, in16, w, M, K, N);
     assert_memory_equal(dw, dw2, (size_t)N * K * 4);
-    /* fp32 dout in row chunks (the lm_head path): each chunk writes its rows of din */
+    /* bf16 dout with a row stride (the lm_head's in-place d(logits): stride 2N) */
+    {
+        uint16_t *wide = malloc((size_t)M * 2 * N * 2);
+        for (size_t i = 0; i < (size_t)M * 2 * N; i++) wide[i] = 0x7fc0; /* NaN padding */
+        for (int i = 0; i < M; i++) memcpy(wide + (size_t)i * 2 * N, dout16 + (size_t)i * N, (size_t)N * 2);
+        for (size_t i = 0; i < (size_t)M * K; i++) din[i] = 1e30f;
+        memcpy(dw, dw0, (size_t)N * K * 4);
+        st_matmul_backward_bf16(din, dw, NULL, wide, 2 * N, in, NULL, w, M, K, N);
+        for (size_t i = 0; i < (size_t)M * K; i++) assert_true(din[i] == din2[i]);
+        assert_memory_equal(dw, dw2, (size_t)N * K * 4);
+        free(wide);
+    }
+    /* fp32 dout in column chunks (the lm_head path): each chunk writes its rows of din */
     st_mm_set_chunk_elems((size_t)N * 3);
     for (size_t i = 0; i < (size_t)M * K; i++) din[i] = 1e30f;
     memcpy(dw, dw0, (size_t)N * K * 4);
-    st_matmul_backward_bf16(din, dw, dout, NULL, in, NULL, w, M, K, N);
+    st_matmul_backward_bf16(din, dw, dout, NULL, 0, in, NULL, w, M, K, N);
     st_mm_set_chunk_elems(0);
     if (!(rel(din, rdin, (size_t)M * K) < 1e-5 && rel(dw, rdw, (size_t)N * K) < 1e-5))
         fail_msg("bf16 matmul bwd chunked: din %.3g dw %.3g", rel(din, rdin, (size_t)M * K),
@@ -255,6 +267,34 @@ static void test_matmul_bf16_operands(void **state) {
     (void)state;
     mm_case(37, 70, 45); /* odd sizes: the 3-row chunks leave a tail */
     mm_case(64, 32, 96);
+}
+
+/* ---- cross-entropy with bf16 d(logits) in place ------------------------------------------ */
+
+static void test_xent_fused_bf16(void **state) {
+    (void)state;
+    const int N = 6, Vs[] = {49, 1000}; /* a partial 16-chunk; V > 2·16 */
+    for (int k = 0; k < 2; k++) {
+        const int V = Vs[k];
+        const size_t nv = (size_t)N * V;
+        int32_t t[6] = {3, -1, 0, V - 1, 17 % V, 5};
+        float w[6] = {0.5f, 1.0f, 0.0f, 2.0f, 1.0f, 0.25f}; /* row 2: weight 0 */
+        float *x = rand_f32(nv, 3.0), *a = malloc(nv * 4), *b = malloc(nv * 4);
+        float la[6], lb[6];
+        memcpy(a, x, nv * 4);
+        memcpy(b, x, nv * 4);
+        st_crossentropy_fused(la, a, t, w, N, V);
+        st_crossentropy_fused_bf16(lb, b, t, w, N, V);
+        assert_memory_equal(la, lb, sizeof la);
+        for (int n = 0; n < N; n++) {
+            const uint16_t *row = (const uint16_t *)(b + (size_t)n * V);
+            for (int v = 0; v < V; v++)
+                if (row[v] != rne(a[(size_t)n * V + v]))
+                    fail_msg("xent bf16 V=%d row %d col %d: 0x%04x vs rne(%.9g)", V, n, v, row[v],
+                             a[(size_t)n * V + v]);
+        }
+        free(x); free(a); free(b);
+    }
 }
 
 /* ---- a whole training step --------------------------------------------------------------- */
@@ -331,6 +371,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm_backward_bf16),
         cmocka_unit_test(test_swiglu_bf16),
         cmocka_unit_test(test_matmul_bf16_operands),
+        cmocka_unit_test(test_xent_fused_bf16),
         cmocka_unit_test(test_train_step_bf16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
