@@ -193,9 +193,10 @@ void st_crossentropy_fused(float *losses, float *logits, const int32_t *targets,
 }
 
 /* st_crossentropy_fused with d(logits) left as bf16 in the first half of each row's own fp32
- * slot. The rounding pass reads 16 fp32 values ahead of the 16 bf16 it writes, and bf16 [v]
- * lies at bytes [2v, 2v+2) <= fp32 [v]'s: nothing is overwritten before it is read; the stores
- * go through memcpy (char access), so they stay ordered after the float loads. */
+ * slot. The rounding pass reads a chunk of fp32 values [v0, v0+CH) before writing their bf16,
+ * which lands on bytes [2·v0, 2·v0 + 2·CH), i.e. fp32 elements below v0 + CH already read:
+ * nothing is overwritten before it is read; the stores go through memcpy (char access), so
+ * they stay ordered after the float loads. */
 static float xent_row_fused_bf16(float *l, int t, float g, int V) {
     float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
@@ -226,10 +227,12 @@ static float xent_row_fused_bf16(float *l, int t, float g, int V) {
         return loss;
     }
     const float k = (float)((double)g / s);
-    for (int v0 = 0; v0 < V; v0 += 16) {
-        const int n = V - v0 < 16 ? V - v0 : 16;
-        float f[16];
-        uint16_t h[16];
+    enum { CH = 256 };
+    for (int v0 = 0; v0 < V; v0 += CH) {
+        const int n = V - v0 < CH ? V - v0 : CH;
+        float f[CH];
+        uint16_t h[CH];
+#pragma omp simd
         for (int j = 0; j < n; j++) f[j] = l[v0 + j] * k;
         if (t >= v0 && t < v0 + n) f[t - v0] -= g;
         st_bf16_row(h, f, (size_t)n);
