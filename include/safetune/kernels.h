@@ -73,6 +73,11 @@ void st_rope_forward(float *x, int N, int n_heads, int D, int stride, const floa
 /* In place: dx <- Rᵀ dx (the inverse rotation). */
 void st_rope_backward(float *dx, int N, int n_heads, int D, int stride, const float *cos_,
                       const float *sin_);
+/* bf16 training path: out [N, stride] WRITTEN as the bf16 (RNE) of st_rope_backward's result
+ * on dx (the first n_heads heads of each row rotated, the rest of the row as is); dx is only
+ * read. D <= 1024. The operand of the bf16 q|k|v backward matmul. */
+void st_rope_backward_bf16(uint16_t *out, const float *dx, int N, int n_heads, int D, int stride,
+                           const float *cos_, const float *sin_);
 
 /* ---- causal attention ------------------------------------------------------------------- */
 /* One head of one sequence: q [Tq, D] (row stride q_stride), k/v [Tk, D] (kv_stride), query i
@@ -204,6 +209,9 @@ typedef struct {
     void (*rmsnorm_backward_bf16)(float *, float *, const float *, const float *, const float *,
                                   const float *, int, int);
     void (*crossentropy_fused_bf16)(float *, float *, const int32_t *, const float *, int, int);
+    /* optional (NULL: rope_backward in place, then the matmul rounds dqkv itself) */
+    void (*rope_backward_bf16)(uint16_t *, const float *, int, int, int, int, const float *,
+                               const float *);
 } st_backend;
 
 /* The CPU backend (oneDNN + OpenMP). */

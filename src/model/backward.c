@@ -150,14 +150,22 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
         memset(a->dqkv, 0, (size_t)N * Wd * sizeof(float));
         ST_PROF("attn_bwd", be->attention_backward(a->dqkv, a->datt, A->qkv, A->att, A->lse, B, T,
                                                    H, KV, D, a->att_scratch));
-        ST_PROF("rope_bwd", be->rope_backward(a->dqkv, N, H + KV, D, Wd, a->rope_cos, a->rope_sin));
-        if (b16) {
-            ST_PROF("mm_qkv_bwd", be->matmul_backward_bf16(a->dln, Lg->q_proj, a->dqkv, NULL, 0, NULL,
+        if (b16 && !Lg->q_bias && be->rope_backward_bf16) {
+            /* RoPE backward writes the bf16 d(qkv) the matmul needs (into the free dgu) */
+            uint16_t *dqkv16 = (uint16_t *)a->dgu;
+            ST_PROF("rope_bwd", be->rope_backward_bf16(dqkv16, a->dqkv, N, H + KV, D, Wd, a->rope_cos, a->rope_sin));
+            ST_PROF("mm_qkv_bwd", be->matmul_backward_bf16(a->dln, Lg->q_proj, NULL, dqkv16, 0, NULL,
                                                            (const uint16_t *)A->ln1, Lw->q_proj, N, C, Wd));
-            if (Lg->q_bias) be->matmul_backward(NULL, NULL, Lg->q_bias, a->dqkv, NULL, NULL, N, C, Wd);
         } else {
-            memset(a->dln, 0, NC * sizeof(float));
-            ST_PROF("mm_qkv_bwd", be->matmul_backward(a->dln, Lg->q_proj, Lg->q_bias, a->dqkv, A->ln1, Lw->q_proj, N, C, Wd));
+            ST_PROF("rope_bwd", be->rope_backward(a->dqkv, N, H + KV, D, Wd, a->rope_cos, a->rope_sin));
+            if (b16) {
+                ST_PROF("mm_qkv_bwd", be->matmul_backward_bf16(a->dln, Lg->q_proj, a->dqkv, NULL, 0, NULL,
+                                                               (const uint16_t *)A->ln1, Lw->q_proj, N, C, Wd));
+                if (Lg->q_bias) be->matmul_backward(NULL, NULL, Lg->q_bias, a->dqkv, NULL, NULL, N, C, Wd);
+            } else {
+                memset(a->dln, 0, NC * sizeof(float));
+                ST_PROF("mm_qkv_bwd", be->matmul_backward(a->dln, Lg->q_proj, Lg->q_bias, a->dqkv, A->ln1, Lw->q_proj, N, C, Wd));
+            }
         }
         ST_PROF("rmsnorm_bwd", (b16 ? be->rmsnorm_backward_bf16 : be->rmsnorm_backward)(
                                    a->dres, Lg->input_layernorm, a->dln, A->x_in,

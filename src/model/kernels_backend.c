@@ -28,6 +28,7 @@ static const st_backend cpu = {
     .residual_rmsnorm_forward_bf16 = st_residual_rmsnorm_forward_bf16,
     .rmsnorm_backward_bf16 = st_rmsnorm_backward_bf16,
     .crossentropy_fused_bf16 = st_crossentropy_fused_bf16,
+    .rope_backward_bf16 = st_rope_backward_bf16,
 };
 
 static const st_backend *g_backend = &cpu;

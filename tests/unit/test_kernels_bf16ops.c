@@ -172,6 +172,27 @@ static void test_swiglu_bf16(void **state) {
     }
 }
 
+static void test_rope_backward_bf16(void **state) {
+    (void)state;
+    const int N = 9, D = 10, n_heads = 5, stride = 7 * D + 3; /* 2 unrotated heads + 3 extra */
+    const int h = D / 2;
+    float *dx = rand_f32((size_t)N * stride, 1.0), *ref = malloc((size_t)N * stride * 4);
+    float *c = malloc((size_t)N * h * 4), *sn = malloc((size_t)N * h * 4);
+    for (int i = 0; i < N * h; i++) {
+        c[i] = cosf(0.3f * (float)i);
+        sn[i] = sinf(0.3f * (float)i);
+    }
+    memcpy(ref, dx, (size_t)N * stride * 4);
+    st_rope_backward(ref, N, n_heads, D, stride, c, sn);
+    uint16_t *o = malloc((size_t)N * stride * 2);
+    float *keep = malloc((size_t)N * stride * 4);
+    memcpy(keep, dx, (size_t)N * stride * 4);
+    st_rope_backward_bf16(o, dx, N, n_heads, D, stride, c, sn);
+    assert_bf16_of(o, ref, (size_t)N * stride, "rope bwd bf16");
+    assert_memory_equal(dx, keep, (size_t)N * stride * 4); /* input only read */
+    free(dx); free(ref); free(c); free(sn); free(o); free(keep);
+}
+
 /* ---- bf16-operand matmuls ------------------------------------------------------------------ */
 
 static void mm_case(int M, int K, int N) {
@@ -370,6 +391,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm_bf16),
         cmocka_unit_test(test_rmsnorm_backward_bf16),
         cmocka_unit_test(test_swiglu_bf16),
+        cmocka_unit_test(test_rope_backward_bf16),
         cmocka_unit_test(test_matmul_bf16_operands),
         cmocka_unit_test(test_xent_fused_bf16),
         cmocka_unit_test(test_train_step_bf16),
