@@ -55,9 +55,10 @@ void st_rmsnorm_forward_bf16(uint16_t *out, float *rstd, const float *x, const f
 void st_residual_rmsnorm_forward_bf16(float *xo, uint16_t *out, float *rstd, const float *x,
                                       const float *y, const float *w, int N, int C, float eps);
 /* As st_rmsnorm_backward with the per-row Σ dout·w·x in 8 double lanes (vectorised; the bf16
- * training path's order, partner of st_rmsnorm_forward_bf16). */
-void st_rmsnorm_backward_bf16(float *dx, float *dw, const float *dout, const float *x,
-                              const float *w, const float *rstd, int N, int C);
+ * training path's order, partner of st_rmsnorm_forward_bf16); dx16 (may be NULL) [N,C] gets
+ * the bf16 (RNE) of the updated dx, the operand of the next bf16 matmul backward. */
+void st_rmsnorm_backward_bf16(float *dx, uint16_t *dx16, float *dw, const float *dout,
+                              const float *x, const float *w, const float *rstd, int N, int C);
 /* dx[N,C] += ..., dw[C] += Σ_rows dout·x·rstd (dw may be NULL). */
 void st_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
                          const float *rstd, int N, int C);
@@ -206,8 +207,8 @@ typedef struct {
     void (*swiglu_backward_bf16)(uint16_t *, const float *, const float *, int, int);
     void (*residual_rmsnorm_forward_bf16)(float *, uint16_t *, float *, const float *,
                                           const float *, const float *, int, int, float);
-    void (*rmsnorm_backward_bf16)(float *, float *, const float *, const float *, const float *,
-                                  const float *, int, int);
+    void (*rmsnorm_backward_bf16)(float *, uint16_t *, float *, const float *, const float *,
+                                  const float *, const float *, int, int);
     void (*crossentropy_fused_bf16)(float *, float *, const int32_t *, const float *, int, int);
     /* optional (NULL: rope_backward in place, then the matmul rounds dqkv itself) */
     void (*rope_backward_bf16)(uint16_t *, const float *, int, int, int, int, const float *,

@@ -114,7 +114,13 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
         }
     }
     memset(a->dres, 0, NC * sizeof(float));
-    ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, g->norm, a->dln, a->x_final, w->norm, a->rstdf, N, C));
+    /* bf16 path: every rmsnorm backward also leaves bf16 d(residual) in the free tmp, the
+     * dout of the next matmul backward (down, then o_proj) */
+    uint16_t *dres16 = (uint16_t *)a->tmp;
+    if (b16)
+        ST_PROF("rmsnorm_bwd", be->rmsnorm_backward_bf16(a->dres, dres16, g->norm, a->dln, a->x_final, w->norm, a->rstdf, N, C));
+    else
+        ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, g->norm, a->dln, a->x_final, w->norm, a->rstdf, N, C));
     a->has_forward = 0; /* one backward per forward (d(logits) and the compacted ln_f used) */
 
     for (int l = c->num_hidden_layers - 1; l >= 0; l--) {
@@ -123,7 +129,7 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
         /* MLP: x_out = x_mid + down(swiglu(gate|up(ln2(x_mid)))) */
         if (b16) { /* bf16 operands held by the forward; input gradients written */
             uint16_t *dgu16 = (uint16_t *)a->dgu;
-            ST_PROF("mm_down_bwd", be->matmul_backward_bf16(a->dh, Lg->down_proj, a->dres, NULL, 0, NULL,
+            ST_PROF("mm_down_bwd", be->matmul_backward_bf16(a->dh, Lg->down_proj, NULL, dres16, 0, NULL,
                                                             (const uint16_t *)A->hmlp, Lw->down_proj, N, I, C));
             ST_PROF("swiglu_bwd", be->swiglu_backward_bf16(dgu16, a->dh, A->gu, N, I));
             ST_PROF("mm_gateup_bwd", be->matmul_backward_bf16(a->dln, Lg->gate_proj, NULL, dgu16, 0, NULL,
@@ -137,12 +143,15 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
             ST_PROF("mm_gateup_bwd", be->matmul_backward(a->dln, Lg->gate_proj, NULL, a->dgu, A->ln2,
                                                          Lw->gate_proj, N, C, 2 * I));
         }
-        ST_PROF("rmsnorm_bwd", (b16 ? be->rmsnorm_backward_bf16 : be->rmsnorm_backward)(
-                                   a->dres, Lg->post_attention_layernorm, a->dln, A->x_mid,
-                                   Lw->post_attention_layernorm, A->rstd2, N, C));
+        if (b16)
+            ST_PROF("rmsnorm_bwd", be->rmsnorm_backward_bf16(a->dres, dres16, Lg->post_attention_layernorm, a->dln,
+                                                             A->x_mid, Lw->post_attention_layernorm, A->rstd2, N, C));
+        else
+            ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, Lg->post_attention_layernorm, a->dln, A->x_mid,
+                                                        Lw->post_attention_layernorm, A->rstd2, N, C));
         /* attention: x_mid = x_in + o(attn(rope(qkv(ln1(x_in))))) */
         if (b16) {
-            ST_PROF("mm_o_bwd", be->matmul_backward_bf16(a->datt, Lg->o_proj, a->dres, NULL, 0, A->att, NULL, Lw->o_proj, N, HD, C));
+            ST_PROF("mm_o_bwd", be->matmul_backward_bf16(a->datt, Lg->o_proj, NULL, dres16, 0, A->att, NULL, Lw->o_proj, N, HD, C));
         } else {
             memset(a->datt, 0, (size_t)N * HD * sizeof(float));
             ST_PROF("mm_o_bwd", be->matmul_backward(a->datt, Lg->o_proj, NULL, a->dres, A->att, Lw->o_proj, N, HD, C));
@@ -167,9 +176,12 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
                 ST_PROF("mm_qkv_bwd", be->matmul_backward(a->dln, Lg->q_proj, Lg->q_bias, a->dqkv, A->ln1, Lw->q_proj, N, C, Wd));
             }
         }
-        ST_PROF("rmsnorm_bwd", (b16 ? be->rmsnorm_backward_bf16 : be->rmsnorm_backward)(
-                                   a->dres, Lg->input_layernorm, a->dln, A->x_in,
-                                   Lw->input_layernorm, A->rstd1, N, C));
+        if (b16)
+            ST_PROF("rmsnorm_bwd", be->rmsnorm_backward_bf16(a->dres, dres16, Lg->input_layernorm, a->dln, A->x_in,
+                                                             Lw->input_layernorm, A->rstd1, N, C));
+        else
+            ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, Lg->input_layernorm, a->dln, A->x_in,
+                                                        Lw->input_layernorm, A->rstd1, N, C));
     }
     ST_PROF("embed_bwd", be->embedding_backward(g->embed_tokens, a->dres, a->tokens, N, C));
     return ST_OK;

@@ -106,8 +106,9 @@ void st_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x
     if (dw) rms_dw(dw, dout, x, rstd, N, C);
 }
 
-void st_rmsnorm_backward_bf16(float *dx, float *dw, const float *dout, const float *x,
-                              const float *w, const float *rstd, int N, int C) {
+void st_rmsnorm_backward_bf16(float *dx, uint16_t *dx16, float *dw, const float *dout,
+                              const float *x, const float *w, const float *rstd, int N, int C) {
+    st_bf16_row(NULL, NULL, 0); /* ISA decided before the threads run */
 #pragma omp parallel for if (N > 16)
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * C, *g = dout + (size_t)n * C;
@@ -124,6 +125,7 @@ void st_rmsnorm_backward_bf16(float *dx, float *dw, const float *dout, const flo
         const float c = (float)(dot * r * r * r / C);
 #pragma omp simd
         for (int k = 0; k < C; k++) d[k] += r * w[k] * g[k] - xr[k] * c;
+        if (dx16) st_bf16_row(dx16 + (size_t)n * C, d, (size_t)C);
     }
     if (dw) rms_dw(dw, dout, x, rstd, N, C);
 }

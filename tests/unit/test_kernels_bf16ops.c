@@ -142,7 +142,10 @@ static void test_rmsnorm_backward_bf16(void **state) {
         }
         memcpy(dx, dx0, n * 4); memcpy(dw, dw0, C * 4);
         memcpy(dx2, dx0, n * 4); memcpy(dw2, dw0, C * 4);
-        st_rmsnorm_backward_bf16(dx, dw, g, x, w, rstd, N, C);
+        uint16_t *dx16 = malloc(n * 2);
+        st_rmsnorm_backward_bf16(dx, dx16, dw, g, x, w, rstd, N, C);
+        assert_bf16_of(dx16, dx, n, "rmsnorm bwd bf16 dx16");
+        free(dx16);
         st_rmsnorm_backward(dx2, dw2, g, x, w, rstd, N, C);
         if (!(rel(dx, rdx, n) < 1e-6 && rel(dw, rdw, (size_t)C) < 1e-6))
             fail_msg("rmsnorm bwd bf16 C=%d: dx %.3g dw %.3g", C, rel(dx, rdx, n), rel(dw, rdw, (size_t)C));
