@@ -15,7 +15,6 @@
 #include "safetune/utility.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,11 +179,7 @@ static int eval_safety(int argc, char **argv) {
         }
     }
     if (st_refusal_new(&ro, list, &m)) goto fail;
-    made_out = access(out, F_OK) != 0;
-    if (st_mkdir_p(out) != ST_OK) {
-        st_error(ST_ERR_IO, "%s: cannot create output folder: %s", out, strerror(errno));
-        goto fail;
-    }
+    if (cli_out_create(out, &made_out)) goto fail;
     st = cJSON_CreateObject();
     if (model) {
         /* bad prompt files and weights fail before the model is loaded */
@@ -295,7 +290,7 @@ fail:
     fprintf(stderr, "safetune eval safety: %s\n", st_last_error());
     rc = 1;
 out:
-    if (rc && made_out) rmdir(out); /* a failed run leaves no empty output folder (kept if it holds answers) */
+    if (rc) cli_out_abandon(out, made_out);
     if (reasons)
         for (size_t i = 0; i < n; i++) free(reasons[i]);
     free(reasons);
@@ -405,11 +400,7 @@ static int eval_utility(int argc, char **argv) {
         rc = st_args_fail(&spec, "--data-format %s: expected auto, alpaca, dolly, orca or messages", fmt);
         goto out;
     }
-    made_out = access(out, F_OK) != 0;
-    if (st_mkdir_p(out) != ST_OK) {
-        st_error(ST_ERR_IO, "%s: cannot create output folder: %s", out, strerror(errno));
-        goto fail;
-    }
+    if (cli_out_create(out, &made_out)) goto fail;
     /* read every input before the (slow) model work, so bad input fails fast */
     if (data && st_dataset_load(data, df, &ds)) goto fail;
     char tqa_default[4200], mt_default[4200];
@@ -591,7 +582,7 @@ fail:
     fprintf(stderr, "safetune eval utility: %s\n", st_last_error());
     rc = 1;
 out:
-    if (rc && made_out) rmdir(out); /* a failed run leaves no empty output folder (kept if it holds answers) */
+    if (rc) cli_out_abandon(out, made_out);
     if (gens) st_generations_free(gens, n_mt);
     free(gens);
     if (ids)

@@ -35,4 +35,11 @@ int cli_model_hint(const char *path, char *msg, size_t cap);
 /* 0 if MODEL exists and is not one of the folders of cli_model_hint; else prints "PROG: MODEL: no such file or directory ..." and returns 1. */
 int cli_check_model_path(const char *prog, const char *path);
 
+/* Creates the --out folder OUT (and its parents) if needed; *made = 1 when it did not exist.
+ * 0 on success, 1 with st_last_error() naming the folder (src/cli/outdir.c). */
+int cli_out_create(const char *out, int *made);
+
+/* On failure: removes OUT again if this command created it and it is still empty. */
+void cli_out_abandon(const char *out, int made);
+
 #endif

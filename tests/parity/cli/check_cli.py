@@ -122,6 +122,16 @@ check(not os.path.exists(os.path.join(WORK, "o")), "a failed eval safety left it
 r = run(["eval", "utility", "--model", gguf, "--out", os.path.join(WORK, "o_util")])
 check(r.returncode == 1 and not os.path.exists(os.path.join(WORK, "o_util")), "a failed eval utility left its --out folder")
 
+# a failed train leaves no --out folder it created; a missing --resume folder fails before any loading
+r = run(["train", "--model", gguf, "--data", good, "--out", os.path.join(WORK, "o_train"), "--max-steps", "1",
+         "--resume", os.path.join(WORK, "no-such-step")])
+first = r.stderr.strip().splitlines()[0] if r.stderr.strip() else ""
+check(r.returncode == 1 and "--resume" in first and "no-such-step" in first and "no such checkpoint folder" in first
+      and not os.path.exists(os.path.join(WORK, "o_train")), "train --resume MISSING -> exit %d: %r" % (r.returncode, first))
+r = run(["train", "--model", gguf, "--data", good, "--out", os.path.join(WORK, "o_train"), "--max-steps", "1"])
+check(r.returncode == 1 and not os.path.exists(os.path.join(WORK, "o_train")),
+      "a failed train (bad model) left its --out folder (exit %d)" % r.returncode)
+
 # ---- --help of every subcommand: exit 0, each option's default ----
 NO_DEFAULT = {"model", "prompt", "prompts", "output", "data", "out", "resume", "responses", "judge-url",
               "judge-model", "config", "preset"}
