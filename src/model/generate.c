@@ -226,7 +226,9 @@ st_status st_generate_ids(const st_infer_backend *be, const int32_t *const *prom
             n_tokens++;
             if (opt->on_token) opt->on_token(opt->ud, (size_t)s->prompt, s->last);
             int fin = -1;
-            if (is_stop(opt, s->last)) fin = ST_FINISH_STOP;
+            if (is_stop(opt, s->last) ||
+                (opt->stop_check && opt->stop_check(opt->ud, (size_t)s->prompt, g->ids, g->n_ids)))
+                fin = ST_FINISH_STOP;
             else if (g->n_ids >= (size_t)opt->max_new_tokens || s->plen + g->n_ids >= (size_t)ctx)
                 fin = ST_FINISH_LENGTH;
             if (fin >= 0) {
