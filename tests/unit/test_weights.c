@@ -179,6 +179,14 @@ static void test_hf_load_and_errors(void **state) {
     assert_non_null(strstr(e, "[5, 8]")); /* found */
     assert_non_null(strstr(e, "[4, 8]")); /* expected */
 
+    /* a file inside an HF folder: the folder is named as the path to pass */
+    char f[1400];
+    snprintf(f, sizeof f, "%s/model.safetensors", bad);
+    assert_int_equal(st_model_load_weights(f, &m), ST_ERR_ARG);
+    char want[1500];
+    snprintf(want, sizeof want, "pass its folder (%s) instead", bad);
+    assert_non_null(strstr(st_last_error(), want));
+
     const char *empty = tmp_path("hf_noconfig");
     mkdir(empty, 0755);
     assert_int_equal(st_model_load_weights(empty, &m), ST_ERR_IO);
