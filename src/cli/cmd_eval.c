@@ -125,7 +125,8 @@ static int eval_safety(int argc, char **argv) {
         {"responses", ST_OPT_STR, &responses, "FILE", "score existing answers instead (JSONL with prompt, response)", 0, 0, 0},
         {"out", ST_OPT_STR, &out, "DIR", "output folder: responses.jsonl + summary.json", 0, 0, 0},
         {"data-dir", ST_OPT_STR, &data_dir, "DIR", "dataset folder (default $SAFETUNE_DATA_DIR or data/)", 0, 0, 0},
-        {"limit", ST_OPT_INT, &limit, "N", "first N prompts only (0 = all)", 0, 1 << 30, 0},
+        {"limit", ST_OPT_INT, &limit, "N", "N prompts only (0 = all): the first N; on sets labelled safe/unsafe "
+                                             "(XSTest) N spread evenly over the file", 0, 1 << 30, 0},
         {"max-new-tokens", ST_OPT_INT, &max_new, "N", "tokens per answer", 1, 1 << 20, 0},
         {"batch-size", ST_OPT_INT, &batch, "B", "sequences decoded together", 1, 4096, 0},
         {"precision", ST_OPT_CHOICE, &precision, "fp32|bf16", "generation matmuls; bf16 is faster, not token-identical to fp32", 0, 0, 0},
