@@ -119,7 +119,7 @@ static int eval_safety(int argc, char **argv) {
     uint64_t seed = 0;
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "generate answers with this model (.gguf, HF folder, or training output folder)", 0, 0, 0},
-        {"weights", ST_OPT_CHOICE, &weights, "live|ema", "with a training output folder: final/ (live) or final-ema/ (ema)", 0, 0, 0},
+        CLI_WEIGHTS_OPT(weights),
         {"benchmark", ST_OPT_STR, &bench, "SPEC", "advbench | xstest | csv:FILE | jsonl:FILE (default advbench)", 0, 0, 0},
         {"prompts", ST_OPT_STR, &prompts_alias, "SPEC", "same as --benchmark", 0, 0, 0},
         {"responses", ST_OPT_STR, &responses, "FILE", "score existing answers instead (JSONL with prompt, response)", 0, 0, 0},
@@ -340,7 +340,7 @@ static int eval_utility(int argc, char **argv) {
     uint64_t seed = 42; /* = safetune train's default: the same held-out rows */
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "a .gguf file, HF folder, or training output folder", 0, 0, 0},
-        {"weights", ST_OPT_CHOICE, &weights, "live|ema", "with a training output folder: final/ (live) or final-ema/ (ema)", 0, 0, 0},
+        CLI_WEIGHTS_OPT(weights),
         {"out", ST_OPT_STR, &out, "DIR", "output folder", 0, 0, 0},
         {"data", ST_OPT_STR, &data, "FILE", "instruction dataset for held-out loss (omit to skip)", 0, 0, 0},
         {"data-format", ST_OPT_CHOICE, &fmt, "auto|alpaca|dolly|orca|messages", "format of --data", 0, 0, 0},

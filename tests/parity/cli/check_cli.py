@@ -132,6 +132,15 @@ r = run(["train", "--model", gguf, "--data", good, "--out", os.path.join(WORK, "
 check(r.returncode == 1 and not os.path.exists(os.path.join(WORK, "o_train")),
       "a failed train (bad model) left its --out folder (exit %d)" % r.returncode)
 
+# generate/chat --weights ema on a training output folder without final-ema/: exit 1 naming it
+tdir = os.path.join(WORK, "train_out")
+os.makedirs(os.path.join(tdir, "final"), exist_ok=True)
+for cmd in (["generate", "--prompt", "hi"], ["chat"]):
+    r = run(cmd + ["--model", tdir, "--weights", "ema"], input="")
+    first = r.stderr.strip().splitlines()[0] if r.stderr.strip() else ""
+    check(r.returncode == 1 and tdir in first and "final-ema" in first,
+          "%s --weights ema without final-ema -> exit %d: %r" % (cmd[0], r.returncode, first))
+
 # ---- --help of every subcommand: exit 0, each option's default ----
 NO_DEFAULT = {"model", "prompt", "prompts", "output", "data", "out", "resume", "responses", "judge-url",
               "judge-model", "config", "preset"}

@@ -170,8 +170,8 @@ def main():
         print("invalid output:", e)
     check(rb.returncode == 0 and recs is not None and recs[0]["prompt"] == "Hello \ufffd world"
           and recs[2]["prompt"] == "caf\ufffd \ufffd\ufffd\ufffd ok"
-          and "prompt 1: invalid UTF-8 replaced with U+FFFD" in err
-          and "prompt 3: invalid UTF-8 replaced with U+FFFD" in err and "prompt 2:" not in err,
+          and "prompt 0 (0-based): invalid UTF-8 replaced with U+FFFD" in err
+          and "prompt 2 (0-based): invalid UTF-8 replaced with U+FFFD" in err and "prompt 1 (0-based):" not in err,
           "invalid UTF-8 prompts -> valid JSONL with U+FFFD and a warning per prompt")
 
     # ---- chat on piped stdin ----
