@@ -240,7 +240,7 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     if (cli_out_create(o.out, &made_out)) {
-        fprintf(stderr, "safetune train: --out %s: cannot create the folder: %s\n", o.out, st_last_error());
+        fprintf(stderr, "safetune train: --out: %s\n", st_last_error());
         goto done;
     }
     if (!(cfg_json = run_config(&o, &c))) goto done;

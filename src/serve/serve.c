@@ -427,7 +427,7 @@ st_status st_serve_start(const st_serve_opts *opts, st_server **out) {
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->o.timeout_s,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     if (!s->d) {
-        st_status e = st_error(ST_ERR_NET, "serve: cannot listen on 127.0.0.1:%d (port in use or not permitted)",
+        st_status e = st_error(ST_ERR_NET, "cannot listen on 127.0.0.1:%d (port in use or not permitted): choose another --port",
                                opts->port);
         pthread_mutex_destroy(&s->mu);
         free(s->model);
