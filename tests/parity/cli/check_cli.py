@@ -13,8 +13,9 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from serve_util import Serve  # noqa: E402
 
 EXE, WORK, VERSION, SRC = sys.argv[1:5]
 FAILS = []
@@ -216,18 +217,8 @@ for path, words in ((ck, ["trainer checkpoint", "--resume"]),
               "%s on %s -> exit %d: %r" % (cmd[0], os.path.relpath(path, WORK), r.returncode, first[:120]))
 
 # ---- serve --echo ----
-srv = subprocess.Popen([EXE, "serve", "--echo", "--port", "0"], stdout=subprocess.PIPE, text=True)
-try:
-    port = int(srv.stdout.readline().split("127.0.0.1:")[1].split()[0])
-
-    def post(path, body):
-        rq = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=json.dumps(body).encode(),
-                                    headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(rq, timeout=10) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
+with Serve(EXE, ["--echo"]) as srv:
+    post = srv.post
 
     prompt = "alpha beta gamma delta"
     code, j = post("/v1/completions", {"model": "echo", "prompt": prompt, "stop": ["gamma", "beta g"]})
@@ -247,9 +238,6 @@ try:
         e = j.get("error", {})
         check(code == 400 and e.get("param") == param and e.get("type") == "invalid_request_error"
               and param in e.get("message", ""), "%s %s -> %d %s" % (path, extra, code, e.get("message")))
-finally:
-    srv.terminate()
-    srv.wait(timeout=10)
 
 if FAILS:
     print("FAILED: %d check(s)" % len(FAILS))
