@@ -321,6 +321,110 @@ static void cvt_row_scaled(uint16_t *dst, const float *src, int n, float k) {
     for (int j = 0; j < n; j++) dst[j] = bf16_rne(src[j] * k);
 }
 
+#if ST_HAVE_X86
+/* st_fast_expf (fastmath.h) on 16 lanes: the same IEEE operations in the same order (no FMA,
+ * the clamps as the scalar ternaries, NaN passing through), so every lane is bit-identical to
+ * the scalar function and to GCC's vectorisation of it. */
+static inline BF16_TARGET __attribute__((always_inline)) __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x); /* x < -87 ? -87 : x */
+    x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);  /* x > 88 ? 88 : x */
+    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    const __m512 t = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), magic);
+    const __m512 n = _mm512_sub_ps(t, magic);
+    const __m512 r = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693145751953125f))),
+                                   _mm512_mul_ps(n, _mm512_set1_ps(1.428606765330187045e-06f)));
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(0.5f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
+    const __m512i sb = _mm512_slli_epi32(
+        _mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32((int)(127u - 0x4b400000u))), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(sb));
+}
+
+static inline __mmask16 tailmask(int left) {
+    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+}
+
+/* softmax_exp with masked tails (the vectorised loop left a scalar exp per tail element). The
+ * sum keeps the order of GCC's `omp simd reduction` code for softmax_exp: 16 lane sums over the
+ * full vectors, the tail added to lane 0 in order, then lanes 0..15 added in order to 0, so
+ * the result is bit-identical to softmax_exp's. */
+static BF16_TARGET float softmax_exp_avx(float *row, int n, float *max) {
+    __m512 mv = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 m = tailmask(n - j);
+        mv = _mm512_max_ps(mv, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, row + j));
+    }
+    const float mx = _mm512_reduce_max_ps(mv);
+    const __m512 mxv = _mm512_set1_ps(mx);
+    __m512 acc = _mm512_setzero_ps();
+    const int nf = n & ~15;
+    for (int j = 0; j < nf; j += 16) {
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(row + j), mxv));
+        _mm512_storeu_ps(row + j, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    float lanes[16] __attribute__((aligned(64)));
+    _mm512_store_ps(lanes, acc);
+    if (nf < n) {
+        const __mmask16 m = tailmask(n - nf);
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + nf), mxv));
+        _mm512_mask_storeu_ps(row + nf, m, e);
+        float tl[16] __attribute__((aligned(64)));
+        _mm512_store_ps(tl, e);
+        for (int j = 0; j < n - nf; j++) lanes[0] += tl[j];
+    }
+    float sum = 0.0f;
+    for (int l = 0; l < 16; l++) sum += lanes[l];
+    *max = mx;
+    return sum;
+}
+
+/* dst[j] = bf16(src[j] · k) for j < vis, 0 for vis <= j < n2 */
+static BF16_TARGET void cvt_row_scaled_pad_avx(uint16_t *dst, const float *src, int vis, int n2,
+                                               float k) {
+    const __m512 kv = _mm512_set1_ps(k);
+    for (int j = 0; j < n2; j += 16) {
+        const __mmask16 m = tailmask(n2 - j), mv = j < vis ? tailmask(vis - j) : 0;
+        const __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(mv, src + j), kv);
+        _mm256_mask_storeu_epi16(dst + j, m, (__m256i)_mm512_cvtneps_pbh(x));
+    }
+}
+
+/* row[j] = st_fast_expf(row[j] - l) for j < vis, 0 for vis <= j < n */
+static BF16_TARGET void exp_row_avx(float *row, int vis, int n, float l) {
+    const __m512 lv = _mm512_set1_ps(l);
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 m = tailmask(n - j), mv = j < vis ? tailmask(vis - j) : 0;
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mv, row + j), lv));
+        _mm512_mask_storeu_ps(row + j, m, _mm512_maskz_mov_ps(mv, e));
+    }
+}
+
+/* dr[j] = pr[j] · (dr[j] − delta) · scale for j < vis, 0 for vis <= j < n; sb[j] = bf16(dr[j]),
+ * j < n, and sb[n] = 0 when n is odd (its pair padding) */
+static BF16_TARGET void ds_row_avx(float *dr, uint16_t *sb, const float *pr, int vis, int n,
+                                   float delta, float scale) {
+    const __m512 dv = _mm512_set1_ps(delta), sv = _mm512_set1_ps(scale);
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 m = tailmask(n - j), mv = j < vis ? tailmask(vis - j) : 0;
+        const __m512 x = _mm512_mul_ps(
+            _mm512_mul_ps(_mm512_maskz_loadu_ps(mv, pr + j),
+                          _mm512_sub_ps(_mm512_maskz_loadu_ps(mv, dr + j), dv)),
+            sv);
+        const __m512 y = _mm512_maskz_mov_ps(mv, x);
+        _mm512_mask_storeu_ps(dr + j, m, y);
+        _mm256_mask_storeu_epi16(sb + j, m, (__m256i)_mm512_cvtneps_pbh(y));
+    }
+    if (n & 1) sb[n] = 0;
+}
+#endif
+
 /* ---- packing (every pad element written as 0) ------------------------------------------- */
 
 /* x [n, D] (stride ld) -> row-major bf16 [n, D2] (D2 = D rounded up to even). */
@@ -394,6 +498,14 @@ static void fwd_group(const geom *G, float *out, float *lse, const float *base, 
                 uint16_t *pr = Pb + (size_t)i * nk2;
                 const int vis = i0 + i + 1;
                 float mx;
+#if ST_HAVE_X86
+                if (g_isa == 1) {
+                    const float sum = softmax_exp_avx(row, vis, &mx);
+                    cvt_row_scaled_pad_avx(pr, row, vis, nk2, 1.0f / sum);
+                    ls[i0 + i] = mx + logf(sum);
+                    continue;
+                }
+#endif
                 const float sum = softmax_exp(row, vis, &mx);
                 cvt_row_scaled(pr, row, vis, 1.0f / sum); /* P = e / Σe, rounded once */
                 for (int j = vis; j < nk2; j++) pr[j] = 0;
@@ -454,9 +566,16 @@ static void bwd_group(const geom *G, float *dbase, const float *dout, const floa
                 float *row = P + (size_t)i * nk;
                 const int vis = i0 + i + 1;
                 const float l = ls[i0 + i];
+#if ST_HAVE_X86
+                if (g_isa == 1)
+                    exp_row_avx(row, vis, nk, l);
+                else
+#endif
+                {
 #pragma omp simd
-                for (int j = 0; j < vis; j++) row[j] = st_fast_expf(row[j] - l);
-                for (int j = vis; j < nk; j++) row[j] = 0.0f;
+                    for (int j = 0; j < vis; j++) row[j] = st_fast_expf(row[j] - l);
+                    for (int j = vis; j < nk; j++) row[j] = 0.0f;
+                }
                 if (i & 1) /* a finished row pair: its interleave while both rows are hot */
                     cvt_interleave(Pv + (size_t)(i / 2) * 2 * nk, row - nk, row, nk);
             }
@@ -473,11 +592,18 @@ static void bwd_group(const geom *G, float *dbase, const float *dout, const floa
                 float *pr = P + (size_t)i * nk, *dr = dP + (size_t)i * nk;
                 uint16_t *sb = dSb + (size_t)i * nk2;
                 const int vis = i0 + i + 1; /* dP past it is unwritten (CZ_N) */
+#if ST_HAVE_X86
+                if (g_isa == 1)
+                    ds_row_avx(dr, sb, pr, vis, nk, delta, G->scale);
+                else
+#endif
+                {
 #pragma omp simd
-                for (int j = 0; j < vis; j++) dr[j] = pr[j] * (dr[j] - delta) * G->scale;
-                for (int j = vis; j < nk; j++) dr[j] = 0.0f;
-                cvt_row(sb, dr, nk);
-                if (nk2 > nk) sb[nk] = 0;
+                    for (int j = 0; j < vis; j++) dr[j] = pr[j] * (dr[j] - delta) * G->scale;
+                    for (int j = vis; j < nk; j++) dr[j] = 0.0f;
+                    cvt_row(sb, dr, nk);
+                    if (nk2 > nk) sb[nk] = 0;
+                }
                 if (i & 1) cvt_interleave(dSv + (size_t)(i / 2) * 2 * nk, dr - nk, dr, nk);
             }
             if (nq & 1) cvt_interleave(dSv + (size_t)(nq / 2) * 2 * nk, dP + (size_t)(nq - 1) * nk, NULL, nk);
