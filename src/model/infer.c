@@ -280,7 +280,7 @@ typedef struct {
     atomic_int *next;  /* [L] attention task counters */
     atomic_int err;    /* a part matmul failed */
     st_spinbar bar;
-    double spin;       /* seconds a barrier spins before it sleeps */
+    double spin;       /* most seconds a barrier spins before it sleeps */
 } fused_ctx;
 
 /* Task (sequence i, KV head g) of layer l: RoPE on the group's query heads and key of the new
@@ -353,6 +353,7 @@ static void fused_thread(fused_ctx *f, int t, int nt) {
     const float eps = c->rms_norm_eps;
     float *ln = f->lnp + (size_t)t * N * C;
     const int prof = kc->profile && t == 0;
+    double spin = f->spin; /* this thread's adaptive barrier spin (st_spinbar_wait) */
     double tp = prof ? omp_get_wtime() : 0.0;
 #define FPROF(i)                                                                             \
     do {                                                                                     \
@@ -386,10 +387,10 @@ static void fused_thread(fused_ctx *f, int t, int nt) {
                     memcpy(dst, src, (size_t)pwid * sizeof(float));
             }
         }
-        st_spinbar_wait(&f->bar, nt, f->spin);
+        st_spinbar_wait(&f->bar, nt, &spin, f->spin);
         FPROF(2);
         for (int task; (task = atomic_fetch_add(&f->next[l], 1)) < ntask;) fused_attend(f, l, task, t);
-        st_spinbar_wait(&f->bar, nt, f->spin);
+        st_spinbar_wait(&f->bar, nt, &spin, f->spin);
         FPROF(4);
         for (int p = t; p < P; p += nt) {
             PART_MM(ST_IW_O, b->att, l);
@@ -400,7 +401,7 @@ static void fused_thread(fused_ctx *f, int t, int nt) {
                 for (int j = 0; j < pwid; j++) xr[j] += src[j];
             }
         }
-        st_spinbar_wait(&f->bar, nt, f->spin);
+        st_spinbar_wait(&f->bar, nt, &spin, f->spin);
         FPROF(5);
         for (int n = 0; n < N; n++)
             add_rmsnorm_row(b->x + (size_t)n * C, NULL, ln + (size_t)n * C,
@@ -413,7 +414,7 @@ static void fused_thread(fused_ctx *f, int t, int nt) {
                 swiglu_row(b->h + (size_t)n * I + n0, g, g + pwid, pwid);
             }
         }
-        st_spinbar_wait(&f->bar, nt, f->spin);
+        st_spinbar_wait(&f->bar, nt, &spin, f->spin);
         FPROF(6);
         for (int p = t; p < P; p += nt) {
             PART_MM(ST_IW_DOWN, b->h, l);
@@ -424,7 +425,7 @@ static void fused_thread(fused_ctx *f, int t, int nt) {
                 for (int j = 0; j < pwid; j++) xr[j] += src[j];
             }
         }
-        st_spinbar_wait(&f->bar, nt, f->spin);
+        st_spinbar_wait(&f->bar, nt, &spin, f->spin);
         FPROF(8);
     }
 #undef PART_MM

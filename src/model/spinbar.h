@@ -39,8 +39,11 @@ static inline void st_spinbar_init(st_spinbar *b) {
 }
 
 /* Wait until n threads (all callers pass the same n) have arrived; the arrivals' writes are
- * visible to every thread after it returns (seq_cst). Spins up to spin_s seconds, then sleeps. */
-static inline void st_spinbar_wait(st_spinbar *b, int n, double spin_s) {
+ * visible to every thread after it returns (seq_cst). Spins up to *spin_s seconds, then sleeps.
+ * *spin_s adapts per caller: halved (down to 1 us) when the spin ran out, doubled (up to max_s)
+ * when it caught the release, so a machine where partners get preempted (spins run out) wastes
+ * little CPU on spinning while a quiet one keeps spinning. spin_s NULL or 0: sleep at once. */
+static inline void st_spinbar_wait(st_spinbar *b, int n, double *spin_s, double max_s) {
     if (n <= 1) return;
     const unsigned g = atomic_load(&b->gen);
     if (atomic_fetch_add(&b->count, 1) == (unsigned)n - 1) {
@@ -52,12 +55,22 @@ static inline void st_spinbar_wait(st_spinbar *b, int n, double spin_s) {
 #endif
         return;
     }
-    if (spin_s > 0) {
+    if (spin_s && *spin_s > 0) {
         const double t0 = omp_get_wtime();
-        for (unsigned it = 1; atomic_load(&b->gen) == g; it++) {
+        int caught = 0;
+        for (unsigned it = 1;; it++) {
+            if (atomic_load(&b->gen) != g) {
+                caught = 1;
+                break;
+            }
             ST_SPIN_PAUSE();
-            if ((it & 63) == 0 && omp_get_wtime() - t0 > spin_s) break;
+            if ((it & 63) == 0 && omp_get_wtime() - t0 > *spin_s) break;
         }
+        if (caught) {
+            *spin_s = *spin_s * 2 < max_s ? *spin_s * 2 : max_s;
+            return;
+        }
+        *spin_s = *spin_s * 0.5 > 1e-6 ? *spin_s * 0.5 : 1e-6;
     }
     while (atomic_load(&b->gen) == g) {
 #ifdef __linux__

@@ -30,11 +30,12 @@ static void run_barrier(double spin) {
 #pragma omp parallel num_threads(NT) reduction(+ : bad)
     {
         const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        double sp = spin;
         for (int r = 0; r < ROUNDS; r++) {
             atomic_store(&seen[t], r);
-            st_spinbar_wait(&bar, nt, spin);
+            st_spinbar_wait(&bar, nt, &sp, spin);
             for (int u = 0; u < nt; u++) bad += atomic_load(&seen[u]) != r;
-            st_spinbar_wait(&bar, nt, spin); /* nobody writes round r+1 before all checked */
+            st_spinbar_wait(&bar, nt, &sp, spin); /* nobody writes round r+1 before all checked */
         }
     }
     assert_int_equal(bad, 0);
