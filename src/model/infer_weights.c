@@ -289,8 +289,9 @@ st_status st_infer_weights_acquire(const st_model *m, st_matmul_precision prec, 
         for (int k = 0; k < ST_IW_NSHAPES; k++) {
             /* split in units of 16 columns (one AVX-512 vector), the last part takes the rest */
             const int n = k == ST_IW_GU ? c->intermediate_size : iw->N[k], units = n / 16;
-            for (int q = 0; q < P; q++) iw->n0[k][q] = units * q / P * 16;
-            iw->n0[k][P] = n;
+            const int np = k == ST_IW_LM ? 1 : P; /* the lm_head stays whole */
+            for (int q = 0; q < np; q++) iw->n0[k][q] = units * q / np * 16;
+            iw->n0[k][np] = n;
         }
         int bad = dnnl_engine_create(&iw->eng, dnnl_cpu, 0) ||
                   dnnl_stream_create(&iw->stream, iw->eng, dnnl_stream_default_flags);
