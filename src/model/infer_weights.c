@@ -463,5 +463,11 @@ int st_infer_matmul_part(st_infer_weights *iw, int layer, st_iw_kind kind, int p
     if (!e) return part_width(iw, kind, part) == 0 ? 0 : -1;
     if (e->M != M) return -1;
     dnnl_memory_t mw = iw->set[iw->prec].mem[(layer * 4 + (int)kind) * iw->P + part];
-    return run_prim(iw, e, mw, iw->pstream[part], out, in, M, iw->K[kind], iw->pbuf[part], 0);
+    /* the primitive was made for one thread; outside an active parallel region oneDNN would
+     * run it on omp_get_max_threads() threads (and overrun its one-thread scratchpad) */
+    const int nthr = omp_in_parallel() ? 0 : omp_get_max_threads();
+    if (nthr) omp_set_num_threads(1);
+    const int rc = run_prim(iw, e, mw, iw->pstream[part], out, in, M, iw->K[kind], iw->pbuf[part], 0);
+    if (nthr) omp_set_num_threads(nthr);
+    return rc;
 }

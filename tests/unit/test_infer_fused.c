@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "model/infer_weights.h"
 #include "model/spinbar.h"
 #include "model_testutil.h"
 #include "safetune/forward.h"
@@ -130,6 +131,73 @@ static void test_three_parts_one_thread(void **state) {
     check_parts(1, 0);
 }
 
+/* Every part of every layer projection, and the whole lm_head, against a double-precision
+ * x · Wᵀ of the model's own [N, K] weights; parts tile the columns in 16-column units. With 3
+ * threads at creation: 3 parts. No fallback can hide a failing primitive here. */
+static void test_parts_match_reference(void **state) {
+    (void)state;
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(3);
+    st_model *m = small_model(31, 0);
+    st_infer_weights *iw;
+    assert_int_equal(st_infer_weights_acquire(m, ST_MATMUL_F32, 1, &iw), ST_OK);
+    omp_set_num_threads(saved);
+    assert_int_equal(st_infer_nparts(iw), 3);
+    enum { M = 5 };
+    const st_config *c = &m->config;
+    const int C = c->hidden_size, I = c->intermediate_size, HD = c->num_attention_heads * c->head_dim;
+    const int Wd = HD + 2 * c->num_key_value_heads * c->head_dim;
+    const int Ks[5] = {C, HD, C, I, C}, Ns[5] = {Wd, C, 2 * I, C, V};
+    const size_t big = (size_t)M * (C + I + Wd + V); /* more than any [M, K] or [M, N] here */
+    float *x = malloc(big * sizeof(float)), *out = malloc(big * sizeof(float));
+    float *part = malloc(big * sizeof(float));
+    for (size_t i = 0; i < big; i++) x[i] = (float)sin(0.37 * (double)i + 0.1);
+    assert_int_equal(st_infer_parts_prepare(iw, M), 0);
+    for (int l = 0; l < c->num_hidden_layers; l++)
+        for (int k = 0; k <= ST_IW_LM; k++) {
+            if (k == ST_IW_LM && l) continue;
+            const st_layer_weights *Lw = &m->w.layers[l];
+            const float *W = k == 0 ? Lw->q_proj : k == 1 ? Lw->o_proj : k == 2 ? Lw->gate_proj
+                           : k == 3 ? Lw->down_proj : m->w.lm_head;
+            const int K = Ks[k], N = Ns[k];
+            if (k == ST_IW_LM) {
+                assert_int_equal(st_infer_matmul(iw, 0, ST_IW_LM, out, x, NULL, M), 0);
+            } else {
+                int prev = 0;
+                for (int p = 0; p < 3; p++) {
+                    int n0, n1;
+                    st_infer_part_range(iw, (st_iw_kind)k, p, &n0, &n1);
+                    assert_int_equal(n0, prev);
+                    assert_true(p == 2 || (n1 - n0) % 16 == 0);
+                    prev = n1;
+                    assert_int_equal(st_infer_matmul_part(iw, l, (st_iw_kind)k, p, part, x, M), 0);
+                    const int w = n1 - n0, wid = k == ST_IW_GU ? 2 * w : w;
+                    for (int r = 0; r < M; r++)
+                        for (int j = 0; j < wid; j++) {
+                            /* GU part: [gate n0..n1 | up n0..n1] */
+                            const int col = k != ST_IW_GU ? n0 + j : j < w ? n0 + j : I + n0 + j - w;
+                            out[(size_t)r * N + col] = part[(size_t)r * wid + j];
+                        }
+                }
+                assert_int_equal(prev, k == ST_IW_GU ? I : N);
+            }
+            double num = 0, den = 0;
+            for (int r = 0; r < M; r++)
+                for (int n = 0; n < N; n++) {
+                    double ref = 0;
+                    for (int j = 0; j < K; j++) ref += (double)x[(size_t)r * K + j] * W[(size_t)n * K + j];
+                    num += (out[(size_t)r * N + n] - ref) * (out[(size_t)r * N + n] - ref);
+                    den += ref * ref;
+                }
+            assert_true(sqrt(num / den) <= 1e-6);
+        }
+    st_infer_weights_release(iw);
+    free(x);
+    free(out);
+    free(part);
+    st_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_barrier_sleeping),
@@ -137,6 +205,7 @@ int main(void) {
         cmocka_unit_test(test_three_parts_three_threads),
         cmocka_unit_test(test_three_parts_two_threads_bias),
         cmocka_unit_test(test_three_parts_one_thread),
+        cmocka_unit_test(test_parts_match_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
