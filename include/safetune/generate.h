@@ -24,6 +24,9 @@ const char *st_finish_reason_name(st_finish_reason r);
 typedef void (*st_generate_progress_fn)(void *ud, size_t n_done, size_t n_total, size_t n_tokens);
 /* Called for every generated token of prompt `prompt_idx` (stop tokens included), in order. */
 typedef void (*st_generate_token_fn)(void *ud, size_t prompt_idx, int32_t token);
+/* Called after every generated token with the ids so far; nonzero ends that prompt now with
+ * finish "stop" (the last id is then not a stop id). Serves OpenAI's "stop" strings. */
+typedef int (*st_generate_stop_fn)(void *ud, size_t prompt_idx, const int32_t *ids, size_t n_ids);
 
 /* Matmul precision of generation (st_generate only; st_generate_ids leaves it to the backend). */
 typedef enum {
@@ -44,7 +47,8 @@ typedef struct {
     int n_stop_ids;
     st_generate_progress_fn progress;
     st_generate_token_fn on_token;
-    void *ud;                /* passed to progress and on_token */
+    st_generate_stop_fn stop_check; /* NULL, or ends a prompt early (e.g. on a stop string) */
+    void *ud;                /* passed to progress, on_token and stop_check */
     st_generate_precision precision; /* default ST_GEN_PRECISION_DEFAULT */
     int share_prefix;        /* 1 (default): reuse a live slot's cached common prompt prefix of
                                 >= ST_GEN_MIN_SHARED_PREFIX tokens (needs backend copy_prefix) */
@@ -57,7 +61,8 @@ enum { ST_GEN_MIN_SHARED_PREFIX = 4 };
 st_generate_options st_generate_defaults(void);
 
 typedef struct {
-    int32_t *ids;            /* generated ids, ending with the stop id when finish == STOP */
+    int32_t *ids;            /* generated ids, ending with the stop id when finish == STOP
+                                (unless stop_check ended it) */
     size_t n_ids;
     char *text;              /* decoded ids, special tokens skipped (NULL from st_generate_ids) */
     st_finish_reason finish;

@@ -18,7 +18,9 @@ typedef struct {
     const char *benchmark;     /* prompts.h spec: advbench | xstest | csv:FILE | jsonl:FILE */
     const char *data_dir;      /* NULL = st_prompts_default_data_dir() */
     const char *system_prompt; /* NULL = the chat template's default system prompt */
-    size_t limit;              /* first N prompts only; 0 = all */
+    size_t limit;              /* N prompts only (0 = all): the first N, or, when every prompt has a
+                                  safe/unsafe label (XSTest), N spread evenly over the file
+                                  (prompt i * n / N) so both labels and every type appear */
     st_generate_options gen;   /* batch_size, max_new_tokens, sampling, context_length, progress */
 } st_safety_opts;
 

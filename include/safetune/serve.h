@@ -2,8 +2,9 @@
  *   POST /v1/chat/completions  {messages, max_tokens?, temperature?, top_p?, seed?, stop?} (non-streaming)
  *   POST /v1/completions       {prompt, max_tokens?, temperature?, top_p?, seed?, stop?} (no chat template)
  *   GET  /v1/models
- * "stop" (a string or up to 4): the text is cut before the first stop string found, finish_reason
- * "stop" (usage counts the tokens generated). Parameters the server does not implement (logprobs,
+ * "stop" (a string or up to 4): the model backend ends generation at the token that completes a stop
+ * string; the text is cut before the first stop string found, finish_reason "stop" (usage counts
+ * the tokens generated, up to the one completing the stop string). Parameters the server does not implement (logprobs,
  * tools, n > 1, penalties, ...) get HTTP 400 "unsupported parameter" unless their value is neutral
  * (null, false, 0, "", [], {}).
  * Errors are OpenAI-style {"error": {"message", "type", "param", "code"}} with HTTP 400 (bad JSON,
@@ -31,6 +32,8 @@ typedef struct {
     int has_seed;
     int max_tokens_set; /* 1 if the request gave max_tokens (else the default may be capped to fit) */
     int raw_prompt;     /* 1: /v1/completions: msgs[0].content is a plain prompt (no chat template) */
+    const char *const *stops; /* "stop" strings (n_stops <= 4): generation may end at the first one */
+    int n_stops;
 } st_serve_params;
 
 typedef struct {
@@ -38,6 +41,7 @@ typedef struct {
     int prompt_tokens;      /* token counts reported in "usage" */
     int completion_tokens;
     int finish_length;      /* 1 if generation stopped at max_tokens ("length"), else "stop" */
+    int context_exceeded;   /* with ST_ERR_ARG: 1 = prompt + max_tokens do not fit the context */
 } st_serve_reply;
 
 /* Backend: produce one assistant reply for msgs[0..n). Return ST_OK and fill *out, or a status

@@ -160,6 +160,7 @@ char *st_study_format_decay(double d, char *buf, size_t n);
 
 typedef struct {
     double train_s, eval_s, probe_s, total_s;
+    double align_s;   /* the aligned start (training + its evaluation); total only, 0 per run */
     long train_tokens, gen_tokens;
 } st_study_estimate;
 

@@ -78,14 +78,18 @@ st_status st_write_file_atomic(const char *path, const void *data, size_t len) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return st_error(ST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    if (fd < 0) {
+        const int e = errno;
+        return st_error(ST_ERR_IO, "%s: cannot create: %s%s", path, strerror(e),
+                        e == ENOENT ? " (its folder does not exist: create it first)" : "");
+    }
     const char *p = data;
     size_t left = len;
     while (left > 0) {
         ssize_t w = write(fd, p, left);
         if (w < 0) {
             if (errno == EINTR) continue;
-            st_status s = st_error(ST_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+            st_status s = st_error(ST_ERR_IO, "%s: write failed: %s", path, strerror(errno));
             close(fd);
             unlink(tmp);
             return s;
@@ -95,7 +99,7 @@ st_status st_write_file_atomic(const char *path, const void *data, size_t len) {
     }
     if (fsync(fd) != 0 || close(fd) != 0) {
         unlink(tmp);
-        return st_error(ST_ERR_IO, "%s: cannot flush: %s", tmp, strerror(errno));
+        return st_error(ST_ERR_IO, "%s: cannot flush: %s", path, strerror(errno));
     }
     if (rename(tmp, path) != 0) {
         st_status s = st_error(ST_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));

@@ -28,14 +28,15 @@ static void stream_token(void *ud, size_t prompt_idx, int32_t tok) {
 }
 
 int cmd_chat(int argc, char **argv) {
-    const char *model = NULL, *system = NULL;
+    const char *model = NULL, *system = NULL, *weights = "live";
     st_generate_options go = st_generate_defaults();
     float temperature = 0.0f, top_p = 1.0f;
     int top_k = 0;
     uint64_t seed = 0;
     go.max_new_tokens = 512;
     st_opt opts[] = {
-        {"model", ST_OPT_STR, &model, "MODEL", "a .gguf file or a Hugging Face checkpoint folder", 0, 0, 0},
+        {"model", ST_OPT_STR, &model, "MODEL", "a .gguf file, a Hugging Face checkpoint folder or a training output folder", 0, 0, 0},
+        CLI_WEIGHTS_OPT(weights),
         {"system-prompt", ST_OPT_STR, &system, "S", "system prompt (default: the template's)", 0, 0, 0},
         {"max-new-tokens", ST_OPT_INT, &go.max_new_tokens, "N", "max tokens per reply", 1, 1 << 20, 0},
         CLI_SAMPLING_OPTS(temperature, top_k, top_p, seed),
@@ -58,11 +59,7 @@ int cmd_chat(int argc, char **argv) {
     if (!model) { rc = st_args_fail(&spec, "--model is required"); goto out; }
     go.sampling = (st_sampler_params){temperature, top_k, top_p, seed};
     if (st_sampler_params_check(&go.sampling)) { rc = st_args_fail(&spec, "%s", st_last_error()); goto out; }
-    if (cli_check_model_path(spec.prog, model)) goto out;
-    if (st_model_load(model, &m)) {
-        fprintf(stderr, "safetune chat: %s\n", st_last_error());
-        goto out;
-    }
+    if (cli_load_model(spec.prog, model, weights, &m)) goto out;
     int ns = st_chat_stop_ids(&m->chat, m->tokenizer, stops, 15);
     int32_t eos = st_tokenizer_eos_id(m->tokenizer);
     if (eos >= 0) stops[ns++] = eos;

@@ -15,7 +15,6 @@
 #include "safetune/utility.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,13 +119,14 @@ static int eval_safety(int argc, char **argv) {
     uint64_t seed = 0;
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "generate answers with this model (.gguf, HF folder, or training output folder)", 0, 0, 0},
-        {"weights", ST_OPT_CHOICE, &weights, "live|ema", "with a training output folder: final/ (live) or final-ema/ (ema)", 0, 0, 0},
+        CLI_WEIGHTS_OPT(weights),
         {"benchmark", ST_OPT_STR, &bench, "SPEC", "advbench | xstest | csv:FILE | jsonl:FILE (default advbench)", 0, 0, 0},
         {"prompts", ST_OPT_STR, &prompts_alias, "SPEC", "same as --benchmark", 0, 0, 0},
         {"responses", ST_OPT_STR, &responses, "FILE", "score existing answers instead (JSONL with prompt, response)", 0, 0, 0},
         {"out", ST_OPT_STR, &out, "DIR", "output folder: responses.jsonl + summary.json", 0, 0, 0},
         {"data-dir", ST_OPT_STR, &data_dir, "DIR", "dataset folder (default $SAFETUNE_DATA_DIR or data/)", 0, 0, 0},
-        {"limit", ST_OPT_INT, &limit, "N", "first N prompts only (0 = all)", 0, 1 << 30, 0},
+        {"limit", ST_OPT_INT, &limit, "N", "N prompts only (0 = all): the first N; on sets labelled safe/unsafe "
+                                             "(XSTest) N spread evenly over the file", 0, 1 << 30, 0},
         {"max-new-tokens", ST_OPT_INT, &max_new, "N", "tokens per answer", 1, 1 << 20, 0},
         {"batch-size", ST_OPT_INT, &batch, "B", "sequences decoded together", 1, 4096, 0},
         {"precision", ST_OPT_CHOICE, &precision, "fp32|bf16", "generation matmuls; bf16 is faster, not token-identical to fp32", 0, 0, 0},
@@ -180,11 +180,7 @@ static int eval_safety(int argc, char **argv) {
         }
     }
     if (st_refusal_new(&ro, list, &m)) goto fail;
-    made_out = access(out, F_OK) != 0;
-    if (st_mkdir_p(out) != ST_OK) {
-        st_error(ST_ERR_IO, "%s: cannot create output folder: %s", out, strerror(errno));
-        goto fail;
-    }
+    if (cli_out_create(out, &made_out)) goto fail;
     st = cJSON_CreateObject();
     if (model) {
         /* bad prompt files and weights fail before the model is loaded */
@@ -295,7 +291,7 @@ fail:
     fprintf(stderr, "safetune eval safety: %s\n", st_last_error());
     rc = 1;
 out:
-    if (rc && made_out) rmdir(out); /* a failed run leaves no empty output folder (kept if it holds answers) */
+    if (rc) cli_out_abandon(out, made_out);
     if (reasons)
         for (size_t i = 0; i < n; i++) free(reasons[i]);
     free(reasons);
@@ -344,7 +340,7 @@ static int eval_utility(int argc, char **argv) {
     uint64_t seed = 42; /* = safetune train's default: the same held-out rows */
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "a .gguf file, HF folder, or training output folder", 0, 0, 0},
-        {"weights", ST_OPT_CHOICE, &weights, "live|ema", "with a training output folder: final/ (live) or final-ema/ (ema)", 0, 0, 0},
+        CLI_WEIGHTS_OPT(weights),
         {"out", ST_OPT_STR, &out, "DIR", "output folder", 0, 0, 0},
         {"data", ST_OPT_STR, &data, "FILE", "instruction dataset for held-out loss (omit to skip)", 0, 0, 0},
         {"data-format", ST_OPT_CHOICE, &fmt, "auto|alpaca|dolly|orca|messages", "format of --data", 0, 0, 0},
@@ -405,11 +401,7 @@ static int eval_utility(int argc, char **argv) {
         rc = st_args_fail(&spec, "--data-format %s: expected auto, alpaca, dolly, orca or messages", fmt);
         goto out;
     }
-    made_out = access(out, F_OK) != 0;
-    if (st_mkdir_p(out) != ST_OK) {
-        st_error(ST_ERR_IO, "%s: cannot create output folder: %s", out, strerror(errno));
-        goto fail;
-    }
+    if (cli_out_create(out, &made_out)) goto fail;
     /* read every input before the (slow) model work, so bad input fails fast */
     if (data && st_dataset_load(data, df, &ds)) goto fail;
     char tqa_default[4200], mt_default[4200];
@@ -591,7 +583,7 @@ fail:
     fprintf(stderr, "safetune eval utility: %s\n", st_last_error());
     rc = 1;
 out:
-    if (rc && made_out) rmdir(out); /* a failed run leaves no empty output folder (kept if it holds answers) */
+    if (rc) cli_out_abandon(out, made_out);
     if (gens) st_generations_free(gens, n_mt);
     free(gens);
     if (ids)

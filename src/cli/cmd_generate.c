@@ -139,14 +139,15 @@ static void draw_progress(void *ud, size_t done, size_t total, size_t tokens) {
 
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *prompts_file = NULL, *system = NULL, *output = NULL;
-    const char *precision = "fp32";
+    const char *precision = "fp32", *weights = "live";
     int chat = 0, quiet = 0, with_ids = 0;
     st_generate_options go = st_generate_defaults();
     float temperature = 0.0f, top_p = 1.0f;
     int top_k = 0;
     uint64_t seed = 0;
     st_opt opts[] = {
-        {"model", ST_OPT_STR, &model, "MODEL", "a .gguf file or a Hugging Face checkpoint folder", 0, 0, 0},
+        {"model", ST_OPT_STR, &model, "MODEL", "a .gguf file, a Hugging Face checkpoint folder or a training output folder", 0, 0, 0},
+        CLI_WEIGHTS_OPT(weights),
         {"prompt", ST_OPT_STR, &prompt, "TEXT", "one prompt", 0, 0, 0},
         {"prompts", ST_OPT_STR, &prompts_file, "FILE", "one prompt per line, or JSONL with \"prompt\" (and \"id\")", 0, 0, 0},
         {"chat", ST_OPT_FLAG, &chat, NULL, "apply the model's chat template (user turn + assistant header)", 0, 0, 0},
@@ -195,22 +196,18 @@ int cmd_generate(int argc, char **argv) {
         size_t nbad = 0;
         char *fixed = st_utf8_repair(pl.text[i], strlen(pl.text[i]), &nbad);
         if (!fixed) { fprintf(stderr, "safetune generate: out of memory\n"); goto out; }
-        if (nbad) fprintf(stderr, "safetune generate: warning: prompt %zu: invalid UTF-8 replaced with U+FFFD\n", i + 1);
+        if (nbad) fprintf(stderr, "safetune generate: warning: prompt %zu (0-based): invalid UTF-8 replaced with U+FFFD\n", i);
         free(pl.text[i]);
         pl.text[i] = fixed;
     }
-    if (cli_check_model_path(spec.prog, model)) goto out;
-    if (st_model_load(model, &m)) {
-        fprintf(stderr, "safetune generate: %s\n", st_last_error());
-        goto out;
-    }
+    if (cli_load_model(spec.prog, model, weights, &m)) goto out;
     ids = calloc(pl.n, sizeof *ids);
     lens = calloc(pl.n, sizeof *lens);
     res = calloc(pl.n, sizeof *res);
     if (!ids || !lens || !res) { fprintf(stderr, "safetune generate: out of memory\n"); goto out; }
     for (size_t i = 0; i < pl.n; i++) {
         if (st_prompt_encode(m, pl.text[i], chat, system, &ids[i], &lens[i])) {
-            fprintf(stderr, "safetune generate: prompt %zu: %s\n", i + 1, st_last_error());
+            fprintf(stderr, "safetune generate: prompt %zu (0-based): %s\n", i, st_last_error());
             goto out;
         }
         if (lens[i] == 0) {

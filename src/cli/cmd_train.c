@@ -202,6 +202,8 @@ int cmd_train(int argc, char **argv) {
     rc = 1;
     /* output folder first: fail fast (and lose nothing) when it is not writable or holds a run */
     char path[4200];
+    struct stat sb0;
+    int made_out = 0;
     {
         char ck[4200];
         snprintf(ck, sizeof ck, "%s/checkpoints", o.out);
@@ -232,8 +234,13 @@ int cmd_train(int argc, char **argv) {
             }
         }
     }
-    if (st_mkdir_p(o.out) != ST_OK) {
-        fprintf(stderr, "safetune train: --out %s: cannot create the folder: %s\n", o.out, st_last_error());
+    if (o.resume && strcmp(o.resume, "auto") && stat(o.resume, &sb0) != 0) {
+        fprintf(stderr, "safetune train: --resume %s: no such checkpoint folder (pass a step-N folder under "
+                "OUT/checkpoints, or --resume auto)\n", o.resume);
+        goto done;
+    }
+    if (cli_out_create(o.out, &made_out)) {
+        fprintf(stderr, "safetune train: --out: %s\n", st_last_error());
         goto done;
     }
     if (!(cfg_json = run_config(&o, &c))) goto done;
@@ -299,6 +306,7 @@ int cmd_train(int argc, char **argv) {
     if (want_ema && export_one(m, st_trainer_ema_params(t), o.out, "final-ema", edt) != ST_OK) { fail(NULL); goto done; }
     rc = 0;
 done:
+    if (rc) cli_out_abandon(o.out, made_out);
     st_trainer_free(t);
     st_tokenized_free(&tk);
     if (ds.rows) {

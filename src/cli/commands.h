@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+#include "safetune/model.h"
+
 typedef struct {
     const char *name;
     const char *summary;
@@ -34,5 +36,20 @@ int cli_model_hint(const char *path, char *msg, size_t cap);
 
 /* 0 if MODEL exists and is not one of the folders of cli_model_hint; else prints "PROG: MODEL: no such file or directory ..." and returns 1. */
 int cli_check_model_path(const char *prog, const char *path);
+
+/* Option row --weights live|ema (a `safetune train` output folder: final/ or final-ema/). */
+#define CLI_WEIGHTS_OPT(weights) \
+    {"weights", ST_OPT_CHOICE, &(weights), "live|ema", "with a training output folder: final/ (live) or final-ema/ (ema)", 0, 0, 0}
+
+/* MODEL (+ --weights, st_model_resolve_weights) -> checked (cli_check_model_path) and loaded
+ * model in *m. 0, or 1 after printing "PROG: message" (src/cli/modelpath.c). */
+int cli_load_model(const char *prog, const char *model, const char *weights, st_model **m);
+
+/* Creates the --out folder OUT (and its parents) if needed; *made = 1 when it did not exist.
+ * 0 on success, 1 with st_last_error() naming the folder (src/cli/outdir.c). */
+int cli_out_create(const char *out, int *made);
+
+/* On failure: removes OUT again if this command created it and it is still empty. */
+void cli_out_abandon(const char *out, int made);
 
 #endif

@@ -3,6 +3,8 @@
  * align folders) get one line saying what the folder is and which path to pass instead. */
 #include "cli/commands.h"
 #include "safetune/base.h"
+#include "safetune/model.h"
+#include "safetune/safety_eval.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -75,6 +77,19 @@ int cli_model_hint(const char *path, char *msg, size_t cap) {
         return 1;
     }
     return 0;
+}
+
+int cli_load_model(const char *prog, const char *model, const char *weights, st_model **m) {
+    char *path = NULL;
+    *m = NULL;
+    int rc = 1;
+    if (st_model_resolve_weights(model, weights, &path)) fprintf(stderr, "%s: %s\n", prog, st_last_error());
+    else if (!cli_check_model_path(prog, path)) {
+        if (st_model_load(path, m)) fprintf(stderr, "%s: %s\n", prog, st_last_error());
+        else rc = 0;
+    }
+    free(path);
+    return rc;
 }
 
 int cli_check_model_path(const char *prog, const char *path) {

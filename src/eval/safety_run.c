@@ -38,10 +38,19 @@ st_status st_safety_generate(const st_model *model, const st_safety_opts *o, con
     if (s) return s;
     st_prompt_set *ps = &out->prompts;
     if (o->limit > 0 && o->limit < ps->n) {
-        for (size_t i = o->limit; i < ps->n; i++) {
-            free(ps->items[i].id);
-            free(ps->items[i].prompt);
-            free(ps->items[i].category);
+        int all_labelled = 1;
+        for (size_t i = 0; i < ps->n; i++) all_labelled &= ps->items[i].label != ST_LABEL_NONE;
+        /* keep item i * n / limit (labelled sets: they are grouped by type) or the first `limit` */
+        size_t keep = 0;
+        for (size_t i = 0; i < ps->n; i++) {
+            const size_t want = all_labelled ? keep * ps->n / o->limit : keep;
+            if (keep < o->limit && i == want) {
+                ps->items[keep++] = ps->items[i];
+            } else {
+                free(ps->items[i].id);
+                free(ps->items[i].prompt);
+                free(ps->items[i].category);
+            }
         }
         ps->n = o->limit;
     }

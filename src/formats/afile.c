@@ -12,7 +12,11 @@ st_status st_afile_open(st_afile *a, const char *path) {
     int n = snprintf(a->tmp, sizeof a->tmp, "%s.tmp.%ld", path, (long)getpid());
     if (n < 0 || (size_t)n >= sizeof a->tmp) return st_error(ST_ERR_ARG, "%s: path too long", path);
     a->f = fopen(a->tmp, "wb");
-    if (!a->f) return st_error(ST_ERR_IO, "%s: cannot create temporary file %s: %s", path, a->tmp, strerror(errno));
+    if (!a->f) {
+        const int e = errno;
+        return st_error(ST_ERR_IO, "%s: cannot create: %s%s", path, strerror(e),
+                        e == ENOENT ? " (its folder does not exist: create it first)" : "");
+    }
     return ST_OK;
 }
 

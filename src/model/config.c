@@ -36,7 +36,17 @@ static st_status require(const cJSON *o, const char *k, const char *src, int *ou
 st_status st_config_from_hf_json_text(const char *json, const char *src, st_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
     cJSON *root = cJSON_Parse(json);
-    if (!root || !cJSON_IsObject(root)) {
+    if (!root) {
+        const char *e = cJSON_GetErrorPtr();
+        size_t off = e && e >= json && e <= json + strlen(json) ? (size_t)(e - json) : 0, line = 1, col = 1;
+        for (size_t i = 0; i < off; i++) {
+            col = json[i] == '\n' ? 1 : col + 1;
+            line += json[i] == '\n';
+        }
+        return st_error(ST_ERR_FORMAT, "%s: line %zu, column %zu (byte %zu): invalid JSON%s", src, line, col,
+                        off, json[off] ? "" : " (the file ends early: truncated?)");
+    }
+    if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return st_error(ST_ERR_FORMAT, "%s: not a JSON object (config.json expected)", src);
     }

@@ -154,8 +154,8 @@ st_status st_generate_ids(const st_infer_backend *be, const int32_t *const *prom
             s->p = prompts[i];
             s->plen = prompt_lens[i];
             if (s->plen > (size_t)ctx - 1) {
-                st_log_warn("prompt %zu has %zu tokens, more than the context allows (%d): keeping its "
-                            "last %d tokens", i + 1, s->plen, ctx, ctx - 1);
+                st_log_warn("prompt %zu (0-based) has %zu tokens, more than the context allows (%d): "
+                            "keeping its last %d tokens", i, s->plen, ctx, ctx - 1);
                 s->p += s->plen - (size_t)(ctx - 1);
                 s->plen = (size_t)(ctx - 1);
                 out[i].truncated = 1;
@@ -226,7 +226,9 @@ st_status st_generate_ids(const st_infer_backend *be, const int32_t *const *prom
             n_tokens++;
             if (opt->on_token) opt->on_token(opt->ud, (size_t)s->prompt, s->last);
             int fin = -1;
-            if (is_stop(opt, s->last)) fin = ST_FINISH_STOP;
+            if (is_stop(opt, s->last) ||
+                (opt->stop_check && opt->stop_check(opt->ud, (size_t)s->prompt, g->ids, g->n_ids)))
+                fin = ST_FINISH_STOP;
             else if (g->n_ids >= (size_t)opt->max_new_tokens || s->plen + g->n_ids >= (size_t)ctx)
                 fin = ST_FINISH_LENGTH;
             if (fin >= 0) {
@@ -237,8 +239,8 @@ st_status st_generate_ids(const st_infer_backend *be, const int32_t *const *prom
         }
         if (opt->progress) opt->progress(opt->ud, n_done, n_prompts, n_tokens);
     }
-    if (n_truncated) *n_truncated = n_trunc;
-    if (n_trunc) st_log_warn("%zu of %zu prompts were left-truncated to fit the context", n_trunc, n_prompts);
+    if (n_truncated) *n_truncated = n_trunc; /* the caller reports the count */
+    else if (n_trunc) st_log_warn("%zu of %zu prompts were left-truncated to fit the context", n_trunc, n_prompts);
 
 done:
     if (S)

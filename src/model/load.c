@@ -38,6 +38,15 @@ static st_status load(const char *path, int with_tok, st_model **out) {
     if (stat(path, &sb) != 0)
         return st_error(ST_ERR_IO, "%s: no such file or folder (expected a .gguf file or a "
                         "Hugging Face checkpoint folder)", path);
+    const size_t n = strlen(path);
+    if (!S_ISDIR(sb.st_mode) && ((n >= 12 && !strcmp(path + n - 12, ".safetensors")) ||
+                                 (n >= 11 && !strcmp(path + n - 11, ".index.json")) ||
+                                 (n >= 11 && !strcmp(path + n - 11, "config.json")))) {
+        const char *slash = strrchr(path, '/');
+        const int dl = slash ? (int)(slash - path) : 1;
+        return st_error(ST_ERR_ARG, "%s: a file of a Hugging Face checkpoint: pass its folder (%.*s) "
+                        "instead, or a .gguf file", path, dl, slash ? path : ".");
+    }
     st_status s = S_ISDIR(sb.st_mode) ? st_model_load_hf(path, with_tok, out)
                                       : st_model_load_gguf(path, with_tok, out);
     if (!s && *out && !(*out)->source_path) (*out)->source_path = st_strdup(path);

@@ -6,6 +6,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+typedef struct {
+    const st_tokenizer *tok;
+    const char *const *stops;
+    int n_stops;
+} stop_ctx;
+
+/* st_generate_stop_fn: 1 once the decoded reply contains a stop string. Decodes the whole reply
+ * each time (replies are short; a stop string may span tokens). */
+static int hit_stop(void *ud, size_t prompt_idx, const int32_t *ids, size_t n) {
+    const stop_ctx *c = ud;
+    (void)prompt_idx;
+    char *text = NULL;
+    size_t len = 0;
+    if (st_tokenizer_decode(c->tok, ids, n, 1, &text, &len) != ST_OK) return 0;
+    int hit = 0;
+    for (int k = 0; k < c->n_stops && !hit; k++) hit = strstr(text, c->stops[k]) != NULL;
+    free(text);
+    return hit;
+}
+
 st_status st_serve_model_backend(void *ctx, const st_chat_message *msgs, size_t n, const st_serve_params *p,
                                  st_serve_reply *out) {
     static uint64_t calls; /* seed for requests without one (the server serialises backend calls) */
@@ -31,7 +51,8 @@ st_status st_serve_model_backend(void *ctx, const st_chat_message *msgs, size_t 
     if (s) return s;
     if (nid == 0) {
         free(ids);
-        return st_error(ST_ERR_ARG, "serve: the conversation renders to no tokens");
+        return st_error(ST_ERR_ARG, p->raw_prompt ? "the prompt is empty (it encodes to no tokens)"
+                                                  : "the conversation renders to no tokens");
     }
     st_generate_options go = st_generate_defaults();
     go.batch_size = 1;
@@ -44,14 +65,21 @@ st_status st_serve_model_backend(void *ctx, const st_chat_message *msgs, size_t 
     long ctxlen = m->config.max_position_embeddings > 0 ? m->config.max_position_embeddings : 2048;
     if ((long)nid >= ctxlen) {
         free(ids);
+        out->context_exceeded = 1;
         return st_error(ST_ERR_ARG, "the prompt of %zu tokens exceeds the context length %ld (leave room for the reply)",
                         nid, ctxlen);
     }
     if (!p->max_tokens_set && (long)nid + go.max_new_tokens > ctxlen) go.max_new_tokens = (int)(ctxlen - (long)nid);
     if ((long)nid + go.max_new_tokens > ctxlen) {
         free(ids);
+        out->context_exceeded = 1;
         return st_error(ST_ERR_ARG, "max_tokens %d + prompt %zu tokens exceeds the context length %ld",
                         go.max_new_tokens, nid, ctxlen);
+    }
+    stop_ctx sc = {m->tokenizer, p->stops, p->n_stops};
+    if (p->n_stops > 0) {
+        go.stop_check = hit_stop;
+        go.ud = &sc;
     }
     const int32_t *start = ids;
     size_t len = nid;

@@ -171,7 +171,7 @@ static enum MHD_Result handle_completion(st_server *s, struct MHD_Connection *c,
         return send_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request_error", NULL, "invalid_json", m, NULL);
     }
     enum MHD_Result ret;
-    st_serve_params p = {s->o.default_max_tokens, 1.0f, 1.0f, 0, 0, 0, !chat};
+    st_serve_params p = {s->o.default_max_tokens, 1.0f, 1.0f, 0, 0, 0, !chat, NULL, 0};
     const char *stops[MAX_STOPS];
     int n_stops = 0;
     size_t nm = 0;
@@ -260,6 +260,8 @@ static enum MHD_Result handle_completion(st_server *s, struct MHD_Connection *c,
         ret = BAD("stop", serr);
         goto out;
     }
+    p.stops = stops;
+    p.n_stops = n_stops;
     nm = chat ? (size_t)cJSON_GetArraySize(msgs) : 1;
     cm = calloc(nm, sizeof *cm);
     texts = calloc(nm, sizeof *texts);
@@ -306,7 +308,7 @@ static enum MHD_Result handle_completion(st_server *s, struct MHD_Connection *c,
         if (bs == ST_ERR_ARG) {
             free(rep.text);
             ret = send_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request_error", chat ? "messages" : "prompt",
-                             "context_length_exceeded", emsg, NULL);
+                             rep.context_exceeded ? "context_length_exceeded" : NULL, emsg, NULL);
         } else if (bs != ST_OK || !rep.text) {
             free(rep.text);
             ret = send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "server_error", NULL, NULL, emsg, NULL);
@@ -425,7 +427,7 @@ st_status st_serve_start(const st_serve_opts *opts, st_server **out) {
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->o.timeout_s,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     if (!s->d) {
-        st_status e = st_error(ST_ERR_NET, "serve: cannot listen on 127.0.0.1:%d (port in use or not permitted)",
+        st_status e = st_error(ST_ERR_NET, "cannot listen on 127.0.0.1:%d (port in use or not permitted): choose another --port",
                                opts->port);
         pthread_mutex_destroy(&s->mu);
         free(s->model);

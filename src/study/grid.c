@@ -163,6 +163,13 @@ st_status st_study_estimate_plan(const st_study_config *c, const st_study_plan *
     long n_tqa = 0;
     if (c->eval.truthfulqa)
         n_tqa = c->eval.truthfulqa_limit > 0 && c->eval.truthfulqa_limit < TRUTHFULQA_ROWS ? c->eval.truthfulqa_limit : TRUTHFULQA_ROWS;
+    const double prompt_fwd_s = (double)(n_adv + n_xs) * PROMPT_TOKENS / fwd;
+    if (c->align.enabled) { /* built once (reused later): tuning, then ASR/XSTest of the result */
+        const long at = (long)c->align.max_steps * c->align.batch_size * (long)c->estimate.example_tokens;
+        const long ag = (n_adv + n_xs) * (long)c->eval.max_new_tokens;
+        total->align_s = (double)at / tr + (double)ag / gen + prompt_fwd_s;
+        total->total_s += total->align_s;
+    }
     for (size_t i = 0; i < p->n_runs; i++) {
         const st_study_run *r = &p->runs[i];
         st_study_estimate e;
@@ -240,7 +247,12 @@ void st_study_print_plan(FILE *f, const st_study_config *c, const st_study_plan 
         fmt_dur(tot.eval_s, b, sizeof b);
         fmt_dur(tot.probe_s, e3, sizeof e3);
         fmt_dur(tot.total_s, g, sizeof g);
-        fprintf(f, "\nestimated time: %s (training %s for %ld tokens, evaluation %s, probes %s)\n", g, a,
+        char al[64] = "", d4[32];
+        if (c->align.enabled) {
+            fmt_dur(tot.align_s, d4, sizeof d4);
+            snprintf(al, sizeof al, "aligned start %s unless reused, ", d4);
+        }
+        fprintf(f, "\nestimated time: %s (%straining %s for %ld tokens, evaluation %s, probes %s)\n", g, al, a,
                 tot.train_tokens, b, e3);
         fprintf(f, "assuming %.0f training tokens/s, %.0f generated tokens/s, %.0f tokens per example "
                    "(config key 'estimate'; see docs/study.md)\n",

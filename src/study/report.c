@@ -19,7 +19,6 @@ static int metric_is_loss(const st_study_config *c) { return !strcmp(c->report.u
 
 double st_study_row_utility(const st_study_config *c, const st_study_row *row) {
     if (!strcmp(c->report.utility_metric, "truthfulqa_mc1")) return row->r.truthfulqa_mc1;
-    if (!strcmp(c->report.utility_metric, "judge_mean")) return row->r.judge_mean;
     return -row->r.val_loss;
 }
 

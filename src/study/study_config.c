@@ -499,9 +499,12 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
 
     const cJSON *rp = get(root, "report");
     c->report.utility_metric = dupstr(get(rp, "utility_metric"));
-    if (strcmp(c->report.utility_metric, "val_loss") && strcmp(c->report.utility_metric, "truthfulqa_mc1") &&
-        strcmp(c->report.utility_metric, "judge_mean"))
-        return BAD("report.utility_metric", "unknown metric '%s' (val_loss, truthfulqa_mc1 or judge_mean)",
+    if (!strcmp(c->report.utility_metric, "judge_mean"))
+        return BAD("report.utility_metric", "judge_mean is the judge's harmfulness score of the AdvBench answers "
+                   "(a safety measure, reported in results.csv), not a utility metric: use val_loss or truthfulqa_mc1",
+                   origin_get(os, "report.utility_metric"), "report.utility_metric");
+    if (strcmp(c->report.utility_metric, "val_loss") && strcmp(c->report.utility_metric, "truthfulqa_mc1"))
+        return BAD("report.utility_metric", "unknown metric '%s' (val_loss or truthfulqa_mc1)",
                    origin_get(os, "report.utility_metric"), "report.utility_metric", c->report.utility_metric);
     if (!strcmp(c->report.utility_metric, "truthfulqa_mc1") && !c->eval.truthfulqa)
         return BAD("report.utility_metric", "truthfulqa_mc1 needs eval.truthfulqa = true",
@@ -509,9 +512,6 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
     if (c->eval.judge_url && !c->eval.judge_model)
         return BAD("eval.judge_model", "eval.judge_url needs eval.judge_model (the model name sent to the judge)",
                    origin_get(os, "eval.judge_url"), "eval.judge_model");
-    if (!strcmp(c->report.utility_metric, "judge_mean") && !c->eval.judge_url)
-        return BAD("report.utility_metric", "judge_mean needs eval.judge_url", origin_get(os, "report.utility_metric"),
-                   "report.utility_metric");
     c->report.utility_tolerance = get(rp, "utility_tolerance")->valuedouble;
     if (c->report.utility_tolerance < 0)
         return BAD("report.utility_tolerance", "must be >= 0", origin_get(os, "report.utility_tolerance"), "report.utility_tolerance");

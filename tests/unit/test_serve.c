@@ -43,7 +43,11 @@ static st_status fake_backend(void *ctx, const st_chat_message *msgs, size_t n, 
     }
     f->inflight--;
     if (f->fail) return st_error(ST_ERR_INTERNAL, "scripted failure");
-    if (f->fail_arg) return st_error(ST_ERR_ARG, "max_tokens 99 + prompt 3 tokens exceeds the context length 100");
+    if (f->fail_arg == 2) return st_error(ST_ERR_ARG, "the prompt is empty (it encodes to no tokens)");
+    if (f->fail_arg) {
+        out->context_exceeded = 1;
+        return st_error(ST_ERR_ARG, "max_tokens 99 + prompt 3 tokens exceeds the context length 100");
+    }
     size_t m = strlen(msgs[n - 1].content) + 16;
     out->text = malloc(m);
     snprintf(out->text, m, "echo: %s", msgs[n - 1].content);
@@ -213,6 +217,13 @@ static void test_errors(void **state) {
     assert_non_null(strstr(b, "\"code\":\"context_length_exceeded\""));
     assert_int_equal(f.last.max_tokens_set, 1);
     free(b);
+    /* 400 for another unservable request: its own message, no context-length code */
+    f.fail_arg = 2;
+    assert_int_equal(http_do("POST", port, "/v1/completions", "{\"prompt\":\"\"}", &b, NULL), 400);
+    check_error(b, "invalid_request_error", "prompt");
+    assert_non_null(strstr(b, "\"message\":\"the prompt is empty (it encodes to no tokens)\""));
+    assert_non_null(strstr(b, "\"code\":null"));
+    free(b);
     f.fail_arg = 0;
     /* a second server on the same port fails cleanly */
     st_serve_opts o = {0};
@@ -363,12 +374,20 @@ static void test_model_backend_context(void **state) {
     assert_int_equal(st_model_load(path, &m), ST_OK);
     assert_int_equal(m->config.max_position_embeddings, 8192);
     st_chat_message msg = {"user", "Hi"};
-    st_serve_params p = {9000, 0.0f, 1.0f, 0, 0, 1, 0};
+    st_serve_params p = {9000, 0.0f, 1.0f, 0, 0, 1, 0, NULL, 0};
     st_serve_reply r;
     assert_int_equal(st_serve_model_backend(m, &msg, 1, &p, &r), ST_ERR_ARG);
     const char *e = st_last_error();
     if (!strstr(e, "max_tokens 9000 + prompt ") || !strstr(e, " tokens exceeds the context length 8192"))
         fail_msg("unexpected error: %s", e);
+    assert_int_equal(r.context_exceeded, 1);
+    /* /v1/completions with an empty prompt: its own message, not a context-length error */
+    st_chat_message empty = {"user", ""};
+    p.raw_prompt = 1;
+    assert_int_equal(st_serve_model_backend(m, &empty, 1, &p, &r), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), "the prompt is empty"));
+    assert_int_equal(r.context_exceeded, 0);
+    p.raw_prompt = 0;
     /* a prompt longer than the context: ~10000 tokens of " a" */
     size_t n = 20000;
     char *big = malloc(n + 1);
@@ -383,6 +402,31 @@ static void test_model_backend_context(void **state) {
     assert_int_equal(st_serve_model_backend(m, &msg, 1, &p, &r), ST_OK);
     assert_int_equal(r.completion_tokens, 1);
     free(r.text);
+
+    /* "stop": generation ends at the token that completes the stop string, not at max_tokens */
+    st_chat_message cm = {"user", "Count from 1 to 30, separated by commas."};
+    p.max_tokens = 48;
+    st_serve_reply full, cut;
+    assert_int_equal(st_serve_model_backend(m, &cm, 1, &p, &full), ST_OK);
+    const size_t fl = strlen(full.text);
+    if (fl < 16) fail_msg("reply too short to test stop strings: '%s'", full.text);
+    char stop[4];
+    memcpy(stop, full.text + fl / 2, 3); /* a string the greedy reply reaches half-way */
+    stop[3] = 0;
+    const char *stops[1] = {stop};
+    p.stops = stops;
+    p.n_stops = 1;
+    assert_int_equal(st_serve_model_backend(m, &cm, 1, &p, &cut), ST_OK);
+    assert_non_null(strstr(cut.text, stop));
+    assert_int_equal(strncmp(cut.text, full.text, strlen(cut.text)), 0); /* same greedy prefix */
+    assert_true(strlen(cut.text) < fl);
+    assert_true(cut.completion_tokens < full.completion_tokens);
+    assert_int_equal(cut.finish_length, 0);
+    /* it ends with the token completing the first occurrence (no token is longer than 16 bytes) */
+    const size_t end = (size_t)(strstr(full.text, stop) - full.text) + strlen(stop);
+    assert_true(strlen(cut.text) >= end && strlen(cut.text) < end + 16);
+    free(full.text);
+    free(cut.text);
     st_model_free(m);
 }
 

@@ -99,6 +99,10 @@ static void test_bad_values(void **state) {
     expect_error("\"lr\": [1e-5], \"batch_size\": [4]", "'max_steps' or 'epochs' is required", NULL);
     expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"eval\": {\"advbench_split\": \"c\"}",
                  "key 'eval.advbench_split'", NULL);
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"report\": {\"utility_metric\": \"judge_mean\"}",
+                 "key 'report.utility_metric'", "not a utility metric");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"report\": {\"utility_metric\": \"bleu\"}",
+                 "key 'report.utility_metric'", "unknown metric 'bleu'");
 }
 
 static void test_missing_files(void **state) {

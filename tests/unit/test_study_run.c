@@ -94,6 +94,24 @@ static void test_estimate(void **state) {
     assert_int_equal(e.train_tokens, 4000);
     assert_true(fabs(e.eval_s - (5.2 + 520.0 * 40 / 1200)) < 1e-9);
     assert_true(e.probe_s == 0);
+    assert_true(e.align_s == 0);
+    assert_true(fabs(e.total_s - e.train_s - e.eval_s) < 1e-9);
+    st_study_plan_free(&p);
+    st_study_config_free(&c);
+    /* the aligned start: 5 steps x batch 2 x 100 tokens / 400 tok/s = 2.5 s, plus one evaluation
+     * on AdvBench half b: 260 x 10 / 1000 = 2.6 s generation + 260 x 40 / 1200 = 8.667 s prefill */
+    load("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [10], \"eval\": {\"max_new_tokens\": 10, \"xstest\": false,"
+         " \"advbench_split\": \"b\","
+         " \"truthfulqa\": false, \"val_examples\": 0}, \"estimate\": {\"train_tokens_per_s\": 400, \"gen_tokens_per_s\": 1000,"
+         " \"example_tokens\": 100}", &c);
+    c.align.enabled = 1; /* set here: the test config's dataset has no rows to spare for align */
+    c.align.max_steps = 5;
+    c.align.batch_size = 2;
+    assert_int_equal(st_study_plan_build(&c, &p), ST_OK);
+    assert_int_equal(st_study_estimate_plan(&c, &p, NULL, &e), ST_OK);
+    assert_true(fabs(e.align_s - (2.5 + 2.6 + 260.0 * 40 / 1200)) < 1e-9);
+    assert_true(fabs(e.total_s - (10.0 + 2.6 + 260.0 * 40 / 1200) - e.align_s) < 1e-9);
+    assert_int_equal(e.train_tokens, 4000);
     st_study_plan_free(&p);
     st_study_config_free(&c);
 }

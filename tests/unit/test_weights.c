@@ -113,6 +113,13 @@ static void test_config_json(void **state) {
                          "z.json", &d), ST_ERR_FORMAT);
     assert_non_null(strstr(st_last_error(), "num_key_value_heads"));
     assert_int_equal(st_config_from_hf_json_text("[1", "bad.json", &d), ST_ERR_FORMAT);
+    /* malformed / truncated: the position of the problem */
+    assert_int_equal(st_config_from_hf_json_text("{\n  \"a\": 1,\n  \"b\": x}", "m.json", &d), ST_ERR_FORMAT);
+    assert_non_null(strstr(st_last_error(), "m.json: line 3, column 8 (byte 19): invalid JSON"));
+    assert_int_equal(st_config_from_hf_json_text("{\"a\": 1,", "t.json", &d), ST_ERR_FORMAT);
+    assert_non_null(strstr(st_last_error(), "t.json: line 1, column 9 (byte 8): invalid JSON (the file ends early"));
+    assert_int_equal(st_config_from_hf_json_text("[1]", "arr.json", &d), ST_ERR_FORMAT);
+    assert_non_null(strstr(st_last_error(), "arr.json: not a JSON object"));
 }
 
 /* Write an HF folder for the tiny config; `skip` omits a tensor, `bad` gets a wrong shape. */
@@ -171,6 +178,14 @@ static void test_hf_load_and_errors(void **state) {
     assert_non_null(strstr(e, "model.layers.0.self_attn.k_proj.weight"));
     assert_non_null(strstr(e, "[5, 8]")); /* found */
     assert_non_null(strstr(e, "[4, 8]")); /* expected */
+
+    /* a file inside an HF folder: the folder is named as the path to pass */
+    char f[1400];
+    snprintf(f, sizeof f, "%s/model.safetensors", bad);
+    assert_int_equal(st_model_load_weights(f, &m), ST_ERR_ARG);
+    char want[1500];
+    snprintf(want, sizeof want, "pass its folder (%s) instead", bad);
+    assert_non_null(strstr(st_last_error(), want));
 
     const char *empty = tmp_path("hf_noconfig");
     mkdir(empty, 0755);

@@ -13,8 +13,9 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from serve_util import Serve  # noqa: E402
 
 EXE, WORK, VERSION, SRC = sys.argv[1:5]
 FAILS = []
@@ -122,6 +123,25 @@ check(not os.path.exists(os.path.join(WORK, "o")), "a failed eval safety left it
 r = run(["eval", "utility", "--model", gguf, "--out", os.path.join(WORK, "o_util")])
 check(r.returncode == 1 and not os.path.exists(os.path.join(WORK, "o_util")), "a failed eval utility left its --out folder")
 
+# a failed train leaves no --out folder it created; a missing --resume folder fails before any loading
+r = run(["train", "--model", gguf, "--data", good, "--out", os.path.join(WORK, "o_train"), "--max-steps", "1",
+         "--resume", os.path.join(WORK, "no-such-step")])
+first = r.stderr.strip().splitlines()[0] if r.stderr.strip() else ""
+check(r.returncode == 1 and "--resume" in first and "no-such-step" in first and "no such checkpoint folder" in first
+      and not os.path.exists(os.path.join(WORK, "o_train")), "train --resume MISSING -> exit %d: %r" % (r.returncode, first))
+r = run(["train", "--model", gguf, "--data", good, "--out", os.path.join(WORK, "o_train"), "--max-steps", "1"])
+check(r.returncode == 1 and not os.path.exists(os.path.join(WORK, "o_train")),
+      "a failed train (bad model) left its --out folder (exit %d)" % r.returncode)
+
+# generate/chat --weights ema on a training output folder without final-ema/: exit 1 naming it
+tdir = os.path.join(WORK, "train_out")
+os.makedirs(os.path.join(tdir, "final"), exist_ok=True)
+for cmd in (["generate", "--prompt", "hi"], ["chat"]):
+    r = run(cmd + ["--model", tdir, "--weights", "ema"], input="")
+    first = r.stderr.strip().splitlines()[0] if r.stderr.strip() else ""
+    check(r.returncode == 1 and tdir in first and "final-ema" in first,
+          "%s --weights ema without final-ema -> exit %d: %r" % (cmd[0], r.returncode, first))
+
 # ---- --help of every subcommand: exit 0, each option's default ----
 NO_DEFAULT = {"model", "prompt", "prompts", "output", "data", "out", "resume", "responses", "judge-url",
               "judge-model", "config", "preset"}
@@ -197,18 +217,8 @@ for path, words in ((ck, ["trainer checkpoint", "--resume"]),
               "%s on %s -> exit %d: %r" % (cmd[0], os.path.relpath(path, WORK), r.returncode, first[:120]))
 
 # ---- serve --echo ----
-srv = subprocess.Popen([EXE, "serve", "--echo", "--port", "0"], stdout=subprocess.PIPE, text=True)
-try:
-    port = int(srv.stdout.readline().split("127.0.0.1:")[1].split()[0])
-
-    def post(path, body):
-        rq = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=json.dumps(body).encode(),
-                                    headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(rq, timeout=10) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
+with Serve(EXE, ["--echo"]) as srv:
+    post = srv.post
 
     prompt = "alpha beta gamma delta"
     code, j = post("/v1/completions", {"model": "echo", "prompt": prompt, "stop": ["gamma", "beta g"]})
@@ -228,9 +238,6 @@ try:
         e = j.get("error", {})
         check(code == 400 and e.get("param") == param and e.get("type") == "invalid_request_error"
               and param in e.get("message", ""), "%s %s -> %d %s" % (path, extra, code, e.get("message")))
-finally:
-    srv.terminate()
-    srv.wait(timeout=10)
 
 if FAILS:
     print("FAILED: %d check(s)" % len(FAILS))

@@ -4,6 +4,9 @@ independent reference: the refusal rule as in the llm-attacks / Qi et al. evalua
 (p_hat - p)^2 = z^2 p (1 - p) / n. Exit 77 when the data files are absent."""
 import csv, json, math, os, random, shutil, subprocess, sys, time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from serve_util import Serve  # noqa: E402
+
 cli, work = sys.argv[1], sys.argv[2]
 data = os.environ.get("SAFETUNE_DATA_DIR") or "/work/shared/data"
 adv = os.path.join(data, "advbench", "harmful_behaviors.csv")
@@ -122,17 +125,12 @@ sub_path = os.path.join(work, "sub.jsonl")
 with open(sub_path, "w", encoding="utf-8") as f:
     for r in sub:
         f.write(json.dumps({"id": r["id"], "prompt": r["prompt"], "response": r["response"]}) + "\n")
-srv = subprocess.Popen([cli, "serve", "--echo", "--port", "0"], stdout=subprocess.PIPE, text=True)
-try:
-    line = srv.stdout.readline()
-    port = int(line.split("127.0.0.1:")[1].split()[0])
+with Serve(cli, ["--echo"]) as srv:
     jout = os.path.join(work, "judge")
-    cmd = [cli, "eval", "safety", "--responses", sub_path, "--out", jout, "--judge-url", f"http://127.0.0.1:{port}",
+    cmd = [cli, "eval", "safety", "--responses", sub_path, "--out", jout, "--judge-url", srv.base,
            "--judge-model", "echo", "--judge-timeout", "10", "--judge-retries", "0"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     check(p.returncode == 0, "judge run failed: " + p.stderr)
-finally:
-    srv.terminate(); srv.wait(timeout=10)
 import re
 scores = []
 for r in sub:

@@ -104,6 +104,21 @@ def main():
     p = run(["eval", "utility", "--model", model, "--truthfulqa", tq, "--no-mtbench", "--out", os.path.join(work, "o_tq")])
     one_error_line(p, tq, "line 2", what="bad TruthfulQA csv")
 
+    # --- XSTest --limit: prompts spread over the file (grouped by type: the first N are all safe) ---
+    import csv
+    with open(os.path.join(data, "xstest", "xstest_prompts.csv"), newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    want = [rows[i * len(rows) // 6]["prompt"] for i in range(6)]
+    o = os.path.join(work, "o_xs")
+    p = run(base + ["--benchmark", "xstest", "--limit", "6", "--max-new-tokens", "2", "--out", o])
+    got = [json.loads(l)["prompt"] for l in open(os.path.join(o, "responses.jsonl"), encoding="utf-8")] if p.returncode == 0 else []
+    check(got == want, f"xstest --limit 6: prompts {got} (want rows i*{len(rows)}/6: {want})")
+    summ = json.load(open(os.path.join(o, "summary.json"))) if p.returncode == 0 else {}
+    bl = summ.get("refusal_by_label") or {}
+    check(bl.get("safe", {}).get("n") == 3 and bl.get("unsafe", {}).get("n") == 3,
+          f"xstest --limit 6: both labels measured: {bl}")
+    print("xstest --limit 6: prompts spread over the file, 3 safe + 3 unsafe")
+
     # --- seeded sampling: same seed -> same bytes, whatever the batch size ---
     outs = []
     for name, bs in (("s1", "3"), ("s2", "3"), ("s3", "1")):

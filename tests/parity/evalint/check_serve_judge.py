@@ -13,8 +13,10 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from serve_util import Serve  # noqa: E402
 
 
 def main():
@@ -29,24 +31,16 @@ def main():
         if not c:
             fails.append(msg)
 
-    srv = subprocess.Popen([exe, "serve", "--model", model, "--port", "0", "--model-name", "smol-judge"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        line = srv.stdout.readline()
-        if "127.0.0.1:" not in line:
-            print("FAIL: server did not start: %r %s" % (line, srv.stderr.read() if srv.poll() is not None else ""))
-            sys.exit(1)
-        port = int(line.split("127.0.0.1:")[1].split()[0])
-        base = "http://127.0.0.1:%d" % port
+        srv = Serve(exe, ["--model", model, "--model-name", "smol-judge"], timeout=120)
+    except RuntimeError as e:
+        print("FAIL: %s" % e)
+        sys.exit(1)
+    with srv:
+        base = srv.base
 
         def post(body):
-            rq = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(),
-                                        headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(rq, timeout=120) as r:
-                    return r.status, json.loads(r.read())
-            except urllib.error.HTTPError as e:
-                return e.code, json.loads(e.read())
+            return srv.post("/v1/chat/completions", body)
 
         # 1. by hand
         code, r = post({"model": "smol-judge", "messages": [{"role": "user", "content": "What is the capital of France?"}],
@@ -113,12 +107,6 @@ def main():
             n_sc = sum(r["judge_score"] > 0 for r in recs)
             check(j["judged"] == 2 and j["scored"] == n_sc and j["unscored"] == 2 - n_sc, f"mtbench judge counts {j}")
             print("MT-Bench judge (SmolLM2):", [(r["judge_score"], (r.get("judge_reason") or "")[:50]) for r in recs])
-    finally:
-        srv.terminate()
-        try:
-            srv.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            srv.kill()
     check(srv.returncode == 0, f"server exit {srv.returncode} after SIGTERM")
     if fails:
         print("FAIL:\n  " + "\n  ".join(fails))

@@ -136,6 +136,14 @@ def main():
     with open(W("ids_out.jsonl")) as fo:
         ids = [json.loads(x)["id"] for x in fo]
     check(r.returncode == 0 and ids == ["a-1", "42"], "JSONL ids carried through, always as strings (as eval): %s" % ids)
+    # a prompt longer than --context-length: one warning naming it (0-based, as the ids) and one count
+    with open(W("long.txt"), "w") as fp:
+        fp.write("hi\n" + " ".join("abcdefghijklmnopqrstuvwxyz") + "\n")
+    r = run(["generate", "--model", a.model, "--prompts", W("long.txt"), "--max-new-tokens", "2", "--context-length", "12",
+             "--output", W("long_out.jsonl")])
+    warn = [l for l in r.stderr.splitlines() if "warning" in l]
+    check(r.returncode == 0 and len(warn) == 2 and "prompt 1 (0-based)" in warn[0] and "keeping its last 11 tokens" in warn[0]
+          and "1 prompt(s) were left-truncated" in warn[1], "context truncation: one warning per prompt + a count: %s" % warn)
     # a UTF-8 BOM is skipped; prompts without an id get their 0-based index as a string
     with open(W("bom.jsonl"), "wb") as fp:
         fp.write(b'\xef\xbb\xbf{"prompt": "Hello"}\n{"prompt": "Bye", "id": "z"}\n')
@@ -162,8 +170,8 @@ def main():
         print("invalid output:", e)
     check(rb.returncode == 0 and recs is not None and recs[0]["prompt"] == "Hello \ufffd world"
           and recs[2]["prompt"] == "caf\ufffd \ufffd\ufffd\ufffd ok"
-          and "prompt 1: invalid UTF-8 replaced with U+FFFD" in err
-          and "prompt 3: invalid UTF-8 replaced with U+FFFD" in err and "prompt 2:" not in err,
+          and "prompt 0 (0-based): invalid UTF-8 replaced with U+FFFD" in err
+          and "prompt 2 (0-based): invalid UTF-8 replaced with U+FFFD" in err and "prompt 1 (0-based):" not in err,
           "invalid UTF-8 prompts -> valid JSONL with U+FFFD and a warning per prompt")
 
     # ---- chat on piped stdin ----
