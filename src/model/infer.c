@@ -3,8 +3,13 @@
  * of B sequences is an M = B GEMM) against the model's inference weight cache
  * (infer_weights.c: oneDNN-blocked fp32 or bf16 copies). Attention runs per (sequence, KV head):
  * a decoding row's query heads of one GQA group share a single pass over the cached K/V rows;
- * prefill rows use the blocked GEMM attention kernel. Reference: transformers
- * LlamaModel.forward with past_key_values. */
+ * prefill rows use the blocked GEMM attention kernel. On the CPU backend with the weight cache
+ * all layers of a call run inside ONE OpenMP parallel region (fused_thread): each thread
+ * multiplies its column parts of every projection with single-threaded oneDNN primitives and
+ * the phases meet at spinbar.h barriers, instead of ~5 thread wake-ups per layer (one per
+ * oneDNN call and per parallel loop). The loop below it is the fallback (no cache, other
+ * backends, SAFETUNE_INFER_FUSED=0). Reference: transformers LlamaModel.forward with
+ * past_key_values. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>

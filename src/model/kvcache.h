@@ -7,7 +7,9 @@
 
 #include "safetune/forward.h"
 
-/* Phases timed by st_forward_infer when profiling (names in kvcache.c). */
+/* Phases timed by st_forward_infer when profiling (names in kvcache.c). The fused path times
+ * thread 0: each matmul phase includes the barrier after it, rope + KV append are counted in
+ * attention and swiglu in gate/up (those two rows stay 0). */
 enum { ST_INFER_NPROF = 10 };
 extern const char *const st_infer_prof_names[ST_INFER_NPROF];
 
