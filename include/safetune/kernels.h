@@ -29,10 +29,36 @@ void st_matmul_forward(float *out, const float *in, const float *w, const float 
 /* din[M,K] += dout·W; dw[N,K] += doutᵀ·in; dbias[N] += Σ_rows dout. NULL outputs are skipped. */
 void st_matmul_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
                         const float *w, int M, int K, int N);
+/* bf16 products with operands the caller already holds in bf16 (training in ST_MATMUL_BF16
+ * mode; numerically the same as the fp32-operand calls in that mode). Forward: in16 [M,K] bf16.
+ * Backward: din [M,K] WRITTEN (not +=), dw [N,K] += (NULL skips either); dout given as fp32 or
+ * bf16 (dout16, row stride ld16 elements, 0 = N), in as fp32 or bf16 (in16): exactly one of
+ * each pair non-NULL. No bias (use
+ * st_matmul_backward with NULL din/dw for dbias). Falls back to fp32 sgemm on the widened bf16
+ * values where oneDNN has no bf16 matmul. */
+void st_matmul_forward_bf16(float *out, const uint16_t *in16, const float *w, const float *bias,
+                            int M, int K, int N);
+void st_matmul_backward_bf16(float *din, float *dw, const float *dout, const uint16_t *dout16,
+                             int ld16, const float *in, const uint16_t *in16, const float *w,
+                             int M, int K, int N);
 
 /* ---- RMSNorm: out = x / sqrt(mean(x²) + eps) * w; saves rstd[N] ------------------------- */
 void st_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C,
                         float eps);
+/* The bf16 training path's RMSNorm: out [N,C] WRITTEN as bf16 (round-to-nearest-even of the
+ * fp32 x·rstd·w), the input of a bf16 matmul stored half size; Σx² in 8 double lanes
+ * (vectorised, fixed order; rstd may differ from st_rmsnorm_forward's in the last bit). */
+void st_rmsnorm_forward_bf16(uint16_t *out, float *rstd, const float *x, const float *w, int N,
+                             int C, float eps);
+/* Residual add fused in: xo = x + y (fp32, WRITTEN; may alias x), then
+ * st_rmsnorm_forward_bf16 of xo. One pass instead of copy + add + norm. */
+void st_residual_rmsnorm_forward_bf16(float *xo, uint16_t *out, float *rstd, const float *x,
+                                      const float *y, const float *w, int N, int C, float eps);
+/* As st_rmsnorm_backward with the per-row Σ dout·w·x in 8 double lanes (vectorised; the bf16
+ * training path's order, partner of st_rmsnorm_forward_bf16); dx16 (may be NULL) [N,C] gets
+ * the bf16 (RNE) of the updated dx, the operand of the next bf16 matmul backward. */
+void st_rmsnorm_backward_bf16(float *dx, uint16_t *dx16, float *dw, const float *dout,
+                              const float *x, const float *w, const float *rstd, int N, int C);
 /* dx[N,C] += ..., dw[C] += Σ_rows dout·x·rstd (dw may be NULL). */
 void st_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
                          const float *rstd, int N, int C);
@@ -48,6 +74,11 @@ void st_rope_forward(float *x, int N, int n_heads, int D, int stride, const floa
 /* In place: dx <- Rᵀ dx (the inverse rotation). */
 void st_rope_backward(float *dx, int N, int n_heads, int D, int stride, const float *cos_,
                       const float *sin_);
+/* bf16 training path: out [N, stride] WRITTEN as the bf16 (RNE) of st_rope_backward's result
+ * on dx (the first n_heads heads of each row rotated, the rest of the row as is); dx is only
+ * read. D <= 1024. The operand of the bf16 q|k|v backward matmul. */
+void st_rope_backward_bf16(uint16_t *out, const float *dx, int N, int n_heads, int D, int stride,
+                           const float *cos_, const float *sin_);
 
 /* ---- causal attention ------------------------------------------------------------------- */
 /* One head of one sequence: q [Tq, D] (row stride q_stride), k/v [Tk, D] (kv_stride), query i
@@ -84,6 +115,10 @@ void st_attention_backward(float *dqkv, const float *dout, const float *qkv, con
 void st_swiglu_forward(float *out, const float *gu, int N, int I);
 /* dgu [N, 2I] accumulated. */
 void st_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int I);
+/* bf16 variants (the operands of bf16 matmuls): out [N,I] and dgu [N,2I] WRITTEN as the RNE
+ * bf16 of the fp32 values the fp32 kernels compute (dgu: of the gradient itself, not +=). */
+void st_swiglu_forward_bf16(uint16_t *out, const float *gu, int N, int I);
+void st_swiglu_backward_bf16(uint16_t *dgu, const float *dout, const float *gu, int N, int I);
 
 /* ---- token embedding: out[N,C] = table[tokens[n]] (tokens must be in [0, V)) ------------ */
 void st_embedding_forward(float *out, const int32_t *tokens, const float *table, int N, int C);
@@ -106,6 +141,11 @@ void st_crossentropy_backward(float *dlogits, const float *logits, const int32_t
  * partial sums of 16 lanes added in double in a fixed order (deterministic at any -O level). */
 void st_crossentropy_fused(float *losses, float *logits, const int32_t *targets,
                            const float *dlosses, int N, int V);
+/* As st_crossentropy_fused (same losses), with d(logits) of row n left as bf16 (RNE of the fp32
+ * values st_crossentropy_fused leaves) in place at (uint16_t *)(logits + n·V), i.e. a bf16
+ * [N, V] matrix with row stride 2V: the operand of the bf16 lm_head backward, no extra buffer. */
+void st_crossentropy_fused_bf16(float *losses, float *logits, const int32_t *targets,
+                                const float *dlosses, int N, int V);
 
 /* ---- elementwise ------------------------------------------------------------------------ */
 void st_add_inplace(float *x, const float *y, size_t n); /* x += y */
@@ -155,6 +195,24 @@ typedef struct {
                                   int);
     void (*add_inplace)(float *, const float *, size_t);
     void (*crossentropy_fused)(float *, float *, const int32_t *, const float *, int, int);
+    /* bf16-operand training path (ST_MATMUL_BF16 mode); NULL entries make the model code use
+     * the fp32-operand functions above */
+    void (*matmul_forward_bf16)(float *, const uint16_t *, const float *, const float *, int, int,
+                                int);
+    void (*matmul_backward_bf16)(float *, float *, const float *, const uint16_t *, int,
+                                 const float *, const uint16_t *, const float *, int, int, int);
+    void (*rmsnorm_forward_bf16)(uint16_t *, float *, const float *, const float *, int, int,
+                                 float);
+    void (*swiglu_forward_bf16)(uint16_t *, const float *, int, int);
+    void (*swiglu_backward_bf16)(uint16_t *, const float *, const float *, int, int);
+    void (*residual_rmsnorm_forward_bf16)(float *, uint16_t *, float *, const float *,
+                                          const float *, const float *, int, int, float);
+    void (*rmsnorm_backward_bf16)(float *, uint16_t *, float *, const float *, const float *,
+                                  const float *, const float *, int, int);
+    void (*crossentropy_fused_bf16)(float *, float *, const int32_t *, const float *, int, int);
+    /* optional (NULL: rope_backward in place, then the matmul rounds dqkv itself) */
+    void (*rope_backward_bf16)(uint16_t *, const float *, int, int, int, int, const float *,
+                               const float *);
 } st_backend;
 
 /* The CPU backend (oneDNN + OpenMP). */

@@ -73,5 +73,9 @@ double st_grad_norm(const float *g, size_t n);
  * g *= coef. Returns the pre-clip norm. A non-finite norm leaves g unchanged (the caller should
  * skip the step); max_norm <= 0 disables clipping (norm still returned). */
 double st_clip_grad_norm(float *g, size_t n, double max_norm);
+/* The factor st_clip_grad_norm multiplies the gradients by for this norm (1 when it leaves them
+ * alone: norm <= max_norm, max_norm <= 0, or a non-finite norm), for callers that fold the
+ * scaling into their next pass over the gradients. */
+float st_clip_grad_scale(double norm, double max_norm);
 
 #endif

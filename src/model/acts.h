@@ -5,20 +5,21 @@
 #define SAFETUNE_MODEL_ACTS_H
 
 #include "safetune/config.h"
+#include "safetune/kernels.h"
 #include "safetune/weights.h"
 
 typedef struct {
     float *x_in;  /* [N, C] residual entering the layer */
-    float *ln1;   /* [N, C] */
+    float *ln1;   /* [N, C]; bf16 [N, C] in its first half when the owner's bf16_acts is set */
     float *rstd1; /* [N] */
     float *qkv;   /* [N, (H+2KV)D], q/k after RoPE */
     float *att;   /* [N, H*D] attention output (before o_proj) */
     float *lse;   /* [B, H, T] */
     float *x_mid; /* [N, C] residual after attention */
-    float *ln2;   /* [N, C] */
+    float *ln2;   /* [N, C]; bf16 like ln1 */
     float *rstd2; /* [N] */
     float *gu;    /* [N, 2I] gate | up pre-activations */
-    float *hmlp;  /* [N, I] silu(gate) * up */
+    float *hmlp;  /* [N, I] silu(gate) * up; bf16 like ln1 */
 } st_layer_acts;
 
 struct st_train_acts {
@@ -39,6 +40,12 @@ struct st_train_acts {
     float *att_scratch;        /* per-thread attention scratch */
     size_t att_scratch_floats; /* allocated */
     int has_forward;
+    /* set by the forward in ST_MATMUL_BF16 mode (with a backend that has the bf16 entries):
+     * ln1, ln2, hmlp hold bf16 (the matmul operands, rounded once by their producers; the
+     * fp32 slots' second halves stay untouched, so never resident), and the backward keeps
+     * d(gate|up) in dgu as bf16 and writes the input gradients of the matmuls instead of
+     * zeroing and accumulating them */
+    int bf16_acts;
 };
 
 /* Allocate with `save` (1: per-layer activations + backward scratch; 0: shared, no grads).
@@ -53,6 +60,9 @@ st_status st_acts_ensure_scratch(struct st_train_acts *a, int T, int D);
  * norm (a->lnf, [B*T, C]) so the caller runs the lm_head on the rows it needs. */
 st_status st_forward_core(const st_config *cfg, const st_weights *w, struct st_train_acts *a,
                           const int32_t *tokens, int B, int T, float *logits);
+/* 1 when the forward keeps bf16 matmul operands (ST_MATMUL_BF16 mode and `be` has every
+ * bf16 entry). */
+int st_backend_bf16_ready(const st_backend *be);
 /* Fused-projection contiguity check (layout puts q|k|v and gate|up adjacent). */
 int st_weights_fusable(const st_config *cfg, const st_weights *w);
 

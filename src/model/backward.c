@@ -55,7 +55,10 @@ st_status st_train_forward(const st_config *cfg, const st_weights *w, st_train_a
     float *closs = a->losses + (N - Nt); /* compact losses at the end, spread below */
     if (Nt > 0) {
         ST_PROF("mm_lmhead_fwd", be->matmul_forward(a->logits, a->lnf, w->lm_head, NULL, Nt, C, V));
-        ST_PROF("xent_fused", be->crossentropy_fused(closs, a->logits, a->targets, a->dlosses, Nt, V));
+        /* bf16 path: d(logits) left as bf16 in place (row stride 2V) for the lm_head backward */
+        ST_PROF("xent_fused", (a->bf16_acts ? be->crossentropy_fused_bf16
+                                                         : be->crossentropy_fused)(
+                                  closs, a->logits, a->targets, a->dlosses, Nt, V));
     }
     /* spread the compact losses to their rows (front to back: rows[j] <= (N - Nt) + j) */
     double sum = 0.0;
@@ -89,11 +92,18 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
     /* head: d(logits) of the compact rows is in a->logits (st_train_forward); lm_head on those
      * rows, then d(ln_f) spread back to [N, C] with zeros for the untrained rows (back to front:
      * rows[j] >= j, so a moved row never lands on one still to be moved) */
-    const int Nt = a->n_rows;
-    memset(a->dln, 0, (size_t)Nt * C * sizeof(float));
-    if (Nt > 0)
-        ST_PROF("mm_lmhead_bwd", be->matmul_backward(a->dln, g->lm_head, NULL, a->logits, a->lnf,
-                                                     w->lm_head, Nt, C, V));
+    const int Nt = a->n_rows, b16 = a->bf16_acts;
+    if (b16) {
+        if (Nt > 0)
+            ST_PROF("mm_lmhead_bwd", be->matmul_backward_bf16(a->dln, g->lm_head, NULL,
+                                                              (const uint16_t *)a->logits, 2 * V,
+                                                              a->lnf, NULL, w->lm_head, Nt, C, V));
+    } else {
+        memset(a->dln, 0, (size_t)Nt * C * sizeof(float));
+        if (Nt > 0)
+            ST_PROF("mm_lmhead_bwd", be->matmul_backward(a->dln, g->lm_head, NULL, a->logits,
+                                                         a->lnf, w->lm_head, Nt, C, V));
+    }
     for (int n = N - 1, j = Nt - 1; n >= 0; n--) {
         float *dst = a->dln + (size_t)n * C;
         if (j >= 0 && a->rows[j] == n) {
@@ -104,34 +114,74 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
         }
     }
     memset(a->dres, 0, NC * sizeof(float));
-    ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, g->norm, a->dln, a->x_final, w->norm, a->rstdf, N, C));
+    /* bf16 path: every rmsnorm backward also leaves bf16 d(residual) in the free tmp, the
+     * dout of the next matmul backward (down, then o_proj) */
+    uint16_t *dres16 = (uint16_t *)a->tmp;
+    if (b16)
+        ST_PROF("rmsnorm_bwd", be->rmsnorm_backward_bf16(a->dres, dres16, g->norm, a->dln, a->x_final, w->norm, a->rstdf, N, C));
+    else
+        ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, g->norm, a->dln, a->x_final, w->norm, a->rstdf, N, C));
     a->has_forward = 0; /* one backward per forward (d(logits) and the compacted ln_f used) */
 
     for (int l = c->num_hidden_layers - 1; l >= 0; l--) {
         const st_layer_weights *Lw = &w->layers[l], *Lg = &g->layers[l];
         st_layer_acts *A = &a->layers[l];
         /* MLP: x_out = x_mid + down(swiglu(gate|up(ln2(x_mid)))) */
-        memset(a->dh, 0, (size_t)N * I * sizeof(float));
-        ST_PROF("mm_down_bwd", be->matmul_backward(a->dh, Lg->down_proj, NULL, a->dres, A->hmlp, Lw->down_proj, N, I, C));
-        memset(a->dgu, 0, (size_t)N * 2 * I * sizeof(float));
-        ST_PROF("swiglu_bwd", be->swiglu_backward(a->dgu, a->dh, A->gu, N, I));
-        memset(a->dln, 0, NC * sizeof(float));
-        ST_PROF("mm_gateup_bwd", be->matmul_backward(a->dln, Lg->gate_proj, NULL, a->dgu, A->ln2,
-                                                     Lw->gate_proj, N, C, 2 * I));
-        ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, Lg->post_attention_layernorm, a->dln,
-                                                    A->x_mid, Lw->post_attention_layernorm,
-                                                    A->rstd2, N, C));
+        if (b16) { /* bf16 operands held by the forward; input gradients written */
+            uint16_t *dgu16 = (uint16_t *)a->dgu;
+            ST_PROF("mm_down_bwd", be->matmul_backward_bf16(a->dh, Lg->down_proj, NULL, dres16, 0, NULL,
+                                                            (const uint16_t *)A->hmlp, Lw->down_proj, N, I, C));
+            ST_PROF("swiglu_bwd", be->swiglu_backward_bf16(dgu16, a->dh, A->gu, N, I));
+            ST_PROF("mm_gateup_bwd", be->matmul_backward_bf16(a->dln, Lg->gate_proj, NULL, dgu16, 0, NULL,
+                                                              (const uint16_t *)A->ln2, Lw->gate_proj, N, C, 2 * I));
+        } else {
+            memset(a->dh, 0, (size_t)N * I * sizeof(float));
+            ST_PROF("mm_down_bwd", be->matmul_backward(a->dh, Lg->down_proj, NULL, a->dres, A->hmlp, Lw->down_proj, N, I, C));
+            memset(a->dgu, 0, (size_t)N * 2 * I * sizeof(float));
+            ST_PROF("swiglu_bwd", be->swiglu_backward(a->dgu, a->dh, A->gu, N, I));
+            memset(a->dln, 0, NC * sizeof(float));
+            ST_PROF("mm_gateup_bwd", be->matmul_backward(a->dln, Lg->gate_proj, NULL, a->dgu, A->ln2,
+                                                         Lw->gate_proj, N, C, 2 * I));
+        }
+        if (b16)
+            ST_PROF("rmsnorm_bwd", be->rmsnorm_backward_bf16(a->dres, dres16, Lg->post_attention_layernorm, a->dln,
+                                                             A->x_mid, Lw->post_attention_layernorm, A->rstd2, N, C));
+        else
+            ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, Lg->post_attention_layernorm, a->dln, A->x_mid,
+                                                        Lw->post_attention_layernorm, A->rstd2, N, C));
         /* attention: x_mid = x_in + o(attn(rope(qkv(ln1(x_in))))) */
-        memset(a->datt, 0, (size_t)N * HD * sizeof(float));
-        ST_PROF("mm_o_bwd", be->matmul_backward(a->datt, Lg->o_proj, NULL, a->dres, A->att, Lw->o_proj, N, HD, C));
+        if (b16) {
+            ST_PROF("mm_o_bwd", be->matmul_backward_bf16(a->datt, Lg->o_proj, NULL, dres16, 0, A->att, NULL, Lw->o_proj, N, HD, C));
+        } else {
+            memset(a->datt, 0, (size_t)N * HD * sizeof(float));
+            ST_PROF("mm_o_bwd", be->matmul_backward(a->datt, Lg->o_proj, NULL, a->dres, A->att, Lw->o_proj, N, HD, C));
+        }
         memset(a->dqkv, 0, (size_t)N * Wd * sizeof(float));
         ST_PROF("attn_bwd", be->attention_backward(a->dqkv, a->datt, A->qkv, A->att, A->lse, B, T,
                                                    H, KV, D, a->att_scratch));
-        ST_PROF("rope_bwd", be->rope_backward(a->dqkv, N, H + KV, D, Wd, a->rope_cos, a->rope_sin));
-        memset(a->dln, 0, NC * sizeof(float));
-        ST_PROF("mm_qkv_bwd", be->matmul_backward(a->dln, Lg->q_proj, Lg->q_bias, a->dqkv, A->ln1, Lw->q_proj, N, C, Wd));
-        ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, Lg->input_layernorm, a->dln, A->x_in,
-                                                    Lw->input_layernorm, A->rstd1, N, C));
+        if (b16 && !Lg->q_bias && be->rope_backward_bf16) {
+            /* RoPE backward writes the bf16 d(qkv) the matmul needs (into the free dgu) */
+            uint16_t *dqkv16 = (uint16_t *)a->dgu;
+            ST_PROF("rope_bwd", be->rope_backward_bf16(dqkv16, a->dqkv, N, H + KV, D, Wd, a->rope_cos, a->rope_sin));
+            ST_PROF("mm_qkv_bwd", be->matmul_backward_bf16(a->dln, Lg->q_proj, NULL, dqkv16, 0, NULL,
+                                                           (const uint16_t *)A->ln1, Lw->q_proj, N, C, Wd));
+        } else {
+            ST_PROF("rope_bwd", be->rope_backward(a->dqkv, N, H + KV, D, Wd, a->rope_cos, a->rope_sin));
+            if (b16) {
+                ST_PROF("mm_qkv_bwd", be->matmul_backward_bf16(a->dln, Lg->q_proj, a->dqkv, NULL, 0, NULL,
+                                                               (const uint16_t *)A->ln1, Lw->q_proj, N, C, Wd));
+                if (Lg->q_bias) be->matmul_backward(NULL, NULL, Lg->q_bias, a->dqkv, NULL, NULL, N, C, Wd);
+            } else {
+                memset(a->dln, 0, NC * sizeof(float));
+                ST_PROF("mm_qkv_bwd", be->matmul_backward(a->dln, Lg->q_proj, Lg->q_bias, a->dqkv, A->ln1, Lw->q_proj, N, C, Wd));
+            }
+        }
+        if (b16)
+            ST_PROF("rmsnorm_bwd", be->rmsnorm_backward_bf16(a->dres, dres16, Lg->input_layernorm, a->dln, A->x_in,
+                                                             Lw->input_layernorm, A->rstd1, N, C));
+        else
+            ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, Lg->input_layernorm, a->dln, A->x_in,
+                                                        Lw->input_layernorm, A->rstd1, N, C));
     }
     ST_PROF("embed_bwd", be->embedding_backward(g->embed_tokens, a->dres, a->tokens, N, C));
     return ST_OK;

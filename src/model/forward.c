@@ -113,6 +113,13 @@ void st_train_acts_free(st_train_acts *a) {
     free(a);
 }
 
+int st_backend_bf16_ready(const st_backend *be) {
+    return st_matmul_get_precision() == ST_MATMUL_BF16 && be->matmul_forward_bf16 &&
+           be->matmul_backward_bf16 && be->rmsnorm_forward_bf16 && be->swiglu_forward_bf16 &&
+           be->swiglu_backward_bf16 && be->residual_rmsnorm_forward_bf16 &&
+           be->rmsnorm_backward_bf16 && be->crossentropy_fused_bf16;
+}
+
 int st_weights_fusable(const st_config *c, const st_weights *w) {
     const size_t C = c->hidden_size, I = c->intermediate_size;
     const size_t HD = (size_t)c->num_attention_heads * c->head_dim;
@@ -159,23 +166,43 @@ st_status st_forward_core(const st_config *c, const st_weights *w, struct st_tra
     free(pos);
 
     ST_PROF("embed_fwd", be->embedding_forward(a->layers[0].x_in, tokens, w->embed_tokens, N, C));
+    const int b16 = a->bf16_acts = st_backend_bf16_ready(be);
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const st_layer_weights *Lw = &w->layers[l];
         st_layer_acts *A = &a->layers[l];
-        ST_PROF("rmsnorm_fwd", be->rmsnorm_forward(A->ln1, A->rstd1, A->x_in, Lw->input_layernorm, N, C, c->rms_norm_eps));
-        ST_PROF("mm_qkv_fwd", be->matmul_forward(A->qkv, A->ln1, Lw->q_proj, Lw->q_bias, N, C, Wd));
+        uint16_t *ln1 = (uint16_t *)A->ln1, *ln2 = (uint16_t *)A->ln2, *hm = (uint16_t *)A->hmlp;
+        if (b16) {
+            /* layers after the first got x_in, ln1 and rstd1 from the previous layer's fused
+             * residual + norm */
+            if (l == 0)
+                ST_PROF("rmsnorm_fwd", be->rmsnorm_forward_bf16(ln1, A->rstd1, A->x_in, Lw->input_layernorm, N, C, c->rms_norm_eps));
+            ST_PROF("mm_qkv_fwd", be->matmul_forward_bf16(A->qkv, ln1, Lw->q_proj, Lw->q_bias, N, C, Wd));
+        } else {
+            ST_PROF("rmsnorm_fwd", be->rmsnorm_forward(A->ln1, A->rstd1, A->x_in, Lw->input_layernorm, N, C, c->rms_norm_eps));
+            ST_PROF("mm_qkv_fwd", be->matmul_forward(A->qkv, A->ln1, Lw->q_proj, Lw->q_bias, N, C, Wd));
+        }
         ST_PROF("rope_fwd", be->rope_forward(A->qkv, N, H + KV, D, Wd, a->rope_cos, a->rope_sin));
         ST_PROF("attn_fwd", be->attention_forward(A->att, A->lse, A->qkv, B, T, H, KV, D, a->att_scratch));
         ST_PROF("mm_o_fwd", be->matmul_forward(a->tmp, A->att, Lw->o_proj, NULL, N, HD, C));
         /* x_mid = x_in + o_proj(att) */
-        memcpy(A->x_mid, A->x_in, (size_t)N * C * sizeof(float));
-        be->add_inplace(A->x_mid, a->tmp, (size_t)N * C);
-        ST_PROF("rmsnorm_fwd", be->rmsnorm_forward(A->ln2, A->rstd2, A->x_mid,
-                                                   Lw->post_attention_layernorm, N, C,
-                                                   c->rms_norm_eps));
-        ST_PROF("mm_gateup_fwd", be->matmul_forward(A->gu, A->ln2, Lw->gate_proj, NULL, N, C, 2 * I));
-        ST_PROF("swiglu_fwd", be->swiglu_forward(A->hmlp, A->gu, N, I));
-        ST_PROF("mm_down_fwd", be->matmul_forward(a->tmp, A->hmlp, Lw->down_proj, NULL, N, I, C));
+        if (b16) {
+            ST_PROF("rmsnorm_fwd", be->residual_rmsnorm_forward_bf16(A->x_mid, ln2, A->rstd2, A->x_in, a->tmp, Lw->post_attention_layernorm, N, C, c->rms_norm_eps));
+            ST_PROF("mm_gateup_fwd", be->matmul_forward_bf16(A->gu, ln2, Lw->gate_proj, NULL, N, C, 2 * I));
+            ST_PROF("swiglu_fwd", be->swiglu_forward_bf16(hm, A->gu, N, I));
+            ST_PROF("mm_down_fwd", be->matmul_forward_bf16(a->tmp, hm, Lw->down_proj, NULL, N, I, C));
+            if (l + 1 < c->num_hidden_layers) { /* next x_in = x_mid + down(...), and its norm */
+                st_layer_acts *A1 = &a->layers[l + 1];
+                ST_PROF("rmsnorm_fwd", be->residual_rmsnorm_forward_bf16(A1->x_in, (uint16_t *)A1->ln1, A1->rstd1, A->x_mid, a->tmp, w->layers[l + 1].input_layernorm, N, C, c->rms_norm_eps));
+                continue;
+            }
+        } else {
+            memcpy(A->x_mid, A->x_in, (size_t)N * C * sizeof(float));
+            be->add_inplace(A->x_mid, a->tmp, (size_t)N * C);
+            ST_PROF("rmsnorm_fwd", be->rmsnorm_forward(A->ln2, A->rstd2, A->x_mid, Lw->post_attention_layernorm, N, C, c->rms_norm_eps));
+            ST_PROF("mm_gateup_fwd", be->matmul_forward(A->gu, A->ln2, Lw->gate_proj, NULL, N, C, 2 * I));
+            ST_PROF("swiglu_fwd", be->swiglu_forward(A->hmlp, A->gu, N, I));
+            ST_PROF("mm_down_fwd", be->matmul_forward(a->tmp, A->hmlp, Lw->down_proj, NULL, N, I, C));
+        }
         float *next = l + 1 < c->num_hidden_layers ? a->layers[l + 1].x_in : a->x_final;
         if (next != A->x_mid) memcpy(next, A->x_mid, (size_t)N * C * sizeof(float));
         be->add_inplace(next, a->tmp, (size_t)N * C);

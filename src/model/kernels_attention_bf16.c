@@ -67,16 +67,26 @@ size_t st_attention_batch_scratch_floats(int T, int D) {
 
 /* ---- the GEMM ---------------------------------------------------------------------------- */
 
+/* Causal trimming of a product (every skipped term is an exact zero of the masked softmax, so
+ * results are unchanged): CZ_N: row i of C needs only columns j < off + i + 1 (the others are
+ * left unwritten, and stale: callers read no masked score); CZ_KE: row i's sum stops at
+ * k < off + i + 1; CZ_KS: row i's sum starts at k >= i - off. k counts elements (not pairs). */
+enum { CZ_NONE = 0, CZ_N = 1, CZ_KE = 2, CZ_KS = 3 };
+
 /* Portable: C = alpha·A·B (+ C when acc). A's k-pair kp of row i (two adjacent bf16) is at
  * A + i·a_rs + kp·a_ks: row-major A [M, 2Kp] has (a_rs, a_ks) = (lda, 2); a pair-packed Aᵀ
- * X2[kp][M][2] has (2, 2M). B2 [Kp][N][2] (ldb >= 2N). */
+ * X2[kp][M][2] has (2, 2M). B2 [Kp][N][2] (ldb >= 2N). cz/off: the causal trimming above. */
 static void bgemm_ref(int M, int N, int Kp, float alpha, const uint16_t *A, int a_rs, int a_ks,
-                      const uint16_t *B, int ldb, float *C, int ldc, int acc) {
+                      const uint16_t *B, int ldb, float *C, int ldc, int acc, int cz, int off) {
     for (int i = 0; i < M; i++) {
         float *c = C + (size_t)i * ldc;
-        for (int j = 0; j < N; j++) {
+        int n1 = N, k0 = 0, k1 = Kp;
+        if (cz == CZ_N && off + i + 1 < n1) n1 = off + i + 1;
+        if (cz == CZ_KE && (off + i + 2) / 2 < k1) k1 = (off + i + 2) / 2;
+        if (cz == CZ_KS && i - off > 0) k0 = (i - off) / 2;
+        for (int j = 0; j < n1; j++) {
             float s = 0.0f;
-            for (int kp = 0; kp < Kp; kp++) {
+            for (int kp = k0; kp < k1; kp++) {
                 const uint16_t *a = A + (size_t)i * a_rs + (size_t)kp * a_ks;
                 const uint16_t *b = B + (size_t)kp * ldb + 2 * j;
                 s += bf16_f32(a[0]) * bf16_f32(b[0]) + bf16_f32(a[1]) * bf16_f32(b[1]);
@@ -115,6 +125,7 @@ ukernel(const int mr, const int nv, __mmask16 last, int Kp, float alpha, const u
         }
     }
     const __m512 al = _mm512_set1_ps(alpha);
+    const int scale = alpha != 1.0f;
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++) {
         if (r >= mr) break;
@@ -123,7 +134,7 @@ ukernel(const int mr, const int nv, __mmask16 last, int Kp, float alpha, const u
         for (int v = 0; v < NV; v++) {
             if (v >= nv) break;
             const __mmask16 m = v == nv - 1 ? last : (__mmask16)0xffff;
-            __m512 x = _mm512_mul_ps(c[r][v], al);
+            __m512 x = scale ? _mm512_mul_ps(c[r][v], al) : c[r][v];
             if (acc) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, cr + 16 * v));
             _mm512_mask_storeu_ps(cr + 16 * v, m, x);
         }
@@ -131,19 +142,31 @@ ukernel(const int mr, const int nv, __mmask16 last, int Kp, float alpha, const u
 }
 
 #define UK(mr_, nv_)                                                                         \
-    ukernel(mr_, nv_, last, Kp, alpha, A + (size_t)i0 * a_rs, a_rs, a_ks, B + 2 * (size_t)j0, \
-            ldb, C + (size_t)i0 * ldc + j0, ldc, acc)
+    ukernel(mr_, nv_, last, k1 - k0, alpha, A + (size_t)i0 * a_rs + (size_t)k0 * a_ks, a_rs,   \
+            a_ks, B + (size_t)k0 * ldb + 2 * (size_t)j0, ldb, C + (size_t)i0 * ldc + j0, ldc, acc)
 
 static BF16_TARGET void bgemm_avx512(int M, int N, int Kp, float alpha, const uint16_t *A,
                                      int a_rs, int a_ks, const uint16_t *B, int ldb, float *C,
-                                     int ldc, int acc) {
+                                     int ldc, int acc, int cz, int off) {
     for (int j0 = 0; j0 < N; j0 += 16 * NV) {
-        const int n = N - j0 < 16 * NV ? N - j0 : 16 * NV;
-        const int nv = (n + 15) / 16;
-        const __mmask16 last = (__mmask16)(n - 16 * (nv - 1) == 16 ? 0xffff
-                                                                   : (1u << (n - 16 * (nv - 1))) - 1);
+        const int nb = N - j0 < 16 * NV ? N - j0 : 16 * NV;
         for (int i0 = 0; i0 < M; i0 += MR) {
             const int mr = M - i0 < MR ? M - i0 : MR;
+            int n = nb, k0 = 0, k1 = Kp;
+            if (cz == CZ_N) { /* the group's last row sees columns < off + i0 + mr */
+                const int need = off + i0 + mr - j0;
+                if (need <= 0) continue;
+                if (need < n) n = need;
+            } else if (cz == CZ_KE) {
+                const int k = (off + i0 + mr + 1) / 2;
+                if (k < k1) k1 = k;
+            } else if (cz == CZ_KS && i0 - off > 0) {
+                k0 = (i0 - off) / 2;
+                if (k0 > k1) k0 = k1;
+            }
+            const int nv = (n + 15) / 16;
+            const __mmask16 last = (__mmask16)(n - 16 * (nv - 1) == 16 ? 0xffff
+                                                                     : (1u << (n - 16 * (nv - 1))) - 1);
             switch (mr * 8 + nv) {
             case 6 * 8 + 4: UK(6, 4); break;
             case 6 * 8 + 3: UK(6, 3); break;
@@ -193,15 +216,15 @@ static int use_avx512(void) {
 void st_attention_bf16_force_portable(int on) { g_isa = on ? 0 : -1; }
 
 static void bgemm(int M, int N, int Kp, float alpha, const uint16_t *A, int a_rs, int a_ks,
-                  const uint16_t *B, int ldb, float *C, int ldc, int acc) {
+                  const uint16_t *B, int ldb, float *C, int ldc, int acc, int cz, int off) {
     if (M <= 0 || N <= 0) return;
 #if ST_HAVE_X86
     if (use_avx512()) {
-        bgemm_avx512(M, N, Kp, alpha, A, a_rs, a_ks, B, ldb, C, ldc, acc);
+        bgemm_avx512(M, N, Kp, alpha, A, a_rs, a_ks, B, ldb, C, ldc, acc, cz, off);
         return;
     }
 #endif
-    bgemm_ref(M, N, Kp, alpha, A, a_rs, a_ks, B, ldb, C, ldc, acc);
+    bgemm_ref(M, N, Kp, alpha, A, a_rs, a_ks, B, ldb, C, ldc, acc, cz, off);
 }
 
 /* ---- fp32 -> bf16 conversion (RNE), vectorised with AVX512_BF16 where present --------- */
@@ -256,6 +279,48 @@ static void cvt_interleave(uint16_t *dst, const float *r0, const float *r1, int 
     }
 }
 
+/* The first two passes of st_softmax_inplace (fastmath.h), same loops: row <- exp(row - max),
+ * returns Σ exp; the normalisation is left to cvt_row_scaled (one pass less). */
+static inline float softmax_exp(float *row, int n, float *max) {
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < n; j++) {
+        row[j] = st_fast_expf(row[j] - mx);
+        sum += row[j];
+    }
+    *max = mx;
+    return sum;
+}
+
+#if ST_HAVE_X86
+static BF16_TARGET void cvt_row_scaled_avx(uint16_t *dst, const float *src, int n, float k) {
+    const __m512 kv = _mm512_set1_ps(k);
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        _mm256_storeu_si256((__m256i *)(dst + j),
+                            (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(src + j), kv)));
+    if (j < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - j)) - 1);
+        const __m256i v = (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, src + j), kv));
+        _mm256_mask_storeu_epi16(dst + j, m, v);
+    }
+}
+#endif
+
+/* dst[j] = bf16(src[j] · k), j < n (the product rounded to fp32 first, as src[j] *= k would) */
+static void cvt_row_scaled(uint16_t *dst, const float *src, int n, float k) {
+#if ST_HAVE_X86
+    if (g_isa == 1) {
+        cvt_row_scaled_avx(dst, src, n, k);
+        return;
+    }
+#endif
+    for (int j = 0; j < n; j++) dst[j] = bf16_rne(src[j] * k);
+}
+
 /* ---- packing (every pad element written as 0) ------------------------------------------- */
 
 /* x [n, D] (stride ld) -> row-major bf16 [n, D2] (D2 = D rounded up to even). */
@@ -292,13 +357,6 @@ static void pack_pairs_rows(uint16_t *dst, const float *x, int n, int D, int ld)
                        i + 1 < n ? x + (size_t)(i + 1) * ld : NULL, D);
 }
 
-/* P [nq, nk] fp32 (stride ldp) -> row pairs interleaved: dst[i/2][nk][2] for i < up2(nq). */
-static void pack_interleave(uint16_t *dst, const float *P, int nq, int nk, int ldp) {
-    for (int i = 0; i < nq; i += 2)
-        cvt_interleave(dst + (size_t)(i / 2) * 2 * nk, P + (size_t)i * ldp,
-                       i + 1 < nq ? P + (size_t)(i + 1) * ldp : NULL, nk);
-}
-
 /* ---- forward ------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -330,18 +388,19 @@ static void fwd_group(const geom *G, float *out, float *lse, const float *base, 
         for (int i0 = 0; i0 < T; i0 += QB) {
             const int nq = T - i0 < QB ? T - i0 : QB, nk = i0 + nq, nk2 = (int)up2((size_t)nk);
             pack_rows(Qb, q + (size_t)i0 * W, nq, D, W);
-            bgemm(nq, nk, D2 / 2, G->scale, Qb, D2, 2, Kd, 2 * T, S, nk, 0);
+            bgemm(nq, nk, D2 / 2, G->scale, Qb, D2, 2, Kd, 2 * T, S, nk, 0, CZ_N, i0);
             for (int i = 0; i < nq; i++) {
                 float *row = S + (size_t)i * nk;
                 uint16_t *pr = Pb + (size_t)i * nk2;
                 const int vis = i0 + i + 1;
                 float mx;
-                const float sum = st_softmax_inplace(row, vis, &mx);
-                cvt_row(pr, row, vis);
+                const float sum = softmax_exp(row, vis, &mx);
+                cvt_row_scaled(pr, row, vis, 1.0f / sum); /* P = e / Σe, rounded once */
                 for (int j = vis; j < nk2; j++) pr[j] = 0;
                 ls[i0 + i] = mx + logf(sum);
             }
-            bgemm(nq, D, nk2 / 2, 1.0f, Pb, nk2, 2, Vt, 2 * D, o + (size_t)i0 * G->HD, G->HD, 0);
+            bgemm(nq, D, nk2 / 2, 1.0f, Pb, nk2, 2, Vt, 2 * D, o + (size_t)i0 * G->HD, G->HD, 0,
+                  CZ_KE, i0);
         }
     }
 }
@@ -390,7 +449,7 @@ static void bwd_group(const geom *G, float *dbase, const float *dout, const floa
             pack_pairs_rows(Qp, qb, nq, D, W);
             pack_pairs_rows(dOp, dob, nq, D, HD);
             /* P = exp(scale q kᵀ - lse), causal */
-            bgemm(nq, nk, D2 / 2, G->scale, Qb, D2, 2, Kd, 2 * T, P, nk, 0);
+            bgemm(nq, nk, D2 / 2, G->scale, Qb, D2, 2, Kd, 2 * T, P, nk, 0, CZ_N, i0);
             for (int i = 0; i < nq; i++) {
                 float *row = P + (size_t)i * nk;
                 const int vis = i0 + i + 1;
@@ -398,11 +457,13 @@ static void bwd_group(const geom *G, float *dbase, const float *dout, const floa
 #pragma omp simd
                 for (int j = 0; j < vis; j++) row[j] = st_fast_expf(row[j] - l);
                 for (int j = vis; j < nk; j++) row[j] = 0.0f;
+                if (i & 1) /* a finished row pair: its interleave while both rows are hot */
+                    cvt_interleave(Pv + (size_t)(i / 2) * 2 * nk, row - nk, row, nk);
             }
+            if (nq & 1) cvt_interleave(Pv + (size_t)(nq / 2) * 2 * nk, P + (size_t)(nq - 1) * nk, NULL, nk);
             /* dV += Pᵀ dO (Pᵀ read from P's row-pair interleave) ; dP = dO Vᵀ */
-            pack_interleave(Pv, P, nq, nk, nk);
-            bgemm(nk, D, nq2 / 2, 1.0f, Pv, 2, 2 * nk, dOp, 2 * D, dv, W, 1);
-            bgemm(nq, nk, D2 / 2, 1.0f, dOb, D2, 2, Vd, 2 * T, dP, nk, 0);
+            bgemm(nk, D, nq2 / 2, 1.0f, Pv, 2, 2 * nk, dOp, 2 * D, dv, W, 1, CZ_KS, i0);
+            bgemm(nq, nk, D2 / 2, 1.0f, dOb, D2, 2, Vd, 2 * T, dP, nk, 0, CZ_N, i0);
             /* dS = P ∘ (dP - rowsum(dO ∘ O)) * scale */
             for (int i = 0; i < nq; i++) {
                 const float *orow = o + (size_t)(i0 + i) * HD, *grow = dob + (size_t)i * HD;
@@ -411,15 +472,19 @@ static void bwd_group(const geom *G, float *dbase, const float *dout, const floa
                 for (int d = 0; d < D; d++) delta += orow[d] * grow[d];
                 float *pr = P + (size_t)i * nk, *dr = dP + (size_t)i * nk;
                 uint16_t *sb = dSb + (size_t)i * nk2;
+                const int vis = i0 + i + 1; /* dP past it is unwritten (CZ_N) */
 #pragma omp simd
-                for (int j = 0; j < nk; j++) dr[j] = pr[j] * (dr[j] - delta) * G->scale;
+                for (int j = 0; j < vis; j++) dr[j] = pr[j] * (dr[j] - delta) * G->scale;
+                for (int j = vis; j < nk; j++) dr[j] = 0.0f;
                 cvt_row(sb, dr, nk);
                 if (nk2 > nk) sb[nk] = 0;
+                if (i & 1) cvt_interleave(dSv + (size_t)(i / 2) * 2 * nk, dr - nk, dr, nk);
             }
+            if (nq & 1) cvt_interleave(dSv + (size_t)(nq / 2) * 2 * nk, dP + (size_t)(nq - 1) * nk, NULL, nk);
             /* dQ += dS K ; dK += dSᵀ Q */
-            bgemm(nq, D, nk2 / 2, 1.0f, dSb, nk2, 2, Kt, 2 * D, dq + (size_t)i0 * W, W, 1);
-            pack_interleave(dSv, dP, nq, nk, nk);
-            bgemm(nk, D, nq2 / 2, 1.0f, dSv, 2, 2 * nk, Qp, 2 * D, dk, W, 1);
+            bgemm(nq, D, nk2 / 2, 1.0f, dSb, nk2, 2, Kt, 2 * D, dq + (size_t)i0 * W, W, 1, CZ_KE,
+                  i0);
+            bgemm(nk, D, nq2 / 2, 1.0f, dSv, 2, 2 * nk, Qp, 2 * D, dk, W, 1, CZ_KS, i0);
         }
     }
 }

@@ -20,6 +20,15 @@ static const st_backend cpu = {
     .crossentropy_backward = st_crossentropy_backward,
     .add_inplace = st_add_inplace,
     .crossentropy_fused = st_crossentropy_fused,
+    .matmul_forward_bf16 = st_matmul_forward_bf16,
+    .matmul_backward_bf16 = st_matmul_backward_bf16,
+    .rmsnorm_forward_bf16 = st_rmsnorm_forward_bf16,
+    .swiglu_forward_bf16 = st_swiglu_forward_bf16,
+    .swiglu_backward_bf16 = st_swiglu_backward_bf16,
+    .residual_rmsnorm_forward_bf16 = st_residual_rmsnorm_forward_bf16,
+    .rmsnorm_backward_bf16 = st_rmsnorm_backward_bf16,
+    .crossentropy_fused_bf16 = st_crossentropy_fused_bf16,
+    .rope_backward_bf16 = st_rope_backward_bf16,
 };
 
 static const st_backend *g_backend = &cpu;

@@ -73,3 +73,63 @@ void st_matmul_backward(float *din, float *dw, float *dbias, const float *dout, 
         }
     }
 }
+
+/* fp32 copy of bf16 values (exact), for the sgemm fallback; NULL on NULL input or no memory */
+static float *widen(const uint16_t *x, size_t n) {
+    if (!x) return NULL;
+    float *f = malloc(n * sizeof *f);
+    if (!f) return NULL;
+#pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t u = (uint32_t)x[i] << 16;
+        memcpy(&f[i], &u, 4);
+    }
+    return f;
+}
+
+/* widen of a [M, N] bf16 matrix with row stride ld */
+static float *widen_rows(const uint16_t *x, int M, int N, int ld) {
+    float *f = malloc((size_t)M * N * sizeof *f);
+    if (!f) return NULL;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            const uint32_t u = (uint32_t)x[(size_t)i * ld + j] << 16;
+            memcpy(&f[(size_t)i * N + j], &u, 4);
+        }
+    return f;
+}
+
+static void oom_abort(const char *what) {
+    fprintf(stderr, "safetune: %s: out of memory for the fp32 fallback\n", what);
+    abort();
+}
+
+void st_matmul_forward_bf16(float *out, const uint16_t *in16, const float *w, const float *bias,
+                            int M, int K, int N) {
+    if (st_mm_forward_b(out, in16, w, M, K, N) == 0) {
+        if (bias) {
+#pragma omp parallel for if ((size_t)M * N > 65536)
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) out[(size_t)i * N + j] += bias[j];
+        }
+        return;
+    }
+    float *in = widen(in16, (size_t)M * K);
+    if (!in) oom_abort("matmul forward");
+    st_matmul_forward(out, in, w, bias, M, K, N);
+    free(in);
+}
+
+void st_matmul_backward_bf16(float *din, float *dw, const float *dout, const uint16_t *dout16,
+                             int ld16, const float *in, const uint16_t *in16, const float *w,
+                             int M, int K, int N) {
+    if (!din && !dw) return;
+    if (st_mm_backward_b(din, dw, dout, dout16, ld16, in, in16, w, M, K, N) == 0) return;
+    float *d32 = dout16 ? widen_rows(dout16, M, N, ld16 > 0 ? ld16 : N) : NULL;
+    float *i32 = dw && in16 ? widen(in16, (size_t)M * K) : NULL;
+    if ((dout16 && !d32) || (dw && in16 && !i32)) oom_abort("matmul backward");
+    if (din) memset(din, 0, (size_t)M * K * sizeof *din);
+    st_matmul_backward(din, dw, NULL, d32 ? d32 : dout, i32 ? i32 : in, w, M, K, N);
+    free(d32);
+    free(i32);
+}

@@ -4,9 +4,11 @@
 #include "safetune/kernels.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "model/fastmath.h"
+#include "model/matmul_bf16.h"
 
 void st_swiglu_forward(float *out, const float *gu, int N, int I) {
 #pragma omp parallel for if ((size_t)N * I > 65536)
@@ -29,6 +31,46 @@ void st_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, i
             float s = 1.0f / (1.0f + st_fast_expf(-g[i]));
             dg[i] += d[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
             du[i] += d[i] * g[i] * s;
+        }
+    }
+}
+
+enum { SW_CH = 256 }; /* columns per fp32 staging chunk of the bf16 variants */
+
+void st_swiglu_forward_bf16(uint16_t *out, const float *gu, int N, int I) {
+    st_bf16_row(NULL, NULL, 0); /* ISA decided before the threads run */
+#pragma omp parallel for if ((size_t)N * I > 65536)
+    for (int n = 0; n < N; n++) {
+        const float *g = gu + (size_t)n * 2 * I, *u = g + I;
+        float o[SW_CH];
+        for (int i0 = 0; i0 < I; i0 += SW_CH) {
+            const int ni = I - i0 < SW_CH ? I - i0 : SW_CH;
+#pragma omp simd
+            for (int i = 0; i < ni; i++)
+                o[i] = g[i0 + i] / (1.0f + st_fast_expf(-g[i0 + i])) * u[i0 + i];
+            st_bf16_row(out + (size_t)n * I + i0, o, (size_t)ni);
+        }
+    }
+}
+
+void st_swiglu_backward_bf16(uint16_t *dgu, const float *dout, const float *gu, int N, int I) {
+    st_bf16_row(NULL, NULL, 0);
+#pragma omp parallel for if ((size_t)N * I > 65536)
+    for (int n = 0; n < N; n++) {
+        const float *g = gu + (size_t)n * 2 * I, *u = g + I, *d = dout + (size_t)n * I;
+        uint16_t *dg = dgu + (size_t)n * 2 * I, *du = dg + I;
+        float a[SW_CH], b[SW_CH];
+        for (int i0 = 0; i0 < I; i0 += SW_CH) {
+            const int ni = I - i0 < SW_CH ? I - i0 : SW_CH;
+#pragma omp simd
+            for (int i = 0; i < ni; i++) {
+                const float gi = g[i0 + i], ui = u[i0 + i], di = d[i0 + i];
+                float s = 1.0f / (1.0f + st_fast_expf(-gi));
+                a[i] = di * ui * s * (1.0f + gi * (1.0f - s));
+                b[i] = di * gi * s;
+            }
+            st_bf16_row(dg + i0, a, (size_t)ni);
+            st_bf16_row(du + i0, b, (size_t)ni);
         }
     }
 }
@@ -147,5 +189,69 @@ void st_crossentropy_fused(float *losses, float *logits, const int32_t *targets,
             continue;
         }
         losses[n] = xent_row_fused(l, targets[n], dlosses[n], V);
+    }
+}
+
+/* st_crossentropy_fused with d(logits) left as bf16 in the first half of each row's own fp32
+ * slot. The rounding pass reads a chunk of fp32 values [v0, v0+CH) before writing their bf16,
+ * which lands on bytes [2·v0, 2·v0 + 2·CH), i.e. fp32 elements below v0 + CH already read:
+ * nothing is overwritten before it is read; the stores go through memcpy (char access), so
+ * they stay ordered after the float loads. */
+static float xent_row_fused_bf16(float *l, int t, float g, int V) {
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int i = 0; i < V; i++) mx = l[i] > mx ? l[i] : mx;
+    const float lt = l[t];
+    float acc[16] = {0}; /* the lanes of xent_row_fused, same order */
+    int i = 0;
+    for (; i + 16 <= V; i += 16) {
+        float *p = l + i;
+#pragma omp simd
+        for (int j = 0; j < 16; j++) {
+            const float e = st_fast_expf(p[j] - mx);
+            p[j] = e;
+            acc[j] += e;
+        }
+    }
+    double s = 0.0;
+    for (; i < V; i++) {
+        const float e = st_fast_expf(l[i] - mx);
+        l[i] = e;
+        s += (double)e;
+    }
+    for (int j = 0; j < 16; j++) s += (double)acc[j];
+    const float loss = mx + (float)log(s) - lt;
+    unsigned char *out = (unsigned char *)l;
+    if (g == 0.0f) {
+        memset(out, 0, (size_t)V * sizeof(uint16_t));
+        return loss;
+    }
+    const float k = (float)((double)g / s);
+    enum { CH = 256 };
+    for (int v0 = 0; v0 < V; v0 += CH) {
+        const int n = V - v0 < CH ? V - v0 : CH;
+        float f[CH];
+        uint16_t h[CH];
+#pragma omp simd
+        for (int j = 0; j < n; j++) f[j] = l[v0 + j] * k;
+        if (t >= v0 && t < v0 + n) f[t - v0] -= g;
+        st_bf16_row(h, f, (size_t)n);
+        memcpy(out + 2 * (size_t)v0, h, (size_t)n * sizeof *h);
+    }
+    return loss;
+}
+
+void st_crossentropy_fused_bf16(float *losses, float *logits, const int32_t *targets,
+                                const float *dlosses, int N, int V) {
+    st_bf16_row(NULL, NULL, 0); /* ISA decided before the threads run */
+#pragma omp parallel for schedule(static) if (N > 1)
+    for (int n = 0; n < N; n++) {
+        float *l = logits + (size_t)n * V;
+        if (targets[n] < 0) {
+            losses[n] = 0.0f;
+            memset(l, 0, (size_t)V * sizeof(uint16_t));
+            continue;
+        }
+        losses[n] = xent_row_fused_bf16(l, targets[n], dlosses[n], V);
     }
 }

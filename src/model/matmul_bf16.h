@@ -5,14 +5,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { ST_MM_FWD = 0, ST_MM_DIN = 1, ST_MM_DW = 2 };
+enum { ST_MM_FWD = 0, ST_MM_DIN = 1, ST_MM_DW = 2, ST_MM_DINW = 3 /* DIN, written */ };
 /* out[M,N] = in[M,K] · W[N,K]ᵀ (written); bf16 != 0 rounds both operands to bf16 (RNE).
  * Returns 0, or -1 when oneDNN cannot do it here (caller falls back to dnnl_sgemm). */
 int st_mm_forward(float *out, const float *in, const float *w, int M, int K, int N, int bf16);
 /* din[M,K] += dout·W and dw[N,K] += doutᵀ·in (each skipped when NULL); bf16 as above (bf16
- * works on row chunks of dout). Returns 0, or -1 with nothing accumulated (fall back). */
+ * works on column chunks of dout). Returns 0, or -1 with nothing accumulated (fall back). */
 int st_mm_backward(float *din, float *dw, const float *dout, const float *in, const float *w,
                    int M, int K, int N, int bf16);
+/* bf16 forward with the activations already bf16: in16 [M,K] (RNE-rounded by the producer,
+ * e.g. st_rmsnorm_forward_bf16); W converted per call. Returns 0, or -1 as st_mm_forward. */
+int st_mm_forward_b(float *out, const uint16_t *in16, const float *w, int M, int K, int N);
+/* bf16 backward, din[M,K] WRITTEN (not accumulated), dw[N,K] += doutᵀ·in. dout is given as
+ * fp32 (dout, rounded here in column chunks) or bf16 (dout16, row stride ld16 >= N; 0 = N),
+ * in likewise (in / in16; only read when dw != NULL); exactly one of each pair non-NULL.
+ * Returns 0, or -1 with nothing written. */
+int st_mm_backward_b(float *din, float *dw, const float *dout, const uint16_t *dout16, int ld16,
+                     const float *in, const uint16_t *in16, const float *w, int M, int K, int N);
+/* dst[i] = bf16(src[i]) (RNE, the rounding of every bf16 product here), one thread; call it
+ * once with n = 0 before a parallel region (it detects the ISA on first use). */
+void st_bf16_row(uint16_t *dst, const float *src, size_t n);
 /* Testing: elements per bf16 backward chunk (0 = default 16M). */
 void st_mm_set_chunk_elems(size_t n);
 /* Row-major dnnl_sgemm; aborts on a dimension error (a programming bug). */

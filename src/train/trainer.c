@@ -183,8 +183,15 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
                      "--lr, check the data and the model weights)", (long long)step_no,
                      isnan(loss) ? "nan" : "inf");
     double gn = 0;
+    float gscale = 1.0f;
+    const int fused = st__trainer_update_fusable(t);
     if (!s) {
-        ST_PROF("clip", gn = st_clip_grad_norm(t->grads, t->n, c->max_grad_norm));
+        /* the fused update applies the clipping factor itself (one pass less over the grads) */
+        if (fused)
+            ST_PROF("clip", gn = st_grad_norm(t->grads, t->n);
+                    gscale = st_clip_grad_scale(gn, c->max_grad_norm));
+        else
+            ST_PROF("clip", gn = st_clip_grad_norm(t->grads, t->n, c->max_grad_norm));
         if (!isfinite(gn))
             s = st_error(ST_ERR_NUMERIC, "step %lld: gradient norm is %s (loss %g); stopping "
                          "before the update (lower --lr or set --max-grad-norm)",
@@ -197,10 +204,9 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     }
     const double lr = st_schedule_lr(&c->sched, c->optim.lr, t->opt.step);
     double live_sq = 0, ema_sq = 0;
-    const int fused = st__trainer_update_fusable(t);
     if (fused) {
         const int due = c->ema_on && st_ema_due(&t->ema, t->opt.step + 1);
-        ST_PROF("adamw_ema_dist", s = st__trainer_update(t, t->m->params, t->grads, lr, due,
+        ST_PROF("adamw_ema_dist", s = st__trainer_update(t, t->m->params, t->grads, gscale, lr, due,
                                                           &live_sq, &ema_sq));
     } else {
         ST_PROF("adamw", s = st_optim_step(&t->opt, t->m->params, t->grads, lr));

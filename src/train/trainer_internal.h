@@ -54,12 +54,13 @@ st_status st__trainer_truncate_metrics(const st_trainer *t, int64_t max_step);
 void st__progress_start(st_progress *p, int64_t start_step);
 void st__progress_update(st_progress *p, const st_step_metrics *m, int64_t total, int final);
 
-/* trainer_update.c: AdamW + EMA (if ema_due) + squared drifts ‖θ−θ_0‖², ‖θ_ema−θ_0‖² in one
- * pass, bit-identical to st_optim_step, st_ema_step and st_l2_distance² done separately.
- * Only for AdamW (st__trainer_update_fusable). */
+/* trainer_update.c: gradient clipping by gscale (the st_clip_grad_scale factor; grads are read
+ * as grads[i] * gscale and left unscaled) + AdamW + EMA (if ema_due) + squared drifts
+ * ‖θ−θ_0‖², ‖θ_ema−θ_0‖² in one pass, bit-identical to st_clip_grad_norm, st_optim_step,
+ * st_ema_step and st_l2_distance² done separately. Only for AdamW (st__trainer_update_fusable). */
 int st__trainer_update_fusable(const st_trainer *t);
-st_status st__trainer_update(st_trainer *t, float *params, const float *grads, double lr,
-                             int ema_due, double *live_sq, double *ema_sq);
+st_status st__trainer_update(st_trainer *t, float *params, const float *grads, float gscale,
+                             double lr, int ema_due, double *live_sq, double *ema_sq);
 
 /* trainer_ckpt.c: keep the newest `keep` step-* folders under dir. */
 void st__trainer_prune_checkpoints(const char *dir, int keep);

@@ -1,4 +1,5 @@
-/* trainer_update.c - the end of a trainer step in one pass over memory: AdamW, the EMA update
+/* trainer_update.c - the end of a trainer step in one pass over memory: the gradient clipping
+ * scale, AdamW, the EMA update
  * (when due) and the two drift norms ‖θ − θ_0‖, ‖θ_ema − θ_0‖. The separate passes (optim.c
  * adamw_step, ema.c st_ema_update, reduce.h st_reduce_sqdiff) read/write the 135M-float vectors
  * 4 times; here each element is touched once. Element arithmetic is the same expression for
@@ -12,8 +13,8 @@
 
 int st__trainer_update_fusable(const st_trainer *t) { return t->opt.cfg.kind == ST_OPTIM_ADAMW; }
 
-st_status st__trainer_update(st_trainer *t, float *p, const float *g, double lr, int ema_due,
-                             double *live_sq, double *ema_sq) {
+st_status st__trainer_update(st_trainer *t, float *p, const float *g, float gscale, double lr,
+                             int ema_due, double *live_sq, double *ema_sq) {
     st_optimizer *opt = &t->opt;
     if (!st__trainer_update_fusable(t))
         return st_error(ST_ERR_INTERNAL, "fused update: only AdamW is fused");
@@ -47,7 +48,7 @@ st_status st__trainer_update(st_trainer *t, float *p, const float *g, double lr,
             const float decay = (float)(1.0 - lr * seg.weight_decay);
             const int has_decay = seg.weight_decay != 0.0;
             for (size_t i = i0; i < i1; i++) {
-                float pi = p[i], gi = g[i];
+                float pi = p[i], gi = g[i] * gscale; /* clip's g *= c (x·1 is exact) */
                 if (has_decay) pi *= decay;
                 float mi = b1 * m[i] + omb1 * gi;
                 float vi = b2 * v[i] + omb2 * (gi * gi);

@@ -157,7 +157,8 @@ static void test_matmul_bf16(void **state) {
 }
 
 /* bf16 backward: din += dout·W and dw += doutᵀ·x with bf16-rounded operands, fp32 accumulation,
- * vs the same products in double on bf16-rounded inputs; whole and row-chunked (7 rows). */
+ * vs the same products in double on bf16-rounded inputs; whole and column-chunked (7·N elements
+ * per chunk: 3 of the 11 columns of dout, and a tail of 2). */
 static void test_matmul_bf16_backward(void **state) {
     (void)state;
     const int M = 23, K = 37, N = 11;

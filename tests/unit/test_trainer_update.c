@@ -1,6 +1,7 @@
-/* test_trainer_update.c - the fused AdamW + EMA + drift pass (trainer_update.c) must equal the
- * separate passes (st_optim_step, st_ema_update, st_l2_distance) bit for bit: three steps on
- * 200,003 floats (4 reduction blocks) with weight-decay segments that straddle block borders. */
+/* test_trainer_update.c - the fused clip-scale + AdamW + EMA + drift pass (trainer_update.c)
+ * must equal the separate passes (st_clip_grad_norm, st_optim_step, st_ema_update,
+ * st_l2_distance) bit for bit: three steps on 200,003 floats (4 reduction blocks) with
+ * weight-decay segments that straddle block borders, the second step clipped. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,7 +26,7 @@ static void test_fused_equals_separate(void **state) {
     (void)state;
     const size_t n = 200003;
     float *p0 = malloc(n * sizeof *p0), *g = malloc(n * sizeof *g);
-    float *pa = malloc(n * sizeof *pa), *pb = malloc(n * sizeof *pb);
+    float *pa = malloc(n * sizeof *pa), *pb = malloc(n * sizeof *pb), *gb = malloc(n * sizeof *gb);
     st_rng r;
     st_rng_seed(&r, 7);
     for (size_t i = 0; i < n; i++) p0[i] = (float)st_rng_normal(&r);
@@ -48,8 +49,15 @@ static void test_fused_equals_separate(void **state) {
         const double lr = 1e-3 * step;
         double la, ea;
         const int due = st_ema_due(&eb, step);
-        assert_int_equal(st__trainer_update(ta, pa, g, lr, due, &la, &ea), ST_OK);
-        assert_int_equal(st_optim_step(&ob, pb, g, lr), ST_OK);
+        /* step 2 clipped (norm ~ 0.01·sqrt(n) ~ 4.5 > 1), the others not (max_norm 0 / 100) */
+        const double max_norm = step == 2 ? 1.0 : step == 1 ? 0.0 : 100.0;
+        memcpy(gb, g, n * sizeof *gb);
+        const double norm = st_clip_grad_norm(gb, n, max_norm);
+        const float gscale = st_clip_grad_scale(st_grad_norm(g, n), max_norm);
+        assert_true(norm == st_grad_norm(g, n));
+        assert_true(step == 2 ? gscale < 0.5f : gscale == 1.0f);
+        assert_int_equal(st__trainer_update(ta, pa, g, gscale, lr, due, &la, &ea), ST_OK);
+        assert_int_equal(st_optim_step(&ob, pb, gb, lr), ST_OK);
         st_ema_step(&eb, pb, ob.step);
         assert_int_equal(ta->opt.step, ob.step);
         assert_int_equal(ta->ema.n_updates, eb.n_updates);
@@ -62,12 +70,12 @@ static void test_fused_equals_separate(void **state) {
         assert_true(la > 0);
     }
     double la, ea;
-    assert_int_equal(st__trainer_update(ta, pa, g, NAN, 1, &la, &ea), ST_ERR_ARG);
+    assert_int_equal(st__trainer_update(ta, pa, g, 1.0f, NAN, 1, &la, &ea), ST_ERR_ARG);
     st_optim_free(&ta->opt);
     st_optim_free(&ob);
     st_ema_free(&ta->ema);
     st_ema_free(&eb);
-    free(ta); free(p0); free(g); free(pa); free(pb);
+    free(ta); free(p0); free(g); free(pa); free(pb); free(gb);
 }
 
 int main(void) {
