@@ -437,7 +437,8 @@ static void fused_thread(fused_ctx *f, int t, int nt) {
 #undef FPROF
 }
 
-/* Runs all layers of a call with the fused path; x ends as the final residual stream. */
+/* Runs all layers of a call with the fused path; x ends as the final residual stream.
+ * ST_ERR_UNSUPPORTED (before anything is written): oneDNN has no primitive for these rows. */
 static st_status layers_fused(fused_ctx *f) {
     st_kv_cache *kc = f->kc;
     st_infer_weights *iw = f->iw;
@@ -597,13 +598,20 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
     PROF(0);
 
     /* CPU with the weight cache: all layers in one parallel region (fused_thread) */
-    const int fused = cpu && iw && !kc->no_fused;
+    int fused = cpu && iw && !kc->no_fused;
     if (fused) {
         fused_ctx f = {.m = m, .kc = kc, .iw = iw, .b = &b, .slots = slots, .n_tokens = n_tokens,
                        .n_seqs = n_seqs, .N = (int)N, .pk = pk, .scale = scale,
                        .per_thread = per_thread, .att_floats = att_floats};
         st_status st = layers_fused(&f);
-        if (st) {
+        if (st == ST_ERR_UNSUPPORTED) { /* no primitive for these rows; nothing touched yet */
+            static int warned;
+            if (!warned) {
+                warned = 1;
+                st_log_warn("%s; using the per-op loop", st_last_error());
+            }
+            fused = 0;
+        } else if (st) {
             st_infer_weights_release(iw);
             return st;
         }

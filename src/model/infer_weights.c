@@ -2,6 +2,9 @@
  * projection and the lm_head reordered once from Hugging Face's [N, K] layout into the blocked
  * layout oneDNN's matmul picks for "any" weights (brgemm; at 32 decode rows 2-5x faster than
  * dnnl_sgemm('N', 'T') on [N, K]); bf16 copies feed avx512_bf16 brgemm with fp32 accumulation.
+ * The four layer projections are stored as one column part per OpenMP thread (threads at
+ * creation), each with single-threaded primitives, so st_forward_infer can run a whole layer
+ * inside one parallel region (infer_weights.h); the lm_head stays whole.
  * Staleness: a fingerprint of ~256 sampled floats per matrix (and the weight pointers) is
  * checked on every acquire, so in-place training updates rebuild the copies; edits that could
  * miss the samples call st_infer_weights_refresh. Source: oneDNN developer guide, "Matrix
