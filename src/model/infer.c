@@ -3,8 +3,13 @@
  * of B sequences is an M = B GEMM) against the model's inference weight cache
  * (infer_weights.c: oneDNN-blocked fp32 or bf16 copies). Attention runs per (sequence, KV head):
  * a decoding row's query heads of one GQA group share a single pass over the cached K/V rows;
- * prefill rows use the blocked GEMM attention kernel. Reference: transformers
- * LlamaModel.forward with past_key_values. */
+ * prefill rows use the blocked GEMM attention kernel. On the CPU backend with the weight cache
+ * all layers of a call run inside ONE OpenMP parallel region (fused_thread): each thread
+ * multiplies its column parts of every projection with single-threaded oneDNN primitives and
+ * the phases meet at spinbar.h barriers, instead of ~5 thread wake-ups per layer (one per
+ * oneDNN call and per parallel loop). The loop below it is the fallback (no cache, other
+ * backends, SAFETUNE_INFER_FUSED=0). Reference: transformers LlamaModel.forward with
+ * past_key_values. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -18,6 +23,7 @@
 #include "model/infer_kernels.h"
 #include "model/infer_weights.h"
 #include "model/kvcache.h"
+#include "model/spinbar.h"
 #include "safetune/kernels.h"
 
 /* Small-row elementwise ops run on the calling thread: at decode sizes (32 rows) waking the
@@ -27,39 +33,47 @@ enum { PAR_MIN = 1 << 17 }; /* elements below which these loops stay serial */
 /* x += y (if y), then ln = rmsnorm(x) * w, [N, C]: st_rmsnorm_forward's arithmetic (double
  * sum of squares, float scaling), the sum vectorised (8 double lanes: the reordering moves the
  * double sum by ~1e-16 relative, far below the float rounding of the scale). */
+/* One row of st_infer_add_rmsnorm (also used by the fused path on its private rows). */
+static inline void add_rmsnorm_row(float *xr, const float *yr, float *o, const float *w, int C,
+                                   float eps) {
+    double ss = 0.0;
+    if (yr) {
+#pragma omp simd reduction(+ : ss)
+        for (int i = 0; i < C; i++) {
+            const float v = xr[i] + yr[i];
+            xr[i] = v;
+            ss += (double)v * v;
+        }
+    } else {
+#pragma omp simd reduction(+ : ss)
+        for (int i = 0; i < C; i++) ss += (double)xr[i] * xr[i];
+    }
+    const float r = (float)(1.0 / sqrt(ss / C + eps));
+#pragma omp simd
+    for (int i = 0; i < C; i++) o[i] = xr[i] * r * w[i];
+}
+
 void st_infer_add_rmsnorm(float *x, const float *y, float *ln, const float *w, int N, int C,
                           float eps) {
 #pragma omp parallel for if ((size_t)N * C > PAR_MIN)
-    for (int n = 0; n < N; n++) {
-        float *xr = x + (size_t)n * C, *o = ln + (size_t)n * C;
-        double ss = 0.0;
-        if (y) {
-            const float *yr = y + (size_t)n * C;
-#pragma omp simd reduction(+ : ss)
-            for (int i = 0; i < C; i++) {
-                const float v = xr[i] + yr[i];
-                xr[i] = v;
-                ss += (double)v * v;
-            }
-        } else {
-#pragma omp simd reduction(+ : ss)
-            for (int i = 0; i < C; i++) ss += (double)xr[i] * xr[i];
-        }
-        const float r = (float)(1.0 / sqrt(ss / C + eps));
-#pragma omp simd
-        for (int i = 0; i < C; i++) o[i] = xr[i] * r * w[i];
-    }
+    for (int n = 0; n < N; n++)
+        add_rmsnorm_row(x + (size_t)n * C, y ? y + (size_t)n * C : NULL, ln + (size_t)n * C, w, C,
+                        eps);
 }
 
 /* h = silu(g) * u for gu = [g | u] rows [N, 2I]: st_swiglu_forward's formula and exp
  * (st_fast_expf), so it matches the training forward bit for bit. */
+/* One row of st_infer_swiglu: o[i] = silu(g[i]) * u[i]. */
+static inline void swiglu_row(float *o, const float *g, const float *u, int I) {
+#pragma omp simd
+    for (int i = 0; i < I; i++) o[i] = g[i] / (1.0f + st_fast_expf(-g[i])) * u[i];
+}
+
 void st_infer_swiglu(float *h, const float *gu, int N, int I) {
 #pragma omp parallel for if ((size_t)N * I > PAR_MIN)
     for (int n = 0; n < N; n++) {
-        const float *g = gu + (size_t)n * 2 * I, *u = g + I;
-        float *o = h + (size_t)n * I;
-#pragma omp simd
-        for (int i = 0; i < I; i++) o[i] = g[i] / (1.0f + st_fast_expf(-g[i])) * u[i];
+        const float *g = gu + (size_t)n * 2 * I;
+        swiglu_row(h + (size_t)n * I, g, g + I, I);
     }
 }
 
@@ -244,6 +258,229 @@ static size_t bufs_layout(const st_config *c, size_t N, infer_bufs *b, float *ba
     return off;
 }
 
+/* ---- fused path: one parallel region per call, column parts of the weight cache ---- */
+
+/* Rotate one head vector v[D] by the position's cos/sin (h = D/2): st_rope_forward's
+ * arithmetic (rotate_half convention). */
+static inline void rope_head(float *v, const float *c, const float *sn, int h) {
+    for (int i = 0; i < h; i++) {
+        const float a = v[i], bb = v[i + h], s1 = 1.0f * sn[i];
+        v[i] = a * c[i] - bb * s1;
+        v[i + h] = bb * c[i] + a * s1;
+    }
+}
+
+/* What the threads of the fused region share. */
+typedef struct {
+    const st_model *m;
+    st_kv_cache *kc;
+    st_infer_weights *iw;
+    const infer_bufs *b;
+    const int *slots, *n_tokens;
+    int n_seqs, N, pk;
+    float scale;
+    size_t per_thread, att_floats, pw;
+    float *lnp;        /* [threads][N, C] each thread's private normed rows */
+    float *pout;       /* [parts][N, pw] part outputs */
+    atomic_int *next;  /* [L] attention task counters */
+    atomic_int err;    /* a part matmul failed */
+    st_spinbar bar;
+    double spin;       /* most seconds a barrier spins before it sleeps */
+} fused_ctx;
+
+/* Task (sequence i, KV head g) of layer l: RoPE on the group's query heads and key of the new
+ * rows, append the keys/values, attention. Same arithmetic as the unfused path. */
+static void fused_attend(fused_ctx *f, int l, int task, int t) {
+    const st_config *c = &f->m->config;
+    st_kv_cache *kc = f->kc;
+    const infer_bufs *b = f->b;
+    const int KV = c->num_key_value_heads, D = c->head_dim, H = c->num_attention_heads;
+    const int rep = H / KV, HD = H * D, Wd = (H + 2 * KV) * D, kvd = KV * D, h2 = D / 2;
+    const int i = task / KV, g = task % KV, s = f->slots[i];
+    const int tq = f->n_tokens[i], p0 = kc->len[s], tk = p0 + tq;
+    const size_t blk = st_kv_block(kc, l, s, g);
+    for (int j = 0; j < tq; j++) {
+        const int row = b->row0[i] + j;
+        float *qr = b->qkv + (size_t)row * Wd;
+        const float *cs = b->cs + (size_t)row * h2, *sn = b->sn + (size_t)row * h2;
+        for (int r = 0; r < rep; r++) rope_head(qr + (size_t)(g * rep + r) * D, cs, sn, h2);
+        float *kr = qr + HD + (size_t)g * D;
+        const float *vr = kr + kvd;
+        rope_head(kr, cs, sn, h2);
+        const size_t o = blk + (size_t)(p0 + j) * D;
+        if (kc->kv_bf16) {
+            uint16_t *kd = (uint16_t *)kc->k + o, *vd = (uint16_t *)kc->v + o;
+            for (int d = 0; d < D; d++) {
+                kd[d] = st_f32_to_bf16(kr[d]);
+                vd[d] = st_f32_to_bf16(vr[d]);
+            }
+        } else {
+            memcpy((float *)kc->k + o, kr, (size_t)D * sizeof(float));
+            memcpy((float *)kc->v + o, vr, (size_t)D * sizeof(float));
+        }
+    }
+    float *scr = kc->att_scratch + f->per_thread * t;
+    const size_t es = kc->kv_bf16 ? sizeof(uint16_t) : sizeof(float);
+    const void *kg = (const char *)kc->k + blk * es, *vg = (const char *)kc->v + blk * es;
+    float *out = b->att + (size_t)b->row0[i] * HD + (size_t)g * rep * D;
+    const float *q = b->qkv + (size_t)b->row0[i] * Wd + (size_t)g * rep * D;
+    if (tq == 1) {
+        st_infer_gqa_decode(out, q, kg, vg, kc->kv_bf16, tk, D, rep, f->scale, scr);
+        return;
+    }
+    if (kc->kv_bf16) { /* the attention kernel reads fp32: widen this block once */
+        float *kf = scr + f->att_floats, *vf = kf + (size_t)kc->max_seq * D;
+        for (size_t e = 0; e < (size_t)tk * D; e++) {
+            kf[e] = st_bf16_to_f32(((const uint16_t *)kg)[e]);
+            vf[e] = st_bf16_to_f32(((const uint16_t *)vg)[e]);
+        }
+        kg = kf;
+        vg = vf;
+    }
+    for (int h = 0; h < rep; h++)
+        st_attention_head_forward(out + (size_t)h * D, NULL, q + (size_t)h * D, kg, vg, tq, tk, D,
+                                  Wd, D, HD, scr);
+}
+
+/* Thread t of nt: every layer of the call. Threads own parts t, t + nt, ... of each
+ * projection (outputs go to disjoint columns), attention tasks come from a shared counter, and
+ * each thread normalises all N rows into its own buffer (18k multiplies at decode: cheaper
+ * than a barrier). Five barriers per layer, each after a phase whose outputs the next reads. */
+static void fused_thread(fused_ctx *f, int t, int nt) {
+    const st_config *c = &f->m->config;
+    const st_weights *w = &f->m->w;
+    st_kv_cache *kc = f->kc;
+    st_infer_weights *iw = f->iw;
+    const infer_bufs *b = f->b;
+    const int C = c->hidden_size, I = c->intermediate_size, N = f->N, P = st_infer_nparts(iw);
+    const int H = c->num_attention_heads, KV = c->num_key_value_heads, D = c->head_dim;
+    const int Wd = (H + 2 * KV) * D, ntask = f->n_seqs * KV;
+    const float eps = c->rms_norm_eps;
+    float *ln = f->lnp + (size_t)t * N * C;
+    const int prof = kc->profile && t == 0;
+    double spin = f->spin; /* this thread's adaptive barrier spin (st_spinbar_wait) */
+    double tp = prof ? omp_get_wtime() : 0.0;
+#define FPROF(i)                                                                             \
+    do {                                                                                     \
+        if (prof) {                                                                          \
+            const double t_ = omp_get_wtime();                                               \
+            kc->prof[f->pk][i] += t_ - tp;                                                   \
+            tp = t_;                                                                         \
+        }                                                                                    \
+    } while (0)
+#define PART_MM(kind, in, layer)                                                              \
+    float *o = f->pout + (size_t)p * N * f->pw;                                              \
+    int n0, n1;                                                                              \
+    st_infer_part_range(iw, kind, p, &n0, &n1);                                              \
+    const int pwid = n1 - n0;                                                                \
+    if (st_infer_matmul_part(iw, layer, kind, p, o, in, N)) atomic_store(&f->err, 1)
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        const st_layer_weights *Lw = &w->layers[l];
+        for (int n = 0; n < N; n++)
+            add_rmsnorm_row(b->x + (size_t)n * C, NULL, ln + (size_t)n * C, Lw->input_layernorm,
+                            C, eps);
+        FPROF(1);
+        for (int p = t; p < P; p += nt) {
+            PART_MM(ST_IW_QKV, ln, l);
+            const float *bias = Lw->q_bias;
+            for (int n = 0; n < N; n++) {
+                float *dst = b->qkv + (size_t)n * Wd + n0;
+                const float *src = o + (size_t)n * pwid;
+                if (bias)
+                    for (int j = 0; j < pwid; j++) dst[j] = src[j] + bias[n0 + j];
+                else
+                    memcpy(dst, src, (size_t)pwid * sizeof(float));
+            }
+        }
+        st_spinbar_wait(&f->bar, nt, &spin, f->spin);
+        FPROF(2);
+        for (int task; (task = atomic_fetch_add(&f->next[l], 1)) < ntask;) fused_attend(f, l, task, t);
+        st_spinbar_wait(&f->bar, nt, &spin, f->spin);
+        FPROF(4);
+        for (int p = t; p < P; p += nt) {
+            PART_MM(ST_IW_O, b->att, l);
+            for (int n = 0; n < N; n++) {
+                float *xr = b->x + (size_t)n * C + n0;
+                const float *src = o + (size_t)n * pwid;
+#pragma omp simd
+                for (int j = 0; j < pwid; j++) xr[j] += src[j];
+            }
+        }
+        st_spinbar_wait(&f->bar, nt, &spin, f->spin);
+        FPROF(5);
+        for (int n = 0; n < N; n++)
+            add_rmsnorm_row(b->x + (size_t)n * C, NULL, ln + (size_t)n * C,
+                            Lw->post_attention_layernorm, C, eps);
+        FPROF(1);
+        for (int p = t; p < P; p += nt) {
+            PART_MM(ST_IW_GU, ln, l);
+            for (int n = 0; n < N; n++) {
+                const float *g = o + (size_t)n * 2 * pwid;
+                swiglu_row(b->h + (size_t)n * I + n0, g, g + pwid, pwid);
+            }
+        }
+        st_spinbar_wait(&f->bar, nt, &spin, f->spin);
+        FPROF(6);
+        for (int p = t; p < P; p += nt) {
+            PART_MM(ST_IW_DOWN, b->h, l);
+            for (int n = 0; n < N; n++) {
+                float *xr = b->x + (size_t)n * C + n0;
+                const float *src = o + (size_t)n * pwid;
+#pragma omp simd
+                for (int j = 0; j < pwid; j++) xr[j] += src[j];
+            }
+        }
+        st_spinbar_wait(&f->bar, nt, &spin, f->spin);
+        FPROF(8);
+    }
+#undef PART_MM
+#undef FPROF
+}
+
+/* Runs all layers of a call with the fused path; x ends as the final residual stream.
+ * ST_ERR_UNSUPPORTED (before anything is written): oneDNN has no primitive for these rows. */
+static st_status layers_fused(fused_ctx *f) {
+    st_kv_cache *kc = f->kc;
+    st_infer_weights *iw = f->iw;
+    const st_config *c = &f->m->config;
+    const int P = st_infer_nparts(iw), N = f->N, L = c->num_hidden_layers;
+    if (st_infer_parts_prepare(iw, N))
+        return st_error(ST_ERR_UNSUPPORTED, "infer: oneDNN matmul for %d rows unavailable", N);
+    size_t pw = 0;
+    for (int k = 0; k < 4; k++)
+        for (int p = 0; p < P; p++) {
+            int n0, n1;
+            st_infer_part_range(iw, (st_iw_kind)k, p, &n0, &n1);
+            const size_t wd = (size_t)(n1 - n0) * (k == ST_IW_GU ? 2 : 1);
+            if (wd > pw) pw = wd;
+        }
+    pw = (pw + 15) & ~(size_t)15;
+    const size_t need = (size_t)P * N * ((size_t)c->hidden_size + pw);
+    if (need > kc->fscratch_floats) {
+        st_free_aligned(kc->fscratch);
+        kc->fscratch = st_alloc_aligned(need * sizeof(float));
+        kc->fscratch_floats = kc->fscratch ? need : 0;
+        if (!kc->fscratch) return st_error(ST_ERR_NOMEM, "infer: out of memory (%d rows)", N);
+    }
+    if (!kc->fctr) {
+        kc->fctr = st_calloc((size_t)L, sizeof(atomic_int));
+        if (!kc->fctr) return ST_ERR_NOMEM;
+    }
+    for (int l = 0; l < L; l++) atomic_store(&kc->fctr[l], 0);
+    f->pw = pw;
+    f->lnp = kc->fscratch;
+    f->pout = kc->fscratch + (size_t)P * N * c->hidden_size;
+    f->next = kc->fctr;
+    f->spin = kc->spin_us * 1e-6;
+    atomic_init(&f->err, 0);
+    st_spinbar_init(&f->bar);
+#pragma omp parallel num_threads(P)
+    fused_thread(f, omp_get_thread_num(), omp_get_num_threads());
+    if (atomic_load(&f->err))
+        return st_error(ST_ERR_INTERNAL, "infer: oneDNN matmul failed (%d rows)", N);
+    return ST_OK;
+}
+
 st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
                            const int32_t *const *tokens, const int *n_tokens, int n_seqs,
                            float *logits_last) {
@@ -292,16 +529,6 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
         kc->scratch_tokens = kc->scratch ? N : 0;
         if (!kc->scratch) return st_error(ST_ERR_NOMEM, "infer: out of memory (%zu tokens)", N);
     }
-    /* per thread: the attention kernels' scratch, then fp32 K and V blocks (bf16 cache) */
-    const size_t att_floats = st_attention_scratch_floats(kc->max_seq);
-    const size_t per_thread = att_floats + (size_t)2 * kc->max_seq * D;
-    size_t att_need = per_thread * (size_t)omp_get_max_threads();
-    if (att_need > kc->att_scratch_floats) {
-        st_free_aligned(kc->att_scratch);
-        kc->att_scratch = st_alloc_aligned(att_need * sizeof(float));
-        kc->att_scratch_floats = kc->att_scratch ? att_need : 0;
-        if (!kc->att_scratch) return st_error(ST_ERR_NOMEM, "infer: attention scratch");
-    }
     (void)max_tk;
     infer_bufs b;
     bufs_layout(c, kc->scratch_tokens, &b, kc->scratch);
@@ -333,6 +560,21 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
                         st_last_error());
         }
     }
+    /* per thread: the attention kernels' scratch, then fp32 K and V blocks (bf16 cache) */
+    const size_t att_floats = st_attention_scratch_floats(kc->max_seq);
+    const size_t per_thread = att_floats + (size_t)2 * kc->max_seq * D;
+    int nthr = omp_get_max_threads();
+    if (iw && st_infer_nparts(iw) > nthr) nthr = st_infer_nparts(iw);
+    size_t att_need = per_thread * (size_t)nthr;
+    if (att_need > kc->att_scratch_floats) {
+        st_free_aligned(kc->att_scratch);
+        kc->att_scratch = st_alloc_aligned(att_need * sizeof(float));
+        kc->att_scratch_floats = kc->att_scratch ? att_need : 0;
+        if (!kc->att_scratch) {
+            st_infer_weights_release(iw);
+            return st_error(ST_ERR_NOMEM, "infer: attention scratch");
+        }
+    }
 #define MM(out, in, layer, kind, wptr, bias, M, K, Nn)                                        \
     do {                                                                                     \
         if (!iw || st_infer_matmul(iw, layer, kind, out, in, bias, M))                        \
@@ -355,7 +597,27 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
     const float scale = 1.0f / sqrtf((float)D);
     PROF(0);
 
-    for (int l = 0; l < c->num_hidden_layers; l++) {
+    /* CPU with the weight cache: all layers in one parallel region (fused_thread) */
+    int fused = cpu && iw && !kc->no_fused;
+    if (fused) {
+        fused_ctx f = {.m = m, .kc = kc, .iw = iw, .b = &b, .slots = slots, .n_tokens = n_tokens,
+                       .n_seqs = n_seqs, .N = (int)N, .pk = pk, .scale = scale,
+                       .per_thread = per_thread, .att_floats = att_floats};
+        st_status st = layers_fused(&f);
+        if (st == ST_ERR_UNSUPPORTED) { /* no primitive for these rows; nothing touched yet */
+            static int warned;
+            if (!warned) {
+                warned = 1;
+                st_log_warn("%s; using the per-op loop", st_last_error());
+            }
+            fused = 0;
+        } else if (st) {
+            st_infer_weights_release(iw);
+            return st;
+        }
+        tp = kc->profile ? omp_get_wtime() : 0.0;
+    }
+    for (int l = 0; l < c->num_hidden_layers && !fused; l++) {
         const st_layer_weights *Lw = &w->layers[l];
         /* residual add of the previous layer's MLP fused into this norm */
         if (cpu) st_infer_add_rmsnorm(b.x, l ? b.tmp : NULL, b.ln, Lw->input_layernorm, (int)N, C,
@@ -441,7 +703,9 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
         kc->len[slots[i]] += n_tokens[i];
         const size_t r = (size_t)(b.row0[i + 1] - 1) * C;
         float *dst = b.last + (size_t)i * C;
-        if (cpu) /* the last layer's residual add, needed on these rows only */
+        if (fused) /* x is complete: the parts added their outputs in place */
+            memcpy(dst, b.x + r, (size_t)C * sizeof(float));
+        else if (cpu) /* the last layer's residual add, needed on these rows only */
             for (int j = 0; j < C; j++) dst[j] = b.x[r + j] + b.tmp[r + j];
         else
             memcpy(dst, b.x + r, (size_t)C * sizeof(float));

@@ -2,11 +2,14 @@
 #ifndef SAFETUNE_MODEL_KVCACHE_H
 #define SAFETUNE_MODEL_KVCACHE_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "safetune/forward.h"
 
-/* Phases timed by st_forward_infer when profiling (names in kvcache.c). */
+/* Phases timed by st_forward_infer when profiling (names in kvcache.c). The fused path times
+ * thread 0: each matmul phase includes the barrier after it, rope + KV append are counted in
+ * attention and swiglu in gate/up (those two rows stay 0). */
 enum { ST_INFER_NPROF = 10 };
 extern const char *const st_infer_prof_names[ST_INFER_NPROF];
 
@@ -29,6 +32,11 @@ struct st_kv_cache {
     st_matmul_precision prec;
     int profile;         /* SAFETUNE_INFER_PROFILE=1: per-phase seconds printed on free */
     int no_wcache;       /* SAFETUNE_INFER_WCACHE=0: plain backend matmul (A/B checks) */
+    int no_fused;        /* SAFETUNE_INFER_FUSED=0: one oneDNN call (own threads) per matmul */
+    double spin_us;      /* SAFETUNE_INFER_SPIN_US: fused-path barrier spin before sleeping */
+    float *fscratch;     /* fused path: per-thread normed rows, per-part matmul outputs */
+    size_t fscratch_floats;
+    atomic_int *fctr;    /* fused path: [L] attention task counters */
     double prof[2][ST_INFER_NPROF]; /* [decode-only call, call with prefill rows] */
     long prof_calls[2];
 };
