@@ -35,19 +35,6 @@ static entry g_cache[CACHE];
 static int g_n, g_next, g_broken;
 static uint16_t *g_a, *g_b, *g_c; /* bf16 scratch: activations / weights / second activations */
 static size_t g_acap, g_bcap, g_ccap;
-/* st_mm_set_weight_copy: bf16 copy of the weights [g_wbase, g_wbase + g_wn) */
-static const float *g_wbase;
-static const uint16_t *g_w16;
-static size_t g_wn;
-
-/* The registered bf16 copy of W[0..n), or NULL when W is not inside the registered block. */
-static const uint16_t *weight_copy(const float *w, size_t n) {
-    if (!g_w16) return NULL;
-    const uintptr_t a = (uintptr_t)w, b = (uintptr_t)g_wbase;
-    if (a < b || (a - b) % sizeof(float)) return NULL;
-    const size_t off = (a - b) / sizeof(float);
-    return off <= g_wn && n <= g_wn - off ? g_w16 + off : NULL;
-}
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -229,13 +216,11 @@ int st_mm_forward(float *out, const float *in, const float *w, int M, int K, int
     if (!ready()) goto done;
     if (!bf16) {
         rc = get(ST_MM_FWD, 0, M, K, N, 0) ? exec(ST_MM_FWD, 0, M, K, N, 0, in, w, out) : -1;
-    } else {
-        const uint16_t *w16 = weight_copy(w, (size_t)N * K);
-        if (!grow(&g_a, &g_acap, (size_t)M * K) && (w16 || !grow(&g_b, &g_bcap, (size_t)N * K)) &&
-            get(ST_MM_FWD, 1, M, K, N, 0)) {
+    } else if (!grow(&g_a, &g_acap, (size_t)M * K) && !grow(&g_b, &g_bcap, (size_t)N * K)) {
+        if (get(ST_MM_FWD, 1, M, K, N, 0)) {
             to_bf16(g_a, in, (size_t)M * K);
-            if (!w16) to_bf16(g_b, w, (size_t)N * K);
-            rc = exec(ST_MM_FWD, 1, M, K, N, 0, g_a, w16 ? w16 : g_b, out);
+            to_bf16(g_b, w, (size_t)N * K);
+            rc = exec(ST_MM_FWD, 1, M, K, N, 0, g_a, g_b, out);
         }
     }
 done:
@@ -247,10 +232,9 @@ int st_mm_forward_b(float *out, const uint16_t *in, const float *w, int M, int K
     if (M <= 0 || N <= 0 || K <= 0) return -1;
     int rc = -1;
     pthread_mutex_lock(&g_mu);
-    const uint16_t *w16 = weight_copy(w, (size_t)N * K);
-    if (ready() && (w16 || !grow(&g_b, &g_bcap, (size_t)N * K)) && get(ST_MM_FWD, 1, M, K, N, 0)) {
-        if (!w16) to_bf16(g_b, w, (size_t)N * K);
-        rc = exec(ST_MM_FWD, 1, M, K, N, 0, in, w16 ? w16 : g_b, out);
+    if (ready() && !grow(&g_b, &g_bcap, (size_t)N * K) && get(ST_MM_FWD, 1, M, K, N, 0)) {
+        to_bf16(g_b, w, (size_t)N * K);
+        rc = exec(ST_MM_FWD, 1, M, K, N, 0, in, g_b, out);
     }
     pthread_mutex_unlock(&g_mu);
     return rc;
@@ -302,15 +286,11 @@ static int bwd(float *din, float *dw, const float *dout, const uint16_t *dout16,
         rc = 0;
         goto done;
     }
-    const uint16_t *w16 = din ? weight_copy(w, (size_t)N * K) : NULL;
     if ((!dout16 && grow(&g_a, &g_acap, (size_t)M * cols)) ||
-        (din && !w16 && grow(&g_b, &g_bcap, (size_t)N * K)) ||
+        (din && grow(&g_b, &g_bcap, (size_t)N * K)) ||
         (dw && !in16 && grow(&g_c, &g_ccap, (size_t)M * K)))
         goto done;
-    if (din && !w16) {
-        to_bf16(g_b, w, (size_t)N * K);
-        w16 = g_b;
-    }
+    if (din) to_bf16(g_b, w, (size_t)N * K);
     const uint16_t *c16 = in16;
     if (dw && !in16) {
         to_bf16(g_c, in, (size_t)M * K);
@@ -330,7 +310,7 @@ static int bwd(float *din, float *dw, const float *dout, const uint16_t *dout16,
                 st_bf16_row(g_a + (size_t)m * nc, dout + (size_t)m * N + n0, (size_t)nc);
             a16 = g_a;
         }
-        if (din) exec(n0 == 0 ? kdin : ST_MM_DIN, 1, M, K, nc, ld, a16, w16 + n0 * K, din);
+        if (din) exec(n0 == 0 ? kdin : ST_MM_DIN, 1, M, K, nc, ld, a16, g_b + n0 * K, din);
         if (dw) exec(ST_MM_DW, 1, M, K, nc, ld, a16, c16, dw + n0 * K);
     }
 done:
@@ -347,14 +327,6 @@ int st_mm_backward_b(float *din, float *dw, const float *dout, const uint16_t *d
                      const float *in, const uint16_t *in16, const float *w, int M, int K, int N) {
     if ((!dout) == (!dout16) || (dw && (!in) == (!in16)) || (ld16 && ld16 < N)) return -1;
     return bwd(din, dw, dout, dout16, ld16, in, in16, w, M, K, N, 1, 1);
-}
-
-void st_mm_set_weight_copy(const float *base, const uint16_t *base16, size_t n) {
-    pthread_mutex_lock(&g_mu);
-    g_wbase = base16 ? base : NULL;
-    g_w16 = base ? base16 : NULL;
-    g_wn = base && base16 ? n : 0;
-    pthread_mutex_unlock(&g_mu);
 }
 
 void st_mm_set_chunk_elems(size_t n) {

@@ -25,10 +25,6 @@ int st_mm_backward_b(float *din, float *dw, const float *dout, const uint16_t *d
 /* dst[i] = bf16(src[i]) (RNE, the rounding of every bf16 product here), one thread; call it
  * once with n = 0 before a parallel region (it detects the ISA on first use). */
 void st_bf16_row(uint16_t *dst, const float *src, size_t n);
-/* Registers base16[i] = bf16(base[i]) (i < n; RNE, denormals to signed zero as VCVTNEPS2BF16):
- * the bf16 products take any W inside [base, base + n) from it instead of rounding W per call.
- * The caller keeps it current while registered; NULL detaches. (The trainer's bf16 weight copy.) */
-void st_mm_set_weight_copy(const float *base, const uint16_t *base16, size_t n);
 /* Testing: elements per bf16 backward chunk (0 = default 16M). */
 void st_mm_set_chunk_elems(size_t n);
 /* Row-major dnnl_sgemm; aborts on a dimension error (a programming bug). */

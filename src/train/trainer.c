@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/matmul_bf16.h"
 #include "train/trainer_internal.h"
 
 void st_train_config_default(st_train_config *c) {
@@ -33,7 +32,6 @@ static int world_of(const st_trainer_comm *c) { return c->world > 0 ? c->world :
 void st_trainer_free(st_trainer *t) {
     if (!t) return;
     st_matmul_set_precision(t->saved_prec);
-    free(t->p16);
     if (t->batches)
         for (int i = 0; i < t->cfg.grad_accum; i++) st_batch_free(&t->batches[i]);
     free(t->batches);
@@ -138,14 +136,6 @@ static st_status comm_f64(st_trainer *t, double *x, size_t n) {
     return t->cfg.comm.sum_f64 ? t->cfg.comm.sum_f64(x, n, t->cfg.comm.user) : ST_OK;
 }
 
-/* dst[i] = bf16(src[i]), i < n, with the matmuls' rounding (st_bf16_row), in parallel */
-static void bf16_copy(uint16_t *dst, const float *src, size_t n) {
-    const size_t blk = 65536;
-    st_bf16_row(NULL, NULL, 0);
-#pragma omp parallel for schedule(static)
-    for (size_t b = 0; b < n; b += blk) st_bf16_row(dst + b, src + b, n - b < blk ? n - b : blk);
-}
-
 st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     const st_train_config *c = &t->cfg;
     const st_config *mc = &t->m->config;
@@ -174,14 +164,6 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     double normaliser = counts[0] > 0 ? counts[0] : 1.0;
     ST_PROF("grad_zero", memset(t->grads, 0, t->n * sizeof(float)));
     double loss = 0.0;
-    /* bf16: the matmuls take the weights from one bf16 copy (made here when stale, else kept
-     * current by the fused update below) instead of rounding W in every product */
-    if (!s && c->bf16 && !t->p16) t->p16 = malloc(t->n * sizeof *t->p16); /* NULL: per call */
-    if (!s && t->p16) {
-        if (!t->p16_fresh) ST_PROF("weights_bf16", bf16_copy(t->p16, t->m->params, t->n));
-        t->p16_fresh = 1;
-        st_mm_set_weight_copy(t->m->params, t->p16, t->n);
-    }
     for (int i = 0; i < c->grad_accum && !s; i++) {
         const st_batch *b = &t->batches[i];
         float l = 0;
@@ -194,7 +176,6 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
         if (!isfinite(l)) break;
         ST_PROF("backward_total", s = st_train_backward(mc, &t->m->w, t->acts, &t->gw));
     }
-    st_mm_set_weight_copy(NULL, NULL, 0);
     if (!s && c->comm.sum_f32) s = c->comm.sum_f32(t->grads, t->n, c->comm.user);
     if (!s) s = comm_f64(t, &loss, 1);
     if (!s && !isfinite(loss))
@@ -225,12 +206,9 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     double live_sq = 0, ema_sq = 0;
     if (fused) {
         const int due = c->ema_on && st_ema_due(&t->ema, t->opt.step + 1);
-        t->p16_fresh = 0;
-        ST_PROF("adamw_ema_dist", s = st__trainer_update16(t, t->m->params, t->p16, t->grads,
-                                                            gscale, lr, due, &live_sq, &ema_sq));
-        t->p16_fresh = !s && t->p16;
+        ST_PROF("adamw_ema_dist", s = st__trainer_update(t, t->m->params, t->grads, gscale, lr, due,
+                                                          &live_sq, &ema_sq));
     } else {
-        t->p16_fresh = 0;
         ST_PROF("adamw", s = st_optim_step(&t->opt, t->m->params, t->grads, lr));
     }
     if (s) return s;

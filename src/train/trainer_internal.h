@@ -41,8 +41,6 @@ struct st_trainer {
     int64_t debug_nan_step;    /* SAFETUNE_DEBUG_NAN_STEP: poison this step's loss (tests) */
     st_matmul_precision saved_prec;
     st_progress prog;
-    uint16_t *p16;             /* bf16 mode: bf16 copy of m->params for the matmuls (or NULL) */
-    int p16_fresh;             /* p16 holds the rounding of the current params */
 };
 
 /* trainer_metrics.c: one metrics.jsonl line (heap string with '\n'). */
@@ -63,11 +61,6 @@ void st__progress_update(st_progress *p, const st_step_metrics *m, int64_t total
 int st__trainer_update_fusable(const st_trainer *t);
 st_status st__trainer_update(st_trainer *t, float *params, const float *grads, float gscale,
                              double lr, int ema_due, double *live_sq, double *ema_sq);
-/* As st__trainer_update, and when p16 != NULL also p16[i] = bf16(params[i]) of the updated
- * params (st_bf16_row, the rounding of the bf16 matmuls), block by block while it is cached. */
-st_status st__trainer_update16(st_trainer *t, float *params, uint16_t *p16, const float *grads,
-                               float gscale, double lr, int ema_due, double *live_sq,
-                               double *ema_sq);
 
 /* trainer_ckpt.c: keep the newest `keep` step-* folders under dir. */
 void st__trainer_prune_checkpoints(const char *dir, int keep);

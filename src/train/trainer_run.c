@@ -90,7 +90,6 @@ st_status st_trainer_resume(st_trainer *t, const char *dir) {
     if (s) return s;
     st_train_state st = {.params = t->m->params, .n_floats = t->n, .opt = &t->opt, .ema = &t->ema,
                          .sampler = &t->sampler, .rng = &t->rng};
-    t->p16_fresh = 0; /* the params change under the bf16 weight copy */
     if ((s = st_checkpoint_load(dir, &st, NULL))) return s;
     t->step = st.step;
     snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", dir);

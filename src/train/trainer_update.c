@@ -8,7 +8,6 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "model/matmul_bf16.h"
 #include "reduce.h"
 #include "train/trainer_internal.h"
 
@@ -16,12 +15,6 @@ int st__trainer_update_fusable(const st_trainer *t) { return t->opt.cfg.kind == 
 
 st_status st__trainer_update(st_trainer *t, float *p, const float *g, float gscale, double lr,
                              int ema_due, double *live_sq, double *ema_sq) {
-    return st__trainer_update16(t, p, NULL, g, gscale, lr, ema_due, live_sq, ema_sq);
-}
-
-st_status st__trainer_update16(st_trainer *t, float *p, uint16_t *p16, const float *g,
-                               float gscale, double lr, int ema_due, double *live_sq,
-                               double *ema_sq) {
     st_optimizer *opt = &t->opt;
     if (!st__trainer_update_fusable(t))
         return st_error(ST_ERR_INTERNAL, "fused update: only AdamW is fused");
@@ -42,7 +35,6 @@ st_status st__trainer_update16(st_trainer *t, float *p, uint16_t *p16, const flo
     const size_t n = opt->n, nb = (n + ST_REDUCE_BLOCK - 1) / ST_REDUCE_BLOCK;
     double *part = malloc(2 * (nb ? nb : 1) * sizeof *part);
     if (!part) return ST_ERR_NOMEM;
-    if (p16) st_bf16_row(NULL, NULL, 0); /* ISA decided before the threads run */
 #pragma omp parallel for schedule(static)
     for (size_t k = 0; k < nb; k++) {
         const size_t b = k * ST_REDUCE_BLOCK, e = b + ST_REDUCE_BLOCK < n ? b + ST_REDUCE_BLOCK : n;
@@ -74,7 +66,6 @@ st_status st__trainer_update16(st_trainer *t, float *p, uint16_t *p16, const flo
             }
             i0 = i1;
         }
-        if (p16) st_bf16_row(p16 + b, p + b, e - b); /* the block is still in cache */
         part[2 * k] = sl;
         part[2 * k + 1] = se;
     }
