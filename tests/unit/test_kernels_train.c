@@ -275,9 +275,11 @@ static void att_bf16_case(int B, int T, int H, int KV, int D) {
                  H, KV, D, eo, el, eg);
     /* ...and not just fp32 again: bf16 rounding is visible */
     assert_true(eo > 1e-5);
-    /* AVX-512 and portable GEMMs: same bf16 operands, only the summation order differs */
+    /* AVX-512 and portable GEMMs: same bf16 operands, only the summation order differs (GEMM
+     * sums; in unoptimised builds also the softmax sum, whose last-bit changes can flip the bf16
+     * rounding of a few P / dS elements: the bounds allow for that, 30x under bf16-vs-fp32) */
     double po = rel(o16, o16p, no), pg = rel(g16, g16p, n);
-    if (!(po < 1e-6 && pg < 1e-6))
+    if (!(po < 2e-4 && pg < 2e-4))
         fail_msg("bf16 attention: AVX-512 vs portable GEMM: out %.3g grad %.3g", po, pg);
     free(qkv); free(dout); free(o32); free(o16); free(o16p); free(l32); free(l16); free(l16p);
     free(g32); free(g16); free(g16p); free(scr);
