@@ -517,7 +517,7 @@ def case_bad_input(tool):
     ok = expect_fail(train_args(nested, os.path.join(d, "o_resume"), "--max-steps", "2"),
                      [f"{nested} is a `safetune train` output folder: pass {nested}/final"], "--model RUN_FOLDER") and ok
     good = not os.path.exists(os.path.join(d, "o_resume"))
-    print(f"failed runs left no o9 folder: {'ok' if good else 'FAIL'}")
+    print(f"failed runs left no o_resume folder: {'ok' if good else 'FAIL'}")
     ok = good and ok
     # `info` on a training output folder shows its final/ (the live weights)
     r = run([CLI, "info", nested, "--json"])
