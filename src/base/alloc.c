@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void *st_malloc(size_t n) {
@@ -47,6 +48,11 @@ char *st_strdup(const char *s) {
 st_status st_read_file(const char *path, char **data, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return st_error(ST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        return st_error(ST_ERR_IO, "%s: %s, not a file", path, S_ISDIR(sb.st_mode) ? "is a folder" : "is not a regular file");
+    }
     if (fseek(f, 0, SEEK_END) != 0) {
         fclose(f);
         return st_error(ST_ERR_IO, "%s: cannot seek: %s", path, strerror(errno));

@@ -165,6 +165,7 @@ static int eval_safety(int argc, char **argv) {
 
     if (!model == !responses) { rc = st_args_fail(&spec, "give exactly one of --model MODEL or --responses FILE"); goto out; }
     if (responses && bench) { rc = st_args_fail(&spec, "--benchmark/--prompts need --model (with --responses the prompts come from the file)"); goto out; }
+    if (responses && limit) { rc = st_args_fail(&spec, "--limit needs --model (with --responses every answer in the file is scored)"); goto out; }
     if (jc.url && !jc.model) { rc = st_args_fail(&spec, "--judge-url needs --judge-model"); goto out; }
     if (!bench) bench = "advbench";
     if (strcmp(bench, "advbench") && strcmp(bench, "xstest") && !(!strncmp(bench, "csv:", 4) && bench[4]) &&

@@ -180,6 +180,18 @@ int cmd_generate(int argc, char **argv) {
     if (!prompt == !prompts_file) { rc = st_args_fail(&spec, "give exactly one of --prompt TEXT or --prompts FILE"); goto out; }
     if (prompt && !*prompt) { rc = st_args_fail(&spec, "--prompt is empty"); goto out; }
     if (system && !chat) { rc = st_args_fail(&spec, "--system-prompt needs --chat"); goto out; }
+    if (output) {
+        struct stat so, sp;
+        if (stat(output, &so) == 0 && S_ISDIR(so.st_mode)) {
+            rc = st_args_fail(&spec, "--output %s is a folder: give a file path", output);
+            goto out;
+        }
+        if (prompts_file && stat(output, &so) == 0 && stat(prompts_file, &sp) == 0 && so.st_dev == sp.st_dev &&
+            so.st_ino == sp.st_ino) {
+            rc = st_args_fail(&spec, "--output %s is the --prompts file: it would be overwritten", output);
+            goto out;
+        }
+    }
     go.precision = strcmp(precision, "bf16") ? ST_GEN_PRECISION_FP32 : ST_GEN_PRECISION_BF16;
     go.sampling.temperature = temperature;
     go.sampling.top_k = top_k;

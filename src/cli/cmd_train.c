@@ -209,11 +209,19 @@ int cmd_train(int argc, char **argv) {
         snprintf(ck, sizeof ck, "%s/checkpoints", o.out);
         struct stat sb;
         static const char *const fin[] = {"final", "final-ema"};
-        for (int k = 0; k < 2 && !o.resume && !o.overwrite; k++) {
+        char latest0[4400];
+        const int has_ck = st_checkpoint_find_latest(ck, "step-", latest0, sizeof latest0) == ST_OK;
+        const int auto_resume = o.resume && !strcmp(o.resume, "auto");
+        for (int k = 0; k < 2 && (!o.resume || (auto_resume && !has_ck)) && !o.overwrite; k++) {
             snprintf(path, sizeof path, "%s/%s", o.out, fin[k]);
             if (stat(path, &sb) == 0) {
-                fprintf(stderr, "safetune train: %s holds a finished run (%s); pass --overwrite to replace it, "
-                        "--resume auto to continue it, or choose a new --out\n", o.out, path);
+                if (auto_resume)
+                    fprintf(stderr, "safetune train: %s holds a finished run (%s) and no checkpoint to resume from; "
+                            "pass --overwrite to train it again, or choose a new --out\n", o.out, path);
+                else
+                    fprintf(stderr, "safetune train: %s holds a finished run (%s); pass --overwrite to replace it%s, "
+                            "or choose a new --out\n", o.out, path,
+                            has_ck ? ", --resume auto with a larger --max-steps to continue it from its last checkpoint" : "");
                 goto done;
             }
         }
@@ -234,11 +242,22 @@ int cmd_train(int argc, char **argv) {
             }
         }
     }
-    if (o.resume && strcmp(o.resume, "auto") && stat(o.resume, &sb0) != 0) {
-        fprintf(stderr, "safetune train: --resume %s: no such checkpoint folder (pass a step-N folder under "
-                "OUT/checkpoints, or --resume auto)\n", o.resume);
-        goto done;
+    if (o.resume && strcmp(o.resume, "auto")) {
+        char sub[2][4400];
+        const char *why = NULL;
+        snprintf(sub[0], sizeof sub[0], "%s/checkpoints", o.resume);
+        snprintf(sub[1], sizeof sub[1], "%s/final", o.resume);
+        if (stat(o.resume, &sb0) != 0) why = "no such checkpoint folder";
+        else if (!S_ISDIR(sb0.st_mode)) why = "not a folder";
+        else if (stat(sub[0], &sb0) == 0 || stat(sub[1], &sb0) == 0)
+            why = "a training output folder, not one of its checkpoints";
+        if (why) {
+            fprintf(stderr, "safetune train: --resume %s: %s (pass a step-N folder under OUT/checkpoints, or "
+                    "--out OUT --resume auto)\n", o.resume, why);
+            goto done;
+        }
     }
+    if (cli_check_model_path("safetune train", o.model)) goto done;
     if (cli_out_create(o.out, &made_out)) {
         fprintf(stderr, "safetune train: --out: %s\n", st_last_error());
         goto done;

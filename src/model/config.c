@@ -43,8 +43,7 @@ st_status st_config_from_hf_json_text(const char *json, const char *src, st_conf
             col = json[i] == '\n' ? 1 : col + 1;
             line += json[i] == '\n';
         }
-        return st_error(ST_ERR_FORMAT, "%s: line %zu, column %zu (byte %zu): invalid JSON%s", src, line, col,
-                        off, json[off] ? "" : " (the file ends early: truncated?)");
+        return st_error(ST_ERR_FORMAT, "%s: line %zu, column %zu (byte %zu): invalid JSON", src, line, col, off);
     }
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);

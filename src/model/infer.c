@@ -6,7 +6,7 @@
  * prefill rows use the blocked GEMM attention kernel. On the CPU backend with the weight cache
  * all layers of a call run inside ONE OpenMP parallel region (fused_thread): each thread
  * multiplies its column parts of every projection with single-threaded oneDNN primitives and
- * the phases meet at spinbar.h barriers, instead of ~5 thread wake-ups per layer (one per
+ * the phases meet at OpenMP barriers, instead of ~5 thread wake-ups per layer (one per
  * oneDNN call and per parallel loop). The loop below it is the fallback (no cache, other
  * backends, SAFETUNE_INFER_FUSED=0). Reference: transformers LlamaModel.forward with
  * past_key_values. */
@@ -23,7 +23,6 @@
 #include "model/infer_kernels.h"
 #include "model/infer_weights.h"
 #include "model/kvcache.h"
-#include "model/spinbar.h"
 #include "safetune/kernels.h"
 
 /* Small-row elementwise ops run on the calling thread: at decode sizes (32 rows) waking the
@@ -284,8 +283,6 @@ typedef struct {
     float *pout;       /* [parts][N, pw] part outputs */
     atomic_int *next;  /* [L] attention task counters */
     atomic_int err;    /* a part matmul failed */
-    st_spinbar bar;
-    double spin;       /* most seconds a barrier spins before it sleeps */
 } fused_ctx;
 
 /* Task (sequence i, KV head g) of layer l: RoPE on the group's query heads and key of the new
@@ -358,7 +355,6 @@ static void fused_thread(fused_ctx *f, int t, int nt) {
     const float eps = c->rms_norm_eps;
     float *ln = f->lnp + (size_t)t * N * C;
     const int prof = kc->profile && t == 0;
-    double spin = f->spin; /* this thread's adaptive barrier spin (st_spinbar_wait) */
     double tp = prof ? omp_get_wtime() : 0.0;
 #define FPROF(i)                                                                             \
     do {                                                                                     \
@@ -368,6 +364,7 @@ static void fused_thread(fused_ctx *f, int t, int nt) {
             tp = t_;                                                                         \
         }                                                                                    \
     } while (0)
+#define ST_PHASE_BARRIER() _Pragma("omp barrier")
 #define PART_MM(kind, in, layer)                                                              \
     float *o = f->pout + (size_t)p * N * f->pw;                                              \
     int n0, n1;                                                                              \
@@ -392,10 +389,10 @@ static void fused_thread(fused_ctx *f, int t, int nt) {
                     memcpy(dst, src, (size_t)pwid * sizeof(float));
             }
         }
-        st_spinbar_wait(&f->bar, nt, &spin, f->spin);
+        ST_PHASE_BARRIER();
         FPROF(2);
         for (int task; (task = atomic_fetch_add(&f->next[l], 1)) < ntask;) fused_attend(f, l, task, t);
-        st_spinbar_wait(&f->bar, nt, &spin, f->spin);
+        ST_PHASE_BARRIER();
         FPROF(4);
         for (int p = t; p < P; p += nt) {
             PART_MM(ST_IW_O, b->att, l);
@@ -406,7 +403,7 @@ static void fused_thread(fused_ctx *f, int t, int nt) {
                 for (int j = 0; j < pwid; j++) xr[j] += src[j];
             }
         }
-        st_spinbar_wait(&f->bar, nt, &spin, f->spin);
+        ST_PHASE_BARRIER();
         FPROF(5);
         for (int n = 0; n < N; n++)
             add_rmsnorm_row(b->x + (size_t)n * C, NULL, ln + (size_t)n * C,
@@ -419,7 +416,7 @@ static void fused_thread(fused_ctx *f, int t, int nt) {
                 swiglu_row(b->h + (size_t)n * I + n0, g, g + pwid, pwid);
             }
         }
-        st_spinbar_wait(&f->bar, nt, &spin, f->spin);
+        ST_PHASE_BARRIER();
         FPROF(6);
         for (int p = t; p < P; p += nt) {
             PART_MM(ST_IW_DOWN, b->h, l);
@@ -430,11 +427,12 @@ static void fused_thread(fused_ctx *f, int t, int nt) {
                 for (int j = 0; j < pwid; j++) xr[j] += src[j];
             }
         }
-        st_spinbar_wait(&f->bar, nt, &spin, f->spin);
+        ST_PHASE_BARRIER();
         FPROF(8);
     }
 #undef PART_MM
 #undef FPROF
+#undef ST_PHASE_BARRIER
 }
 
 /* Runs all layers of a call with the fused path; x ends as the final residual stream.
@@ -471,9 +469,7 @@ static st_status layers_fused(fused_ctx *f) {
     f->lnp = kc->fscratch;
     f->pout = kc->fscratch + (size_t)P * N * c->hidden_size;
     f->next = kc->fctr;
-    f->spin = kc->spin_us * 1e-6;
     atomic_init(&f->err, 0);
-    st_spinbar_init(&f->bar);
 #pragma omp parallel num_threads(P)
     fused_thread(f, omp_get_thread_num(), omp_get_num_threads());
     if (atomic_load(&f->err))

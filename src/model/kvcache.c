@@ -32,9 +32,6 @@ st_status st_kv_cache_new(const st_config *cfg, int max_batch, int max_seq, st_k
     c->no_wcache = wc && *wc == '0';
     const char *fu = getenv("SAFETUNE_INFER_FUSED");
     c->no_fused = fu && *fu == '0';
-    const char *sp = getenv("SAFETUNE_INFER_SPIN_US");
-    c->spin_us = sp && *sp ? atof(sp) : 50.0;
-    if (!(c->spin_us >= 0 && c->spin_us <= 1e4)) c->spin_us = 50.0;
     size_t n = (size_t)c->L * max_batch * max_seq * c->kvd;
     c->k = st_alloc_aligned(n * sizeof(float));
     c->v = st_alloc_aligned(n * sizeof(float));

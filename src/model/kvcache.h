@@ -33,7 +33,6 @@ struct st_kv_cache {
     int profile;         /* SAFETUNE_INFER_PROFILE=1: per-phase seconds printed on free */
     int no_wcache;       /* SAFETUNE_INFER_WCACHE=0: plain backend matmul (A/B checks) */
     int no_fused;        /* SAFETUNE_INFER_FUSED=0: one oneDNN call (own threads) per matmul */
-    double spin_us;      /* SAFETUNE_INFER_SPIN_US: fused-path barrier spin before sleeping */
     float *fscratch;     /* fused path: per-thread normed rows, per-part matmul outputs */
     size_t fscratch_floats;
     atomic_int *fctr;    /* fused path: [L] attention task counters */

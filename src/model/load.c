@@ -40,8 +40,7 @@ static st_status load(const char *path, int with_tok, st_model **out) {
                         "Hugging Face checkpoint folder)", path);
     const size_t n = strlen(path);
     if (!S_ISDIR(sb.st_mode) && ((n >= 12 && !strcmp(path + n - 12, ".safetensors")) ||
-                                 (n >= 11 && !strcmp(path + n - 11, ".index.json")) ||
-                                 (n >= 11 && !strcmp(path + n - 11, "config.json")))) {
+                                 (n >= 5 && !strcmp(path + n - 5, ".json")))) {
         const char *slash = strrchr(path, '/');
         const int dl = slash ? (int)(slash - path) : 1;
         return st_error(ST_ERR_ARG, "%s: a file of a Hugging Face checkpoint: pass its folder (%.*s) "

@@ -139,8 +139,10 @@ st_status st_trainer_run(st_trainer *t) {
         if ((s = st_trainer_eval(t, t->m->params, &m0.val_loss))) return s;
         if ((s = emit(t, &m0))) return s;
     }
+    long long cur = (long long)t->step + 1; /* the step being run, evaluated or saved */
     while (t->step < t->max_steps) {
         st_step_metrics m;
+        cur = (long long)t->step + 1;
         t->n_extra = 0;
         if ((s = st_trainer_step(t, &m))) break;
         if (do_val && due(m.step, c->eval_every, t->max_steps)) {
@@ -159,7 +161,7 @@ st_status st_trainer_run(st_trainer *t) {
         }
     }
     if (s)
-        st_error_wrap(s, "training stopped at step %lld of %lld (%s%s)", (long long)t->step + 1,
+        st_error_wrap(s, "training stopped at step %lld of %lld (%s%s)", cur,
                       (long long)t->max_steps, t->last_ckpt[0] ? "last good checkpoint: " : "no checkpoint saved yet",
                       t->last_ckpt);
     return s;

@@ -74,6 +74,9 @@ static void test_atomic_write(void **state) {
     assert_null(strstr(st_last_error(), ".tmp."));
     assert_non_null(strstr(st_last_error(), "folder does not exist"));
     assert_int_equal(st_read_file("/nonexistent-dir/x", &data, &len), ST_ERR_IO);
+    /* a folder where a file is expected: said so (fopen succeeds on folders; ftell gives 2^63) */
+    assert_int_equal(st_read_file("/tmp", &data, &len), ST_ERR_IO);
+    assert_non_null(strstr(st_last_error(), "/tmp: is a folder, not a file"));
 }
 
 /* UTF-8 repair (RFC 3629): each ill-formed byte -> U+FFFD (EF BF BD); valid text unchanged. */

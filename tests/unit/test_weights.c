@@ -117,7 +117,7 @@ static void test_config_json(void **state) {
     assert_int_equal(st_config_from_hf_json_text("{\n  \"a\": 1,\n  \"b\": x}", "m.json", &d), ST_ERR_FORMAT);
     assert_non_null(strstr(st_last_error(), "m.json: line 3, column 8 (byte 19): invalid JSON"));
     assert_int_equal(st_config_from_hf_json_text("{\"a\": 1,", "t.json", &d), ST_ERR_FORMAT);
-    assert_non_null(strstr(st_last_error(), "t.json: line 1, column 9 (byte 8): invalid JSON (the file ends early"));
+    assert_non_null(strstr(st_last_error(), "t.json: line 1, column 9 (byte 8): invalid JSON"));
     assert_int_equal(st_config_from_hf_json_text("[1]", "arr.json", &d), ST_ERR_FORMAT);
     assert_non_null(strstr(st_last_error(), "arr.json: not a JSON object"));
 }

@@ -103,6 +103,9 @@ CASES = [  # (args, exit code, words in the first stderr line)
     (["align", "--model", gguf, "--out", WORK, "--lr", "abc"], 2, ["--lr", "abc"]),
     (["study", "--preset", "quick", "--fake-stop-after", "x"], 2, ["--fake-stop-after", "x"]),
     (["study", "--preset", "huge", "--dry-run"], 2, ["--preset", "huge", "quick"]),
+    (["generate", "--model", gguf, "--prompt", "x", "--output", WORK], 2, ["--output", "is a folder"]),
+    (["generate", "--model", gguf, "--prompts", good, "--output", good], 2, ["--output", "--prompts file"]),
+    (["eval", "safety", "--responses", good, "--limit", "1"], 2, ["--limit", "--responses"]),
     # runtime errors: bad or missing files
     (["info", os.path.join(WORK, "missing.gguf")], 1, ["missing.gguf", "no such file"]),
     (["info", gguf], 1, ["fake.gguf"]),

@@ -500,6 +500,25 @@ def case_bad_input(tool):
         good = os.path.isdir(os.path.join(nested, sub)) and r.returncode == 0 and "completion tokens" in r.stdout
         print(f"generate --weights {wsel} on a training output folder ({sub}/): exit {r.returncode} -> {'ok' if good else 'FAIL'}")
         ok = good and ok
+    # a finished run without checkpoints: --resume auto refuses (it used to retrain from step 0)
+    fin = os.path.join(nested, "final", "model.safetensors")
+    before = os.stat(fin).st_mtime_ns
+    ok = expect_fail(train_args(model, nested, "--max-steps", "3", "--eval-every", "0", "--resume", "auto"),
+                     [nested, "finished run", "no checkpoint to resume from", "--overwrite"],
+                     "--resume auto on a finished run without checkpoints") and ok
+    good = os.stat(fin).st_mtime_ns == before
+    print(f"finished run untouched: {'ok' if good else 'FAIL'}")
+    ok = good and ok
+    # --resume with a file / a training output folder; --model with a training output folder
+    ok = expect_fail(train_args(model, os.path.join(d, "o_resume"), "--max-steps", "2", "--resume", fin),
+                     ["--resume", "not a folder"], "--resume FILE") and ok
+    ok = expect_fail(train_args(model, os.path.join(d, "o_resume"), "--max-steps", "2", "--resume", nested),
+                     ["--resume", "a training output folder", "--resume auto"], "--resume RUN_FOLDER") and ok
+    ok = expect_fail(train_args(nested, os.path.join(d, "o_resume"), "--max-steps", "2"),
+                     [f"{nested} is a `safetune train` output folder: pass {nested}/final"], "--model RUN_FOLDER") and ok
+    good = not os.path.exists(os.path.join(d, "o_resume"))
+    print(f"failed runs left no o_resume folder: {'ok' if good else 'FAIL'}")
+    ok = good and ok
     # `info` on a training output folder shows its final/ (the live weights)
     r = run([CLI, "info", nested, "--json"])
     good = r.returncode == 0 and json.loads(r.stdout)["path"] == os.path.join(nested, "final")
