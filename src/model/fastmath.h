@@ -37,9 +37,9 @@ static inline float st_fast_expf(float x) {
     return p * s;
 }
 
-/* Softmax of row[0..n) in place (max-shifted st_fast_expf, then normalised); returns the sum of
- * the shifted exponentials and sets *max, so log-sum-exp = *max + log(sum). n >= 1. */
-static inline float st_softmax_inplace(float *row, int n, float *max) {
+/* row[0..n) <- exp(row - max) in place (st_fast_expf); returns the sum and sets *max (the first
+ * two passes of st_softmax_inplace, for callers that fold the normalisation elsewhere). n >= 1. */
+static inline float st_softmax_exp(float *row, int n, float *max) {
     float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
     for (int j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
@@ -49,10 +49,17 @@ static inline float st_softmax_inplace(float *row, int n, float *max) {
         row[j] = st_fast_expf(row[j] - mx);
         sum += row[j];
     }
+    *max = mx;
+    return sum;
+}
+
+/* Softmax of row[0..n) in place (max-shifted st_fast_expf, then normalised); returns the sum of
+ * the shifted exponentials and sets *max, so log-sum-exp = *max + log(sum). n >= 1. */
+static inline float st_softmax_inplace(float *row, int n, float *max) {
+    const float sum = st_softmax_exp(row, n, max);
     const float inv = 1.0f / sum;
 #pragma omp simd
     for (int j = 0; j < n; j++) row[j] *= inv;
-    *max = mx;
     return sum;
 }
 

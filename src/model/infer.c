@@ -285,6 +285,43 @@ typedef struct {
     atomic_int err;    /* a part matmul failed */
 } fused_ctx;
 
+/* One position's key and value rows (D floats each) into the cache at element offset o (bf16
+ * caches round to nearest even). */
+static void kv_store(st_kv_cache *kc, size_t o, const float *kr, const float *vr, int D) {
+    if (kc->kv_bf16) {
+        uint16_t *kd = (uint16_t *)kc->k + o, *vd = (uint16_t *)kc->v + o;
+        for (int d = 0; d < D; d++) {
+            kd[d] = st_f32_to_bf16(kr[d]);
+            vd[d] = st_f32_to_bf16(vr[d]);
+        }
+    } else {
+        memcpy((float *)kc->k + o, kr, (size_t)D * sizeof(float));
+        memcpy((float *)kc->v + o, vr, (size_t)D * sizeof(float));
+    }
+}
+
+/* A bf16 cache block's first tk positions of K and V widened to fp32 in scratch (2 * max_seq * D
+ * floats); *kg and *vg then point there. */
+static void kv_widen(const st_kv_cache *kc, const void **kg, const void **vg, int tk, int D, float *scratch) {
+    float *kf = scratch, *vf = kf + (size_t)kc->max_seq * D;
+    for (size_t e = 0; e < (size_t)tk * D; e++) {
+        kf[e] = st_bf16_to_f32(((const uint16_t *)*kg)[e]);
+        vf[e] = st_bf16_to_f32(((const uint16_t *)*vg)[e]);
+    }
+    *kg = kf;
+    *vg = vf;
+}
+
+/* x[n, n0 .. n0+w) += part[n, 0 .. w) for the N rows: a projection part's residual add. */
+static void add_part(float *x, const float *part, int N, int C, int n0, int w) {
+    for (int n = 0; n < N; n++) {
+        float *xr = x + (size_t)n * C + n0;
+        const float *src = part + (size_t)n * w;
+#pragma omp simd
+        for (int j = 0; j < w; j++) xr[j] += src[j];
+    }
+}
+
 /* Task (sequence i, KV head g) of layer l: RoPE on the group's query heads and key of the new
  * rows, append the keys/values, attention. Same arithmetic as the unfused path. */
 static void fused_attend(fused_ctx *f, int l, int task, int t) {
@@ -304,17 +341,7 @@ static void fused_attend(fused_ctx *f, int l, int task, int t) {
         float *kr = qr + HD + (size_t)g * D;
         const float *vr = kr + kvd;
         rope_head(kr, cs, sn, h2);
-        const size_t o = blk + (size_t)(p0 + j) * D;
-        if (kc->kv_bf16) {
-            uint16_t *kd = (uint16_t *)kc->k + o, *vd = (uint16_t *)kc->v + o;
-            for (int d = 0; d < D; d++) {
-                kd[d] = st_f32_to_bf16(kr[d]);
-                vd[d] = st_f32_to_bf16(vr[d]);
-            }
-        } else {
-            memcpy((float *)kc->k + o, kr, (size_t)D * sizeof(float));
-            memcpy((float *)kc->v + o, vr, (size_t)D * sizeof(float));
-        }
+        kv_store(kc, blk + (size_t)(p0 + j) * D, kr, vr, D);
     }
     float *scr = kc->att_scratch + f->per_thread * t;
     const size_t es = kc->kv_bf16 ? sizeof(uint16_t) : sizeof(float);
@@ -325,15 +352,7 @@ static void fused_attend(fused_ctx *f, int l, int task, int t) {
         st_infer_gqa_decode(out, q, kg, vg, kc->kv_bf16, tk, D, rep, f->scale, scr);
         return;
     }
-    if (kc->kv_bf16) { /* the attention kernel reads fp32: widen this block once */
-        float *kf = scr + f->att_floats, *vf = kf + (size_t)kc->max_seq * D;
-        for (size_t e = 0; e < (size_t)tk * D; e++) {
-            kf[e] = st_bf16_to_f32(((const uint16_t *)kg)[e]);
-            vf[e] = st_bf16_to_f32(((const uint16_t *)vg)[e]);
-        }
-        kg = kf;
-        vg = vf;
-    }
+    if (kc->kv_bf16) kv_widen(kc, &kg, &vg, tk, D, scr + f->att_floats); /* the kernel reads fp32 */
     for (int h = 0; h < rep; h++)
         st_attention_head_forward(out + (size_t)h * D, NULL, q + (size_t)h * D, kg, vg, tq, tk, D,
                                   Wd, D, HD, scr);
@@ -396,12 +415,7 @@ static void fused_thread(fused_ctx *f, int t, int nt) {
         FPROF(4);
         for (int p = t; p < P; p += nt) {
             PART_MM(ST_IW_O, b->att, l);
-            for (int n = 0; n < N; n++) {
-                float *xr = b->x + (size_t)n * C + n0;
-                const float *src = o + (size_t)n * pwid;
-#pragma omp simd
-                for (int j = 0; j < pwid; j++) xr[j] += src[j];
-            }
+            add_part(b->x, o, N, C, n0, pwid);
         }
         ST_PHASE_BARRIER();
         FPROF(5);
@@ -420,12 +434,7 @@ static void fused_thread(fused_ctx *f, int t, int nt) {
         FPROF(6);
         for (int p = t; p < P; p += nt) {
             PART_MM(ST_IW_DOWN, b->h, l);
-            for (int n = 0; n < N; n++) {
-                float *xr = b->x + (size_t)n * C + n0;
-                const float *src = o + (size_t)n * pwid;
-#pragma omp simd
-                for (int j = 0; j < pwid; j++) xr[j] += src[j];
-            }
+            add_part(b->x, o, N, C, n0, pwid);
         }
         ST_PHASE_BARRIER();
         FPROF(8);
@@ -631,17 +640,7 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
                 for (int j = 0; j < n_tokens[i]; j++) {
                     const float *kr = b.qkv + (size_t)(b.row0[i] + j) * Wd + HD + (size_t)g * D;
                     const float *vr = kr + kvd;
-                    const size_t o = blk + (size_t)j * D;
-                    if (kc->kv_bf16) {
-                        uint16_t *kd = (uint16_t *)kc->k + o, *vd = (uint16_t *)kc->v + o;
-                        for (int d = 0; d < D; d++) {
-                            kd[d] = st_f32_to_bf16(kr[d]);
-                            vd[d] = st_f32_to_bf16(vr[d]);
-                        }
-                    } else {
-                        memcpy((float *)kc->k + o, kr, (size_t)D * sizeof(float));
-                        memcpy((float *)kc->v + o, vr, (size_t)D * sizeof(float));
-                    }
+                    kv_store(kc, blk + (size_t)j * D, kr, vr, D);
                 }
             }
         }
@@ -661,15 +660,7 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
                 st_infer_gqa_decode(out, q, kg, vg, kc->kv_bf16, tk, D, rep, scale, scr);
                 continue;
             }
-            if (kc->kv_bf16) { /* the backend kernel reads fp32: widen this block once */
-                float *kf = scr + att_floats, *vf = kf + (size_t)kc->max_seq * D;
-                for (size_t e = 0; e < (size_t)tk * D; e++) {
-                    kf[e] = st_bf16_to_f32(((const uint16_t *)kg)[e]);
-                    vf[e] = st_bf16_to_f32(((const uint16_t *)vg)[e]);
-                }
-                kg = kf;
-                vg = vf;
-            }
+            if (kc->kv_bf16) kv_widen(kc, &kg, &vg, tk, D, scr + att_floats); /* the kernel reads fp32 */
             for (int h = 0; h < rep; h++)
                 be->attention_head_forward(out + (size_t)h * D, NULL, q + (size_t)h * D, kg, vg,
                                            tq, tk, D, Wd, D, HD, scr);

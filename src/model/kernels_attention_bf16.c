@@ -279,22 +279,6 @@ static void cvt_interleave(uint16_t *dst, const float *r0, const float *r1, int 
     }
 }
 
-/* The first two passes of st_softmax_inplace (fastmath.h), same loops: row <- exp(row - max),
- * returns Σ exp; the normalisation is left to cvt_row_scaled (one pass less). */
-static inline float softmax_exp(float *row, int n, float *max) {
-    float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-    for (int j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < n; j++) {
-        row[j] = st_fast_expf(row[j] - mx);
-        sum += row[j];
-    }
-    *max = mx;
-    return sum;
-}
-
 #if ST_HAVE_X86
 static BF16_TARGET void cvt_row_scaled_avx(uint16_t *dst, const float *src, int n, float k) {
     const __m512 kv = _mm512_set1_ps(k);
@@ -350,10 +334,10 @@ static inline __mmask16 tailmask(int left) {
     return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
 }
 
-/* softmax_exp with masked tails (the vectorised loop left a scalar exp per tail element). The
- * sum keeps the order of GCC's `omp simd reduction` code for softmax_exp: 16 lane sums over the
+/* st_softmax_exp with masked tails (the vectorised loop left a scalar exp per tail element). The
+ * sum keeps the order of GCC's `omp simd reduction` code for st_softmax_exp: 16 lane sums over the
  * full vectors, the tail added to lane 0 in order, then lanes 0..15 added in order to 0, so
- * the result is bit-identical to softmax_exp's. */
+ * the result is bit-identical to st_softmax_exp's. */
 static BF16_TARGET float softmax_exp_avx(float *row, int n, float *max) {
     __m512 mv = _mm512_set1_ps(-INFINITY);
     for (int j = 0; j < n; j += 16) {
@@ -506,7 +490,7 @@ static void fwd_group(const geom *G, float *out, float *lse, const float *base, 
                     continue;
                 }
 #endif
-                const float sum = softmax_exp(row, vis, &mx);
+                const float sum = st_softmax_exp(row, vis, &mx);
                 cvt_row_scaled(pr, row, vis, 1.0f / sum); /* P = e / Σe, rounded once */
                 for (int j = vis; j < nk2; j++) pr[j] = 0;
                 ls[i0 + i] = mx + logf(sum);

@@ -140,14 +140,13 @@ void st_add_inplace(float *x, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
-/* One row of st_crossentropy_fused: returns the loss, leaves g·(softmax - onehot) in l. */
-static float xent_row_fused(float *l, int t, float g, int V) {
+/* Cross-entropy of one row: l becomes exp(l - max) in place; returns the loss, *sum the sum of
+ * the exps (16 fixed lanes of partial sums, so the order is the same vectorised or not). */
+static float xent_exps(float *l, int t, int V, double *sum) {
     float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
     for (int i = 0; i < V; i++) mx = l[i] > mx ? l[i] : mx;
     const float lt = l[t];
-    /* e = exp(l - max) stored in place; 16 fixed lanes of partial sums (a plain array, so the
-     * summation order is the same whether or not the compiler vectorises) */
     float acc[16] = {0};
     int i = 0;
     for (; i + 16 <= V; i += 16) {
@@ -166,7 +165,14 @@ static float xent_row_fused(float *l, int t, float g, int V) {
         s += (double)e;
     }
     for (int j = 0; j < 16; j++) s += (double)acc[j];
-    const float loss = mx + (float)log(s) - lt;
+    *sum = s;
+    return mx + (float)log(s) - lt;
+}
+
+/* One row of st_crossentropy_fused: returns the loss, leaves g·(softmax - onehot) in l. */
+static float xent_row_fused(float *l, int t, float g, int V) {
+    double s;
+    const float loss = xent_exps(l, t, V, &s);
     if (g == 0.0f) {
         memset(l, 0, (size_t)V * sizeof *l);
     } else {
@@ -198,29 +204,8 @@ void st_crossentropy_fused(float *losses, float *logits, const int32_t *targets,
  * nothing is overwritten before it is read; the stores go through memcpy (char access), so
  * they stay ordered after the float loads. */
 static float xent_row_fused_bf16(float *l, int t, float g, int V) {
-    float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-    for (int i = 0; i < V; i++) mx = l[i] > mx ? l[i] : mx;
-    const float lt = l[t];
-    float acc[16] = {0}; /* the lanes of xent_row_fused, same order */
-    int i = 0;
-    for (; i + 16 <= V; i += 16) {
-        float *p = l + i;
-#pragma omp simd
-        for (int j = 0; j < 16; j++) {
-            const float e = st_fast_expf(p[j] - mx);
-            p[j] = e;
-            acc[j] += e;
-        }
-    }
-    double s = 0.0;
-    for (; i < V; i++) {
-        const float e = st_fast_expf(l[i] - mx);
-        l[i] = e;
-        s += (double)e;
-    }
-    for (int j = 0; j < 16; j++) s += (double)acc[j];
-    const float loss = mx + (float)log(s) - lt;
+    double s;
+    const float loss = xent_exps(l, t, V, &s);
     unsigned char *out = (unsigned char *)l;
     if (g == 0.0f) {
         memset(out, 0, (size_t)V * sizeof(uint16_t));
