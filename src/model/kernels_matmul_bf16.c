@@ -72,7 +72,20 @@ to_bf16_avx512_serial(uint16_t *dst, const float *src, size_t n) {
 #define ST_MM_X86 0
 #endif
 
+#if ST_MM_X86
 static int g_isa = -1; /* 1: AVX512_BF16 conversion */
+
+/* 1 when the CPU converts fp32 -> bf16 in AVX512_BF16 (detected once; a benign race: every
+ * thread computes the same value). */
+static int has_bf16_isa(void) {
+    if (g_isa < 0) {
+        __builtin_cpu_init();
+        g_isa = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl");
+    }
+    return g_isa;
+}
+#endif
 
 static inline uint16_t bf16_rne1(float f) {
     uint32_t u;
@@ -88,12 +101,7 @@ static void to_bf16_scalar(uint16_t *dst, const float *src, size_t n) {
 
 static void to_bf16(uint16_t *dst, const float *src, size_t n) {
 #if ST_MM_X86
-    if (g_isa < 0) {
-        __builtin_cpu_init();
-        g_isa = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
-                __builtin_cpu_supports("avx512vl");
-    }
-    if (g_isa) {
+    if (has_bf16_isa()) {
         to_bf16_avx512(dst, src, n);
         return;
     }
@@ -242,12 +250,7 @@ int st_mm_forward_b(float *out, const uint16_t *in, const float *w, int M, int K
 
 void st_bf16_row(uint16_t *dst, const float *src, size_t n) {
 #if ST_MM_X86
-    if (g_isa < 0) { /* benign race: every thread computes the same value */
-        __builtin_cpu_init();
-        g_isa = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
-                __builtin_cpu_supports("avx512vl");
-    }
-    if (g_isa) {
+    if (has_bf16_isa()) {
         to_bf16_avx512_serial(dst, src, n);
         return;
     }
