@@ -387,6 +387,19 @@ def case_resume_kill(tool):
     left = sorted(os.listdir(os.path.join(out, "checkpoints")))
     print(f"{kills} random SIGKILLs then --resume auto: losses bit-identical: {same}; checkpoints kept: {left}")
     ok = ok and same and left == ["step-00000022", "step-00000023", "step-00000024"]
+    # a folder left by a prune killed mid-deletion, by a process that is gone: --resume auto on
+    # the finished run (no step left to save, so no prune) still removes it
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = os.path.join(out, "checkpoints", f"step-00000021.old.{dead.pid}")
+    os.makedirs(stale)
+    open(os.path.join(stale, "params.bin"), "wb").close()
+    r = run(train_args(model, out, "--max-steps", steps, "--save-every", "1", "--keep-checkpoints", "3",
+                       "--resume", "auto"))
+    left = sorted(os.listdir(os.path.join(out, "checkpoints")))
+    gone = r.returncode == 0 and not os.path.exists(stale) and losses(out) == ref
+    print(f"stale {os.path.basename(stale)} removed by --resume auto on the finished run: {gone}; kept: {left}")
+    ok = ok and gone and left == ["step-00000022", "step-00000023", "step-00000024"]
     print("->", "ok" if ok else "FAIL")
     return ok
 
