@@ -161,6 +161,9 @@ st_status st_trainer_run(st_trainer *t) {
             st__trainer_prune_checkpoints(ckdir, c->keep_checkpoints);
         }
     }
+    /* a run killed between a save and its prune, then resumed when already finished, saves
+     * nothing: prune here too so --keep-checkpoints holds */
+    if (!s && c->out_dir && c->save_every > 0) st__trainer_prune_checkpoints(ckdir, c->keep_checkpoints);
     if (s)
         st_error_wrap(s, "training stopped at step %lld of %lld (%s%s)", cur,
                       (long long)t->max_steps, t->last_ckpt[0] ? "last good checkpoint: " : "no checkpoint saved yet",
