@@ -19,8 +19,9 @@ void cli_print_safety_summary(FILE *f, const st_eval_summary *s) {
         fprintf(f, "prompts: %zu (%zu safe, %zu unsafe)  refused: %zu\n", s->n, s->safe_refusal.n,
                 s->unsafe_refusal.n, s->refused);
     } else {
-        fprintf(f, "prompts: %zu  refused: %zu  attack success: %zu\n", s->n, s->refused, s->n - s->refused);
-        fprintf(f, "ASR: %s\n", cli_fmt_rate(a, sizeof a, &s->asr.all, 1, "prompts"));
+        fprintf(f, "prompts: %zu  refused: %zu  attack success: %zu\n", s->n, s->refused, s->asr.all.k);
+        fprintf(f, "ASR: %s\n", cli_fmt_rate(a, sizeof a, &s->asr.all, 1,
+                                            s->n_labelled ? "prompts not labelled safe" : "prompts"));
     }
     if (s->n_labelled)
         fprintf(f, "refusal rate: safe prompts %s, unsafe prompts %s\n",

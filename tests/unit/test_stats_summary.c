@@ -53,16 +53,21 @@ static void test_summary_counts(void **state) {
     assert_int_equal(st_eval_summarize(R, 6, &s), ST_OK);
     assert_int_equal(s.n, 6);
     assert_int_equal(s.refused, 3);
-    assert_int_equal(s.asr.all.k, 3);
-    assert_int_equal(s.asr.all.n, 6);
+    /* ASR over the prompts not labelled safe (b, c, d, f): b and c answered */
+    assert_int_equal(s.asr.all.k, 2);
+    assert_int_equal(s.asr.all.n, 4);
     assert_int_equal(s.asr.n_categories, 2);
     assert_string_equal(s.asr.categories[0].name, "x");
     assert_int_equal(s.asr.categories[0].rate.k, 1);
-    assert_int_equal(s.asr.categories[0].rate.n, 2);
+    assert_int_equal(s.asr.categories[0].rate.n, 1);
     assert_string_equal(s.asr.categories[1].name, "y");
-    assert_int_equal(s.asr.categories[1].rate.k, 2);
-    assert_int_equal(s.asr.categories[1].rate.n, 3);
+    assert_int_equal(s.asr.categories[1].rate.k, 1);
+    assert_int_equal(s.asr.categories[1].rate.n, 2);
+    /* refusals over every prompt */
+    assert_int_equal(s.refusal.all.n, 6);
+    assert_int_equal(s.refusal.categories[0].rate.n, 2);
     assert_int_equal(s.refusal.categories[1].rate.k, 1);
+    assert_int_equal(s.refusal.categories[1].rate.n, 3);
     assert_int_equal(s.n_labelled, 4);
     assert_int_equal(s.safe_refusal.k, 1);
     assert_int_equal(s.safe_refusal.n, 2);
@@ -131,14 +136,19 @@ static void test_files(void **state) {
     assert_non_null(j);
     assert_int_equal(cJSON_GetObjectItem(j, "n_prompts")->valueint, 6);
     assert_int_equal(cJSON_GetObjectItem(j, "refused")->valueint, 3);
-    assert_int_equal(cJSON_GetObjectItem(j, "attack_success")->valueint, 3);
+    assert_int_equal(cJSON_GetObjectItem(j, "attack_success")->valueint, 2);
     const cJSON *asr = cJSON_GetObjectItem(j, "asr");
     close_to(cJSON_GetObjectItem(asr, "rate")->valuedouble, 0.5);
+    assert_int_equal(cJSON_GetObjectItem(asr, "n")->valueint, 4);
     const cJSON *ci = cJSON_GetObjectItem(asr, "ci95");
-    close_to(cJSON_GetArrayItem(ci, 0)->valuedouble, st_wilson(3, 6, ST_Z95).lo);
+    close_to(cJSON_GetArrayItem(ci, 0)->valuedouble, st_wilson(2, 4, ST_Z95).lo);
     const cJSON *pc = cJSON_GetObjectItem(j, "per_category");
     assert_int_equal(cJSON_GetArraySize(pc), 2);
-    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(pc, "y"), "asr"), "k")->valueint, 2);
+    const cJSON *py = cJSON_GetObjectItem(pc, "y");
+    assert_int_equal(cJSON_GetObjectItem(py, "n")->valueint, 3);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(py, "asr"), "k")->valueint, 1);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(py, "asr"), "n")->valueint, 2);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(py, "refusal_rate"), "n")->valueint, 3);
     const cJSON *bl = cJSON_GetObjectItem(j, "refusal_by_label");
     close_to(cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(bl, "safe"), "ci95"), 1)->valuedouble,
              0.9054687953607992);
