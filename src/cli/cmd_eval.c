@@ -397,6 +397,11 @@ static int eval_utility(int argc, char **argv) {
     if (!model) { rc = st_args_fail(&spec, "--model is required"); goto out; }
     if (jc.url && !jc.model) { rc = st_args_fail(&spec, "--judge-url needs --judge-model"); goto out; }
     if (jc.url && no_mt) { rc = st_args_fail(&spec, "--judge-url grades MT-Bench answers; it cannot go with --no-mtbench"); goto out; }
+    if (!data && no_tqa && no_mt) {
+        rc = st_args_fail(&spec, "nothing to measure: --no-truthfulqa and --no-mtbench without --data; "
+                          "drop one of them or pass --data FILE for the held-out loss");
+        goto out;
+    }
     st_data_format df;
     if (st_data_format_parse(fmt, &df)) {
         rc = st_args_fail(&spec, "--data-format %s: expected auto, alpaca, dolly, orca or messages", fmt);

@@ -95,9 +95,16 @@ def main():
     one_error_line(p, tdir, "final-ema", what="--weights ema without final-ema")
     p = run(base + ["--weights", "ema", "--limit", "1", "--out", os.path.join(work, "o_ema2")])
     one_error_line(p, "final-ema", what="--weights ema on a .gguf")
-    p = run(["eval", "utility", "--model", tdir, "--weights", "ema", "--no-mtbench", "--no-truthfulqa",
+    p = run(["eval", "utility", "--model", tdir, "--weights", "ema", "--no-mtbench", "--data-dir", data,
              "--out", os.path.join(work, "o_ema3")])
     one_error_line(p, "final-ema", what="utility --weights ema without final-ema")
+
+    # --- utility with every part switched off: a usage error, no output folder ---
+    o = os.path.join(work, "o_none")
+    p = run(["eval", "utility", "--model", model, "--no-mtbench", "--no-truthfulqa", "--out", o])
+    check(p.returncode == 2 and "nothing to measure" in p.stderr and "--data" in p.stderr and not os.path.exists(o),
+          f"utility with nothing to measure: exit {p.returncode}, {p.stderr.strip()}, out exists {os.path.exists(o)}")
+    print("utility with nothing to measure:", p.stderr.strip().splitlines()[0] if p.stderr.strip() else "")
 
     # --- utility: malformed TruthfulQA file ---
     tq = w("tqa.csv", "Type,Category,Question,Best Answer,Correct Answers,Incorrect Answers,Source\nA,B,Q,x,x,,s\n")
