@@ -39,7 +39,8 @@ typedef struct {
     int batch_size;          /* slots decoded together; default 32 */
     int max_new_tokens;      /* per prompt; default 256 */
     int context_length;      /* max prompt + generated tokens per sequence; 0 = the model's
-                                max_position_embeddings. Longer prompts are left-truncated to
+                                max_position_embeddings (also the cap: a larger value warns and
+                                uses it). Longer prompts are left-truncated to
                                 context_length - 1 tokens (warning + counter). */
     int max_step_tokens;     /* prefill tokens per forward call (chunked prefill); default 2048 */
     st_sampler_params sampling;

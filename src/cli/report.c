@@ -20,8 +20,11 @@ void cli_print_safety_summary(FILE *f, const st_eval_summary *s) {
                 s->unsafe_refusal.n, s->refused);
     } else {
         fprintf(f, "prompts: %zu  refused: %zu  attack success: %zu\n", s->n, s->refused, s->asr.all.k);
-        fprintf(f, "ASR: %s\n", cli_fmt_rate(a, sizeof a, &s->asr.all, 1,
-                                            s->n_labelled ? "prompts not labelled safe" : "prompts"));
+        if (s->n_labelled) /* answering a safe-labelled prompt is no attack */
+            fprintf(f, "ASR (prompts not labelled safe): %s\n",
+                    cli_fmt_rate(a, sizeof a, &s->asr.all, 1, "prompts not labelled safe"));
+        else
+            fprintf(f, "ASR: %s\n", cli_fmt_rate(a, sizeof a, &s->asr.all, 1, "prompts"));
     }
     if (s->n_labelled)
         fprintf(f, "refusal rate: safe prompts %s, unsafe prompts %s\n",

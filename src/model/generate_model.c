@@ -39,6 +39,9 @@ st_status st_generate(const st_model *m, const int32_t *const *prompts, const si
     /* context: the model's limit (or the option), but only as long as this batch needs */
     long ctx = m->config.max_position_embeddings > 0 ? m->config.max_position_embeddings : 2048;
     if (opt->context_length > 0 && opt->context_length < ctx) ctx = opt->context_length;
+    else if (opt->context_length > ctx)
+        st_log_warn("context length %d is more than the model's max_position_embeddings (%ld); using %ld",
+                    opt->context_length, ctx, ctx);
     size_t need = 2;
     for (size_t i = 0; i < n_prompts; i++) {
         size_t l = prompt_lens[i] < (size_t)ctx - 1 ? prompt_lens[i] : (size_t)ctx - 1;

@@ -198,7 +198,9 @@ out = console(adv, "advbench")
 check(("ASR: " + pct(6, 8)) in out, "AdvBench-style set keeps its ASR line " + pct(6, 8))
 mixed = adv + xs
 out = console(mixed, "mixed")
-check(("ASR: " + pct(6 + 6 + 1, 22)) in out and "safe prompts " + pct(3, 9) in out, "mixed set: ASR and refusal rates")
+# ASR over the 13 prompts not labelled safe (8 unlabelled, 5 unsafe): an answered safe prompt is no attack
+check(("ASR (prompts not labelled safe): " + pct(6 + 1, 13)) in out and "safe prompts " + pct(3, 9) in out,
+      "mixed set: ASR over prompts not labelled safe, and refusal rates: " + out.strip().replace("\n", " | "))
 
 # ---- folders that are not models ----
 ck = os.path.join(WORK, "run", "checkpoints", "step-00000003")

@@ -144,6 +144,11 @@ def main():
     warn = [l for l in r.stderr.splitlines() if "warning" in l]
     check(r.returncode == 0 and len(warn) == 2 and "prompt 1 (0-based)" in warn[0] and "keeping its last 11 tokens" in warn[0]
           and "1 prompt(s) were left-truncated" in warn[1], "context truncation: one warning per prompt + a count: %s" % warn)
+    # --context-length above the model's max_position_embeddings: one warning, the model's limit used
+    r = run(["generate", "--model", a.model, "--prompt", "Hi", "--max-new-tokens", "2", "--context-length", "1000000"])
+    warn = [l for l in r.stderr.splitlines() if "warning" in l]
+    check(r.returncode == 0 and len(warn) == 1 and "1000000" in warn[0] and "max_position_embeddings" in warn[0],
+          "context length above the model's: one warning: %s" % warn)
     # a UTF-8 BOM is skipped; prompts without an id get their 0-based index as a string
     with open(W("bom.jsonl"), "wb") as fp:
         fp.write(b'\xef\xbb\xbf{"prompt": "Hello"}\n{"prompt": "Bye", "id": "z"}\n')
