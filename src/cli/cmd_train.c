@@ -314,9 +314,9 @@ int cmd_train(int argc, char **argv) {
         snprintf(path, sizeof path, "%s/metrics.jsonl", o.out);
         unlink(path); /* a fresh run starts a fresh log */
     }
-    fprintf(stderr, "safetune train: %zu rows (%zu train, %zu val) of %s, %lld steps of %d x %d rows, "
+    fprintf(stderr, "safetune train: %zu rows (%zu train, %zu val) of %s, %lld step%s of %d x %d rows, "
             "lr %g, %s\n", tk.n, st_trainer_n_train(t), st_trainer_n_val(t), o.data,
-            (long long)st_trainer_max_steps(t), c.grad_accum, c.batch_size, c.optim.lr,
+            (long long)st_trainer_max_steps(t), st_trainer_max_steps(t) == 1 ? "" : "s", c.grad_accum, c.batch_size, c.optim.lr,
             c.bf16 ? "bf16" : "fp32");
     snprintf(path, sizeof path, "%s/config.json", o.out);
     if (st_write_file_atomic(path, cfg_json, strlen(cfg_json)) != ST_OK) { fail(NULL); goto done; }
