@@ -112,6 +112,9 @@ void st_tokenized_free(st_tokenized *t);
  * assistant token at positions 1..min(len, max_seq_len) - 1, as st_collate counts them); keeps
  * the order. *n_dropped: rows removed. Such rows would give a window 0 targets. */
 void st_tokenized_drop_untrained(st_tokenized *t, int max_seq_len, size_t *n_dropped);
+/* 1 when row r keeps a trained target once truncated to max_seq_len tokens (the rows
+ * st_tokenized_drop_untrained keeps), else 0. r < t->n. */
+int st_tokenized_row_trained(const st_tokenized *t, size_t r, int max_seq_len);
 
 typedef struct {
     int B;             /* rows in this micro-batch */

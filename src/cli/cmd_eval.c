@@ -336,7 +336,8 @@ static int eval_utility(int argc, char **argv) {
     const char *data_dir = NULL, *tqa_path = NULL, *mt_path = NULL, *system = NULL;
     judge_cli jc = {NULL, NULL, NULL, NULL, 60.0f, 3, 0};
     float val_fraction = 0.05f;
-    int val_count = 0, max_seq = 1024, batch_rows = 8, tqa_limit = 0, mt_limit = 0, mt_new = 512, batch = 32;
+    /* max_seq, max_rows, val_fraction, seed: safetune train's defaults, so the same rows are held out */
+    int val_count = 0, max_seq = 512, max_rows = 0, batch_rows = 8, tqa_limit = 0, mt_limit = 0, mt_new = 512, batch = 32;
     int no_tqa = 0, no_mt = 0, quiet = 0, tqa_tokens = 2048;
     uint64_t seed = 42; /* = safetune train's default: the same held-out rows */
     st_opt opts[] = {
@@ -348,7 +349,8 @@ static int eval_utility(int argc, char **argv) {
         {"val-fraction", ST_OPT_FLOAT, &val_fraction, "F", "validation share of rows", 0, 0.999999, 0},
         {"val-count", ST_OPT_INT, &val_count, "N", "validation rows (overrides --val-fraction)", 0, 1 << 30, 0},
         {"seed", ST_OPT_U64, &seed, "S", "split seed (default 42, as `safetune train`)", 0, 0, 0},
-        {"max-seq-len", ST_OPT_INT, &max_seq, "N", "truncate rows to N tokens", 2, 1 << 20, 0},
+        {"max-seq-len", ST_OPT_INT, &max_seq, "N", "truncate rows to N tokens (as `safetune train`)", 2, 1 << 20, 0},
+        {"max-rows", ST_OPT_INT, &max_rows, "N", "use only the first N data rows (0 = all; as `safetune train`)", 0, 1e9, 0},
         {"loss-batch", ST_OPT_INT, &batch_rows, "B", "rows per forward for the held-out loss", 1, 4096, 0},
         {"data-dir", ST_OPT_STR, &data_dir, "DIR", "dataset folder (default $SAFETUNE_DATA_DIR or data/)", 0, 0, 0},
         {"truthfulqa", ST_OPT_STR, &tqa_path, "FILE", "TruthfulQA.csv (default DATA_DIR/truthfulqa/TruthfulQA.csv)", 0, 0, 0},
@@ -382,6 +384,7 @@ static int eval_utility(int argc, char **argv) {
     st_dataset ds = {0};
     st_tokenized tk = {0};
     st_data_split split = {0};
+    size_t *file_row = NULL; /* [tk.n] row in the --data file of each kept row */
     st_tqa_set tqa = {0};
     st_mc1_result mc1 = {0};
     st_mtbench_set mt = {0};
@@ -424,14 +427,31 @@ static int eval_utility(int argc, char **argv) {
 
     /* (a) held-out loss */
     if (data) {
-        if (st_data_split_make(ds.n, st_args_decimal(val_fraction), (size_t)val_count, seed, &split)) goto fail;
+        /* the rows `safetune train` splits: the first --max-rows, minus those with no trained
+         * token at --max-seq-len; file_row maps a kept row back to its row in the file */
+        if (max_rows > 0 && (size_t)max_rows < ds.n) ds.n = (size_t)max_rows;
         if (st_tokenize_dataset(&ds, &m->chat, m->tokenizer, &tk)) goto fail;
+        file_row = st_malloc((tk.n ? tk.n : 1) * sizeof *file_row);
+        if (!file_row) goto fail;
+        size_t n_kept = 0, dropped = 0;
+        for (size_t r = 0; r < tk.n; r++)
+            if (st_tokenized_row_trained(&tk, r, max_seq)) file_row[n_kept++] = r;
+        st_tokenized_drop_untrained(&tk, max_seq, &dropped);
+        if (tk.n == 0) {
+            fprintf(stderr, "%s: %s: no row has trained tokens at --max-seq-len %d: raise it\n", spec.prog, data, max_seq);
+            goto out;
+        }
+        if (dropped)
+            fprintf(stderr, "%s: warning: %s: %zu rows have no trained tokens at --max-seq-len %d; dropped "
+                    "(as `safetune train` does)\n", spec.prog, data, dropped, max_seq);
+        if (st_data_split_make(tk.n, st_args_decimal(val_fraction), (size_t)val_count, seed, &split)) goto fail;
         st_heldout_result hr;
         if (st_heldout_loss(m, &tk, split.val, split.n_val, max_seq, batch_rows, &hr)) goto fail;
         cJSON *h = cJSON_AddObjectToObject(sum, "heldout");
         cJSON_AddStringToObject(h, "data", data);
         cJSON_AddStringToObject(h, "format", st_data_format_name(ds.format));
         cJSON_AddNumberToObject(h, "rows", (double)ds.n);
+        cJSON_AddNumberToObject(h, "rows_dropped", (double)dropped);
         cJSON_AddNumberToObject(h, "val_rows", (double)hr.n_rows);
         cJSON_AddNumberToObject(h, "val_tokens", (double)hr.n_tokens);
         cJSON_AddNumberToObject(h, "rows_truncated", (double)hr.n_truncated);
@@ -443,7 +463,8 @@ static int eval_utility(int argc, char **argv) {
         cJSON_AddNumberToObject(h, "val_count", val_count);
         if (split.n_val <= 256) { /* which rows were held out (small splits; for checking and reuse) */
             cJSON *vi = cJSON_AddArrayToObject(h, "val_indices");
-            for (size_t i = 0; i < split.n_val; i++) cJSON_AddItemToArray(vi, cJSON_CreateNumber(split.val[i]));
+            for (size_t i = 0; i < split.n_val; i++)
+                cJSON_AddItemToArray(vi, cJSON_CreateNumber((double)file_row[split.val[i]]));
         }
         cJSON_AddNumberToObject(h, "loss", hr.loss);
         cJSON_AddNumberToObject(h, "perplexity", hr.perplexity);
@@ -603,6 +624,7 @@ out:
     st_mc1_result_free(&mc1);
     st_tqa_set_free(&tqa);
     st_data_split_free(&split);
+    free(file_row);
     st_tokenized_free(&tk);
     st_dataset_free(&ds);
     st_model_free(m);

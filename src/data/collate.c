@@ -57,14 +57,19 @@ void st_tokenized_free(st_tokenized *t) {
     memset(t, 0, sizeof *t);
 }
 
+int st_tokenized_row_trained(const st_tokenized *t, size_t r, int max_seq_len) {
+    const size_t o = t->offsets[r], n = t->offsets[r + 1] - o;
+    const size_t lim = n < (size_t)max_seq_len ? n : (size_t)max_seq_len;
+    for (size_t i = 1; i < lim; i++)
+        if (t->mask[o + i]) return 1;
+    return 0;
+}
+
 void st_tokenized_drop_untrained(st_tokenized *t, int max_seq_len, size_t *n_dropped) {
     size_t kept = 0, len = 0;
     for (size_t r = 0; r < t->n; r++) {
-        size_t o = t->offsets[r], n = t->offsets[r + 1] - o, lim = n;
-        if (lim > (size_t)max_seq_len) lim = (size_t)max_seq_len;
-        int trained = 0;
-        for (size_t i = 1; i < lim && !trained; i++) trained = t->mask[o + i] != 0;
-        if (!trained) continue;
+        const size_t o = t->offsets[r], n = t->offsets[r + 1] - o;
+        if (!st_tokenized_row_trained(t, r, max_seq_len)) continue;
         memmove(t->ids + len, t->ids + o, n * sizeof *t->ids);
         memmove(t->mask + len, t->mask + o, n);
         len += n;

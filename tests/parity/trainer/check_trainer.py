@@ -578,6 +578,29 @@ def case_split_match(tool):
         print(f"{n} rows: train {m.group(1)} train / {m.group(2)} val; utility val_rows {h['val_rows']}; "
               f"expected {want} -> {'ok' if good else 'FAIL'}")
         ok = good and ok
+    # rows with no assistant token within --max-seq-len are dropped before the split, by both
+    # commands (and --max-rows applies first): train's step-0 val_loss of the start weights is
+    # the loss eval utility reports, on the same rows
+    common = ["--data", ALPACA, "--data-format", "alpaca", "--max-rows", "64", "--max-seq-len", "48",
+              "--val-fraction", "0.1"]
+    r = run([CLI, "train", "--model", model, "--out", os.path.join(d, "tdrop"), "--batch-size", "2",
+             "--max-steps", "1", "--eval-every", "1", "--save-weights", "live", "--quiet"] + common)
+    uo = os.path.join(d, "udrop")
+    u = run([CLI, "eval", "utility", "--model", model, "--out", uo, "--no-truthfulqa", "--no-mtbench",
+             "--quiet"] + common)
+    if r.returncode or u.returncode:
+        print("FAIL:", r.stderr, u.stderr)
+        return False
+    dropped = re.search(r"(\d+) rows have no trained tokens", r.stderr)
+    base = [json.loads(l) for l in open(os.path.join(d, "tdrop", "metrics.jsonl"))][0]
+    h = json.load(open(os.path.join(uo, "summary.json")))["heldout"]
+    rel = abs(h["loss"] - base["val_loss"]) / abs(base["val_loss"])
+    good = (dropped is not None and h["rows_dropped"] == int(dropped.group(1)) > 0 and h["rows"] == 64
+            and base["step"] == 0 and rel < 1e-5 and all(0 <= i < 64 for i in h.get("val_indices", [-1])))
+    print(f"--max-rows 64 --max-seq-len 48: {h['rows_dropped']} rows dropped by eval utility, "
+          f"{dropped.group(1) if dropped else '?'} by train; held-out loss {h['loss']:.6f} vs train's step-0 "
+          f"val_loss {base['val_loss']:.6f} (rel {rel:.1e}) -> {'ok' if good else 'FAIL'}")
+    ok = good and ok
     print("->", "ok" if ok else "FAIL")
     return ok
 
