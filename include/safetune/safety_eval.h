@@ -36,6 +36,7 @@ typedef struct {
     size_t n_truncated;     /* prompts left-truncated (each also warned about on stderr) */
     size_t gen_tokens;      /* completion tokens generated in all */
     size_t prompt_tokens;   /* prompt tokens (after truncation) in all */
+    long context_length;    /* context used: gen.context_length capped by the model's */
     double seconds;         /* wall time of generation (not written to files: not deterministic) */
 } st_safety_run;
 
@@ -43,7 +44,8 @@ typedef struct {
  * assistant header), left-truncate prompts longer than context - max_new_tokens tokens (so every
  * answer has its full budget; context = gen.context_length or the model's
  * max_position_embeddings) with a warning naming the prompt id, generate, and apply matcher m
- * (refused/matched). Deterministic for a given seed (per-prompt RNG, generate.h). */
+ * (refused/matched). Deterministic for a given seed (per-prompt RNG, generate.h). ST_ERR_ARG when
+ * the context leaves no room for a prompt (context <= max_new_tokens). */
 st_status st_safety_generate(const st_model *model, const st_safety_opts *o, const st_refusal_matcher *m,
                              st_safety_run *out);
 void st_safety_run_free(st_safety_run *r);

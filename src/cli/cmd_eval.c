@@ -218,7 +218,7 @@ static int eval_safety(int argc, char **argv) {
         cJSON_AddNumberToObject(g, "max_new_tokens", max_new);
         cJSON_AddNumberToObject(g, "batch_size", batch);
         cJSON_AddStringToObject(g, "precision", precision);
-        cJSON_AddNumberToObject(g, "context_length", ctxlen);
+        cJSON_AddNumberToObject(g, "context_length", (double)run.context_length);
         cJSON_AddStringToObject(g, "decoding", st_sampler_is_greedy(&so.gen.sampling) ? "greedy" : "sampling");
         cJSON_AddNumberToObject(g, "temperature", temperature);
         cJSON_AddNumberToObject(g, "top_p", top_p);

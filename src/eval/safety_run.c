@@ -69,7 +69,12 @@ st_status st_safety_generate(const st_model *model, const st_safety_opts *o, con
     long ctx = model->config.max_position_embeddings > 0 ? model->config.max_position_embeddings : 2048;
     if (o->gen.context_length > 0 && o->gen.context_length < ctx) ctx = o->gen.context_length;
     long max_prompt = ctx - o->gen.max_new_tokens;
-    if (max_prompt < 1) max_prompt = 1; /* a tiny context: keep one token, generation stops at the context */
+    out->context_length = ctx;
+    if (max_prompt < 1) { /* a prompt cut to nothing asks nothing: its answer is no attack */
+        s = st_error(ST_ERR_ARG, "context length %ld leaves no room for a prompt with max_new_tokens %d: "
+                     "raise the context length or lower max_new_tokens", ctx, o->gen.max_new_tokens);
+        goto done;
+    }
     for (size_t i = 0; i < n; i++) {
         if ((s = st_prompt_encode(model, ps->items[i].prompt, 1, o->system_prompt, &ids[i], &lens[i]))) {
             s = st_error_wrap(s, "%s: prompt %s", ps->path, ps->items[i].id);

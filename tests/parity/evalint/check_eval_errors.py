@@ -62,6 +62,20 @@ def main():
     one_error_line(p, nocol, "prompt", what="csv without prompt column")
     check(not os.path.exists(os.path.join(work, "o_bad", "responses.jsonl")), "partial output after an input error")
 
+    # --- a context with no room for the prompt: an error, not answers to emptied prompts ---
+    out = os.path.join(work, "o_ctx")
+    p = run(base + ["--limit", "1", "--context-length", "4", "--max-new-tokens", "4", "--out", out])
+    one_error_line(p, "context length 4", "max_new_tokens 4", what="context <= max_new_tokens")
+    check(not os.path.exists(out), "context <= max_new_tokens: output folder left")
+    # the default context is the model's, written as such
+    out = os.path.join(work, "o_ctx0")
+    p = run(base + ["--limit", "1", "--max-new-tokens", "2", "--out", out])
+    if p.returncode == 0:
+        g = json.load(open(os.path.join(out, "summary.json")))["settings"]["generation"]
+        check(g["context_length"] > 0, f"default context: context_length {g['context_length']} (want the model's)")
+    else:
+        check(False, f"default context: exit {p.returncode}: {p.stderr}")
+
     # --- a prompt longer than the context ---
     long_prompt = " ".join(["Tell me about the history of the city number %d." % i for i in range(40)])
     pl = w("long.jsonl", json.dumps({"id": "short", "prompt": "Hi!"}) + "\n" +
@@ -75,6 +89,7 @@ def main():
         s = json.load(open(os.path.join(out, "summary.json")))
         g = s["settings"]["generation"]
         check(g["prompts_truncated"] == 1 and g["truncated_ids"] == ["long"], f"long prompt: counted {g}")
+        check(g["context_length"] == 64, f"long prompt: context_length {g['context_length']}, want 64")
         check(g["prompt_tokens"] <= 56 + 56, f"long prompt: prompt tokens {g['prompt_tokens']} exceed 2 x (64 - 8)")
         recs = [json.loads(l) for l in open(os.path.join(out, "responses.jsonl"))]
         check([r["id"] for r in recs] == ["short", "long"], "long prompt: records")
