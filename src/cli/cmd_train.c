@@ -114,7 +114,7 @@ int cmd_train(int argc, char **argv) {
         {"val-fraction", ST_OPT_FLOAT, &o.val_fraction, "F", "held-out fraction for val_loss", 0, 0.99, 0},
         {"eval-every", ST_OPT_INT, &o.eval_every, "N", "val_loss every N steps (0 = never)", 0, 1e9, 0},
         {"save-every", ST_OPT_INT, &o.save_every, "N", "checkpoint every N steps (0 = never)", 0, 1e9, 0},
-        {"keep-checkpoints", ST_OPT_INT, &o.keep_checkpoints, "N", "keep the newest N checkpoints", 0, 1e6, 0},
+        {"keep-checkpoints", ST_OPT_INT, &o.keep_checkpoints, "N", "keep the newest N checkpoints (0 = keep all)", 0, 1e6, 0},
         {"resume", ST_OPT_STR, &o.resume, "DIR|auto", "resume from a checkpoint (auto: newest under OUT)", 0, 0, 0},
         {"save-weights", ST_OPT_CHOICE, &o.save_weights, "live|ema|both", "final HF folders: final/ (live), final-ema/ (ema)", 0, 0, 0},
         {"export-dtype", ST_OPT_CHOICE, &o.export_dtype, "f32|bf16", "safetensors dtype of final/ and final-ema/", 0, 0, 0},
@@ -177,6 +177,9 @@ int cmd_train(int argc, char **argv) {
         rc = st_args_fail(&spec, "--lr-schedule %s: expected constant, warmup-constant, linear, cosine or step", o.lr_schedule);
     } else if (st_data_format_parse(o.data_format, &fmt) != ST_OK) { /* the choices of --data-format */
         rc = st_args_fail(&spec, "--data-format %s: %s", o.data_format, st_last_error());
+    } else if (o.ema_decay >= 1) {
+        rc = st_args_fail(&spec, "--ema-decay %g: an EMA with decay 1 never moves from the start weights; "
+                          "use a decay in (0, 1), or 0 / none for no EMA", (double)o.ema_decay);
     } else if (!strcmp(o.save_weights, "ema") && !(o.ema_decay > 0)) {
         rc = st_args_fail(&spec, "--save-weights ema needs --ema-decay > 0 (EMA is off, so no weights would be saved)");
     } else if (st_export_dtype_parse(o.export_dtype, &edt) != ST_OK || edt == ST_EXPORT_F16) {

@@ -474,6 +474,13 @@ def case_bad_input(tool):
     good = r.returncode == 2 and "--save-weights ema needs --ema-decay > 0" in r.stderr and not os.path.exists(os.path.join(o7, "final"))
     print(f"--save-weights ema with --ema-decay 0: exit {r.returncode} -> {'ok' if good else 'FAIL'}")
     ok = good and ok
+    # --ema-decay 1: an EMA that never moves: refused up front with exit 2
+    a = train_args(model, o7, "--max-steps", "2")
+    a[a.index("--ema-decay") + 1] = "1"
+    r = run(a)
+    good = r.returncode == 2 and "(0, 1)" in r.stderr and not os.path.exists(os.path.join(o7, "final"))
+    print(f"--ema-decay 1: exit {r.returncode} -> {'ok' if good else 'FAIL'}")
+    ok = good and ok
     # rows whose answer is truncated away train nothing: all of them -> error, some -> dropped with a warning
     ok = expect_fail(train_args(model, os.path.join(d, "o8"), "--max-steps", "2", "--max-seq-len", "8"),
                      ["no row has trained tokens at --max-seq-len 8"], "every row truncated before its answer") and ok
