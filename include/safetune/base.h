@@ -64,6 +64,10 @@ st_status st_write_file_atomic(const char *path, const void *data, size_t len);
  * folder. Remove a flat folder (its files, then itself) that we created; missing is fine. */
 st_status st_mkdir_p(const char *path);
 void st_remove_flat_dir(const char *dir);
+/* Remove the flat folders (or files) dir/PREFIX*.{partial,old,tmp}.PID whose process PID no
+ * longer exists: what a save, export or prune killed mid-way leaves behind. Never the caller's
+ * own; errors are ignored (what cannot go stays). */
+void st_remove_stale_temp_dirs(const char *dir, const char *prefix);
 
 /* UTF-8 (utf8.c; RFC 3629): number of invalid bytes in s[0..n); a heap NUL-terminated copy with
  * each invalid byte replaced by U+FFFD (*n_replaced: how many; NULL ok). NULL on OOM. cJSON does

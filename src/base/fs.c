@@ -3,6 +3,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -38,4 +40,28 @@ void st_remove_flat_dir(const char *dir) {
     }
     closedir(d);
     rmdir(dir);
+}
+
+void st_remove_stale_temp_dirs(const char *dir, const char *prefix) {
+    static const char *const tags[] = {".partial.", ".old.", ".tmp."};
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, prefix, strlen(prefix))) continue;
+        const char *pid_text = NULL;
+        for (int k = 0; k < 3 && !pid_text; k++) {
+            const char *t = strstr(de->d_name, tags[k]);
+            if (t) pid_text = t + strlen(tags[k]);
+        }
+        if (!pid_text) continue;
+        char *end;
+        const long pid = strtol(pid_text, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char p[4400];
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        st_remove_flat_dir(p);
+        unlink(p); /* a file (st_write_file_atomic's temp) */
+    }
+    closedir(d);
 }

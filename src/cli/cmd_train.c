@@ -273,6 +273,7 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     unlink(path);
+    st_remove_stale_temp_dirs(o.out, "final"); /* final*.tmp.PID of an export that was killed */
     c.run_config_json = cfg_json;
     if (st_model_load(o.model, &m) != ST_OK) { fail("loading the model"); goto done; }
     if (!m->tokenizer) { fprintf(stderr, "safetune train: %s: no tokenizer\n", o.model); goto done; }

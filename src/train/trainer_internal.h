@@ -62,8 +62,6 @@ int st__trainer_update_fusable(const st_trainer *t);
 st_status st__trainer_update(st_trainer *t, float *params, const float *grads, float gscale,
                              double lr, int ema_due, double *live_sq, double *ema_sq);
 
-/* trainer_run.c: remove step-*.partial.PID / .old.PID folders under dir whose process is gone. */
-void st__trainer_remove_stale(const char *dir);
 /* trainer_run.c: remove stale folders, then keep the newest `keep` step-* folders under dir. */
 void st__trainer_prune_checkpoints(const char *dir, int keep);
 

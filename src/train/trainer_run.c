@@ -126,7 +126,9 @@ st_status st_trainer_run(st_trainer *t) {
     if (c->out_dir) {
         snprintf(ckdir, sizeof ckdir, "%s/checkpoints", c->out_dir);
         if ((s = st_mkdir_p(c->out_dir)) || (c->save_every > 0 && (s = st_mkdir_p(ckdir)))) return s;
-        st__trainer_remove_stale(ckdir);
+        /* a resumed run that is already finished saves nothing, so pruning alone would never
+         * see what a killed save or prune left */
+        st_remove_stale_temp_dirs(ckdir, CKPT_PREFIX);
     }
     st__progress_start(&t->prog, t->step);
     const int do_val = c->eval_every > 0 && t->split.n_val > 0;
@@ -178,30 +180,8 @@ static int cmp_i64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Folders named step-N.partial.PID / step-N.old.PID are left by a save or prune that was killed;
- * remove those whose process is gone. Called when a run starts (a resumed run that is already
- * finished saves nothing, so pruning alone would never see them) and after every save. */
-void st__trainer_remove_stale(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (strncmp(de->d_name, CKPT_PREFIX, strlen(CKPT_PREFIX))) continue;
-        const char *part = strstr(de->d_name, ".partial."), *old = strstr(de->d_name, ".old.");
-        if (!part && !old) continue;
-        char *end;
-        long pid = strtol(part ? part + 9 : old + 5, &end, 10);
-        if (!*end && pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
-            char p[4400];
-            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-            st_remove_flat_dir(p);
-        }
-    }
-    closedir(d);
-}
-
 void st__trainer_prune_checkpoints(const char *dir, int keep) {
-    st__trainer_remove_stale(dir);
+    st_remove_stale_temp_dirs(dir, CKPT_PREFIX);
     if (keep <= 0) return;
     DIR *d = opendir(dir);
     if (!d) return;

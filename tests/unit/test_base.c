@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "safetune/base.h"
@@ -79,6 +81,62 @@ static void test_atomic_write(void **state) {
     assert_non_null(strstr(st_last_error(), "/tmp: is a folder, not a file"));
 }
 
+static int exists(const char *dir, const char *name) {
+    char p[8192];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return access(p, F_OK) == 0;
+}
+
+static void touch(const char *dir, const char *name, int is_dir) {
+    char p[8192];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    if (is_dir) {
+        assert_int_equal(mkdir(p, 0755), 0);
+        snprintf(p + strlen(p), sizeof p - strlen(p), "/blob.bin");
+    }
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fclose(f);
+}
+
+/* Leftovers of killed saves/exports go when their process is gone; live ones, other prefixes,
+ * complete folders and non-PID suffixes stay. */
+static void test_remove_stale_temp_dirs(void **state) {
+    (void)state;
+    const char *tmp = getenv("SAFETUNE_TEST_TMP");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/stale.%ld", tmp ? tmp : "/tmp", (long)getpid());
+    assert_int_equal(st_mkdir_p(dir), ST_OK);
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    assert_true(child > 0);
+    waitpid(child, NULL, 0); /* reaped: its PID names no process now */
+    char n[6][64];
+    snprintf(n[0], 64, "step-1.old.%ld", (long)child);      /* dead: goes */
+    snprintf(n[1], 64, "step-2.partial.%ld", (long)child);  /* dead: goes */
+    snprintf(n[2], 64, "step-3.tmp.%ld", (long)child);      /* dead, a file: goes */
+    snprintf(n[3], 64, "step-4.old.%ld", (long)getpid());   /* ours: stays */
+    snprintf(n[4], 64, "final.tmp.%ld", (long)child);       /* other prefix: stays */
+    snprintf(n[5], 64, "step-5.old.12ab");                  /* not a PID: stays */
+    for (int i = 0; i < 6; i++) touch(dir, n[i], i != 2);
+    touch(dir, "step-6", 1); /* a complete checkpoint: stays */
+    st_remove_stale_temp_dirs(dir, "step-");
+    for (int i = 0; i < 3; i++) assert_false(exists(dir, n[i]));
+    for (int i = 3; i < 6; i++) assert_true(exists(dir, n[i]));
+    assert_true(exists(dir, "step-6"));
+    st_remove_stale_temp_dirs(dir, "final");
+    assert_false(exists(dir, n[4]));
+    char p[8192];
+    for (int i = 3; i < 6; i++) {
+        if (i == 4) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, n[i]);
+        st_remove_flat_dir(p);
+    }
+    snprintf(p, sizeof p, "%s/step-6", dir);
+    st_remove_flat_dir(p);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 /* UTF-8 repair (RFC 3629): each ill-formed byte -> U+FFFD (EF BF BD); valid text unchanged. */
 static void test_utf8_repair(void **state) {
     (void)state;
@@ -110,6 +168,7 @@ int main(void) {
         cmocka_unit_test(test_rng_reproducible),
         cmocka_unit_test(test_shuffle_is_permutation),
         cmocka_unit_test(test_atomic_write),
+        cmocka_unit_test(test_remove_stale_temp_dirs),
         cmocka_unit_test(test_utf8_repair),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -394,14 +394,18 @@ def case_resume_kill(tool):
     stale = os.path.join(out, "checkpoints", f"step-00000021.old.{dead.pid}")
     os.makedirs(stale)
     open(os.path.join(stale, "params.bin"), "wb").close()
+    # and the temporary folder of a final export that was killed
+    stale_final = os.path.join(out, f"final.tmp.{dead.pid}")
+    os.makedirs(stale_final)
+    open(os.path.join(stale_final, f"model.safetensors.tmp.{dead.pid}"), "wb").close()
     # and a complete checkpoint beyond --keep-checkpoints (a kill between a save and its prune)
     shutil.copytree(os.path.join(out, "checkpoints", "step-00000022"),
                     os.path.join(out, "checkpoints", "step-00000019"))
     r = run(train_args(model, out, "--max-steps", steps, "--save-every", "1", "--keep-checkpoints", "3",
                        "--resume", "auto"))
     left = sorted(os.listdir(os.path.join(out, "checkpoints")))
-    gone = r.returncode == 0 and not os.path.exists(stale) and losses(out) == ref
-    print(f"stale {os.path.basename(stale)} and an extra step-00000019 removed by --resume auto on the finished run: {gone}; kept: {left}")
+    gone = r.returncode == 0 and not os.path.exists(stale) and not os.path.exists(stale_final) and losses(out) == ref
+    print(f"stale {os.path.basename(stale)} a final.tmp folder and an extra step-00000019 removed by --resume auto on the finished run: {gone}; kept: {left}")
     ok = ok and gone and left == ["step-00000022", "step-00000023", "step-00000024"]
     print("->", "ok" if ok else "FAIL")
     return ok
