@@ -3,6 +3,7 @@
  * settings), metrics.jsonl, checkpoints/step-N/, final/ (HF folder, live weights), final-ema/
  * (HF folder, EMA weights). Options via src/cli/args.h (flags or --config JSON; flags win). */
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -34,6 +35,38 @@ typedef struct {
 static int fail(const char *what) {
     fprintf(stderr, "safetune train: %s%s%s\n", what ? what : "", what ? ": " : "", st_last_error());
     return 1;
+}
+
+/* The first entry of folder `out` that a `safetune train` run does not write (a model folder,
+ * the user's files), into what; 0 when there is none (or no folder). A config.json counts as
+ * the run's when it has the run keys ("lr", "save_weights"). */
+static int foreign_entry(const char *out, char *what, size_t cap) {
+    static const char *const ours[] = {"config.json", "metrics.jsonl", "checkpoints", "final", "final-ema"};
+    DIR *d = opendir(out);
+    if (!d) return 0;
+    struct dirent *de;
+    int found = 0;
+    while (!found && (de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        if (!strcmp(n, ".") || !strcmp(n, "..") || !strncmp(n, "final", 5)) continue; /* final*.tmp.PID too */
+        int ok = 0;
+        for (size_t i = 0; i < sizeof ours / sizeof *ours && !ok; i++) ok = !strcmp(n, ours[i]);
+        if (ok && !strcmp(n, "config.json")) {
+            char p[4400], *text = NULL;
+            size_t len;
+            snprintf(p, sizeof p, "%s/%s", out, n);
+            cJSON *j = st_read_file(p, &text, &len) == ST_OK ? cJSON_Parse(text) : NULL;
+            ok = j && cJSON_GetObjectItem(j, "lr") && cJSON_GetObjectItem(j, "save_weights");
+            cJSON_Delete(j);
+            free(text);
+            if (!ok) snprintf(what, cap, "a config.json that is not a training run's (a model folder?)");
+        } else if (!ok) {
+            snprintf(what, cap, "'%s', which a training run does not write", n);
+        }
+        found = !ok;
+    }
+    closedir(d);
+    return found;
 }
 
 static char *run_config(const train_opts *o, const st_train_config *c) {
@@ -208,6 +241,11 @@ int cmd_train(int argc, char **argv) {
     struct stat sb0;
     int made_out = 0;
     {
+        char what[600];
+        if (foreign_entry(o.out, what, sizeof what)) { /* never write into someone else's folder */
+            fprintf(stderr, "safetune train: --out %s holds %s; choose a new or empty --out\n", o.out, what);
+            goto done;
+        }
         char ck[4200];
         snprintf(ck, sizeof ck, "%s/checkpoints", o.out);
         struct stat sb;

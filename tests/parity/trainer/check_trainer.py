@@ -478,6 +478,16 @@ def case_bad_input(tool):
     good = r.returncode == 2 and "--save-weights ema needs --ema-decay > 0" in r.stderr and not os.path.exists(os.path.join(o7, "final"))
     print(f"--save-weights ema with --ema-decay 0: exit {r.returncode} -> {'ok' if good else 'FAIL'}")
     ok = good and ok
+    # --out a folder that is not a run (a model folder, the user's files): refused, nothing written
+    for name, fname, text in (("hfdir", "config.json", '{"model_type": "llama"}'), ("notes", "notes.txt", "mine")):
+        fo = os.path.join(d, name)
+        os.makedirs(fo)
+        open(os.path.join(fo, fname), "w").write(text)
+        r = run(train_args(model, fo, "--max-steps", "1"))
+        good = (r.returncode == 1 and "choose a new or empty --out" in r.stderr and os.listdir(fo) == [fname]
+                and open(os.path.join(fo, fname)).read() == text)
+        print(f"--out holding {fname}: exit {r.returncode}, untouched: {good} -> {'ok' if good else 'FAIL'}")
+        ok = good and ok
     # --ema-decay 1: an EMA that never moves: refused up front with exit 2
     a = train_args(model, o7, "--max-steps", "2")
     a[a.index("--ema-decay") + 1] = "1"
