@@ -78,6 +78,16 @@ st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_c
     t->cfg = *cfg;
     t->m = m;
     t->data = data;
+    { /* FNV-1a 64 (Fowler-Noll-Vo) over the rows' lengths, token ids and loss mask */
+        uint64_t h = 0xcbf29ce484222325ULL;
+#define ST_FNV(ptr, nbytes)                                                                      \
+        for (size_t i_ = 0; i_ < (nbytes); i_++) h = (h ^ ((const uint8_t *)(ptr))[i_]) * 0x100000001b3ULL
+        ST_FNV(data->offsets, (data->n + 1) * sizeof *data->offsets);
+        ST_FNV(data->ids, data->offsets[data->n] * sizeof *data->ids);
+        ST_FNV(data->mask, data->offsets[data->n] * sizeof *data->mask);
+#undef ST_FNV
+        t->data_hash = h;
+    }
     t->n = m->layout.n_floats;
     const int world = world_of(&cfg->comm);
     if ((s = st_data_split_make(data->n, cfg->val_fraction, cfg->val_count, cfg->seed, &t->split)))

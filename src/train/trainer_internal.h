@@ -19,6 +19,7 @@ struct st_trainer {
     st_train_config cfg;
     st_model *m;
     const st_tokenized *data;
+    uint64_t data_hash; /* FNV-1a 64 of data's offsets, ids and mask: resume checks it */
     size_t n;                  /* layout floats */
     float *grads;
     st_weights gw;             /* views into grads */

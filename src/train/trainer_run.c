@@ -30,6 +30,9 @@ static cJSON *fingerprint(const st_trainer *t) {
     cJSON_AddNumberToObject(o, "world", c->comm.world > 0 ? c->comm.world : 1);
     cJSON_AddNumberToObject(o, "n_params", (double)t->n);
     cJSON_AddBoolToObject(o, "ema", c->ema_on);
+    char h[24];
+    snprintf(h, sizeof h, "%016llx", (unsigned long long)t->data_hash);
+    cJSON_AddStringToObject(o, "data_hash", h); /* the same rows, tokens and loss mask */
     return o;
 }
 
@@ -74,9 +77,15 @@ st_status st_trainer_resume(st_trainer *t, const char *dir) {
     cJSON *mine = fingerprint(t);
     for (const cJSON *it = mine->child; it && !s; it = it->next) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(fp, it->string);
+        if (!v && !strcmp(it->string, "data_hash")) continue; /* checkpoints from before the hash */
         int same = v && ((cJSON_IsNumber(v) && cJSON_IsNumber(it) && v->valuedouble == it->valuedouble) ||
-                         (cJSON_IsBool(v) && cJSON_IsBool(it) && cJSON_IsTrue(v) == cJSON_IsTrue(it)));
-        if (!same) {
+                         (cJSON_IsBool(v) && cJSON_IsBool(it) && cJSON_IsTrue(v) == cJSON_IsTrue(it)) ||
+                         (cJSON_IsString(v) && cJSON_IsString(it) && !strcmp(v->valuestring, it->valuestring)));
+        if (!same && !strcmp(it->string, "data_hash")) {
+            s = st_error(ST_ERR_ARG, "%s: the training data differ from the checkpoint's (same row count, "
+                         "other tokens: another --data file, --data-format or chat template?); resume with "
+                         "the run's data (or start a new --out folder)", dir);
+        } else if (!same) {
             char *a = v ? cJSON_PrintUnformatted(v) : NULL, *b = cJSON_PrintUnformatted(it);
             s = st_error(ST_ERR_ARG, "%s: checkpoint has %s = %s but this run has %s; resume "
                          "with the same settings (or start a new --out folder)", dir, it->string,

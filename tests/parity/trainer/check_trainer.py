@@ -463,6 +463,14 @@ def case_bad_input(tool):
     r = run(train_args(model, o5, "--max-steps", "8", "--save-every", "2", "--resume", "auto"))
     print("resume after the NaN stop (without the injection):", "ok" if r.returncode == 0 else r.stderr)
     ok = ok and r.returncode == 0
+    # resume with other data of the same row count (one answer changed): refused, not silently mixed
+    rows = json.load(open(ALPACA))[:64]
+    rows[10] = dict(rows[10], output=rows[10]["output"] + " (edited)")
+    other = os.path.join(d, "other.json")
+    json.dump(rows, open(other, "w"))
+    a = train_args(model, o5, "--max-steps", "10", "--save-every", "2", "--resume", "auto")
+    a[a.index("--data") + 1] = other
+    ok = expect_fail(a, ["training data differ", "step-00000008"], "resume with edited data") and ok
     # unwritable output folder: a regular file in the path
     blocker = os.path.join(d, "file")
     open(blocker, "w").write("keep me")
