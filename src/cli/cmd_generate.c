@@ -49,8 +49,10 @@ static const char *id_text(const cJSON *id, size_t index, char *buf, size_t cap)
     return buf;
 }
 
-/* One prompt per line, or JSONL objects with a string "prompt" (and optional "id"). Blank lines
- * are skipped. Errors name the file and line. */
+/* One prompt per line, or JSONL objects with a string "prompt" (and optional "id"): JSONL when
+ * the first non-blank line starts with '{', and then every line must be an object; otherwise
+ * every line is literal text (a later line starting with '{' too). Blank lines are skipped.
+ * Errors name the file and line. */
 static st_status read_prompts(const char *path, prompt_list *out) {
     char *data;
     size_t len;
@@ -58,6 +60,7 @@ static st_status read_prompts(const char *path, prompt_list *out) {
     if (s) return s;
     len = st_utf8_strip_bom(data, len);
     size_t line = 0, *lines = NULL; /* lines[i]: file line of prompt i */
+    int jsonl = -1;                  /* decided by the first non-blank line */
     char *p = data, *end = data + len;
     while (p < end && !s) {
         char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -69,7 +72,12 @@ static st_status read_prompts(const char *path, prompt_list *out) {
         p = nl ? nl + 1 : end;
         while (*q == ' ' || *q == '\t') q++;
         if (!*q) continue;
-        if (*q == '{') {
+        if (jsonl < 0) jsonl = *q == '{';
+        if (jsonl && *q != '{') {
+            s = st_error(ST_ERR_FORMAT, "%s: line %zu: not a JSON object, but the file is JSONL (its first "
+                         "line is an object): one {\"prompt\": ...} per line, or plain text on every line",
+                         path, line);
+        } else if (jsonl) {
             cJSON *o = cJSON_Parse(q);
             cJSON *pr = o ? cJSON_GetObjectItemCaseSensitive(o, "prompt") : NULL;
             if (!o) s = st_error(ST_ERR_FORMAT, "%s: line %zu: invalid JSON", path, line);
@@ -149,7 +157,7 @@ int cmd_generate(int argc, char **argv) {
         {"model", ST_OPT_STR, &model, "MODEL", "a .gguf file, a Hugging Face checkpoint folder or a training output folder", 0, 0, 0},
         CLI_WEIGHTS_OPT(weights),
         {"prompt", ST_OPT_STR, &prompt, "TEXT", "one prompt", 0, 0, 0},
-        {"prompts", ST_OPT_STR, &prompts_file, "FILE", "one prompt per line, or JSONL with \"prompt\" (and \"id\")", 0, 0, 0},
+        {"prompts", ST_OPT_STR, &prompts_file, "FILE", "one prompt per line, or JSONL with \"prompt\" (and \"id\") when the first line is a JSON object", 0, 0, 0},
         {"chat", ST_OPT_FLAG, &chat, NULL, "apply the model's chat template (user turn + assistant header)", 0, 0, 0},
         {"system-prompt", ST_OPT_STR, &system, "S", "system prompt with --chat (default: the template's)", 0, 0, 0},
         {"max-new-tokens", ST_OPT_INT, &go.max_new_tokens, "N", "tokens to generate per prompt", 1, 1 << 20, 0},

@@ -149,6 +149,17 @@ def main():
     warn = [l for l in r.stderr.splitlines() if "warning" in l]
     check(r.returncode == 0 and len(warn) == 1 and "1000000" in warn[0] and "max_position_embeddings" in warn[0],
           "context length above the model's: one warning: %s" % warn)
+    # the first non-blank line decides the format: a text file keeps a later line starting with '{'
+    # as text; a JSONL file with a plain line is an error naming it
+    with open(W("brace.txt"), "w") as fp:
+        fp.write("hello\n{x = 1} is a block\n")
+    r = run(["generate", "--model", a.model, "--prompts", W("brace.txt"), "--max-new-tokens", "2", "--output", W("brace_out.jsonl")])
+    got = [json.loads(x)["prompt"] for x in open(W("brace_out.jsonl"))] if r.returncode == 0 else []
+    check(got == ["hello", "{x = 1} is a block"], "text prompts with a '{' line kept as text: %s %s" % (got, r.stderr))
+    with open(W("mixed.jsonl"), "w") as fp:
+        fp.write('{"prompt": "a"}\nplain\n')
+    expect_error(["generate", "--model", a.model, "--prompts", W("mixed.jsonl")],
+                 ["mixed.jsonl", "line 2", "not a JSON object"], what="JSONL with a plain line")
     # a UTF-8 BOM is skipped; prompts without an id get their 0-based index as a string
     with open(W("bom.jsonl"), "wb") as fp:
         fp.write(b'\xef\xbb\xbf{"prompt": "Hello"}\n{"prompt": "Bye", "id": "z"}\n')
