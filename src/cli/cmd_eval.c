@@ -167,6 +167,7 @@ static int eval_safety(int argc, char **argv) {
     if (responses && bench) { rc = st_args_fail(&spec, "--benchmark/--prompts need --model (with --responses the prompts come from the file)"); goto out; }
     if (responses && limit) { rc = st_args_fail(&spec, "--limit needs --model (with --responses every answer in the file is scored)"); goto out; }
     if (jc.url && !jc.model) { rc = st_args_fail(&spec, "--judge-url needs --judge-model"); goto out; }
+    if (jc.model && !jc.url) { rc = st_args_fail(&spec, "--judge-model needs --judge-url (the endpoint that serves it)"); goto out; }
     if (!bench) bench = "advbench";
     if (strcmp(bench, "advbench") && strcmp(bench, "xstest") && !(!strncmp(bench, "csv:", 4) && bench[4]) &&
         !(!strncmp(bench, "jsonl:", 6) && bench[6])) {
@@ -399,7 +400,16 @@ static int eval_utility(int argc, char **argv) {
 
     if (!model) { rc = st_args_fail(&spec, "--model is required"); goto out; }
     if (jc.url && !jc.model) { rc = st_args_fail(&spec, "--judge-url needs --judge-model"); goto out; }
+    if (jc.model && !jc.url) { rc = st_args_fail(&spec, "--judge-model needs --judge-url (the endpoint that serves it)"); goto out; }
     if (jc.url && no_mt) { rc = st_args_fail(&spec, "--judge-url grades MT-Bench answers; it cannot go with --no-mtbench"); goto out; }
+    if (no_tqa && (tqa_limit || tqa_path)) {
+        rc = st_args_fail(&spec, "--tqa-limit / --truthfulqa have no effect with --no-truthfulqa; drop one");
+        goto out;
+    }
+    if (no_mt && (mt_limit || mt_path)) {
+        rc = st_args_fail(&spec, "--mtbench-limit / --mtbench have no effect with --no-mtbench; drop one");
+        goto out;
+    }
     if (!data && no_tqa && no_mt) {
         rc = st_args_fail(&spec, "nothing to measure: --no-truthfulqa and --no-mtbench without --data; "
                           "drop one of them or pass --data FILE for the held-out loss");

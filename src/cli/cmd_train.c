@@ -352,6 +352,10 @@ int cmd_train(int argc, char **argv) {
                     (long long)st_trainer_steps_done(t));
         }
     }
+    if (o.warmup_steps > st_trainer_max_steps(t))
+        fprintf(stderr, "safetune train: warning: --warmup-steps %d is more than the run's %lld step%s: the "
+                "learning rate never reaches --lr %g\n", o.warmup_steps, (long long)st_trainer_max_steps(t),
+                st_trainer_max_steps(t) == 1 ? "" : "s", (double)o.lr);
     if (st_trainer_steps_done(t) == 0) {
         snprintf(path, sizeof path, "%s/metrics.jsonl", o.out);
         unlink(path); /* a fresh run starts a fresh log */

@@ -114,6 +114,16 @@ def main():
              "--out", os.path.join(work, "o_ema3")])
     one_error_line(p, "final-ema", what="utility --weights ema without final-ema")
 
+    # --- options that a switch makes meaningless: usage errors, not silently ignored ---
+    for args, needle in ((["eval", "utility", "--model", model, "--no-truthfulqa", "--tqa-limit", "3"], "--no-truthfulqa"),
+                         (["eval", "utility", "--model", model, "--no-mtbench", "--mtbench-limit", "2"], "--no-mtbench"),
+                         (base + ["--judge-model", "x", "--limit", "1"], "--judge-url")):
+        o = os.path.join(work, "o_conflict")
+        p = run(args + ["--out", o])
+        check(p.returncode == 2 and needle in p.stderr and not os.path.exists(o),
+              f"{' '.join(args[1:])}: exit {p.returncode}, {p.stderr.strip()}")
+        print("conflicting options:", p.stderr.strip().splitlines()[0] if p.stderr.strip() else "")
+
     # --- utility with every part switched off: a usage error, no output folder ---
     o = os.path.join(work, "o_none")
     p = run(["eval", "utility", "--model", model, "--no-mtbench", "--no-truthfulqa", "--out", o])

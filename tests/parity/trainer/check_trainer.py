@@ -496,6 +496,12 @@ def case_bad_input(tool):
                 and open(os.path.join(fo, fname)).read() == text)
         print(f"--out holding {fname}: exit {r.returncode}, untouched: {good} -> {'ok' if good else 'FAIL'}")
         ok = good and ok
+    # --warmup-steps beyond the run: a warning (the LR never reaches --lr)
+    r = run(train_args(model, os.path.join(d, "o_warm"), "--max-steps", "1", "--eval-every", "0",
+                       "--save-weights", "live"))
+    good = r.returncode == 0 and "--warmup-steps 2 is more than the run's 1 step:" in r.stderr
+    print(f"--warmup-steps 2 with --max-steps 1: warned: {good} -> {'ok' if good else 'FAIL'}")
+    ok = good and ok
     # --ema-decay 1: an EMA that never moves: refused up front with exit 2
     a = train_args(model, o7, "--max-steps", "2")
     a[a.index("--ema-decay") + 1] = "1"
