@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "model/load.h"
 
@@ -43,8 +44,13 @@ static st_status load(const char *path, int with_tok, st_model **out) {
                                  (n >= 5 && !strcmp(path + n - 5, ".json")))) {
         const char *slash = strrchr(path, '/');
         const int dl = slash ? (int)(slash - path) : 1;
-        return st_error(ST_ERR_ARG, "%s: a file of a Hugging Face checkpoint: pass its folder (%.*s) "
-                        "instead, or a .gguf file", path, dl, slash ? path : ".");
+        char cfg[4200];
+        snprintf(cfg, sizeof cfg, "%.*s/config.json", dl, slash ? path : ".");
+        if (access(cfg, F_OK) == 0) /* it sits in a checkpoint folder */
+            return st_error(ST_ERR_ARG, "%s: a file of a Hugging Face checkpoint: pass its folder (%.*s) "
+                            "instead, or a .gguf file", path, dl, slash ? path : ".");
+        return st_error(ST_ERR_ARG, "%s: not a model: pass a .gguf file or a Hugging Face checkpoint "
+                        "folder (config.json + model.safetensors + tokenizer.json)", path);
     }
     st_status s = S_ISDIR(sb.st_mode) ? st_model_load_hf(path, with_tok, out)
                                       : st_model_load_gguf(path, with_tok, out);

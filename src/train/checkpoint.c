@@ -276,6 +276,14 @@ static st_status parse_manifest(const char *dir, manifest *m) {
         struct stat sb;
         if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
             return st_error(ST_ERR_IO, "%s: not a checkpoint folder (does not exist)", dir);
+        DIR *dd = opendir(dir);
+        int entries = 0;
+        for (struct dirent *de; dd && (de = readdir(dd)) != NULL;)
+            entries += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+        if (dd) closedir(dd);
+        if (!entries)
+            return st_error(ST_ERR_FORMAT, "%s: an empty folder, not a checkpoint (pass a step-N folder "
+                            "under OUT/checkpoints)", dir);
         return st_error(ST_ERR_FORMAT, "%s: no MANIFEST: incomplete checkpoint (the save was "
                         "interrupted); use an earlier checkpoint", dir);
     }

@@ -147,6 +147,12 @@ static void test_interrupted_and_corrupt(void **state) {
     assert_int_equal(st_checkpoint_verify(d20, NULL), ST_ERR_FORMAT);
     assert_non_null(strstr(st_last_error(), "no MANIFEST: incomplete checkpoint"));
     assert_non_null(strstr(st_last_error(), d20));
+    /* an empty folder is said to be one (not "the save was interrupted") */
+    snprintf(path, sizeof path, "%s/empty", run_copy);
+    assert_int_equal(mkdir(path, 0755), 0);
+    assert_int_equal(st_checkpoint_verify(path, NULL), ST_ERR_FORMAT);
+    assert_non_null(strstr(st_last_error(), "an empty folder, not a checkpoint"));
+    assert_int_equal(rmdir(path), 0);
 
     /* ckpt-30: a temp file left behind. */
     sa.step = 30;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "safetune/gguf.h"
@@ -186,6 +187,16 @@ static void test_hf_load_and_errors(void **state) {
     char want[1500];
     snprintf(want, sizeof want, "pass its folder (%s) instead", bad);
     assert_non_null(strstr(st_last_error(), want));
+    /* a .json that is in no checkpoint folder: not a model, not "pass its folder" */
+    const char *lone_dir = tmp_path("lone_json");
+    mkdir(lone_dir, 0755);
+    snprintf(f, sizeof f, "%s/rows.json", lone_dir);
+    write_text(f, "[]");
+    assert_int_equal(st_model_load_weights(f, &m), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), "not a model"));
+    assert_null(strstr(st_last_error(), "pass its folder"));
+    unlink(f);
+    rmdir(lone_dir);
 
     const char *empty = tmp_path("hf_noconfig");
     mkdir(empty, 0755);
