@@ -631,7 +631,8 @@ def case_split_match(tool):
     h = json.load(open(os.path.join(uo, "summary.json")))["heldout"]
     rel = abs(h["loss"] - base["val_loss"]) / abs(base["val_loss"])
     good = (dropped is not None and h["rows_dropped"] == int(dropped.group(1)) > 0 and h["rows"] == 64
-            and base["step"] == 0 and rel < 1e-5 and all(0 <= i < 64 for i in h.get("val_indices", [-1])))
+            and base["step"] == 0 and rel < 1e-5 and all(0 <= i < 64 for i in h.get("val_indices", [-1]))
+            and (h["rows_truncated"] == 0 or f"{h['rows_truncated']} rows cut to --max-seq-len 48" in u.stdout))
     print(f"--max-rows 64 --max-seq-len 48: {h['rows_dropped']} rows dropped by eval utility, "
           f"{dropped.group(1) if dropped else '?'} by train; held-out loss {h['loss']:.6f} vs train's step-0 "
           f"val_loss {base['val_loss']:.6f} (rel {rel:.1e}) -> {'ok' if good else 'FAIL'}")
