@@ -1,13 +1,34 @@
 /* outdir.c - the --out folder of a command: created on demand, and removed again when the
- * command fails before writing anything into it (a failed run leaves no empty folder behind). */
+ * command fails, or is interrupted (SIGINT, SIGTERM), before writing anything into it (a failed
+ * or cancelled run leaves no empty folder behind). */
 #include "cli/commands.h"
 #include "safetune/base.h"
 
+#include <signal.h>
+#include <string.h>
 #include <unistd.h>
+
+static char made_path[4096];
+static volatile sig_atomic_t made_set;
+
+/* rmdir is async-signal-safe and removes the folder only while it is empty */
+static void on_stop_signal(int sig) {
+    if (made_set) rmdir(made_path);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
 
 int cli_out_create(const char *out, int *made) {
     *made = access(out, F_OK) != 0;
-    if (st_mkdir_p(out) == ST_OK) return 0;
+    if (st_mkdir_p(out) == ST_OK) {
+        if (*made && strlen(out) < sizeof made_path) {
+            memcpy(made_path, out, strlen(out) + 1);
+            made_set = 1;
+            signal(SIGINT, on_stop_signal);
+            signal(SIGTERM, on_stop_signal);
+        }
+        return 0;
+    }
     *made = 0;
     return 1;
 }

@@ -114,6 +114,21 @@ def main():
              "--out", os.path.join(work, "o_ema3")])
     one_error_line(p, "final-ema", what="utility --weights ema without final-ema")
 
+    # --- Ctrl-C while generating: the --out folder the command created goes with it ---
+    import signal, time
+    o = os.path.join(work, "o_sigint")
+    pr = subprocess.Popen([exe] + base + ["--limit", "32", "--max-new-tokens", "256", "--out", o],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not os.path.isdir(o) and pr.poll() is None and time.time() - t0 < 60:
+        time.sleep(0.01)
+    seen = os.path.isdir(o)
+    pr.send_signal(signal.SIGINT)
+    rc = pr.wait()
+    check(seen and rc != 0 and not os.path.exists(o),
+          f"SIGINT: folder seen {seen}, exit {rc}, left behind: {os.path.exists(o)}")
+    print(f"SIGINT while generating: exit {rc}, empty --out removed: {seen and not os.path.exists(o)}")
+
     # --- options that a switch makes meaningless: usage errors, not silently ignored ---
     for args, needle in ((["eval", "utility", "--model", model, "--no-truthfulqa", "--tqa-limit", "3"], "--no-truthfulqa"),
                          (["eval", "utility", "--model", model, "--no-mtbench", "--mtbench-limit", "2"], "--no-mtbench"),
