@@ -10,6 +10,7 @@
  * miss the samples call st_infer_weights_refresh. Source: oneDNN developer guide, "Matrix
  * Multiplication" and "Memory Format Propagation" (format_tag_any + reorder), v2.x C API. */
 #include "model/infer_weights.h"
+#include "model/matmul_bf16.h"
 
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
@@ -276,6 +277,7 @@ static st_status build(st_infer_weights *iw, const st_model *m, int prec, uint64
     }
     s->built = 1;
     s->fp = fp;
+    st_bf16_row(NULL, NULL, 0); /* its ISA detection, before any parallel region converts */
     st_log_debug("infer weights: %s copy built in %.2f s (%d parts)", prec ? "bf16" : "fp32",
                  st_time_now() - t0, P);
     return ST_OK;
@@ -388,21 +390,12 @@ static iw_prim *get_prim(st_infer_weights *iw, int M, int kind, int part) {
     return &iw->prims[slot];
 }
 
-/* fp32 -> bf16, round to nearest even (NaN stays NaN); on the calling thread. */
-static void to_bf16_serial(uint16_t *dst, const float *src, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &src[i], 4);
-        if ((u & 0x7fffffffu) > 0x7f800000u) dst[i] = (uint16_t)((u >> 16) | 0x40);
-        else dst[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    }
-}
-
-/* to_bf16_serial on all threads for large n. */
+/* st_bf16_row (RNE, the training kernels' rounding) on all threads for large n. */
 static void to_bf16(uint16_t *dst, const float *src, size_t n) {
     const size_t chunk = 65536;
+    st_bf16_row(dst, src, 0); /* ISA detection outside the parallel region */
 #pragma omp parallel for if (n > chunk)
-    for (size_t i = 0; i < n; i += chunk) to_bf16_serial(dst + i, src + i, n - i < chunk ? n - i : chunk);
+    for (size_t i = 0; i < n; i += chunk) st_bf16_row(dst + i, src + i, n - i < chunk ? n - i : chunk);
 }
 
 /* Runs primitive e on src (fp32, or converted to bf16 into *buf) into out; stream st. */
@@ -411,7 +404,7 @@ static int run_prim(st_infer_weights *iw, iw_prim *e, dnnl_memory_t mw, dnnl_str
     const void *src = in;
     if (iw->prec) {
         if (parallel) to_bf16(buf, in, (size_t)M * K);
-        else to_bf16_serial(buf, in, (size_t)M * K);
+        else st_bf16_row(buf, in, (size_t)M * K);
         src = buf;
     }
     if (dnnl_memory_set_data_handle(e->msrc, (void *)src) ||
