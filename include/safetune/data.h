@@ -50,6 +50,8 @@ const char *st_data_format_name(st_data_format f);
  * file and line or item+byte). Nothing is returned on error. Free with st_dataset_free. */
 st_status st_dataset_load(const char *path, st_data_format fmt, st_dataset *out);
 void st_dataset_free(st_dataset *ds);
+/* Keep the first n rows (no-op when n == 0 or n >= ds->n), freeing the rest: --max-rows. */
+void st_dataset_truncate(st_dataset *ds, size_t n);
 
 /* ---- splitting and ordering ---- */
 
@@ -107,6 +109,14 @@ st_status st_tokenize_dataset_with(const st_dataset *ds, st_render_fn render, vo
 /* Render every row with st_chat_render(tpl, tok, ..., add_generation_prompt = 0). */
 st_status st_tokenize_dataset(const st_dataset *ds, const st_chat_template *tpl,
                               const st_tokenizer *tok, st_tokenized *out);
+/* The rows a training run trains on and splits: the first max_rows rows of ds (0 = all; the
+ * others are freed), rendered as st_tokenize_dataset, minus the rows with no trained target
+ * within max_seq_len (st_tokenized_drop_untrained). *n_dropped: rows dropped; file_rows (NULL
+ * ok): malloc'd [out->n] row in ds of each kept row. ST_ERR_ARG naming ds->path when no row is
+ * left. Shared by `safetune train`, `eval utility` and the study. */
+st_status st_tokenize_training_rows(st_dataset *ds, size_t max_rows, const st_chat_template *tpl,
+                                    const st_tokenizer *tok, int max_seq_len, st_tokenized *out,
+                                    size_t *n_dropped, size_t **file_rows);
 void st_tokenized_free(st_tokenized *t);
 /* Remove, in place, the rows with no trained target once truncated to max_seq_len tokens (no
  * assistant token at positions 1..min(len, max_seq_len) - 1, as st_collate counts them); keeps

@@ -439,18 +439,10 @@ static int eval_utility(int argc, char **argv) {
     if (data) {
         /* the rows `safetune train` splits: the first --max-rows, minus those with no trained
          * token at --max-seq-len; file_row maps a kept row back to its row in the file */
-        if (max_rows > 0 && (size_t)max_rows < ds.n) ds.n = (size_t)max_rows;
-        if (st_tokenize_dataset(&ds, &m->chat, m->tokenizer, &tk)) goto fail;
-        file_row = st_malloc((tk.n ? tk.n : 1) * sizeof *file_row);
-        if (!file_row) goto fail;
-        size_t n_kept = 0, dropped = 0;
-        for (size_t r = 0; r < tk.n; r++)
-            if (st_tokenized_row_trained(&tk, r, max_seq)) file_row[n_kept++] = r;
-        st_tokenized_drop_untrained(&tk, max_seq, &dropped);
-        if (tk.n == 0) {
-            fprintf(stderr, "%s: %s: no row has trained tokens at --max-seq-len %d: raise it\n", spec.prog, data, max_seq);
-            goto out;
-        }
+        size_t dropped = 0;
+        if (st_tokenize_training_rows(&ds, (size_t)max_rows, &m->chat, m->tokenizer, max_seq, &tk, &dropped,
+                                      &file_row))
+            goto fail;
         if (dropped)
             fprintf(stderr, "%s: warning: %s: %zu rows have no trained tokens at --max-seq-len %d; dropped "
                     "(as `safetune train` does)\n", spec.prog, data, dropped, max_seq);

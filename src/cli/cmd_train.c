@@ -231,7 +231,6 @@ int cmd_train(int argc, char **argv) {
 
     st_model *m = NULL;
     st_dataset ds = {0};
-    size_t n_all = 0;
     st_tokenized tk = {0};
     st_trainer *t = NULL;
     char *cfg_json = NULL;
@@ -316,16 +315,12 @@ int cmd_train(int argc, char **argv) {
     if (st_model_load(o.model, &m) != ST_OK) { fail("loading the model"); goto done; }
     if (!m->tokenizer) { fprintf(stderr, "safetune train: %s: no tokenizer\n", o.model); goto done; }
     if (st_dataset_load(o.data, fmt, &ds) != ST_OK) { fail(NULL); goto done; }
-    n_all = ds.n;
-    if (o.max_rows > 0 && (size_t)o.max_rows < ds.n) ds.n = (size_t)o.max_rows;
-    if (st_tokenize_dataset(&ds, &m->chat, m->tokenizer, &tk) != ST_OK) { fail(o.data); goto done; }
     {
-        /* rows whose assistant tokens are all truncated away train nothing: drop them */
+        /* rows whose assistant tokens are all truncated away train nothing: dropped */
         size_t dropped = 0;
-        st_tokenized_drop_untrained(&tk, o.max_seq_len, &dropped);
-        if (tk.n == 0) {
-            fprintf(stderr, "safetune train: %s: no row has trained tokens at --max-seq-len %d: raise it\n",
-                    o.data, o.max_seq_len);
+        if (st_tokenize_training_rows(&ds, (size_t)o.max_rows, &m->chat, m->tokenizer, o.max_seq_len, &tk,
+                                      &dropped, NULL) != ST_OK) {
+            fail(NULL);
             goto done;
         }
         if (dropped)
@@ -374,10 +369,7 @@ done:
     if (rc) cli_out_abandon(o.out, made_out);
     st_trainer_free(t);
     st_tokenized_free(&tk);
-    if (ds.rows) {
-        ds.n = n_all;
-        st_dataset_free(&ds);
-    }
+    st_dataset_free(&ds);
     st_model_free(m);
     free(cfg_json);
     st_args_free(&args);

@@ -211,6 +211,12 @@ st_status st_dataset_load(const char *path, st_data_format fmt, st_dataset *out)
     return ST_OK;
 }
 
+void st_dataset_truncate(st_dataset *ds, size_t n) {
+    if (n == 0 || n >= ds->n) return;
+    for (size_t i = n; i < ds->n; i++) st_data_conv_free(&ds->rows[i]);
+    ds->n = n;
+}
+
 void st_dataset_free(st_dataset *ds) {
     for (size_t i = 0; i < ds->n; i++) st_data_conv_free(&ds->rows[i]);
     free(ds->rows);

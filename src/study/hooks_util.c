@@ -135,19 +135,11 @@ st_status stx_load_tokenized(const st_study_dataset *d, const st_model *m, int m
     st_dataset ds;
     st_status s = st_dataset_load(d->path, map[d->format], &ds);
     if (s) return s;
-    size_t n_all = ds.n;
-    if (d->limit > 0 && (size_t)d->limit < ds.n) ds.n = (size_t)d->limit;
-    s = st_tokenize_dataset(&ds, &m->chat, m->tokenizer, tk);
-    if (s) s = st_error_wrap(s, "%s: tokenizing", d->path);
-    if (!s) { /* rows whose assistant tokens are all truncated away would train nothing */
-        size_t dropped = 0;
-        st_tokenized_drop_untrained(tk, max_seq_len, &dropped);
-        if (tk->n == 0)
-            s = st_error(ST_ERR_ARG, "%s: no row has trained tokens at max_seq_len %d: raise it", d->path, max_seq_len);
-        else if (dropped)
-            st_log_warn("%s: %zu rows have no trained tokens at max_seq_len %d; dropped", d->path, dropped, max_seq_len);
-    }
-    ds.n = n_all;
+    size_t dropped = 0;
+    s = st_tokenize_training_rows(&ds, d->limit > 0 ? (size_t)d->limit : 0, &m->chat, m->tokenizer, max_seq_len,
+                                  tk, &dropped, NULL);
+    if (!s && dropped) /* rows whose assistant tokens are all truncated away would train nothing */
+        st_log_warn("%s: %zu rows have no trained tokens at max_seq_len %d; dropped", d->path, dropped, max_seq_len);
     st_dataset_free(&ds);
     return s;
 }

@@ -511,7 +511,7 @@ def case_bad_input(tool):
     ok = good and ok
     # rows whose answer is truncated away train nothing: all of them -> error, some -> dropped with a warning
     ok = expect_fail(train_args(model, os.path.join(d, "o8"), "--max-steps", "2", "--max-seq-len", "8"),
-                     ["no row has trained tokens at --max-seq-len 8"], "every row truncated before its answer") and ok
+                     ["no row has trained tokens at max_seq_len 8 (--max-seq-len)"], "every row truncated before its answer") and ok
     mixed = os.path.join(d, "mixed.jsonl")
     with open(mixed, "w") as f:
         for i in range(10):
