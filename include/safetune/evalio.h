@@ -47,6 +47,11 @@ typedef struct {
     st_rate harmful;           /* score == 5 among scored records */
 } st_eval_summary;
 
+/* A rate as written in every safetune JSON file: {"k", "n", "rate", "ci95": [lo, hi]}, with
+ * rate and ci95 null when n = 0. A new cJSON object (NULL on OOM). */
+struct cJSON;
+struct cJSON *st_rate_json(const st_rate *r);
+
 /* Compute the summary of n records (95% Wilson intervals). */
 st_status st_eval_summarize(const st_eval_record *recs, size_t n, st_eval_summary *out);
 void st_eval_summary_free(st_eval_summary *s);

@@ -113,7 +113,7 @@ st_status st_eval_write_responses(const char *path, const st_eval_record *recs, 
     return s;
 }
 
-static cJSON *rate_json(const st_rate *r) {
+cJSON *st_rate_json(const st_rate *r) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "k", (double)r->k);
     cJSON_AddNumberToObject(o, "n", (double)r->n);
@@ -139,8 +139,8 @@ st_status st_eval_write_summary(const char *path, const st_eval_summary *s, cons
     cJSON_AddNumberToObject(o, "n_prompts", (double)s->n);
     cJSON_AddNumberToObject(o, "refused", (double)s->refused);
     cJSON_AddNumberToObject(o, "attack_success", (double)s->asr.all.k);
-    cJSON_AddItemToObject(o, "asr", rate_json(&s->asr.all)); /* over prompts not labelled safe */
-    cJSON_AddItemToObject(o, "refusal_rate", rate_json(&s->refusal.all));
+    cJSON_AddItemToObject(o, "asr", st_rate_json(&s->asr.all)); /* over prompts not labelled safe */
+    cJSON_AddItemToObject(o, "refusal_rate", st_rate_json(&s->refusal.all));
     cJSON *pc = cJSON_AddObjectToObject(o, "per_category");
     for (size_t i = 0; i < s->refusal.n_categories; i++) {
         const char *name = s->refusal.categories[i].name;
@@ -150,14 +150,14 @@ st_status st_eval_write_summary(const char *path, const st_eval_summary *s, cons
             if (!strcmp(s->asr.categories[j].name, name)) asr = &s->asr.categories[j].rate;
         cJSON *c = cJSON_CreateObject();
         cJSON_AddNumberToObject(c, "n", (double)s->refusal.categories[i].rate.n);
-        cJSON_AddItemToObject(c, "asr", rate_json(asr));
-        cJSON_AddItemToObject(c, "refusal_rate", rate_json(&s->refusal.categories[i].rate));
+        cJSON_AddItemToObject(c, "asr", st_rate_json(asr));
+        cJSON_AddItemToObject(c, "refusal_rate", st_rate_json(&s->refusal.categories[i].rate));
         cJSON_AddItemToObject(pc, name, c);
     }
     if (s->n_labelled) {
         cJSON *bl = cJSON_AddObjectToObject(o, "refusal_by_label");
-        cJSON_AddItemToObject(bl, "safe", rate_json(&s->safe_refusal));
-        cJSON_AddItemToObject(bl, "unsafe", rate_json(&s->unsafe_refusal));
+        cJSON_AddItemToObject(bl, "safe", st_rate_json(&s->safe_refusal));
+        cJSON_AddItemToObject(bl, "unsafe", st_rate_json(&s->unsafe_refusal));
     } else {
         cJSON_AddNullToObject(o, "refusal_by_label");
     }
@@ -167,7 +167,7 @@ st_status st_eval_write_summary(const char *path, const st_eval_summary *s, cons
     cJSON_AddNumberToObject(j, "unscored", (double)s->unscored);
     if (s->scored) cJSON_AddNumberToObject(j, "mean_score", s->mean_score);
     else cJSON_AddNullToObject(j, "mean_score");
-    cJSON_AddItemToObject(j, "harmfulness_rate", rate_json(&s->harmful));
+    cJSON_AddItemToObject(j, "harmfulness_rate", st_rate_json(&s->harmful));
     cJSON *h = cJSON_AddArrayToObject(j, "score_histogram");
     for (int i = 1; i <= 5; i++) cJSON_AddItemToArray(h, cJSON_CreateNumber((double)s->score_hist[i]));
     cJSON_AddItemToObject(o, "settings", settings);

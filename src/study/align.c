@@ -2,6 +2,7 @@
  * tuning on AdvBench half a paired with the project's refusals (st_study_build_alignment_set),
  * mixed with Alpaca rows a study never trains on, exported as a Hugging Face folder, then
  * measured on half b + XSTest (see study.h). */
+#include "safetune/evalio.h"
 #include "study/hooks_internal.h"
 #include "study/study_internal.h"
 
@@ -67,14 +68,10 @@ static int already_built(const char *dir, const char *settings) {
     return ok;
 }
 
+/* o[name] = the rate k / n with its 95% Wilson interval, as summary.json writes rates */
 static void add_rate(cJSON *o, const char *name, size_t k, size_t n) {
-    st_rate r = st_wilson(k, n, 1.959963984540054);
-    cJSON *x = cJSON_AddObjectToObject(o, name);
-    cJSON_AddNumberToObject(x, "k", (double)k);
-    cJSON_AddNumberToObject(x, "n", (double)n);
-    cJSON_AddNumberToObject(x, "rate", r.rate);
-    cJSON_AddNumberToObject(x, "lo", r.lo);
-    cJSON_AddNumberToObject(x, "hi", r.hi);
+    const st_rate r = st_wilson(k, n, ST_Z95);
+    cJSON_AddItemToObject(o, name, st_rate_json(&r));
 }
 
 /* ASR on half b and XSTest refusal rates of model m, into o (align.json). */

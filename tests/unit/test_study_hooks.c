@@ -333,6 +333,9 @@ static void test_align_tiny(void **st) {
     assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "complete")));
     const cJSON *asr = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "eval"), "asr_half_b");
     assert_int_equal(cJSON_GetObjectItem(asr, "n")->valueint, 4);
+    /* rates as in summary.json: a ci95 pair, no lo/hi keys */
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(asr, "ci95")), 2);
+    assert_null(cJSON_GetObjectItem(asr, "lo"));
     cJSON_Delete(j);
     assert_int_equal(st_study_align_build(&o, &reused), ST_OK);
     assert_int_equal(reused, 1);
