@@ -69,6 +69,7 @@ static st_status read_prompts(const char *path, prompt_list *out) {
         if (e > p && e[-1] == '\r') e[-1] = '\0';
         *e = '\0';
         char *q = p;
+        const char *line_start = p;
         p = nl ? nl + 1 : end;
         while (*q == ' ' || *q == '\t') q++;
         if (!*q) continue;
@@ -78,9 +79,13 @@ static st_status read_prompts(const char *path, prompt_list *out) {
                          "line is an object): one {\"prompt\": ...} per line, or plain text on every line",
                          path, line);
         } else if (jsonl) {
-            cJSON *o = cJSON_Parse(q);
+            const char *jend = NULL; /* the whole line must be the object: no text after it */
+            cJSON *o = cJSON_ParseWithOpts(q, &jend, 1);
             cJSON *pr = o ? cJSON_GetObjectItemCaseSensitive(o, "prompt") : NULL;
-            if (!o) s = st_error(ST_ERR_FORMAT, "%s: line %zu: invalid JSON", path, line);
+            if (!o)
+                s = st_error(ST_ERR_FORMAT, "%s: line %zu, column %zu: invalid JSON (one object per line, "
+                             "nothing after it)", path, line,
+                             (size_t)((jend && jend >= q ? jend : q) - line_start) + 1);
             else if (!cJSON_IsString(pr))
                 s = st_error(ST_ERR_FORMAT, "%s: line %zu: expected a string field \"prompt\"", path, line);
             else if (!pr->valuestring[0])

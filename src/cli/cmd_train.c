@@ -347,7 +347,10 @@ int cmd_train(int argc, char **argv) {
                     (long long)st_trainer_steps_done(t));
         }
     }
-    if (o.warmup_steps > st_trainer_max_steps(t))
+    if (sk == ST_SCHED_CONSTANT && o.warmup_steps > 0) /* as Hugging Face's get_constant_schedule */
+        fprintf(stderr, "safetune train: warning: --lr-schedule constant has no warm-up: --warmup-steps %d is "
+                "ignored (use --lr-schedule warmup-constant)\n", o.warmup_steps);
+    else if (o.warmup_steps > st_trainer_max_steps(t))
         fprintf(stderr, "safetune train: warning: --warmup-steps %d is more than the run's %lld step%s: the "
                 "learning rate never reaches --lr %g\n", o.warmup_steps, (long long)st_trainer_max_steps(t),
                 st_trainer_max_steps(t) == 1 ? "" : "s", (double)o.lr);

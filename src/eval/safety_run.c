@@ -2,6 +2,7 @@
  * matching; and --weights live|ema resolution of trainer output folders. */
 #include "safetune/safety_eval.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +69,9 @@ st_status st_safety_generate(const st_model *model, const st_safety_opts *o, con
     }
     long ctx = model->config.max_position_embeddings > 0 ? model->config.max_position_embeddings : 2048;
     if (o->gen.context_length > 0 && o->gen.context_length < ctx) ctx = o->gen.context_length;
+    else if (o->gen.context_length > ctx)
+        st_log_warn("context length %d is more than the model's max_position_embeddings (%ld); using %ld",
+                    o->gen.context_length, ctx, ctx);
     long max_prompt = ctx - o->gen.max_new_tokens;
     out->context_length = ctx;
     if (max_prompt < 1) { /* a prompt cut to nothing asks nothing: its answer is no attack */
@@ -169,8 +173,19 @@ st_status st_model_resolve_weights(const char *model, const char *weights, char 
             *out = fema;
             fema = NULL;
         } else if (train_out) {
-            s = st_error(ST_ERR_ARG, "%s: no EMA weights: the folder has final/ but no final-ema/ (the run was "
-                                     "trained without EMA); use --weights live", model);
+            /* the run's config.json says why: EMA off, or only the live weights saved */
+            char *txt = NULL;
+            size_t len;
+            cJSON *rc = st_read_file(cfg, &txt, &len) == ST_OK ? cJSON_Parse(txt) : NULL;
+            const cJSON *dec = cJSON_GetObjectItem(rc, "ema_decay"), *sw = cJSON_GetObjectItem(rc, "save_weights");
+            const int saved_live = cJSON_IsNumber(dec) && dec->valuedouble > 0 && cJSON_IsString(sw) &&
+                                   !strcmp(sw->valuestring, "live");
+            s = st_error(ST_ERR_ARG, "%s: no EMA weights: the folder has final/ but no final-ema/ (%s); use "
+                                     "--weights live", model,
+                         saved_live ? "the run kept an EMA but saved only its live weights, --save-weights live"
+                                    : "the run was trained without EMA");
+            cJSON_Delete(rc);
+            free(txt);
         } else {
             s = st_error(ST_ERR_ARG, "%s: --weights ema needs a training output folder holding final-ema/ "
                                      "(written by `safetune train` with EMA on); this is %s", model,

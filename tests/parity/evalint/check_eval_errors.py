@@ -67,6 +67,11 @@ def main():
     p = run(base + ["--limit", "1", "--context-length", "4", "--max-new-tokens", "4", "--out", out])
     one_error_line(p, "context length 4", "max_new_tokens 4", what="context <= max_new_tokens")
     check(not os.path.exists(out), "context <= max_new_tokens: output folder left")
+    # a context above the model's: a warning, the model's used
+    out = os.path.join(work, "o_ctxbig")
+    p = run(base + ["--limit", "1", "--max-new-tokens", "2", "--context-length", "1000000", "--out", out])
+    check(p.returncode == 0 and "1000000" in p.stderr and "max_position_embeddings" in p.stderr,
+          f"context above the model's: exit {p.returncode}, {p.stderr.strip()}")
     # the default context is the model's, written as such
     out = os.path.join(work, "o_ctx0")
     p = run(base + ["--limit", "1", "--max-new-tokens", "2", "--out", out])
@@ -113,6 +118,11 @@ def main():
     p = run(["eval", "utility", "--model", tdir, "--weights", "ema", "--no-mtbench", "--data-dir", data,
              "--out", os.path.join(work, "o_ema3")])
     one_error_line(p, "final-ema", what="utility --weights ema without final-ema")
+    # a run that kept an EMA but saved only live weights: the message says so
+    with open(os.path.join(tdir, "config.json"), "w") as f:
+        json.dump({"lr": 1e-5, "ema_decay": 0.99, "save_weights": "live"}, f)
+    p = run(base + ["--weights", "ema", "--limit", "1", "--model", tdir, "--out", os.path.join(work, "o_ema4")])
+    one_error_line(p, "--save-weights live", what="--weights ema on a run that saved only live weights")
 
     # --- Ctrl-C while generating: the --out folder the command created goes with it ---
     import signal, time

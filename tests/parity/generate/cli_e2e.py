@@ -160,6 +160,10 @@ def main():
         fp.write('{"prompt": "a"}\nplain\n')
     expect_error(["generate", "--model", a.model, "--prompts", W("mixed.jsonl")],
                  ["mixed.jsonl", "line 2", "not a JSON object"], what="JSONL with a plain line")
+    with open(W("junk.jsonl"), "w") as fp:
+        fp.write('{"prompt": "a"} and more\n')
+    expect_error(["generate", "--model", a.model, "--prompts", W("junk.jsonl")],
+                 ["junk.jsonl", "line 1, column 17", "invalid JSON"], what="JSONL line with text after the object")
     # a UTF-8 BOM is skipped; prompts without an id get their 0-based index as a string
     with open(W("bom.jsonl"), "wb") as fp:
         fp.write(b'\xef\xbb\xbf{"prompt": "Hello"}\n{"prompt": "Bye", "id": "z"}\n')

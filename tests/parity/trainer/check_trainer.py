@@ -502,6 +502,12 @@ def case_bad_input(tool):
     good = r.returncode == 0 and "--warmup-steps 2 is more than the run's 1 step:" in r.stderr
     print(f"--warmup-steps 2 with --max-steps 1: warned: {good} -> {'ok' if good else 'FAIL'}")
     ok = good and ok
+    a = train_args(model, os.path.join(d, "o_warm2"), "--max-steps", "1", "--eval-every", "0", "--save-weights", "live")
+    a[a.index("--lr-schedule") + 1] = "constant"
+    r = run(a)
+    good = r.returncode == 0 and "--warmup-steps 2 is ignored" in r.stderr and "never reaches" not in r.stderr
+    print(f"--warmup-steps with --lr-schedule constant: warned as ignored: {good} -> {'ok' if good else 'FAIL'}")
+    ok = good and ok
     # --ema-decay 1: an EMA that never moves: refused up front with exit 2
     a = train_args(model, o7, "--max-steps", "2")
     a[a.index("--ema-decay") + 1] = "1"
