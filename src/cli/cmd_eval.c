@@ -332,6 +332,41 @@ static st_status write_jsonl_atomic(const char *path, char *buf, size_t len, int
     return st_write_file_atomic(path, buf ? buf : "", len);
 }
 
+/* --model is a `safetune train` output folder: the run's split settings (its config.json:
+ * max_seq_len, max_rows, val_fraction, seed) become the defaults of the options not given, so
+ * the held-out rows are the ones that run held out. Says which it took. */
+static void run_split_defaults(const char *prog, const char *model, st_opt *opts, int n_opts, int *max_seq,
+                               int *max_rows, float *val_fraction, uint64_t *seed) {
+    char path[4200], *text = NULL;
+    size_t len;
+    snprintf(path, sizeof path, "%s/config.json", model);
+    struct stat sb;
+    if (stat(model, &sb) != 0 || !S_ISDIR(sb.st_mode) || st_read_file(path, &text, &len) != ST_OK) return;
+    cJSON *c = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_GetObjectItem(c, "lr") || !cJSON_GetObjectItem(c, "save_weights")) { /* not a run's */
+        cJSON_Delete(c);
+        return;
+    }
+    char took[256] = "";
+    size_t k = 0;
+    for (int i = 0; i < n_opts; i++) {
+        const st_opt *o = &opts[i];
+        const char *key = !strcmp(o->name, "max-seq-len") ? "max_seq_len" : !strcmp(o->name, "max-rows") ? "max_rows"
+                          : !strcmp(o->name, "val-fraction") ? "val_fraction" : !strcmp(o->name, "seed") ? "seed" : NULL;
+        const cJSON *v = key ? cJSON_GetObjectItem(c, key) : NULL;
+        if (!key || o->seen || !cJSON_IsNumber(v)) continue;
+        if (!strcmp(key, "max_seq_len")) *max_seq = v->valueint;
+        else if (!strcmp(key, "max_rows")) *max_rows = v->valueint;
+        else if (!strcmp(key, "val_fraction")) *val_fraction = (float)v->valuedouble;
+        else *seed = (uint64_t)v->valuedouble;
+        if (k < sizeof took)
+            k += (size_t)snprintf(took + k, sizeof took - k, "%s%s %g", k ? ", " : "", key, v->valuedouble);
+    }
+    if (k) fprintf(stderr, "%s: held-out split as the run's (%s): %s\n", prog, path, took);
+    cJSON_Delete(c);
+}
+
 static int eval_utility(int argc, char **argv) {
     const char *model = NULL, *weights = "live", *out = "out/utility", *data = NULL, *fmt = "auto";
     const char *data_dir = NULL, *tqa_path = NULL, *mt_path = NULL, *system = NULL;
@@ -410,6 +445,8 @@ static int eval_utility(int argc, char **argv) {
         rc = st_args_fail(&spec, "--mtbench-limit / --mtbench have no effect with --no-mtbench; drop one");
         goto out;
     }
+    if (data) run_split_defaults(spec.prog, model, opts, (int)(sizeof opts / sizeof opts[0]), &max_seq, &max_rows,
+                                 &val_fraction, &seed);
     if (!data && no_tqa && no_mt) {
         rc = st_args_fail(&spec, "nothing to measure: --no-truthfulqa and --no-mtbench without --data; "
                           "drop one of them or pass --data FILE for the held-out loss");

@@ -643,6 +643,16 @@ def case_split_match(tool):
           f"{dropped.group(1) if dropped else '?'} by train; held-out loss {h['loss']:.6f} vs train's step-0 "
           f"val_loss {base['val_loss']:.6f} (rel {rel:.1e}) -> {'ok' if good else 'FAIL'}")
     ok = good and ok
+    # eval utility on the run's own folder takes the run's split settings for the options not given
+    uo2 = os.path.join(d, "udrop_run")
+    u2 = run([CLI, "eval", "utility", "--model", os.path.join(d, "tdrop"), "--data", ALPACA, "--data-format", "alpaca",
+              "--out", uo2, "--no-truthfulqa", "--no-mtbench", "--quiet"])
+    h2 = json.load(open(os.path.join(uo2, "summary.json")))["heldout"] if u2.returncode == 0 else {}
+    good = (u2.returncode == 0 and "held-out split as the run's" in u2.stderr and h2.get("max_seq_len") == 48
+            and h2.get("val_indices") == h.get("val_indices") and h2.get("rows") == 64)
+    print(f"eval utility --model RUN_DIR: the run's split ({h2.get('val_rows')} rows, max_seq_len "
+          f"{h2.get('max_seq_len')}) -> {'ok' if good else 'FAIL: ' + u2.stderr}")
+    ok = good and ok
     print("->", "ok" if ok else "FAIL")
     return ok
 
