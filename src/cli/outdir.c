@@ -20,15 +20,14 @@ static void on_stop_signal(int sig) {
 
 int cli_out_create(const char *out, int *made) {
     *made = access(out, F_OK) != 0;
-    if (st_mkdir_p(out) == ST_OK) {
-        if (*made && strlen(out) < sizeof made_path) {
-            memcpy(made_path, out, strlen(out) + 1);
-            made_set = 1;
-            signal(SIGINT, on_stop_signal);
-            signal(SIGTERM, on_stop_signal);
-        }
-        return 0;
+    if (*made && strlen(out) < sizeof made_path) { /* armed before the folder exists: no window */
+        memcpy(made_path, out, strlen(out) + 1);
+        made_set = 1;
+        signal(SIGINT, on_stop_signal);
+        signal(SIGTERM, on_stop_signal);
     }
+    if (st_mkdir_p(out) == ST_OK) return 0;
+    made_set = 0;
     *made = 0;
     return 1;
 }

@@ -133,6 +133,7 @@ def main():
     while not os.path.isdir(o) and pr.poll() is None and time.time() - t0 < 60:
         time.sleep(0.01)
     seen = os.path.isdir(o)
+    time.sleep(0.2)  # well inside generation (the handler is armed before the folder exists anyway)
     pr.send_signal(signal.SIGINT)
     rc = pr.wait()
     check(seen and rc != 0 and not os.path.exists(o),
