@@ -120,11 +120,9 @@ st_status st_tokenize_training_rows(st_dataset *ds, size_t max_rows, const st_ch
 void st_tokenized_free(st_tokenized *t);
 /* Remove, in place, the rows with no trained target once truncated to max_seq_len tokens (no
  * assistant token at positions 1..min(len, max_seq_len) - 1, as st_collate counts them); keeps
- * the order. *n_dropped: rows removed. Such rows would give a window 0 targets. */
-void st_tokenized_drop_untrained(st_tokenized *t, int max_seq_len, size_t *n_dropped);
-/* 1 when row r keeps a trained target once truncated to max_seq_len tokens (the rows
- * st_tokenized_drop_untrained keeps), else 0. r < t->n. */
-int st_tokenized_row_trained(const st_tokenized *t, size_t r, int max_seq_len);
+ * the order. *n_dropped: rows removed. kept (NULL ok; room for t->n): the former index of each
+ * row kept. Such rows would give a window 0 targets. */
+void st_tokenized_drop_untrained(st_tokenized *t, int max_seq_len, size_t *n_dropped, size_t *kept);
 
 typedef struct {
     int B;             /* rows in this micro-batch */

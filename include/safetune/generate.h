@@ -96,6 +96,11 @@ st_status st_generate_ids(const st_infer_backend *be, const int32_t *const *prom
                           const size_t *prompt_lens, size_t n_prompts,
                           const st_generate_options *opt, st_generation *out, size_t *n_truncated);
 
+/* The context (prompt + generated tokens) a sequence gets: the model's max_position_embeddings
+ * (2048 when unknown), or requested when 0 < requested < that; a larger request warns and gets
+ * the model's. Shared by st_generate and the safety eval. */
+long st_generate_context_length(const st_model *m, int requested);
+
 /* Same on a loaded model: sizes a KV cache for the batch (only as long as the longest prompt +
  * max_new_tokens needs), fills default stop ids, and decodes each result's text. */
 st_status st_generate(const st_model *m, const int32_t *const *prompts, const size_t *prompt_lens,

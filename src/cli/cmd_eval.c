@@ -332,38 +332,29 @@ static st_status write_jsonl_atomic(const char *path, char *buf, size_t len, int
     return st_write_file_atomic(path, buf ? buf : "", len);
 }
 
-/* --model is a `safetune train` output folder: the run's split settings (its config.json:
- * max_seq_len, max_rows, val_fraction, seed) become the defaults of the options not given, so
- * the held-out rows are the ones that run held out. Says which it took. */
-static void run_split_defaults(const char *prog, const char *model, st_opt *opts, int n_opts, int *max_seq,
-                               int *max_rows, float *val_fraction, uint64_t *seed) {
-    char path[4200], *text = NULL;
-    size_t len;
-    snprintf(path, sizeof path, "%s/config.json", model);
-    struct stat sb;
-    if (stat(model, &sb) != 0 || !S_ISDIR(sb.st_mode) || st_read_file(path, &text, &len) != ST_OK) return;
-    cJSON *c = cJSON_Parse(text);
-    free(text);
-    if (!cJSON_GetObjectItem(c, "lr") || !cJSON_GetObjectItem(c, "save_weights")) { /* not a run's */
-        cJSON_Delete(c);
-        return;
-    }
+/* --model is a `safetune train` output folder: the run's split settings (its config.json)
+ * become the defaults of the options not given (opts[i].seen == 0), so the held-out rows are
+ * the ones that run held out. Says which it took. */
+static void run_split_defaults(const char *prog, const char *model, const st_opt *opts, int n_opts,
+                               int *max_seq, int *max_rows, float *val_fraction, uint64_t *seed) {
+    cJSON *c = cli_read_run_config(model);
+    if (!c) return;
     char took[256] = "";
     size_t k = 0;
     for (int i = 0; i < n_opts; i++) {
         const st_opt *o = &opts[i];
-        const char *key = !strcmp(o->name, "max-seq-len") ? "max_seq_len" : !strcmp(o->name, "max-rows") ? "max_rows"
-                          : !strcmp(o->name, "val-fraction") ? "val_fraction" : !strcmp(o->name, "seed") ? "seed" : NULL;
+        const char *key = o->dst == max_seq ? "max_seq_len" : o->dst == max_rows ? "max_rows"
+                          : o->dst == val_fraction ? "val_fraction" : o->dst == seed ? "seed" : NULL;
         const cJSON *v = key ? cJSON_GetObjectItem(c, key) : NULL;
-        if (!key || o->seen || !cJSON_IsNumber(v)) continue;
-        if (!strcmp(key, "max_seq_len")) *max_seq = v->valueint;
-        else if (!strcmp(key, "max_rows")) *max_rows = v->valueint;
-        else if (!strcmp(key, "val_fraction")) *val_fraction = (float)v->valuedouble;
+        if (!cJSON_IsNumber(v) || o->seen) continue;
+        if (o->dst == max_seq) *max_seq = v->valueint;
+        else if (o->dst == max_rows) *max_rows = v->valueint;
+        else if (o->dst == val_fraction) *val_fraction = (float)v->valuedouble;
         else *seed = (uint64_t)v->valuedouble;
         if (k < sizeof took)
             k += (size_t)snprintf(took + k, sizeof took - k, "%s%s %g", k ? ", " : "", key, v->valuedouble);
     }
-    if (k) fprintf(stderr, "%s: held-out split as the run's (%s): %s\n", prog, path, took);
+    if (k) fprintf(stderr, "%s: held-out split as the run's (%s/config.json): %s\n", prog, model, took);
     cJSON_Delete(c);
 }
 

@@ -39,7 +39,7 @@ static int fail(const char *what) {
 
 /* The first entry of folder `out` that a `safetune train` run does not write (a model folder,
  * the user's files), into what; 0 when there is none (or no folder). A config.json counts as
- * the run's when it has the run keys ("lr", "save_weights"). */
+ * the run's when cli_read_run_config says so. */
 static int foreign_entry(const char *out, char *what, size_t cap) {
     static const char *const ours[] = {"config.json", "metrics.jsonl", "checkpoints", "final", "final-ema"};
     DIR *d = opendir(out);
@@ -52,13 +52,9 @@ static int foreign_entry(const char *out, char *what, size_t cap) {
         int ok = 0;
         for (size_t i = 0; i < sizeof ours / sizeof *ours && !ok; i++) ok = !strcmp(n, ours[i]);
         if (ok && !strcmp(n, "config.json")) {
-            char p[4400], *text = NULL;
-            size_t len;
-            snprintf(p, sizeof p, "%s/%s", out, n);
-            cJSON *j = st_read_file(p, &text, &len) == ST_OK ? cJSON_Parse(text) : NULL;
-            ok = j && cJSON_GetObjectItem(j, "lr") && cJSON_GetObjectItem(j, "save_weights");
+            cJSON *j = cli_read_run_config(out);
+            ok = j != NULL;
             cJSON_Delete(j);
-            free(text);
             if (!ok) snprintf(what, cap, "a config.json that is not a training run's (a model folder?)");
         } else if (!ok) {
             snprintf(what, cap, "'%s', which a training run does not write", n);

@@ -36,6 +36,10 @@ int cli_model_hint(const char *path, char *msg, size_t cap);
 
 /* 0 if MODEL exists and is not one of the folders of cli_model_hint; else prints "PROG: MODEL: no such file or directory ..." and returns 1. */
 int cli_check_model_path(const char *prog, const char *path);
+/* DIR/config.json parsed when it is a `safetune train` run's settings (not a Hugging Face
+ * config), else NULL; free with cJSON_Delete. */
+struct cJSON;
+struct cJSON *cli_read_run_config(const char *dir);
 
 /* Option row --weights live|ema (a `safetune train` output folder: final/ or final-ema/). */
 #define CLI_WEIGHTS_OPT(weights) \

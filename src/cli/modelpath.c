@@ -20,13 +20,12 @@ static int has(const char *dir, const char *name, int want_dir) {
     return want_dir ? S_ISDIR(sb.st_mode) : S_ISREG(sb.st_mode);
 }
 
-/* config.json as written by `safetune train` (the run's settings), not a Hugging Face config. */
-static int is_run_config(const char *dir) {
+cJSON *cli_read_run_config(const char *dir) {
     char p[4200], *txt = NULL;
     snprintf(p, sizeof p, "%s/config.json", dir);
     if (st_read_file(p, &txt, NULL) != ST_OK) {
         st_clear_error();
-        return 0;
+        return NULL;
     }
     cJSON *j = cJSON_Parse(txt);
     free(txt);
@@ -34,8 +33,17 @@ static int is_run_config(const char *dir) {
               !cJSON_GetObjectItemCaseSensitive(j, "architectures") &&
               (cJSON_GetObjectItemCaseSensitive(j, "run") ||
                (cJSON_GetObjectItemCaseSensitive(j, "lr") && cJSON_GetObjectItemCaseSensitive(j, "data")));
+    if (!run) {
+        cJSON_Delete(j);
+        return NULL;
+    }
+    return j;
+}
+
+static int is_run_config(const char *dir) {
+    cJSON *j = cli_read_run_config(dir);
     cJSON_Delete(j);
-    return run;
+    return j != NULL;
 }
 
 int cli_model_hint(const char *path, char *msg, size_t cap) {

@@ -57,7 +57,8 @@ void st_tokenized_free(st_tokenized *t) {
     memset(t, 0, sizeof *t);
 }
 
-int st_tokenized_row_trained(const st_tokenized *t, size_t r, int max_seq_len) {
+/* 1 when row r keeps a trained target once truncated to max_seq_len tokens. */
+static int row_trained(const st_tokenized *t, size_t r, int max_seq_len) {
     const size_t o = t->offsets[r], n = t->offsets[r + 1] - o;
     const size_t lim = n < (size_t)max_seq_len ? n : (size_t)max_seq_len;
     for (size_t i = 1; i < lim; i++)
@@ -65,11 +66,12 @@ int st_tokenized_row_trained(const st_tokenized *t, size_t r, int max_seq_len) {
     return 0;
 }
 
-void st_tokenized_drop_untrained(st_tokenized *t, int max_seq_len, size_t *n_dropped) {
+void st_tokenized_drop_untrained(st_tokenized *t, int max_seq_len, size_t *n_dropped, size_t *kept_rows) {
     size_t kept = 0, len = 0;
     for (size_t r = 0; r < t->n; r++) {
         const size_t o = t->offsets[r], n = t->offsets[r + 1] - o;
-        if (!st_tokenized_row_trained(t, r, max_seq_len)) continue;
+        if (!row_trained(t, r, max_seq_len)) continue;
+        if (kept_rows) kept_rows[kept] = r;
         memmove(t->ids + len, t->ids + o, n * sizeof *t->ids);
         memmove(t->mask + len, t->mask + o, n);
         len += n;

@@ -30,17 +30,11 @@ st_status st_tokenize_training_rows(st_dataset *ds, size_t max_rows, const st_ch
     st_status s = st_tokenize_dataset(ds, tpl, tok, out);
     if (s) return s;
     size_t *rows = NULL;
-    if (file_rows) {
-        rows = st_malloc((out->n ? out->n : 1) * sizeof *rows);
-        if (!rows) {
-            st_tokenized_free(out);
-            return ST_ERR_NOMEM;
-        }
-        size_t k = 0;
-        for (size_t r = 0; r < out->n; r++)
-            if (st_tokenized_row_trained(out, r, max_seq_len)) rows[k++] = r;
+    if (file_rows && !(rows = st_malloc((out->n ? out->n : 1) * sizeof *rows))) {
+        st_tokenized_free(out);
+        return ST_ERR_NOMEM;
     }
-    st_tokenized_drop_untrained(out, max_seq_len, n_dropped);
+    st_tokenized_drop_untrained(out, max_seq_len, n_dropped, rows);
     if (out->n == 0) {
         free(rows);
         st_tokenized_free(out);

@@ -67,11 +67,7 @@ st_status st_safety_generate(const st_model *model, const st_safety_opts *o, con
         s = st_error(ST_ERR_NOMEM, "safety eval: out of memory (%zu prompts)", n);
         goto done;
     }
-    long ctx = model->config.max_position_embeddings > 0 ? model->config.max_position_embeddings : 2048;
-    if (o->gen.context_length > 0 && o->gen.context_length < ctx) ctx = o->gen.context_length;
-    else if (o->gen.context_length > ctx)
-        st_log_warn("context length %d is more than the model's max_position_embeddings (%ld); using %ld",
-                    o->gen.context_length, ctx, ctx);
+    const long ctx = st_generate_context_length(model, o->gen.context_length);
     long max_prompt = ctx - o->gen.max_new_tokens;
     out->context_length = ctx;
     if (max_prompt < 1) { /* a prompt cut to nothing asks nothing: its answer is no attack */

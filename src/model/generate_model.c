@@ -27,6 +27,14 @@ static st_status mb_copy_prefix(void *ctx, int dst, int src, int n) {
     return st_kv_cache_copy_prefix(b->c, dst, src, n);
 }
 
+long st_generate_context_length(const st_model *m, int requested) {
+    const long ctx = m->config.max_position_embeddings > 0 ? m->config.max_position_embeddings : 2048;
+    if (requested > ctx)
+        st_log_warn("context length %d is more than the model's max_position_embeddings (%ld); using %ld",
+                    requested, ctx, ctx);
+    return requested > 0 && requested < ctx ? requested : ctx;
+}
+
 st_status st_generate(const st_model *m, const int32_t *const *prompts, const size_t *prompt_lens,
                       size_t n_prompts, const st_generate_options *opt, st_generation *out,
                       size_t *n_truncated) {
@@ -37,11 +45,7 @@ st_status st_generate(const st_model *m, const int32_t *const *prompts, const si
     if (n_prompts == 0) return ST_OK;
 
     /* context: the model's limit (or the option), but only as long as this batch needs */
-    long ctx = m->config.max_position_embeddings > 0 ? m->config.max_position_embeddings : 2048;
-    if (opt->context_length > 0 && opt->context_length < ctx) ctx = opt->context_length;
-    else if (opt->context_length > ctx)
-        st_log_warn("context length %d is more than the model's max_position_embeddings (%ld); using %ld",
-                    opt->context_length, ctx, ctx);
+    const long ctx = st_generate_context_length(m, opt->context_length);
     size_t need = 2;
     for (size_t i = 0; i < n_prompts; i++) {
         size_t l = prompt_lens[i] < (size_t)ctx - 1 ? prompt_lens[i] : (size_t)ctx - 1;

@@ -168,7 +168,7 @@ st_status st_study_align_build(const st_study_align_opts *o, int *reused) {
     if (!s) s = st_tokenize_dataset(&ds, &m->chat, m->tokenizer, &tk);
     if (!s) {
         size_t dropped = 0;
-        st_tokenized_drop_untrained(&tk, o->max_seq_len, &dropped);
+        st_tokenized_drop_untrained(&tk, o->max_seq_len, &dropped, NULL);
         if (tk.n == 0) s = st_error(ST_ERR_ARG, "%s: no row has trained tokens at max_seq_len %d", p_set, o->max_seq_len);
     }
     double t0 = st_time_now(), last_loss = NAN;

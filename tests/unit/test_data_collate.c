@@ -115,10 +115,10 @@ static void test_drop_untrained(void **state) {
     st_tokenized tk;
     size_t dropped = 99;
     assert_int_equal(st_tokenize_dataset_with(&ds, fake_render, NULL, &tk), ST_OK);
-    st_tokenized_drop_untrained(&tk, 10, &dropped); /* position 9 < 10: all kept */
+    st_tokenized_drop_untrained(&tk, 10, &dropped, NULL); /* position 9 < 10: all kept */
     assert_int_equal(dropped, 0);
     assert_int_equal(tk.n, 3);
-    st_tokenized_drop_untrained(&tk, 6, &dropped); /* only row0 (k_r0) keeps a target */
+    st_tokenized_drop_untrained(&tk, 6, &dropped, NULL); /* only row0 (k_r0) keeps a target */
     assert_int_equal(dropped, 2);
     assert_int_equal(tk.n, 1);
     assert_int_equal(tk.offsets[0], 0);
@@ -133,7 +133,7 @@ static void test_drop_untrained(void **state) {
     assert_int_equal(st_collate(&tk, &one, 1, 6, 0, 0, &b), ST_OK);
     assert_int_equal(b.n_targets, 1); /* target at t = 4 -> ids[5] */
     st_batch_free(&b);
-    st_tokenized_drop_untrained(&tk, 5, &dropped); /* position 5 is cut: none left */
+    st_tokenized_drop_untrained(&tk, 5, &dropped, NULL); /* position 5 is cut: none left */
     assert_int_equal(dropped, 1);
     assert_int_equal(tk.n, 0);
     st_tokenized_free(&tk);
