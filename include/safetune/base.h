@@ -6,6 +6,7 @@
 #ifndef SAFETUNE_BASE_H
 #define SAFETUNE_BASE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -68,6 +69,16 @@ void st_remove_flat_dir(const char *dir);
  * longer exists: what a save, export or prune killed mid-way leaves behind. Never the caller's
  * own; errors are ignored (what cannot go stays). */
 void st_remove_stale_temp_dirs(const char *dir, const char *prefix);
+
+/* Barrier for a fixed team of nthreads (barrier.c): waiters spin up to spin_s seconds, then sleep
+ * on a futex (Linux). OpenMP's passive barrier sleeps at once and pays a ~30 us wake-up per phase;
+ * its active one spins without bound and starves co-scheduled work. Zero-initialise or
+ * st_barrier_init before a team uses it; every thread passes the same nthreads. */
+typedef struct {
+    _Atomic unsigned arrived, gen, sleepers;
+} st_barrier;
+void st_barrier_init(st_barrier *b);
+void st_barrier_wait(st_barrier *b, int nthreads, double spin_s);
 
 /* UTF-8 (utf8.c; RFC 3629): number of invalid bytes in s[0..n); a heap NUL-terminated copy with
  * each invalid byte replaced by U+FFFD (*n_replaced: how many; NULL ok). NULL on OOM. cJSON does

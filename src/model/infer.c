@@ -269,6 +269,12 @@ static inline void rope_head(float *v, const float *c, const float *sn, int h) {
     }
 }
 
+/* Longest spin at a fused-region phase barrier before sleeping (st_barrier_wait adapts below it).
+ * Quiet 2-core Zen 4, batch-32 fp32 decode: 99.7% of waits end within it, 8 us on average,
+ * against ~30 us for a futex wake-up; whole runs +2.6% vs sleeping at once, and no loss beside a
+ * busy process (the budget collapses when waits have to sleep). */
+#define ST_FUSED_SPIN_S 200e-6
+
 /* What the threads of the fused region share. */
 typedef struct {
     const st_model *m;
@@ -283,6 +289,8 @@ typedef struct {
     float *pout;       /* [parts][N, pw] part outputs */
     atomic_int *next;  /* [L] attention task counters */
     atomic_int err;    /* a part matmul failed */
+    st_barrier bar;    /* the phase barrier */
+    double spin_s;     /* how long a thread spins at it before sleeping */
 } fused_ctx;
 
 /* One position's key and value rows (D floats each) into the cache at element offset o (bf16
@@ -383,7 +391,7 @@ static void fused_thread(fused_ctx *f, int t, int nt) {
             tp = t_;                                                                         \
         }                                                                                    \
     } while (0)
-#define ST_PHASE_BARRIER() _Pragma("omp barrier")
+#define ST_PHASE_BARRIER() st_barrier_wait(&f->bar, nt, f->spin_s)
 #define PART_MM(kind, in, layer)                                                              \
     float *o = f->pout + (size_t)p * N * f->pw;                                              \
     int n0, n1;                                                                              \
@@ -479,6 +487,8 @@ static st_status layers_fused(fused_ctx *f) {
     f->pout = kc->fscratch + (size_t)P * N * c->hidden_size;
     f->next = kc->fctr;
     atomic_init(&f->err, 0);
+    st_barrier_init(&f->bar);
+    f->spin_s = ST_FUSED_SPIN_S;
 #pragma omp parallel num_threads(P)
     fused_thread(f, omp_get_thread_num(), omp_get_num_threads());
     if (atomic_load(&f->err))

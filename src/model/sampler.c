@@ -4,6 +4,9 @@
 #include "safetune/sampler.h"
 
 #include <math.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,15 +44,29 @@ void st_sampler_seed_rng(st_rng *r, uint64_t seed, uint64_t seq_id) {
     st_rng_seed(r, z ^ (z >> 31));
 }
 
+/* Two passes: the largest non-NaN value (a SIMD max keeps the running max where x is NaN:
+ * MAXPS returns its second operand when either is NaN), then the first index holding it. The
+ * one-pass compare with a branch ran at ~1 element per cycle: 2-3% of a batch-32 greedy step. */
 int32_t st_argmax(const float *logits, int n) {
-    int32_t best = -1;
-    float bv = 0.0f;
-    for (int i = 0; i < n; i++) {
-        float v = logits[i];
-        if (v != v) continue;
-        if (best < 0 || v > bv) best = i, bv = v;
+    int i = 0;
+    float m = -INFINITY;
+#ifdef __AVX512F__
+    __m512 vm = _mm512_set1_ps(-INFINITY);
+    for (; i + 16 <= n; i += 16) vm = _mm512_max_ps(_mm512_loadu_ps(logits + i), vm);
+    m = _mm512_reduce_max_ps(vm);
+#endif
+    for (; i < n; i++) m = logits[i] > m ? logits[i] : m;
+    i = 0;
+#ifdef __AVX512F__
+    const __m512 vt = _mm512_set1_ps(m);
+    for (; i + 16 <= n; i += 16) {
+        const __mmask16 k = _mm512_cmp_ps_mask(_mm512_loadu_ps(logits + i), vt, _CMP_EQ_OQ);
+        if (k) return i + __builtin_ctz(k);
     }
-    return best < 0 ? 0 : best;
+#endif
+    for (; i < n; i++)
+        if (logits[i] == m) return i;
+    return 0; /* all NaN */
 }
 
 st_status st_sampler_new(const st_sampler_params *p, int n_vocab, st_sampler **out) {

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,6 +139,39 @@ static void test_remove_stale_temp_dirs(void **state) {
 }
 
 /* UTF-8 repair (RFC 3629): each ill-formed byte -> U+FFFD (EF BF BD); valid text unchanged. */
+/* No thread leaves phase p of st_barrier_wait before every thread has entered it: with 4 threads
+ * on fewer cores (so waits also sleep), a spin budget of 0 (always sleep) and 1 ms (spin), a
+ * thread that passed early would see a peer's counter still at p. */
+static void test_barrier_phases(void **state) {
+    (void)state;
+    enum { T = 4, PHASES = 3000 };
+    const double budgets[] = {0.0, 1e-3};
+    for (int bi = 0; bi < 2; bi++) {
+        st_barrier b;
+        st_barrier_init(&b);
+        _Atomic int counter[T];
+        for (int t = 0; t < T; t++) atomic_init(&counter[t], 0);
+        atomic_int bad;
+        atomic_init(&bad, 0);
+#pragma omp parallel num_threads(T)
+        {
+            const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+            for (int p = 0; p < PHASES; p++) {
+                for (volatile int spin = 0; spin < ((p * 7 + t * 13) % 5) * 200; spin++) {
+                }
+                atomic_store_explicit(&counter[t], p + 1, memory_order_relaxed);
+                st_barrier_wait(&b, nt, budgets[bi]);
+                for (int u = 0; u < nt; u++)
+                    if (atomic_load_explicit(&counter[u], memory_order_relaxed) < p + 1) atomic_store(&bad, 1);
+                st_barrier_wait(&b, nt, budgets[bi]);
+            }
+        }
+        assert_int_equal(atomic_load(&bad), 0);
+        assert_int_equal(atomic_load(&b.arrived), 0);
+        assert_int_equal(atomic_load(&b.sleepers), 0);
+    }
+}
+
 static void test_utf8_repair(void **state) {
     (void)state;
     const char ok[] = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";
@@ -170,6 +204,7 @@ int main(void) {
         cmocka_unit_test(test_atomic_write),
         cmocka_unit_test(test_remove_stale_temp_dirs),
         cmocka_unit_test(test_utf8_repair),
+        cmocka_unit_test(test_barrier_phases),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

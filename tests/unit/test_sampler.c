@@ -27,6 +27,25 @@ static void test_argmax_ties_and_nan(void **state) {
     assert_int_equal(st_argmax(b, 4), 3);
     float c[] = {-INFINITY, -INFINITY};
     assert_int_equal(st_argmax(c, 2), 0);
+    float d[] = {NAN, NAN, NAN};
+    assert_int_equal(st_argmax(d, 3), 0);
+    float e[] = {NAN, -INFINITY, -INFINITY};
+    assert_int_equal(st_argmax(e, 3), 1);
+    /* lengths around the vector width, NaNs and ties anywhere: the first index of the largest */
+    float v[300];
+    st_rng g;
+    st_rng_seed(&g, 7);
+    for (int n = 1; n <= 300; n += (n < 40 ? 1 : 13))
+        for (int rep = 0; rep < 20; rep++) {
+            for (int i = 0; i < n; i++) {
+                const double u = st_rng_double(&g);
+                v[i] = u < 0.1 ? NAN : u < 0.2 ? 5.0f : (float)(st_rng_double(&g) * 10.0 - 5.0);
+            }
+            int want = -1;
+            for (int i = 0; i < n; i++)
+                if (v[i] == v[i] && (want < 0 || v[i] > v[want])) want = i;
+            assert_int_equal(st_argmax(v, n), want < 0 ? 0 : want);
+        }
     /* greedy sampler: argmax, rng untouched */
     st_sampler *s = mk(0.0f, 0, 1.0f, 4);
     st_rng r, r0;
