@@ -109,8 +109,10 @@ st_status st_trainer_add_metric(st_trainer *t, const char *name, double value);
 /* Save the full training state to folder dir (st_checkpoint_save; atomic). */
 st_status st_trainer_save_checkpoint(st_trainer *t, const char *dir);
 /* Restore params, moments, EMA, θ_0, RNG, data order/position and step from dir; the saved run
- * config must agree on seed, batch_size, grad_accum, max_seq_len, val split and data size
- * (ST_ERR_ARG names the key). Later steps are then bit-identical to an uninterrupted run. */
+ * must agree on the data (rows, tokens, split, order) and every optimisation setting (optimiser,
+ * lr, betas, eps, weight_decay, schedule kind and warm-up, clipping, EMA, precision); only
+ * max_steps may change (ST_ERR_ARG names the key). Later steps are then bit-identical to an
+ * uninterrupted run. */
 st_status st_trainer_resume(st_trainer *t, const char *dir);
 /* Newest valid checkpoint under out_dir/checkpoints into buf; ST_ERR_IO if none. */
 st_status st_trainer_latest_checkpoint(const st_trainer *t, char *buf, size_t cap);

@@ -16,7 +16,9 @@
 #define CKPT_PREFIX "step-"
 
 
-/* Settings that must agree between a checkpoint and the run resuming from it. */
+/* Settings that must agree between a checkpoint and the run resuming from it: the data and its
+ * order, and every optimisation setting (a resumed run continues the same trajectory, so its
+ * saved config stays true). max_steps may grow (to extend a run). */
 static cJSON *fingerprint(const st_trainer *t) {
     const st_train_config *c = &t->cfg;
     cJSON *o = cJSON_CreateObject();
@@ -33,6 +35,21 @@ static cJSON *fingerprint(const st_trainer *t) {
     char h[24];
     snprintf(h, sizeof h, "%016llx", (unsigned long long)t->data_hash);
     cJSON_AddStringToObject(o, "data_hash", h); /* the same rows, tokens and loss mask */
+    const st_optim_config *oc = &c->optim;
+    cJSON_AddStringToObject(o, "optim", oc->kind == ST_OPTIM_SGD ? "sgd" : "adamw");
+    cJSON_AddNumberToObject(o, "lr", oc->lr);
+    cJSON_AddNumberToObject(o, "weight_decay", oc->weight_decay);
+    cJSON_AddNumberToObject(o, "beta1", oc->beta1);
+    cJSON_AddNumberToObject(o, "beta2", oc->beta2);
+    cJSON_AddNumberToObject(o, "eps", oc->eps);
+    cJSON_AddNumberToObject(o, "momentum", oc->momentum);
+    cJSON_AddStringToObject(o, "lr_schedule", st_schedule_kind_name(c->sched.kind));
+    cJSON_AddNumberToObject(o, "warmup_steps", (double)c->sched.warmup_steps);
+    cJSON_AddNumberToObject(o, "max_grad_norm", c->max_grad_norm);
+    cJSON_AddNumberToObject(o, "ema_decay", c->ema_on ? c->ema_decay : 0.0);
+    cJSON_AddNumberToObject(o, "ema_every", (double)c->ema_every);
+    cJSON_AddNumberToObject(o, "ema_start", (double)c->ema_start);
+    cJSON_AddStringToObject(o, "precision", c->bf16 ? "bf16" : "fp32");
     return o;
 }
 
@@ -77,7 +94,7 @@ st_status st_trainer_resume(st_trainer *t, const char *dir) {
     cJSON *mine = fingerprint(t);
     for (const cJSON *it = mine->child; it && !s; it = it->next) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(fp, it->string);
-        if (!v && !strcmp(it->string, "data_hash")) continue; /* checkpoints from before the hash */
+        if (!v) continue; /* a key that older checkpoints did not record */
         int same = v && ((cJSON_IsNumber(v) && cJSON_IsNumber(it) && v->valuedouble == it->valuedouble) ||
                          (cJSON_IsBool(v) && cJSON_IsBool(it) && cJSON_IsTrue(v) == cJSON_IsTrue(it)) ||
                          (cJSON_IsString(v) && cJSON_IsString(it) && !strcmp(v->valuestring, it->valuestring)));

@@ -471,6 +471,14 @@ def case_bad_input(tool):
     a = train_args(model, o5, "--max-steps", "10", "--save-every", "2", "--resume", "auto")
     a[a.index("--data") + 1] = other
     ok = expect_fail(a, ["training data differ", "step-00000008"], "resume with edited data") and ok
+    # resume with another lr: refused (the run's config.json would no longer describe its first steps)
+    cfg_before = open(os.path.join(o5, "config.json")).read()
+    a = train_args(model, o5, "--max-steps", "10", "--save-every", "2", "--resume", "auto")
+    a[a.index("--lr") + 1] = str(float(a[a.index("--lr") + 1]) * 3)
+    ok = expect_fail(a, ["lr =", "step-00000008", "same settings"], "resume with another --lr") and ok
+    same_cfg = open(os.path.join(o5, "config.json")).read() == cfg_before
+    print("config.json unchanged after the refused resume:", same_cfg)
+    ok = ok and same_cfg
     # unwritable output folder: a regular file in the path
     blocker = os.path.join(d, "file")
     open(blocker, "w").write("keep me")
