@@ -6,8 +6,8 @@
  *   ema.bin          θ_ema [n] f32                    theta0.bin  θ_0 [n] f32
  *   sampler_items.bin  data pool order source [n_items] u32     config.json  run config text
  *   MANIFEST         "safetune-checkpoint 1", "step N", one "name bytes hash" line per blob, "end"
- * Each blob = 32-byte header (magic "STCKBLOB", version 1, payload bytes, 64-bit hash) + raw
- * little-endian payload. Every file is written to a temp name, fsynced and renamed; the whole
+ * Each .bin blob = 32-byte header (magic "STCKBLOB", version 1, payload bytes, 64-bit hash) +
+ * raw little-endian payload; config.json is plain JSON text (MANIFEST holds its size and hash). Every file is written to a temp name, fsynced and renamed; the whole
  * folder is first built as "<dir>.partial.<pid>" and renamed into place after its MANIFEST, so an
  * interrupted save never leaves a folder that loads. Loading verifies the MANIFEST, every size
  * and hash, and that no temp file is left, before touching the caller's state. */

@@ -106,6 +106,13 @@ static st_status write_all(int fd, const void *data, size_t len, const char *pat
     return ST_OK;
 }
 
+/* A .json blob is stored as plain text (no header; MANIFEST holds its size and hash) so that
+ * users and tools can read it. Checkpoints from before kept a header on it too: still read. */
+static int is_text_blob(const char *name) {
+    const size_t n = strlen(name);
+    return n > 5 && !strcmp(name + n - 5, ".json");
+}
+
 /* Write header + payload to dir/name via temp file + fsync + rename; record it in m. */
 static st_status write_blob(const char *dir, const char *name, const void *data, size_t bytes,
                             manifest *m) {
@@ -113,6 +120,7 @@ static st_status write_blob(const char *dir, const char *name, const void *data,
     snprintf(path, sizeof path, "%s/%s", dir, name);
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     uint64_t h = hash_final(hash_words(hash_init(), data, bytes), bytes);
+    const int raw = is_text_blob(name);
     uint8_t hdr[HEADER_BYTES] = {0};
     uint32_t version = ST_CHECKPOINT_VERSION;
     uint64_t b64 = bytes;
@@ -122,7 +130,7 @@ static st_status write_blob(const char *dir, const char *name, const void *data,
     memcpy(hdr + 24, &h, 8);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) return st_error(ST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    st_status s = write_all(fd, hdr, sizeof hdr, tmp);
+    st_status s = raw ? ST_OK : write_all(fd, hdr, sizeof hdr, tmp);
     if (!s && bytes) s = write_all(fd, data, bytes, tmp);
     if (!s && fsync(fd) != 0) s = st_error(ST_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
     if (close(fd) != 0 && !s) s = st_error(ST_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
@@ -134,7 +142,7 @@ static st_status write_blob(const char *dir, const char *name, const void *data,
     }
     blob_entry *e = &m->blobs[m->n++];
     snprintf(e->name, sizeof e->name, "%s", name);
-    e->bytes = bytes + HEADER_BYTES;
+    e->bytes = bytes + (raw ? 0 : HEADER_BYTES);
     e->hash = h;
     return ST_OK;
 }
@@ -340,8 +348,8 @@ static const blob_entry *find_blob(const manifest *m, const char *name) {
 }
 
 /* Read blob e of dir, checking header, size and hash. dst (payload bytes) may be NULL to only
- * verify. */
-static st_status read_blob(const char *dir, const blob_entry *e, void *dst) {
+ * verify; *payload (may be NULL) receives the payload size. */
+static st_status read_blob(const char *dir, const blob_entry *e, void *dst, uint64_t *payload) {
     char path[4300];
     snprintf(path, sizeof path, "%s/%s", dir, e->name);
     FILE *f = fopen(path, "rb");
@@ -351,15 +359,25 @@ static st_status read_blob(const char *dir, const blob_entry *e, void *dst) {
     st_status st = ST_OK;
     uint64_t bytes = 0, hash = 0;
     uint32_t version = 0;
-    if (fread(hdr, 1, HEADER_BYTES, f) != HEADER_BYTES || memcmp(hdr, BLOB_MAGIC, 8) != 0) {
+    const size_t got_hdr = fread(hdr, 1, HEADER_BYTES, f);
+    const int headed = got_hdr == HEADER_BYTES && memcmp(hdr, BLOB_MAGIC, 8) == 0;
+    if (!headed && is_text_blob(e->name)) { /* plain text: MANIFEST has its size and hash */
+        rewind(f);
+        version = ST_CHECKPOINT_VERSION;
+        bytes = e->bytes;
+        hash = e->hash;
+    } else if (!headed) {
         st = st_error(ST_ERR_FORMAT, "%s: offset 0: bad blob header (truncated or not a checkpoint "
                       "blob)", path);
         goto done;
+    } else {
+        memcpy(&version, hdr + 8, 4);
+        memcpy(&bytes, hdr + 16, 8);
+        memcpy(&hash, hdr + 24, 8);
     }
-    memcpy(&version, hdr + 8, 4);
-    memcpy(&bytes, hdr + 16, 8);
-    memcpy(&hash, hdr + 24, 8);
-    if (version != ST_CHECKPOINT_VERSION || bytes + HEADER_BYTES != e->bytes || hash != e->hash) {
+    const uint64_t hdr_bytes = headed ? HEADER_BYTES : 0;
+    if (payload) *payload = bytes;
+    if (version != ST_CHECKPOINT_VERSION || bytes + hdr_bytes != e->bytes || hash != e->hash) {
         st = st_error(ST_ERR_FORMAT, "%s: header disagrees with MANIFEST (version %u, %" PRIu64
                       " payload bytes)", path, version, bytes);
         goto done;
@@ -376,7 +394,7 @@ static st_status read_blob(const char *dir, const blob_entry *e, void *dst) {
         size_t got = fread(p, 1, want, f);
         if (got != want) {
             st = st_error(ST_ERR_FORMAT, "%s: truncated at byte %" PRIu64 " of %" PRIu64, path,
-                          HEADER_BYTES + off + got, e->bytes);
+                          hdr_bytes + off + got, e->bytes);
             break;
         }
         h = hash_words(h, p, got);
@@ -408,7 +426,7 @@ static st_status verify(const char *dir, manifest *m) {
     if (st) return st;
     if (!find_blob(m, "state.bin"))
         return st_error(ST_ERR_FORMAT, "%s/MANIFEST: no state.bin entry", dir);
-    for (int i = 0; i < m->n && !st; i++) st = read_blob(dir, &m->blobs[i], NULL);
+    for (int i = 0; i < m->n && !st; i++) st = read_blob(dir, &m->blobs[i], NULL, NULL);
     return st;
 }
 
@@ -438,7 +456,7 @@ st_status st_checkpoint_load(const char *dir, st_train_state *s, char **config_j
     const blob_entry *se = find_blob(&m, "state.bin");
     uint8_t *sb = st_malloc(se->bytes - HEADER_BYTES + 1);
     if (!sb) return ST_ERR_NOMEM;
-    if ((st = read_blob(dir, se, sb))) {
+    if ((st = read_blob(dir, se, sb, NULL))) {
         free(sb);
         return st;
     }
@@ -510,7 +528,7 @@ st_status st_checkpoint_load(const char *dir, st_train_state *s, char **config_j
     if (s->rng && !(flags & F_RNG)) return st_error(ST_ERR_FORMAT, "%s: checkpoint has no RNG state", dir);
 
     /* Restore. */
-    if (bp && (st = read_blob(dir, bp, s->params))) return st;
+    if (bp && (st = read_blob(dir, bp, s->params, NULL))) return st;
     if (s->opt) {
         const st_optim_config *c = &s->opt->cfg;
         if (oc.lr != c->lr || oc.beta1 != c->beta1 || oc.beta2 != c->beta2 || oc.eps != c->eps ||
@@ -519,8 +537,8 @@ st_status st_checkpoint_load(const char *dir, st_train_state *s, char **config_j
             oc.decay_no_decay_params != c->decay_no_decay_params)
             st_log_warn("%s: optimizer hyper-parameters differ from the checkpoint's; using this "
                         "run's (resume is then not bit-identical)", dir);
-        if (bm && (st = read_blob(dir, bm, s->opt->m))) return st;
-        if (bv && (st = read_blob(dir, bv, s->opt->v))) return st;
+        if (bm && (st = read_blob(dir, bm, s->opt->m, NULL))) return st;
+        if (bv && (st = read_blob(dir, bv, s->opt->v, NULL))) return st;
         s->opt->step = opt_step;
     }
     if (s->ema) {
@@ -528,14 +546,14 @@ st_status st_checkpoint_load(const char *dir, st_train_state *s, char **config_j
         memcpy(&cur, &s->ema->decay, 4);
         if (cur != (uint32_t)ema_bits || ema_start != s->ema->start_step || ema_every != s->ema->every)
             st_log_warn("%s: EMA settings differ from the checkpoint's; using this run's", dir);
-        if ((st = read_blob(dir, be, s->ema->ema)) || (st = read_blob(dir, bt, s->ema->theta0)))
+        if ((st = read_blob(dir, be, s->ema->ema, NULL)) || (st = read_blob(dir, bt, s->ema->theta0, NULL)))
             return st;
         s->ema->n_updates = ema_updates;
     }
     if (s->sampler) {
         uint32_t *items = st_malloc(sa_n ? sa_n * sizeof(uint32_t) : 1);
         if (!items) return ST_ERR_NOMEM;
-        if ((st = read_blob(dir, bi, items))) {
+        if ((st = read_blob(dir, bi, items, NULL))) {
             free(items);
             return st;
         }
@@ -551,13 +569,14 @@ st_status st_checkpoint_load(const char *dir, st_train_state *s, char **config_j
     if (config_json && (flags & F_CONFIG)) {
         const blob_entry *bc = find_blob(&m, "config.json");
         if (!bc) return st_error(ST_ERR_FORMAT, "%s: checkpoint has no config.json", dir);
-        char *txt = st_malloc(bc->bytes - HEADER_BYTES + 1);
+        char *txt = st_malloc(bc->bytes + 1);
+        uint64_t n = 0;
         if (!txt) return ST_ERR_NOMEM;
-        if ((st = read_blob(dir, bc, txt))) {
+        if ((st = read_blob(dir, bc, txt, &n))) {
             free(txt);
             return st;
         }
-        txt[bc->bytes - HEADER_BYTES] = '\0';
+        txt[n] = '\0';
         *config_json = txt;
     }
     return ST_OK;

@@ -100,6 +100,13 @@ static void test_roundtrip_and_resume(void **state) {
     int64_t step;
     assert_int_equal(st_checkpoint_verify(dir, &step), ST_OK);
     assert_int_equal(step, 45);
+    /* config.json is the plain text (readable by users and JSON tools) */
+    char cpath[4300], *ctext = NULL;
+    size_t clen = 0;
+    snprintf(cpath, sizeof cpath, "%s/config.json", dir);
+    assert_int_equal(st_read_file(cpath, &ctext, &clen), ST_OK);
+    assert_string_equal(ctext, "{\"lr\": 0.01}");
+    free(ctext);
 
     /* Load into a differently initialised trainer: equal bit for bit. */
     trainer_init(&b, 99);
@@ -110,6 +117,51 @@ static void test_roundtrip_and_resume(void **state) {
     assert_string_equal(cfg, "{\"lr\": 0.01}");
     free(cfg);
     assert_same(&a, &b);
+    /* an edited config.json (same length) no longer verifies */
+    FILE *cf = fopen(cpath, "r+b");
+    assert_non_null(cf);
+    fseek(cf, 10, SEEK_SET);
+    fputc('2', cf);
+    fclose(cf);
+    assert_int_equal(st_checkpoint_verify(dir, NULL), ST_ERR_FORMAT);
+    assert_non_null(strstr(st_last_error(), "config.json: checksum mismatch"));
+    cf = fopen(cpath, "r+b");
+    fseek(cf, 10, SEEK_SET);
+    fputc('1', cf);
+    fclose(cf);
+    assert_int_equal(st_checkpoint_verify(dir, NULL), ST_OK);
+    /* checkpoints from before kept the 32-byte blob header on config.json: still loaded */
+    {
+        char mpath[4300], *man = NULL, *out = NULL;
+        size_t mlen = 0;
+        snprintf(mpath, sizeof mpath, "%s/MANIFEST", dir);
+        assert_int_equal(st_read_file(mpath, &man, &mlen), ST_OK);
+        char *line = strstr(man, "blob config.json 12 ");
+        assert_non_null(line);
+        out = malloc(mlen + 8);
+        const size_t pre = (size_t)(line - man);
+        memcpy(out, man, pre);
+        sprintf(out + pre, "blob config.json 44 %s", line + strlen("blob config.json 12 "));
+        assert_int_equal(st_write_file_atomic(mpath, out, strlen(out)), ST_OK);
+        unsigned long long h = strtoull(line + strlen("blob config.json 12 "), NULL, 16);
+        uint8_t hdr[32] = {0};
+        const uint32_t ver = 1;
+        const uint64_t nb = 12, hh = h;
+        memcpy(hdr, "STCKBLOB", 8);
+        memcpy(hdr + 8, &ver, 4);
+        memcpy(hdr + 16, &nb, 8);
+        memcpy(hdr + 24, &hh, 8);
+        FILE *cw = fopen(cpath, "wb");
+        fwrite(hdr, 1, 32, cw);
+        fputs("{\"lr\": 0.01}", cw);
+        fclose(cw);
+        char *cfg2 = NULL;
+        assert_int_equal(st_checkpoint_load(dir, &sb, &cfg2), ST_OK);
+        assert_string_equal(cfg2, "{\"lr\": 0.01}");
+        free(cfg2);
+        free(man);
+        free(out);
+    }
 
     /* Continue both 20 steps: identical trajectories. */
     for (int s = 0; s < 20; s++) {
