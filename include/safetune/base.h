@@ -24,7 +24,8 @@ typedef enum {
     ST_ERR_NOMEM,       /* allocation failed */
     ST_ERR_NUMERIC,     /* NaN/inf encountered */
     ST_ERR_NET,         /* network / HTTP failure */
-    ST_ERR_INTERNAL
+    ST_ERR_INTERNAL,
+    ST_ERR_INTERRUPTED  /* stopped on request (SIGINT / SIGTERM) after saving what it could */
 } st_status;
 
 /* Record an error message (printf-style) for the calling thread and return `code`.

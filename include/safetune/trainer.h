@@ -19,6 +19,8 @@
 #ifndef SAFETUNE_TRAINER_H
 #define SAFETUNE_TRAINER_H
 
+#include <signal.h>
+
 #include "safetune/data.h"
 #include "safetune/model.h"
 #include "safetune/optim.h"
@@ -57,6 +59,8 @@ typedef struct {
     int keep_checkpoints;      /* keep the newest N checkpoint folders (0 = all) */
     int progress;              /* progress bar on stderr */
     const char *run_config_json; /* text saved in checkpoints (resume compatibility check) */
+    const volatile sig_atomic_t *stop; /* set from a signal handler: st_trainer_run ends after
+                                          the current step (below); NULL = never */
     st_trainer_comm comm;
 } st_train_config;
 
@@ -95,7 +99,9 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *m);
  * buffer of the model layout: live, EMA, ...). ST_ERR_ARG if there is no validation split. */
 st_status st_trainer_eval(st_trainer *t, const float *params, double *val_loss);
 /* Run until max_steps: step, eval, metrics line, hook, progress, checkpoint. Stops with the
- * step's error (message names the step and the last good checkpoint). */
+ * step's error (message names the step and the last good checkpoint). Once *cfg.stop is set it
+ * ends after the current step, saves a checkpoint of it (when out_dir is set, whatever
+ * save_every) and returns ST_ERR_INTERRUPTED with a message naming the step and checkpoint. */
 st_status st_trainer_run(st_trainer *t);
 
 /* Called after each step of st_trainer_run, before the metrics line is written; may call

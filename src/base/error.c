@@ -47,6 +47,7 @@ const char *st_status_name(st_status s) {
     case ST_ERR_NUMERIC: return "numeric error";
     case ST_ERR_NET: return "network error";
     case ST_ERR_INTERNAL: return "internal error";
+    case ST_ERR_INTERRUPTED: return "interrupted";
     }
     return "unknown error";
 }

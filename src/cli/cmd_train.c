@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,23 @@ typedef struct {
         eval_every, save_every, keep_checkpoints, max_rows, quiet, overwrite;
     uint64_t seed;
 } train_opts;
+
+/* SIGINT / SIGTERM during training: the first asks the trainer to stop after the current step
+ * and save it; a second quits at once (losing the step, not the last checkpoint). */
+static volatile sig_atomic_t g_stop;
+
+static void on_stop(int sig) {
+    if (g_stop) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    g_stop = 1;
+    static const char msg[] = "\nsafetune train: stopping after the current step and saving it "
+                              "(interrupt again to quit now)\n";
+    if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) { /* nothing to do: stderr is gone */
+    }
+}
 
 static int fail(const char *what) {
     fprintf(stderr, "safetune train: %s%s%s\n", what ? what : "", what ? ": " : "", st_last_error());
@@ -308,6 +326,7 @@ int cmd_train(int argc, char **argv) {
     unlink(path);
     st_remove_stale_temp_dirs(o.out, "final"); /* final*.tmp.PID of an export that was killed */
     c.run_config_json = cfg_json;
+    c.stop = &g_stop;
     if (st_model_load(o.model, &m) != ST_OK) { fail("loading the model"); goto done; }
     if (!m->tokenizer) { fprintf(stderr, "safetune train: %s: no tokenizer\n", o.model); goto done; }
     if (st_dataset_load(o.data, fmt, &ds) != ST_OK) { fail(NULL); goto done; }
@@ -360,7 +379,17 @@ int cmd_train(int argc, char **argv) {
             c.bf16 ? "bf16" : "fp32");
     snprintf(path, sizeof path, "%s/config.json", o.out);
     if (st_write_file_atomic(path, cfg_json, strlen(cfg_json)) != ST_OK) { fail(NULL); goto done; }
-    if (st_trainer_run(t) != ST_OK) { fail(NULL); goto done; }
+    signal(SIGINT, on_stop);
+    signal(SIGTERM, on_stop);
+    st_status rs = st_trainer_run(t);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (rs == ST_ERR_INTERRUPTED) {
+        fprintf(stderr, "safetune train: %s\n", st_last_error());
+        rc = 130;
+        goto done;
+    }
+    if (rs != ST_OK) { fail(NULL); goto done; }
     if (want_live && export_one(m, st_trainer_params(t), o.out, "final", edt) != ST_OK) { fail(NULL); goto done; }
     if (want_ema && export_one(m, st_trainer_ema_params(t), o.out, "final-ema", edt) != ST_OK) { fail(NULL); goto done; }
     rc = 0;

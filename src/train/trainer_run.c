@@ -182,11 +182,20 @@ st_status st_trainer_run(st_trainer *t) {
         if (t->hook && (s = t->hook(t, m.step, t->hook_user))) break;
         if ((s = emit(t, &m))) break;
         if (c->progress) st__progress_update(&t->prog, &m, t->max_steps, m.step == t->max_steps);
-        if (c->out_dir && due(m.step, c->save_every, t->max_steps)) {
+        const int stop = c->stop && *c->stop;
+        if (c->out_dir && (stop || due(m.step, c->save_every, t->max_steps))) {
             char d[4200];
             snprintf(d, sizeof d, "%s/" CKPT_PREFIX "%08lld", ckdir, (long long)m.step);
-            if ((s = st_trainer_save_checkpoint(t, d))) break;
+            if ((s = st_mkdir_p(ckdir)) || (s = st_trainer_save_checkpoint(t, d))) break;
             st__trainer_prune_checkpoints(ckdir, c->keep_checkpoints);
+        }
+        if (stop && t->step < t->max_steps) {
+            if (c->progress) fputc('\n', stderr);
+            if (c->out_dir)
+                return st_error(ST_ERR_INTERRUPTED, "interrupted after step %lld of %lld; saved %s (continue "
+                                "with --resume auto)", (long long)t->step, (long long)t->max_steps, t->last_ckpt);
+            return st_error(ST_ERR_INTERRUPTED, "interrupted after step %lld of %lld", (long long)t->step,
+                            (long long)t->max_steps);
         }
     }
     /* a run killed between a save and its prune, then resumed when already finished, saves

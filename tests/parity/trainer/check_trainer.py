@@ -360,6 +360,33 @@ def case_resume_kill(tool):
     same = r.returncode == 0 and got == ref
     print(f"resume after SIGKILL: {len(got)} loss records, bit-identical to the uninterrupted run: {same}")
     ok = ok and same
+    # 1b) Ctrl-C (SIGINT) with no checkpoints asked for: the step ends, a checkpoint of it is
+    # saved, exit 130 with a message; --resume auto then continues bit-identically
+    for attempt in range(3):
+        out = os.path.join(d, f"sigint{attempt}")
+        p = subprocess.Popen(train_args(model, out, "--max-steps", steps, "--save-every", "0"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        met = os.path.join(out, "metrics.jsonl")
+        t0 = time.time()
+        while p.poll() is None and time.time() - t0 < 60 and not (os.path.exists(met) and len(losses(out)) >= 2):
+            time.sleep(0.002)
+        p.send_signal(signal.SIGINT)
+        err = p.communicate()[1]
+        if p.returncode == 0:  # finished before the signal arrived: try again
+            continue
+        stopped = max(losses(out))
+        ck = os.path.join(out, "checkpoints", f"step-{stopped:08d}")
+        good = (p.returncode == 130 and f"interrupted after step {stopped} of 24" in err and "--resume auto" in err
+                and run([tool, "verify", ck]).returncode == 0 and not os.path.exists(os.path.join(out, "final")))
+        print(f"SIGINT: exit {p.returncode}, stopped after step {stopped}, checkpoint saved and valid: {good}")
+        r = run(train_args(model, out, "--max-steps", steps, "--save-every", "0", "--resume", "auto"))
+        same = r.returncode == 0 and losses(out) == ref
+        print(f"--resume auto after SIGINT: losses bit-identical to the uninterrupted run: {same}")
+        ok = ok and good and same
+        break
+    else:
+        print("SIGINT: the run finished before the signal three times (machine too fast?)")
+        ok = False
     # 2) kills at random moments (some during a save): every step-* folder verifies, resume works
     out = os.path.join(d, "random")
     kills = 0
