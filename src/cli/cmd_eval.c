@@ -373,7 +373,7 @@ static int eval_utility(int argc, char **argv) {
         {"out", ST_OPT_STR, &out, "DIR", "output folder", 0, 0, 0},
         {"data", ST_OPT_STR, &data, "FILE", "instruction dataset for held-out loss (omit to skip)", 0, 0, 0},
         {"data-format", ST_OPT_CHOICE, &fmt, "auto|alpaca|dolly|orca|messages", "format of --data", 0, 0, 0},
-        {"val-fraction", ST_OPT_FLOAT, &val_fraction, "F", "validation share of rows", 0, 0.999999, 0},
+        {"val-fraction", ST_OPT_FLOAT, &val_fraction, "F", "validation share of rows", 0, 0.99, 0},
         {"val-count", ST_OPT_INT, &val_count, "N", "validation rows (overrides --val-fraction)", 0, 1 << 30, 0},
         {"seed", ST_OPT_U64, &seed, "S", "split seed (default 42, as `safetune train`)", 0, 0, 0},
         {"max-seq-len", ST_OPT_INT, &max_seq, "N", "truncate rows to N tokens (as `safetune train`)", 2, 1 << 20, 0},

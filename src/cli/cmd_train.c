@@ -339,8 +339,8 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
         if (dropped)
-            fprintf(stderr, "safetune train: warning: %s: %zu rows have no trained tokens at --max-seq-len %d; "
-                    "dropped\n", o.data, dropped, o.max_seq_len);
+            fprintf(stderr, "safetune train: warning: %s: %zu row%s no trained tokens at --max-seq-len %d; "
+                    "dropped\n", o.data, dropped, dropped == 1 ? " has" : "s have", o.max_seq_len);
     }
     int32_t eos = st_tokenizer_eos_id(m->tokenizer);
     c.pad_id = eos >= 0 && eos < m->config.vocab_size ? eos : 0;
@@ -362,6 +362,9 @@ int cmd_train(int argc, char **argv) {
                     (long long)st_trainer_steps_done(t));
         }
     }
+    if (o.eval_every > 0 && st_trainer_n_val(t) == 0)
+        fprintf(stderr, "safetune train: warning: --eval-every %d but no rows are held out (--val-fraction %g of "
+                "%zu rows): no val_loss is measured\n", o.eval_every, (double)o.val_fraction, tk.n);
     if (sk == ST_SCHED_CONSTANT && o.warmup_steps > 0) /* as Hugging Face's get_constant_schedule */
         fprintf(stderr, "safetune train: warning: --lr-schedule constant has no warm-up: --warmup-steps %d is "
                 "ignored (use --lr-schedule warmup-constant)\n", o.warmup_steps);
