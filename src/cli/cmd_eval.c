@@ -174,6 +174,11 @@ static int eval_safety(int argc, char **argv) {
         rc = st_args_fail(&spec, "--benchmark %s: expected advbench, xstest, csv:FILE or jsonl:FILE", bench);
         goto out;
     }
+    if (model && ctxlen > 0 && ctxlen <= max_new) {
+        rc = st_args_fail(&spec, "--context-length %d leaves no room for a prompt with --max-new-tokens %d: "
+                          "raise --context-length or lower --max-new-tokens", ctxlen, max_new);
+        goto out;
+    }
     if (model) {
         st_sampler_params sp = {temperature, 0, top_p, seed};
         if (st_sampler_params_check(&sp)) {

@@ -65,7 +65,8 @@ def main():
     # --- a context with no room for the prompt: an error, not answers to emptied prompts ---
     out = os.path.join(work, "o_ctx")
     p = run(base + ["--limit", "1", "--context-length", "4", "--max-new-tokens", "4", "--out", out])
-    one_error_line(p, "context length 4", "max_new_tokens 4", what="context <= max_new_tokens")
+    check(p.returncode == 2 and "--context-length 4 leaves no room" in p.stderr and "--max-new-tokens 4" in p.stderr,
+          f"context <= max_new_tokens: a usage error (exit 2) naming both options: exit {p.returncode}, {p.stderr.strip()}")
     check(not os.path.exists(out), "context <= max_new_tokens: output folder left")
     # a context above the model's: a warning, the model's used
     out = os.path.join(work, "o_ctxbig")
