@@ -82,6 +82,12 @@ st_status st_trainer_resume(st_trainer *t, const char *dir) {
     {
         st_train_state probe = {0};
         if ((s = st_checkpoint_load(dir, &probe, &saved))) return s;
+        if (probe.step > t->max_steps) {
+            free(saved);
+            return st_error(ST_ERR_ARG, "%s: the checkpoint is at step %lld, past this run's %lld steps; a "
+                            "resumed run can only go on (ask for %lld steps or more)", dir, (long long)probe.step,
+                            (long long)t->max_steps, (long long)probe.step);
+        }
     }
     cJSON *root = saved ? cJSON_Parse(saved) : NULL;
     free(saved);

@@ -498,6 +498,12 @@ def case_bad_input(tool):
     a = train_args(model, o5, "--max-steps", "10", "--save-every", "2", "--resume", "auto")
     a[a.index("--data") + 1] = other
     ok = expect_fail(a, ["training data differ", "step-00000008"], "resume with edited data") and ok
+    # resume with fewer steps than the checkpoint has done: refused (the weights would not be the
+    # config's run), config.json unchanged
+    cfg_before = open(os.path.join(o5, "config.json")).read()
+    a = train_args(model, o5, "--max-steps", "6", "--save-every", "2", "--resume", "auto")
+    ok = expect_fail(a, ["step 8", "past this run's 6 steps"], "resume with --max-steps below the checkpoint") and ok
+    ok = ok and open(os.path.join(o5, "config.json")).read() == cfg_before
     # resume with another lr: refused (the run's config.json would no longer describe its first steps)
     cfg_before = open(os.path.join(o5, "config.json")).read()
     a = train_args(model, o5, "--max-steps", "10", "--save-every", "2", "--resume", "auto")
