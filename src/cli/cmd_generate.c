@@ -49,18 +49,18 @@ static const char *id_text(const cJSON *id, size_t index, char *buf, size_t cap)
     return buf;
 }
 
-/* One prompt per line, or JSONL objects with a string "prompt" (and optional "id"): JSONL when
- * the first non-blank line starts with '{', and then every line must be an object; otherwise
- * every line is literal text (a later line starting with '{' too). Blank lines are skipped.
- * Errors name the file and line. */
-static st_status read_prompts(const char *path, prompt_list *out) {
+/* One prompt per line, or JSONL objects with a string "prompt" (and optional "id"). format
+ * "auto": JSONL when the first non-blank line starts with '{', and then every line must be an
+ * object; otherwise every line is literal text (a later line starting with '{' too). "text" and
+ * "jsonl" force one. Blank lines are skipped. Errors name the file and line. */
+static st_status read_prompts(const char *path, const char *format, prompt_list *out) {
     char *data;
     size_t len;
     st_status s = st_read_file(path, &data, &len);
     if (s) return s;
     len = st_utf8_strip_bom(data, len);
     size_t line = 0, *lines = NULL; /* lines[i]: file line of prompt i */
-    int jsonl = -1;                  /* decided by the first non-blank line */
+    int jsonl = !strcmp(format, "text") ? 0 : !strcmp(format, "jsonl") ? 1 : -1; /* -1: the first line decides */
     char *p = data, *end = data + len;
     while (p < end && !s) {
         char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -75,9 +75,9 @@ static st_status read_prompts(const char *path, prompt_list *out) {
         if (!*q) continue;
         if (jsonl < 0) jsonl = *q == '{';
         if (jsonl && *q != '{') {
-            s = st_error(ST_ERR_FORMAT, "%s: line %zu: not a JSON object, but the file is JSONL (its first "
-                         "line is an object): one {\"prompt\": ...} per line, or plain text on every line",
-                         path, line);
+            s = st_error(ST_ERR_FORMAT, "%s: line %zu: not a JSON object, but the file is JSONL (%s): one "
+                         "{\"prompt\": ...} per line, or --prompts-format text to read every line as text",
+                         path, line, strcmp(format, "jsonl") ? "its first line is an object" : "--prompts-format jsonl");
         } else if (jsonl) {
             const char *jend = NULL; /* the whole line must be the object: no text after it */
             cJSON *o = cJSON_ParseWithOpts(q, &jend, 1);
@@ -152,7 +152,7 @@ static void draw_progress(void *ud, size_t done, size_t total, size_t tokens) {
 
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *prompts_file = NULL, *system = NULL, *output = NULL;
-    const char *precision = "fp32", *weights = "live";
+    const char *precision = "fp32", *weights = "live", *prompts_format = "auto";
     int chat = 0, quiet = 0, with_ids = 0;
     st_generate_options go = st_generate_defaults();
     float temperature = 0.0f, top_p = 1.0f;
@@ -163,6 +163,7 @@ int cmd_generate(int argc, char **argv) {
         CLI_WEIGHTS_OPT(weights),
         {"prompt", ST_OPT_STR, &prompt, "TEXT", "one prompt", 0, 0, 0},
         {"prompts", ST_OPT_STR, &prompts_file, "FILE", "one prompt per line, or JSONL with \"prompt\" (and \"id\") when the first line is a JSON object", 0, 0, 0},
+        {"prompts-format", ST_OPT_CHOICE, &prompts_format, "auto|text|jsonl", "how to read --prompts (auto: by its first line)", 0, 0, 0},
         {"chat", ST_OPT_FLAG, &chat, NULL, "apply the model's chat template (user turn + assistant header)", 0, 0, 0},
         {"system-prompt", ST_OPT_STR, &system, "S", "system prompt with --chat (default: the template's)", 0, 0, 0},
         {"max-new-tokens", ST_OPT_INT, &go.max_new_tokens, "N", "tokens to generate per prompt", 1, 1 << 20, 0},
@@ -213,7 +214,7 @@ int cmd_generate(int argc, char **argv) {
     if (prompt) {
         char *t = strdup(prompt);
         if (!t || prompts_push(&pl, t, NULL)) { free(t); fprintf(stderr, "safetune generate: out of memory\n"); goto out; }
-    } else if (read_prompts(prompts_file, &pl)) {
+    } else if (read_prompts(prompts_file, prompts_format, &pl)) {
         fprintf(stderr, "safetune generate: %s\n", st_last_error());
         goto out;
     }

@@ -156,6 +156,15 @@ def main():
     r = run(["generate", "--model", a.model, "--prompts", W("brace.txt"), "--max-new-tokens", "2", "--output", W("brace_out.jsonl")])
     got = [json.loads(x)["prompt"] for x in open(W("brace_out.jsonl"))] if r.returncode == 0 else []
     check(got == ["hello", "{x = 1} is a block"], "text prompts with a '{' line kept as text: %s %s" % (got, r.stderr))
+    # --prompts-format text: a first line starting with '{' is text too
+    with open(W("brace1.txt"), "w") as fp:
+        fp.write("{x = 1} is a block\nhello\n")
+    r = run(["generate", "--model", a.model, "--prompts", W("brace1.txt"), "--prompts-format", "text", "--max-new-tokens", "2",
+             "--output", W("brace1_out.jsonl")])
+    got = [json.loads(x)["prompt"] for x in open(W("brace1_out.jsonl"))] if r.returncode == 0 else []
+    check(got == ["{x = 1} is a block", "hello"], "--prompts-format text reads a '{' first line as text: %s %s" % (got, r.stderr))
+    expect_error(["generate", "--model", a.model, "--prompts", W("brace.txt"), "--prompts-format", "jsonl"],
+                 ["brace.txt", "line 1", "--prompts-format jsonl"], what="--prompts-format jsonl on a text file")
     with open(W("mixed.jsonl"), "w") as fp:
         fp.write('{"prompt": "a"}\nplain\n')
     expect_error(["generate", "--model", a.model, "--prompts", W("mixed.jsonl")],
