@@ -71,10 +71,12 @@ void st_remove_flat_dir(const char *dir);
  * own; errors are ignored (what cannot go stays). */
 void st_remove_stale_temp_dirs(const char *dir, const char *prefix);
 
-/* Barrier for a fixed team of nthreads (barrier.c): waiters spin up to spin_s seconds, then sleep
- * on a futex (Linux). OpenMP's passive barrier sleeps at once and pays a ~30 us wake-up per phase;
- * its active one spins without bound and starves co-scheduled work. Zero-initialise or
- * st_barrier_init before a team uses it; every thread passes the same nthreads. */
+/* Barrier for a fixed team of nthreads (barrier.c): a counter plus a generation number (the
+ * centralised barrier of Mellor-Crummey & Scott 1991); waiters spin up to spin_s seconds (less
+ * after waits that had to sleep), then sleep on the generation with futex(2) (Linux). OpenMP's
+ * passive barrier sleeps at once and pays a ~30 us wake-up per phase; its active one spins
+ * without bound and starves co-scheduled work. st_barrier_init before a team uses it; every
+ * thread passes the same nthreads. */
 typedef struct {
     _Atomic unsigned arrived, gen, sleepers;
 } st_barrier;
