@@ -50,12 +50,6 @@ st_status st_safety_generate(const st_model *model, const st_safety_opts *o, con
                              st_safety_run *out);
 void st_safety_run_free(st_safety_run *r);
 
-/* Resolve MODEL for --weights live|ema. A training output folder (holding final/ or
- * final-ema/, the trainer's Hugging Face exports) resolves to OUT/final (live) or OUT/final-ema
- * (ema); any other MODEL (a .gguf file, an HF folder) is itself for live and an error for ema.
- * ST_ERR_ARG naming the folder when the requested weights are absent. *out: heap path. */
-st_status st_model_resolve_weights(const char *model, const char *weights, char **out);
-
 #ifdef __cplusplus
 }
 #endif

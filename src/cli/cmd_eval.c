@@ -194,7 +194,7 @@ static int eval_safety(int argc, char **argv) {
         st_prompt_set probe;
         if (st_prompts_load(bench, data_dir, &probe)) goto fail;
         st_prompt_set_free(&probe);
-        if (st_model_resolve_weights(model, weights, &model_path)) goto fail;
+        if (cli_resolve_weights(model, weights, &model_path)) goto fail;
         if (cli_check_model_path(spec.prog, model_path)) goto out;
         if (st_model_load(model_path, &mdl)) goto fail;
         st_safety_opts so = st_safety_defaults();
@@ -461,7 +461,7 @@ static int eval_utility(int argc, char **argv) {
     snprintf(mt_default, sizeof mt_default, "%s/mtbench/question.jsonl", data_dir);
     if (!no_tqa && st_truthfulqa_load(tqa_path ? tqa_path : tqa_default, &tqa)) goto fail;
     if (!no_mt && st_mtbench_load(mt_path ? mt_path : mt_default, &mt)) goto fail;
-    if (st_model_resolve_weights(model, weights, &model_path)) goto fail;
+    if (cli_resolve_weights(model, weights, &model_path)) goto fail;
     if (cli_check_model_path(spec.prog, model_path)) goto out;
     if (st_model_load(model_path, &m)) goto fail;
     cJSON_AddStringToObject(sum, "model", model);

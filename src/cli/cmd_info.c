@@ -95,7 +95,7 @@ int cmd_info(int argc, char **argv) {
     char *cfg_json = NULL, *resolved = NULL;
     rc = 1;
     /* a `safetune train` output folder: its final/ (or final-ema/) */
-    if (st_model_resolve_weights(arg, weights, &resolved)) {
+    if (cli_resolve_weights(arg, weights, &resolved)) {
         fprintf(stderr, "safetune info: %s\n", st_last_error());
         goto out;
     }

@@ -64,7 +64,7 @@ static int serve_main(const st_args_spec *spec, int echo, const char *model, con
     st_model *m = NULL;
     if (model) {
         char *mp = NULL;
-        if (st_model_resolve_weights(model, weights, &mp) == ST_OK && cli_check_model_path("safetune serve", mp)) {
+        if (cli_resolve_weights(model, weights, &mp) == ST_OK && cli_check_model_path("safetune serve", mp)) {
             free(mp);
             return 1;
         }

@@ -45,7 +45,14 @@ struct cJSON *cli_read_run_config(const char *dir);
 #define CLI_WEIGHTS_OPT(weights) \
     {"weights", ST_OPT_CHOICE, &(weights), "live|ema", "with a training output folder: final/ (live) or final-ema/ (ema)", 0, 0, 0}
 
-/* MODEL (+ --weights, st_model_resolve_weights) -> checked (cli_check_model_path) and loaded
+/* Resolve MODEL for --weights live|ema. A training output folder (holding final/ or final-ema/,
+ * the trainer's Hugging Face exports) resolves to OUT/final (live) or OUT/final-ema (ema); any
+ * other MODEL (a .gguf file, an HF folder) is itself for live and an error for ema. ST_ERR_ARG
+ * naming the folder when the requested weights are absent (the run's config.json says why).
+ * *out: heap path. */
+st_status cli_resolve_weights(const char *model, const char *weights, char **out);
+
+/* MODEL (+ --weights, cli_resolve_weights) -> checked (cli_check_model_path) and loaded
  * model in *m. 0, or 1 after printing "PROG: message" (src/cli/modelpath.c). */
 int cli_load_model(const char *prog, const char *model, const char *weights, st_model **m);
 

@@ -1,10 +1,10 @@
-/* modelpath.c - MODEL argument checks shared by the subcommands: a missing path, and folders
- * that safetune writes but that are not models (training output, trainer checkpoints, study and
- * align folders) get one line saying what the folder is and which path to pass instead. */
+/* modelpath.c - MODEL argument checks shared by the subcommands: --weights live|ema on a training
+ * output folder, a missing path, and folders that safetune writes but that are not models
+ * (training output, trainer checkpoints, study and align folders) get one line saying what the
+ * folder is and which path to pass instead. */
 #include "cli/commands.h"
 #include "safetune/base.h"
 #include "safetune/model.h"
-#include "safetune/safety_eval.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -44,6 +44,76 @@ static int is_run_config(const char *dir) {
     cJSON *j = cli_read_run_config(dir);
     cJSON_Delete(j);
     return j != NULL;
+}
+
+static int is_dir_path(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static char *join(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    while (la > 1 && a[la - 1] == '/') la--;
+    char *r = malloc(la + lb + 2);
+    if (!r) return NULL;
+    memcpy(r, a, la);
+    r[la] = '/';
+    memcpy(r + la + 1, b, lb + 1);
+    return r;
+}
+
+st_status cli_resolve_weights(const char *model, const char *weights, char **out) {
+    *out = NULL;
+    if (!weights || !*weights) weights = "live";
+    int ema = !strcmp(weights, "ema");
+    if (!ema && strcmp(weights, "live"))
+        return st_error(ST_ERR_ARG, "--weights: '%s' is not live or ema", weights);
+    struct stat sb;
+    if (stat(model, &sb) != 0)
+        return st_error(ST_ERR_IO, "%s: no such file or directory (MODEL is a .gguf file, a Hugging Face "
+                                   "folder or a training output folder)", model);
+    char *fin = join(model, "final"), *fema = join(model, "final-ema"), *cfg = join(model, "config.json");
+    if (!fin || !fema || !cfg) {
+        free(fin), free(fema), free(cfg);
+        return st_error(ST_ERR_NOMEM, "out of memory");
+    }
+    int train_out = S_ISDIR(sb.st_mode) && (is_dir_path(fin) || is_dir_path(fema));
+    st_status s = ST_OK;
+    if (ema) {
+        if (train_out && is_dir_path(fema)) {
+            *out = fema;
+            fema = NULL;
+        } else if (train_out) {
+            /* the run's config.json says why: EMA off, or only the live weights saved */
+            char *txt = NULL;
+            size_t len;
+            cJSON *rc = st_read_file(cfg, &txt, &len) == ST_OK ? cJSON_Parse(txt) : NULL;
+            const cJSON *dec = cJSON_GetObjectItem(rc, "ema_decay"), *sw = cJSON_GetObjectItem(rc, "save_weights");
+            const int saved_live = cJSON_IsNumber(dec) && dec->valuedouble > 0 && cJSON_IsString(sw) &&
+                                   !strcmp(sw->valuestring, "live");
+            s = st_error(ST_ERR_ARG, "%s: no EMA weights: the folder has final/ but no final-ema/ (%s); use "
+                                     "--weights live", model,
+                         saved_live ? "the run kept an EMA but saved only its live weights, --save-weights live"
+                                    : "the run was trained without EMA");
+            cJSON_Delete(rc);
+            free(txt);
+        } else {
+            s = st_error(ST_ERR_ARG, "%s: --weights ema needs a training output folder holding final-ema/ "
+                                     "(written by `safetune train` with EMA on); this is %s", model,
+                         S_ISDIR(sb.st_mode) ? "a folder without final-ema/" : "a file");
+        }
+    } else if (train_out && is_dir_path(fin)) {
+        *out = fin;
+        fin = NULL;
+    } else if (train_out) {
+        s = st_error(ST_ERR_ARG, "%s: no live weights: the folder has final-ema/ but no final/; use --weights ema",
+                     model);
+    } else {
+        *out = st_strdup(model);
+        if (!*out) s = st_error(ST_ERR_NOMEM, "out of memory");
+    }
+    free(fin), free(fema), free(cfg);
+    return s;
 }
 
 int cli_model_hint(const char *path, char *msg, size_t cap) {
@@ -91,7 +161,7 @@ int cli_load_model(const char *prog, const char *model, const char *weights, st_
     char *path = NULL;
     *m = NULL;
     int rc = 1;
-    if (st_model_resolve_weights(model, weights, &path)) fprintf(stderr, "%s: %s\n", prog, st_last_error());
+    if (cli_resolve_weights(model, weights, &path)) fprintf(stderr, "%s: %s\n", prog, st_last_error());
     else if (!cli_check_model_path(prog, path)) {
         if (st_model_load(path, m)) fprintf(stderr, "%s: %s\n", prog, st_last_error());
         else rc = 0;

@@ -116,7 +116,50 @@ static void test_hints(void **state) {
     assert_int_equal(cli_check_model_path("t", p), 1);
 }
 
+/* --weights live|ema on a training output folder, a model file and a missing path; the error
+ * for a missing final-ema/ gives the reason from the run's config.json. */
+static void test_resolve_weights(void **state) {
+    (void)state;
+    const char *t = getenv("SAFETUNE_TEST_TMP");
+    snprintf(root, sizeof root, "%s/resolve_%d", t ? t : "/tmp", (int)getpid());
+    mkdir(root, 0755);
+    char d[1100], want[1200];
+    snprintf(d, sizeof d, "%s", dir("out"));
+    dir("out/final");
+    snprintf(want, sizeof want, "%s/final", d);
+    char *out = NULL;
+    assert_int_equal(cli_resolve_weights(d, "live", &out), ST_OK);
+    assert_string_equal(out, want);
+    free(out);
+    out = NULL;
+    assert_int_equal(cli_resolve_weights(d, "ema", &out), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), "no EMA weights"));
+    assert_non_null(strstr(st_last_error(), "trained without EMA"));
+    assert_non_null(strstr(st_last_error(), d));
+    assert_null(out);
+    touch("out/config.json", "{\"lr\": 1e-5, \"data\": \"a.json\", \"ema_decay\": 0.99, \"save_weights\": \"live\"}");
+    assert_int_equal(cli_resolve_weights(d, "ema", &out), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), "--save-weights live"));
+    dir("out/final-ema");
+    snprintf(want, sizeof want, "%s/final-ema", d);
+    assert_int_equal(cli_resolve_weights(d, "ema", &out), ST_OK);
+    assert_string_equal(out, want);
+    free(out);
+    out = NULL;
+    assert_int_equal(cli_resolve_weights(d, "best", &out), ST_ERR_ARG);
+    /* a plain model file: itself for live, an error for ema */
+    touch("m.gguf", "x");
+    snprintf(want, sizeof want, "%s/m.gguf", root);
+    assert_int_equal(cli_resolve_weights(want, "live", &out), ST_OK);
+    assert_string_equal(out, want);
+    free(out);
+    out = NULL;
+    assert_int_equal(cli_resolve_weights(want, "ema", &out), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), "final-ema"));
+    assert_int_equal(cli_resolve_weights("/nonexistent/model", "live", &out), ST_ERR_IO);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_hints)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_hints), cmocka_unit_test(test_resolve_weights)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

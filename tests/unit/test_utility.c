@@ -132,37 +132,6 @@ static void test_heldout_uniform(void **st) {
     st_model_free(m);
 }
 
-static void test_resolve_weights(void **st) {
-    (void)st;
-    char d[512], sub[600], f[600];
-    tmp_path(d, sizeof d, "trainout");
-    mkdir(d, 0755);
-    snprintf(sub, sizeof sub, "%s/final", d);
-    mkdir(sub, 0755);
-    char *out = NULL;
-    assert_int_equal(st_model_resolve_weights(d, "live", &out), ST_OK);
-    assert_string_equal(out, sub);
-    free(out);
-    assert_int_equal(st_model_resolve_weights(d, "ema", &out), ST_ERR_ARG);
-    assert_non_null(strstr(st_last_error(), "no EMA weights"));
-    assert_non_null(strstr(st_last_error(), d));
-    assert_null(out);
-    snprintf(sub, sizeof sub, "%s/final-ema", d);
-    mkdir(sub, 0755);
-    assert_int_equal(st_model_resolve_weights(d, "ema", &out), ST_OK);
-    assert_string_equal(out, sub);
-    free(out);
-    assert_int_equal(st_model_resolve_weights(d, "best", &out), ST_ERR_ARG);
-    /* a plain model file: itself for live, an error for ema */
-    write_tmp(f, sizeof f, "m.gguf", "x", 1);
-    assert_int_equal(st_model_resolve_weights(f, "live", &out), ST_OK);
-    assert_string_equal(out, f);
-    free(out);
-    assert_int_equal(st_model_resolve_weights(f, "ema", &out), ST_ERR_ARG);
-    assert_non_null(strstr(st_last_error(), "final-ema"));
-    assert_int_equal(st_model_resolve_weights("/nonexistent/model", "live", &out), ST_ERR_IO);
-}
-
 static void test_parse_max(void **st) {
     (void)st;
     char *r = NULL;
@@ -183,7 +152,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tqa_load),      cmocka_unit_test(test_tqa_real),
         cmocka_unit_test(test_mtbench_load),  cmocka_unit_test(test_heldout_uniform),
-        cmocka_unit_test(test_resolve_weights), cmocka_unit_test(test_parse_max),
+        cmocka_unit_test(test_parse_max),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
