@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,21 +34,39 @@ typedef struct {
     uint64_t seed;
 } train_opts;
 
-/* SIGINT / SIGTERM during training: the first asks the trainer to stop after the current step
- * and save it; a second quits at once (losing the step, not the last checkpoint). */
-static volatile sig_atomic_t g_stop;
+/* SIGINT / SIGTERM are blocked in every thread of `train` (set before any thread exists, so the
+ * compute threads inherit it) and taken by one thread with sigwait: no handler ever interrupts
+ * AVX-512 code. (A handler that returned into the trainer corrupted the heap inside oneDNN's sgemm
+ * about one run in four on this VM, seen as "corrupted size vs. prev_size".) While the run trains,
+ * the first signal asks it to stop after the current step and save it; before that, or on a
+ * second signal, the process ends as by default (an empty --out it created is removed first). */
+static volatile sig_atomic_t g_stop, g_training;
+static sigset_t g_stop_set;
 
-static void on_stop(int sig) {
-    if (g_stop) {
-        signal(sig, SIG_DFL);
-        raise(sig);
-        return;
+static void *stop_signal_thread(void *arg) {
+    (void)arg;
+    for (;;) {
+        int sig;
+        if (sigwait(&g_stop_set, &sig) != 0) continue;
+        if (!g_training || g_stop) cli_signal_exit(sig);
+        g_stop = sig;
+        static const char msg[] = "\nsafetune train: stopping after the current step and saving it "
+                                  "(interrupt again to quit now)\n";
+        if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) { /* nothing to do: stderr is gone */
+        }
     }
-    g_stop = 1;
-    static const char msg[] = "\nsafetune train: stopping after the current step and saving it "
-                              "(interrupt again to quit now)\n";
-    if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) { /* nothing to do: stderr is gone */
-    }
+    return NULL;
+}
+
+/* Block SIGINT/SIGTERM in this (still single) thread and start the thread that takes them. */
+static void start_stop_signal_thread(void) {
+    sigemptyset(&g_stop_set);
+    sigaddset(&g_stop_set, SIGINT);
+    sigaddset(&g_stop_set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &g_stop_set, NULL);
+    pthread_t th;
+    if (pthread_create(&th, NULL, stop_signal_thread, NULL) == 0) pthread_detach(th);
+    else pthread_sigmask(SIG_UNBLOCK, &g_stop_set, NULL); /* no thread: default actions */
 }
 
 static int fail(const char *what) {
@@ -56,10 +75,13 @@ static int fail(const char *what) {
 }
 
 /* The first entry of folder `out` that a `safetune train` run does not write (a model folder,
- * the user's files), into what; 0 when there is none (or no folder). A config.json counts as
- * the run's when cli_read_run_config says so. */
+ * the user's files), into what; 0 when there is none, no folder, or the folder is a run's (its
+ * config.json is a run config, cli_read_run_config): then other entries are the user's results. */
 static int foreign_entry(const char *out, char *what, size_t cap) {
     static const char *const ours[] = {"config.json", "metrics.jsonl", "checkpoints", "final", "final-ema"};
+    cJSON *run = cli_read_run_config(out);
+    cJSON_Delete(run);
+    if (run) return 0; /* a run's folder: what else is in it (eval results...) is the user's, left alone */
     DIR *d = opendir(out);
     if (!d) return 0;
     struct dirent *de;
@@ -185,7 +207,7 @@ int cmd_train(int argc, char **argv) {
         return rc < 0 ? 0 : rc;
     }
     if (!o.model || !o.data || !o.out) {
-        rc = st_args_fail(&spec, "--model, --data and --out are required");
+        rc = st_args_fail(&spec, "--model, --data and --out are required (or --config OUT/config.json to continue a run)");
         st_args_free(&args);
         return rc;
     }
@@ -249,10 +271,15 @@ int cmd_train(int argc, char **argv) {
     st_trainer *t = NULL;
     char *cfg_json = NULL;
     rc = 1;
+    start_stop_signal_thread();
     /* output folder first: fail fast (and lose nothing) when it is not writable or holds a run */
     char path[4200];
     struct stat sb0;
     int made_out = 0;
+    if (o.overwrite && o.resume) {
+        rc = st_args_fail(&spec, "--overwrite (start again) and --resume (continue) contradict each other: pass one");
+        goto done;
+    }
     {
         char what[600];
         if (foreign_entry(o.out, what, sizeof what)) { /* never write into someone else's folder */
@@ -275,7 +302,8 @@ int cmd_train(int argc, char **argv) {
                 else
                     fprintf(stderr, "safetune train: %s holds a finished run (%s); pass --overwrite to replace it%s, "
                             "or choose a new --out\n", o.out, path,
-                            has_ck ? ", --resume auto with a larger --max-steps to continue it from its last checkpoint" : "");
+                            has_ck ? ", `safetune train --config OUT/config.json --resume auto --max-steps N` (N larger) to "
+                                     "continue it from its last checkpoint" : "");
                 goto done;
             }
         }
@@ -299,12 +327,17 @@ int cmd_train(int argc, char **argv) {
     if (o.resume && strcmp(o.resume, "auto")) {
         char sub[2][4400];
         const char *why = NULL;
+        char sub2[2][4400];
         snprintf(sub[0], sizeof sub[0], "%s/checkpoints", o.resume);
         snprintf(sub[1], sizeof sub[1], "%s/final", o.resume);
+        snprintf(sub2[0], sizeof sub2[0], "%s/MANIFEST", o.resume);
+        snprintf(sub2[1], sizeof sub2[1], "%s/model.safetensors", o.resume);
         if (stat(o.resume, &sb0) != 0) why = "no such checkpoint folder";
         else if (!S_ISDIR(sb0.st_mode)) why = "not a folder";
         else if (stat(sub[0], &sb0) == 0 || stat(sub[1], &sb0) == 0)
             why = "a training output folder, not one of its checkpoints";
+        else if (stat(sub2[0], &sb0) != 0 && stat(sub2[1], &sb0) == 0)
+            why = "an exported model (a run's final/ or final-ema/), not a checkpoint";
         if (why) {
             fprintf(stderr, "safetune train: --resume %s: %s (pass a step-N folder under OUT/checkpoints, or "
                     "--out OUT --resume auto)\n", o.resume, why);
@@ -382,14 +415,13 @@ int cmd_train(int argc, char **argv) {
             c.bf16 ? "bf16" : "fp32");
     snprintf(path, sizeof path, "%s/config.json", o.out);
     if (st_write_file_atomic(path, cfg_json, strlen(cfg_json)) != ST_OK) { fail(NULL); goto done; }
-    signal(SIGINT, on_stop);
-    signal(SIGTERM, on_stop);
+    g_training = 1;
     st_status rs = st_trainer_run(t);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
+    g_training = 0;
     if (rs == ST_ERR_INTERRUPTED) {
-        fprintf(stderr, "safetune train: %s\n", st_last_error());
-        rc = 130;
+        fprintf(stderr, "safetune train: %s; continue with `safetune train --config %s/config.json --resume auto`\n",
+                st_last_error(), o.out);
+        rc = 128 + (int)g_stop; /* as the shell reports a death by that signal: 130 SIGINT, 143 SIGTERM */
         goto done;
     }
     if (rs != ST_OK) { fail(NULL); goto done; }

@@ -60,6 +60,10 @@ int cli_load_model(const char *prog, const char *model, const char *weights, st_
  * 0 on success, 1 with st_last_error() naming the folder (src/cli/outdir.c). */
 int cli_out_create(const char *out, int *made);
 
+/* End the process as signal sig's default action would, from any thread (e.g. one taking signals
+ * with sigwait): first removes the --out folder cli_out_create made if it is still empty. */
+void cli_signal_exit(int sig);
+
 /* On failure: removes OUT again if this command created it and it is still empty. */
 void cli_out_abandon(const char *out, int made);
 

@@ -29,7 +29,7 @@ static void usage(FILE *f) {
         fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
     fprintf(f, "  %-10s %s\n", "version", "print the version and the git commit it was built from (also --version)");
     fprintf(f, "\nexit status: 0 success, 1 runtime error (bad file, failed run), 2 usage error (bad option),\n"
-               "130 interrupted (train: after saving a checkpoint of the current step)\n");
+               "128+N ended by signal N: 130 Ctrl-C, 143 SIGTERM (train: after saving a checkpoint of the current step)\n");
     fprintf(f, "OpenMP threads wait passively unless OMP_WAIT_POLICY is set (active: ~2%% faster on idle cores)\n");
 }
 

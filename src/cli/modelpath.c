@@ -128,13 +128,13 @@ int cli_model_hint(const char *path, char *msg, size_t cap) {
     }
     if (has(path, "MANIFEST", 0) && has(path, "state.bin", 0)) {
         snprintf(msg, cap, "%s is a trainer checkpoint (resume state, not a model): continue the run with "
-                 "`safetune train --resume %s`; the model is exported to the run's final/ (and final-ema/) "
-                 "when training finishes", path, path);
+                 "`safetune train --config %s/../../config.json --resume %s`; the model is exported to the run's "
+                 "final/ (and final-ema/) when training finishes", path, path, path);
         return 1;
     }
     if (has(path, "checkpoints", 1) || is_run_config(path)) {
         snprintf(msg, cap, "%s is the output folder of a `safetune train` run that has not finished (%s, no "
-                 "final/ yet): continue it with `safetune train --resume auto --out %s ...`, then pass %s/final",
+                 "final/ yet): continue it with `safetune train --config %s/config.json --resume auto`, then pass %s/final",
                  path, has(path, "checkpoints", 1) ? "checkpoints/ only" : "config.json holds the run's settings",
                  path, path);
         return 1;

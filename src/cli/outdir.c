@@ -4,6 +4,7 @@
 #include "cli/commands.h"
 #include "safetune/base.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -16,6 +17,17 @@ static void on_stop_signal(int sig) {
     if (made_set) rmdir(made_path);
     signal(sig, SIG_DFL);
     raise(sig);
+}
+
+void cli_signal_exit(int sig) {
+    if (made_set) rmdir(made_path);
+    signal(sig, SIG_DFL);
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, sig);
+    pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+    raise(sig); /* this thread: the default action ends the process */
+    _exit(128 + sig);
 }
 
 int cli_out_create(const char *out, int *made) {

@@ -198,8 +198,8 @@ st_status st_trainer_run(st_trainer *t) {
         if (stop && t->step < t->max_steps) {
             if (c->progress) fputc('\n', stderr);
             if (c->out_dir)
-                return st_error(ST_ERR_INTERRUPTED, "interrupted after step %lld of %lld; saved %s (continue "
-                                "with --resume auto)", (long long)t->step, (long long)t->max_steps, t->last_ckpt);
+                return st_error(ST_ERR_INTERRUPTED, "interrupted after step %lld of %lld; saved %s",
+                                (long long)t->step, (long long)t->max_steps, t->last_ckpt);
             return st_error(ST_ERR_INTERRUPTED, "interrupted after step %lld of %lld", (long long)t->step,
                             (long long)t->max_steps);
         }

@@ -498,6 +498,21 @@ def case_bad_input(tool):
     a = train_args(model, o5, "--max-steps", "10", "--save-every", "2", "--resume", "auto")
     a[a.index("--data") + 1] = other
     ok = expect_fail(a, ["training data differ", "step-00000008"], "resume with edited data") and ok
+    # the user's results inside a run folder (README: eval --out RUN/safety) do not block it
+    os.makedirs(os.path.join(o5, "safety"), exist_ok=True)
+    open(os.path.join(o5, "safety", "summary.json"), "w").write("{}")
+    a = train_args(model, o5, "--max-steps", "6", "--save-every", "2", "--resume", "auto")
+    r = run(a)
+    good = "holds 'safety'" not in r.stderr and "past this run's 6 steps" in r.stderr
+    print(f"a run folder holding the user's eval results is still the run's: {good}")
+    ok = ok and good
+    # --overwrite with --resume: a usage error; --resume on an exported model: named as such
+    r = run(train_args(model, o5, "--max-steps", "8", "--resume", "auto", "--overwrite"))
+    good = r.returncode == 2 and "contradict" in r.stderr
+    print(f"--overwrite with --resume: exit {r.returncode} -> {'ok' if good else 'FAIL'}")
+    ok = ok and good
+    ok = expect_fail(train_args(model, os.path.join(d, "o_fin"), "--max-steps", "2", "--resume", model),
+                     ["an exported model"], "--resume on a model folder") and ok
     # resume with fewer steps than the checkpoint has done: refused (the weights would not be the
     # config's run), config.json unchanged
     cfg_before = open(os.path.join(o5, "config.json")).read()
