@@ -150,7 +150,6 @@ static int eval_safety(int argc, char **argv) {
     int rc = st_args_parse(&spec, argc, argv, &args), made_out = 0;
     if (rc) return rc < 0 ? 0 : rc;
     rc = 1;
-    if (prompts_alias && !bench) bench = prompts_alias;
     st_refusal_opts ro = {prefix_only ? ST_REFUSAL_PREFIX : ST_REFUSAL_SUBSTRING, norm_apos};
     st_refusal_matcher *m = NULL;
     st_eval_set set = {0};
@@ -163,6 +162,11 @@ static int eval_safety(int argc, char **argv) {
     st_eval_record *recs = NULL;
     size_t n = 0;
 
+    if (prompts_alias && bench && strcmp(prompts_alias, bench)) {
+        rc = st_args_fail(&spec, "--prompts is another name for --benchmark: pass one (got %s and %s)", prompts_alias, bench);
+        goto out;
+    }
+    if (prompts_alias && !bench) bench = prompts_alias;
     if (!model == !responses) { rc = st_args_fail(&spec, "give exactly one of --model MODEL or --responses FILE"); goto out; }
     if (responses && bench) { rc = st_args_fail(&spec, "--benchmark/--prompts need --model (with --responses the prompts come from the file)"); goto out; }
     if (responses && limit) { rc = st_args_fail(&spec, "--limit needs --model (with --responses every answer in the file is scored)"); goto out; }

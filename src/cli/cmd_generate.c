@@ -194,6 +194,7 @@ int cmd_generate(int argc, char **argv) {
     if (!prompt == !prompts_file) { rc = st_args_fail(&spec, "give exactly one of --prompt TEXT or --prompts FILE"); goto out; }
     if (prompt && !*prompt) { rc = st_args_fail(&spec, "--prompt is empty"); goto out; }
     if (system && !chat) { rc = st_args_fail(&spec, "--system-prompt needs --chat"); goto out; }
+    if (with_ids && !output) { rc = st_args_fail(&spec, "--include-ids needs --output FILE (the ids go into its JSONL records)"); goto out; }
     if (output) {
         struct stat so, sp;
         if (stat(output, &so) == 0 && S_ISDIR(so.st_mode)) {

@@ -391,8 +391,11 @@ int cmd_train(int argc, char **argv) {
         }
         if (have) {
             if (st_trainer_resume(t, dir) != ST_OK) { fail("--resume"); goto done; }
-            fprintf(stderr, "safetune train: resumed from %s at step %lld\n", dir,
-                    (long long)st_trainer_steps_done(t));
+            fprintf(stderr, "safetune train: resumed from %s at step %lld%s\n", dir,
+                    (long long)st_trainer_steps_done(t),
+                    st_trainer_steps_done(t) >= st_trainer_max_steps(t)
+                        ? ": the run is already finished, its final weights are written again (a larger --max-steps continues it)"
+                        : "");
         }
     }
     if (o.eval_every > 0 && st_trainer_n_val(t) == 0)

@@ -144,7 +144,8 @@ def main():
     # --- options that a switch makes meaningless: usage errors, not silently ignored ---
     for args, needle in ((["eval", "utility", "--model", model, "--no-truthfulqa", "--tqa-limit", "3"], "--no-truthfulqa"),
                          (["eval", "utility", "--model", model, "--no-mtbench", "--mtbench-limit", "2"], "--no-mtbench"),
-                         (base + ["--judge-model", "x", "--limit", "1"], "--judge-url")):
+                         (base + ["--judge-model", "x", "--limit", "1"], "--judge-url"),
+                         (base + ["--benchmark", "advbench", "--prompts", "xstest"], "another name for --benchmark")):
         o = os.path.join(work, "o_conflict")
         p = run(args + ["--out", o])
         check(p.returncode == 2 and needle in p.stderr and not os.path.exists(o),

@@ -156,6 +156,8 @@ def main():
     r = run(["generate", "--model", a.model, "--prompts", W("brace.txt"), "--max-new-tokens", "2", "--output", W("brace_out.jsonl")])
     got = [json.loads(x)["prompt"] for x in open(W("brace_out.jsonl"))] if r.returncode == 0 else []
     check(got == ["hello", "{x = 1} is a block"], "text prompts with a '{' line kept as text: %s %s" % (got, r.stderr))
+    expect_error(["generate", "--model", a.model, "--prompt", "hi", "--include-ids"], ["--include-ids needs --output"],
+                 rc_want=2, what="--include-ids without --output")
     # --prompts-format text: a first line starting with '{' is text too
     with open(W("brace1.txt"), "w") as fp:
         fp.write("{x = 1} is a block\nhello\n")
