@@ -118,6 +118,18 @@ int cmd_info(int argc, char **argv) {
     }
     cJSON *cfg = cJSON_Parse(cfg_json);
     if (!cfg) { fprintf(stderr, "safetune info: internal error: config JSON does not parse\n"); goto out; }
+    /* torch_dtype: the checkpoint's own (weights are held in fp32 here; the tensor table gives the
+     * stored types); GGUF has no such key */
+    cJSON_DeleteItemFromObjectCaseSensitive(cfg, "torch_dtype");
+    if (is_dir) {
+        char cp[4200], *txt = NULL;
+        snprintf(cp, sizeof cp, "%s/config.json", path);
+        cJSON *hf = st_read_file(cp, &txt, NULL) == ST_OK ? cJSON_Parse(txt) : NULL;
+        const cJSON *td = cJSON_GetObjectItemCaseSensitive(hf, "torch_dtype");
+        if (cJSON_IsString(td)) cJSON_AddStringToObject(cfg, "torch_dtype", td->valuestring);
+        cJSON_Delete(hf);
+        free(txt);
+    }
     cJSON_AddItemToObject(root, "config", cfg);
     cJSON_AddNumberToObject(root, "parameters", (double)m->layout.n_floats);
     cJSON *tk = cJSON_AddObjectToObject(root, "tokenizer");

@@ -506,6 +506,13 @@ def case_bad_input(tool):
     good = "holds 'safety'" not in r.stderr and "past this run's 6 steps" in r.stderr
     print(f"a run folder holding the user's eval results is still the run's: {good}")
     ok = ok and good
+    # a bf16 export: `info` shows the checkpoint's torch_dtype, not the in-memory fp32
+    ob = os.path.join(d, "o_bf16")
+    must(train_args(model, ob, "--max-steps", "1", "--save-weights", "live", "--export-dtype", "bf16"))
+    r = run([CLI, "info", os.path.join(ob, "final")])
+    good = r.returncode == 0 and '"bfloat16"' in r.stdout and '"float32"' not in r.stdout
+    print(f"info on a bf16 export shows torch_dtype bfloat16: {good}")
+    ok = ok and good
     # --overwrite with --resume: a usage error; --resume on an exported model: named as such
     r = run(train_args(model, o5, "--max-steps", "8", "--resume", "auto", "--overwrite"))
     good = r.returncode == 2 and "contradict" in r.stderr
