@@ -375,6 +375,10 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "safetune train: warning: %s: %zu row%s no trained tokens at --max-seq-len %d; "
                     "dropped\n", o.data, dropped, dropped == 1 ? " has" : "s have", o.max_seq_len);
     }
+    if (o.max_seq_len > m->config.max_position_embeddings)
+        fprintf(stderr, "safetune train: warning: --max-seq-len %d is above the model's max_position_embeddings %d: "
+                "positions past %d were never trained\n", o.max_seq_len, m->config.max_position_embeddings,
+                m->config.max_position_embeddings);
     int32_t eos = st_tokenizer_eos_id(m->tokenizer);
     c.pad_id = eos >= 0 && eos < m->config.vocab_size ? eos : 0;
     if (st_trainer_new(m, &tk, &c, &t) != ST_OK) { fail(NULL); goto done; }

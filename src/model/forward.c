@@ -88,8 +88,8 @@ st_status st_acts_alloc(const st_config *cfg, int B, int T, int save, int logits
     if (!a->buf) {
         free(a->layers);
         free(a);
-        return st_error(ST_ERR_NOMEM, "activations: cannot allocate %zu MiB for B=%d T=%d",
-                        nf * sizeof(float) >> 20, B, T);
+        return st_error(ST_ERR_NOMEM, "activations: cannot allocate %zu MiB for B=%d rows of T=%d tokens "
+                        "(lower the batch size or the sequence length)", nf * sizeof(float) >> 20, B, T);
     }
     acts_layout(cfg, B * T, B, T, save, logits_external, a, a->buf);
     *out = a;
