@@ -59,6 +59,9 @@ char *st_strdup(const char *s);
 
 /* Read a whole file into a NUL-terminated heap buffer. *len excludes the NUL. */
 st_status st_read_file(const char *path, char **data, size_t *len);
+/* st_read_file for a text input (datasets, prompt files, configs): ST_ERR_FORMAT naming the
+ * byte and line of the first NUL byte, which text never holds (a binary file, or UTF-16). */
+st_status st_read_text_file(const char *path, char **data, size_t *len);
 /* Write `len` bytes atomically: to "<path>.tmp.<pid>", fsync, rename over `path`. */
 st_status st_write_file_atomic(const char *path, const void *data, size_t len);
 

@@ -80,6 +80,24 @@ st_status st_read_file(const char *path, char **data, size_t *len) {
     return ST_OK;
 }
 
+st_status st_read_text_file(const char *path, char **data, size_t *len) {
+    size_t n = 0;
+    st_status s = st_read_file(path, data, &n);
+    if (s) return s;
+    const char *nul = memchr(*data, '\0', n);
+    if (nul) {
+        size_t line = 1;
+        for (const char *p = *data; p < nul; p++) line += *p == '\n';
+        s = st_error(ST_ERR_FORMAT, "%s: byte %zu (line %zu): NUL byte: a binary file (or UTF-16), not UTF-8 "
+                     "text", path, (size_t)(nul - *data), line);
+        free(*data);
+        *data = NULL;
+        return s;
+    }
+    if (len) *len = n;
+    return ST_OK;
+}
+
 st_status st_write_file_atomic(const char *path, const void *data, size_t len) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());

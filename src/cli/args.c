@@ -148,7 +148,7 @@ static int keep_string(st_args *out, const char *s, const char **copy) {
 static int apply_config(st_args_spec *spec, const char *path, st_args *out) {
     char *text;
     size_t len;
-    if (st_read_file(path, &text, &len)) return st_args_fail(spec, "--config: %s", st_last_error());
+    if (st_read_text_file(path, &text, &len)) return st_args_fail(spec, "--config: %s", st_last_error());
     const char *errp = NULL;
     cJSON *root = cJSON_ParseWithOpts(text, &errp, 1);
     int rc = 0;

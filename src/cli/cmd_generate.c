@@ -56,7 +56,7 @@ static const char *id_text(const cJSON *id, size_t index, char *buf, size_t cap)
 static st_status read_prompts(const char *path, const char *format, prompt_list *out) {
     char *data;
     size_t len;
-    st_status s = st_read_file(path, &data, &len);
+    st_status s = st_read_text_file(path, &data, &len);
     if (s) return s;
     len = st_utf8_strip_bom(data, len);
     size_t line = 0, *lines = NULL; /* lines[i]: file line of prompt i */

@@ -170,7 +170,7 @@ st_status st_truthfulqa_load(const char *path, st_tqa_set *out) {
     memset(out, 0, sizeof *out);
     char *data;
     size_t len;
-    st_status s = st_read_file(path, &data, &len);
+    st_status s = st_read_text_file(path, &data, &len);
     if (s) return s;
     len = st_utf8_strip_bom(data, len);
     struct csv_parser p;
@@ -226,7 +226,7 @@ st_status st_mtbench_load(const char *path, st_mtbench_set *out) {
     memset(out, 0, sizeof *out);
     char *data;
     size_t len;
-    st_status s = st_read_file(path, &data, &len);
+    st_status s = st_read_text_file(path, &data, &len);
     if (s) return s;
     len = st_utf8_strip_bom(data, len);
     size_t line = 0, cap = 0;

@@ -70,6 +70,14 @@ static void test_atomic_write(void **state) {
     assert_int_equal(len, 5);
     assert_string_equal(data, "hello");
     free(data);
+    /* text inputs: a NUL byte is named by byte and line */
+    assert_int_equal(st_read_text_file(path, &data, &len), ST_OK);
+    free(data);
+    assert_int_equal(st_write_file_atomic(path, "ab\ncd\0e", 7), ST_OK);
+    data = (char *)1;
+    assert_int_equal(st_read_text_file(path, &data, &len), ST_ERR_FORMAT);
+    assert_null(data);
+    assert_non_null(strstr(st_last_error(), "byte 5 (line 2): NUL byte"));
     unlink(path);
     assert_int_equal(st_write_file_atomic("/nonexistent-dir/x", "a", 1), ST_ERR_IO);
     /* the message names the file asked for (not the internal temporary) and the missing folder */

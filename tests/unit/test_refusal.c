@@ -167,7 +167,7 @@ static void expect_list_error(const char *name, const char *data, size_t len, co
 static void test_user_list_errors(void **state) {
     (void)state;
     expect_list_error("l_empty.txt", "", 0, "no refusal strings");
-    expect_list_error("l_blank.txt", "a\nb\n\nc\n", 8, "line 3: empty refusal string");
+    expect_list_error("l_blank.txt", "a\nb\n\nc\n", 7, "line 3: empty refusal string");
     expect_list_error("l_ws.txt", "a\n   \n", 6, "line 2: empty");
     expect_list_error("l_dup.txt", "a\nb\na\n", 6, "line 3: duplicate");
     expect_list_error("l_utf8.txt", "ok\nbad\xff\n", 7, "line 2, byte 4: invalid UTF-8");

@@ -156,6 +156,10 @@ def main():
     r = run(["generate", "--model", a.model, "--prompts", W("brace.txt"), "--max-new-tokens", "2", "--output", W("brace_out.jsonl")])
     got = [json.loads(x)["prompt"] for x in open(W("brace_out.jsonl"))] if r.returncode == 0 else []
     check(got == ["hello", "{x = 1} is a block"], "text prompts with a '{' line kept as text: %s %s" % (got, r.stderr))
+    with open(W("nul.txt"), "wb") as fp:
+        fp.write(b"abc\x00def\nsecond\n")
+    expect_error(["generate", "--model", a.model, "--prompts", W("nul.txt")], ["nul.txt", "byte 3 (line 1)", "NUL byte"],
+                 rc_want=1, what="a prompt file with a NUL byte")
     expect_error(["generate", "--model", a.model, "--prompt", "hi", "--include-ids"], ["--include-ids needs --output"],
                  rc_want=2, what="--include-ids without --output")
     # --prompts-format text: a first line starting with '{' is text too
