@@ -148,7 +148,10 @@ static int keep_string(st_args *out, const char *s, const char **copy) {
 static int apply_config(st_args_spec *spec, const char *path, st_args *out) {
     char *text;
     size_t len;
-    if (st_read_text_file(path, &text, &len)) return st_args_fail(spec, "--config: %s", st_last_error());
+    if (st_read_text_file(path, &text, &len)) { /* a file that cannot be read: a runtime error (1), as elsewhere */
+        fprintf(stderr, "%s: --config: %s\n", spec->prog, st_last_error());
+        return 1;
+    }
     const char *errp = NULL;
     cJSON *root = cJSON_ParseWithOpts(text, &errp, 1);
     int rc = 0;

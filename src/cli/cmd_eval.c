@@ -509,7 +509,8 @@ static int eval_utility(int argc, char **argv) {
         cJSON_AddNumberToObject(h, "perplexity", hr.perplexity);
         printf("held-out loss %.6f nats/token, perplexity %.4f (%zu rows, %zu assistant tokens", hr.loss,
                hr.perplexity, hr.n_rows, hr.n_tokens);
-        if (hr.n_truncated) printf("; %zu rows cut to --max-seq-len %d", hr.n_truncated, max_seq);
+        if (hr.n_truncated)
+            printf("; %zu row%s cut to --max-seq-len %d", hr.n_truncated, hr.n_truncated == 1 ? "" : "s", max_seq);
         printf(")\n");
     } else {
         cJSON_AddNullToObject(sum, "heldout");

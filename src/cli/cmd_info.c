@@ -78,7 +78,7 @@ int cmd_info(int argc, char **argv) {
     const char *weights = "live";
     st_opt opts[] = {
         {"weights", ST_OPT_CHOICE, &weights, "live|ema", "with a `safetune train` output folder: final/ (live) or final-ema/ (ema)", 0, 0, 0},
-        {"json", ST_OPT_FLAG, &as_json, NULL, "print one JSON object (config, parameters, tokenizer, chat, tensors)", 0, 0, 0},
+        {"json", ST_OPT_FLAG, &as_json, NULL, "print one JSON object (config, parameters, tokenizer, chat_template, tensors)", 0, 0, 0},
         {"all-tensors", ST_OPT_FLAG, &all_tensors, NULL, "list every tensor (default: layer 0 and the rest)", 0, 0, 0},
     };
     st_args_spec spec = {"safetune info", "MODEL [--json]",

@@ -16,7 +16,7 @@ static const st_command COMMANDS[] = {
     {"info", "show a model's config, tensors, tokenizer and chat template", cmd_info},
     {"generate", "generate responses for a prompt or a file of prompts (batched)", cmd_generate},
     {"chat", "interactive multi-turn chat on stdin", cmd_chat},
-    {"eval", "safety evaluation: refusal-keyword ASR, XSTest over-refusal, LLM judge", cmd_eval},
+    {"eval", "eval safety (refusal-keyword ASR, XSTest over-refusal, LLM judge) | eval utility", cmd_eval},
     {"serve", "OpenAI-compatible HTTP server on 127.0.0.1", cmd_serve},
     {"train", "full fine-tuning (AdamW, LR schedule, clipping, EMA of the weights)", cmd_train},
     {"align", "build the aligned start of a study (refusal tuning on AdvBench half a)", cmd_align},

@@ -19,8 +19,9 @@ st_status st_data_split_make(size_t n, double val_fraction, size_t val_count, ui
     if (n > UINT32_MAX) return st_error(ST_ERR_ARG, "validation split: %zu rows is too many", n);
     size_t n_val = val_count > 0 ? val_count : (size_t)ceil(val_fraction * (double)n);
     if (n_val >= n)
-        return st_error(ST_ERR_ARG, "validation split: %zu validation rows of %zu leaves no "
-                        "training rows", n_val, n);
+        return st_error(ST_ERR_ARG, "validation split: %zu validation row%s of %zu leave%s none for training "
+                        "(the split is the one `train` makes: ask for fewer validation rows, or use more data)",
+                        n_val, n_val == 1 ? "" : "s", n, n_val == 1 ? "s" : "");
     uint32_t *perm = st_malloc(n * sizeof *perm);
     if (!perm) return ST_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) perm[i] = (uint32_t)i;

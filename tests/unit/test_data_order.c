@@ -44,7 +44,7 @@ static void test_split(void **state) {
     st_data_split_free(&a);
     assert_int_equal(st_data_split_make(10, 1.0, 0, 1, &a), ST_ERR_ARG);
     assert_int_equal(st_data_split_make(10, 0.0, 10, 1, &a), ST_ERR_ARG);
-    assert_non_null(strstr(st_last_error(), "no training rows"));
+    assert_non_null(strstr(st_last_error(), "leave none for training"));
     free(seen);
 }
 
