@@ -50,6 +50,7 @@ static cJSON *fingerprint(const st_trainer *t) {
     cJSON_AddNumberToObject(o, "ema_every", (double)c->ema_every);
     cJSON_AddNumberToObject(o, "ema_start", (double)c->ema_start);
     cJSON_AddStringToObject(o, "precision", c->bf16 ? "bf16" : "fp32");
+    cJSON_AddNumberToObject(o, "max_steps", (double)t->max_steps); /* may grow: a warning, not a refusal */
     return o;
 }
 
@@ -101,6 +102,15 @@ st_status st_trainer_resume(st_trainer *t, const char *dir) {
     for (const cJSON *it = mine->child; it && !s; it = it->next) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(fp, it->string);
         if (!v) continue; /* a key that older checkpoints did not record */
+        if (!strcmp(it->string, "max_steps")) {
+            const st_sched_kind k = t->cfg.sched.kind;
+            if (cJSON_IsNumber(v) && v->valuedouble != it->valuedouble && (k == ST_SCHED_LINEAR || k == ST_SCHED_COSINE))
+                st_log_warn("%s: the run was started for %.0f steps and now asks for %.0f: its %s learning-rate "
+                            "schedule is recomputed for %.0f steps (the steps already taken followed the %.0f-step "
+                            "curve)", dir, v->valuedouble, it->valuedouble, st_schedule_kind_name(k), it->valuedouble,
+                            v->valuedouble);
+            continue;
+        }
         int same = v && ((cJSON_IsNumber(v) && cJSON_IsNumber(it) && v->valuedouble == it->valuedouble) ||
                          (cJSON_IsBool(v) && cJSON_IsBool(it) && cJSON_IsTrue(v) == cJSON_IsTrue(it)) ||
                          (cJSON_IsString(v) && cJSON_IsString(it) && !strcmp(v->valuestring, it->valuestring)));

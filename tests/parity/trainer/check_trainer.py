@@ -534,6 +534,11 @@ def case_bad_input(tool):
     same_cfg = open(os.path.join(o5, "config.json")).read() == cfg_before
     print("config.json unchanged after the refused resume:", same_cfg)
     ok = ok and same_cfg
+    # extending a cosine run: allowed, with a warning that the schedule is recomputed
+    r = run(train_args(model, o5, "--max-steps", "10", "--save-every", "2", "--resume", "auto"))
+    good = r.returncode == 0 and "started for 8 steps and now asks for 10" in r.stderr and "cosine" in r.stderr
+    print(f"extending a cosine run 8 -> 10 steps: warned: {good}")
+    ok = ok and good
     # unwritable output folder: a regular file in the path
     blocker = os.path.join(d, "file")
     open(blocker, "w").write("keep me")
