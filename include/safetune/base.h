@@ -68,6 +68,8 @@ st_status st_write_file_atomic(const char *path, const void *data, size_t len);
 /* Create a folder and its parents (mkdir -p, mode 0755); error if the path exists and is not a
  * folder. Remove a flat folder (its files, then itself) that we created; missing is fine. */
 st_status st_mkdir_p(const char *path);
+/* "dir/name" in a new heap string (trailing slashes of dir dropped); NULL (ST_ERR_NOMEM) on OOM. */
+char *st_path_join(const char *dir, const char *name);
 void st_remove_flat_dir(const char *dir);
 /* Remove the flat folders (or files) dir/PREFIX*.{partial,old,tmp}.PID whose process PID no
  * longer exists: what a save, export or prune killed mid-way leaves behind. Never the caller's

@@ -65,3 +65,14 @@ void st_remove_stale_temp_dirs(const char *dir, const char *prefix) {
     }
     closedir(d);
 }
+
+char *st_path_join(const char *dir, const char *name) {
+    size_t la = strlen(dir), lb = strlen(name);
+    while (la > 1 && dir[la - 1] == '/') la--;
+    char *r = st_malloc(la + lb + 2);
+    if (!r) return NULL;
+    memcpy(r, dir, la);
+    r[la] = '/';
+    memcpy(r + la + 1, name, lb + 1);
+    return r;
+}

@@ -51,17 +51,6 @@ static int is_dir_path(const char *p) {
     return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-static char *join(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    while (la > 1 && a[la - 1] == '/') la--;
-    char *r = malloc(la + lb + 2);
-    if (!r) return NULL;
-    memcpy(r, a, la);
-    r[la] = '/';
-    memcpy(r + la + 1, b, lb + 1);
-    return r;
-}
-
 st_status cli_resolve_weights(const char *model, const char *weights, char **out) {
     *out = NULL;
     if (!weights || !*weights) weights = "live";
@@ -72,7 +61,8 @@ st_status cli_resolve_weights(const char *model, const char *weights, char **out
     if (stat(model, &sb) != 0)
         return st_error(ST_ERR_IO, "%s: no such file or directory (MODEL is a .gguf file, a Hugging Face "
                                    "folder or a training output folder)", model);
-    char *fin = join(model, "final"), *fema = join(model, "final-ema"), *cfg = join(model, "config.json");
+    char *fin = st_path_join(model, "final"), *fema = st_path_join(model, "final-ema"),
+         *cfg = st_path_join(model, "config.json");
     if (!fin || !fema || !cfg) {
         free(fin), free(fema), free(cfg);
         return st_error(ST_ERR_NOMEM, "out of memory");

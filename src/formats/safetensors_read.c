@@ -292,16 +292,6 @@ static st_status add_file(st_safetensors *s, const char *path, size_t *idx) {
     return parse_file(s, f);
 }
 
-static char *join_dir(const char *dir, const char *name) {
-    size_t a = strlen(dir), b = strlen(name);
-    char *p = st_malloc(a + b + 2);
-    if (!p) return NULL;
-    memcpy(p, dir, a);
-    p[a] = '/';
-    memcpy(p + a + 1, name, b + 1);
-    return p;
-}
-
 static st_status open_index(st_safetensors *s, const char *ipath) {
     char *text;
     size_t len;
@@ -341,7 +331,7 @@ static st_status open_index(st_safetensors *s, const char *ipath) {
         for (const cJSON *p = wm->child; p != it; p = p->next)
             if (!strcmp(p->valuestring, it->valuestring)) seen = 1;
         if (seen) continue;
-        char *sp = join_dir(dir, it->valuestring);
+        char *sp = st_path_join(dir, it->valuestring);
         if (!sp) {
             st = ST_ERR_NOMEM;
             break;
@@ -378,8 +368,8 @@ st_status st_safetensors_open(const char *path, st_safetensors **out) {
     if (!s) return ST_ERR_NOMEM;
     st_status st;
     if (S_ISDIR(stt.st_mode)) {
-        char *ip = join_dir(path, "model.safetensors.index.json");
-        char *fp = join_dir(path, "model.safetensors");
+        char *ip = st_path_join(path, "model.safetensors.index.json");
+        char *fp = st_path_join(path, "model.safetensors");
         if (!ip || !fp) st = ST_ERR_NOMEM;
         else if (access(ip, F_OK) == 0) st = open_index(s, ip);
         else if (access(fp, F_OK) == 0) {
