@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -38,9 +39,10 @@ typedef struct {
  * compute threads inherit it) and taken by one thread with sigwait: no handler ever interrupts
  * AVX-512 code. (A handler that returned into the trainer corrupted the heap inside oneDNN's sgemm
  * about one run in four on this VM, seen as "corrupted size vs. prev_size".) While the run trains,
- * the first signal asks it to stop after the current step and save it; before that, or on a
- * second signal, the process ends as by default (an empty --out it created is removed first). */
-static volatile sig_atomic_t g_stop, g_training;
+ * the first signal asks it to stop after the current step and save it; while the final weights
+ * are exported, it lets the export finish; before that, or on a second signal, the process ends
+ * as by default (an empty --out it created is removed first). */
+static volatile sig_atomic_t g_stop, g_training; /* g_training: 1 training, 2 exporting */
 static sigset_t g_stop_set;
 
 static void *stop_signal_thread(void *arg) {
@@ -52,7 +54,11 @@ static void *stop_signal_thread(void *arg) {
         g_stop = sig;
         static const char msg[] = "\nsafetune train: stopping after the current step and saving it "
                                   "(interrupt again to quit now)\n";
-        if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) { /* nothing to do: stderr is gone */
+        static const char msg_export[] = "\nsafetune train: training is done; finishing the export of the "
+                                         "final weights (interrupt again to quit now and lose them)\n";
+        const int exporting = g_training == 2;
+        if (write(STDERR_FILENO, exporting ? msg_export : msg,
+                  (exporting ? sizeof msg_export : sizeof msg) - 1) < 0) { /* nothing to do: stderr is gone */
         }
     }
     return NULL;
@@ -107,8 +113,10 @@ static int foreign_entry(const char *out, char *what, size_t cap) {
 
 static char *run_config(const train_opts *o, const st_train_config *c) {
     cJSON *r = cJSON_CreateObject();
-    cJSON_AddStringToObject(r, "model", o->model);
-    cJSON_AddStringToObject(r, "data", o->data);
+    /* absolute paths: `train --config OUT/config.json --resume auto` then works from any folder */
+    char am[PATH_MAX], ad[PATH_MAX];
+    cJSON_AddStringToObject(r, "model", realpath(o->model, am) ? am : o->model);
+    cJSON_AddStringToObject(r, "data", realpath(o->data, ad) ? ad : o->data);
     cJSON_AddStringToObject(r, "data_format", o->data_format);
     cJSON_AddStringToObject(r, "out", o->out);
     cJSON_AddNumberToObject(r, "lr", c->optim.lr);
@@ -324,6 +332,21 @@ int cmd_train(int argc, char **argv) {
             }
         }
     }
+    if (o.resume && o.max_steps > 0) { /* a finished run must not be rewound to an older checkpoint */
+        cJSON *prev = cli_read_run_config(o.out);
+        const cJSON *pm = cJSON_GetObjectItemCaseSensitive(prev, "max_steps");
+        const double prev_steps = cJSON_IsNumber(pm) ? pm->valuedouble : 0;
+        cJSON_Delete(prev);
+        char f0[4200], f1[4200];
+        snprintf(f0, sizeof f0, "%s/final", o.out);
+        snprintf(f1, sizeof f1, "%s/final-ema", o.out);
+        if (prev_steps > o.max_steps && (stat(f0, &sb0) == 0 || stat(f1, &sb0) == 0)) {
+            fprintf(stderr, "safetune train: %s holds a finished run of %.0f steps; --max-steps %d would replace its "
+                    "final weights with an earlier state: ask for %.0f steps or more (or --overwrite to train it "
+                    "again)\n", o.out, prev_steps, o.max_steps, prev_steps);
+            goto done;
+        }
+    }
     if (o.resume && strcmp(o.resume, "auto")) {
         char sub[2][4400];
         const char *why = NULL;
@@ -432,8 +455,10 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     if (rs != ST_OK) { fail(NULL); goto done; }
+    g_training = 2; /* an interrupt now lets the export finish: the run is complete */
     if (want_live && export_one(m, st_trainer_params(t), o.out, "final", edt) != ST_OK) { fail(NULL); goto done; }
     if (want_ema && export_one(m, st_trainer_ema_params(t), o.out, "final-ema", edt) != ST_OK) { fail(NULL); goto done; }
+    g_training = 0;
     rc = 0;
 done:
     if (rc) cli_out_abandon(o.out, made_out);

@@ -85,9 +85,9 @@ st_status st_trainer_resume(st_trainer *t, const char *dir) {
         if ((s = st_checkpoint_load(dir, &probe, &saved))) return s;
         if (probe.step > t->max_steps) {
             free(saved);
-            return st_error(ST_ERR_ARG, "%s: the checkpoint is at step %lld, past this run's %lld steps; a "
+            return st_error(ST_ERR_ARG, "%s: the checkpoint is at step %lld, past this run's %lld step%s; a "
                             "resumed run can only go on (ask for %lld steps or more)", dir, (long long)probe.step,
-                            (long long)t->max_steps, (long long)probe.step);
+                            (long long)t->max_steps, t->max_steps == 1 ? "" : "s", (long long)probe.step);
         }
     }
     cJSON *root = saved ? cJSON_Parse(saved) : NULL;
@@ -105,7 +105,7 @@ st_status st_trainer_resume(st_trainer *t, const char *dir) {
         if (!strcmp(it->string, "max_steps")) {
             const st_sched_kind k = t->cfg.sched.kind;
             if (cJSON_IsNumber(v) && v->valuedouble != it->valuedouble && (k == ST_SCHED_LINEAR || k == ST_SCHED_COSINE))
-                st_log_warn("%s: the run was started for %.0f steps and now asks for %.0f: its %s learning-rate "
+                st_log_warn("%s: saved by a run of %.0f steps, now asked for %.0f: the %s learning-rate "
                             "schedule is recomputed for %.0f steps (the steps already taken followed the %.0f-step "
                             "curve)", dir, v->valuedouble, it->valuedouble, st_schedule_kind_name(k), it->valuedouble,
                             v->valuedouble);

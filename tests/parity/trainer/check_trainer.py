@@ -379,6 +379,10 @@ def case_resume_kill(tool):
         good = (p.returncode == 130 and f"interrupted after step {stopped} of 24" in err and "--resume auto" in err
                 and run([tool, "verify", ck]).returncode == 0 and not os.path.exists(os.path.join(out, "final")))
         print(f"SIGINT: exit {p.returncode}, stopped after step {stopped}, checkpoint saved and valid: {good}")
+        r = run(train_args(model, out, "--max-steps", "1", "--save-every", "0", "--resume", "auto"))
+        good = r.returncode == 1 and f"at step {stopped}, past this run's 1 step;" in r.stderr
+        print(f"resume with fewer --max-steps than the checkpoint's step: refused: {good}")
+        ok = ok and good
         r = run(train_args(model, out, "--max-steps", steps, "--save-every", "0", "--resume", "auto"))
         same = r.returncode == 0 and losses(out) == ref
         print(f"--resume auto after SIGINT: losses bit-identical to the uninterrupted run: {same}")
@@ -503,7 +507,7 @@ def case_bad_input(tool):
     open(os.path.join(o5, "safety", "summary.json"), "w").write("{}")
     a = train_args(model, o5, "--max-steps", "6", "--save-every", "2", "--resume", "auto")
     r = run(a)
-    good = "holds 'safety'" not in r.stderr and "past this run's 6 steps" in r.stderr
+    good = "holds 'safety'" not in r.stderr and "8 steps or more" in r.stderr
     print(f"a run folder holding the user's eval results is still the run's: {good}")
     ok = ok and good
     # a bf16 export: `info` shows the checkpoint's torch_dtype, not the in-memory fp32
@@ -524,7 +528,7 @@ def case_bad_input(tool):
     # config's run), config.json unchanged
     cfg_before = open(os.path.join(o5, "config.json")).read()
     a = train_args(model, o5, "--max-steps", "6", "--save-every", "2", "--resume", "auto")
-    ok = expect_fail(a, ["step 8", "past this run's 6 steps"], "resume with --max-steps below the checkpoint") and ok
+    ok = expect_fail(a, ["--max-steps 6", "8 steps or more"], "resume with --max-steps below the finished run's") and ok
     ok = ok and open(os.path.join(o5, "config.json")).read() == cfg_before
     # resume with another lr: refused (the run's config.json would no longer describe its first steps)
     cfg_before = open(os.path.join(o5, "config.json")).read()
@@ -536,9 +540,16 @@ def case_bad_input(tool):
     ok = ok and same_cfg
     # extending a cosine run: allowed, with a warning that the schedule is recomputed
     r = run(train_args(model, o5, "--max-steps", "10", "--save-every", "2", "--resume", "auto"))
-    good = r.returncode == 0 and "started for 8 steps and now asks for 10" in r.stderr and "cosine" in r.stderr
+    good = r.returncode == 0 and "saved by a run of 8 steps, now asked for 10" in r.stderr and "cosine" in r.stderr
     print(f"extending a cosine run 8 -> 10 steps: warned: {good}")
     ok = ok and good
+    # o5 is now finished at 10 steps (final/): resuming it with 9, from its step-8 checkpoint, would
+    # replace the final weights with an earlier state: refused, final/ untouched
+    fin = os.path.join(o5, "final", "model.safetensors")
+    before = os.path.getmtime(fin) if os.path.exists(fin) else None
+    a = train_args(model, o5, "--max-steps", "9", "--save-every", "2", "--resume", os.path.join(o5, "checkpoints", "step-00000008"))
+    ok = expect_fail(a, ["finished run of 10 steps", "--max-steps 9"], "rewinding a finished run") and ok
+    ok = ok and before is not None and os.path.getmtime(fin) == before
     # unwritable output folder: a regular file in the path
     blocker = os.path.join(d, "file")
     open(blocker, "w").write("keep me")
