@@ -116,6 +116,23 @@ static void test_hints(void **state) {
     assert_int_equal(cli_check_model_path("t", p), 1);
 }
 
+/* cli_resolve_weights(model, weights) succeeds with the path `want`. */
+static void expect_resolved(const char *model, const char *weights, const char *want) {
+    char *out = NULL;
+    assert_int_equal(cli_resolve_weights(model, weights, &out), ST_OK);
+    assert_string_equal(out, want);
+    free(out);
+}
+
+/* cli_resolve_weights(model, weights) fails with code, no path, and every needle in the message. */
+static void expect_unresolved(const char *model, const char *weights, st_status code, const char *n1, const char *n2) {
+    char *out = NULL;
+    assert_int_equal(cli_resolve_weights(model, weights, &out), code);
+    assert_null(out);
+    if (n1) assert_non_null(strstr(st_last_error(), n1));
+    if (n2) assert_non_null(strstr(st_last_error(), n2));
+}
+
 /* --weights live|ema on a training output folder, a model file and a missing path; the error
  * for a missing final-ema/ gives the reason from the run's config.json. */
 static void test_resolve_weights(void **state) {
@@ -127,36 +144,21 @@ static void test_resolve_weights(void **state) {
     snprintf(d, sizeof d, "%s", dir("out"));
     dir("out/final");
     snprintf(want, sizeof want, "%s/final", d);
-    char *out = NULL;
-    assert_int_equal(cli_resolve_weights(d, "live", &out), ST_OK);
-    assert_string_equal(out, want);
-    free(out);
-    out = NULL;
-    assert_int_equal(cli_resolve_weights(d, "ema", &out), ST_ERR_ARG);
-    assert_non_null(strstr(st_last_error(), "no EMA weights"));
-    assert_non_null(strstr(st_last_error(), "trained without EMA"));
+    expect_resolved(d, "live", want);
+    expect_unresolved(d, "ema", ST_ERR_ARG, "no EMA weights", "trained without EMA");
     assert_non_null(strstr(st_last_error(), d));
-    assert_null(out);
     touch("out/config.json", "{\"lr\": 1e-5, \"data\": \"a.json\", \"ema_decay\": 0.99, \"save_weights\": \"live\"}");
-    assert_int_equal(cli_resolve_weights(d, "ema", &out), ST_ERR_ARG);
-    assert_non_null(strstr(st_last_error(), "--save-weights live"));
+    expect_unresolved(d, "ema", ST_ERR_ARG, "--save-weights live", NULL);
     dir("out/final-ema");
     snprintf(want, sizeof want, "%s/final-ema", d);
-    assert_int_equal(cli_resolve_weights(d, "ema", &out), ST_OK);
-    assert_string_equal(out, want);
-    free(out);
-    out = NULL;
-    assert_int_equal(cli_resolve_weights(d, "best", &out), ST_ERR_ARG);
+    expect_resolved(d, "ema", want);
+    expect_unresolved(d, "best", ST_ERR_ARG, NULL, NULL);
     /* a plain model file: itself for live, an error for ema */
     touch("m.gguf", "x");
     snprintf(want, sizeof want, "%s/m.gguf", root);
-    assert_int_equal(cli_resolve_weights(want, "live", &out), ST_OK);
-    assert_string_equal(out, want);
-    free(out);
-    out = NULL;
-    assert_int_equal(cli_resolve_weights(want, "ema", &out), ST_ERR_ARG);
-    assert_non_null(strstr(st_last_error(), "final-ema"));
-    assert_int_equal(cli_resolve_weights("/nonexistent/model", "live", &out), ST_ERR_IO);
+    expect_resolved(want, "live", want);
+    expect_unresolved(want, "ema", ST_ERR_ARG, "final-ema", NULL);
+    expect_unresolved("/nonexistent/model", "live", ST_ERR_IO, NULL, NULL);
 }
 
 int main(void) {
