@@ -62,6 +62,11 @@ st_status st_read_file(const char *path, char **data, size_t *len);
 /* st_read_file for a text input (datasets, prompt files, configs): ST_ERR_FORMAT naming the
  * byte and line of the first NUL byte, which text never holds (a binary file, or UTF-16). */
 st_status st_read_text_file(const char *path, char **data, size_t *len);
+/* st_read_text_file for a JSON / JSONL input: also ST_ERR_FORMAT, naming the line, for a \u0000
+ * escape, which would cut the string short (JSON strings become C strings here). */
+st_status st_read_json_text_file(const char *path, char **data, size_t *len);
+/* The first \u0000 escape of JSON text s[0..n) (escaped backslashes skipped), or NULL. */
+const char *st_json_nul_escape(const char *s, size_t n);
 /* Write `len` bytes atomically: to "<path>.tmp.<pid>", fsync, rename over `path`. */
 st_status st_write_file_atomic(const char *path, const void *data, size_t len);
 

@@ -98,6 +98,33 @@ st_status st_read_text_file(const char *path, char **data, size_t *len) {
     return ST_OK;
 }
 
+const char *st_json_nul_escape(const char *s, size_t n) {
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (s[i] != '\\') continue;
+        if (s[i + 1] == 'u' && i + 5 < n && !memcmp(s + i + 2, "0000", 4)) return s + i;
+        i++; /* the escaped character (a backslash too) */
+    }
+    return NULL;
+}
+
+st_status st_read_json_text_file(const char *path, char **data, size_t *len) {
+    size_t n = 0;
+    st_status s = st_read_text_file(path, data, &n);
+    if (s) return s;
+    const char *z = st_json_nul_escape(*data, n);
+    if (z) {
+        size_t line = 1;
+        for (const char *p = *data; p < z; p++) line += *p == '\n';
+        s = st_error(ST_ERR_FORMAT, "%s: line %zu: \\u0000 (a NUL character) in a JSON string: text cannot hold "
+                     "it; remove it", path, line);
+        free(*data);
+        *data = NULL;
+        return s;
+    }
+    if (len) *len = n;
+    return ST_OK;
+}
+
 st_status st_write_file_atomic(const char *path, const void *data, size_t len) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());

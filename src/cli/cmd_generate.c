@@ -78,6 +78,9 @@ static st_status read_prompts(const char *path, const char *format, prompt_list 
             s = st_error(ST_ERR_FORMAT, "%s: line %zu: not a JSON object, but the file is JSONL (%s): one "
                          "{\"prompt\": ...} per line, or --prompts-format text to read every line as text",
                          path, line, strcmp(format, "jsonl") ? "its first line is an object" : "--prompts-format jsonl");
+        } else if (jsonl && st_json_nul_escape(q, strlen(q))) {
+            s = st_error(ST_ERR_FORMAT, "%s: line %zu: \\u0000 (a NUL character) in a JSON string: text cannot "
+                         "hold it; remove it", path, line);
         } else if (jsonl) {
             const char *jend = NULL; /* the whole line must be the object: no text after it */
             cJSON *o = cJSON_ParseWithOpts(q, &jend, 1);

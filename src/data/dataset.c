@@ -189,7 +189,7 @@ st_status st_dataset_load(const char *path, st_data_format fmt, st_dataset *out)
     if ((unsigned)fmt >= 5) return st_error(ST_ERR_ARG, "%s: unknown dataset format %d", path, (int)fmt);
     char *data;
     size_t n;
-    st_status st = st_read_text_file(path, &data, &n);
+    st_status st = st_read_json_text_file(path, &data, &n);
     if (st) return st;
     st_dataset ds = {NULL, 0, fmt, NULL};
     loader L = {path, &ds, 0, ""};

@@ -203,7 +203,7 @@ st_status st_eval_read_responses(const char *path, st_eval_set *out) {
     memset(out, 0, sizeof *out);
     char *data;
     size_t len, bad;
-    st_status s = st_read_text_file(path, &data, &len);
+    st_status s = st_read_json_text_file(path, &data, &len);
     if (s) return s;
     if (!st__utf8_valid(data, len, &bad)) {
         size_t line = 1;

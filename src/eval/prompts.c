@@ -308,7 +308,7 @@ out:
 static st_status load_jsonl(const char *path, st_prompt_set *out) {
     char *data;
     size_t len;
-    st_status s = st_read_text_file(path, &data, &len);
+    st_status s = st_read_json_text_file(path, &data, &len);
     if (s) return s;
     len = st_utf8_strip_bom(data, len);
     if ((s = check_utf8(path, data, len))) {

@@ -78,6 +78,14 @@ static void test_atomic_write(void **state) {
     assert_int_equal(st_read_text_file(path, &data, &len), ST_ERR_FORMAT);
     assert_null(data);
     assert_non_null(strstr(st_last_error(), "byte 5 (line 2): NUL byte"));
+    /* JSON inputs: a \u0000 escape is refused, an escaped backslash before u0000 is text */
+    const char *esc = "{\"a\": \"x\\\\u0000\"}\n{\"b\": \"y\\u0000\"}\n";
+    assert_ptr_equal(st_json_nul_escape(esc, strlen(esc)), strstr(esc, "y") + 1);
+    assert_null(st_json_nul_escape("\\\\u0000", 7));
+    assert_null(st_json_nul_escape("\\u000", 5));
+    assert_int_equal(st_write_file_atomic(path, esc, strlen(esc)), ST_OK);
+    assert_int_equal(st_read_json_text_file(path, &data, &len), ST_ERR_FORMAT);
+    assert_non_null(strstr(st_last_error(), "line 2: \\u0000"));
     unlink(path);
     assert_int_equal(st_write_file_atomic("/nonexistent-dir/x", "a", 1), ST_ERR_IO);
     /* the message names the file asked for (not the internal temporary) and the missing folder */

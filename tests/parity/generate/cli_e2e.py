@@ -160,6 +160,10 @@ def main():
         fp.write(b"abc\x00def\nsecond\n")
     expect_error(["generate", "--model", a.model, "--prompts", W("nul.txt")], ["nul.txt", "byte 3 (line 1)", "NUL byte"],
                  rc_want=1, what="a prompt file with a NUL byte")
+    with open(W("nulesc.jsonl"), "w") as fp:
+        fp.write('{"prompt": "a\\u0000b"}\n')
+    expect_error(["generate", "--model", a.model, "--prompts", W("nulesc.jsonl")], ["nulesc.jsonl", "line 1", "\\u0000"],
+                 rc_want=1, what="a JSONL prompt with a \\u0000 escape")
     expect_error(["generate", "--model", a.model, "--prompt", "hi", "--include-ids"], ["--include-ids needs --output"],
                  rc_want=2, what="--include-ids without --output")
     # --prompts-format text: a first line starting with '{' is text too
