@@ -80,16 +80,21 @@ st_status st_read_file(const char *path, char **data, size_t *len) {
     return ST_OK;
 }
 
+/* 1-based line of position at in text. */
+static size_t line_of(const char *text, const char *at) {
+    size_t line = 1;
+    for (const char *p = text; p < at; p++) line += *p == '\n';
+    return line;
+}
+
 st_status st_read_text_file(const char *path, char **data, size_t *len) {
     size_t n = 0;
     st_status s = st_read_file(path, data, &n);
     if (s) return s;
     const char *nul = memchr(*data, '\0', n);
     if (nul) {
-        size_t line = 1;
-        for (const char *p = *data; p < nul; p++) line += *p == '\n';
         s = st_error(ST_ERR_FORMAT, "%s: byte %zu (line %zu): NUL byte: a binary file (or UTF-16), not UTF-8 "
-                     "text", path, (size_t)(nul - *data), line);
+                     "text", path, (size_t)(nul - *data), line_of(*data, nul));
         free(*data);
         *data = NULL;
         return s;
@@ -113,10 +118,8 @@ st_status st_read_json_text_file(const char *path, char **data, size_t *len) {
     if (s) return s;
     const char *z = st_json_nul_escape(*data, n);
     if (z) {
-        size_t line = 1;
-        for (const char *p = *data; p < z; p++) line += *p == '\n';
         s = st_error(ST_ERR_FORMAT, "%s: line %zu: \\u0000 (a NUL character) in a JSON string: text cannot hold "
-                     "it; remove it", path, line);
+                     "it; remove it", path, line_of(*data, z));
         free(*data);
         *data = NULL;
         return s;

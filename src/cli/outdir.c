@@ -12,13 +12,8 @@
 static char made_path[4096];
 static volatile sig_atomic_t made_set;
 
-/* rmdir is async-signal-safe and removes the folder only while it is empty */
-static void on_stop_signal(int sig) {
-    if (made_set) rmdir(made_path);
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
+/* Also the SIGINT/SIGTERM handler cli_out_create installs: rmdir, signal, pthread_sigmask
+ * (sigprocmask) and raise are async-signal-safe, and rmdir removes the folder only while empty. */
 void cli_signal_exit(int sig) {
     if (made_set) rmdir(made_path);
     signal(sig, SIG_DFL);
@@ -35,8 +30,8 @@ int cli_out_create(const char *out, int *made) {
     if (*made && strlen(out) < sizeof made_path) { /* armed before the folder exists: no window */
         memcpy(made_path, out, strlen(out) + 1);
         made_set = 1;
-        signal(SIGINT, on_stop_signal);
-        signal(SIGTERM, on_stop_signal);
+        signal(SIGINT, cli_signal_exit);
+        signal(SIGTERM, cli_signal_exit);
     }
     if (st_mkdir_p(out) == ST_OK) return 0;
     made_set = 0;

@@ -290,7 +290,6 @@ typedef struct {
     atomic_int *next;  /* [L] attention task counters */
     atomic_int err;    /* a part matmul failed */
     st_barrier bar;    /* the phase barrier */
-    double spin_s;     /* how long a thread spins at it before sleeping */
 } fused_ctx;
 
 /* One position's key and value rows (D floats each) into the cache at element offset o (bf16
@@ -391,7 +390,7 @@ static void fused_thread(fused_ctx *f, int t, int nt) {
             tp = t_;                                                                         \
         }                                                                                    \
     } while (0)
-#define ST_PHASE_BARRIER() st_barrier_wait(&f->bar, nt, f->spin_s)
+#define ST_PHASE_BARRIER() st_barrier_wait(&f->bar, nt, ST_FUSED_SPIN_S)
 #define PART_MM(kind, in, layer)                                                              \
     float *o = f->pout + (size_t)p * N * f->pw;                                              \
     int n0, n1;                                                                              \
@@ -488,7 +487,6 @@ static st_status layers_fused(fused_ctx *f) {
     f->next = kc->fctr;
     atomic_init(&f->err, 0);
     st_barrier_init(&f->bar);
-    f->spin_s = ST_FUSED_SPIN_S;
 #pragma omp parallel num_threads(P)
     fused_thread(f, omp_get_thread_num(), omp_get_num_threads());
     if (atomic_load(&f->err))
