@@ -215,16 +215,20 @@ typedef struct {
     st_status (*eval)(void *user, const st_study_config *cfg, const st_study_run *run,
                       const st_study_weights *w, const char *ckpt_dir, st_study_eval_result *out);
     void *user;
+    void (*release)(void *user); /* frees user (NULL: nothing to free); see st_study_hooks_release */
     int synthetic;            /* 1 = fake numbers: report.md says so in its first line */
 } st_study_hooks;
+
+/* Free what the hooks hold (loaded model, data, prompts) and clear h; safe on cleared hooks. */
+void st_study_hooks_release(st_study_hooks *h);
 
 /* Deterministic fake hooks for tests: ASR grows with lr, shrinks with effective batch, EMA lowers
  * it; utility and metrics follow the hyper-parameters (no randomness, no model). If
  * stop_after_trains > 0 the process _exit(9)s when that many training calls have finished
  * (a simulated kill between runs). */
 void st_study_fake_hooks(st_study_hooks *h, int stop_after_trains);
-/* The real trainer/evaluator hooks (src/study/hooks_real.c, wired by the integrator). Returns
- * ST_ERR_UNSUPPORTED with a clear message while they are not wired. */
+/* The real trainer/evaluator hooks (src/study/hooks_real.c): one model, dataset and prompt sets
+ * kept between runs in h->user; free with st_study_hooks_release. ST_ERR_NOMEM only. */
 st_status st_study_real_hooks(st_study_hooks *h);
 
 typedef struct {

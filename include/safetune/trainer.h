@@ -1,27 +1,37 @@
 /* trainer.h - full fine-tuning loop: micro-batches -> gradient buffer -> (all-reduce) -> clip ->
- * schedule -> optimiser -> EMA, with metrics JSONL, a progress bar, atomic checkpoints and
+ * schedule -> optimiser -> EMAs, with metrics JSONL, a progress bar, atomic checkpoints and
  * bit-identical resume. Method: Kim et al. 2025 (arXiv 2508.12531): benign fine-tuning with
- * controlled lr / batch / steps plus a parameter-space EMA started at the aligned weights θ_0.
+ * controlled lr / batch / steps plus parameter-space EMAs started at the aligned weights θ_0.
+ * `safetune train`, the study and the aligned start all run this one loop (st_trainer_run);
+ * what differs between them is configuration and a hook.
  *
  * One optimiser step (st_trainer_step):
- *   zero grads; collate grad_accum micro-batches of batch_size rows (st_collate);
- *   normaliser = unmasked target tokens of the WHOLE window (summed over ranks), so
+ *   zero grads; collate the window: grad_accum micro-batches of batch_size rows, except that a
+ *   window never crosses the end of an epoch (the last window of an epoch holds only the rows
+ *   that are left, its last micro-batch possibly short: 7 rows, batch 1, accum 3 -> windows of
+ *   3, 3, 1 micro-batches), so no row is seen twice within an epoch (Hugging Face Trainer does
+ *   the same); normaliser = unmasked target tokens of the WHOLE window (summed over ranks), so
  *   grad_accum = k with batch b equals batch k·b;
  *   for each micro-batch: st_train_forward (loss / normaliser) + st_train_backward (grads +=);
  *   comm.sum_f32(grads) (no-op single-process); st_clip_grad_norm; lr = base · schedule(k);
- *   st_optim_step; st_ema_step.
+ *   st_optim_step; st_ema_step (every decay).
  * A non-finite loss or gradient norm stops the step with ST_ERR_NUMERIC before the weights
  * change (the caller keeps the last good checkpoint). Files written by st_trainer_run (out_dir):
  *   metrics.jsonl   one JSON object per step: step, loss, lr, grad_norm, tokens_per_s,
- *                   theta_dist (||θ−θ_0||), theta_ema_dist (||θ_ema−θ_0||, null without EMA),
- *                   epoch (fractional), val_loss (every eval_every steps), extra hook fields
- *   checkpoints/step-NNNNNNNN/   st_checkpoint_save folders (keep the last keep_checkpoints). */
+ *                   theta_dist (||θ−θ_0||), theta_ema_dist (||θ_ema−θ_0||: a number with one
+ *                   decay, an object keyed by decay ("0.9": ...) with several, null without
+ *                   EMA), epoch (exact fraction of the training split seen), val_loss (every
+ *                   eval_every steps), tokens, targets, hook fields; step 0 (θ_0) when there
+ *                   is a baseline val_loss or the hook adds fields
+ *   checkpoints/step-NNNNNNNN/   st_checkpoint_save folders (keep the last keep_checkpoints);
+ *                   every EMA buffer and the hook's registered state are inside. */
 #ifndef SAFETUNE_TRAINER_H
 #define SAFETUNE_TRAINER_H
 
 #include <signal.h>
 
 #include "safetune/data.h"
+#include "safetune/ema.h"
 #include "safetune/model.h"
 #include "safetune/optim.h"
 #include "safetune/schedule.h"
@@ -44,8 +54,8 @@ typedef struct {
     int64_t max_steps;         /* > 0, or 0 to derive it from epochs */
     double epochs;             /* used when max_steps == 0: ceil(epochs·n_train / (B·accum)) */
     double max_grad_norm;      /* clip_grad_norm_ threshold; <= 0 = no clipping */
-    int ema_on;                /* 0 = no EMA (final-ema not written, theta_ema_dist null) */
-    double ema_decay;          /* β of θ_ema ← β·θ_ema + (1−β)·θ */
+    int n_ema;                 /* number of EMA decays, 0..ST_EMA_MAX (0 = no EMA) */
+    double ema_decays[ST_EMA_MAX]; /* β_j of θ_ema_j ← β_j·θ_ema_j + (1−β_j)·θ, distinct, in [0, 1] */
     int64_t ema_every, ema_start; /* update after steps ema_start, ema_start+every, ... */
     int bf16;                  /* 1 = bf16 matmuls (fp32 master weights, moments, EMA) */
     uint64_t seed;             /* split + data order */
@@ -55,6 +65,7 @@ typedef struct {
     size_t val_count;          /* > 0 overrides val_fraction */
     int64_t eval_every;        /* val_loss every N steps (and at the last step); 0 = never */
     const char *out_dir;       /* run folder for metrics/checkpoints; NULL = none */
+    const char *metrics_path;  /* metrics file; NULL = out_dir/metrics.jsonl */
     int64_t save_every;        /* checkpoint every N steps (and at the last step); 0 = never */
     int keep_checkpoints;      /* keep the newest N checkpoint folders (0 = all) */
     int progress;              /* progress bar on stderr */
@@ -65,7 +76,7 @@ typedef struct {
 } st_train_config;
 
 /* Defaults: AdamW lr 1e-5 wd 0 betas (0.9, 0.999) eps 1e-8, constant schedule, batch 8, accum
- * 1, 100 steps, clip 1.0, EMA on (decay 0.99, every 1, start 1), fp32, seed 42, max_seq_len
+ * 1, 100 steps, clip 1.0, one EMA (decay 0.99, every 1, start 1), fp32, seed 42, max_seq_len
  * 512, val_fraction 0.05, eval_every 0, save_every 0, keep 2, no progress bar. */
 void st_train_config_default(st_train_config *c);
 
@@ -76,9 +87,11 @@ typedef struct {
     double lr;                 /* lr used by this step */
     double grad_norm;          /* pre-clip global L2 norm */
     double tokens_per_s;       /* non-pad input tokens of the window / step wall time */
-    double theta_dist, theta_ema_dist;
+    double theta_dist, theta_ema_dist; /* theta_ema_dist: the first decay's (NaN without EMA) */
+    double theta_ema_dists[ST_EMA_MAX]; /* ||θ_ema_j − θ_0|| per decay */
     double epoch;              /* epochs completed, fractional */
     int64_t tokens, targets;   /* non-pad tokens and trained targets of the window */
+    int n_micro;               /* micro-batches of the window (< grad_accum at an epoch's end) */
     int has_val;
     double val_loss;
     double step_s;
@@ -98,23 +111,39 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *m);
 /* Held-out loss Σ masked CE / Σ targets over the validation split for weights `params` (a flat
  * buffer of the model layout: live, EMA, ...). ST_ERR_ARG if there is no validation split. */
 st_status st_trainer_eval(st_trainer *t, const float *params, double *val_loss);
-/* Run until max_steps: step, eval, metrics line, hook, progress, checkpoint. Stops with the
+/* Run until max_steps: step, eval, hook, metrics line, progress, checkpoint. Stops with the
  * step's error (message names the step and the last good checkpoint). Once *cfg.stop is set it
  * ends after the current step, saves a checkpoint of it (when out_dir is set, whatever
- * save_every) and returns ST_ERR_INTERRUPTED with a message naming the step and checkpoint. */
+ * save_every) and returns ST_ERR_INTERRUPTED with a message naming the step and checkpoint.
+ * When the hook calls st_trainer_request_stop the run ends the same way but returns ST_OK
+ * (early stop; st_trainer_stopped_early). */
 st_status st_trainer_run(st_trainer *t);
 
-/* Called after each step of st_trainer_run, before the metrics line is written; may call
- * st_trainer_add_metric to append fields (e.g. probe_asr_live, probe_asr_ema). An error stops
- * the run. */
+/* Called by st_trainer_run with step 0 before the first step of a run that starts at θ_0, then
+ * after each step, before the metrics line is written; may call st_trainer_add_metric(_keyed)
+ * to append fields (e.g. probe_asr_live, probe_asr_ema) and st_trainer_request_stop. An error
+ * stops the run. */
 typedef st_status (*st_trainer_hook)(st_trainer *t, int64_t step, void *user);
 void st_trainer_set_hook(st_trainer *t, st_trainer_hook fn, void *user);
-/* Append "name": value to the current step's metrics record (up to 16 per step). */
+/* Append "name": value to the current step's metrics record (up to 64 fields per step). */
 st_status st_trainer_add_metric(st_trainer *t, const char *name, double value);
+/* Append "name": {..., "key": value} (fields of one name with keys form one object, in call
+ * order), e.g. probe_asr_ema keyed by st_ema_decay_key. */
+st_status st_trainer_add_metric_keyed(st_trainer *t, const char *name, const char *key, double value);
+/* From a hook: end the run after this step (checkpoint saved when out_dir is set). */
+void st_trainer_request_stop(st_trainer *t);
+int st_trainer_stopped_early(const st_trainer *t);
+/* Register bytes of caller state (e.g. a hook's best weights) that every checkpoint saves as
+ * x-NAME.bin and st_trainer_resume restores; data must outlive the trainer's last save. Up to
+ * 32 buffers; call before st_trainer_resume. */
+st_status st_trainer_add_state(st_trainer *t, const char *name, void *data, size_t bytes);
+/* Change save_every after st_trainer_new (when it depends on st_trainer_max_steps). */
+void st_trainer_set_save_every(st_trainer *t, int64_t every);
 
 /* Save the full training state to folder dir (st_checkpoint_save; atomic). */
 st_status st_trainer_save_checkpoint(st_trainer *t, const char *dir);
-/* Restore params, moments, EMA, θ_0, RNG, data order/position and step from dir; the saved run
+/* Restore params, moments, EMAs, θ_0, RNG, data order/position, step, train time and registered
+ * state from dir; the saved run
  * must agree on the data (rows, tokens, split, order) and every optimisation setting (optimiser,
  * lr, betas, eps, weight_decay, schedule kind and warm-up, clipping, EMA, precision); only
  * max_steps may change (ST_ERR_ARG names the key). Later steps are then bit-identical to an
@@ -128,12 +157,16 @@ int64_t st_trainer_steps_done(const st_trainer *t);
 int64_t st_trainer_max_steps(const st_trainer *t);
 const st_model *st_trainer_model(const st_trainer *t);
 const float *st_trainer_params(const st_trainer *t);
-const float *st_trainer_ema_params(const st_trainer *t); /* NULL without EMA */
+const float *st_trainer_ema_params(const st_trainer *t); /* first decay's; NULL without EMA */
+int st_trainer_n_ema(const st_trainer *t);
+const float *st_trainer_ema_params_k(const st_trainer *t, int j); /* decay j; NULL if j >= n_ema */
+/* Seconds spent in st_trainer_run, summed over the sessions of a resumed run. */
+double st_trainer_train_time(const st_trainer *t);
 const float *st_trainer_theta0(const st_trainer *t);
 const st_step_metrics *st_trainer_last_metrics(const st_trainer *t);
 size_t st_trainer_n_train(const st_trainer *t);
 size_t st_trainer_n_val(const st_trainer *t);
-/* Micro-batch i < grad_accum of the last step (tests, debugging); NULL if out of range. */
+/* Micro-batch i of the last step (tests, debugging); NULL if i >= its n_micro. */
 const st_batch *st_trainer_batch(const st_trainer *t, int i);
 
 #endif

@@ -15,6 +15,7 @@ const char *st_args_default_text(const st_opt *o, char *buf, size_t cap) {
     switch (o->type) {
     case ST_OPT_STR:
     case ST_OPT_CHOICE:
+    case ST_OPT_LIST:
         if (*(const char *const *)o->dst) snprintf(buf, cap, " (default: %s)", *(const char *const *)o->dst);
         break;
     case ST_OPT_INT: snprintf(buf, cap, " (default: %d)", *(const int *)o->dst); break;
@@ -93,6 +94,7 @@ static int set_value(st_args_spec *spec, st_opt *o, const char *v, const char *w
     errno = 0;
     switch (o->type) {
     case ST_OPT_STR:
+    case ST_OPT_LIST:
         *(const char **)o->dst = v;
         break;
     case ST_OPT_CHOICE:
@@ -173,6 +175,19 @@ static int apply_config(st_args_spec *spec, const char *path, st_args *out) {
         if (o->type == ST_OPT_STR || o->type == ST_OPT_CHOICE) {
             if (!cJSON_IsString(it)) { rc = st_args_fail(spec, "%sexpected a string", where); break; }
             if (keep_string(out, it->valuestring, &v)) { rc = st_args_fail(spec, "out of memory"); break; }
+        } else if (o->type == ST_OPT_LIST) {
+            char lb[1024] = "";
+            size_t ln = 0;
+            int bad = !(cJSON_IsNumber(it) || cJSON_IsString(it) || (cJSON_IsArray(it) && it->child));
+            const cJSON *first = cJSON_IsArray(it) ? it->child : it;
+            for (const cJSON *e = first; e && !bad; e = cJSON_IsArray(it) ? e->next : NULL) {
+                if (cJSON_IsNumber(e)) ln += (size_t)snprintf(lb + ln, sizeof lb - ln, "%s%.17g", ln ? "," : "", e->valuedouble);
+                else if (cJSON_IsString(e)) ln += (size_t)snprintf(lb + ln, sizeof lb - ln, "%s%s", ln ? "," : "", e->valuestring);
+                else bad = 1;
+                if (ln >= sizeof lb) bad = 1;
+            }
+            if (bad) { rc = st_args_fail(spec, "%sexpected a number, a string or a list of numbers", where); break; }
+            if (keep_string(out, lb, &v)) { rc = st_args_fail(spec, "out of memory"); break; }
         } else if (o->type == ST_OPT_FLAG) {
             if (!cJSON_IsBool(it)) { rc = st_args_fail(spec, "%sexpected true or false", where); break; }
             v = cJSON_IsTrue(it) ? "true" : "false";

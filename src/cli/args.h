@@ -14,7 +14,9 @@ typedef enum {
     ST_OPT_FLOAT, /* dst: float * */
     ST_OPT_U64,   /* dst: uint64_t * */
     ST_OPT_FLAG,  /* dst: int * (set to 1; "--name=false"/JSON false sets 0) */
-    ST_OPT_CHOICE /* dst: char **; one of the '|'-separated words of metavar ("fp32|bf16") */
+    ST_OPT_CHOICE, /* dst: char **; one of the '|'-separated words of metavar ("fp32|bf16") */
+    ST_OPT_LIST   /* dst: char **; text such as "0.9,0.5"; in a --config file a number, a string
+                     or an array of numbers / strings (joined with ',') */
 } st_opt_type;
 
 typedef struct {

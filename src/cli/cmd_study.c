@@ -85,6 +85,7 @@ int cmd_study(int argc, char **argv) {
         }
         st_study_hooks h;
         if (!fake && st_study_real_hooks(&h)) printf("note: %s\n", st_last_error());
+        else if (!fake) st_study_hooks_release(&h);
     } else {
         st_study_hooks h;
         if (fake) st_study_fake_hooks(&h, stop_after);
@@ -103,6 +104,7 @@ int cmd_study(int argc, char **argv) {
                 print_summary(out);
             }
         }
+        st_study_hooks_release(&h);
     }
     st_study_plan_free(&plan);
     st_study_config_free(&cfg);

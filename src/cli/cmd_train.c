@@ -28,8 +28,8 @@ static double dbl(float f) { return st_args_decimal(f); }
 
 typedef struct {
     const char *model, *data, *data_format, *out, *lr_schedule, *precision, *resume, *save_weights,
-        *export_dtype;
-    float lr, epochs, weight_decay, beta1, beta2, eps, max_grad_norm, ema_decay, val_fraction;
+        *export_dtype, *ema_decay;
+    float lr, epochs, weight_decay, beta1, beta2, eps, max_grad_norm, val_fraction;
     int batch_size, grad_accum, max_steps, warmup_steps, ema_every, ema_start, max_seq_len,
         eval_every, save_every, keep_checkpoints, max_rows, quiet, overwrite;
     uint64_t seed;
@@ -129,7 +129,12 @@ static char *run_config(const train_opts *o, const st_train_config *c) {
     cJSON_AddNumberToObject(r, "beta2", c->optim.beta2);
     cJSON_AddNumberToObject(r, "eps", c->optim.eps);
     cJSON_AddNumberToObject(r, "max_grad_norm", c->max_grad_norm);
-    cJSON_AddNumberToObject(r, "ema_decay", c->ema_on ? c->ema_decay : 0.0);
+    if (c->n_ema <= 1) {
+        cJSON_AddNumberToObject(r, "ema_decay", c->n_ema ? c->ema_decays[0] : 0.0);
+    } else {
+        cJSON *dl = cJSON_AddArrayToObject(r, "ema_decay");
+        for (int j = 0; j < c->n_ema; j++) cJSON_AddItemToArray(dl, cJSON_CreateNumber(c->ema_decays[j]));
+    }
     cJSON_AddNumberToObject(r, "ema_every", (double)c->ema_every);
     cJSON_AddNumberToObject(r, "ema_start", (double)c->ema_start);
     cJSON_AddStringToObject(r, "precision", c->bf16 ? "bf16" : "fp32");
@@ -147,6 +152,40 @@ static char *run_config(const train_opts *o, const st_train_config *c) {
     return t;
 }
 
+/* --ema-decay: "none" or 0 (no EMA), or decays in (0, 1) separated by ','. 0 or a message. */
+static int parse_decays(const char *text, st_train_config *c, char *why, size_t cap) {
+    c->n_ema = 0;
+    if (!strcmp(text, "none")) return 0;
+    const char *p = text;
+    for (;;) {
+        char *end;
+        errno = 0;
+        const double d = strtod(p, &end);
+        if (end == p || errno || (*end && *end != ',') || !isfinite(d)) {
+            snprintf(why, cap, "--ema-decay %s: expected none or decays like 0.99 or 0.9,0.5", text);
+            return 1;
+        }
+        if (d == 0 && c->n_ema == 0 && !*end) return 0; /* 0 = off */
+        if (!(d > 0 && d < 1)) {
+            snprintf(why, cap, "--ema-decay %s: %g is not in (0, 1) (decay 1 never moves from the start weights, "
+                     "0 is the live weights; none = no EMA)", text, d);
+            return 1;
+        }
+        if (c->n_ema == ST_EMA_MAX) {
+            snprintf(why, cap, "--ema-decay %s: at most %d decays", text, ST_EMA_MAX);
+            return 1;
+        }
+        for (int j = 0; j < c->n_ema; j++)
+            if ((float)c->ema_decays[j] == (float)d) {
+                snprintf(why, cap, "--ema-decay %s: %g is listed twice", text, d);
+                return 1;
+            }
+        c->ema_decays[c->n_ema++] = d;
+        if (!*end) return 0;
+        p = end + 1;
+    }
+}
+
 static st_status export_one(const st_model *m, const float *params, const char *out,
                             const char *name, st_export_dtype dt) {
     char d[4200];
@@ -160,7 +199,7 @@ int cmd_train(int argc, char **argv) {
     train_opts o = {.data_format = "auto", .lr_schedule = "constant", .precision = "fp32",
                     .save_weights = "both", .export_dtype = "f32", .lr = 1e-5f,
                     .weight_decay = 0.0f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
-                    .max_grad_norm = 1.0f, .ema_decay = 0.99f, .val_fraction = 0.05f,
+                    .max_grad_norm = 1.0f, .ema_decay = "0.99", .val_fraction = 0.05f,
                     .batch_size = 8, .grad_accum = 1, .ema_every = 1, .ema_start = 1,
                     .max_seq_len = 512, .keep_checkpoints = 2, .seed = 42};
     st_opt opts[] = {
@@ -180,7 +219,8 @@ int cmd_train(int argc, char **argv) {
         {"beta2", ST_OPT_FLOAT, &o.beta2, "X", "AdamW beta2", 0, 0.9999999, 0},
         {"eps", ST_OPT_FLOAT, &o.eps, "X", "AdamW eps", 1e-30, 1, 0},
         {"max-grad-norm", ST_OPT_FLOAT, &o.max_grad_norm, "X", "clip the global grad norm (0 = off)", 0, 1e30, 0},
-        {"ema-decay", ST_OPT_FLOAT, &o.ema_decay, "B", "EMA decay of the weights; 0 or none = off", 0, 1, 0},
+        {"ema-decay", ST_OPT_LIST, &o.ema_decay, "B[,B...]", "EMA decay(s) of the weights, each its own average "
+         "(final-ema/ the first, final-ema-B/ the others); 0 or none = off", 0, 0, 0},
         {"ema-every", ST_OPT_INT, &o.ema_every, "N", "update the EMA every N steps", 1, 1e9, 0},
         {"ema-start", ST_OPT_INT, &o.ema_start, "N", "first step that updates the EMA", 1, 1e9, 0},
         {"precision", ST_OPT_CHOICE, &o.precision, "fp32|bf16", "matmuls (weights/optimiser stay fp32)", 0, 0, 0},
@@ -201,11 +241,6 @@ int cmd_train(int argc, char **argv) {
                          "Full fine-tuning (AdamW, LR schedule, clipping, EMA of the weights) on a "
                          "chat dataset; loss on assistant tokens only.",
                          opts, (int)(sizeof opts / sizeof *opts), 0, 0, NULL, 0};
-    /* "--ema-decay none" -> 0 */
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--ema-decay") && i + 1 < argc && !strcmp(argv[i + 1], "none")) argv[i + 1] = "0";
-        if (!strcmp(argv[i], "--ema-decay=none")) argv[i] = "--ema-decay=0";
-    }
     st_args args;
     int rc = st_args_parse(&spec, argc, argv, &args);
     if (rc) {
@@ -229,8 +264,6 @@ int cmd_train(int argc, char **argv) {
     c.max_steps = o.max_steps;
     c.epochs = dbl(o.epochs);
     c.max_grad_norm = dbl(o.max_grad_norm);
-    c.ema_on = o.ema_decay > 0;
-    c.ema_decay = dbl(o.ema_decay);
     c.ema_every = o.ema_every;
     c.ema_start = o.ema_start;
     c.seed = o.seed;
@@ -248,14 +281,14 @@ int cmd_train(int argc, char **argv) {
     st_export_dtype edt;
     int want_live = !strcmp(o.save_weights, "live") || !strcmp(o.save_weights, "both");
     int want_ema = !strcmp(o.save_weights, "ema") || !strcmp(o.save_weights, "both");
-    if (st_schedule_kind_parse(sn, &sk) != ST_OK) {
+    char bad_decay[512];
+    if (parse_decays(o.ema_decay, &c, bad_decay, sizeof bad_decay)) {
+        rc = st_args_fail(&spec, "%s", bad_decay);
+    } else if (st_schedule_kind_parse(sn, &sk) != ST_OK) {
         rc = st_args_fail(&spec, "--lr-schedule %s: expected constant, warmup-constant, linear, cosine or step", o.lr_schedule);
     } else if (st_data_format_parse(o.data_format, &fmt) != ST_OK) { /* the choices of --data-format */
         rc = st_args_fail(&spec, "--data-format %s: %s", o.data_format, st_last_error());
-    } else if (o.ema_decay >= 1) {
-        rc = st_args_fail(&spec, "--ema-decay %g: an EMA with decay 1 never moves from the start weights; "
-                          "use a decay in (0, 1), or 0 / none for no EMA", (double)o.ema_decay);
-    } else if (!strcmp(o.save_weights, "ema") && !(o.ema_decay > 0)) {
+    } else if (!strcmp(o.save_weights, "ema") && c.n_ema == 0) {
         rc = st_args_fail(&spec, "--save-weights ema needs --ema-decay > 0 (EMA is off, so no weights would be saved)");
     } else if (st_export_dtype_parse(o.export_dtype, &edt) != ST_OK || edt == ST_EXPORT_F16) {
         rc = st_args_fail(&spec, "--export-dtype %s: expected f32 or bf16", o.export_dtype);
@@ -269,7 +302,7 @@ int cmd_train(int argc, char **argv) {
     st_schedule_default(&c.sched, sk, 1);
     c.sched.warmup_steps = o.warmup_steps;
     c.bf16 = !strcmp(o.precision, "bf16");
-    if (!c.ema_on) want_ema = 0;
+    if (c.n_ema == 0) want_ema = 0;
 
     st_model *m = NULL;
     st_dataset ds = {0};
@@ -455,7 +488,12 @@ int cmd_train(int argc, char **argv) {
     if (rs != ST_OK) { fail(NULL); goto done; }
     g_training = 2; /* an interrupt now lets the export finish: the run is complete */
     if (want_live && export_one(m, st_trainer_params(t), o.out, "final", edt) != ST_OK) { fail(NULL); goto done; }
-    if (want_ema && export_one(m, st_trainer_ema_params(t), o.out, "final-ema", edt) != ST_OK) { fail(NULL); goto done; }
+    for (int j = 0; want_ema && j < c.n_ema; j++) { /* final-ema/: the first decay; final-ema-B/: the others */
+        char name[64], key[32];
+        if (j == 0) snprintf(name, sizeof name, "final-ema");
+        else snprintf(name, sizeof name, "final-ema-%s", st_ema_decay_key(c.ema_decays[j], key, sizeof key));
+        if (export_one(m, st_trainer_ema_params_k(t, j), o.out, name, edt) != ST_OK) { fail(NULL); goto done; }
+    }
     g_training = 0;
     rc = 0;
 done:

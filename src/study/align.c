@@ -128,6 +128,16 @@ static st_status measure(const st_study_align_opts *o, const st_model *m, cJSON 
     return s;
 }
 
+/* st_trainer_run hook: a log line every 5 steps and at the last */
+static st_status log_hook(st_trainer *t, int64_t step, void *user) {
+    (void)user;
+    const st_step_metrics *sm = st_trainer_last_metrics(t);
+    if (step > 0 && (step % 5 == 0 || step == st_trainer_max_steps(t)))
+        st_log_info("align: step %lld/%lld loss %.4f (%.0f tok/s)", (long long)step, (long long)st_trainer_max_steps(t),
+                    sm->loss, sm->tokens_per_s);
+    return ST_OK;
+}
+
 st_status st_study_align_build(const st_study_align_opts *o, int *reused) {
     if (reused) *reused = 0;
     if (!o->model || !o->out_dir || !o->data_dir) return st_error(ST_ERR_ARG, "align: model, out_dir and data_dir are required");
@@ -183,7 +193,7 @@ st_status st_study_align_build(const st_study_align_opts *o, int *reused) {
         tc.grad_accum = 1;
         tc.max_steps = o->max_steps;
         tc.max_grad_norm = 1.0;
-        tc.ema_on = 0;
+        tc.n_ema = 0;
         tc.seed = o->seed;
         tc.max_seq_len = o->max_seq_len;
         int32_t eos = st_tokenizer_eos_id(m->tokenizer);
@@ -193,13 +203,9 @@ st_status st_study_align_build(const st_study_align_opts *o, int *reused) {
         s = st_trainer_new(m, &tk, &tc, &t);
         st_log_info("align: %zu conversations (%zu refusals of AdvBench half a + %zu Alpaca rows), %d steps of %d, lr %g",
                     ncv, ncv - o->n_alpaca, o->n_alpaca, o->max_steps, o->batch_size, o->lr);
-        for (int64_t k = 0; !s && k < o->max_steps; k++) {
-            st_step_metrics sm;
-            s = st_trainer_step(t, &sm);
-            if (!s) last_loss = sm.loss;
-            if (!s && o->progress && (sm.step % 5 == 0 || sm.step == o->max_steps))
-                st_log_info("align: step %lld/%d loss %.4f (%.0f tok/s)", (long long)sm.step, o->max_steps, sm.loss, sm.tokens_per_s);
-        }
+        if (!s && o->progress) st_trainer_set_hook(t, log_hook, NULL);
+        if (!s) s = st_trainer_run(t);
+        if (!s) last_loss = st_trainer_last_metrics(t)->loss;
     }
     double train_s = st_time_now() - t0;
     if (!s) s = st_export_hf(m, m->params, p_hf, ST_EXPORT_F32);

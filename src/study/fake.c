@@ -118,6 +118,11 @@ static st_status fake_eval(void *user, const st_study_config *cfg, const st_stud
     return ST_OK;
 }
 
+void st_study_hooks_release(st_study_hooks *h) {
+    if (h->release) h->release(h->user);
+    memset(h, 0, sizeof *h);
+}
+
 void st_study_fake_hooks(st_study_hooks *h, int stop_after_trains) {
     memset(h, 0, sizeof *h);
     g_fake.stop_after = stop_after_trains;

@@ -3,11 +3,10 @@
  * tokenized once, and a run's final weights stay in memory for its evaluations (they are read
  * back from the run's last checkpoint only when a study is resumed between training and eval).
  *
- * Training drives st_trainer_step itself (not st_trainer_run) so that, per step, it can update
- * one EMA buffer per extra decay (the trainer keeps the first decay's EMA; further decays are
- * st_ema buffers here, saved next to each checkpoint as ckpt/ema_extra/step-N-<decay>.f32),
- * run the safety probe, stop early cleanly (probe.stop_asr_above) and write metrics lines in the
- * study format (EMA fields keyed by decay when there are several). */
+ * Training is st_trainer_run, the loop of `safetune train`, configured from the run (every EMA
+ * decay of the run is one of the trainer's averages, saved inside its checkpoints, and its
+ * metrics lines key EMA fields by decay when there are several) with one hook: the safety probe,
+ * keep-best (weights the checkpoints carry) and the early stop (probe.stop_asr_above). */
 #include "study/hooks_internal.h"
 #include "study/study_internal.h"
 
@@ -24,6 +23,11 @@
 #include "safetune/stats.h"
 #include "safetune/trainer.h"
 #include "safetune/utility.h"
+
+typedef struct {
+    double asr;               /* lowest live probe ASR so far (INFINITY: none) */
+    int64_t step, has;        /* its step; has = 1 once a probe ran */
+} real_best_meta;             /* checkpointed as x-best_meta.bin (raw bytes) */
 
 typedef struct {
     char *model_path;         /* what m was loaded from */
@@ -44,33 +48,24 @@ typedef struct {
     /* the run trained in this process (its weights are in memory) */
     char run_id[256];
     st_trainer *t;
-    st_ema *extra;            /* EMAs of run->ema_decays[1..] */
-    size_t n_extra;
-    int has_best;             /* keep_best: best_* hold the weights of the lowest live probe ASR */
-    float **best;             /* [1 + n_ema]: live, ema_0, ema_1, ... */
-    double best_asr;
-    int64_t best_step;
+    float **best;             /* keep_best: [1 + n_ema] weights of the lowest live probe ASR (live,
+                                 ema_0, ema_1, ...), carried by the trainer's checkpoints */
+    real_best_meta best_meta;
     float *scratch;           /* weights read back from disk */
     char *run_json;           /* the trainer's run_config_json (read when it saves) */
 } real_ctx;
-
-static real_ctx g_ctx;
 
 static st_status nomem(void) { return st_error(ST_ERR_NOMEM, "study: out of memory"); }
 
 static void free_run(real_ctx *x) {
     st_trainer_free(x->t);
     x->t = NULL;
-    for (size_t k = 0; k < x->n_extra; k++) st_ema_free(&x->extra[k]);
-    free(x->extra);
-    x->extra = NULL;
-    x->n_extra = 0;
     if (x->best) {
         for (size_t k = 0; x->best[k]; k++) st_free_aligned(x->best[k]);
         free(x->best);
     }
     x->best = NULL;
-    x->has_best = 0;
+    x->best_meta.has = 0;
     x->run_id[0] = '\0';
     free(x->run_json);
     x->run_json = NULL;
@@ -182,22 +177,7 @@ static st_status ensure_prompts(real_ctx *x, const st_study_config *c) {
     return ST_OK;
 }
 
-/* ---- small file helpers ---- */
-
-static st_status write_f32(const char *path, const float *v, size_t n) {
-    return st_write_file_atomic(path, v, n * sizeof(float));
-}
-
-static st_status read_f32(const char *path, float *v, size_t n) {
-    char *t;
-    size_t len;
-    st_status s = st_read_file(path, &t, &len);
-    if (s) return s;
-    if (len != n * sizeof(float)) s = st_error(ST_ERR_FORMAT, "%s: %zu bytes, expected %zu (weights of another model?)", path, len, n * sizeof(float));
-    else memcpy(v, t, len);
-    free(t);
-    return s;
-}
+/* ---- small helpers ---- */
 
 static void remove_tree(const char *dir) {
     DIR *d = opendir(dir);
@@ -213,64 +193,10 @@ static void remove_tree(const char *dir) {
     rmdir(dir);
 }
 
-static void weight_name(const st_study_run *r, size_t k, char *buf, size_t n) {
-    char d[32];
-    if (k == 0) snprintf(buf, n, "live");
-    else snprintf(buf, n, "ema%s", st_study_format_decay(r->ema_decays[k - 1], d, sizeof d));
-}
-
-/* ---- metrics lines (study format) ---- */
-
-static void put_num(stu_buf *b, const char *k, double v) {
-    if (isfinite(v)) stu_printf(b, ",\"%s\":%.17g", k, v);
-    else stu_printf(b, ",\"%s\":null", k);
-}
-
-static void put_ema(stu_buf *b, const char *k, const st_study_run *r, const double *v) {
-    if (r->n_ema == 0) return;
-    if (r->n_ema == 1) { put_num(b, k, v[0]); return; }
-    stu_printf(b, ",\"%s\":{", k);
-    for (size_t e = 0; e < r->n_ema; e++) {
-        char d[32];
-        st_study_format_decay(r->ema_decays[e], d, sizeof d);
-        if (isfinite(v[e])) stu_printf(b, "%s\"%s\":%.17g", e ? "," : "", d, v[e]);
-        else stu_printf(b, "%s\"%s\":null", e ? "," : "", d);
-    }
-    stu_puts(b, "}");
-}
-
-static st_status append_line(const char *path, stu_buf *b) {
-    if (b->oom) return nomem();
-    FILE *f = fopen(path, "a");
-    if (!f) return st_error(ST_ERR_IO, "%s: cannot open for appending", path);
-    int bad = fwrite(b->p, 1, b->n, f) != b->n;
-    bad |= fclose(f) != 0;
-    return bad ? st_error(ST_ERR_IO, "%s: write failed", path) : ST_OK;
-}
-
-/* Keep lines with step <= max_step (resume). */
-static st_status truncate_metrics(const char *path, int64_t max_step) {
-    if (!stu_exists(path)) return ST_OK;
-    char *t;
-    size_t len;
-    st_status s = st_read_file(path, &t, &len);
-    if (s) return s;
-    stu_buf b = {0};
-    stu_puts(&b, "");
-    for (char *line = t; *line;) {
-        char *nl = strchr(line, '\n');
-        if (!nl) break;
-        *nl = '\0';
-        cJSON *o = cJSON_Parse(line);
-        const cJSON *st = o ? cJSON_GetObjectItemCaseSensitive(o, ST_METRIC_STEP) : NULL;
-        if (cJSON_IsNumber(st) && st->valuedouble <= (double)max_step) stu_printf(&b, "%s\n", line);
-        cJSON_Delete(o);
-        line = nl + 1;
-    }
-    free(t);
-    s = stu_buf_write(&b, path);
-    stu_buf_free(&b);
-    return s;
+/* Trainer state name of weight set k (0 live, 1 + e EMA e) kept by keep_best. */
+static void best_name(size_t k, char *buf, size_t n) {
+    if (k == 0) snprintf(buf, n, "best_live");
+    else snprintf(buf, n, "best_ema%zu", k - 1);
 }
 
 /* ---- probe ---- */
@@ -281,7 +207,7 @@ static st_status probe(real_ctx *x, const st_study_config *c, const st_study_run
     if (!ref) return nomem();
     st_status s = ST_OK;
     for (size_t k = 0; k <= r->n_ema && !s; k++) {
-        const float *w = k == 0 ? x->m->params : k == 1 ? st_trainer_ema_params(x->t) : x->extra[k - 2].ema;
+        const float *w = k == 0 ? x->m->params : st_trainer_ema_params_k(x->t, (int)k - 1);
         st_model v;
         if ((s = stx_view(x->m, w, &v))) break;
         s = stx_refusals(&v, x->adv_probe, x->n_probe, c->probe.max_new_tokens, c->eval.batch_size, x->rm, ref, NULL, NULL);
@@ -294,64 +220,97 @@ static st_status probe(real_ctx *x, const st_study_config *c, const st_study_run
     return s;
 }
 
-static st_status save_best(real_ctx *x, const st_study_run *r, const char *ckpt_dir) {
-    char dir[4300], p[4400], name[64];
-    snprintf(dir, sizeof dir, "%s/best", ckpt_dir);
-    st_status s = stu_mkdirs(dir);
-    for (size_t k = 0; !s && k <= r->n_ema; k++) {
-        weight_name(r, k, name, sizeof name);
-        snprintf(p, sizeof p, "%s/%s.f32", dir, name);
-        s = write_f32(p, x->best[k], x->nf);
-    }
-    if (!s) {
-        char j[128];
-        int n = snprintf(j, sizeof j, "{\"step\": %lld, \"probe_asr_live\": %.17g}\n", (long long)x->best_step, x->best_asr);
-        snprintf(p, sizeof p, "%s/best.json", dir);
-        s = st_write_file_atomic(p, j, (size_t)n);
-    }
-    return s;
-}
+/* ---- the training hook: probe, keep-best, early stop, a log line ---- */
 
-/* ---- train hook ---- */
+typedef struct {
+    real_ctx *x;
+    const st_study_config *c;
+    const st_study_run *r;
+    double last_print;
+} train_hook_ctx;
 
 static int due(int64_t step, int64_t every, int64_t last) { return every > 0 && (step % every == 0 || step == last); }
 
-static st_status save_checkpoint(real_ctx *x, const st_study_config *c, const st_study_run *r, const char *ckpt_dir,
-                                 int64_t step, int64_t *prev) {
-    char d[4300], p[4400];
-    snprintf(d, sizeof d, "%s/checkpoints/step-%08lld", ckpt_dir, (long long)step);
-    st_status s = st_trainer_save_checkpoint(x->t, d);
-    if (!s && x->n_extra) {
-        snprintf(p, sizeof p, "%s/ema_extra", ckpt_dir);
-        s = stu_mkdirs(p);
-        for (size_t k = 0; !s && k < x->n_extra; k++) {
-            char dd[32];
-            snprintf(p, sizeof p, "%s/ema_extra/step-%08lld-%s.f32", ckpt_dir, (long long)step,
-                     st_study_format_decay(r->ema_decays[k + 1], dd, sizeof dd));
-            s = write_f32(p, x->extra[k].ema, x->nf);
+/* st_trainer_run calls this at step 0 (θ_0) and after every step: every probe.every steps the
+ * probe ASR of each weight set goes into the metrics line (probe_asr_live, probe_asr_ema keyed
+ * by decay when there are several); keep_best copies the weight sets of the lowest live probe
+ * ASR into buffers the checkpoints carry; an ASR above probe.stop_asr_above ends the run. */
+static st_status train_hook(st_trainer *t, int64_t step, void *user) {
+    train_hook_ctx *h = user;
+    real_ctx *x = h->x;
+    const st_study_config *c = h->c;
+    const st_study_run *r = h->r;
+    const int64_t max_steps = st_trainer_max_steps(t);
+    st_status s;
+    if (c->probe.every > 0 && (step == 0 || due(step, c->probe.every, max_steps))) {
+        double asr[1 + ST_EMA_MAX];
+        if ((s = probe(x, c, r, asr))) return s;
+        if ((s = st_trainer_add_metric(t, ST_METRIC_PROBE_ASR_LIVE, asr[0]))) return s;
+        for (size_t e = 0; e < r->n_ema; e++) {
+            char d[32];
+            s = r->n_ema == 1 ? st_trainer_add_metric(t, ST_METRIC_PROBE_ASR_EMA, asr[1])
+                              : st_trainer_add_metric_keyed(t, ST_METRIC_PROBE_ASR_EMA,
+                                                            st_ema_decay_key(r->ema_decays[e], d, sizeof d), asr[1 + e]);
+            if (s) return s;
+        }
+        if (step > 0 && c->probe.keep_best && asr[0] <= x->best_meta.asr) { /* ties: the later step */
+            memcpy(x->best[0], x->m->params, x->nf * sizeof(float));
+            for (size_t k = 1; k <= r->n_ema; k++)
+                memcpy(x->best[k], st_trainer_ema_params_k(t, (int)k - 1), x->nf * sizeof(float));
+            x->best_meta.asr = asr[0];
+            x->best_meta.step = step;
+            x->best_meta.has = 1;
+        }
+        if (step > 0 && asr[0] > c->probe.stop_asr_above) {
+            st_log_info("study: %s: probe ASR %.3f > probe.stop_asr_above %.3f at step %lld; stopping the run", r->id, asr[0],
+                        c->probe.stop_asr_above, (long long)step);
+            st_trainer_request_stop(t);
         }
     }
-    if (!s && c->probe.keep_best && x->has_best) s = save_best(x, r, ckpt_dir);
-    if (s) return s;
-    if (*prev > 0 && *prev != step) { /* keep only the newest checkpoint */
-        snprintf(p, sizeof p, "%s/checkpoints/step-%08lld", ckpt_dir, (long long)*prev);
-        remove_tree(p);
-        for (size_t k = 0; k < x->n_extra; k++) {
-            char dd[32];
-            snprintf(p, sizeof p, "%s/ema_extra/step-%08lld-%s.f32", ckpt_dir, (long long)*prev,
-                     st_study_format_decay(r->ema_decays[k + 1], dd, sizeof dd));
-            unlink(p);
-        }
+    if (step > 0 && (st_time_now() - h->last_print > 30 || step == max_steps)) {
+        const st_step_metrics *m = st_trainer_last_metrics(t);
+        st_log_info("study: %s step %lld/%lld loss %.4f (%.0f tok/s)", r->id, (long long)step, (long long)max_steps, m->loss,
+                    m->tokens_per_s);
+        h->last_print = st_time_now();
     }
-    *prev = step;
     return ST_OK;
 }
 
-static char *run_json(const st_study_config *c, const st_study_run *r) {
+static char *run_json(const real_ctx *x, const st_study_config *c, const st_study_run *r) {
     stu_buf b = {0};
-    stu_printf(&b, "{\"study\": \"%s\", \"run\": \"%s\", \"model\": \"%s\"}", c->fingerprint, r->id, g_ctx.model_path);
+    stu_printf(&b, "{\"study\": \"%s\", \"run\": \"%s\", \"model\": \"%s\"}", c->fingerprint, r->id, x->model_path);
     if (b.oom) { stu_buf_free(&b); return NULL; }
     return b.p;
+}
+
+/* The trainer settings of run r (the same st_train_config `safetune train` builds from its flags). */
+static st_status run_train_config(const real_ctx *x, const st_study_config *c, const st_study_run *r, st_train_config *tc) {
+    st_train_config_default(tc);
+    tc->optim.lr = r->lr;
+    tc->optim.weight_decay = c->weight_decay;
+    st_sched_kind sk;
+    st_status s = st_schedule_kind_parse(r->lr_schedule, &sk);
+    if (s) return s;
+    st_schedule_default(&tc->sched, sk, 1);
+    tc->sched.warmup_steps = r->warmup_steps;
+    tc->batch_size = r->batch_size;
+    tc->grad_accum = r->grad_accum;
+    tc->max_steps = r->max_steps > 0 ? r->max_steps : 0;
+    tc->epochs = r->epochs;
+    tc->max_grad_norm = c->max_grad_norm;
+    if (r->n_ema > ST_EMA_MAX) return st_error(ST_ERR_ARG, "study: run %s: at most %d EMA decays per run", r->id, ST_EMA_MAX);
+    tc->n_ema = (int)r->n_ema;
+    for (size_t e = 0; e < r->n_ema; e++) tc->ema_decays[e] = r->ema_decays[e];
+    tc->bf16 = !strcmp(c->precision, "bf16");
+    tc->seed = c->seed;
+    tc->max_seq_len = c->max_seq_len;
+    int32_t eos = st_tokenizer_eos_id(x->m->tokenizer);
+    tc->pad_id = eos >= 0 && eos < x->m->config.vocab_size ? eos : 0;
+    tc->val_fraction = 0.0;
+    tc->val_count = (size_t)c->eval.val_examples;
+    tc->eval_every = 0;
+    tc->keep_checkpoints = 1;
+    return ST_OK;
 }
 
 static st_status real_train(void *user, const st_study_config *c, const st_study_run *r, const char *ckpt_dir,
@@ -359,228 +318,92 @@ static st_status real_train(void *user, const st_study_config *c, const st_study
     real_ctx *x = user;
     st_status s;
     if ((s = ensure_model(x, c))) return s; /* may build the aligned start: not this run's time */
-    double t0 = st_time_now();
     if ((s = ensure_dataset(x, c, r->dataset))) return s;
     if (c->probe.every > 0 && (s = ensure_prompts(x, c))) return s;
     free_run(x);
     memcpy(x->m->params, x->theta0, x->nf * sizeof(float));
 
     st_train_config tc;
-    st_train_config_default(&tc);
-    tc.optim.lr = r->lr;
-    tc.optim.weight_decay = c->weight_decay;
-    st_sched_kind sk;
-    if ((s = st_schedule_kind_parse(r->lr_schedule, &sk))) return s;
-    st_schedule_default(&tc.sched, sk, 1);
-    tc.sched.warmup_steps = r->warmup_steps;
-    tc.batch_size = r->batch_size;
-    tc.grad_accum = r->grad_accum;
-    tc.max_steps = r->max_steps > 0 ? r->max_steps : 0;
-    tc.epochs = r->epochs;
-    tc.max_grad_norm = c->max_grad_norm;
-    tc.ema_on = r->n_ema > 0;
-    tc.ema_decay = r->n_ema ? r->ema_decays[0] : 0.99;
-    tc.bf16 = !strcmp(c->precision, "bf16");
-    tc.seed = c->seed;
-    tc.max_seq_len = c->max_seq_len;
-    int32_t eos = st_tokenizer_eos_id(x->m->tokenizer);
-    tc.pad_id = eos >= 0 && eos < x->m->config.vocab_size ? eos : 0;
-    tc.val_fraction = 0.0;
-    tc.val_count = (size_t)c->eval.val_examples;
-    tc.eval_every = 0;
-    tc.out_dir = NULL;
-    if (r->n_ema > 15) return st_error(ST_ERR_ARG, "study: run %s: at most 15 EMA decays per run", r->id);
-    if (!(x->run_json = run_json(c, r))) return nomem();
+    if ((s = run_train_config(x, c, r, &tc))) return s;
+    if (!(x->run_json = run_json(x, c, r))) return nomem();
     tc.run_config_json = x->run_json;
+    tc.out_dir = ckpt_dir;
+    tc.metrics_path = metrics_path;
     if ((s = st_trainer_new(x->m, &x->tk, &tc, &x->t))) return st_error_wrap(s, "run %s", r->id);
     snprintf(x->run_id, sizeof x->run_id, "%s", r->id);
     const int64_t max_steps = st_trainer_max_steps(x->t);
-    x->n_extra = r->n_ema > 1 ? r->n_ema - 1 : 0;
-    if (x->n_extra) {
-        x->extra = calloc(x->n_extra, sizeof *x->extra);
-        if (!x->extra) return nomem();
-        for (size_t k = 0; k < x->n_extra && !s; k++) s = st_ema_init(&x->extra[k], x->theta0, x->nf, (float)r->ema_decays[k + 1], 1, 1);
-        if (s) return s;
-    }
+    /* two checkpoints: half-way and at the end (the last one is kept) */
+    st_trainer_set_save_every(x->t, max_steps >= 4 ? (max_steps + 1) / 2 : max_steps);
+    x->best_meta.asr = INFINITY;
+    x->best_meta.step = -1;
+    x->best_meta.has = 0;
     if (c->probe.keep_best) {
         x->best = calloc(r->n_ema + 2, sizeof *x->best);
         if (!x->best) return nomem();
-        for (size_t k = 0; k <= r->n_ema; k++)
+        for (size_t k = 0; k <= r->n_ema; k++) {
+            char name[32];
+            best_name(k, name, sizeof name);
             if (!(x->best[k] = st_alloc_aligned(x->nf * sizeof(float)))) return nomem();
-        x->best_asr = INFINITY;
-        x->best_step = -1;
+            memcpy(x->best[k], x->theta0, x->nf * sizeof(float));
+            if ((s = st_trainer_add_state(x->t, name, x->best[k], x->nf * sizeof(float)))) return s;
+        }
+        if ((s = st_trainer_add_state(x->t, "best_meta", &x->best_meta, sizeof x->best_meta))) return s;
     }
-    /* resume */
     char cdir[4300], latest[4400];
     snprintf(cdir, sizeof cdir, "%s/checkpoints", ckpt_dir);
-    int64_t prev = 0;
-    double prior_time = 0;
     if (resume && stu_exists(cdir) && st_checkpoint_find_latest(cdir, "step-", latest, sizeof latest) == ST_OK) {
-        if ((s = st_trainer_resume(x->t, latest))) return st_error_wrap(s, "run %s: resuming", r->id);
-        prev = st_trainer_steps_done(x->t);
-        for (size_t k = 0; k < x->n_extra && !s; k++) {
-            char p[4500], dd[32];
-            snprintf(p, sizeof p, "%s/ema_extra/step-%08lld-%s.f32", ckpt_dir, (long long)prev,
-                     st_study_format_decay(r->ema_decays[k + 1], dd, sizeof dd));
-            s = read_f32(p, x->extra[k].ema, x->nf);
-        }
-        if (!s && c->probe.keep_best) {
-            char p[4500];
-            snprintf(p, sizeof p, "%s/best/best.json", ckpt_dir);
-            char *bt;
-            size_t bl;
-            if (st_read_file(p, &bt, &bl) == ST_OK) {
-                cJSON *o = cJSON_Parse(bt);
-                free(bt);
-                const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "step"), *a = cJSON_GetObjectItemCaseSensitive(o, "probe_asr_live");
-                if (cJSON_IsNumber(st) && cJSON_IsNumber(a) && st->valuedouble <= (double)prev) {
-                    char name[64];
-                    for (size_t k = 0; k <= r->n_ema && !s; k++) {
-                        weight_name(r, k, name, sizeof name);
-                        snprintf(p, sizeof p, "%s/best/%s.f32", ckpt_dir, name);
-                        s = read_f32(p, x->best[k], x->nf);
-                    }
-                    x->has_best = !s;
-                    x->best_step = (int64_t)st->valuedouble;
-                    x->best_asr = a->valuedouble;
-                }
-                cJSON_Delete(o);
-            }
-        }
-        if (s) return st_error_wrap(s, "run %s: resuming (remove %s to retrain the run)", r->id, ckpt_dir);
-        if ((s = truncate_metrics(metrics_path, prev))) return s;
-        char tp[4400];
-        snprintf(tp, sizeof tp, "%s/train_time", ckpt_dir);
-        char *tt;
-        size_t tl;
-        if (st_read_file(tp, &tt, &tl) == ST_OK) { prior_time = atof(tt); free(tt); }
-        st_log_info("study: %s resumed from %s (step %lld)", r->id, latest, (long long)prev);
+        if ((s = st_trainer_resume(x->t, latest)))
+            return st_error_wrap(s, "run %s: resuming (remove %s to retrain the run)", r->id, ckpt_dir);
+        st_log_info("study: %s resumed from %s (step %lld)", r->id, latest, (long long)st_trainer_steps_done(x->t));
     } else {
         unlink(metrics_path);
         remove_tree(cdir);
     }
-    const int64_t save_every = max_steps >= 4 ? (max_steps + 1) / 2 : max_steps;
-    int stopped = 0;
-    /* step-0 probe line: the start model */
-    if (c->probe.every > 0 && st_trainer_steps_done(x->t) == 0) {
-        double a[1 + 16];
-        double ema0[16];
-        if ((s = probe(x, c, r, a))) return s;
-        for (size_t e = 0; e < r->n_ema; e++) ema0[e] = 0.0;
-        stu_buf b = {0};
-        stu_printf(&b, "{\"step\":0");
-        put_num(&b, ST_METRIC_THETA_DIST, 0.0);
-        put_ema(&b, ST_METRIC_THETA_EMA_DIST, r, ema0);
-        put_num(&b, ST_METRIC_PROBE_ASR_LIVE, a[0]);
-        put_ema(&b, ST_METRIC_PROBE_ASR_EMA, r, a + 1);
-        stu_puts(&b, "}\n");
-        s = append_line(metrics_path, &b);
-        stu_buf_free(&b);
-        if (s) return s;
-    }
-    double last_print = st_time_now();
-    while (!s && st_trainer_steps_done(x->t) < max_steps) {
-        st_step_metrics m;
-        if ((s = st_trainer_step(x->t, &m))) break;
-        for (size_t k = 0; k < x->n_extra; k++) st_ema_step(&x->extra[k], x->m->params, m.step);
-        double ema_d[16], asr[17];
-        for (size_t e = 0; e < r->n_ema && e < 16; e++)
-            ema_d[e] = e == 0 ? m.theta_ema_dist : st_ema_drift(&x->extra[e - 1]);
-        int probed = c->probe.every > 0 && due(m.step, c->probe.every, max_steps);
-        if (probed && (s = probe(x, c, r, asr))) break;
-        stu_buf b = {0};
-        stu_printf(&b, "{\"step\":%lld", (long long)m.step);
-        put_num(&b, ST_METRIC_LOSS, m.loss);
-        put_num(&b, ST_METRIC_LR, m.lr);
-        put_num(&b, ST_METRIC_GRAD_NORM, m.grad_norm);
-        put_num(&b, ST_METRIC_TOKENS_PER_S, m.tokens_per_s);
-        put_num(&b, ST_METRIC_THETA_DIST, m.theta_dist);
-        put_ema(&b, ST_METRIC_THETA_EMA_DIST, r, ema_d);
-        if (probed) {
-            put_num(&b, ST_METRIC_PROBE_ASR_LIVE, asr[0]);
-            put_ema(&b, ST_METRIC_PROBE_ASR_EMA, r, asr + 1);
-        }
-        stu_printf(&b, ",\"tokens\":%lld}\n", (long long)m.tokens);
-        s = append_line(metrics_path, &b);
-        stu_buf_free(&b);
-        if (s) break;
-        if (probed && c->probe.keep_best && asr[0] <= x->best_asr) { /* ties: the later step */
-            memcpy(x->best[0], x->m->params, x->nf * sizeof(float));
-            for (size_t k = 1; k <= r->n_ema; k++)
-                memcpy(x->best[k], k == 1 ? st_trainer_ema_params(x->t) : x->extra[k - 2].ema, x->nf * sizeof(float));
-            x->best_asr = asr[0];
-            x->best_step = m.step;
-            x->has_best = 1;
-        }
-        if (probed && asr[0] > c->probe.stop_asr_above) {
-            stopped = 1;
-            st_log_info("study: %s: probe ASR %.3f > probe.stop_asr_above %.3f at step %lld; stopping the run", r->id, asr[0],
-                        c->probe.stop_asr_above, (long long)m.step);
-        }
-        if (stopped || due(m.step, save_every, max_steps)) {
-            char tp[4400], tv[64];
-            snprintf(tp, sizeof tp, "%s/train_time", ckpt_dir);
-            int n = snprintf(tv, sizeof tv, "%.3f\n", prior_time + st_time_now() - t0);
-            if ((s = save_checkpoint(x, c, r, ckpt_dir, m.step, &prev)) || (s = st_write_file_atomic(tp, tv, (size_t)n))) break;
-        }
-        if (st_time_now() - last_print > 30 || m.step == max_steps) {
-            st_log_info("study: %s step %lld/%lld loss %.4f (%.0f tok/s)", r->id, (long long)m.step, (long long)max_steps, m.loss,
-                        m.tokens_per_s);
-            last_print = st_time_now();
-        }
-        if (stopped) break;
-    }
+    train_hook_ctx hc = {x, c, r, st_time_now()};
+    st_trainer_set_hook(x->t, train_hook, &hc);
+    s = st_trainer_run(x->t);
+    st_trainer_set_hook(x->t, NULL, NULL);
     if (s) {
         free_run(x);
         return s;
     }
     out->steps_done = (int)st_trainer_steps_done(x->t);
-    out->stopped_early = stopped;
-    out->train_time_s = prior_time + st_time_now() - t0;
+    out->stopped_early = st_trainer_stopped_early(x->t);
+    out->train_time_s = st_trainer_train_time(x->t);
     return ST_OK;
 }
 
 /* ---- eval hook ---- */
 
 /* Weights of set k (0 live, 1 + e EMA e) of run r: in memory when r was trained in this process,
- * else read back from ckpt_dir (best/ when keep_best, else the last checkpoint). */
+ * else read back from the run's last checkpoint (its best_* state when keep_best kept one). */
 static st_status weights_of(real_ctx *x, const st_study_config *c, const st_study_run *r, size_t k, const char *ckpt_dir,
                             const float **out) {
     if (x->t && !strcmp(x->run_id, r->id)) {
-        if (c->probe.keep_best && x->has_best) *out = x->best[k];
-        else *out = k == 0 ? x->m->params : k == 1 ? st_trainer_ema_params(x->t) : x->extra[k - 2].ema;
+        if (c->probe.keep_best && x->best_meta.has) *out = x->best[k];
+        else *out = k == 0 ? x->m->params : st_trainer_ema_params_k(x->t, (int)k - 1);
         return ST_OK;
     }
     if (!x->scratch && !(x->scratch = st_alloc_aligned(x->nf * sizeof(float)))) return nomem();
-    char p[4400], name[64];
-    weight_name(r, k, name, sizeof name);
-    snprintf(p, sizeof p, "%s/best/%s.f32", ckpt_dir, name);
-    st_status s;
-    if (c->probe.keep_best && stu_exists(p)) {
-        if ((s = read_f32(p, x->scratch, x->nf))) return s;
-        *out = x->scratch;
-        return ST_OK;
-    }
     char cdir[4300], latest[4400];
     snprintf(cdir, sizeof cdir, "%s/checkpoints", ckpt_dir);
     if (!stu_exists(cdir) || st_checkpoint_find_latest(cdir, "step-", latest, sizeof latest) != ST_OK)
         return st_error(ST_ERR_IO, "%s: no checkpoint to evaluate (remove %s/../train.json to retrain the run)", cdir, ckpt_dir);
-    if (k >= 2) {
-        int64_t step;
-        if ((s = st_checkpoint_verify(latest, &step))) return s;
-        char dd[32];
-        snprintf(p, sizeof p, "%s/ema_extra/step-%08lld-%s.f32", ckpt_dir, (long long)step,
-                 st_study_format_decay(r->ema_decays[k - 1], dd, sizeof dd));
-        if ((s = read_f32(p, x->scratch, x->nf))) return s;
-        *out = x->scratch;
-        return ST_OK;
+    st_status s;
+    if (c->probe.keep_best) {
+        real_best_meta meta;
+        if ((s = st_checkpoint_read_blob(latest, "x-best_meta", 0, &meta, sizeof meta))) return s;
+        if (meta.has) {
+            char name[40], blob[48];
+            best_name(k, name, sizeof name);
+            snprintf(blob, sizeof blob, "x-%s", name);
+            if ((s = st_checkpoint_read_blob(latest, blob, 0, x->scratch, x->nf * sizeof(float)))) return s;
+            *out = x->scratch;
+            return ST_OK;
+        }
     }
-    st_ema e;
-    if ((s = st_ema_init(&e, x->theta0, x->nf, 0.5f, 1, 1))) return s;
-    st_train_state st = {.params = x->scratch, .n_floats = x->nf, .ema = k == 1 ? &e : NULL};
-    s = st_checkpoint_load(latest, &st, NULL);
-    if (!s && k == 1) memcpy(x->scratch, e.ema, x->nf * sizeof(float));
-    st_ema_free(&e);
+    s = k == 0 ? st_checkpoint_read_blob(latest, "params", 0, x->scratch, x->nf * sizeof(float))
+               : st_checkpoint_read_blob(latest, "ema", (int)k - 1, x->scratch, x->nf * sizeof(float));
     if (s) return s;
     *out = x->scratch;
     return ST_OK;
@@ -703,11 +526,10 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
     if (s) return s;
     st_log_info("study: %s %s: ASR %.3f (n=%zu), advbench %.1f s (%zu tok, %.0f tok/s), xstest %.1f s, val %.1f s, tqa %.1f s", r->id,
                 w->name, out->asr, x->n_eval, t1 - t0, gt, (t1 - t0) > 0 ? (double)gt / (t1 - t0) : 0.0, t2 - t1, t3 - t2, t4 - t3);
-    (void)gx;
     /* the last weight set of the run: its checkpoint is no longer needed (disk) */
     if (k == r->n_ema) {
-        static const char *sub[] = {"checkpoints", "ema_extra", "best"};
-        for (size_t i = 0; i < 3; i++) {
+        static const char *sub[] = {"checkpoints"};
+        for (size_t i = 0; i < sizeof sub / sizeof *sub; i++) {
             char p[4400];
             snprintf(p, sizeof p, "%s/%s", ckpt_dir, sub[i]);
             remove_tree(p);
@@ -717,11 +539,37 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
     return ST_OK;
 }
 
+static void real_release(void *user) {
+    real_ctx *x = user;
+    if (!x) return;
+    free_run(x);
+    st_model_free(x->m);
+    st_free_aligned(x->theta0);
+    st_free_aligned(x->scratch);
+    free(x->model_path);
+    free(x->ds_key);
+    st_tokenized_free(&x->tk);
+    st_data_split_free(&x->split);
+    free(x->prompts_key);
+    free(x->adv_eval);
+    free(x->adv_probe);
+    free(x->xs_p);
+    free(x->xs_lab);
+    st_prompt_set_free(&x->adv);
+    st_prompt_set_free(&x->xs);
+    if (x->tqa_loaded) st_tqa_set_free(&x->tqa);
+    st_refusal_free(x->rm);
+    free(x);
+}
+
 st_status st_study_real_hooks(st_study_hooks *h) {
     memset(h, 0, sizeof *h);
+    real_ctx *x = calloc(1, sizeof *x);
+    if (!x) return nomem();
     h->train = real_train;
     h->eval = real_eval;
-    h->user = &g_ctx;
+    h->release = real_release;
+    h->user = x;
     h->synthetic = 0;
     return ST_OK;
 }

@@ -12,7 +12,7 @@
 
 #define BLOB_MAGIC "STCKBLOB"
 #define HEADER_BYTES 32
-#define MAX_BLOBS 16
+#define MAX_BLOBS 64
 #define CHUNK (1u << 20) /* multiple of 8: the hash consumes whole words per chunk */
 
 /* ---- 64-bit hash over 8-byte words (FNV-1a style with a rotation), tail bytes and length ---- */
@@ -157,13 +157,33 @@ static void fsync_dir(const char *dir) {
 
 
 
-enum { F_PARAMS = 1, F_OPT = 2, F_EMA = 4, F_SAMPLER = 8, F_RNG = 16, F_CONFIG = 32 };
+/* F_EMA_K: the EMA record is followed by the number of decays and each decay's bits (one
+ * ema.bin only, and no count, in checkpoints written before several decays existed) */
+enum { F_PARAMS = 1, F_OPT = 2, F_EMA = 4, F_SAMPLER = 8, F_RNG = 16, F_CONFIG = 32, F_EMA_K = 64 };
+
+static void ema_blob_name(int j, char *buf, size_t n) {
+    if (j == 0) snprintf(buf, n, "ema.bin");
+    else snprintf(buf, n, "ema-%d.bin", j);
+}
+
+static st_status extra_blob_name(const st_checkpoint_blob *x, char *buf, size_t n) {
+    size_t l = x->name ? strlen(x->name) : 0;
+    int ok = l > 0 && l <= 40;
+    for (size_t i = 0; ok && i < l; i++) {
+        const char c = x->name[i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    }
+    if (!ok) return st_error(ST_ERR_ARG, "checkpoint: extra state name \"%s\" must be 1-40 of [A-Za-z0-9_-]",
+                             x->name ? x->name : "");
+    snprintf(buf, n, "x-%s.bin", x->name);
+    return ST_OK;
+}
 
 static st_status write_all_blobs(const char *dir, const st_train_state *s, manifest *m) {
     wbuf b = {0};
     uint64_t flags = (s->params ? F_PARAMS : 0) | (s->opt ? F_OPT : 0) | (s->ema ? F_EMA : 0) |
                      (s->sampler ? F_SAMPLER : 0) | (s->rng ? F_RNG : 0) |
-                     (s->config_json ? F_CONFIG : 0);
+                     (s->config_json ? F_CONFIG : 0) | (s->ema ? F_EMA_K : 0);
     put_i64(&b, s->step);
     put_u64(&b, s->n_floats);
     put_u64(&b, flags);
@@ -180,10 +200,16 @@ static st_status write_all_blobs(const char *dir, const st_train_state *s, manif
     }
     if (s->ema) {
         uint32_t bits;
-        memcpy(&bits, &s->ema->decay, 4);
+        const float d0 = s->ema->k > 0 ? s->ema->decay[0] : 1.0f;
+        memcpy(&bits, &d0, 4);
         put_u64(&b, s->ema->n);
         put_u64(&b, bits);
         put_i64(&b, s->ema->start_step); put_i64(&b, s->ema->every); put_i64(&b, s->ema->n_updates);
+        put_u64(&b, (uint64_t)s->ema->k);
+        for (int j = 0; j < s->ema->k; j++) {
+            memcpy(&bits, &s->ema->decay[j], 4);
+            put_u64(&b, bits);
+        }
     }
     if (s->sampler) {
         const st_data_sampler *sa = s->sampler;
@@ -204,7 +230,16 @@ static st_status write_all_blobs(const char *dir, const st_train_state *s, manif
         st = write_blob(dir, "optim_m.bin", s->opt->m, s->opt->n * sizeof(float), m);
     if (!st && s->opt && s->opt->v)
         st = write_blob(dir, "optim_v.bin", s->opt->v, s->opt->n * sizeof(float), m);
-    if (!st && s->ema) st = write_blob(dir, "ema.bin", s->ema->ema, s->ema->n * sizeof(float), m);
+    for (int j = 0; !st && s->ema && j < s->ema->k; j++) {
+        char name[32];
+        ema_blob_name(j, name, sizeof name);
+        st = write_blob(dir, name, s->ema->ema[j], s->ema->n * sizeof(float), m);
+    }
+    for (int j = 0; !st && j < s->n_extra; j++) {
+        char name[64];
+        if (!(st = extra_blob_name(&s->extra[j], name, sizeof name)))
+            st = write_blob(dir, name, s->extra[j].data, s->extra[j].bytes, m);
+    }
     if (!st && s->ema)
         st = write_blob(dir, "theta0.bin", s->ema->theta0, s->ema->n * sizeof(float), m);
     if (!st && s->sampler)
@@ -219,6 +254,8 @@ st_status st_checkpoint_save(const char *dir, const st_train_state *s) {
     if (s->params && s->opt && s->opt->n != s->n_floats)
         return st_error(ST_ERR_ARG, "checkpoint %s: optimizer has %zu floats, params %zu", dir,
                         s->opt->n, s->n_floats);
+    if (8 + (s->ema ? s->ema->k : 0) + s->n_extra > MAX_BLOBS)
+        return st_error(ST_ERR_ARG, "checkpoint %s: more than %d files", dir, MAX_BLOBS);
     if (s->params && s->ema && s->ema->n != s->n_floats)
         return st_error(ST_ERR_ARG, "checkpoint %s: EMA has %zu floats, params %zu", dir,
                         s->ema->n, s->n_floats);
@@ -474,11 +511,18 @@ st_status st_checkpoint_load(const char *dir, st_train_state *s, char **config_j
         opt_step = get_i64(&r);
         opt_n = get_u64(&r); has_m = get_u64(&r); has_v = get_u64(&r);
     }
-    uint64_t ema_n = 0, ema_bits = 0;
+    uint64_t ema_n = 0, ema_bits = 0, ema_k = 0, ema_kbits[ST_EMA_MAX] = {0};
     int64_t ema_start = 0, ema_every = 0, ema_updates = 0;
     if (flags & F_EMA) {
         ema_n = get_u64(&r); ema_bits = get_u64(&r);
         ema_start = get_i64(&r); ema_every = get_i64(&r); ema_updates = get_i64(&r);
+        ema_k = 1;
+        ema_kbits[0] = ema_bits;
+        if (flags & F_EMA_K) {
+            ema_k = get_u64(&r);
+            if (ema_k > ST_EMA_MAX) r.bad = 1;
+            for (uint64_t j = 0; j < ema_k && !r.bad; j++) ema_kbits[j] = get_u64(&r);
+        }
     }
     uint64_t sa_n = 0, sa_seed = 0, sa_pos = 0;
     int64_t sa_shuffle = 0, sa_rank = 0, sa_world = 1, sa_epoch = 0;
@@ -494,7 +538,8 @@ st_status st_checkpoint_load(const char *dir, st_train_state *s, char **config_j
     if (bad) return st_error(ST_ERR_FORMAT, "%s/state.bin: malformed state record", dir);
 
     /* Check everything requested is present and sized right before writing anything. */
-    const blob_entry *bp = NULL, *bm = NULL, *bv = NULL, *be = NULL, *bt = NULL, *bi = NULL;
+    const blob_entry *bp = NULL, *bm = NULL, *bv = NULL, *be[ST_EMA_MAX] = {0}, *bt = NULL, *bi = NULL;
+    const blob_entry *bx[MAX_BLOBS] = {0};
     if (s->params) {
         if (!(flags & F_PARAMS)) return st_error(ST_ERR_FORMAT, "%s: checkpoint has no params", dir);
         if (n_floats != s->n_floats)
@@ -518,8 +563,28 @@ st_status st_checkpoint_load(const char *dir, st_train_state *s, char **config_j
         if (ema_n != s->ema->n)
             return st_error(ST_ERR_FORMAT, "%s: checkpoint EMA has %" PRIu64 " floats, this run %zu",
                             dir, ema_n, s->ema->n);
-        if ((st = need_blob(dir, &m, "ema.bin", ema_n * sizeof(float), &be))) return st;
+        /* an old checkpoint of a run without EMA kept θ_0 in ema.bin (decay 1): nothing to read */
+        const int old_off = !(flags & F_EMA_K) && s->ema->k == 0;
+        if (!old_off && ema_k != (uint64_t)s->ema->k)
+            return st_error(ST_ERR_FORMAT, "%s: checkpoint has %" PRIu64 " EMA decay%s, this run %d", dir, ema_k,
+                            ema_k == 1 ? "" : "s", s->ema->k);
+        for (int j = 0; j < s->ema->k; j++) {
+            char name[32];
+            ema_blob_name(j, name, sizeof name);
+            if ((st = need_blob(dir, &m, name, ema_n * sizeof(float), &be[j]))) return st;
+        }
         if ((st = need_blob(dir, &m, "theta0.bin", ema_n * sizeof(float), &bt))) return st;
+    }
+    if (s->n_extra > MAX_BLOBS) return st_error(ST_ERR_ARG, "%s: more than %d extra blobs asked for", dir, MAX_BLOBS);
+    for (int j = 0; j < s->n_extra; j++) {
+        char name[64];
+        if ((st = extra_blob_name(&s->extra[j], name, sizeof name))) return st;
+        const blob_entry *e = find_blob(&m, name);
+        if (!e) return st_error(ST_ERR_FORMAT, "%s: checkpoint has no %s", dir, name);
+        if (e->bytes != s->extra[j].bytes + HEADER_BYTES)
+            return st_error(ST_ERR_FORMAT, "%s/%s: holds %" PRIu64 " bytes, this run needs %zu", dir, name,
+                            e->bytes - HEADER_BYTES, s->extra[j].bytes);
+        bx[j] = e;
     }
     if (s->sampler) {
         if (!(flags & F_SAMPLER)) return st_error(ST_ERR_FORMAT, "%s: checkpoint has no data order", dir);
@@ -542,14 +607,20 @@ st_status st_checkpoint_load(const char *dir, st_train_state *s, char **config_j
         s->opt->step = opt_step;
     }
     if (s->ema) {
-        uint32_t cur;
-        memcpy(&cur, &s->ema->decay, 4);
-        if (cur != (uint32_t)ema_bits || ema_start != s->ema->start_step || ema_every != s->ema->every)
-            st_log_warn("%s: EMA settings differ from the checkpoint's; using this run's", dir);
-        if ((st = read_blob(dir, be, s->ema->ema, NULL)) || (st = read_blob(dir, bt, s->ema->theta0, NULL)))
-            return st;
+        int differ = ema_start != s->ema->start_step || ema_every != s->ema->every;
+        for (int j = 0; j < s->ema->k; j++) {
+            uint32_t cur;
+            memcpy(&cur, &s->ema->decay[j], 4);
+            differ |= cur != (uint32_t)ema_kbits[j];
+        }
+        if (differ) st_log_warn("%s: EMA settings differ from the checkpoint's; using this run's", dir);
+        for (int j = 0; j < s->ema->k; j++)
+            if ((st = read_blob(dir, be[j], s->ema->ema[j], NULL))) return st;
+        if ((st = read_blob(dir, bt, s->ema->theta0, NULL))) return st;
         s->ema->n_updates = ema_updates;
     }
+    for (int j = 0; j < s->n_extra; j++)
+        if ((st = read_blob(dir, bx[j], s->extra[j].data, NULL))) return st;
     if (s->sampler) {
         uint32_t *items = st_malloc(sa_n ? sa_n * sizeof(uint32_t) : 1);
         if (!items) return ST_ERR_NOMEM;
@@ -580,6 +651,18 @@ st_status st_checkpoint_load(const char *dir, st_train_state *s, char **config_j
         *config_json = txt;
     }
     return ST_OK;
+}
+
+st_status st_checkpoint_read_blob(const char *dir, const char *what, int j, void *dst, size_t bytes) {
+    char name[80];
+    if (!strcmp(what, "ema")) ema_blob_name(j, name, sizeof name);
+    else snprintf(name, sizeof name, "%s.bin", what);
+    manifest m;
+    st_status st = verify(dir, &m);
+    if (st) return st;
+    const blob_entry *e = NULL;
+    if ((st = need_blob(dir, &m, name, bytes, &e))) return st;
+    return read_blob(dir, e, dst, NULL);
 }
 
 st_status st_checkpoint_find_latest(const char *run_dir, const char *prefix, char *out, size_t cap) {

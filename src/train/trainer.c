@@ -17,8 +17,8 @@ void st_train_config_default(st_train_config *c) {
     c->grad_accum = 1;
     c->max_steps = 100;
     c->max_grad_norm = 1.0;
-    c->ema_on = 1;
-    c->ema_decay = 0.99;
+    c->n_ema = 1;
+    c->ema_decays[0] = 0.99;
     c->ema_every = 1;
     c->ema_start = 1;
     c->seed = 42;
@@ -57,8 +57,15 @@ static st_status check_config(const st_train_config *c, size_t n_rows) {
         return st_error(ST_ERR_ARG, "set --max-steps N or --epochs E (> 0)");
     if (c->max_seq_len < 2)
         return st_error(ST_ERR_ARG, "--max-seq-len = %d must be >= 2", c->max_seq_len);
-    if (c->ema_on && !(c->ema_decay >= 0 && c->ema_decay <= 1))
-        return st_error(ST_ERR_ARG, "--ema-decay = %g must be in [0, 1]", c->ema_decay);
+    if (c->n_ema < 0 || c->n_ema > ST_EMA_MAX)
+        return st_error(ST_ERR_ARG, "ema_decay: %d decays, at most %d", c->n_ema, ST_EMA_MAX);
+    for (int j = 0; j < c->n_ema; j++) {
+        if (!(c->ema_decays[j] >= 0 && c->ema_decays[j] <= 1))
+            return st_error(ST_ERR_ARG, "ema_decay = %g must be in [0, 1]", c->ema_decays[j]);
+        for (int i = 0; i < j; i++)
+            if ((float)c->ema_decays[i] == (float)c->ema_decays[j])
+                return st_error(ST_ERR_ARG, "ema_decay: %g is listed twice", c->ema_decays[j]);
+    }
     if (c->eval_every < 0 || c->save_every < 0 || c->keep_checkpoints < 0)
         return st_error(ST_ERR_ARG, "--eval-every, --save-every, --keep-checkpoints must be >= 0");
     return st_optim_config_validate(&c->optim);
@@ -105,9 +112,13 @@ st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_c
                              cfg->comm.rank, world)))
         goto fail;
     st_rng_seed(&t->rng, cfg->seed ^ 0x5EEDULL);
-    const size_t window = (size_t)cfg->batch_size * (size_t)cfg->grad_accum * (size_t)world;
+    /* windows per epoch: a window never crosses an epoch's end (trainer.h); ranks' shards
+     * differ by at most one row, the largest decides */
+    const size_t window = (size_t)cfg->batch_size * (size_t)cfg->grad_accum;
+    const size_t shard = (t->split.n_train + (size_t)world - 1) / (size_t)world;
+    const int64_t per_epoch = (int64_t)((shard + window - 1) / window);
     t->max_steps = cfg->max_steps;
-    if (t->max_steps == 0) t->max_steps = (int64_t)ceil(cfg->epochs * (double)t->split.n_train / (double)window);
+    if (t->max_steps == 0) t->max_steps = (int64_t)ceil(cfg->epochs * (double)per_epoch - 1e-9);
     if (t->max_steps < 1) t->max_steps = 1;
     t->cfg.sched.total_steps = t->max_steps;
     if ((s = st_schedule_validate(&t->cfg.sched))) goto fail;
@@ -121,10 +132,13 @@ st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_c
     memset(t->grads, 0, t->n * sizeof(float));
     if ((s = st_weights_bind(&t->gw, &m->config, &m->layout, t->grads))) goto fail;
     if ((s = st_optim_init(&t->opt, &cfg->optim, &m->layout, t->n))) goto fail;
-    if ((s = st_ema_init(&t->ema, m->params, t->n, cfg->ema_on ? (float)cfg->ema_decay : 1.0f,
-                         cfg->ema_start > 0 ? cfg->ema_start : 1,
-                         cfg->ema_every > 0 ? cfg->ema_every : 1)))
-        goto fail;
+    {
+        float dec[ST_EMA_MAX];
+        for (int j = 0; j < cfg->n_ema; j++) dec[j] = (float)cfg->ema_decays[j];
+        if ((s = st_ema_init(&t->ema, m->params, t->n, dec, cfg->n_ema, cfg->ema_start > 0 ? cfg->ema_start : 1,
+                             cfg->ema_every > 0 ? cfg->ema_every : 1)))
+            goto fail;
+    }
     if ((s = st_train_acts_new(&m->config, cfg->batch_size, cfg->max_seq_len, &t->acts))) goto fail;
     t->batches = st_calloc((size_t)cfg->grad_accum, sizeof *t->batches);
     if (!t->batches) { s = ST_ERR_NOMEM; goto fail; }
@@ -157,10 +171,20 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     if (!rows) return ST_ERR_NOMEM;
     double counts[2] = {0, 0}; /* targets, tokens */
     st_status s = ST_OK;
-    for (int i = 0; i < c->grad_accum && !s; i++) {
-        for (int r = 0; r < c->batch_size; r++) rows[r] = st_data_sampler_next(&t->sampler);
-        s = st_collate(t->data, rows, c->batch_size, c->max_seq_len, c->pad_id, 0, &t->batches[i]);
+    if (t->sampler.pos >= t->sampler.n_shard) /* the last window ended the epoch: next one */
+        s = st_data_sampler_seek(&t->sampler, t->sampler.epoch + 1, 0);
+    /* the rows of this window: grad_accum micro-batches, or what is left of the epoch */
+    size_t left = t->sampler.n_shard - t->sampler.pos, want = (size_t)c->batch_size * (size_t)c->grad_accum;
+    if (want > left) want = left;
+    const int n_micro = (int)((want + (size_t)c->batch_size - 1) / (size_t)c->batch_size);
+    t->n_micro = 0;
+    for (int i = 0; i < n_micro && !s; i++) {
+        const size_t done = (size_t)i * (size_t)c->batch_size;
+        const int nb = (int)(want - done < (size_t)c->batch_size ? want - done : (size_t)c->batch_size);
+        for (int r = 0; r < nb; r++) rows[r] = st_data_sampler_next(&t->sampler);
+        s = st_collate(t->data, rows, nb, c->max_seq_len, c->pad_id, 0, &t->batches[i]);
         if (s) break;
+        t->n_micro = i + 1;
         counts[0] += (double)t->batches[i].n_targets;
         for (int r = 0; r < t->batches[i].B; r++) counts[1] += t->batches[i].lengths[r];
     }
@@ -174,7 +198,7 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     double normaliser = counts[0] > 0 ? counts[0] : 1.0;
     ST_PROF("grad_zero", memset(t->grads, 0, t->n * sizeof(float)));
     double loss = 0.0;
-    for (int i = 0; i < c->grad_accum && !s; i++) {
+    for (int i = 0; i < n_micro && !s; i++) {
         const st_batch *b = &t->batches[i];
         float l = 0;
         ST_PROF("forward_total", s = st_train_forward(mc, &t->m->w, t->acts, b->inputs, b->targets,
@@ -213,16 +237,16 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
         return s;
     }
     const double lr = st_schedule_lr(&c->sched, c->optim.lr, t->opt.step);
-    double live_sq = 0, ema_sq = 0;
+    double live_sq = 0, ema_sq[ST_EMA_MAX] = {0};
     if (fused) {
-        const int due = c->ema_on && st_ema_due(&t->ema, t->opt.step + 1);
+        const int due = t->ema.k > 0 && st_ema_due(&t->ema, t->opt.step + 1);
         ST_PROF("adamw_ema_dist", s = st__trainer_update(t, t->m->params, t->grads, gscale, lr, due,
-                                                          &live_sq, &ema_sq));
+                                                          &live_sq, ema_sq));
     } else {
         ST_PROF("adamw", s = st_optim_step(&t->opt, t->m->params, t->grads, lr));
     }
     if (s) return s;
-    if (!fused && c->ema_on) ST_PROF("ema", st_ema_step(&t->ema, t->m->params, t->opt.step));
+    if (!fused && t->ema.k > 0) ST_PROF("ema", st_ema_step(&t->ema, t->m->params, t->opt.step));
     t->step = step_no;
     st_step_metrics m;
     memset(&m, 0, sizeof m);
@@ -232,13 +256,15 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     m.grad_norm = gn;
     m.targets = (int64_t)counts[0];
     m.tokens = (int64_t)counts[1];
+    m.n_micro = n_micro;
     if (fused) {
         m.theta_dist = sqrt(live_sq);
-        m.theta_ema_dist = c->ema_on ? sqrt(ema_sq) : NAN;
+        for (int j = 0; j < t->ema.k; j++) m.theta_ema_dists[j] = sqrt(ema_sq[j]);
     } else {
         ST_PROF("distances", m.theta_dist = st_ema_live_drift(&t->ema, t->m->params);
-                m.theta_ema_dist = c->ema_on ? st_ema_drift(&t->ema) : NAN);
+                for (int j = 0; j < t->ema.k; j++) m.theta_ema_dists[j] = st_ema_drift(&t->ema, j));
     }
+    m.theta_ema_dist = t->ema.k > 0 ? m.theta_ema_dists[0] : NAN;
     m.epoch = (double)t->sampler.epoch +
               (t->sampler.n_shard ? (double)t->sampler.pos / (double)t->sampler.n_shard : 0.0);
     m.step_s = st_time_now() - t0;
@@ -288,6 +314,13 @@ void st_trainer_set_hook(st_trainer *t, st_trainer_hook fn, void *user) {
 }
 
 st_status st_trainer_add_metric(st_trainer *t, const char *name, double value) {
+    return st_trainer_add_metric_keyed(t, name, NULL, value);
+}
+
+st_status st_trainer_add_metric_keyed(st_trainer *t, const char *name, const char *key, double value) {
+    if (key && (!*key || strlen(key) >= sizeof t->extra[0].key || strpbrk(key, "\"\\")))
+        return st_error(ST_ERR_ARG, "metrics: key \"%s\" of %s must be 1-31 characters without quotes", key,
+                        name ? name : "");
     if (t->n_extra >= ST_TRAINER_MAX_EXTRA)
         return st_error(ST_ERR_ARG, "metrics: more than %d extra fields in one step",
                         ST_TRAINER_MAX_EXTRA);
@@ -299,7 +332,25 @@ st_status st_trainer_add_metric(st_trainer *t, const char *name, double value) {
         return st_error(ST_ERR_ARG, "metrics: field name \"%s\" must be 1-63 of [A-Za-z0-9_]",
                         name ? name : "");
     snprintf(t->extra[t->n_extra].name, sizeof t->extra[0].name, "%s", name);
+    snprintf(t->extra[t->n_extra].key, sizeof t->extra[0].key, "%s", key ? key : "");
     t->extra[t->n_extra++].v = value;
+    return ST_OK;
+}
+
+void st_trainer_request_stop(st_trainer *t) { t->stop_requested = 1; }
+int st_trainer_stopped_early(const st_trainer *t) { return t->stopped_early; }
+void st_trainer_set_save_every(st_trainer *t, int64_t every) { t->cfg.save_every = every > 0 ? every : 0; }
+
+st_status st_trainer_add_state(st_trainer *t, const char *name, void *data, size_t bytes) {
+    if (t->n_state >= ST_TRAINER_MAX_STATE)
+        return st_error(ST_ERR_ARG, "trainer: more than %d registered state buffers", ST_TRAINER_MAX_STATE);
+    if (!name || strlen(name) >= sizeof t->state_names[0] || !data)
+        return st_error(ST_ERR_ARG, "trainer: state buffer \"%s\": a name of 1-40 characters and data", name ? name : "");
+    for (int i = 0; i < t->n_state; i++)
+        if (!strcmp(t->state_names[i], name)) return st_error(ST_ERR_ARG, "trainer: state buffer \"%s\" registered twice", name);
+    snprintf(t->state_names[t->n_state], sizeof t->state_names[0], "%s", name);
+    t->state[t->n_state] = (st_checkpoint_blob){t->state_names[t->n_state], data, bytes};
+    t->n_state++;
     return ST_OK;
 }
 
@@ -307,11 +358,18 @@ int64_t st_trainer_steps_done(const st_trainer *t) { return t->step; }
 int64_t st_trainer_max_steps(const st_trainer *t) { return t->max_steps; }
 const st_model *st_trainer_model(const st_trainer *t) { return t->m; }
 const float *st_trainer_params(const st_trainer *t) { return t->m->params; }
-const float *st_trainer_ema_params(const st_trainer *t) { return t->cfg.ema_on ? t->ema.ema : NULL; }
+const float *st_trainer_ema_params(const st_trainer *t) { return st_trainer_ema_params_k(t, 0); }
+int st_trainer_n_ema(const st_trainer *t) { return t->ema.k; }
+const float *st_trainer_ema_params_k(const st_trainer *t, int j) {
+    return j >= 0 && j < t->ema.k ? t->ema.ema[j] : NULL;
+}
+double st_trainer_train_time(const st_trainer *t) {
+    return t->time_prior + (t->time_start > 0 ? st_time_now() - t->time_start : 0.0);
+}
 const float *st_trainer_theta0(const st_trainer *t) { return t->ema.theta0; }
 const st_step_metrics *st_trainer_last_metrics(const st_trainer *t) { return &t->last; }
 size_t st_trainer_n_train(const st_trainer *t) { return t->split.n_train; }
 size_t st_trainer_n_val(const st_trainer *t) { return t->split.n_val; }
 const st_batch *st_trainer_batch(const st_trainer *t, int i) {
-    return i >= 0 && i < t->cfg.grad_accum ? &t->batches[i] : NULL;
+    return i >= 0 && i < t->n_micro ? &t->batches[i] : NULL;
 }

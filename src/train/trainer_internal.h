@@ -3,11 +3,13 @@
 #define SAFETUNE_TRAINER_INTERNAL_H
 
 #include "safetune/backward.h"
+#include "safetune/checkpoint.h"
 #include "safetune/ema.h"
 #include "safetune/kernels.h"
 #include "safetune/trainer.h"
 
-#define ST_TRAINER_MAX_EXTRA 16
+#define ST_TRAINER_MAX_EXTRA 64
+#define ST_TRAINER_MAX_STATE 32
 
 typedef struct {
     double start, last_print;
@@ -24,20 +26,27 @@ struct st_trainer {
     float *grads;
     st_weights gw;             /* views into grads */
     st_optimizer opt;
-    st_ema ema;                /* θ_0 always; θ_ema updated only when cfg.ema_on */
+    st_ema ema;                /* θ_0 and the cfg.n_ema averages */
     st_data_split split;
     st_data_sampler sampler;
     st_rng rng;
     st_train_acts *acts;
     st_batch *batches;         /* [grad_accum] */
+    int n_micro;               /* micro-batches of the last window */
     st_batch eval_batch;
     int64_t step;
     int64_t max_steps;
     st_step_metrics last;
     st_trainer_hook hook;
     void *hook_user;
-    struct { char name[64]; double v; } extra[ST_TRAINER_MAX_EXTRA];
+    struct { char name[64], key[32]; double v; } extra[ST_TRAINER_MAX_EXTRA]; /* key "" = plain */
     int n_extra;
+    st_checkpoint_blob state[ST_TRAINER_MAX_STATE]; /* st_trainer_add_state */
+    char state_names[ST_TRAINER_MAX_STATE][48];
+    int n_state;
+    int stop_requested, stopped_early;
+    double time_prior;         /* train time of earlier sessions (restored on resume) */
+    double time_start;         /* st_time_now() when this session's st_trainer_run began; 0 = not running */
     char last_ckpt[4096];      /* last checkpoint written or resumed from ("" = none) */
     int64_t debug_nan_step;    /* SAFETUNE_DEBUG_NAN_STEP: poison this step's loss (tests) */
     st_matmul_precision saved_prec;
@@ -46,7 +55,9 @@ struct st_trainer {
 
 /* trainer_metrics.c: one metrics.jsonl line (heap string with '\n'). */
 char *st__trainer_metrics_line(const st_trainer *t, const st_step_metrics *m);
-/* Append a line to out_dir/metrics.jsonl (flushed). */
+/* metrics file of the run (cfg.metrics_path or out_dir/metrics.jsonl) into buf. */
+void st__trainer_metrics_path(const st_trainer *t, char *buf, size_t cap);
+/* Append a line to the metrics file (flushed). */
 st_status st__trainer_append_metrics(const st_trainer *t, const char *line);
 /* Rewrite out_dir/metrics.jsonl keeping only well-formed lines with step <= max_step. */
 st_status st__trainer_truncate_metrics(const st_trainer *t, int64_t max_step);
@@ -62,6 +73,7 @@ void st__progress_update(st_progress *p, const st_step_metrics *m, int64_t total
 int st__trainer_update_fusable(const st_trainer *t);
 st_status st__trainer_update(st_trainer *t, float *params, const float *grads, float gscale,
                              double lr, int ema_due, double *live_sq, double *ema_sq);
+/* ema_sq[t->ema.k]: ‖θ_ema_j−θ_0‖² per decay. */
 
 /* trainer_run.c: remove stale folders, then keep the newest `keep` step-* folders under dir. */
 void st__trainer_prune_checkpoints(const char *dir, int keep);

@@ -1,6 +1,8 @@
 /* trainer_metrics.c - metrics.jsonl records (one JSON object per line, flushed each step).
  * Field names are the interface read by the study module: step, loss, lr, grad_norm,
- * tokens_per_s, theta_dist, theta_ema_dist, epoch, val_loss + hook fields. Non-finite -> null. */
+ * tokens_per_s, theta_dist, theta_ema_dist, epoch, val_loss + hook fields. Non-finite -> null.
+ * A per-decay field is a number with one EMA decay and an object keyed by st_ema_decay_key
+ * ({"0.9": ..., "0.5": ...}) with several. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -42,6 +44,11 @@ static void num(sbuf *b, const char *key, double v) {
     else put(b, ",\"%s\":null", key);
 }
 
+static void keyed_num(sbuf *b, int first, const char *key, double v) {
+    if (isfinite(v)) put(b, "%s\"%s\":%.17g", first ? "" : ",", key, v);
+    else put(b, "%s\"%s\":null", first ? "" : ",", key);
+}
+
 char *st__trainer_metrics_line(const st_trainer *t, const st_step_metrics *m) {
     sbuf b = {malloc(512), 0, 512};
     put(&b, "{\"step\":%lld", (long long)m->step);
@@ -50,24 +57,47 @@ char *st__trainer_metrics_line(const st_trainer *t, const st_step_metrics *m) {
     num(&b, "grad_norm", m->grad_norm);
     num(&b, "tokens_per_s", m->tokens_per_s);
     num(&b, "theta_dist", m->theta_dist);
-    num(&b, "theta_ema_dist", m->theta_ema_dist);
+    if (t->ema.k <= 1) {
+        num(&b, "theta_ema_dist", m->theta_ema_dist);
+    } else {
+        put(&b, ",\"theta_ema_dist\":{");
+        for (int j = 0; j < t->ema.k; j++) {
+            char d[32];
+            keyed_num(&b, j == 0, st_ema_decay_key(t->ema.decay[j], d, sizeof d), m->theta_ema_dists[j]);
+        }
+        put(&b, "}");
+    }
     num(&b, "epoch", m->epoch);
     if (m->has_val) num(&b, "val_loss", m->val_loss);
     put(&b, ",\"tokens\":%lld,\"targets\":%lld", (long long)m->tokens, (long long)m->targets);
     for (int i = 0; i < t->n_extra; i++) {
-        num(&b, t->extra[i].name, t->extra[i].v);
+        if (!t->extra[i].key[0]) {
+            num(&b, t->extra[i].name, t->extra[i].v);
+            continue;
+        }
+        int seen = 0; /* a keyed name is written once, at its first field, with all its keys */
+        for (int p = 0; p < i && !seen; p++) seen = t->extra[p].key[0] && !strcmp(t->extra[p].name, t->extra[i].name);
+        if (seen) continue;
+        put(&b, ",\"%s\":{", t->extra[i].name);
+        for (int q = i, first = 1; q < t->n_extra; q++)
+            if (t->extra[q].key[0] && !strcmp(t->extra[q].name, t->extra[i].name)) {
+                keyed_num(&b, first, t->extra[q].key, t->extra[q].v);
+                first = 0;
+            }
+        put(&b, "}");
     }
     put(&b, "}\n");
     return b.p;
 }
 
-static void metrics_path(const st_trainer *t, char *buf, size_t cap) {
-    snprintf(buf, cap, "%s/metrics.jsonl", t->cfg.out_dir);
+void st__trainer_metrics_path(const st_trainer *t, char *buf, size_t cap) {
+    if (t->cfg.metrics_path) snprintf(buf, cap, "%s", t->cfg.metrics_path);
+    else snprintf(buf, cap, "%s/metrics.jsonl", t->cfg.out_dir);
 }
 
 st_status st__trainer_append_metrics(const st_trainer *t, const char *line) {
     char p[4200];
-    metrics_path(t, p, sizeof p);
+    st__trainer_metrics_path(t, p, sizeof p);
     FILE *f = fopen(p, "a");
     if (!f) return st_error(ST_ERR_IO, "%s: cannot open for appending: %s", p, strerror(errno));
     size_t n = strlen(line);
@@ -79,7 +109,7 @@ st_status st__trainer_append_metrics(const st_trainer *t, const char *line) {
 
 st_status st__trainer_truncate_metrics(const st_trainer *t, int64_t max_step) {
     char p[4200];
-    metrics_path(t, p, sizeof p);
+    st__trainer_metrics_path(t, p, sizeof p);
     char *txt = NULL;
     size_t len = 0;
     FILE *f = fopen(p, "r");

@@ -31,7 +31,7 @@ static cJSON *fingerprint(const st_trainer *t) {
     cJSON_AddNumberToObject(o, "n_val", (double)t->split.n_val);
     cJSON_AddNumberToObject(o, "world", c->comm.world > 0 ? c->comm.world : 1);
     cJSON_AddNumberToObject(o, "n_params", (double)t->n);
-    cJSON_AddBoolToObject(o, "ema", c->ema_on);
+    cJSON_AddBoolToObject(o, "ema", c->n_ema > 0);
     char h[24];
     snprintf(h, sizeof h, "%016llx", (unsigned long long)t->data_hash);
     cJSON_AddStringToObject(o, "data_hash", h); /* the same rows, tokens and loss mask */
@@ -46,7 +46,9 @@ static cJSON *fingerprint(const st_trainer *t) {
     cJSON_AddStringToObject(o, "lr_schedule", st_schedule_kind_name(c->sched.kind));
     cJSON_AddNumberToObject(o, "warmup_steps", (double)c->sched.warmup_steps);
     cJSON_AddNumberToObject(o, "max_grad_norm", c->max_grad_norm);
-    cJSON_AddNumberToObject(o, "ema_decay", c->ema_on ? c->ema_decay : 0.0);
+    cJSON_AddNumberToObject(o, "ema_decay", c->n_ema > 0 ? c->ema_decays[0] : 0.0);
+    cJSON *dl = cJSON_AddArrayToObject(o, "ema_decays"); /* absent in older checkpoints: skipped */
+    for (int j = 0; j < c->n_ema; j++) cJSON_AddItemToArray(dl, cJSON_CreateNumber(c->ema_decays[j]));
     cJSON_AddNumberToObject(o, "ema_every", (double)c->ema_every);
     cJSON_AddNumberToObject(o, "ema_start", (double)c->ema_start);
     cJSON_AddStringToObject(o, "precision", c->bf16 ? "bf16" : "fp32");
@@ -59,6 +61,7 @@ static char *state_json(const st_trainer *t) {
     cJSON_AddItemToObject(root, "trainer", fingerprint(t));
     cJSON *run = t->cfg.run_config_json ? cJSON_Parse(t->cfg.run_config_json) : NULL;
     cJSON_AddItemToObject(root, "run", run ? run : cJSON_CreateNull());
+    cJSON_AddNumberToObject(root, "train_time_s", st_trainer_train_time(t));
     char *txt = cJSON_Print(root);
     cJSON_Delete(root);
     return txt;
@@ -69,7 +72,7 @@ st_status st_trainer_save_checkpoint(st_trainer *t, const char *dir) {
     if (!cj) return ST_ERR_NOMEM;
     st_train_state st = {.step = t->step, .params = t->m->params, .n_floats = t->n,
                          .opt = &t->opt, .ema = &t->ema, .sampler = &t->sampler, .rng = &t->rng,
-                         .config_json = cj};
+                         .config_json = cj, .extra = t->state, .n_extra = t->n_state};
     st_status s = st_checkpoint_save(dir, &st);
     free(cj);
     if (!s) snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", dir);
@@ -111,9 +114,7 @@ st_status st_trainer_resume(st_trainer *t, const char *dir) {
                             v->valuedouble);
             continue;
         }
-        int same = v && ((cJSON_IsNumber(v) && cJSON_IsNumber(it) && v->valuedouble == it->valuedouble) ||
-                         (cJSON_IsBool(v) && cJSON_IsBool(it) && cJSON_IsTrue(v) == cJSON_IsTrue(it)) ||
-                         (cJSON_IsString(v) && cJSON_IsString(it) && !strcmp(v->valuestring, it->valuestring)));
+        int same = cJSON_Compare(v, it, 1);
         if (!same && !strcmp(it->string, "data_hash")) {
             s = st_error(ST_ERR_ARG, "%s: the training data differ from the checkpoint's (same row count, "
                          "other tokens: another --data file, --data-format or chat template?); resume with "
@@ -127,15 +128,19 @@ st_status st_trainer_resume(st_trainer *t, const char *dir) {
             free(b);
         }
     }
+    const cJSON *tt = root ? cJSON_GetObjectItemCaseSensitive(root, "train_time_s") : NULL;
+    const double prior = cJSON_IsNumber(tt) && tt->valuedouble >= 0 ? tt->valuedouble : 0.0;
     cJSON_Delete(mine);
     cJSON_Delete(root);
     if (s) return s;
     st_train_state st = {.params = t->m->params, .n_floats = t->n, .opt = &t->opt, .ema = &t->ema,
-                         .sampler = &t->sampler, .rng = &t->rng};
+                         .sampler = &t->sampler, .rng = &t->rng, .extra = t->state, .n_extra = t->n_state};
     if ((s = st_checkpoint_load(dir, &st, NULL))) return s;
     t->step = st.step;
+    t->time_prior = prior;
+    if (t->time_start > 0) t->time_start = st_time_now();
     snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", dir);
-    if (t->cfg.out_dir) s = st__trainer_truncate_metrics(t, t->step);
+    if (t->cfg.out_dir || t->cfg.metrics_path) s = st__trainer_truncate_metrics(t, t->step);
     return s;
 }
 
@@ -153,7 +158,7 @@ static int due(int64_t step, int64_t every, int64_t last) {
 }
 
 static st_status emit(st_trainer *t, const st_step_metrics *m) {
-    if (!t->cfg.out_dir) return ST_OK;
+    if (!t->cfg.out_dir && !t->cfg.metrics_path) return ST_OK;
     char *line = st__trainer_metrics_line(t, m);
     if (!line) return ST_ERR_NOMEM;
     st_status s = st__trainer_append_metrics(t, line);
@@ -161,10 +166,21 @@ static st_status emit(st_trainer *t, const st_step_metrics *m) {
     return s;
 }
 
+static st_status run_loop(st_trainer *t);
+
 st_status st_trainer_run(st_trainer *t) {
+    t->time_start = st_time_now();
+    st_status s = run_loop(t);
+    t->time_prior += st_time_now() - t->time_start;
+    t->time_start = 0;
+    return s;
+}
+
+static st_status run_loop(st_trainer *t) {
     const st_train_config *c = &t->cfg;
     st_status s = ST_OK;
     char ckdir[4096];
+    t->stop_requested = t->stopped_early = 0;
     if (c->out_dir) {
         snprintf(ckdir, sizeof ckdir, "%s/checkpoints", c->out_dir);
         if ((s = st_mkdir_p(c->out_dir)) || (c->save_every > 0 && (s = st_mkdir_p(ckdir)))) return s;
@@ -174,15 +190,23 @@ st_status st_trainer_run(st_trainer *t) {
     }
     st__progress_start(&t->prog, t->step);
     const int do_val = c->eval_every > 0 && t->split.n_val > 0;
-    if (t->step == 0 && do_val) { /* baseline held-out loss of θ_0 */
+    if (t->step == 0) { /* θ_0: baseline held-out loss and the hook's step-0 fields */
         st_step_metrics m0;
         memset(&m0, 0, sizeof m0);
         m0.loss = m0.lr = m0.grad_norm = m0.tokens_per_s = NAN;
-        m0.theta_ema_dist = c->ema_on ? 0.0 : NAN;
-        m0.has_val = 1;
+        m0.theta_ema_dist = t->ema.k > 0 ? 0.0 : NAN;
+        m0.val_loss = NAN;
         t->n_extra = 0;
-        if ((s = st_trainer_eval(t, t->m->params, &m0.val_loss))) return s;
-        if ((s = emit(t, &m0))) return s;
+        if (do_val) {
+            m0.has_val = 1;
+            if ((s = st_trainer_eval(t, t->m->params, &m0.val_loss))) return s;
+        }
+        if (t->hook && (s = t->hook(t, 0, t->hook_user))) return s;
+        if ((do_val || t->n_extra > 0) && (s = emit(t, &m0))) return s;
+        if (t->stop_requested) { /* stopped before any step: nothing to save */
+            t->stopped_early = 1;
+            return ST_OK;
+        }
     }
     long long cur = (long long)t->step + 1; /* the step being run, evaluated or saved */
     while (t->step < t->max_steps) {
@@ -198,12 +222,18 @@ st_status st_trainer_run(st_trainer *t) {
         if (t->hook && (s = t->hook(t, m.step, t->hook_user))) break;
         if ((s = emit(t, &m))) break;
         if (c->progress) st__progress_update(&t->prog, &m, t->max_steps, m.step == t->max_steps);
-        const int stop = c->stop && *c->stop;
+        const int early = t->stop_requested && t->step < t->max_steps;
+        const int stop = (c->stop && *c->stop) || early;
         if (c->out_dir && (stop || due(m.step, c->save_every, t->max_steps))) {
             char d[4200];
             snprintf(d, sizeof d, "%s/" CKPT_PREFIX "%08lld", ckdir, (long long)m.step);
             if ((s = st_mkdir_p(ckdir)) || (s = st_trainer_save_checkpoint(t, d))) break;
             st__trainer_prune_checkpoints(ckdir, c->keep_checkpoints);
+        }
+        if (early) {
+            if (c->progress) fputc('\n', stderr);
+            t->stopped_early = 1;
+            break;
         }
         if (stop && t->step < t->max_steps) {
             if (c->progress) fputc('\n', stderr);
@@ -217,6 +247,7 @@ st_status st_trainer_run(st_trainer *t) {
     /* a run killed between a save and its prune, then resumed when already finished, saves
      * nothing: prune here too so --keep-checkpoints holds */
     if (!s && c->out_dir && c->save_every > 0) st__trainer_prune_checkpoints(ckdir, c->keep_checkpoints);
+    if (!s && t->stop_requested) t->stopped_early = 1; /* asked at the last step too */
     if (s)
         st_error_wrap(s, "training stopped at step %lld of %lld (%s%s)", cur,
                       (long long)t->max_steps, t->last_ckpt[0] ? "last good checkpoint: " : "no checkpoint saved yet",

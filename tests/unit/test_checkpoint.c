@@ -33,7 +33,7 @@ static void trainer_init(trainer *t, uint64_t seed) {
     st_optim_config_default(&c, ST_OPTIM_ADAMW);
     c.lr = 1e-2;
     assert_int_equal(st_optim_init(&t->opt, &c, NULL, N), ST_OK);
-    assert_int_equal(st_ema_init(&t->ema, t->params, N, 0.9f, 2, 1), ST_OK);
+    assert_int_equal(st_ema_init(&t->ema, t->params, N, (float[]){0.9f, 0.5f}, 2, 2, 1), ST_OK);
     uint32_t items[ITEMS];
     for (int i = 0; i < ITEMS; i++) items[i] = (uint32_t)(i * 7);
     assert_int_equal(st_data_sampler_init(&t->sampler, items, ITEMS, seed + 1, 1, 0, 1), ST_OK);
@@ -56,7 +56,7 @@ static void trainer_step(trainer *t) {
 }
 
 static st_train_state state_of(trainer *t, const char *cfg) {
-    st_train_state s = {t->step, t->params, N, &t->opt, &t->ema, &t->sampler, &t->rng, cfg};
+    st_train_state s = {t->step, t->params, N, &t->opt, &t->ema, &t->sampler, &t->rng, cfg, NULL, 0};
     return s;
 }
 
@@ -65,7 +65,8 @@ static void assert_same(const trainer *a, const trainer *b) {
     assert_memory_equal(a->opt.m, b->opt.m, N * sizeof(float));
     assert_memory_equal(a->opt.v, b->opt.v, N * sizeof(float));
     assert_int_equal(a->opt.step, b->opt.step);
-    assert_memory_equal(a->ema.ema, b->ema.ema, N * sizeof(float));
+    assert_int_equal(a->ema.k, b->ema.k);
+    for (int j = 0; j < a->ema.k; j++) assert_memory_equal(a->ema.ema[j], b->ema.ema[j], N * sizeof(float));
     assert_memory_equal(a->ema.theta0, b->ema.theta0, N * sizeof(float));
     assert_int_equal(a->ema.n_updates, b->ema.n_updates);
     assert_memory_equal(&a->rng, &b->rng, sizeof a->rng);
@@ -273,7 +274,7 @@ static void test_mismatch_and_overwrite(void **state) {
 
     /* a run with a different parameter count is refused */
     float small[N / 2];
-    st_train_state s2 = {0, small, N / 2, NULL, NULL, NULL, NULL, NULL};
+    st_train_state s2 = {0, small, N / 2, NULL, NULL, NULL, NULL, NULL, NULL, 0};
     assert_int_equal(st_checkpoint_load(dir, &s2, NULL), ST_ERR_FORMAT);
     assert_non_null(strstr(st_last_error(), "parameters"));
     /* a run using SGD cannot take AdamW state */
@@ -281,18 +282,40 @@ static void test_mismatch_and_overwrite(void **state) {
     st_optim_config_default(&c, ST_OPTIM_SGD);
     st_optimizer sgd;
     assert_int_equal(st_optim_init(&sgd, &c, NULL, N), ST_OK);
-    st_train_state s3 = {0, NULL, N, &sgd, NULL, NULL, NULL, NULL};
+    st_train_state s3 = {0, NULL, N, &sgd, NULL, NULL, NULL, NULL, NULL, 0};
     assert_int_equal(st_checkpoint_load(dir, &s3, NULL), ST_ERR_FORMAT);
     assert_non_null(strstr(st_last_error(), "optimizer is adamw"));
     st_optim_free(&sgd);
     /* a checkpoint saved without EMA cannot restore one */
     char d2[4300];
     snprintf(d2, sizeof d2, "%s/noema", run);
-    st_train_state s4 = {3, a.params, N, &a.opt, NULL, NULL, NULL, NULL};
+    st_train_state s4 = {3, a.params, N, &a.opt, NULL, NULL, NULL, NULL, NULL, 0};
     assert_int_equal(st_checkpoint_save(d2, &s4), ST_OK);
     s4.ema = &a.ema;
     assert_int_equal(st_checkpoint_load(d2, &s4, NULL), ST_ERR_FORMAT);
     assert_non_null(strstr(st_last_error(), "no EMA state"));
+    /* extra state blobs round-trip; a checkpoint with 2 decays refuses a run with 1 */
+    {
+        char d3[4300];
+        snprintf(d3, sizeof d3, "%s/extra", run);
+        double meta[2] = {0.25, 7}, back[2] = {0, 0};
+        st_checkpoint_blob xb = {"best_meta", meta, sizeof meta};
+        st_train_state s5 = {3, a.params, N, NULL, &a.ema, NULL, NULL, NULL, &xb, 1};
+        assert_int_equal(st_checkpoint_save(d3, &s5), ST_OK);
+        st_checkpoint_blob rb = {"best_meta", back, sizeof back};
+        st_train_state s6 = {0, NULL, N, NULL, NULL, NULL, NULL, NULL, &rb, 1};
+        assert_int_equal(st_checkpoint_load(d3, &s6, NULL), ST_OK);
+        assert_memory_equal(meta, back, sizeof meta);
+        float one[N];
+        assert_int_equal(st_checkpoint_read_blob(d3, "ema", 1, one, sizeof one), ST_OK);
+        assert_memory_equal(one, a.ema.ema[1], sizeof one);
+        st_ema e1;
+        assert_int_equal(st_ema_init(&e1, a.params, N, (float[]){0.9f}, 1, 2, 1), ST_OK);
+        st_train_state s7 = {0, NULL, N, NULL, &e1, NULL, NULL, NULL, NULL, 0};
+        assert_int_equal(st_checkpoint_load(d3, &s7, NULL), ST_ERR_FORMAT);
+        assert_non_null(strstr(st_last_error(), "2 EMA decays, this run 1"));
+        st_ema_free(&e1);
+    }
     /* not a folder */
     assert_int_equal(st_checkpoint_verify("/nonexistent/ckpt", NULL), ST_ERR_IO);
     trainer_free(&a);

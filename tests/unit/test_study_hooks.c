@@ -104,6 +104,7 @@ static st_status run_study(const char *cfgp, const char *out) {
     st_study_hooks h;
     s = st_study_real_hooks(&h);
     if (!s) s = st_study_run_all(&c, &p, out, &h, NULL);
+    st_study_hooks_release(&h);
     st_study_plan_free(&p);
     st_study_config_free(&c);
     return s;
@@ -228,6 +229,107 @@ static void test_stop_asr_above(void **st) {
     assert_true(cJSON_IsTrue(cJSON_GetObjectItem(o, "stopped_early")));
     cJSON_Delete(o);
     free(t);
+}
+
+/* Text of "key": in one metrics line (the exact %.17g digits, no float parsing); "" if absent. */
+static void field_text(const char *line, const char *key, char *out, size_t cap) {
+    char pat[96];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(line, pat);
+    out[0] = '\0';
+    if (!p) return;
+    p += strlen(pat);
+    size_t n = strcspn(p, ",}");
+    if (n >= cap) n = cap - 1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+}
+
+/* The study's training is `safetune train`'s loop: one study run with EMA decays [0.9, 0.5] and
+ * `safetune train --ema-decay 0.5` on the same model, rows, split, seed and settings give the same
+ * loss at every step (exact digits), the same θ (params.bin) and the same θ_ema for decay 0.5
+ * (the study's second average, ema-1.bin, against train's only one, ema.bin), bit for bit; and
+ * its ||θ_ema − θ_0|| for 0.5 in metrics.jsonl equals train's theta_ema_dist. */
+static void test_study_equals_train(void **st) {
+    (void)st;
+    NEED();
+    const char *cli = getenv("SAFETUNE_CLI");
+    if (!cli || access(cli, X_OK) != 0) {
+        fail_msg("SAFETUNE_CLI (the safetune binary) is not set: tests/CMakeLists.txt passes it");
+        return;
+    }
+    char dir[4096], cfgp[4200], ck[4300], met[4300], tout[4300], cmd[16384];
+    assert_non_null(st_test_dir(dir, sizeof dir, "equiv"));
+    write_cfg(dir, "\"lr\": [1e-3], \"ema_decay\": [0.9, 0.5], \"eval\": {\"val_examples\": 4}", cfgp, sizeof cfgp);
+    st_study_config c;
+    assert_int_equal(st_study_config_load(NULL, cfgp, &c), ST_OK);
+    st_study_plan p;
+    assert_int_equal(st_study_plan_build(&c, &p), ST_OK);
+    assert_int_equal((int)p.n_runs, 1);
+    assert_int_equal((int)p.runs[0].n_ema, 2);
+    st_study_hooks h;
+    assert_int_equal(st_study_real_hooks(&h), ST_OK);
+    snprintf(ck, sizeof ck, "%s/ckpt", dir);
+    snprintf(met, sizeof met, "%s/metrics.jsonl", dir);
+    assert_int_equal(mkdir(ck, 0755), 0);
+    st_study_train_result tr;
+    memset(&tr, 0, sizeof tr);
+    assert_int_equal(h.train(h.user, &c, &p.runs[0], ck, met, 0, &tr), ST_OK);
+    assert_int_equal(tr.steps_done, 4);
+    st_study_hooks_release(&h);
+    st_study_plan_free(&p);
+    st_study_config_free(&c);
+    /* the same run through the CLI: 4 of 20 rows held out = --val-fraction 0.2 */
+    snprintf(tout, sizeof tout, "%s/train", dir);
+    snprintf(cmd, sizeof cmd,
+             "'%s' train --model '%s' --data '%s/alpaca.json' --data-format alpaca --out '%s' --max-rows 20 "
+             "--max-seq-len 64 --batch-size 2 --grad-accum 1 --max-steps 4 --lr 1e-3 --lr-schedule constant "
+             "--weight-decay 0 --max-grad-norm 1 --ema-decay 0.5 --seed 3 --val-fraction 0.2 --save-every 4 --quiet "
+             ">'%s/train.log' 2>&1",
+             cli, g_model, g_root, tout, dir);
+    assert_int_equal(system(cmd), 0);
+    /* losses, θ distances: the same digits at every step */
+    char tmet[4400];
+    snprintf(tmet, sizeof tmet, "%s/metrics.jsonl", tout);
+    char *a = slurp(met), *b = slurp(tmet);
+    assert_non_null(a);
+    assert_non_null(b);
+    int steps = 0;
+    for (char *la = a, *lb = b; *la && *lb; steps++) {
+        char *na = strchr(la, '\n'), *nb = strchr(lb, '\n');
+        assert_non_null(na);
+        assert_non_null(nb);
+        *na = *nb = '\0';
+        char x[64], y[64];
+        static const char *const same[] = {"step", "loss", "lr", "grad_norm", "theta_dist", "epoch", "targets"};
+        for (size_t i = 0; i < sizeof same / sizeof *same; i++) {
+            field_text(la, same[i], x, sizeof x);
+            field_text(lb, same[i], y, sizeof y);
+            assert_true(x[0] != '\0');
+            assert_string_equal(x, y);
+        }
+        /* study: "theta_ema_dist":{"0.9":...,"0.5":...}; train: "theta_ema_dist":... */
+        const char *e = strstr(la, "\"0.5\":");
+        assert_non_null(e);
+        field_text(e, "0.5", x, sizeof x);
+        field_text(lb, "theta_ema_dist", y, sizeof y);
+        assert_string_equal(x, y);
+        la = na + 1;
+        lb = nb + 1;
+    }
+    assert_int_equal(steps, 4);
+    free(a);
+    free(b);
+    /* the weights, bit for bit */
+    char p1[4600], p2[4600];
+    snprintf(p1, sizeof p1, "%s/checkpoints/step-00000004/params.bin", ck);
+    snprintf(p2, sizeof p2, "%s/checkpoints/step-00000004/params.bin", tout);
+    assert_true(st_test_files_equal(p1, p2));
+    snprintf(p1, sizeof p1, "%s/checkpoints/step-00000004/ema-1.bin", ck);
+    snprintf(p2, sizeof p2, "%s/checkpoints/step-00000004/ema.bin", tout);
+    assert_true(st_test_files_equal(p1, p2));
+    snprintf(p1, sizeof p1, "%s/checkpoints/step-00000004/ema.bin", ck); /* 0.9 is another average */
+    assert_false(st_test_files_equal(p1, p2));
 }
 
 /* A scripted judge behind st_serve: request 1 scores 5, request 2 has no score, later ones 1. */
@@ -401,6 +503,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_configs_before_training),
         cmocka_unit_test(test_two_runs_real_numbers),
+        cmocka_unit_test(test_study_equals_train),
         cmocka_unit_test(test_stop_asr_above),
         cmocka_unit_test(test_judge_in_study),
         cmocka_unit_test(test_judge_needs_model),

@@ -187,7 +187,7 @@ static void test_run_hook_checkpoint_resume(void **state) {
     int calls = 0;
     st_trainer_set_hook(t, hook, &calls);
     assert_int_equal(st_trainer_run(t), ST_OK);
-    assert_int_equal(calls, 4);
+    assert_int_equal(calls, 5); /* step 0 (θ_0) and steps 1-4 */
     double loss4 = st_trainer_last_metrics(t)->loss;
     snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", out);
     char *txt = read_all(metrics);
@@ -220,12 +220,72 @@ static void test_run_hook_checkpoint_resume(void **state) {
     st_model_free(m);
 }
 
+/* Issue 11: 7 rows, batch 1, grad_accum 3, 1 epoch -> windows of 3, 3 and 1 micro-batches, 3
+ * optimiser steps (one LR step each), every row exactly once, exact epoch values; the second
+ * epoch starts a new window (it never takes the rest of the first epoch's last one). */
+static void test_epoch_last_window_is_short(void **state) {
+    (void)state;
+    st_config cfg = tiny_cfg();
+    st_model *m;
+    assert_int_equal(st_model_new(&cfg, &m), ST_OK);
+    random_init(m, 9);
+    st_tokenized tk;
+    synth(&tk, 7);
+    st_train_config c;
+    base_cfg(&c);
+    c.batch_size = 1;
+    c.grad_accum = 3;
+    c.max_steps = 0;
+    c.epochs = 1;
+    c.val_fraction = 0;
+    st_schedule_default(&c.sched, ST_SCHED_LINEAR, 1);
+    st_trainer *t;
+    assert_int_equal(st_trainer_new(m, &tk, &c, &t), ST_OK);
+    assert_int_equal(st_trainer_max_steps(t), 3);
+    const int want_micro[3] = {3, 3, 1};
+    const double want_epoch[3] = {3.0 / 7.0, 6.0 / 7.0, 1.0};
+    int seen[7] = {0};
+    for (int k = 0; k < 3; k++) {
+        st_step_metrics sm;
+        assert_int_equal(st_trainer_step(t, &sm), ST_OK);
+        assert_int_equal(sm.n_micro, want_micro[k]);
+        assert_true(sm.epoch == want_epoch[k]);
+        /* linear schedule over 3 steps: lr = base·(3 − k)/3, one LR step per optimiser step */
+        assert_true(fabs(sm.lr - 1e-2 * (3 - k) / 3.0) < 1e-15);
+        for (int i = 0; i < sm.n_micro; i++) {
+            const st_batch *b = st_trainer_batch(t, i);
+            assert_non_null(b);
+            assert_int_equal(b->B, 1);
+            /* which row: the first input token identifies it (synth: ids[0] = i·31 mod 37) */
+            int row = -1;
+            for (int r = 0; r < 7; r++) if (b->inputs[0] == (int32_t)((r * 31) % 37)) row = r;
+            assert_true(row >= 0);
+            seen[row]++;
+        }
+        assert_null(st_trainer_batch(t, sm.n_micro));
+    }
+    for (int r = 0; r < 7; r++) assert_int_equal(seen[r], 1);
+    st_trainer_free(t);
+    /* two epochs: 6 steps, the 4th starts epoch 2 with a full window */
+    c.epochs = 2;
+    assert_int_equal(st_trainer_new(m, &tk, &c, &t), ST_OK);
+    assert_int_equal(st_trainer_max_steps(t), 6);
+    st_step_metrics sm;
+    for (int k = 0; k < 4; k++) assert_int_equal(st_trainer_step(t, &sm), ST_OK);
+    assert_int_equal(sm.n_micro, 3);
+    assert_true(sm.epoch == 1.0 + 3.0 / 7.0);
+    st_trainer_free(t);
+    st_tokenized_free(&tk);
+    st_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_zero_weights_loss_is_ln_v),
         cmocka_unit_test(test_argument_errors),
         cmocka_unit_test(test_nonfinite_weight_stops_without_update),
         cmocka_unit_test(test_run_hook_checkpoint_resume),
+        cmocka_unit_test(test_epoch_last_window_is_short),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -76,12 +76,13 @@ def hf_lambda(kind, W, N, num_cycles=0.5):
     return f
 
 
-def read_batches(path, steps, accum):
+def read_batches(path, steps, n_micro):
+    """n_micro[k]: micro-batches of step k (fewer than accum in an epoch's last window)."""
     raw = open(path, "rb").read()
     off, out = 0, []
-    for _ in range(steps):
+    for k in range(steps):
         micro = []
-        for _ in range(accum):
+        for _ in range(int(n_micro[k])):
             B, T = struct.unpack_from("<ii", raw, off)
             off += 8
             n = B * T
@@ -106,9 +107,9 @@ def rel(a, b):
 def train_case(tool, model, out, opts, check_weights=True, tol=1e-4):
     """Run trainer_tool train, replay the same batches in PyTorch, compare."""
     must([tool, "train", model, out] + [f"{k}={v}" for k, v in opts.items()])
-    steps, accum = int(opts["steps"]), int(opts["accum"])
     ours = np.loadtxt(os.path.join(out, "steps.txt"), ndmin=2)
-    batches = read_batches(os.path.join(out, "batches.bin"), steps, accum)
+    steps = len(ours)
+    batches = read_batches(os.path.join(out, "batches.bin"), steps, ours[:, 4])
     layout = [(l.split()[0], int(l.split()[1]), int(l.split()[2]))
               for l in open(os.path.join(out, "layout.txt"))]
     ref = llama_ref.load(model)
@@ -138,7 +139,7 @@ def train_case(tool, model, out, opts, check_weights=True, tol=1e-4):
         with torch.no_grad():
             for n, p in params.items():
                 ema[n].mul_(beta).add_(p.detach(), alpha=1.0 - beta)
-        _, c_loss, c_lr, c_gn = ours[s]
+        c_loss, c_lr, c_gn = ours[s][1:4]
         e = max(abs(c_loss - total) / abs(total), abs(c_gn - gn) / gn)
         worst = max(worst, e)
         print(f"step {s + 1}: loss C {c_loss:.7f} torch {total:.7f}  lr C {c_lr:.6g} torch {lr:.6g}  "
@@ -162,6 +163,24 @@ def train_case(tool, model, out, opts, check_weights=True, tol=1e-4):
 
 BASE = dict(lr=3e-3, wd=0.1, beta1=0.9, beta2=0.95, eps=1e-8, sched="cosine", warmup=3, batch=4,
             accum=2, steps=10, clip=1.0, ema=0.9, max_seq=24, rows=40, max_len=30)
+
+
+def case_epoch_windows(tool):
+    """Issue 11: 7 rows, batch 1, grad_accum 3, --epochs 1 -> windows of 3, 3 and 1 micro-batches,
+    3 optimiser steps, each row once, epochs 3/7, 6/7, 1; the short window's loss is normalised
+    over its own unmasked tokens, as PyTorch's replay of the same batches computes it."""
+    d = fresh("epoch_windows")
+    mdir = os.path.join(d, "model")
+    llama_ref.write_tiny_random(mdir, seed=5, tie_word_embeddings=True, num_attention_heads=4, num_key_value_heads=4)
+    opts = dict(BASE, batch=1, accum=3, steps=0, epochs=1, rows=7, sched="linear", warmup=0)
+    ok = train_case(tool, mdir, d, opts)
+    ours = np.loadtxt(os.path.join(d, "steps.txt"), ndmin=2)
+    micro, epochs = [int(x) for x in ours[:, 4]], [float(x) for x in ours[:, 5]]
+    batches = read_batches(os.path.join(d, "batches.bin"), len(ours), micro)
+    rows = [tuple(inp[0].tolist()) for step in batches for inp, _, _ in step]
+    good = micro == [3, 3, 1] and epochs == [3 / 7, 6 / 7, 1.0] and len(rows) == 7 and len(set(rows)) == 7
+    print(f"windows {micro}, epochs {epochs}, {len(set(rows))} distinct rows of {len(rows)}: {'ok' if good else 'FAIL'}")
+    return ok and good
 
 
 def case_steps(tool, tied):
@@ -330,21 +349,44 @@ def losses(out):
     return res
 
 
+def ema_fields(out):
+    """step -> exact text of the theta_ema_dist field (an object keyed by decay)."""
+    res = {}
+    for line in open(os.path.join(out, "metrics.jsonl")):
+        step = json.loads(line)["step"]
+        res[step] = line.split('"theta_ema_dist":', 1)[1].split("}", 1)[0]
+    return res
+
+
+def same_final(out, ref_out):
+    """final/, final-ema/ and final-ema-0.5/ weights byte-identical to the reference run's."""
+    for sub in ("final", "final-ema", "final-ema-0.5"):
+        a, b = os.path.join(out, sub, "model.safetensors"), os.path.join(ref_out, sub, "model.safetensors")
+        if not (os.path.exists(a) and os.path.exists(b)) or open(a, "rb").read() != open(b, "rb").read():
+            print(f"{sub}/model.safetensors differs from the reference run's (or is missing)")
+            return False
+    return True
+
+
 def case_resume_kill(tool):
     if not os.path.exists(ALPACA):
         skip(f"{ALPACA} absent")
     d = fresh("resume")
     model = tiny_chat_model(os.path.join(d, "model"))
+    # two EMA decays: both averages live in the checkpoints and must resume bit-identically
+    targs = lambda *a: train_args(*a) + ["--ema-decay", "0.9,0.5"]
     steps = "24"
     ref_out = os.path.join(d, "ref")
-    must(train_args(model, ref_out, "--max-steps", steps, "--save-every", "3"))
+    must(targs(model, ref_out, "--max-steps", steps, "--save-every", "3"))
     ref = losses(ref_out)
-    ok = len(ref) == 25  # step 0 (baseline val) + 24
+    ref_ema = ema_fields(ref_out)
+    ok = len(ref) == 25 and all('"0.9":' in v and '"0.5":' in v for v in ref_ema.values())  # step 0 + 24
+    print(f"reference: {len(ref)} records, theta_ema_dist keyed by decay: {ok}")
     rng = random.Random(int(os.environ.get("SAFETUNE_TEST_SEED", time.time())))
     # 1) kill right after a random checkpoint appears
     out = os.path.join(d, "killed")
     target = rng.choice([3, 6, 9, 12, 15])
-    p = subprocess.Popen(train_args(model, out, "--max-steps", steps, "--save-every", "3"),
+    p = subprocess.Popen(targs(model, out, "--max-steps", steps, "--save-every", "3"),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ck = os.path.join(out, "checkpoints", f"step-{target:08d}")
     t0 = time.time()
@@ -354,17 +396,18 @@ def case_resume_kill(tool):
     p.wait()
     done_before = max(losses(out)) if os.path.exists(os.path.join(out, "metrics.jsonl")) else 0
     print(f"killed after checkpoint step {target} (metrics had reached step {done_before})")
-    r = run(train_args(model, out, "--max-steps", steps, "--save-every", "3", "--resume", "auto"))
+    r = run(targs(model, out, "--max-steps", steps, "--save-every", "3", "--resume", "auto"))
     print(r.stderr.strip().splitlines()[0] if r.stderr.strip() else "")
     got = losses(out)
-    same = r.returncode == 0 and got == ref
-    print(f"resume after SIGKILL: {len(got)} loss records, bit-identical to the uninterrupted run: {same}")
+    same = r.returncode == 0 and got == ref and ema_fields(out) == ref_ema and same_final(out, ref_out)
+    print(f"resume after SIGKILL: {len(got)} loss records, losses, both EMA drifts and final/, final-ema/ "
+          f"(0.9), final-ema-0.5/ bit-identical to the uninterrupted run: {same}")
     ok = ok and same
     # 1b) Ctrl-C (SIGINT) with no checkpoints asked for: the step ends, a checkpoint of it is
     # saved, exit 130 with a message; --resume auto then continues bit-identically
     for attempt in range(3):
         out = os.path.join(d, f"sigint{attempt}")
-        p = subprocess.Popen(train_args(model, out, "--max-steps", steps, "--save-every", "0"),
+        p = subprocess.Popen(targs(model, out, "--max-steps", steps, "--save-every", "0"),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         met = os.path.join(out, "metrics.jsonl")
         t0 = time.time()
@@ -379,13 +422,13 @@ def case_resume_kill(tool):
         good = (p.returncode == 130 and f"interrupted after step {stopped} of 24" in err and "--resume auto" in err
                 and run([tool, "verify", ck]).returncode == 0 and not os.path.exists(os.path.join(out, "final")))
         print(f"SIGINT: exit {p.returncode}, stopped after step {stopped}, checkpoint saved and valid: {good}")
-        r = run(train_args(model, out, "--max-steps", "1", "--save-every", "0", "--resume", "auto"))
+        r = run(targs(model, out, "--max-steps", "1", "--save-every", "0", "--resume", "auto"))
         good = r.returncode == 1 and f"at step {stopped}, past this run's 1 step;" in r.stderr
         print(f"resume with fewer --max-steps than the checkpoint's step: refused: {good}")
         ok = ok and good
-        r = run(train_args(model, out, "--max-steps", steps, "--save-every", "0", "--resume", "auto"))
-        same = r.returncode == 0 and losses(out) == ref
-        print(f"--resume auto after SIGINT: losses bit-identical to the uninterrupted run: {same}")
+        r = run(targs(model, out, "--max-steps", steps, "--save-every", "0", "--resume", "auto"))
+        same = r.returncode == 0 and losses(out) == ref and ema_fields(out) == ref_ema and same_final(out, ref_out)
+        print(f"--resume auto after SIGINT: losses, EMA drifts and final weights bit-identical: {same}")
         ok = ok and good and same
         break
     else:
@@ -395,7 +438,7 @@ def case_resume_kill(tool):
     out = os.path.join(d, "random")
     kills = 0
     for attempt in range(8):
-        args = train_args(model, out, "--max-steps", steps, "--save-every", "1", "--keep-checkpoints", "3")
+        args = targs(model, out, "--max-steps", steps, "--save-every", "1", "--keep-checkpoints", "3")
         if os.path.exists(os.path.join(out, "checkpoints")):
             args += ["--resume", "auto"]
         p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -411,10 +454,10 @@ def case_resume_kill(tool):
                 if v.returncode != 0:
                     print("HALF-WRITTEN CHECKPOINT LOADS:", name, v.stdout)
                     ok = False
-    r = run(train_args(model, out, "--max-steps", steps, "--save-every", "1", "--keep-checkpoints", "3",
+    r = run(targs(model, out, "--max-steps", steps, "--save-every", "1", "--keep-checkpoints", "3",
                        "--resume", "auto"))
     got = losses(out)
-    same = r.returncode == 0 and got == ref
+    same = r.returncode == 0 and got == ref and ema_fields(out) == ref_ema and same_final(out, ref_out)
     left = sorted(os.listdir(os.path.join(out, "checkpoints")))
     print(f"{kills} random SIGKILLs then --resume auto: losses bit-identical: {same}; checkpoints kept: {left}")
     ok = ok and same and left == ["step-00000022", "step-00000023", "step-00000024"]
@@ -432,7 +475,7 @@ def case_resume_kill(tool):
     # and a complete checkpoint beyond --keep-checkpoints (a kill between a save and its prune)
     shutil.copytree(os.path.join(out, "checkpoints", "step-00000022"),
                     os.path.join(out, "checkpoints", "step-00000019"))
-    r = run(train_args(model, out, "--max-steps", steps, "--save-every", "1", "--keep-checkpoints", "3",
+    r = run(targs(model, out, "--max-steps", steps, "--save-every", "1", "--keep-checkpoints", "3",
                        "--resume", "auto"))
     left = sorted(os.listdir(os.path.join(out, "checkpoints")))
     gone = r.returncode == 0 and not os.path.exists(stale) and not os.path.exists(stale_final) and losses(out) == ref
@@ -777,7 +820,7 @@ def case_real_run(tool):
 
 def main():
     case, tool = sys.argv[1], sys.argv[2]
-    fn = {"steps_gqa_untied": lambda: case_steps(tool, False), "steps_tied": lambda: case_steps(tool, True),
+    fn = {"epoch_windows": lambda: case_epoch_windows(tool), "steps_gqa_untied": lambda: case_steps(tool, False), "steps_tied": lambda: case_steps(tool, True),
           "accum_bf16": lambda: case_accum_bf16(tool), "smollm_step": lambda: case_smollm_step(tool),
           "export_tiny": lambda: case_export_tiny(tool), "export_smollm": lambda: case_export_smollm(tool),
           "resume_kill": lambda: case_resume_kill(tool), "bad_input": lambda: case_bad_input(tool),

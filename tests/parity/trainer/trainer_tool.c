@@ -2,7 +2,7 @@
  *   trainer_tool train MODEL_DIR OUT [key=value ...]
  *       synthetic rows (seeded lengths 3..max_len, random ids, prompt part unmasked), trains
  *       `steps` optimiser steps with st_trainer_step and writes OUT/steps.txt (step loss lr
- *       grad_norm), OUT/batches.bin (per step, per micro-batch: i32 B, T, inputs, targets,
+ *       grad_norm n_micro epoch), OUT/batches.bin (per step, per micro-batch: i32 B, T, inputs, targets,
  *       f32 mask), OUT/live.bin, OUT/ema.bin (flat f32), OUT/layout.txt (name offset numel).
  *   trainer_tool export MODEL OUT      HF (f32, bf16) + GGUF (f32, f16, bf16) exports of the
  *       weights, reloaded with st_model_load(_weights): prints max |Δparam| and max |Δlogit|;
@@ -84,9 +84,10 @@ static int cmd_train(int argc, char **argv) {
     c.batch_size = atoi(kv(argc, argv, "batch", "4"));
     c.grad_accum = atoi(kv(argc, argv, "accum", "2"));
     c.max_steps = atoi(kv(argc, argv, "steps", "10"));
+    c.epochs = atof(kv(argc, argv, "epochs", "0")); /* with steps=0 */
     c.max_grad_norm = atof(kv(argc, argv, "clip", "1.0"));
-    c.ema_on = 1;
-    c.ema_decay = atof(kv(argc, argv, "ema", "0.9"));
+    c.n_ema = 1;
+    c.ema_decays[0] = atof(kv(argc, argv, "ema", "0.9"));
     c.ema_every = atoi(kv(argc, argv, "ema_every", "1"));
     c.ema_start = atoi(kv(argc, argv, "ema_start", "1"));
     c.max_seq_len = atoi(kv(argc, argv, "max_seq", "24"));
@@ -104,11 +105,12 @@ static int cmd_train(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/batches.bin", out);
     FILE *fb = fopen(path, "wb");
     if (!fs || !fb) { fprintf(stderr, "cannot write into %s\n", out); return 1; }
-    for (int64_t k = 0; k < c.max_steps; k++) {
+    for (int64_t k = 0; k < st_trainer_max_steps(t); k++) {
         st_step_metrics sm;
         CHECK(st_trainer_step(t, &sm));
-        fprintf(fs, "%lld %.9g %.17g %.9g\n", (long long)sm.step, sm.loss, sm.lr, sm.grad_norm);
-        for (int i = 0; i < c.grad_accum; i++) {
+        fprintf(fs, "%lld %.9g %.17g %.9g %d %.17g\n", (long long)sm.step, sm.loss, sm.lr, sm.grad_norm, sm.n_micro,
+                sm.epoch);
+        for (int i = 0; i < sm.n_micro; i++) {
             const st_batch *b = st_trainer_batch(t, i);
             int32_t hdr[2] = {b->B, b->T};
             size_t nt = (size_t)b->B * b->T;
