@@ -75,10 +75,14 @@ typedef struct {
     st_trainer_comm comm;
 } st_train_config;
 
-/* Defaults: AdamW lr 1e-5 wd 0 betas (0.9, 0.999) eps 1e-8, constant schedule, batch 8, accum
- * 1, 100 steps, clip 1.0, one EMA (decay 0.99, every 1, start 1), fp32, seed 42, max_seq_len
- * 512, val_fraction 0.05, eval_every 0, save_every 0, keep 2, no progress bar. */
+/* Defaults of every setting from the table in train_settings.h (AdamW lr 1e-5 wd 0 betas (0.9,
+ * 0.999) eps 1e-8, constant schedule, batch 8, accum 1, clip 1.0, one EMA of decay 0.99 every
+ * step from step 1, fp32, seed 42, max_seq_len 512, val_fraction 0.05, keep 2 checkpoints);
+ * max_steps and epochs are 0: set one. Not settings: pad_id 0, no out_dir, no progress bar. */
 void st_train_config_default(st_train_config *c);
+/* The padding id of model m's rows: its tokenizer's EOS when inside the vocabulary, else 0
+ * (padding is masked out of the loss; any id works, one the model knows reads best). */
+int32_t st_train_pad_id(const st_model *m);
 
 /* Per-step metrics (also the metrics.jsonl record). */
 typedef struct {

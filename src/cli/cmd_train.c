@@ -21,19 +21,17 @@
 #include "safetune/data.h"
 #include "safetune/export.h"
 #include "safetune/model.h"
+#include "safetune/train_settings.h"
 #include "safetune/trainer.h"
 
-/* Options arrive as float (args.h): recover the double the user typed (as eval utility does). */
-static double dbl(float f) { return st_args_decimal(f); }
-
+/* The options of `train` that are not training settings (those come from the settings table,
+ * train_settings.h, one option per row). */
 typedef struct {
-    const char *model, *data, *data_format, *out, *lr_schedule, *precision, *resume, *save_weights,
-        *export_dtype, *ema_decay;
-    float lr, epochs, weight_decay, beta1, beta2, eps, max_grad_norm, val_fraction;
-    int batch_size, grad_accum, max_steps, warmup_steps, ema_every, ema_start, max_seq_len,
-        eval_every, save_every, keep_checkpoints, max_rows, quiet, overwrite;
-    uint64_t seed;
+    const char *model, *data, *data_format, *out, *resume, *save_weights, *export_dtype;
+    int max_rows, quiet, overwrite;
 } train_opts;
+
+#define N_SETTINGS_MAX 64
 
 /* SIGINT / SIGTERM are blocked in every thread of `train` (set before any thread exists, so the
  * compute threads inherit it) and taken by one thread with sigwait: no handler ever interrupts
@@ -117,73 +115,13 @@ static char *run_config(const train_opts *o, const st_train_config *c) {
     cJSON_AddStringToObject(r, "data", realpath(o->data, ad) ? ad : o->data);
     cJSON_AddStringToObject(r, "data_format", o->data_format);
     cJSON_AddStringToObject(r, "out", o->out);
-    cJSON_AddNumberToObject(r, "lr", c->optim.lr);
-    cJSON_AddNumberToObject(r, "batch_size", c->batch_size);
-    cJSON_AddNumberToObject(r, "grad_accum", c->grad_accum);
-    cJSON_AddNumberToObject(r, "max_steps", (double)c->max_steps);
-    cJSON_AddNumberToObject(r, "epochs", c->epochs);
-    cJSON_AddNumberToObject(r, "warmup_steps", (double)c->sched.warmup_steps);
-    cJSON_AddStringToObject(r, "lr_schedule", o->lr_schedule);
-    cJSON_AddNumberToObject(r, "weight_decay", c->optim.weight_decay);
-    cJSON_AddNumberToObject(r, "beta1", c->optim.beta1);
-    cJSON_AddNumberToObject(r, "beta2", c->optim.beta2);
-    cJSON_AddNumberToObject(r, "eps", c->optim.eps);
-    cJSON_AddNumberToObject(r, "max_grad_norm", c->max_grad_norm);
-    if (c->n_ema <= 1) {
-        cJSON_AddNumberToObject(r, "ema_decay", c->n_ema ? c->ema_decays[0] : 0.0);
-    } else {
-        cJSON *dl = cJSON_AddArrayToObject(r, "ema_decay");
-        for (int j = 0; j < c->n_ema; j++) cJSON_AddItemToArray(dl, cJSON_CreateNumber(c->ema_decays[j]));
-    }
-    cJSON_AddNumberToObject(r, "ema_every", (double)c->ema_every);
-    cJSON_AddNumberToObject(r, "ema_start", (double)c->ema_start);
-    cJSON_AddStringToObject(r, "precision", c->bf16 ? "bf16" : "fp32");
-    cJSON_AddNumberToObject(r, "seed", (double)c->seed);
-    cJSON_AddNumberToObject(r, "max_seq_len", c->max_seq_len);
-    cJSON_AddNumberToObject(r, "val_fraction", c->val_fraction);
-    cJSON_AddNumberToObject(r, "eval_every", (double)c->eval_every);
-    cJSON_AddNumberToObject(r, "save_every", (double)c->save_every);
-    cJSON_AddNumberToObject(r, "keep_checkpoints", c->keep_checkpoints);
+    st_train_config_to_json(c, r, 0); /* every training setting, from the table */
     cJSON_AddNumberToObject(r, "max_rows", o->max_rows);
     cJSON_AddStringToObject(r, "save_weights", o->save_weights);
     cJSON_AddStringToObject(r, "export_dtype", o->export_dtype);
     char *t = cJSON_Print(r);
     cJSON_Delete(r);
     return t;
-}
-
-/* --ema-decay: "none" or 0 (no EMA), or decays in (0, 1) separated by ','. 0 or a message. */
-static int parse_decays(const char *text, st_train_config *c, char *why, size_t cap) {
-    c->n_ema = 0;
-    if (!strcmp(text, "none")) return 0;
-    const char *p = text;
-    for (;;) {
-        char *end;
-        errno = 0;
-        const double d = strtod(p, &end);
-        if (end == p || errno || (*end && *end != ',') || !isfinite(d)) {
-            snprintf(why, cap, "--ema-decay %s: expected none or decays like 0.99 or 0.9,0.5", text);
-            return 1;
-        }
-        if (d == 0 && c->n_ema == 0 && !*end) return 0; /* 0 = off */
-        if (!(d > 0 && d < 1)) {
-            snprintf(why, cap, "--ema-decay %s: %g is not in (0, 1) (decay 1 never moves from the start weights, "
-                     "0 is the live weights; none = no EMA)", text, d);
-            return 1;
-        }
-        if (c->n_ema == ST_EMA_MAX) {
-            snprintf(why, cap, "--ema-decay %s: at most %d decays", text, ST_EMA_MAX);
-            return 1;
-        }
-        for (int j = 0; j < c->n_ema; j++)
-            if ((float)c->ema_decays[j] == (float)d) {
-                snprintf(why, cap, "--ema-decay %s: %g is listed twice", text, d);
-                return 1;
-            }
-        c->ema_decays[c->n_ema++] = d;
-        if (!*end) return 0;
-        p = end + 1;
-    }
 }
 
 static st_status export_one(const st_model *m, const float *params, const char *out,
@@ -196,51 +134,41 @@ static st_status export_one(const st_model *m, const float *params, const char *
 }
 
 int cmd_train(int argc, char **argv) {
-    train_opts o = {.data_format = "auto", .lr_schedule = "constant", .precision = "fp32",
-                    .save_weights = "both", .export_dtype = "f32", .lr = 1e-5f,
-                    .weight_decay = 0.0f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
-                    .max_grad_norm = 1.0f, .ema_decay = "0.99", .val_fraction = 0.05f,
-                    .batch_size = 8, .grad_accum = 1, .ema_every = 1, .ema_start = 1,
-                    .max_seq_len = 512, .keep_checkpoints = 2, .seed = 42};
-    st_opt opts[] = {
-        {"model", ST_OPT_STR, &o.model, "MODEL", "GGUF file or Hugging Face folder (required)", 0, 0, 0},
-        {"data", ST_OPT_STR, &o.data, "FILE", "training data (JSON / JSONL) (required)", 0, 0, 0},
-        {"data-format", ST_OPT_CHOICE, &o.data_format, "auto|alpaca|dolly|orca|messages", "format of --data", 0, 0, 0},
-        {"out", ST_OPT_STR, &o.out, "DIR", "run folder (required)", 0, 0, 0},
-        {"lr", ST_OPT_FLOAT, &o.lr, "X", "peak learning rate", 0, 1, 0},
-        {"batch-size", ST_OPT_INT, &o.batch_size, "N", "rows per micro-batch", 1, 1 << 20, 0},
-        {"grad-accum", ST_OPT_INT, &o.grad_accum, "N", "micro-batches per optimiser step", 1, 1 << 20, 0},
-        {"max-steps", ST_OPT_INT, &o.max_steps, "N", "optimiser steps (or use --epochs)", 0, 1e9, 0},
-        {"epochs", ST_OPT_FLOAT, &o.epochs, "E", "passes over the training split when --max-steps is 0", 0, 1e6, 0},
-        {"warmup-steps", ST_OPT_INT, &o.warmup_steps, "N", "linear warm-up steps", 0, 1e9, 0},
-        {"lr-schedule", ST_OPT_STR, &o.lr_schedule, "KIND", "constant|warmup-constant|linear|cosine|step", 0, 0, 0},
-        {"weight-decay", ST_OPT_FLOAT, &o.weight_decay, "X", "AdamW decoupled weight decay", 0, 10, 0},
-        {"beta1", ST_OPT_FLOAT, &o.beta1, "X", "AdamW beta1", 0, 0.999999, 0},
-        {"beta2", ST_OPT_FLOAT, &o.beta2, "X", "AdamW beta2", 0, 0.9999999, 0},
-        {"eps", ST_OPT_FLOAT, &o.eps, "X", "AdamW eps", 1e-30, 1, 0},
-        {"max-grad-norm", ST_OPT_FLOAT, &o.max_grad_norm, "X", "clip the global grad norm (0 = off)", 0, 1e30, 0},
-        {"ema-decay", ST_OPT_LIST, &o.ema_decay, "B[,B...]", "EMA decay(s) of the weights, each its own average "
-         "(final-ema/ the first, final-ema-B/ the others); 0 or none = off", 0, 0, 0},
-        {"ema-every", ST_OPT_INT, &o.ema_every, "N", "update the EMA every N steps", 1, 1e9, 0},
-        {"ema-start", ST_OPT_INT, &o.ema_start, "N", "first step that updates the EMA", 1, 1e9, 0},
-        {"precision", ST_OPT_CHOICE, &o.precision, "fp32|bf16", "matmuls (weights/optimiser stay fp32)", 0, 0, 0},
-        {"seed", ST_OPT_U64, &o.seed, "N", "data split and order", 0, 0, 0},
-        {"max-seq-len", ST_OPT_INT, &o.max_seq_len, "T", "truncate rows to T tokens", 2, 1 << 20, 0},
-        {"val-fraction", ST_OPT_FLOAT, &o.val_fraction, "F", "held-out fraction for val_loss", 0, 0.99, 0},
-        {"eval-every", ST_OPT_INT, &o.eval_every, "N", "val_loss every N steps (0 = never)", 0, 1e9, 0},
-        {"save-every", ST_OPT_INT, &o.save_every, "N", "checkpoint every N steps (0 = never)", 0, 1e9, 0},
-        {"keep-checkpoints", ST_OPT_INT, &o.keep_checkpoints, "N", "keep the newest N checkpoints (0 = keep all)", 0, 1e6, 0},
-        {"resume", ST_OPT_STR, &o.resume, "DIR|auto", "resume from a checkpoint (auto: newest under OUT)", 0, 0, 0},
-        {"save-weights", ST_OPT_CHOICE, &o.save_weights, "live|ema|both", "final HF folders: final/ (live), final-ema/ (ema)", 0, 0, 0},
-        {"export-dtype", ST_OPT_CHOICE, &o.export_dtype, "f32|bf16", "safetensors dtype of final/ and final-ema/", 0, 0, 0},
-        {"max-rows", ST_OPT_INT, &o.max_rows, "N", "use only the first N data rows (0 = all)", 0, 1e9, 0},
-        {"quiet", ST_OPT_FLAG, &o.quiet, NULL, "no progress bar", 0, 0, 0},
-        {"overwrite", ST_OPT_FLAG, &o.overwrite, NULL, "replace a finished run / checkpoints already in --out", 0, 0, 0},
-    };
+    train_opts o = {.data_format = "auto", .save_weights = "both", .export_dtype = "f32"};
+    /* one option per training setting, its text parsed by the table (bounds, names, messages
+     * that name the key); then the options of this command */
+    st_train_config c;
+    st_train_config_default(&c);
+    size_t n_set;
+    const st_train_setting *rows = st_train_settings(&n_set);
+    const char *text[N_SETTINGS_MAX];
+    char defs[N_SETTINGS_MAX][64], helps[N_SETTINGS_MAX][320];
+    st_opt opts[N_SETTINGS_MAX + 16];
+    int n_opts = 0;
+    opts[n_opts++] = (st_opt){"model", ST_OPT_STR, &o.model, "MODEL", "GGUF file or Hugging Face folder (required)", 0, 0, 0};
+    opts[n_opts++] = (st_opt){"data", ST_OPT_STR, &o.data, "FILE", "training data (JSON / JSONL) (required)", 0, 0, 0};
+    opts[n_opts++] = (st_opt){"data-format", ST_OPT_CHOICE, &o.data_format, "auto|alpaca|dolly|orca|messages",
+                              "format of --data", 0, 0, 0};
+    opts[n_opts++] = (st_opt){"out", ST_OPT_STR, &o.out, "DIR", "run folder (required)", 0, 0, 0};
+    const int first_setting = n_opts;
+    for (size_t i = 0; i < n_set && i < N_SETTINGS_MAX; i++) {
+        st_train_setting_text(&c, &rows[i], defs[i], sizeof defs[i]);
+        text[i] = defs[i];
+        snprintf(helps[i], sizeof helps[i], "%s [%s] (default: %s)", rows[i].help, rows[i].key, defs[i]);
+        opts[n_opts++] = (st_opt){rows[i].flag, ST_OPT_LIST, &text[i], rows[i].metavar, helps[i], 0, 0, 0};
+    }
+    opts[n_opts++] = (st_opt){"resume", ST_OPT_STR, &o.resume, "DIR|auto", "resume from a checkpoint (auto: newest under OUT)", 0, 0, 0};
+    opts[n_opts++] = (st_opt){"save-weights", ST_OPT_CHOICE, &o.save_weights, "live|ema|both",
+                              "final HF folders: final/ (live), final-ema*/ (ema)", 0, 0, 0};
+    opts[n_opts++] = (st_opt){"export-dtype", ST_OPT_CHOICE, &o.export_dtype, "f32|bf16",
+                              "safetensors dtype of final/ and final-ema*/", 0, 0, 0};
+    opts[n_opts++] = (st_opt){"max-rows", ST_OPT_INT, &o.max_rows, "N", "use only the first N data rows (0 = all)", 0, 1e9, 0};
+    opts[n_opts++] = (st_opt){"quiet", ST_OPT_FLAG, &o.quiet, NULL, "no progress bar", 0, 0, 0};
+    opts[n_opts++] = (st_opt){"overwrite", ST_OPT_FLAG, &o.overwrite, NULL, "replace a finished run / checkpoints already in --out", 0, 0, 0};
     st_args_spec spec = {"safetune train", "--model MODEL --data FILE --out DIR [options]",
                          "Full fine-tuning (AdamW, LR schedule, clipping, EMA of the weights) on a "
                          "chat dataset; loss on assistant tokens only.",
-                         opts, (int)(sizeof opts / sizeof *opts), 0, 0, NULL, 0};
+                         opts, n_opts, 0, 0, NULL, 0};
     st_args args;
     int rc = st_args_parse(&spec, argc, argv, &args);
     if (rc) {
@@ -252,56 +180,29 @@ int cmd_train(int argc, char **argv) {
         st_args_free(&args);
         return rc;
     }
-    st_train_config c;
-    st_train_config_default(&c);
-    c.optim.lr = dbl(o.lr);
-    c.optim.weight_decay = dbl(o.weight_decay);
-    c.optim.beta1 = dbl(o.beta1);
-    c.optim.beta2 = dbl(o.beta2);
-    c.optim.eps = dbl(o.eps);
-    c.batch_size = o.batch_size;
-    c.grad_accum = o.grad_accum;
-    c.max_steps = o.max_steps;
-    c.epochs = dbl(o.epochs);
-    c.max_grad_norm = dbl(o.max_grad_norm);
-    c.ema_every = o.ema_every;
-    c.ema_start = o.ema_start;
-    c.seed = o.seed;
-    c.max_seq_len = o.max_seq_len;
-    c.val_fraction = dbl(o.val_fraction);
-    c.eval_every = o.eval_every;
-    c.save_every = o.save_every;
-    c.keep_checkpoints = o.keep_checkpoints;
+    for (size_t i = 0; i < n_set && !rc; i++)
+        if (opts[first_setting + (int)i].seen && st_train_setting_set(&c, &rows[i], text[i]) != ST_OK)
+            rc = st_args_fail(&spec, "--%s %s: %s", rows[i].flag, text[i], st_last_error());
+    if (!rc && st_train_config_validate(&c) != ST_OK) rc = st_args_fail(&spec, "%s", st_last_error());
     c.out_dir = o.out;
     c.progress = !o.quiet;
-    st_sched_kind sk;
-    const char *sn = o.lr_schedule;
-    if (!strcmp(sn, "warmup-constant") || !strcmp(sn, "warmup_constant")) sn = "constant_with_warmup";
+    const st_sched_kind sk = c.sched.kind;
     st_data_format fmt;
     st_export_dtype edt;
     int want_live = !strcmp(o.save_weights, "live") || !strcmp(o.save_weights, "both");
     int want_ema = !strcmp(o.save_weights, "ema") || !strcmp(o.save_weights, "both");
-    char bad_decay[512];
-    if (parse_decays(o.ema_decay, &c, bad_decay, sizeof bad_decay)) {
-        rc = st_args_fail(&spec, "%s", bad_decay);
-    } else if (st_schedule_kind_parse(sn, &sk) != ST_OK) {
-        rc = st_args_fail(&spec, "--lr-schedule %s: expected constant, warmup-constant, linear, cosine or step", o.lr_schedule);
+    if (rc) {
     } else if (st_data_format_parse(o.data_format, &fmt) != ST_OK) { /* the choices of --data-format */
         rc = st_args_fail(&spec, "--data-format %s: %s", o.data_format, st_last_error());
     } else if (!strcmp(o.save_weights, "ema") && c.n_ema == 0) {
         rc = st_args_fail(&spec, "--save-weights ema needs --ema-decay > 0 (EMA is off, so no weights would be saved)");
     } else if (st_export_dtype_parse(o.export_dtype, &edt) != ST_OK || edt == ST_EXPORT_F16) {
         rc = st_args_fail(&spec, "--export-dtype %s: expected f32 or bf16", o.export_dtype);
-    } else if (o.max_steps == 0 && !(o.epochs > 0)) {
-        rc = st_args_fail(&spec, "set --max-steps N or --epochs E");
     }
     if (rc) {
         st_args_free(&args);
         return rc;
     }
-    st_schedule_default(&c.sched, sk, 1);
-    c.sched.warmup_steps = o.warmup_steps;
-    c.bf16 = !strcmp(o.precision, "bf16");
     if (c.n_ema == 0) want_ema = 0;
 
     st_model *m = NULL;
@@ -363,7 +264,7 @@ int cmd_train(int argc, char **argv) {
             }
         }
     }
-    if (o.resume && o.max_steps > 0) { /* a finished run must not be rewound to an older checkpoint */
+    if (o.resume && c.max_steps > 0) { /* a finished run must not be rewound to an older checkpoint */
         cJSON *prev = cli_read_run_config(o.out);
         const cJSON *pm = cJSON_GetObjectItemCaseSensitive(prev, "max_steps");
         const double prev_steps = cJSON_IsNumber(pm) ? pm->valuedouble : 0;
@@ -371,10 +272,10 @@ int cmd_train(int argc, char **argv) {
         char f0[4200], f1[4200];
         snprintf(f0, sizeof f0, "%s/final", o.out);
         snprintf(f1, sizeof f1, "%s/final-ema", o.out);
-        if (prev_steps > o.max_steps && (stat(f0, &sb0) == 0 || stat(f1, &sb0) == 0)) {
-            fprintf(stderr, "safetune train: %s holds a finished run of %.0f steps; --max-steps %d would replace its "
+        if (prev_steps > (double)c.max_steps && (stat(f0, &sb0) == 0 || stat(f1, &sb0) == 0)) {
+            fprintf(stderr, "safetune train: %s holds a finished run of %.0f steps; --max-steps %lld would replace its "
                     "final weights with an earlier state: ask for %.0f steps or more (or --overwrite to train it "
-                    "again)\n", o.out, prev_steps, o.max_steps, prev_steps);
+                    "again)\n", o.out, prev_steps, (long long)c.max_steps, prev_steps);
             goto done;
         }
     }
@@ -420,21 +321,20 @@ int cmd_train(int argc, char **argv) {
     {
         /* rows whose assistant tokens are all truncated away train nothing: dropped */
         size_t dropped = 0;
-        if (st_tokenize_training_rows(&ds, (size_t)o.max_rows, &m->chat, m->tokenizer, o.max_seq_len, &tk,
+        if (st_tokenize_training_rows(&ds, (size_t)o.max_rows, &m->chat, m->tokenizer, c.max_seq_len, &tk,
                                       &dropped, NULL) != ST_OK) {
             fail(NULL);
             goto done;
         }
         if (dropped)
             fprintf(stderr, "safetune train: warning: %s: %zu row%s no trained tokens at --max-seq-len %d; "
-                    "dropped\n", o.data, dropped, dropped == 1 ? " has" : "s have", o.max_seq_len);
+                    "dropped\n", o.data, dropped, dropped == 1 ? " has" : "s have", c.max_seq_len);
     }
-    if (o.max_seq_len > m->config.max_position_embeddings)
+    if (c.max_seq_len > m->config.max_position_embeddings)
         fprintf(stderr, "safetune train: warning: --max-seq-len %d is above the model's max_position_embeddings %d: "
-                "positions past %d were never trained\n", o.max_seq_len, m->config.max_position_embeddings,
+                "positions past %d were never trained\n", c.max_seq_len, m->config.max_position_embeddings,
                 m->config.max_position_embeddings);
-    int32_t eos = st_tokenizer_eos_id(m->tokenizer);
-    c.pad_id = eos >= 0 && eos < m->config.vocab_size ? eos : 0;
+    c.pad_id = st_train_pad_id(m);
     if (st_trainer_new(m, &tk, &c, &t) != ST_OK) { fail(NULL); goto done; }
     if (o.resume) {
         char dir[4400];
@@ -456,16 +356,16 @@ int cmd_train(int argc, char **argv) {
                         : "");
         }
     }
-    if (o.eval_every > 0 && st_trainer_n_val(t) == 0)
-        fprintf(stderr, "safetune train: warning: --eval-every %d but no rows are held out (--val-fraction %g of "
-                "%zu rows): no val_loss is measured\n", o.eval_every, (double)o.val_fraction, tk.n);
-    if (sk == ST_SCHED_CONSTANT && o.warmup_steps > 0) /* as Hugging Face's get_constant_schedule */
-        fprintf(stderr, "safetune train: warning: --lr-schedule constant has no warm-up: --warmup-steps %d is "
-                "ignored (use --lr-schedule warmup-constant)\n", o.warmup_steps);
-    else if (o.warmup_steps > st_trainer_max_steps(t))
-        fprintf(stderr, "safetune train: warning: --warmup-steps %d is more than the run's %lld step%s: the "
-                "learning rate never reaches --lr %g\n", o.warmup_steps, (long long)st_trainer_max_steps(t),
-                st_trainer_max_steps(t) == 1 ? "" : "s", (double)o.lr);
+    if (c.eval_every > 0 && st_trainer_n_val(t) == 0)
+        fprintf(stderr, "safetune train: warning: --eval-every %lld but no rows are held out (--val-fraction %g of "
+                "%zu rows): no val_loss is measured\n", (long long)c.eval_every, c.val_fraction, tk.n);
+    if (sk == ST_SCHED_CONSTANT && c.sched.warmup_steps > 0) /* as Hugging Face's get_constant_schedule */
+        fprintf(stderr, "safetune train: warning: --lr-schedule constant has no warm-up: --warmup-steps %lld is "
+                "ignored (use --lr-schedule warmup-constant)\n", (long long)c.sched.warmup_steps);
+    else if (c.sched.warmup_steps > st_trainer_max_steps(t))
+        fprintf(stderr, "safetune train: warning: --warmup-steps %lld is more than the run's %lld step%s: the "
+                "learning rate never reaches --lr %g\n", (long long)c.sched.warmup_steps, (long long)st_trainer_max_steps(t),
+                st_trainer_max_steps(t) == 1 ? "" : "s", c.optim.lr);
     if (st_trainer_steps_done(t) == 0) {
         snprintf(path, sizeof path, "%s/metrics.jsonl", o.out);
         unlink(path); /* a fresh run starts a fresh log */

@@ -196,8 +196,7 @@ st_status st_study_align_build(const st_study_align_opts *o, int *reused) {
         tc.n_ema = 0;
         tc.seed = o->seed;
         tc.max_seq_len = o->max_seq_len;
-        int32_t eos = st_tokenizer_eos_id(m->tokenizer);
-        tc.pad_id = eos >= 0 && eos < m->config.vocab_size ? eos : 0;
+        tc.pad_id = st_train_pad_id(m);
         tc.val_fraction = 0.0;
         tc.val_count = 0;
         s = st_trainer_new(m, &tk, &tc, &t);

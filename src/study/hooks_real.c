@@ -21,6 +21,7 @@
 #include "safetune/ema.h"
 #include "safetune/judge.h"
 #include "safetune/stats.h"
+#include "safetune/train_settings.h"
 #include "safetune/trainer.h"
 #include "safetune/utility.h"
 
@@ -288,10 +289,9 @@ static st_status run_train_config(const real_ctx *x, const st_study_config *c, c
     st_train_config_default(tc);
     tc->optim.lr = r->lr;
     tc->optim.weight_decay = c->weight_decay;
-    st_sched_kind sk;
-    st_status s = st_schedule_kind_parse(r->lr_schedule, &sk);
-    if (s) return s;
-    st_schedule_default(&tc->sched, sk, 1);
+    st_status s = st_train_setting_set(tc, st_train_setting_find("lr_schedule"), r->lr_schedule);
+    if (!s) s = st_train_setting_set(tc, st_train_setting_find("precision"), c->precision);
+    if (s) return st_error_wrap(s, "study: run %s", r->id);
     tc->sched.warmup_steps = r->warmup_steps;
     tc->batch_size = r->batch_size;
     tc->grad_accum = r->grad_accum;
@@ -301,11 +301,9 @@ static st_status run_train_config(const real_ctx *x, const st_study_config *c, c
     if (r->n_ema > ST_EMA_MAX) return st_error(ST_ERR_ARG, "study: run %s: at most %d EMA decays per run", r->id, ST_EMA_MAX);
     tc->n_ema = (int)r->n_ema;
     for (size_t e = 0; e < r->n_ema; e++) tc->ema_decays[e] = r->ema_decays[e];
-    tc->bf16 = !strcmp(c->precision, "bf16");
     tc->seed = c->seed;
     tc->max_seq_len = c->max_seq_len;
-    int32_t eos = st_tokenizer_eos_id(x->m->tokenizer);
-    tc->pad_id = eos >= 0 && eos < x->m->config.vocab_size ? eos : 0;
+    tc->pad_id = st_train_pad_id(x->m);
     tc->val_fraction = 0.0;
     tc->val_count = (size_t)c->eval.val_examples;
     tc->eval_every = 0;

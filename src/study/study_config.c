@@ -2,6 +2,7 @@
  * one-line errors naming the source and key, normalisation and fingerprint (see study.h). */
 #include "study/study_internal.h"
 #include "safetune/prompts.h"
+#include "safetune/train_settings.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -432,9 +433,12 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
     if (!c->lr_schedule) return st_error(ST_ERR_NOMEM, "out of memory");
     for (i = 0; i < c->n_lr_schedule; i++) {
         const char *v = list_at(sch, i)->valuestring;
-        if (strcmp(v, "constant") && strcmp(v, "linear") && strcmp(v, "cosine"))
-            return BAD("lr_schedule", "unknown schedule '%s' (constant, linear or cosine)", origin_get(os, "lr_schedule"),
-                       "lr_schedule", v);
+        int kind; /* the trainer's name table: the names `safetune train --lr-schedule` takes */
+        if (st_name_lookup(st_lr_schedule_names, "lr_schedule", v, &kind) != ST_OK) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", st_last_error());
+            return BAD("lr_schedule", "%s", origin_get(os, "lr_schedule"), "lr_schedule", why);
+        }
         for (size_t j = 0; j < i; j++)
             if (!strcmp(c->lr_schedule[j], v))
                 return BAD("lr_schedule", "duplicate value '%s'", origin_get(os, "lr_schedule"), "lr_schedule", v);
@@ -465,8 +469,12 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
     if (seed < 0) return BAD("seed", "must be >= 0", origin_get(os, "seed"), "seed");
     c->seed = (uint64_t)seed;
     c->precision = dupstr(get(root, "precision"));
-    if (strcmp(c->precision, "fp32") && strcmp(c->precision, "bf16"))
-        return BAD("precision", "unknown precision '%s' (fp32 or bf16)", origin_get(os, "precision"), "precision", c->precision);
+    int prec;
+    if (st_name_lookup(st_precision_names, "precision", c->precision, &prec) != ST_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", st_last_error());
+        return BAD("precision", "%s", origin_get(os, "precision"), "precision", why);
+    }
 
     const cJSON *ev = get(root, "eval");
     c->eval.advbench_split = dupstr(get(ev, "advbench_split"));

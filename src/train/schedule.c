@@ -1,5 +1,6 @@
 /* schedule.c - LR multipliers, formulas of transformers/optimization.py (see schedule.h). */
 #include "safetune/schedule.h"
+#include "safetune/train_settings.h"
 
 #include <math.h>
 #include <string.h>
@@ -13,21 +14,15 @@ void st_schedule_default(st_schedule *s, st_sched_kind kind, int64_t total_steps
     s->gamma = 0.1;
 }
 
-static const char *const k_names[] = {"constant", "constant_with_warmup", "linear", "cosine", "step"};
-
+/* names: the table of train_settings.h (one list for the CLI, study configs and checkpoints) */
 st_status st_schedule_kind_parse(const char *name, st_sched_kind *out) {
-    for (int i = 0; i < 5; i++)
-        if (!strcmp(name, k_names[i])) {
-            *out = (st_sched_kind)i;
-            return ST_OK;
-        }
-    return st_error(ST_ERR_ARG, "lr schedule: unknown name '%s' (use constant, "
-                    "constant_with_warmup, linear, cosine or step)", name);
+    int v;
+    st_status s = st_name_lookup(st_lr_schedule_names, "lr_schedule", name, &v);
+    if (!s) *out = (st_sched_kind)v;
+    return s;
 }
 
-const char *st_schedule_kind_name(st_sched_kind k) {
-    return (unsigned)k < 5 ? k_names[k] : "unknown";
-}
+const char *st_schedule_kind_name(st_sched_kind k) { return st_name_of(st_lr_schedule_names, (int)k); }
 
 st_status st_schedule_validate(const st_schedule *s) {
     if ((unsigned)s->kind >= 5) return st_error(ST_ERR_ARG, "lr schedule: unknown kind %d", (int)s->kind);
@@ -36,7 +31,7 @@ st_status st_schedule_validate(const st_schedule *s) {
                         (long long)s->warmup_steps);
     if ((s->kind == ST_SCHED_LINEAR || s->kind == ST_SCHED_COSINE) && s->total_steps <= 0)
         return st_error(ST_ERR_ARG, "lr schedule %s: total_steps = %lld must be > 0",
-                        k_names[s->kind], (long long)s->total_steps);
+                        st_schedule_kind_name(s->kind), (long long)s->total_steps);
     if (s->kind == ST_SCHED_STEP && s->step_size <= 0)
         return st_error(ST_ERR_ARG, "lr schedule step: step_size = %lld must be > 0",
                         (long long)s->step_size);

@@ -5,26 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "safetune/train_settings.h"
 #include "train/trainer_internal.h"
 
-void st_train_config_default(st_train_config *c) {
-    memset(c, 0, sizeof *c);
-    st_optim_config_default(&c->optim, ST_OPTIM_ADAMW);
-    c->optim.lr = 1e-5;
-    c->optim.weight_decay = 0.0;
-    st_schedule_default(&c->sched, ST_SCHED_CONSTANT, 100);
-    c->batch_size = 8;
-    c->grad_accum = 1;
-    c->max_steps = 100;
-    c->max_grad_norm = 1.0;
-    c->n_ema = 1;
-    c->ema_decays[0] = 0.99;
-    c->ema_every = 1;
-    c->ema_start = 1;
-    c->seed = 42;
-    c->max_seq_len = 512;
-    c->val_fraction = 0.05;
-    c->keep_checkpoints = 2;
+int32_t st_train_pad_id(const st_model *m) {
+    const int32_t eos = m->tokenizer ? st_tokenizer_eos_id(m->tokenizer) : -1;
+    return eos >= 0 && eos < m->config.vocab_size ? eos : 0;
 }
 
 static int world_of(const st_trainer_comm *c) { return c->world > 0 ? c->world : 1; }
@@ -48,27 +34,7 @@ void st_trainer_free(st_trainer *t) {
 
 static st_status check_config(const st_train_config *c, size_t n_rows) {
     if (n_rows == 0) return st_error(ST_ERR_ARG, "training data: the dataset has no rows");
-    if (c->batch_size < 1)
-        return st_error(ST_ERR_ARG, "--batch-size = %d must be >= 1", c->batch_size);
-    if (c->grad_accum < 1)
-        return st_error(ST_ERR_ARG, "--grad-accum = %d must be >= 1", c->grad_accum);
-    if (c->max_steps < 0) return st_error(ST_ERR_ARG, "--max-steps must be >= 0");
-    if (c->max_steps == 0 && !(c->epochs > 0))
-        return st_error(ST_ERR_ARG, "set --max-steps N or --epochs E (> 0)");
-    if (c->max_seq_len < 2)
-        return st_error(ST_ERR_ARG, "--max-seq-len = %d must be >= 2", c->max_seq_len);
-    if (c->n_ema < 0 || c->n_ema > ST_EMA_MAX)
-        return st_error(ST_ERR_ARG, "ema_decay: %d decays, at most %d", c->n_ema, ST_EMA_MAX);
-    for (int j = 0; j < c->n_ema; j++) {
-        if (!(c->ema_decays[j] >= 0 && c->ema_decays[j] <= 1))
-            return st_error(ST_ERR_ARG, "ema_decay = %g must be in [0, 1]", c->ema_decays[j]);
-        for (int i = 0; i < j; i++)
-            if ((float)c->ema_decays[i] == (float)c->ema_decays[j])
-                return st_error(ST_ERR_ARG, "ema_decay: %g is listed twice", c->ema_decays[j]);
-    }
-    if (c->eval_every < 0 || c->save_every < 0 || c->keep_checkpoints < 0)
-        return st_error(ST_ERR_ARG, "--eval-every, --save-every, --keep-checkpoints must be >= 0");
-    return st_optim_config_validate(&c->optim);
+    return st_train_config_validate(c);
 }
 
 st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_config *cfg,
@@ -102,8 +68,8 @@ st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_c
     /* each rank needs batch_size rows per micro-batch from its shard */
     size_t per_rank = t->split.n_train / (size_t)world;
     if ((size_t)cfg->batch_size > per_rank) {
-        s = st_error(ST_ERR_ARG, "--batch-size = %d is larger than the %zu training rows%s "
-                     "(%zu rows, %zu held out for validation); lower --batch-size or add data",
+        s = st_error(ST_ERR_ARG, "batch_size = %d is larger than the %zu training rows%s "
+                     "(%zu rows, %zu held out for validation); lower batch_size or add data",
                      cfg->batch_size, per_rank, world > 1 ? " per rank" : "", data->n,
                      t->split.n_val);
         goto fail;
@@ -194,7 +160,7 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     if (!s) s = comm_f64(t, counts, 2);
     if (!s && counts[0] <= 0)
         s = st_error(ST_ERR_ARG, "step %lld: the accumulation window has 0 trained target tokens "
-                     "(rows truncated at --max-seq-len %d?)", (long long)step_no, c->max_seq_len);
+                     "(rows truncated at max_seq_len %d?)", (long long)step_no, c->max_seq_len);
     double normaliser = counts[0] > 0 ? counts[0] : 1.0;
     ST_PROF("grad_zero", memset(t->grads, 0, t->n * sizeof(float)));
     double loss = 0.0;
@@ -279,7 +245,7 @@ st_status st_trainer_eval(st_trainer *t, const float *params, double *val_loss) 
     const st_train_config *c = &t->cfg;
     const st_config *mc = &t->m->config;
     if (t->split.n_val == 0)
-        return st_error(ST_ERR_ARG, "evaluation: no validation rows (set --val-fraction > 0)");
+        return st_error(ST_ERR_ARG, "evaluation: no validation rows (set val_fraction > 0)");
     st_weights w;
     st_status s = st_weights_bind(&w, mc, &t->m->layout, (float *)params);
     if (s) return s;
@@ -303,7 +269,7 @@ st_status st_trainer_eval(st_trainer *t, const float *params, double *val_loss) 
     if (s) return s;
     if (count == 0)
         return st_error(ST_ERR_ARG, "evaluation: the %zu validation rows have no trained tokens "
-                        "(all truncated at --max-seq-len %d?)", t->split.n_val, c->max_seq_len);
+                        "(all truncated at max_seq_len %d?)", t->split.n_val, c->max_seq_len);
     *val_loss = sum / count;
     return ST_OK;
 }

@@ -11,21 +11,20 @@
 #include <unistd.h>
 
 #include "safetune/checkpoint.h"
+#include "safetune/train_settings.h"
 #include "train/trainer_internal.h"
 
 #define CKPT_PREFIX "step-"
 
 
 /* Settings that must agree between a checkpoint and the run resuming from it: the data and its
- * order, and every optimisation setting (a resumed run continues the same trajectory, so its
- * saved config stays true). max_steps may grow (to extend a run). */
+ * order (row counts, split, world, parameter count, a hash of the tokens), and every training
+ * setting marked "in fingerprint" in the settings table (train_settings.h): a resumed run
+ * continues the same trajectory, so its saved config stays true. max_steps (the run's derived
+ * count) may grow. */
 static cJSON *fingerprint(const st_trainer *t) {
     const st_train_config *c = &t->cfg;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "seed", (double)c->seed);
-    cJSON_AddNumberToObject(o, "batch_size", c->batch_size);
-    cJSON_AddNumberToObject(o, "grad_accum", c->grad_accum);
-    cJSON_AddNumberToObject(o, "max_seq_len", c->max_seq_len);
     cJSON_AddNumberToObject(o, "n_rows", (double)t->data->n);
     cJSON_AddNumberToObject(o, "n_train", (double)t->split.n_train);
     cJSON_AddNumberToObject(o, "n_val", (double)t->split.n_val);
@@ -35,24 +34,10 @@ static cJSON *fingerprint(const st_trainer *t) {
     char h[24];
     snprintf(h, sizeof h, "%016llx", (unsigned long long)t->data_hash);
     cJSON_AddStringToObject(o, "data_hash", h); /* the same rows, tokens and loss mask */
-    const st_optim_config *oc = &c->optim;
-    cJSON_AddStringToObject(o, "optim", oc->kind == ST_OPTIM_SGD ? "sgd" : "adamw");
-    cJSON_AddNumberToObject(o, "lr", oc->lr);
-    cJSON_AddNumberToObject(o, "weight_decay", oc->weight_decay);
-    cJSON_AddNumberToObject(o, "beta1", oc->beta1);
-    cJSON_AddNumberToObject(o, "beta2", oc->beta2);
-    cJSON_AddNumberToObject(o, "eps", oc->eps);
-    cJSON_AddNumberToObject(o, "momentum", oc->momentum);
-    cJSON_AddStringToObject(o, "lr_schedule", st_schedule_kind_name(c->sched.kind));
-    cJSON_AddNumberToObject(o, "warmup_steps", (double)c->sched.warmup_steps);
-    cJSON_AddNumberToObject(o, "max_grad_norm", c->max_grad_norm);
-    cJSON_AddNumberToObject(o, "ema_decay", c->n_ema > 0 ? c->ema_decays[0] : 0.0);
-    cJSON *dl = cJSON_AddArrayToObject(o, "ema_decays"); /* absent in older checkpoints: skipped */
-    for (int j = 0; j < c->n_ema; j++) cJSON_AddItemToArray(dl, cJSON_CreateNumber(c->ema_decays[j]));
-    cJSON_AddNumberToObject(o, "ema_every", (double)c->ema_every);
-    cJSON_AddNumberToObject(o, "ema_start", (double)c->ema_start);
-    cJSON_AddStringToObject(o, "precision", c->bf16 ? "bf16" : "fp32");
-    cJSON_AddNumberToObject(o, "max_steps", (double)t->max_steps); /* may grow: a warning, not a refusal */
+    cJSON_AddStringToObject(o, "optim", c->optim.kind == ST_OPTIM_SGD ? "sgd" : "adamw");
+    cJSON_AddNumberToObject(o, "momentum", c->optim.momentum);
+    st_train_config_to_json(c, o, 1);
+    cJSON_ReplaceItemInObjectCaseSensitive(o, "max_steps", cJSON_CreateNumber((double)t->max_steps));
     return o;
 }
 

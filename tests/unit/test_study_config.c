@@ -93,7 +93,9 @@ static void test_bad_values(void **state) {
     expect_error("\"lr\": [0], \"batch_size\": [4], \"max_steps\": [20]", "key 'lr'", "out of range");
     expect_error("\"lr\": [1e-5], \"batch_size\": [0], \"max_steps\": [20]", "key 'batch_size'", ">= 1");
     expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"ema_decay\": [1.5]", "key 'ema_decay'", "(0, 1)");
-    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"lr_schedule\": [\"step\"]", "key 'lr_schedule'", "unknown schedule");
+    /* the trainer's name table: every name `train --lr-schedule` takes, nothing else */
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"lr_schedule\": [\"wavy\"]", "key 'lr_schedule'",
+                 "unknown value 'wavy' (one of constant, constant_with_warmup, warmup-constant, warmup_constant, linear, cosine, step)");
     expect_error("\"lr\": [1e-5, 1e-5], \"batch_size\": [4], \"max_steps\": [20]", "key 'lr'", "duplicate");
     expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"epochs\": [1]", "'max_steps' and 'epochs'", NULL);
     expect_error("\"lr\": [1e-5], \"batch_size\": [4]", "'max_steps' or 'epochs' is required", NULL);
