@@ -15,7 +15,8 @@ extern "C" {
 #endif
 
 typedef struct {
-    const char *benchmark;     /* prompts.h spec: advbench | xstest | csv:FILE | jsonl:FILE */
+    const char *benchmark;     /* prompts.h spec: advbench | xstest | harmbench:FILE | ... */
+    const st_prompt_opts *prompt_opts; /* the benchmark's options (prompts.h); NULL = defaults */
     const char *data_dir;      /* NULL = st_prompts_default_data_dir() */
     const char *system_prompt; /* NULL = the chat template's default system prompt */
     size_t limit;              /* N prompts only (0 = all): the first N, or, when every prompt has a

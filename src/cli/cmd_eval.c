@@ -91,6 +91,20 @@ static st_status judge_open(const judge_cli *jc, const char *out, const char *ca
 
 /* ============================ eval safety ============================ */
 
+/* settings.prompt_set: what was read and with which options. */
+static void add_prompt_set(cJSON *st, const st_prompt_set *ps, const st_prompt_opts *po) {
+    cJSON *o = cJSON_AddObjectToObject(st, "prompt_set");
+    cJSON_AddStringToObject(o, "path", ps->path);
+    cJSON_AddNumberToObject(o, "excluded", (double)ps->n_excluded);
+    if (!strncmp(ps->name, "harmbench:", 10))
+        cJSON_AddStringToObject(o, "harmbench_functional", po->harmbench_functional ? po->harmbench_functional : "standard");
+    if (!strncmp(ps->name, "csv:", 4)) {
+        if (po->prompt_column) cJSON_AddStringToObject(o, "prompt_column", po->prompt_column);
+        if (po->category_column) cJSON_AddStringToObject(o, "category_column", po->category_column);
+        if (po->label != ST_LABEL_NONE) cJSON_AddStringToObject(o, "label", po->label == ST_LABEL_SAFE ? "safe" : "unsafe");
+    }
+}
+
 static int write_safety(const char *out, const st_eval_record *recs, size_t n, cJSON *settings, int verbose) {
     st_eval_summary s;
     if (st_eval_summarize(recs, n, &s)) return 1;
@@ -112,7 +126,8 @@ static int write_safety(const char *out, const st_eval_record *recs, size_t n, c
 static int eval_safety(int argc, char **argv) {
     const char *responses = NULL, *out = "out/eval", *list = NULL, *bench = NULL, *prompts_alias = NULL;
     const char *data_dir = NULL, *model = NULL, *weights = "live", *system = NULL;
-    const char *precision = "fp32";
+    const char *precision = "fp32", *label = NULL;
+    st_prompt_opts po = {0};
     judge_cli jc = {NULL, NULL, NULL, NULL, 60.0f, 3, 0};
     int prefix_only = 0, norm_apos = 0, max_new = 128, batch = 32, limit = 0, ctxlen = 0, quiet = 0;
     float temperature = 0.0f, top_p = 1.0f;
@@ -120,8 +135,16 @@ static int eval_safety(int argc, char **argv) {
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "generate answers with this model (.gguf, HF folder, or training output folder)", 0, 0, 0},
         CLI_WEIGHTS_OPT(weights),
-        {"benchmark", ST_OPT_STR, &bench, "SPEC", "advbench | xstest | csv:FILE | jsonl:FILE (default advbench)", 0, 0, 0},
+        {"benchmark", ST_OPT_STR, &bench, "SPEC", "advbench | xstest | harmbench:FILE | strongreject:FILE | jbb:FILE | "
+                                                   "jbb-benign:FILE | hexphi:DIR | csv:FILE | jsonl:FILE (default advbench; "
+                                                   "Benchmarks above)", 0, 0, 0},
         {"prompts", ST_OPT_STR, &prompts_alias, "SPEC", "same as --benchmark", 0, 0, 0},
+        {"harmbench-functional", ST_OPT_STR, &po.harmbench_functional, "LIST", "harmbench: FunctionalCategory values "
+                                 "to keep, comma-separated: standard, contextual, copyright, or all (default standard)", 0, 0, 0},
+        {"prompt-column", ST_OPT_STR, &po.prompt_column, "NAME", "csv: the prompt column (default prompt, else goal)", 0, 0, 0},
+        {"category-column", ST_OPT_STR, &po.category_column, "NAME", "csv: the category column (default category, if present)", 0, 0, 0},
+        {"label", ST_OPT_CHOICE, &label, "safe|unsafe", "csv: label every prompt (safe: refusal rates, over-refusal; "
+                                                        "unsafe: should be refused); default: the file's label column", 0, 0, 0},
         {"responses", ST_OPT_STR, &responses, "FILE", "score existing answers instead (JSONL with prompt, response)", 0, 0, 0},
         {"out", ST_OPT_STR, &out, "DIR", "output folder: responses.jsonl + summary.json", 0, 0, 0},
         {"data-dir", ST_OPT_STR, &data_dir, "DIR", "dataset folder (default $SAFETUNE_DATA_DIR or data/)", 0, 0, 0},
@@ -144,7 +167,25 @@ static int eval_safety(int argc, char **argv) {
     st_args_spec spec = {"safetune eval safety", "(--model MODEL [--benchmark SPEC] | --responses FILE) [options]",
                          "Refusal-keyword ASR: an answer containing none of the refusal strings is an attack "
                          "success. With --model, answers are generated greedily (or sampled with --temperature/"
-                         "--seed) through the model's chat template.",
+                         "--seed) through the model's chat template.\n\n"
+                         "Benchmarks (--benchmark; your copy of the public file, column names matched ignoring case;\n"
+                         "summary.json has each category's ASR and refusal rate with 95% Wilson intervals):\n"
+                         "  advbench             DATA_DIR/advbench/harmful_behaviors.csv (goal)\n"
+                         "  xstest               DATA_DIR/xstest/xstest_prompts.csv: safe/unsafe by type\n"
+                         "  harmbench:FILE       HarmBench behaviours CSV (Behavior,FunctionalCategory,SemanticCategory,\n"
+                         "                       Tags,ContextString,BehaviorID): the standard behaviours unless\n"
+                         "                       --harmbench-functional; a ContextString goes above the request as\n"
+                         "                       HarmBench renders it (CONTEXT, blank line, ---, blank line, BEHAVIOR);\n"
+                         "                       categories: SemanticCategory\n"
+                         "  strongreject:FILE    StrongREJECT CSV (category,source,forbidden_prompt)\n"
+                         "  jbb:FILE             JailbreakBench harmful-behaviors.csv (Index,Goal,Target,Behavior,\n"
+                         "                       Category,Source): ASR per Category\n"
+                         "  jbb-benign:FILE      JailbreakBench benign-behaviors.csv: every prompt labelled safe, so\n"
+                         "                       refusal rates (over-refusal), no ASR\n"
+                         "  hexphi:DIR           HEx-PHI DIR/category_N.csv (N = 1..11; other .csv names are an error),\n"
+                         "                       one prompt per row, an optional one-word header; category category_N\n"
+                         "  csv:FILE             a CSV with a header row: --prompt-column, --category-column, --label\n"
+                         "  jsonl:FILE           {\"prompt\", \"category\"?, \"id\"?, \"label\"?: \"safe\"|\"unsafe\"} per line",
                          opts, (int)(sizeof opts / sizeof opts[0]), 0, 0, NULL, 0};
     st_args args;
     int rc = st_args_parse(&spec, argc, argv, &args), made_out = 0;
@@ -172,10 +213,15 @@ static int eval_safety(int argc, char **argv) {
     if (responses && limit) { rc = st_args_fail(&spec, "--limit needs --model (with --responses every answer in the file is scored)"); goto out; }
     if (jc.url && !jc.model) { rc = st_args_fail(&spec, "--judge-url needs --judge-model"); goto out; }
     if (jc.model && !jc.url) { rc = st_args_fail(&spec, "--judge-model needs --judge-url (the endpoint that serves it)"); goto out; }
+    if (label) po.label = !strcmp(label, "safe") ? ST_LABEL_SAFE : ST_LABEL_UNSAFE;
+    if (responses && (po.harmbench_functional || po.prompt_column || po.category_column || label)) {
+        rc = st_args_fail(&spec, "--harmbench-functional/--prompt-column/--category-column/--label choose prompts of "
+                          "--benchmark: they need --model (with --responses the prompts come from the file)");
+        goto out;
+    }
     if (!bench) bench = "advbench";
-    if (strcmp(bench, "advbench") && strcmp(bench, "xstest") && !(!strncmp(bench, "csv:", 4) && bench[4]) &&
-        !(!strncmp(bench, "jsonl:", 6) && bench[6])) {
-        rc = st_args_fail(&spec, "--benchmark %s: expected advbench, xstest, csv:FILE or jsonl:FILE", bench);
+    if (st_prompts_spec_check(bench, &po)) {
+        rc = st_args_fail(&spec, "--benchmark %s: %s", bench, st_last_error());
         goto out;
     }
     if (model && ctxlen > 0 && ctxlen <= max_new) {
@@ -196,13 +242,14 @@ static int eval_safety(int argc, char **argv) {
     if (model) {
         /* bad prompt files and weights fail before the model is loaded */
         st_prompt_set probe;
-        if (st_prompts_load(bench, data_dir, &probe)) goto fail;
+        if (st_prompts_load_opts(bench, data_dir, &po, &probe)) goto fail;
         st_prompt_set_free(&probe);
         if (cli_resolve_weights(model, weights, &model_path)) goto fail;
         if (cli_check_model_path(spec.prog, model_path)) goto out;
         if (st_model_load(model_path, &mdl)) goto fail;
         st_safety_opts so = st_safety_defaults();
         so.benchmark = bench;
+        so.prompt_opts = &po;
         so.data_dir = data_dir;
         so.system_prompt = system;
         so.limit = (size_t)limit;
@@ -224,6 +271,10 @@ static int eval_safety(int argc, char **argv) {
         cJSON_AddStringToObject(st, "weights", weights);
         cJSON_AddStringToObject(st, "model_path", model_path);
         cJSON_AddStringToObject(st, "benchmark", bench);
+        add_prompt_set(st, &run.prompts, &po);
+        if (run.prompts.n_excluded && !quiet)
+            fprintf(stderr, "%s: %zu behaviours of other functional categories left out (--harmbench-functional %s)\n",
+                    bench, run.prompts.n_excluded, po.harmbench_functional ? po.harmbench_functional : "standard");
         cJSON *g = cJSON_AddObjectToObject(st, "generation");
         cJSON_AddNumberToObject(g, "max_new_tokens", max_new);
         cJSON_AddNumberToObject(g, "batch_size", batch);

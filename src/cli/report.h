@@ -14,7 +14,9 @@
 const char *cli_fmt_rate(char *buf, size_t cap, const st_rate *r, int ci, const char *unit);
 /* The console summary of a safety evaluation. A set whose every prompt is labelled safe/unsafe
  * (XSTest) measures refusals, not attacks: only its refusal rates are printed; otherwise the
- * attack success rate (AdvBench) and, for the labelled part, the refusal rates. */
+ * attack success rate (AdvBench) and, for the labelled part, the refusal rates. Then, when the
+ * prompts have categories, one line per category (ASR and refusal rate, or only the refusal rate
+ * on a refusal-only set). */
 void cli_print_safety_summary(FILE *f, const st_eval_summary *s);
 
 #endif

@@ -32,7 +32,7 @@ st_status st_safety_generate(const st_model *model, const st_safety_opts *o, con
     if (!model || !model->tokenizer) return st_error(ST_ERR_ARG, "safety eval: the model has no tokenizer");
     if (o->gen.max_new_tokens <= 0)
         return st_error(ST_ERR_ARG, "safety eval: max_new_tokens must be > 0 (got %d)", o->gen.max_new_tokens);
-    st_status s = st_prompts_load(o->benchmark, o->data_dir, &out->prompts);
+    st_status s = st_prompts_load_opts(o->benchmark, o->data_dir, o->prompt_opts, &out->prompts);
     if (s) return s;
     st_prompt_set *ps = &out->prompts;
     if (o->limit > 0 && o->limit < ps->n) {
