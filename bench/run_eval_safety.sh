@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EXE=${1:-build/safetune}; N=${2:-520}; NEW=${3:-128}; NREF=${4:-$N}; OUT=${5:-}
 MODEL=${SAFETUNE_MODEL_DIR:-models}/SmolLM2-135M-Instruct.Q4_1.gguf
-DATA=${SAFETUNE_DATA_DIR:-/work/shared/data}
+DATA=${SAFETUNE_DATA_DIR:-data}
 PY=${SAFETUNE_PYTHON:-.venv/bin/python}
 if [ -z "$OUT" ]; then OUT=$(mktemp -d); trap 'rm -rf "$OUT"' EXIT; fi
 mkdir -p "$OUT"

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}; NP=${2:-32}; NEW=${3:-128}
 MODEL=${SAFETUNE_MODEL_DIR:-models}/SmolLM2-135M-Instruct.Q4_1.gguf
-CSV=${SAFETUNE_DATA_DIR:-/work/shared/data}/advbench/harmful_behaviors.csv
+CSV=${SAFETUNE_DATA_DIR:-data}/advbench/harmful_behaviors.csv
 PY=${SAFETUNE_PYTHON:-.venv/bin/python}
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 

@@ -13,7 +13,7 @@ model=${1:-$root/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 B=${2:-8}; T=${3:-512}; steps=${4:-2}
 py=${SAFETUNE_PYTHON:-$root/.venv/bin/python}
 bin=${BENCH_TRAIN:-$root/build/bench_train}
-alpaca=${SAFETUNE_DATA_DIR:-/work/shared/data}/alpaca/alpaca_5000.json
+alpaca=${SAFETUNE_DATA_DIR:-$root/data}/alpaca/alpaca_5000.json
 # Both runs use passive OpenMP waiting: on a machine shared with other jobs, spinning threads
 # burn the cores the other threads need (measured: fp32 step 10-25% faster here).
 : "${OMP_WAIT_POLICY:=passive}"

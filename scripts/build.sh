@@ -12,6 +12,10 @@ case "$kind" in
   *) echo "usage: scripts/build.sh [release|asan]" >&2; exit 2 ;;
 esac
 cmake -S . -B "$dir" "${flags[@]}" >/dev/null
-cmake --build "$dir" -j"$jobs" 2>&1 | grep -v -E '^\[ *[0-9]+%\]|^Consolidate|^Scanning' || true
-test -x "$dir/safetune" || { echo "build failed ($dir)" >&2; exit 1; }
+# The build's own exit status decides (a failed rebuild must not pass on the binary of an older one);
+# the filter only hides progress lines, and its status (1 when it printed nothing) does not count.
+rc=0
+cmake --build "$dir" -j"$jobs" 2>&1 | { grep -v -E '^\[ *[0-9]+%\]|^Consolidate|^Scanning' || true; } || rc=${PIPESTATUS[0]}
+if [ "$rc" -ne 0 ]; then echo "build failed ($dir): cmake --build exited with status $rc" >&2; exit "$rc"; fi
+test -x "$dir/safetune" || { echo "build failed ($dir): no $dir/safetune" >&2; exit 1; }
 echo "built: $dir/safetune"

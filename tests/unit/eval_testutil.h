@@ -1,4 +1,4 @@
-/* eval_testutil.h - small helpers for the eval/serve unit tests (temp files, data dir). */
+/* eval_testutil.h - small helpers for the eval/serve unit tests (temp files; the data dir is testutil.h's). */
 #ifndef SAFETUNE_EVAL_TESTUTIL_H
 #define SAFETUNE_EVAL_TESTUTIL_H
 
@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "testutil.h" /* st_test_data_dir, ST_SKIP_MISSING */
 
 /* Path under $SAFETUNE_TEST_TMP (or /tmp) unique to this process. */
 static inline const char *tmp_path(char *buf, size_t cap, const char *name) {
@@ -25,10 +27,5 @@ static inline const char *write_tmp(char *buf, size_t cap, const char *name, con
     return buf;
 }
 
-/* Data dir for real datasets: $SAFETUNE_DATA_DIR, default /work/shared/data. */
-static inline const char *test_data_dir(void) {
-    const char *d = getenv("SAFETUNE_DATA_DIR");
-    return d && *d ? d : "/work/shared/data";
-}
 
 #endif

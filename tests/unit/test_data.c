@@ -12,16 +12,12 @@
 #include <unistd.h>
 
 #include "safetune/data.h"
-
-static const char *data_dir(void) {
-    const char *d = getenv("SAFETUNE_DATA_DIR");
-    return d && d[0] ? d : "/work/shared/data";
-}
+#include "testutil.h"
 
 /* Rows column of MANIFEST.tsv for `file` (e.g. "alpaca/alpaca_5000.json"), -1 if absent. */
 static long manifest_rows(const char *file) {
     char path[4096], line[4096];
-    snprintf(path, sizeof path, "%s/MANIFEST.tsv", data_dir());
+    snprintf(path, sizeof path, "%s/MANIFEST.tsv", st_test_data_dir());
     FILE *f = fopen(path, "r");
     if (!f) return -1;
     long rows = -1;
@@ -35,7 +31,7 @@ static long manifest_rows(const char *file) {
 
 static int load_real(const char *rel, st_data_format fmt, st_dataset *ds) {
     char path[4096];
-    snprintf(path, sizeof path, "%s/%s", data_dir(), rel);
+    snprintf(path, sizeof path, "%s/%s", st_test_data_dir(), rel);
     if (access(path, R_OK) != 0) return 0;
     st_status s = st_dataset_load(path, fmt, ds);
     if (s) fprintf(stderr, "%s\n", st_last_error());
@@ -54,7 +50,7 @@ static void expect_msg(const st_conversation *c, size_t i, const char *role, con
 static void test_alpaca_real(void **state) {
     (void)state;
     st_dataset ds;
-    if (!load_real("alpaca/alpaca_5000.json", ST_DATA_AUTO, &ds)) skip();
+    if (!load_real("alpaca/alpaca_5000.json", ST_DATA_AUTO, &ds)) ST_SKIP_MISSING("alpaca/alpaca_5000.json in the data folder");
     assert_int_equal(ds.format, ST_DATA_ALPACA);
     long want = manifest_rows("alpaca/alpaca_5000.json");
     assert_true(want > 0);
@@ -73,7 +69,7 @@ static void test_alpaca_real(void **state) {
 static void test_dolly_real(void **state) {
     (void)state;
     st_dataset ds;
-    if (!load_real("dolly/databricks-dolly-15k.prefix.jsonl", ST_DATA_DOLLY, &ds)) skip();
+    if (!load_real("dolly/databricks-dolly-15k.prefix.jsonl", ST_DATA_DOLLY, &ds)) ST_SKIP_MISSING("dolly/databricks-dolly-15k.prefix.jsonl in the data folder");
     long want = manifest_rows("dolly/databricks-dolly-15k.prefix.jsonl");
     assert_true(want > 0);
     assert_int_equal(ds.n, (size_t)want);
@@ -85,7 +81,7 @@ static void test_dolly_real(void **state) {
     expect_msg(&ds.rows[1], 1, "assistant", "Tope", 1);
     st_dataset_free(&ds);
     /* auto-detects dolly too */
-    if (!load_real("dolly/databricks-dolly-15k.prefix.jsonl", ST_DATA_AUTO, &ds)) skip();
+    if (!load_real("dolly/databricks-dolly-15k.prefix.jsonl", ST_DATA_AUTO, &ds)) ST_SKIP_MISSING("dolly/databricks-dolly-15k.prefix.jsonl in the data folder");
     assert_int_equal(ds.format, ST_DATA_DOLLY);
     st_dataset_free(&ds);
 }
@@ -93,7 +89,7 @@ static void test_dolly_real(void **state) {
 static void test_orca_real(void **state) {
     (void)state;
     st_dataset ds;
-    if (!load_real("orca/validation.jsonl", ST_DATA_AUTO, &ds)) skip();
+    if (!load_real("orca/validation.jsonl", ST_DATA_AUTO, &ds)) ST_SKIP_MISSING("orca/validation.jsonl in the data folder");
     assert_int_equal(ds.format, ST_DATA_ORCA);
     long want = manifest_rows("orca/validation.jsonl");
     assert_true(want > 0);

@@ -13,6 +13,7 @@
 
 #include "safetune/gguf.h"
 #include "safetune/quant.h"
+#include "testutil.h"
 
 /* ---- tiny GGUF byte builder ---- */
 typedef struct {
@@ -529,10 +530,9 @@ static void test_random_corruption(void **state) {
 /* The real model, when present: basic structure and the Llama keys the loader needs. */
 static void test_real_model(void **state) {
     (void)state;
-    const char *dir = getenv("SAFETUNE_MODEL_DIR");
     char path[4096];
-    snprintf(path, sizeof path, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", dir ? dir : "models");
-    if (access(path, R_OK) != 0) skip();
+    snprintf(path, sizeof path, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", st_test_model_dir());
+    if (access(path, R_OK) != 0) ST_SKIP_MISSING(path);
     st_gguf *g;
     assert_int_equal(st_gguf_open(path, &g), ST_OK);
     int64_t v;

@@ -15,6 +15,7 @@
 #include "http_testutil.h"
 #include "safetune/model.h"
 #include "safetune/serve.h"
+#include "testutil.h"
 
 typedef struct {
     atomic_int inflight, max_inflight, calls;
@@ -366,10 +367,9 @@ static void test_serialised_backend(void **state) {
 /* The model backend on the real model: no silent truncation. SmolLM2's context is 8192 tokens. */
 static void test_model_backend_context(void **state) {
     (void)state;
-    const char *dir = getenv("SAFETUNE_MODEL_DIR");
     char path[4096];
-    snprintf(path, sizeof path, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", dir ? dir : "models");
-    if (access(path, R_OK) != 0) skip();
+    snprintf(path, sizeof path, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", st_test_model_dir());
+    if (access(path, R_OK) != 0) ST_SKIP_MISSING(path);
     st_model *m = NULL;
     assert_int_equal(st_model_load(path, &m), ST_OK);
     assert_int_equal(m->config.max_position_embeddings, 8192);

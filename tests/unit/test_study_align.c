@@ -9,6 +9,7 @@
 #include "safetune/refusal.h"
 #include "safetune/study.h"
 #include "study_testutil.h"
+#include "testutil.h"
 
 #include <cjson/cJSON.h>
 
@@ -101,11 +102,10 @@ static void test_refusals(void **state) {
 
 static void test_alignment_set(void **state) {
     (void)state;
-    const char *dd = getenv("SAFETUNE_DATA_DIR");
-    if (!dd || !*dd) dd = "/work/shared/data";
+    const char *dd = st_test_data_dir();
     char alp[1200];
     snprintf(alp, sizeof alp, "%s/alpaca/alpaca_5000.json", dd);
-    if (access(alp, R_OK) != 0) skip();
+    if (access(alp, R_OK) != 0) ST_SKIP_MISSING(alp);
     st_study_conv *cv;
     size_t n;
     assert_int_equal(st_study_build_alignment_set(dd, alp, 100, 2508, &cv, &n), ST_OK);

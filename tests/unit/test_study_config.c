@@ -7,6 +7,7 @@
 
 #include "safetune/study.h"
 #include "study_testutil.h"
+#include "testutil.h"
 
 static char g_dir[4096];
 
@@ -157,11 +158,10 @@ static void test_bad_json_and_preset(void **state) {
 static void test_preset_override(void **state) {
     (void)state;
     for (size_t i = 0; st_study_preset_names[i]; i++) assert_non_null(st_study_preset_json(st_study_preset_names[i]));
-    const char *dd = getenv("SAFETUNE_DATA_DIR");
-    if (!dd || !*dd) dd = "/work/shared/data";
+    const char *dd = st_test_data_dir();
     char alp[4200];
     snprintf(alp, sizeof alp, "%s/alpaca/alpaca_5000.json", dd);
-    if (access(alp, R_OK) != 0) skip();
+    if (access(alp, R_OK) != 0) ST_SKIP_MISSING(alp);
     char body[8192], path[4200];
     st_test_write(g_dir, "model.gguf", "GGUF");
     snprintf(body, sizeof body, "{\"model\": \"%s/model.gguf\", \"data_dir\": \"%s\", \"lr\": [3e-4], \"report\": {\"plots\": false},"

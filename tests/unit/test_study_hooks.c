@@ -18,16 +18,15 @@
 #include "safetune/serve.h"
 #include "safetune/study.h"
 #include "study_testutil.h"
+#include "testutil.h"
 
 static char g_root[4096], g_model[4200], g_data[4096], g_gguf[4200];
 static int g_ready;
 
 static int group_setup(void **st) {
     (void)st;
-    const char *md = getenv("SAFETUNE_MODEL_DIR");
-    const char *dd = getenv("SAFETUNE_DATA_DIR");
-    snprintf(g_gguf, sizeof g_gguf, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", md && *md ? md : "models");
-    snprintf(g_data, sizeof g_data, "%s", dd && *dd ? dd : "/work/shared/data");
+    snprintf(g_gguf, sizeof g_gguf, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", st_test_model_dir());
+    snprintf(g_data, sizeof g_data, "%s", st_test_data_dir());
     char adv[4200];
     snprintf(adv, sizeof adv, "%s/advbench/harmful_behaviors.csv", g_data);
     if (access(g_gguf, R_OK) != 0 || access(adv, R_OK) != 0) return 0; /* tests skip */
@@ -69,7 +68,7 @@ static int group_setup(void **st) {
 #define NEED()                      \
     do {                            \
         if (!g_ready) {             \
-            skip();                 \
+            ST_SKIP_MISSING(g_gguf);\
             return;                 \
         }                           \
     } while (0)

@@ -7,6 +7,7 @@
 
 #include "safetune/study.h"
 #include "study_testutil.h"
+#include "testutil.h"
 
 #include <math.h>
 #include <sys/wait.h>
@@ -198,7 +199,7 @@ static void test_resume_and_determinism(void **state) {
 
 static void test_plots(void **state) {
     (void)state;
-    if (st_study_gnuplot_check() != ST_OK) skip();
+    if (st_study_gnuplot_check() != ST_OK) ST_SKIP_MISSING("gnuplot (scripts/install_deps.sh installs gnuplot-nox)");
     st_study_config c;
     st_study_plan p;
     load(GRID, &c);

@@ -61,8 +61,8 @@ static void test_tqa_load(void **st) {
 static void test_tqa_real(void **st) {
     (void)st;
     char p[1024];
-    snprintf(p, sizeof p, "%s/truthfulqa/TruthfulQA.csv", test_data_dir());
-    if (access(p, R_OK) != 0) skip();
+    snprintf(p, sizeof p, "%s/truthfulqa/TruthfulQA.csv", st_test_data_dir());
+    if (access(p, R_OK) != 0) ST_SKIP_MISSING(p);
     st_tqa_set s;
     assert_int_equal(st_truthfulqa_load(p, &s), ST_OK);
     assert_int_equal(s.n, 817); /* SOURCE.md: 817 questions */

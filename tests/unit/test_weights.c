@@ -15,6 +15,7 @@
 #include "safetune/model.h"
 #include "safetune/quant.h"
 #include "safetune/safetensors.h"
+#include "testutil.h"
 
 static char g_tmp[1024];
 
@@ -317,11 +318,10 @@ static void test_gguf_load_and_errors(void **state) {
 /* st_model_load on the real SmolLM2 GGUF: weights + tokenizer + detected ChatML template */
 static void test_full_load_smollm(void **state) {
     (void)state;
-    const char *dir = getenv("SAFETUNE_MODEL_DIR");
     char p[1200];
-    snprintf(p, sizeof p, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", dir ? dir : "models");
+    snprintf(p, sizeof p, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", st_test_model_dir());
     struct stat sb;
-    if (stat(p, &sb) != 0) skip();
+    if (stat(p, &sb) != 0) ST_SKIP_MISSING(p);
     st_model *m = NULL;
     if (st_model_load(p, &m)) fail_msg("%s", st_last_error());
     assert_int_equal(m->config.hidden_size, 576);

@@ -8,7 +8,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from serve_util import Serve  # noqa: E402
 
 cli, work = sys.argv[1], sys.argv[2]
-data = os.environ.get("SAFETUNE_DATA_DIR") or "/work/shared/data"
+data = os.environ.get("SAFETUNE_DATA_DIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../data")
 adv = os.path.join(data, "advbench", "harmful_behaviors.csv")
 xst = os.path.join(data, "xstest", "xstest_prompts.csv")
 if not (os.path.exists(adv) and os.path.exists(xst)):

@@ -15,8 +15,9 @@ def run(args, **kw):
 
 def main():
     exe, tmp = sys.argv[1], sys.argv[2]
-    data = os.environ.get("SAFETUNE_DATA_DIR") or "/work/shared/data"
-    mdir = os.environ.get("SAFETUNE_MODEL_DIR") or "models"
+    repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../..")
+    data = os.environ.get("SAFETUNE_DATA_DIR") or os.path.join(repo, "data")
+    mdir = os.environ.get("SAFETUNE_MODEL_DIR") or os.path.join(repo, "models")
     model = os.path.join(mdir, "SmolLM2-135M-Instruct.Q4_1.gguf")
     if not os.path.exists(model) or not os.path.isdir(data):
         print("SKIP: model or data missing")

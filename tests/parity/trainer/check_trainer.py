@@ -28,7 +28,7 @@ import llama_ref  # noqa: E402
 torch.set_num_threads(os.cpu_count() or 1)
 TMP = os.environ.get("SAFETUNE_TEST_TMP", "/tmp")
 MODEL_DIR = os.environ.get("SAFETUNE_MODEL_DIR", os.path.join(REPO, "models"))
-DATA_DIR = os.environ.get("SAFETUNE_DATA_DIR", "/work/shared/data")
+DATA_DIR = os.environ.get("SAFETUNE_DATA_DIR") or os.path.join(REPO, "data")
 CLI = os.environ.get("SAFETUNE_CLI", os.path.join(REPO, "build", "safetune"))
 SMOL = os.path.join(MODEL_DIR, "SmolLM2-135M-Instruct.Q4_1.gguf")
 ALPACA = os.path.join(DATA_DIR, "alpaca", "alpaca_5000.json")
