@@ -6,7 +6,21 @@
 
 #include "safetune/config.h"
 #include "safetune/kernels.h"
+#include "safetune/lora.h"
 #include "safetune/weights.h"
+
+/* LoRA state of a training forward/backward (lora.c): which adapter the last forward used,
+ * its dropout seed, the saved adapter intermediates U = dropout(x)·Aᵀ ([L][7][N, r]) and the
+ * fp32 scratch of the adapter products. NULL adapter = plain forward. */
+typedef struct {
+    const st_lora_config *lc;
+    const st_lora_weights *lw; /* adapter of the forward */
+    const st_lora_weights *lg; /* its gradients (backward) */
+    uint64_t seed;           /* dropout seed of the forward (0 = no dropout) */
+    float *u;                /* [L][ST_LORA_N_TARGETS][maxN, r] */
+    float *xs, *ys, *du;     /* [maxN, max in], [maxN, max out], [maxN, r] */
+    size_t cap_floats;       /* allocation behind u (one buffer for all four) */
+} st_lora_run;
 
 typedef struct {
     float *x_in;  /* [N, C] residual entering the layer */
@@ -46,6 +60,7 @@ struct st_train_acts {
      * d(gate|up) in dgu as bf16 and writes the input gradients of the matmuls instead of
      * zeroing and accumulating them */
     int bf16_acts;
+    st_lora_run lora;          /* adapter of the last forward (lora.c); lora.lw NULL = none */
 };
 
 /* Allocate with `save` (1: per-layer activations + backward scratch; 0: shared, no grads).
@@ -63,6 +78,23 @@ st_status st_forward_core(const st_config *cfg, const st_weights *w, struct st_t
 /* 1 when the forward keeps bf16 matmul operands (ST_MATMUL_BF16 mode and `be` has every
  * bf16 entry). */
 int st_backend_bf16_ready(const st_backend *be);
+/* LoRA hooks (lora.c), called by st_forward_core / the backward when a->lora.lw is set.
+ * Forward: y[:, 0:out] (row stride ldy) += scale·U·Bᵀ with U = dropout(x)·Aᵀ saved, for target t
+ * of layer l; x is fp32 [N, in] or bf16 (x16). Backward: from dy (fp32, stride ldy) or dy16
+ * (bf16, stride ldy): dB += scale·dyᵀU, dA += dUᵀ·dropout(x), dx[N, in] += dropout'(dU·A). */
+void st__lora_fwd(struct st_train_acts *a, const st_config *c, int l, int t, const float *x,
+                  const uint16_t *x16, float *y, int ldy);
+void st__lora_bwd(struct st_train_acts *a, const st_config *c, int l, int t, const float *x,
+                  const uint16_t *x16, const float *dy, const uint16_t *dy16, int ldy, float *dx);
+/* st_train_forward / st_train_backward with the adapter state in a->lora left as the caller
+ * set it; g NULL = frozen base (no base gradients; the adapter's go to a->lora.lg). */
+st_status st__train_forward(const st_config *cfg, const st_weights *w, struct st_train_acts *a,
+                            const int32_t *tokens, const int32_t *targets, const float *mask,
+                            int B, int T, float normaliser, float *loss);
+st_status st__train_backward(const st_config *cfg, const st_weights *w, struct st_train_acts *a,
+                             const st_weights *g);
+/* 1 when the last forward's adapter has target t. */
+int st__lora_has(const struct st_train_acts *a, int t);
 /* Fused-projection contiguity check (layout puts q|k|v and gate|up adjacent). */
 int st_weights_fusable(const st_config *cfg, const st_weights *w);
 

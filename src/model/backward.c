@@ -21,6 +21,13 @@ const float *st_train_token_losses(const st_train_acts *a) { return a->losses; }
 st_status st_train_forward(const st_config *cfg, const st_weights *w, st_train_acts *a,
                            const int32_t *tokens, const int32_t *targets, const float *mask,
                            int B, int T, float normaliser, float *loss) {
+    a->lora.lw = NULL; /* no adapter */
+    return st__train_forward(cfg, w, a, tokens, targets, mask, B, T, normaliser, loss);
+}
+
+st_status st__train_forward(const st_config *cfg, const st_weights *w, st_train_acts *a,
+                            const int32_t *tokens, const int32_t *targets, const float *mask,
+                            int B, int T, float normaliser, float *loss) {
     if (!a->save) return st_error(ST_ERR_ARG, "train forward: activations not made for training");
     if (!(normaliser > 0))
         return st_error(ST_ERR_ARG, "train forward: normaliser %g must be > 0", (double)normaliser);
@@ -78,6 +85,16 @@ st_status st_train_forward(const st_config *cfg, const st_weights *w, st_train_a
 
 st_status st_train_backward(const st_config *c, const st_weights *w, st_train_acts *a,
                             const st_weights *g) {
+    if (!g) return st_error(ST_ERR_ARG, "train backward: no gradient buffer");
+    if (a->lora.lw)
+        return st_error(ST_ERR_ARG, "train backward: the forward had an adapter "
+                        "(use st_lora_train_backward)");
+    return st__train_backward(c, w, a, g);
+}
+
+/* g NULL: frozen base (input gradients only; the adapter's, if any, go to a->lora.lg) */
+st_status st__train_backward(const st_config *c, const st_weights *w, st_train_acts *a,
+                             const st_weights *g) {
     if (!a->has_forward || !a->save)
         return st_error(ST_ERR_ARG, "train backward: no training forward to differentiate");
     const st_backend *be = st_backend_get();
@@ -86,7 +103,7 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
     const int H = c->num_attention_heads, KV = c->num_key_value_heads, D = c->head_dim;
     const int HD = H * D, Wd = (H + 2 * KV) * D;
     const size_t NC = (size_t)N * C;
-    if (!st_weights_fusable(c, g))
+    if (g && !st_weights_fusable(c, g))
         return st_error(ST_ERR_ARG, "train backward: gradient buffer not in the flat layout");
 
     /* head: d(logits) of the compact rows is in a->logits (st_train_forward); lm_head on those
@@ -95,13 +112,13 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
     const int Nt = a->n_rows, b16 = a->bf16_acts;
     if (b16) {
         if (Nt > 0)
-            ST_PROF("mm_lmhead_bwd", be->matmul_backward_bf16(a->dln, g->lm_head, NULL,
+            ST_PROF("mm_lmhead_bwd", be->matmul_backward_bf16(a->dln, g ? g->lm_head : NULL, NULL,
                                                               (const uint16_t *)a->logits, 2 * V,
                                                               a->lnf, NULL, w->lm_head, Nt, C, V));
     } else {
         memset(a->dln, 0, (size_t)Nt * C * sizeof(float));
         if (Nt > 0)
-            ST_PROF("mm_lmhead_bwd", be->matmul_backward(a->dln, g->lm_head, NULL, a->logits,
+            ST_PROF("mm_lmhead_bwd", be->matmul_backward(a->dln, g ? g->lm_head : NULL, NULL, a->logits,
                                                          a->lnf, w->lm_head, Nt, C, V));
     }
     for (int n = N - 1, j = Nt - 1; n >= 0; n--) {
@@ -118,30 +135,46 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
      * dout of the next matmul backward (down, then o_proj) */
     uint16_t *dres16 = (uint16_t *)a->tmp;
     if (b16)
-        ST_PROF("rmsnorm_bwd", be->rmsnorm_backward_bf16(a->dres, dres16, g->norm, a->dln, a->x_final, w->norm, a->rstdf, N, C));
+        ST_PROF("rmsnorm_bwd", be->rmsnorm_backward_bf16(a->dres, dres16, g ? g->norm : NULL, a->dln, a->x_final, w->norm, a->rstdf, N, C));
     else
-        ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, g->norm, a->dln, a->x_final, w->norm, a->rstdf, N, C));
+        ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, g ? g->norm : NULL, a->dln, a->x_final, w->norm, a->rstdf, N, C));
     a->has_forward = 0; /* one backward per forward (d(logits) and the compacted ln_f used) */
+    const st_layer_weights frozen = {0}; /* NULL gradient views: kernels skip them */
+    const int lora = a->lora.lw != NULL;
+    const int lora_qkv = st__lora_has(a, ST_LORA_Q) || st__lora_has(a, ST_LORA_K) ||
+                         st__lora_has(a, ST_LORA_V);
 
     for (int l = c->num_hidden_layers - 1; l >= 0; l--) {
-        const st_layer_weights *Lw = &w->layers[l], *Lg = &g->layers[l];
+        const st_layer_weights *Lw = &w->layers[l];
+        const st_layer_weights *Lg = g ? &g->layers[l] : &frozen;
         st_layer_acts *A = &a->layers[l];
         /* MLP: x_out = x_mid + down(swiglu(gate|up(ln2(x_mid)))) */
         if (b16) { /* bf16 operands held by the forward; input gradients written */
             uint16_t *dgu16 = (uint16_t *)a->dgu;
             ST_PROF("mm_down_bwd", be->matmul_backward_bf16(a->dh, Lg->down_proj, NULL, dres16, 0, NULL,
                                                             (const uint16_t *)A->hmlp, Lw->down_proj, N, I, C));
+            if (lora) st__lora_bwd(a, c, l, ST_LORA_DOWN, NULL, (const uint16_t *)A->hmlp, a->dres, NULL, C, a->dh);
             ST_PROF("swiglu_bwd", be->swiglu_backward_bf16(dgu16, a->dh, A->gu, N, I));
             ST_PROF("mm_gateup_bwd", be->matmul_backward_bf16(a->dln, Lg->gate_proj, NULL, dgu16, 0, NULL,
                                                               (const uint16_t *)A->ln2, Lw->gate_proj, N, C, 2 * I));
+            if (lora) {
+                const uint16_t *ln2 = (const uint16_t *)A->ln2;
+                st__lora_bwd(a, c, l, ST_LORA_GATE, NULL, ln2, NULL, dgu16, 2 * I, a->dln);
+                st__lora_bwd(a, c, l, ST_LORA_UP, NULL, ln2, NULL, dgu16 + I, 2 * I, a->dln);
+            }
         } else {
             memset(a->dh, 0, (size_t)N * I * sizeof(float));
             ST_PROF("mm_down_bwd", be->matmul_backward(a->dh, Lg->down_proj, NULL, a->dres, A->hmlp, Lw->down_proj, N, I, C));
+            if (lora) st__lora_bwd(a, c, l, ST_LORA_DOWN, A->hmlp, NULL, a->dres, NULL, C, a->dh);
             memset(a->dgu, 0, (size_t)N * 2 * I * sizeof(float));
             ST_PROF("swiglu_bwd", be->swiglu_backward(a->dgu, a->dh, A->gu, N, I));
             memset(a->dln, 0, NC * sizeof(float));
             ST_PROF("mm_gateup_bwd", be->matmul_backward(a->dln, Lg->gate_proj, NULL, a->dgu, A->ln2,
                                                          Lw->gate_proj, N, C, 2 * I));
+            if (lora) {
+                st__lora_bwd(a, c, l, ST_LORA_GATE, A->ln2, NULL, a->dgu, NULL, 2 * I, a->dln);
+                st__lora_bwd(a, c, l, ST_LORA_UP, A->ln2, NULL, a->dgu + I, NULL, 2 * I, a->dln);
+            }
         }
         if (b16)
             ST_PROF("rmsnorm_bwd", be->rmsnorm_backward_bf16(a->dres, dres16, Lg->post_attention_layernorm, a->dln,
@@ -156,10 +189,11 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
             memset(a->datt, 0, (size_t)N * HD * sizeof(float));
             ST_PROF("mm_o_bwd", be->matmul_backward(a->datt, Lg->o_proj, NULL, a->dres, A->att, Lw->o_proj, N, HD, C));
         }
+        if (lora) st__lora_bwd(a, c, l, ST_LORA_O, A->att, NULL, a->dres, NULL, C, a->datt);
         memset(a->dqkv, 0, (size_t)N * Wd * sizeof(float));
         ST_PROF("attn_bwd", be->attention_backward(a->dqkv, a->datt, A->qkv, A->att, A->lse, B, T,
                                                    H, KV, D, a->att_scratch));
-        if (b16 && !Lg->q_bias && be->rope_backward_bf16) {
+        if (b16 && !c->attention_bias && be->rope_backward_bf16 && !lora_qkv) {
             /* RoPE backward writes the bf16 d(qkv) the matmul needs (into the free dgu) */
             uint16_t *dqkv16 = (uint16_t *)a->dgu;
             ST_PROF("rope_bwd", be->rope_backward_bf16(dqkv16, a->dqkv, N, H + KV, D, Wd, a->rope_cos, a->rope_sin));
@@ -175,6 +209,13 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
                 memset(a->dln, 0, NC * sizeof(float));
                 ST_PROF("mm_qkv_bwd", be->matmul_backward(a->dln, Lg->q_proj, Lg->q_bias, a->dqkv, A->ln1, Lw->q_proj, N, C, Wd));
             }
+            if (lora_qkv) { /* d(qkv) before RoPE, fp32 in a->dqkv */
+                const float *x = b16 ? NULL : A->ln1;
+                const uint16_t *x16 = b16 ? (const uint16_t *)A->ln1 : NULL;
+                st__lora_bwd(a, c, l, ST_LORA_Q, x, x16, a->dqkv, NULL, Wd, a->dln);
+                st__lora_bwd(a, c, l, ST_LORA_K, x, x16, a->dqkv + HD, NULL, Wd, a->dln);
+                st__lora_bwd(a, c, l, ST_LORA_V, x, x16, a->dqkv + HD + KV * D, NULL, Wd, a->dln);
+            }
         }
         if (b16)
             ST_PROF("rmsnorm_bwd", be->rmsnorm_backward_bf16(a->dres, dres16, Lg->input_layernorm, a->dln, A->x_in,
@@ -183,6 +224,6 @@ st_status st_train_backward(const st_config *c, const st_weights *w, st_train_ac
             ST_PROF("rmsnorm_bwd", be->rmsnorm_backward(a->dres, Lg->input_layernorm, a->dln, A->x_in,
                                                         Lw->input_layernorm, A->rstd1, N, C));
     }
-    ST_PROF("embed_bwd", be->embedding_backward(g->embed_tokens, a->dres, a->tokens, N, C));
+    if (g) ST_PROF("embed_bwd", be->embedding_backward(g->embed_tokens, a->dres, a->tokens, N, C));
     return ST_OK;
 }

@@ -109,6 +109,7 @@ void st_train_acts_free(st_train_acts *a) {
     if (!a) return;
     st_free_aligned(a->buf);
     st_free_aligned(a->att_scratch);
+    st_free_aligned(a->lora.u);
     free(a->layers);
     free(a);
 }
@@ -167,6 +168,7 @@ st_status st_forward_core(const st_config *c, const st_weights *w, struct st_tra
 
     ST_PROF("embed_fwd", be->embedding_forward(a->layers[0].x_in, tokens, w->embed_tokens, N, C));
     const int b16 = a->bf16_acts = st_backend_bf16_ready(be);
+    const int lora = a->lora.lw != NULL; /* adapters (lora.c); only training forwards set it */
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const st_layer_weights *Lw = &w->layers[l];
         st_layer_acts *A = &a->layers[l];
@@ -181,15 +183,28 @@ st_status st_forward_core(const st_config *c, const st_weights *w, struct st_tra
             ST_PROF("rmsnorm_fwd", be->rmsnorm_forward(A->ln1, A->rstd1, A->x_in, Lw->input_layernorm, N, C, c->rms_norm_eps));
             ST_PROF("mm_qkv_fwd", be->matmul_forward(A->qkv, A->ln1, Lw->q_proj, Lw->q_bias, N, C, Wd));
         }
+        if (lora) { /* adapters on q, k, v (before RoPE, as PEFT wraps the projections) */
+            const float *x = b16 ? NULL : A->ln1;
+            const uint16_t *x16 = b16 ? ln1 : NULL;
+            st__lora_fwd(a, c, l, ST_LORA_Q, x, x16, A->qkv, Wd);
+            st__lora_fwd(a, c, l, ST_LORA_K, x, x16, A->qkv + HD, Wd);
+            st__lora_fwd(a, c, l, ST_LORA_V, x, x16, A->qkv + HD + KV * D, Wd);
+        }
         ST_PROF("rope_fwd", be->rope_forward(A->qkv, N, H + KV, D, Wd, a->rope_cos, a->rope_sin));
         ST_PROF("attn_fwd", be->attention_forward(A->att, A->lse, A->qkv, B, T, H, KV, D, a->att_scratch));
         ST_PROF("mm_o_fwd", be->matmul_forward(a->tmp, A->att, Lw->o_proj, NULL, N, HD, C));
+        if (lora) st__lora_fwd(a, c, l, ST_LORA_O, A->att, NULL, a->tmp, C);
         /* x_mid = x_in + o_proj(att) */
         if (b16) {
             ST_PROF("rmsnorm_fwd", be->residual_rmsnorm_forward_bf16(A->x_mid, ln2, A->rstd2, A->x_in, a->tmp, Lw->post_attention_layernorm, N, C, c->rms_norm_eps));
             ST_PROF("mm_gateup_fwd", be->matmul_forward_bf16(A->gu, ln2, Lw->gate_proj, NULL, N, C, 2 * I));
+            if (lora) {
+                st__lora_fwd(a, c, l, ST_LORA_GATE, NULL, ln2, A->gu, 2 * I);
+                st__lora_fwd(a, c, l, ST_LORA_UP, NULL, ln2, A->gu + I, 2 * I);
+            }
             ST_PROF("swiglu_fwd", be->swiglu_forward_bf16(hm, A->gu, N, I));
             ST_PROF("mm_down_fwd", be->matmul_forward_bf16(a->tmp, hm, Lw->down_proj, NULL, N, I, C));
+            if (lora) st__lora_fwd(a, c, l, ST_LORA_DOWN, NULL, hm, a->tmp, C);
             if (l + 1 < c->num_hidden_layers) { /* next x_in = x_mid + down(...), and its norm */
                 st_layer_acts *A1 = &a->layers[l + 1];
                 ST_PROF("rmsnorm_fwd", be->residual_rmsnorm_forward_bf16(A1->x_in, (uint16_t *)A1->ln1, A1->rstd1, A->x_mid, a->tmp, w->layers[l + 1].input_layernorm, N, C, c->rms_norm_eps));
@@ -200,8 +215,13 @@ st_status st_forward_core(const st_config *c, const st_weights *w, struct st_tra
             be->add_inplace(A->x_mid, a->tmp, (size_t)N * C);
             ST_PROF("rmsnorm_fwd", be->rmsnorm_forward(A->ln2, A->rstd2, A->x_mid, Lw->post_attention_layernorm, N, C, c->rms_norm_eps));
             ST_PROF("mm_gateup_fwd", be->matmul_forward(A->gu, A->ln2, Lw->gate_proj, NULL, N, C, 2 * I));
+            if (lora) {
+                st__lora_fwd(a, c, l, ST_LORA_GATE, A->ln2, NULL, A->gu, 2 * I);
+                st__lora_fwd(a, c, l, ST_LORA_UP, A->ln2, NULL, A->gu + I, 2 * I);
+            }
             ST_PROF("swiglu_fwd", be->swiglu_forward(A->hmlp, A->gu, N, I));
             ST_PROF("mm_down_fwd", be->matmul_forward(a->tmp, A->hmlp, Lw->down_proj, NULL, N, I, C));
+            if (lora) st__lora_fwd(a, c, l, ST_LORA_DOWN, A->hmlp, NULL, a->tmp, C);
         }
         float *next = l + 1 < c->num_hidden_layers ? a->layers[l + 1].x_in : a->x_final;
         if (next != A->x_mid) memcpy(next, A->x_mid, (size_t)N * C * sizeof(float));

@@ -16,6 +16,11 @@ API (all tensors on CPU):
   m.generate(prompt_ids, max_new_tokens, stop_ids=()) -> list of new ids (greedy, no cache)
   m.params (dict HF name -> tensor); m.enable_grad() makes them leaves that require grad.
   write_tiny_random(dir, seed=0, **config) -> (config dict, weights dict): tiny HF checkpoint.
+  m.set_lora(adapters, scale, dropout=None): LoRA on the projections (PEFT lora.Linear.forward:
+    y = W x + b + scale * B(A dropout(x))); adapters maps PEFT names
+    (base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight [r, in], lora_B [out, r]) to
+    tensors; dropout(l, module, x) -> dropped x, or None. m.enable_lora_grad() makes the
+    adapters leaves that require grad. lora_dropout_mask(...) reproduces safetune's seeded masks.
 """
 import json
 import math
@@ -129,6 +134,29 @@ class LlamaRef:
             if tuple(t.shape) != tuple(shape):
                 raise ValueError(f"{name}: expected shape {shape}, found {tuple(t.shape)}")
             self.params[name] = t.contiguous()
+        self.lora, self.lora_scale, self.lora_dropout = {}, 0.0, None
+
+    def set_lora(self, adapters, scale, dropout=None):
+        self.lora = {k: torch.tensor(np.asarray(v)).to(self.dtype).contiguous()
+                     for k, v in adapters.items()}
+        self.lora_scale, self.lora_dropout = scale, dropout
+
+    def enable_lora_grad(self):
+        for k in self.lora:
+            self.lora[k] = self.lora[k].detach().requires_grad_(True)
+        return self.lora
+
+    def _linear(self, x, l, parent, name, bias=False):
+        """x @ W.T (+ b) (+ the LoRA term of this module when an adapter is set)."""
+        pre = f"model.layers.{l}.{parent}.{name}."
+        y = x @ self.params[pre + "weight"].T
+        if bias:
+            y = y + self.params[pre + "bias"]
+        a = self.lora.get(f"base_model.model.{pre}lora_A.weight")
+        if a is not None:
+            xd = x if self.lora_dropout is None else self.lora_dropout(l, name, x)
+            y = y + self.lora_scale * ((xd @ a.T) @ self.lora[f"base_model.model.{pre}lora_B.weight"].T)
+        return y
 
     def enable_grad(self):
         for k in self.params:
@@ -250,10 +278,7 @@ class LlamaRef:
             h = self._rms(x, p[pre + "input_layernorm.weight"])
 
             def proj(n):
-                y = h @ p[pre + f"self_attn.{n}_proj.weight"].T
-                if c["attention_bias"]:
-                    y = y + p[pre + f"self_attn.{n}_proj.bias"]
-                return y
+                return self._linear(h, l, "self_attn", f"{n}_proj", c["attention_bias"])
             q = proj("q").view(B, T, H, D).transpose(1, 2)
             k = proj("k").view(B, T, KV, D).transpose(1, 2)
             v = proj("v").view(B, T, KV, D).transpose(1, 2)
@@ -265,11 +290,11 @@ class LlamaRef:
             att = (q @ k.transpose(-1, -2)) / math.sqrt(D) + mask
             att = torch.softmax(att, dim=-1)
             o = (att @ v).transpose(1, 2).reshape(B, T, H * D)
-            x = x + o @ p[pre + "self_attn.o_proj.weight"].T
+            x = x + self._linear(o, l, "self_attn", "o_proj")
             h = self._rms(x, p[pre + "post_attention_layernorm.weight"])
-            g = h @ p[pre + "mlp.gate_proj.weight"].T
-            u = h @ p[pre + "mlp.up_proj.weight"].T
-            x = x + (torch.nn.functional.silu(g) * u) @ p[pre + "mlp.down_proj.weight"].T
+            g = self._linear(h, l, "mlp", "gate_proj")
+            u = self._linear(h, l, "mlp", "up_proj")
+            x = x + self._linear(torch.nn.functional.silu(g) * u, l, "mlp", "down_proj")
         return self._rms(x, p["model.norm.weight"])
 
     def lm_head(self):
@@ -304,6 +329,33 @@ class LlamaRef:
             if nxt in stop_ids:
                 break
         return out
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_M64 = (1 << 64) - 1
+
+
+def _mix64(z):
+    """splitmix64 finaliser on uint64 numpy arrays (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def lora_dropout_mask(seed, layer, module, n_rows, width, p):
+    """Keep mask [n_rows, width] (bool) of safetune's seeded LoRA dropout for one module: row key
+    mix(mix(seed ^ mix(layer << 8 | target)) + n), element kept when the high 32 bits of
+    mix(key + i) are below floor((1 - p) * 2^32). Written from the description in lora.h."""
+    t = LORA_TARGETS.index(module)
+    with np.errstate(over="ignore"):
+        k = _mix64(np.array([(layer << 8) | t], np.uint64))
+        k = _mix64(np.array([seed], np.uint64) ^ k)
+        rows = _mix64(k + np.arange(n_rows, dtype=np.uint64))
+        h = _mix64(rows[:, None] + np.arange(width, dtype=np.uint64)[None, :]) >> np.uint64(32)
+    thresh = min(int((1.0 - p) * 4294967296.0), 0xFFFFFFFF)
+    return h < np.uint64(thresh)
 
 
 def unpermute(w, n_head):

@@ -1,0 +1,105 @@
+/* lora.h - LoRA adapters on the seven projections of a Llama/Qwen2 decoder (Hu et al. 2021,
+ * arXiv 2106.09685), with the conventions of Hugging Face PEFT (peft/tuners/lora/layer.py):
+ *   y = W·x (+ b) + (lora_alpha / r) · B·(A·dropout(x)),   A [r, in], B [out, r]
+ * initialised as PEFT's reset_lora_parameters(init_lora_weights=True): A ~ kaiming_uniform(a=√5)
+ * = U(−1/√in, 1/√in), B = 0, so the adapted model starts exactly at the base model θ0.
+ * Dropout (inverted, keep prob 1−p) acts on the adapter input only, one independent mask per
+ * module as PEFT's per-module nn.Dropout; masks come from a counter-based hash of a seed, so a
+ * step recomputes its masks in the backward and a resumed run draws the same ones.
+ *
+ * Adapter parameters live in ONE flat fp32 buffer (GUIDE.md "one flat parameter buffer") laid
+ * out by an st_layout whose tensor names are PEFT's:
+ *   base_model.model.model.layers.{l}.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight
+ *   base_model.model.model.layers.{l}.mlp.{gate,up,down}_proj.lora_{A,B}.weight
+ * so AdamW, EMA, clipping and checkpoints are the same vector loops as for full fine-tuning.
+ * The base weights are only read (frozen; gradients flow to the adapters only). */
+#ifndef SAFETUNE_LORA_H
+#define SAFETUNE_LORA_H
+
+#include "safetune/backward.h"
+#include "safetune/config.h"
+#include "safetune/weights.h"
+
+typedef enum {
+    ST_LORA_Q = 0, ST_LORA_K, ST_LORA_V, ST_LORA_O, ST_LORA_GATE, ST_LORA_UP, ST_LORA_DOWN,
+    ST_LORA_N_TARGETS
+} st_lora_target;
+#define ST_LORA_ALL_TARGETS ((1u << ST_LORA_N_TARGETS) - 1u)
+
+/* "q_proj", "k_proj", ..., "down_proj" (PEFT target_modules names). */
+const char *st_lora_target_name(st_lora_target t);
+/* "self_attn" or "mlp": the module path of a target inside a decoder layer. */
+const char *st_lora_target_parent(st_lora_target t);
+
+typedef struct {
+    int r;            /* rank, >= 1 */
+    double alpha;     /* lora_alpha; scale = alpha / r (PEFT, use_rslora = false) */
+    double dropout;   /* lora_dropout in [0, 1) */
+    unsigned targets; /* bit t set = adapter on target t; nonzero */
+} st_lora_config;
+
+/* r 8, alpha 16, dropout 0.05, targets all seven (the usual PEFT recipe for Llama). */
+void st_lora_config_default(st_lora_config *lc);
+/* Comma-separated target names ("q_proj,v_proj") or "all" -> bit set. ST_ERR_ARG names an
+ * unknown or repeated module and lists the valid ones. */
+st_status st_lora_targets_parse(const char *list, unsigned *out);
+/* Writes "q_proj,k_proj,..." (in target order) into buf[n]. */
+void st_lora_targets_format(unsigned targets, char *buf, size_t n);
+/* r >= 1, alpha > 0 and finite, dropout in [0, 1), targets nonzero and known; ST_ERR_ARG
+ * names the key (lora_r, lora_alpha, lora_dropout, lora_targets). */
+st_status st_lora_config_validate(const st_lora_config *lc);
+/* alpha / r. */
+float st_lora_scale(const st_lora_config *lc);
+/* Input and output width of target t under cfg: q_proj in = hidden_size, out = H·D, ... */
+void st_lora_target_dims(const st_config *cfg, st_lora_target t, int *in, int *out);
+
+/* Flat layout of the adapter tensors (PEFT names above; per layer, targets in order, A then
+ * B). Free with st_layout_free. */
+st_status st_lora_layout_init(st_layout *lay, const st_config *cfg, const st_lora_config *lc);
+
+/* Named views into a buffer with the adapter layout (params, gradients, moments, EMA):
+ * A[t], B[t] of layer l; NULL for targets without an adapter. */
+typedef struct {
+    float *A[ST_LORA_N_TARGETS], *B[ST_LORA_N_TARGETS];
+} st_lora_layer;
+typedef struct {
+    st_lora_layer *layers; /* [num_hidden_layers], owned by the view */
+} st_lora_weights;
+st_status st_lora_bind(st_lora_weights *w, const st_config *cfg, const st_lora_config *lc,
+                       const st_layout *lay, float *flat);
+void st_lora_unbind(st_lora_weights *w);
+
+/* PEFT's initialisation of flat (the adapter layout of lay): every A ~ U(−1/√in, 1/√in)
+ * (kaiming_uniform_(a=√5) on [r, in]), every B = 0; draws from st_rng seeded with seed. */
+void st_lora_init_params(const st_layout *lay, float *flat, uint64_t seed);
+
+/* An adapter: its config, layout, one flat parameter buffer (64-byte aligned) and views. */
+typedef struct {
+    st_lora_config lc;
+    st_layout layout;
+    float *params; /* layout.n_floats */
+    st_lora_weights w;
+} st_lora;
+/* Zeroed adapter for (cfg, lc) (validated). Free with st_lora_free. */
+st_status st_lora_new(const st_config *cfg, const st_lora_config *lc, st_lora **out);
+void st_lora_free(st_lora *l);
+
+/* Training forward of base + adapter over [B, T] (st_train_forward's contract: same loss,
+ * masks and normaliser). Dropout applies when lc->dropout > 0 and dropout_seed != 0 (training);
+ * dropout_seed 0 is the deterministic (evaluation) forward. The base `w` is only read. */
+st_status st_lora_train_forward(const st_config *cfg, const st_weights *w,
+                                const st_lora_config *lc, const st_lora_weights *lw,
+                                uint64_t dropout_seed, st_train_acts *a, const int32_t *tokens,
+                                const int32_t *targets, const float *mask, int B, int T,
+                                float normaliser, float *loss);
+/* Backward of the last st_lora_train_forward: adapter gradients ACCUMULATE (+=) into lg (the
+ * adapter layout); the base gets none (frozen). */
+st_status st_lora_train_backward(const st_config *cfg, const st_weights *w, st_train_acts *a,
+                                 const st_lora_weights *lg);
+
+/* Merge: every targeted projection W += (alpha/r)·B·A, in place on the views w (fp32, the
+ * order of PEFT's merge_and_unload: delta computed in fp32, then added). */
+void st_lora_merge(const st_config *cfg, const st_weights *w, const st_lora_config *lc,
+                   const st_lora_weights *lw);
+
+#endif

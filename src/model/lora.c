@@ -1,0 +1,392 @@
+/* lora.c - LoRA adapters (lora.h): config and target names, the flat adapter layout and its
+ * views, PEFT's initialisation, the adapter products hooked into the training forward and
+ * backward (acts.h st__lora_fwd / st__lora_bwd), and merging into the base weights.
+ * Reference: peft/tuners/lora/layer.py (Linear.forward, reset_lora_parameters, get_delta_weight). */
+#include "safetune/lora.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/acts.h"
+#include "model/fastmath.h"
+#include "model/matmul_bf16.h"
+
+static const char *const k_names[ST_LORA_N_TARGETS] = {"q_proj", "k_proj",    "v_proj",
+                                                       "o_proj", "gate_proj", "up_proj",
+                                                       "down_proj"};
+
+const char *st_lora_target_name(st_lora_target t) {
+    return (unsigned)t < ST_LORA_N_TARGETS ? k_names[t] : "?";
+}
+
+const char *st_lora_target_parent(st_lora_target t) {
+    return t <= ST_LORA_O ? "self_attn" : "mlp";
+}
+
+void st_lora_config_default(st_lora_config *lc) {
+    lc->r = 8;
+    lc->alpha = 16.0;
+    lc->dropout = 0.05;
+    lc->targets = ST_LORA_ALL_TARGETS;
+}
+
+void st_lora_targets_format(unsigned targets, char *buf, size_t n) {
+    size_t k = 0;
+    if (n) buf[0] = 0;
+    for (int t = 0; t < ST_LORA_N_TARGETS; t++)
+        if (targets & (1u << t)) {
+            int w = snprintf(buf + k, n > k ? n - k : 0, "%s%s", k ? "," : "", k_names[t]);
+            if (w > 0) k += (size_t)w;
+        }
+}
+
+st_status st_lora_targets_parse(const char *list, unsigned *out) {
+    *out = 0;
+    if (!list || !*list)
+        return st_error(ST_ERR_ARG, "lora_targets: empty; give a comma-separated list of "
+                        "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or \"all\"");
+    if (!strcmp(list, "all")) {
+        *out = ST_LORA_ALL_TARGETS;
+        return ST_OK;
+    }
+    unsigned bits = 0;
+    const char *p = list;
+    for (int pos = 1;; pos++) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        int found = -1;
+        for (int t = 0; t < ST_LORA_N_TARGETS; t++)
+            if (strlen(k_names[t]) == len && !strncmp(p, k_names[t], len)) found = t;
+        if (found < 0)
+            return st_error(ST_ERR_ARG, "lora_targets: item %d \"%.*s\" is not a target module; "
+                            "valid: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj "
+                            "or \"all\"", pos, (int)len, p);
+        if (bits & (1u << found))
+            return st_error(ST_ERR_ARG, "lora_targets: %s given twice (item %d)", k_names[found],
+                            pos);
+        bits |= 1u << found;
+        if (!e) break;
+        p = e + 1;
+    }
+    *out = bits;
+    return ST_OK;
+}
+
+st_status st_lora_config_validate(const st_lora_config *lc) {
+    if (lc->r < 1)
+        return st_error(ST_ERR_ARG, "lora_r: %d must be >= 1 (the adapter rank)", lc->r);
+    if (!(lc->alpha > 0) || !isfinite(lc->alpha))
+        return st_error(ST_ERR_ARG, "lora_alpha: %g must be a finite number > 0", lc->alpha);
+    if (!(lc->dropout >= 0 && lc->dropout < 1))
+        return st_error(ST_ERR_ARG, "lora_dropout: %g must be in [0, 1)", lc->dropout);
+    if (!lc->targets || (lc->targets & ~ST_LORA_ALL_TARGETS))
+        return st_error(ST_ERR_ARG, "lora_targets: no target module chosen");
+    return ST_OK;
+}
+
+float st_lora_scale(const st_lora_config *lc) { return (float)(lc->alpha / lc->r); }
+
+void st_lora_target_dims(const st_config *c, st_lora_target t, int *in, int *out) {
+    const int C = c->hidden_size, I = c->intermediate_size;
+    const int HD = c->num_attention_heads * c->head_dim, KD = c->num_key_value_heads * c->head_dim;
+    static const int is_in_c[ST_LORA_N_TARGETS] = {1, 1, 1, 0, 1, 1, 0};
+    switch (t) {
+    case ST_LORA_Q: *out = HD; break;
+    case ST_LORA_K: case ST_LORA_V: *out = KD; break;
+    case ST_LORA_O: case ST_LORA_DOWN: *out = C; break;
+    default: *out = I; break;
+    }
+    *in = is_in_c[t] ? C : t == ST_LORA_O ? HD : I;
+}
+
+static void tensor_name(char *buf, size_t n, int l, int t, int is_b) {
+    snprintf(buf, n, "base_model.model.model.layers.%d.%s.%s.lora_%c.weight", l,
+             st_lora_target_parent((st_lora_target)t), k_names[t], is_b ? 'B' : 'A');
+}
+
+st_status st_lora_layout_init(st_layout *lay, const st_config *cfg, const st_lora_config *lc) {
+    memset(lay, 0, sizeof *lay);
+    st_status s = st_lora_config_validate(lc);
+    if (s) return s;
+    size_t n = 0;
+    for (int t = 0; t < ST_LORA_N_TARGETS; t++)
+        if (lc->targets & (1u << t)) n += 2;
+    n *= (size_t)cfg->num_hidden_layers;
+    lay->params = st_calloc(n ? n : 1, sizeof *lay->params);
+    if (!lay->params) return ST_ERR_NOMEM;
+    for (int l = 0; l < cfg->num_hidden_layers; l++)
+        for (int t = 0; t < ST_LORA_N_TARGETS; t++) {
+            if (!(lc->targets & (1u << t))) continue;
+            int in, out;
+            st_lora_target_dims(cfg, (st_lora_target)t, &in, &out);
+            for (int b = 0; b < 2; b++) {
+                st_param_info *p = &lay->params[lay->n_tensors++];
+                tensor_name(p->name, sizeof p->name, l, t, b);
+                p->n_dims = 2;
+                p->shape[0] = b ? out : lc->r;
+                p->shape[1] = b ? lc->r : in;
+                p->numel = (size_t)p->shape[0] * (size_t)p->shape[1];
+                p->offset = lay->n_floats;
+                lay->n_floats += (p->numel + 15) & ~(size_t)15; /* 64-byte aligned views */
+            }
+        }
+    return ST_OK;
+}
+
+st_status st_lora_bind(st_lora_weights *w, const st_config *cfg, const st_lora_config *lc,
+                       const st_layout *lay, float *flat) {
+    w->layers = st_calloc((size_t)cfg->num_hidden_layers, sizeof *w->layers);
+    if (!w->layers) return ST_ERR_NOMEM;
+    char name[96];
+    for (int l = 0; l < cfg->num_hidden_layers; l++)
+        for (int t = 0; t < ST_LORA_N_TARGETS; t++) {
+            if (!(lc->targets & (1u << t))) continue;
+            for (int b = 0; b < 2; b++) {
+                tensor_name(name, sizeof name, l, t, b);
+                const st_param_info *p = st_layout_find(lay, name);
+                if (!p) {
+                    st_lora_unbind(w);
+                    return st_error(ST_ERR_INTERNAL, "lora: layout has no tensor %s", name);
+                }
+                (b ? w->layers[l].B : w->layers[l].A)[t] = flat + p->offset;
+            }
+        }
+    return ST_OK;
+}
+
+void st_lora_unbind(st_lora_weights *w) {
+    free(w->layers);
+    w->layers = NULL;
+}
+
+void st_lora_init_params(const st_layout *lay, float *flat, uint64_t seed) {
+    st_rng rng;
+    st_rng_seed(&rng, seed);
+    memset(flat, 0, lay->n_floats * sizeof *flat);
+    for (size_t i = 0; i < lay->n_tensors; i++) {
+        const st_param_info *p = &lay->params[i];
+        if (strstr(p->name, ".lora_B.")) continue; /* B = 0 */
+        /* kaiming_uniform_(a=√5): gain √(2/(1+5)), bound gain·√(3/fan_in) = 1/√fan_in */
+        const double bound = 1.0 / sqrt((double)p->shape[1]);
+        float *d = flat + p->offset;
+        for (size_t j = 0; j < p->numel; j++)
+            d[j] = (float)((2.0 * st_rng_double(&rng) - 1.0) * bound);
+    }
+}
+
+st_status st_lora_new(const st_config *cfg, const st_lora_config *lc, st_lora **out) {
+    *out = NULL;
+    st_lora *l = st_calloc(1, sizeof *l);
+    if (!l) return ST_ERR_NOMEM;
+    l->lc = *lc;
+    st_status s = st_lora_layout_init(&l->layout, cfg, lc);
+    if (!s) {
+        l->params = st_alloc_aligned((l->layout.n_floats ? l->layout.n_floats : 1) * sizeof(float));
+        if (!l->params) s = ST_ERR_NOMEM;
+        else memset(l->params, 0, l->layout.n_floats * sizeof(float));
+    }
+    if (!s) s = st_lora_bind(&l->w, cfg, lc, &l->layout, l->params);
+    if (s) {
+        st_lora_free(l);
+        return s;
+    }
+    *out = l;
+    return ST_OK;
+}
+
+void st_lora_free(st_lora *l) {
+    if (!l) return;
+    st_lora_unbind(&l->w);
+    st_layout_free(&l->layout);
+    st_free_aligned(l->params);
+    free(l);
+}
+
+/* ---- the adapter products in the training forward / backward ---------------------------- */
+
+static inline uint64_t mix64(uint64_t z) { /* splitmix64 finaliser (Steele et al. 2014) */
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Inverted-dropout keep decision of element (n, i) of target t in layer l: a pure function of
+ * (seed, l, t, n, i), so the backward and a resumed run recompute the forward's masks. */
+static inline int keep(uint64_t row_key, int i, uint32_t thresh) {
+    return (uint32_t)(mix64(row_key + (uint64_t)i) >> 32) < thresh;
+}
+
+static uint64_t row_key(uint64_t seed, int l, int t, int n) {
+    return mix64(mix64(seed ^ mix64(((uint64_t)l << 8) | (uint64_t)t)) + (uint64_t)n);
+}
+
+static int dropout_on(const st_lora_run *R) { return R->seed != 0 && R->lc->dropout > 0; }
+static uint32_t keep_thresh(const st_lora_run *R) {
+    double k = (1.0 - R->lc->dropout) * 4294967296.0;
+    return k >= 4294967295.0 ? 0xffffffffu : (uint32_t)k;
+}
+
+/* The adapter input dropout(x) [N, in] as fp32: x itself when fp32 and no dropout, else
+ * written to R->xs (bf16 widened, dropped elements 0, kept ones · 1/(1−p)). */
+static const float *adapter_input(st_lora_run *R, int N, int l, int t, const float *x,
+                                  const uint16_t *x16, int in) {
+    const int drop = dropout_on(R);
+    if (x && !drop) return x;
+    float *xs = R->xs;
+    const uint32_t th = drop ? keep_thresh(R) : 0;
+    const float inv = drop ? (float)(1.0 / (1.0 - R->lc->dropout)) : 1.0f;
+#pragma omp parallel for schedule(static) if ((size_t)N * in > 65536)
+    for (int n = 0; n < N; n++) {
+        float *d = xs + (size_t)n * in;
+        if (x16)
+            for (int i = 0; i < in; i++) d[i] = st_bf16_to_f32(x16[(size_t)n * in + i]);
+        else
+            memcpy(d, x + (size_t)n * in, (size_t)in * sizeof *d);
+        if (drop) {
+            const uint64_t k = row_key(R->seed, l, t, n);
+            for (int i = 0; i < in; i++) d[i] = keep(k, i, th) ? d[i] * inv : 0.0f;
+        }
+    }
+    return xs;
+}
+
+static float *saved_u(const struct st_train_acts *a, int l, int t) {
+    return a->lora.u + ((size_t)l * ST_LORA_N_TARGETS + (size_t)t) * (size_t)a->maxN *
+                           (size_t)a->lora.lc->r;
+}
+
+int st__lora_has(const struct st_train_acts *a, int t) {
+    return a->lora.lw && (a->lora.lc->targets & (1u << t));
+}
+
+void st__lora_fwd(struct st_train_acts *a, const st_config *c, int l, int t, const float *x,
+                  const uint16_t *x16, float *y, int ldy) {
+    if (!st__lora_has(a, t)) return;
+    st_lora_run *R = &a->lora;
+    const st_lora_layer *LW = &R->lw->layers[l];
+    int in, out;
+    st_lora_target_dims(c, (st_lora_target)t, &in, &out);
+    const int N = a->B * a->T, r = R->lc->r;
+    const float *xd = adapter_input(R, N, l, t, x, x16, in);
+    float *U = saved_u(a, l, t);
+    st_sgemm('N', 'T', N, r, in, 1.0f, xd, in, LW->A[t], in, 0.0f, U, r);
+    st_sgemm('N', 'T', N, out, r, st_lora_scale(R->lc), U, r, LW->B[t], r, 1.0f, y, ldy);
+}
+
+void st__lora_bwd(struct st_train_acts *a, const st_config *c, int l, int t, const float *x,
+                  const uint16_t *x16, const float *dy, const uint16_t *dy16, int ldy, float *dx) {
+    if (!st__lora_has(a, t)) return;
+    st_lora_run *R = &a->lora;
+    const st_lora_layer *LW = &R->lw->layers[l], *LG = &R->lg->layers[l];
+    int in, out;
+    st_lora_target_dims(c, (st_lora_target)t, &in, &out);
+    const int N = a->B * a->T, r = R->lc->r;
+    const float s = st_lora_scale(R->lc);
+    if (dy16) { /* widen the bf16 gradient of the output columns */
+        float *ys = R->ys;
+#pragma omp parallel for schedule(static) if ((size_t)N * out > 65536)
+        for (int n = 0; n < N; n++)
+            for (int j = 0; j < out; j++)
+                ys[(size_t)n * out + j] = st_bf16_to_f32(dy16[(size_t)n * ldy + j]);
+        dy = ys;
+        ldy = out;
+    }
+    const float *U = saved_u(a, l, t);
+    st_sgemm('T', 'N', out, r, N, s, dy, ldy, U, r, 1.0f, LG->B[t], r);   /* dB += s·dyᵀU */
+    st_sgemm('N', 'N', N, r, out, s, dy, ldy, LW->B[t], r, 0.0f, R->du, r); /* dU = s·dy·B */
+    const float *xd = adapter_input(R, N, l, t, x, x16, in);
+    st_sgemm('T', 'N', r, in, N, 1.0f, R->du, r, xd, in, 1.0f, LG->A[t], in); /* dA += dUᵀxd */
+    if (!dropout_on(R)) { /* dx += dU·A */
+        st_sgemm('N', 'N', N, in, r, 1.0f, R->du, r, LW->A[t], in, 1.0f, dx, in);
+        return;
+    }
+    float *xs = R->xs; /* d(dropout(x)) = dU·A, then through the same mask */
+    st_sgemm('N', 'N', N, in, r, 1.0f, R->du, r, LW->A[t], in, 0.0f, xs, in);
+    const uint32_t th = keep_thresh(R);
+    const float inv = (float)(1.0 / (1.0 - R->lc->dropout));
+#pragma omp parallel for schedule(static) if ((size_t)N * in > 65536)
+    for (int n = 0; n < N; n++) {
+        const uint64_t k = row_key(R->seed, l, t, n);
+        const float *sx = xs + (size_t)n * in;
+        float *d = dx + (size_t)n * in;
+        for (int i = 0; i < in; i++)
+            if (keep(k, i, th)) d[i] += sx[i] * inv;
+    }
+}
+
+/* Scratch for micro-batches of up to a->maxN rows (allocated once per st_train_acts). */
+static st_status lora_scratch(struct st_train_acts *a, const st_config *c, const st_lora_config *lc) {
+    int max_in = 0, max_out = 0;
+    for (int t = 0; t < ST_LORA_N_TARGETS; t++) {
+        int in, out;
+        st_lora_target_dims(c, (st_lora_target)t, &in, &out);
+        if (in > max_in) max_in = in;
+        if (out > max_out) max_out = out;
+    }
+    const size_t N = (size_t)a->maxN, r = (size_t)lc->r;
+    const size_t nu = (size_t)c->num_hidden_layers * ST_LORA_N_TARGETS * N * r;
+    const size_t need = nu + N * (size_t)max_in + N * (size_t)max_out + N * r;
+    st_lora_run *R = &a->lora;
+    if (need > R->cap_floats) {
+        st_free_aligned(R->u);
+        R->u = st_alloc_aligned(need * sizeof(float));
+        R->cap_floats = R->u ? need : 0;
+        if (!R->u)
+            return st_error(ST_ERR_NOMEM, "lora: cannot allocate %zu MiB of adapter activations",
+                            need * sizeof(float) >> 20);
+    }
+    R->xs = R->u + nu;
+    R->ys = R->xs + N * (size_t)max_in;
+    R->du = R->ys + N * (size_t)max_out;
+    return ST_OK;
+}
+
+st_status st_lora_train_forward(const st_config *cfg, const st_weights *w,
+                                const st_lora_config *lc, const st_lora_weights *lw,
+                                uint64_t dropout_seed, st_train_acts *a, const int32_t *tokens,
+                                const int32_t *targets, const float *mask, int B, int T,
+                                float normaliser, float *loss) {
+    st_status s = st_lora_config_validate(lc);
+    if (s) return s;
+    if (!a->save) return st_error(ST_ERR_ARG, "lora forward: activations not made for training");
+    if ((s = lora_scratch(a, cfg, lc))) return s;
+    a->lora.lc = lc;
+    a->lora.lw = lw;
+    a->lora.lg = NULL;
+    a->lora.seed = dropout_seed;
+    s = st__train_forward(cfg, w, a, tokens, targets, mask, B, T, normaliser, loss);
+    if (s) a->lora.lw = NULL;
+    return s;
+}
+
+st_status st_lora_train_backward(const st_config *cfg, const st_weights *w, st_train_acts *a,
+                                 const st_lora_weights *lg) {
+    if (!a->lora.lw)
+        return st_error(ST_ERR_ARG, "lora backward: the last forward had no adapter");
+    a->lora.lg = lg;
+    st_status s = st__train_backward(cfg, w, a, NULL);
+    a->lora.lg = NULL;
+    return s;
+}
+
+void st_lora_merge(const st_config *cfg, const st_weights *w, const st_lora_config *lc,
+                   const st_lora_weights *lw) {
+    const float s = st_lora_scale(lc);
+    for (int l = 0; l < cfg->num_hidden_layers; l++) {
+        const st_layer_weights *L = &w->layers[l];
+        float *W[ST_LORA_N_TARGETS] = {L->q_proj, L->k_proj,  L->v_proj,  L->o_proj,
+                                       L->gate_proj, L->up_proj, L->down_proj};
+        for (int t = 0; t < ST_LORA_N_TARGETS; t++) {
+            if (!(lc->targets & (1u << t)) || !lw->layers[l].A[t]) continue;
+            int in, out;
+            st_lora_target_dims(cfg, (st_lora_target)t, &in, &out);
+            /* W[out, in] += s·B[out, r]·A[r, in] */
+            st_sgemm('N', 'N', out, in, lc->r, s, lw->layers[l].B[t], lc->r, lw->layers[l].A[t],
+                     in, 1.0f, W[t], in);
+        }
+    }
+}

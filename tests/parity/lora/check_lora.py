@@ -1,0 +1,259 @@
+"""check_lora.py CASE LORA_TOOL - LoRA adapters over a frozen base against the independent
+PyTorch reference (tests/reference/llama_ref.py with set_lora: PEFT's lora.Linear.forward).
+
+CASE: tiny     tiny random HF checkpoints (GQA + llama3 RoPE untied, Qwen2 q/k/v bias tied, MHA tied,
+               MQA bf16 checkpoint): loss and every adapter gradient (all seven targets, B ≠ 0),
+               a target subset with seeded dropout (masks rebuilt by llama_ref.lora_dropout_mask),
+               PEFT's initialisation (B = 0, A ~ U(−1/√in, 1/√in)), no base gradient computed
+      bf16     the ST_MATMUL_BF16 training path against the float64 reference (bf16 bound)
+      smollm   SmolLM2-135M-Instruct GGUF: every adapter gradient, r 8, all targets
+      train    ten AdamW steps of LoRA (PEFT init) + EMA over a frozen base vs torch.optim.AdamW
+               and a manual EMA in float32: losses, live and EMA adapters
+Bounds: loss ≤ 1e-5 relative; every adapter gradient tensor ≤ 1e-4 relative (fp32); training:
+losses ≤ 1e-5, adapters ≤ 1e-4 relative. Exit 77 when the SmolLM2 file is absent (smollm)."""
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "reference"))
+import llama_ref as R  # noqa: E402
+
+torch.set_num_threads(os.cpu_count() or 1)
+CASE, TOOL = sys.argv[1], sys.argv[2]
+TMP = os.environ.get("SAFETUNE_TEST_TMP") or tempfile.gettempdir()
+failures = []
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def check(what, err, tol):
+    ok = err <= tol
+    print(f"{'ok  ' if ok else 'FAIL'} {what}: {err:.3g} (bound {tol:g})", flush=True)
+    if not ok:
+        failures.append(what)
+
+
+def run(*args):
+    r = subprocess.run([TOOL, *map(str, args)], capture_output=True, text=True)
+    if r.returncode != 0:
+        print("lora_tool failed:", r.stderr.strip(), file=sys.stderr)
+        sys.exit(1)
+
+
+def layout(d):
+    out = []
+    for line in open(os.path.join(d, "layout.tsv")):
+        name, off, numel, r0, r1 = line.split("\t")
+        out.append((name, int(off), int(numel), (int(r0), int(r1))))
+    return out
+
+
+def unflat(flat, lay):
+    return {n: flat[o:o + k].reshape(shape) for n, o, k, shape in lay}
+
+
+def write_batch(d, toks, tgts, mask):
+    f = {k: os.path.join(d, k) for k in ("tok.i32", "tgt.i32", "mask.f32")}
+    toks.astype(np.int32).tofile(f["tok.i32"])
+    tgts.astype(np.int32).tofile(f["tgt.i32"])
+    mask.astype(np.float32).tofile(f["mask.f32"])
+    return f
+
+
+def dropout_fn(seed, p, B, T, dtype):
+    if p == 0 or seed == 0:
+        return None
+
+    def drop(l, module, x):
+        m = R.lora_dropout_mask(seed, l, module, B * T, x.shape[-1], p)
+        m = torch.from_numpy(m.reshape(x.shape)).to(dtype)
+        return x * m * (1.0 / (1.0 - p))
+    return drop
+
+
+def grads(model_path, ref, toks, tgts, mask, norm, tag, d, r=4, alpha=8.0, p=0.0,
+          targets="all", seed=7, drop_seed=0, b_std=0.05, prec="f32", tol=1e-4):
+    B, T = toks.shape
+    f = write_batch(d, toks, tgts, mask)
+    spec = f"{r}:{alpha}:{p}:{targets}:{seed}:{drop_seed}:{b_std}:{prec}"
+    run("grads", model_path, spec, f["tok.i32"], f["tgt.i32"], f["mask.f32"], B, T, norm, d)
+    lay = layout(d)
+    ad = unflat(np.fromfile(os.path.join(d, "params.f32"), np.float32), lay)
+    ref.set_lora(ad, alpha / r, dropout_fn(drop_seed, p, B, T, ref.dtype))
+    lp = ref.enable_lora_grad()
+    base = ref.params
+    for v in base.values():
+        v.requires_grad_(False)
+    loss = ref.loss(torch.from_numpy(toks), torch.from_numpy(tgts), torch.from_numpy(mask), norm)
+    loss.backward()
+    ours_loss = float(open(os.path.join(d, "loss.txt")).read())
+    check(f"{tag} loss ({ours_loss:.6f})", abs(ours_loss - loss.item()) / abs(loss.item()),
+          1e-5 if prec == "f32" else tol)
+    g = np.fromfile(os.path.join(d, "grads.f32"), np.float32)
+    want_names = {n for n in lp}
+    assert want_names == {n for n, _, _, _ in lay}, "layout names differ from the adapter's"
+    worst = 0.0
+    for name, off, numel, shape in lay:
+        want = lp[name].grad.detach().numpy().reshape(-1)
+        assert np.linalg.norm(want) > 0, f"{name}: zero reference gradient (test cannot fail)"
+        e = rel(g[off:off + numel], want)
+        if e > tol:
+            check(f"{tag} grad {name}", e, tol)
+        worst = max(worst, e)
+    check(f"{tag} all {len(lay)} adapter gradient tensors (worst)", worst, tol)
+    ref.set_lora({}, 0.0)
+    return lay
+
+
+TINY = [
+    ("llama-gqa-untied-llama3", dict(model_type="llama", num_attention_heads=4, num_key_value_heads=2,
+                                     tie_word_embeddings=False, rope_theta=500000.0,
+                                     rope_scaling={"rope_type": "llama3", "factor": 8.0,
+                                                   "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                   "original_max_position_embeddings": 16})),
+    ("qwen2-bias-gqa-tied", dict(model_type="qwen2", num_attention_heads=6, num_key_value_heads=2,
+                                 hidden_size=48, tie_word_embeddings=True, rms_norm_eps=1e-6,
+                                 rope_theta=1000000.0)),
+    ("llama-mha-tied", dict(model_type="llama", num_attention_heads=4, num_key_value_heads=4,
+                            tie_word_embeddings=True)),
+    ("llama-mqa-bf16", dict(model_type="llama", num_attention_heads=4, num_key_value_heads=1,
+                            num_hidden_layers=3)),
+]
+
+
+def tiny_model(i):
+    tag, cfg = TINY[i]
+    d = os.path.join(TMP, f"lora_parity_{tag}")
+    os.makedirs(d, exist_ok=True)
+    R.write_tiny_random(d, seed=i, dtype="BF16" if "bf16" in tag else "F32", **cfg)
+    return tag, d
+
+
+def batch(rng, V, B, T):
+    toks = rng.integers(0, V, (B, T))
+    tgts = rng.integers(0, V, (B, T))
+    tgts[0, 3] = -100
+    mask = (rng.random((B, T)) < 0.7).astype(np.float32)
+    return toks, tgts, mask, float(mask.sum() * 1.25)
+
+
+def tiny():
+    rng = np.random.default_rng(0)
+    for i in range(len(TINY)):
+        tag, d = tiny_model(i)
+        ref = R.load(d, torch.float64)
+        toks, tgts, mask, norm = batch(rng, ref.cfg["vocab_size"], 3, 70)
+        grads(d, ref, toks, tgts, mask, norm, f"{tag} r4 all", d)
+        if i == 0:
+            grads(d, ref, toks, tgts, mask, norm, f"{tag} r3 q,v,down dropout 0.3", d, r=3,
+                  alpha=5.0, p=0.3, targets="q_proj,v_proj,down_proj", drop_seed=1234)
+            grads(d, ref, toks, tgts, mask, norm, f"{tag} r2 o,gate,up,k dropout 0.1", d, r=2,
+                  alpha=2.0, p=0.1, targets="o_proj,gate_proj,up_proj,k_proj", drop_seed=99)
+            # dropout seed 0 = the deterministic forward even with lora_dropout > 0
+            grads(d, ref, toks, tgts, mask, norm, f"{tag} dropout 0.3, seed 0 (eval)", d, p=0.3)
+    # PEFT's initialisation: B = 0, A ~ kaiming_uniform(a=√5) = U(−1/√in, 1/√in)
+    tag, d = tiny_model(0)
+    f = write_batch(d, *batch(rng, 128, 1, 8)[:3])
+    run("grads", d, "16:32:0:all:5:0:0:f32", f["tok.i32"], f["tgt.i32"], f["mask.f32"], 1, 8, 8.0, d)
+    lay = layout(d)
+    prm = unflat(np.fromfile(os.path.join(d, "params.f32"), np.float32), lay)
+    g = unflat(np.fromfile(os.path.join(d, "grads.f32"), np.float32), lay)
+    bmax = max(float(np.abs(v).max()) for n, v in prm.items() if ".lora_B." in n)
+    check("init: every lora_B is zero (max |B|)", bmax, 0.0)
+    worst_bound, worst_std = 0.0, 0.0
+    for n, v in prm.items():
+        if ".lora_A." in n:
+            bound = 1.0 / math.sqrt(v.shape[1])
+            worst_bound = max(worst_bound, float(np.abs(v).max()) / bound)
+            worst_std = max(worst_std, abs(float(v.std()) / (bound / math.sqrt(3)) - 1))
+    check("init: max |A| / (1/√in) (≤ 1)", worst_bound, 1.0)
+    check("init: |std(A) / (1/√(3 in)) − 1|", worst_std, 0.15)
+    ga = max(float(np.abs(v).max()) for n, v in g.items() if ".lora_A." in n)
+    gb = max(float(np.abs(v).max()) for n, v in g.items() if ".lora_B." in n)
+    check("init: dA is exactly 0 while B = 0", ga, 0.0)
+    check("init: dB nonzero (1 / max |dB|)", 1.0 / max(gb, 1e-30), 1e6)
+
+
+def bf16():
+    rng = np.random.default_rng(3)
+    tag, d = tiny_model(0)
+    ref = R.load(d, torch.float64)
+    toks, tgts, mask, norm = batch(rng, ref.cfg["vocab_size"], 2, 40)
+    # bf16 operands (8 significant bits) in every base product: a bf16-sized bound
+    grads(d, ref, toks, tgts, mask, norm, f"{tag} bf16 path, all targets", d, prec="bf16", tol=3e-2)
+    grads(d, ref, toks, tgts, mask, norm, f"{tag} bf16 path, dropout 0.2", d, prec="bf16", tol=3e-2,
+          p=0.2, drop_seed=5)
+
+
+def smollm():
+    path = os.path.join(os.environ.get("SAFETUNE_MODEL_DIR", "models"), "SmolLM2-135M-Instruct.Q4_1.gguf")
+    if not os.path.exists(path):
+        print(f"skip: {path} absent")
+        sys.exit(77)
+    ref = R.load(path, torch.float64)
+    V = ref.cfg["vocab_size"]
+    rng = np.random.default_rng(1)
+    d = os.path.join(TMP, "lora_parity_smollm")
+    os.makedirs(d, exist_ok=True)
+    toks = rng.integers(0, V, (2, 8))
+    tgts = np.concatenate([toks[:, 1:], rng.integers(0, V, (2, 1))], axis=1)
+    mask = np.ones((2, 8), np.float32)
+    mask[:, :3] = 0
+    grads(path, ref, toks, tgts, mask, float(mask.sum()), "smollm2 r8 all", d, r=8, alpha=16.0,
+          b_std=0.02)
+
+
+def train():
+    rng = np.random.default_rng(2)
+    lr, wd, decay, steps, r, alpha = 3e-3, 0.1, 0.9, 10, 4, 8.0
+    for i in (0, 1):
+        tag, d = tiny_model(i)
+        ref = R.load(d, torch.float32)
+        toks, tgts, mask, norm = batch(rng, ref.cfg["vocab_size"], 2, 24)
+        f = write_batch(d, toks, tgts, mask)
+        run("train", d, f"{r}:{alpha}:0:all:11:0:0:f32", f["tok.i32"], f["tgt.i32"], f["mask.f32"],
+            2, 24, norm, lr, wd, decay, steps, d)
+        lay = layout(d)
+        init = unflat(np.fromfile(os.path.join(d, "init.f32"), np.float32), lay)
+        T0 = np.concatenate([init[n].astype(np.float64).reshape(-1) for n, _, _, _ in lay])
+        ref.set_lora({n: v.copy() for n, v in init.items()}, alpha / r)
+        lp = ref.enable_lora_grad()
+        for v in ref.params.values():
+            v.requires_grad_(False)
+        opt = torch.optim.AdamW(list(lp.values()), lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
+        ema = {n: p.detach().clone() for n, p in lp.items()}  # starts at θ0: B = 0
+        ours = np.loadtxt(os.path.join(d, "losses.txt"))
+        worst = 0.0
+        for s in range(steps):
+            opt.zero_grad()
+            loss = ref.loss(torch.from_numpy(toks), torch.from_numpy(tgts), torch.from_numpy(mask), norm)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                for n, p in lp.items():
+                    ema[n].mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+            worst = max(worst, abs(ours[s] - loss.item()) / abs(loss.item()))
+            print(f"  step {s + 1}: loss C {ours[s]:.7f} torch {loss.item():.7f}")
+        check(f"{tag} train: {steps} step losses (worst)", worst, 1e-5)
+        check(f"{tag} train: losses fall (last/first)", ours[-1] / ours[0], 0.999)
+        cat = lambda dd: np.concatenate([np.asarray(dd[n].detach() if torch.is_tensor(dd[n]) else dd[n],
+                                                    np.float64).reshape(-1) for n, _, _, _ in lay])
+        live = unflat(np.fromfile(os.path.join(d, "params.f32"), np.float32), lay)
+        cema = unflat(np.fromfile(os.path.join(d, "ema.f32"), np.float32), lay)
+        check(f"{tag} train: live adapters", rel(cat(live), cat(lp)), 1e-4)
+        check(f"{tag} train: live adapter update θ−θ0", rel(cat(live) - T0, cat(lp) - T0), 1e-4)
+        check(f"{tag} train: EMA adapters", rel(cat(cema), cat(ema)), 1e-4)
+        check(f"{tag} train: EMA update θ_ema−θ0", rel(cat(cema) - T0, cat(ema) - T0), 1e-4)
+
+
+{"tiny": tiny, "bf16": bf16, "smollm": smollm, "train": train}[CASE]()
+print("PASS" if not failures else f"FAIL: {len(failures)} check(s)")
+sys.exit(1 if failures else 0)
