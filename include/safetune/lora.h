@@ -102,4 +102,29 @@ st_status st_lora_train_backward(const st_config *cfg, const st_weights *w, st_t
 void st_lora_merge(const st_config *cfg, const st_weights *w, const st_lora_config *lc,
                    const st_lora_weights *lw);
 
+/* ---- PEFT adapter folders (lora_io.c) ---------------------------------------------------
+ * dir/adapter_config.json (peft_type "LORA", task_type "CAUSAL_LM", r, lora_alpha,
+ * lora_dropout, target_modules, bias "none", base_model_name_or_path, ...) and
+ * dir/adapter_model.safetensors (F32, the PEFT names and shapes of lora.h), the files
+ * PeftModel.from_pretrained reads. Source: peft/config.py, peft/utils/save_and_load.py. */
+
+/* Write the adapter whose parameters are `params` (ad's layout: the live buffer or the EMA
+ * copy) to dir, built in "<dir>.tmp.<pid>" and renamed into place. base_model: recorded as
+ * base_model_name_or_path (may be NULL). */
+st_status st_lora_save_peft(const st_lora *ad, const float *params, const char *base_model,
+                            const char *dir);
+/* Read a PEFT LoRA folder for a base model of config cfg. Errors name the file and the key or
+ * tensor: not a LoRA adapter, options safetune does not implement (use_dora, use_rslora,
+ * bias other than "none", rank_pattern / alpha_pattern, modules_to_save, fan_in_fan_out), an
+ * unknown target module, r <= 0, a tensor missing / of the wrong shape / for a layer the base
+ * lacks / of a module not in target_modules (an adapter made for another base model). */
+st_status st_lora_load_peft(const char *dir, const st_config *cfg, st_lora **out);
+/* 1 when path is a folder holding adapter_config.json. */
+int st_lora_is_adapter_dir(const char *path);
+/* A copy (st_alloc_aligned, base layout) of the base parameters with the adapter of
+ * ad's layout `params` merged in (st_lora_merge), for exporting or inference. */
+st_status st_lora_merged_params(const st_config *cfg, const st_layout *base_layout,
+                                const float *base_params, const st_lora *ad, const float *params,
+                                float **out);
+
 #endif

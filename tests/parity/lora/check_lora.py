@@ -254,6 +254,170 @@ def train():
         check(f"{tag} train: EMA update θ_ema−θ0", rel(cat(cema) - T0, cat(ema) - T0), 1e-4)
 
 
-{"tiny": tiny, "bf16": bf16, "smollm": smollm, "train": train}[CASE]()
+def smol_path():
+    path = os.path.join(os.environ.get("SAFETUNE_MODEL_DIR", "models"), "SmolLM2-135M-Instruct.Q4_1.gguf")
+    if not os.path.exists(path):
+        print(f"skip: {path} absent")
+        sys.exit(77)
+    return path
+
+
+def peft():
+    """PEFT folder written by safetune: names, shapes and config keys through the Python
+    safetensors package; merged HF / GGUF exports' logits vs base + adapter in the reference."""
+    import json
+    from safetensors import safe_open
+    path = smol_path()
+    d = os.path.join(TMP, "lora_parity_peft")
+    os.makedirs(d, exist_ok=True)
+    r, alpha = 8, 16.0
+    res = subprocess.run([TOOL, "peft", path, f"{r}:{alpha}:0.05:q_proj,v_proj,o_proj,down_proj:3:0:0.02:f32", d,
+                          "export"],
+                         capture_output=True, text=True)
+    print(res.stdout.strip())
+    if res.returncode != 0:
+        print(res.stderr.strip())
+        check("lora_tool peft (save, read back bit for bit, merge, export)", 1, 0)
+        return
+    ad = os.path.join(d, "adapter")
+    cfg = json.load(open(os.path.join(ad, "adapter_config.json")))
+    want = dict(peft_type="LORA", task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=0.05,
+                bias="none", use_dora=False, use_rslora=False, fan_in_fan_out=False)
+    bad = [k for k, v in want.items() if cfg.get(k) != v]
+    bad += [] if sorted(cfg.get("target_modules", [])) == sorted(["q_proj", "v_proj", "o_proj", "down_proj"]) \
+        else ["target_modules"]
+    print("adapter_config.json:", json.dumps(cfg, sort_keys=True))
+    check(f"adapter_config.json keys differing from PEFT's ({bad})", len(bad), 0)
+    base = R.load(path, torch.float64)
+    c = base.cfg
+    C, I, L = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
+    HD = c["num_attention_heads"] * c["head_dim"]
+    KD = c["num_key_value_heads"] * c["head_dim"]
+    dims = {"q_proj": ("self_attn", C, HD), "v_proj": ("self_attn", C, KD),
+            "o_proj": ("self_attn", HD, C), "down_proj": ("mlp", I, C)}
+    expect = {}
+    for l in range(L):
+        for mod, (par, fin, fout) in dims.items():
+            pre = f"base_model.model.model.layers.{l}.{par}.{mod}."
+            expect[pre + "lora_A.weight"] = (r, fin)
+            expect[pre + "lora_B.weight"] = (fout, r)
+    tensors = {}
+    with safe_open(os.path.join(ad, "adapter_model.safetensors"), framework="pt") as f:
+        for k in f.keys():
+            tensors[k] = f.get_tensor(k)
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    check(f"adapter_model.safetensors: {len(got)} tensors with PEFT's names and shapes "
+          f"(mismatches)", len(set(got.items()) ^ set(expect.items())), 0)
+    nz = min(float(v.abs().max()) for k, v in tensors.items() if "lora_B" in k)
+    check("adapter has nonzero B everywhere (1 / min max|B|)", 1.0 / max(nz, 1e-30), 1e3)
+    V = c["vocab_size"]
+    rng = np.random.default_rng(4)
+    toks = rng.integers(0, V, (2, 10))
+    with torch.no_grad():
+        plain = base.forward(torch.from_numpy(toks)).numpy()
+        base.set_lora({k: v.numpy() for k, v in tensors.items()}, alpha / r)
+        want_logits = base.forward(torch.from_numpy(toks)).numpy()
+        hf = R.LlamaRef.from_hf(os.path.join(d, "merged"), torch.float64).forward(torch.from_numpy(toks)).numpy()
+        gg = R.LlamaRef.from_gguf(os.path.join(d, "merged.gguf"), torch.float64).forward(torch.from_numpy(toks)).numpy()
+    check("adapter changes the logits (1 / rel(base+adapter, base))", 1.0 / rel(want_logits, plain), 1e3)
+    check("merged HF export logits vs base + adapter", rel(hf, want_logits), 1e-5)
+    check("merged GGUF export logits vs base + adapter", rel(gg, want_logits), 1e-5)
+
+
+def peft_package():
+    """The peft package (PEFT_SITE: a folder with peft + transformers installed beside the
+    reference's torch) loads a safetune adapter onto transformers' LlamaForCausalLM / Qwen2: its
+    logits equal the reference's base + adapter. Exit 77 when PEFT_SITE is not set."""
+    site = os.environ.get("PEFT_SITE")
+    if not site or not os.path.isdir(site):
+        print("skip: PEFT_SITE (a folder with peft and transformers for this torch) not set")
+        sys.exit(77)
+    for i in (1, 2, 3):  # transformers 4.40 predates llama3 rope_scaling (model 0)
+        tag, d = tiny_model(i)
+        out = os.path.join(TMP, f"lora_peft_pkg_{tag}")
+        os.makedirs(out, exist_ok=True)
+        run("peft", d, "4:8:0.1:all:5:0:0.05:f32", out)
+        rng = np.random.default_rng(5)
+        toks = rng.integers(0, 128, (2, 12))
+        np.save(os.path.join(out, "toks.npy"), toks)
+        code = ("import sys, numpy as np, torch; sys.path.insert(0, sys.argv[1]);"
+                "from transformers import AutoModelForCausalLM; from peft import PeftModel;"
+                "m = AutoModelForCausalLM.from_pretrained(sys.argv[2], torch_dtype=torch.float32);"
+                "p = PeftModel.from_pretrained(m, sys.argv[3]); p.eval();"
+                "t = torch.from_numpy(np.load(sys.argv[4]));"
+                "np.save(sys.argv[5], p(input_ids=t).logits.detach().double().numpy())")
+        res_f = os.path.join(out, "peft_logits.npy")
+        pr = subprocess.run([sys.executable, "-c", code, site, d, os.path.join(out, "adapter"),
+                             os.path.join(out, "toks.npy"), res_f], capture_output=True, text=True)
+        if pr.returncode != 0:
+            print(pr.stderr[-1500:])
+            check(f"{tag}: PeftModel.from_pretrained on transformers' model", 1, 0)
+            continue
+        from safetensors.numpy import load_file
+        ref = R.load(d, torch.float64)
+        with torch.no_grad():
+            plain = ref.forward(torch.from_numpy(toks)).numpy()
+            ref.set_lora(load_file(os.path.join(out, "adapter", "adapter_model.safetensors")), 8 / 4)
+            want = ref.forward(torch.from_numpy(toks)).numpy()
+        got = np.load(res_f)
+        check(f"{tag}: adapter changes the logits (1 / rel)", 1.0 / rel(want, plain), 1e3)
+        check(f"{tag}: peft PeftModel logits (fp32) vs reference base + adapter (fp64)", rel(got, want), 1e-5)
+
+
+def bad_adapter():
+    """Adapters that do not fit the base model or that safetune cannot apply: refused naming why."""
+    import json
+    import shutil
+    from safetensors.numpy import save_file
+    tag, d = tiny_model(0)
+    other_tag, other = tiny_model(1)  # hidden 48 instead of 64
+    out = os.path.join(TMP, "lora_bad_adapter")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    cfg0 = dict(peft_type="LORA", task_type="CAUSAL_LM", r=2, lora_alpha=4, lora_dropout=0.0,
+                target_modules=["q_proj", "down_proj"], bias="none")
+
+    def make(name, cfg=None, tensors=None, layers=2, r=2, C=64, I=96, HD=64):
+        f = os.path.join(out, name)
+        os.makedirs(f)
+        json.dump(cfg0 if cfg is None else cfg, open(os.path.join(f, "adapter_config.json"), "w"))
+        if tensors is None:
+            tensors = {}
+            for l in range(layers):
+                p = f"base_model.model.model.layers.{l}."
+                tensors[p + "self_attn.q_proj.lora_A.weight"] = np.zeros((r, C), np.float32)
+                tensors[p + "self_attn.q_proj.lora_B.weight"] = np.zeros((HD, r), np.float32)
+                tensors[p + "mlp.down_proj.lora_A.weight"] = np.zeros((r, I), np.float32)
+                tensors[p + "mlp.down_proj.lora_B.weight"] = np.zeros((C, r), np.float32)
+        save_file(tensors, os.path.join(f, "adapter_model.safetensors"))
+        return f
+
+    def expect(f, model, needle):
+        r = subprocess.run([TOOL, "load", model, f], capture_output=True, text=True)
+        msg = r.stdout.strip()
+        ok = r.returncode == 1 and needle in msg
+        print(f"{'ok  ' if ok else 'FAIL'} {os.path.basename(f)}: exit {r.returncode}: {msg}")
+        if not ok:
+            failures.append(os.path.basename(f))
+
+    ok_dir = make("ok")
+    r = subprocess.run([TOOL, "load", d, ok_dir], capture_output=True, text=True)
+    check(f"a fitting adapter loads ({r.stdout.strip()})", 0 if r.stdout.strip() == "ok" else 1, 0)
+    expect(ok_dir, other, "has shape")                                   # another base model
+    expect(make("unknown_target", dict(cfg0, target_modules=["q_proj", "qkv_proj"])), d, "qkv_proj")
+    expect(make("r0", dict(cfg0, r=0)), d, "\"r\" must be an integer >= 1")
+    expect(make("not_lora", dict(cfg0, peft_type="PREFIX_TUNING")), d, "expected \"LORA\"")
+    expect(make("dora", dict(cfg0, use_dora=True)), d, "use_dora")
+    expect(make("rank_pattern", dict(cfg0, rank_pattern={"q_proj": 4})), d, "rank_pattern")
+    expect(make("wrong_r", dict(cfg0, r=3)), d, "has shape")
+    expect(make("more_layers", layers=3), d, "is for layer 2")
+    expect(make("missing_tensor", dict(cfg0, target_modules=["q_proj", "down_proj", "up_proj"])), d,
+           "up_proj.lora_A.weight missing")
+    expect(make("extra_module", dict(cfg0, target_modules=["q_proj"])), d, "not a LoRA A/B of the target")
+    expect(os.path.join(out, "absent"), d, "no adapter_config.json")
+
+
+{"tiny": tiny, "bf16": bf16, "smollm": smollm, "train": train, "peft": peft, "peft_package": peft_package,
+ "bad_adapter": bad_adapter}[CASE]()
 print("PASS" if not failures else f"FAIL: {len(failures)} check(s)")
 sys.exit(1 if failures else 0)

@@ -7,12 +7,17 @@
  *       OUT_DIR/loss.txt, params.f32, grads.f32, layout.tsv (name offset numel r0 r1)
  *   lora_tool train MODEL SPEC TOK.i32 TGT.i32 MASK.f32 B T NORM LR WD EMA_DECAY STEPS OUT_DIR
  *       STEPS AdamW steps on the same batch (dropout seed + step), EMA after each:
- *       OUT_DIR/losses.txt, init.f32, params.f32, ema.f32, layout.tsv */
+ *       OUT_DIR/losses.txt, init.f32, params.f32, ema.f32, layout.tsv
+ *   lora_tool peft MODEL SPEC OUT_DIR [export]
+ *       OUT_DIR/adapter (PEFT folder), its read-back compared bit for bit (prints "roundtrip ok");
+ *       with export: OUT_DIR/merged (HF F32 export of base + adapter), OUT_DIR/merged.gguf
+ *   lora_tool load MODEL ADAPTER_DIR   prints "ok" or the one-line error (exit 1) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "safetune/ema.h"
+#include "safetune/export.h"
 #include "safetune/kernels.h"
 #include "safetune/lora.h"
 #include "safetune/model.h"
@@ -93,6 +98,48 @@ static st_lora *make_adapter(const st_model *m, const spec *sp) {
 int main(int argc, char **argv) {
     if (argc < 3) return 2;
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "load") && argc == 4) {
+        st_model *m = NULL;
+        st_lora *ad = NULL;
+        if (st_model_load_weights(argv[2], &m)) die();
+        if (st_lora_load_peft(argv[3], &m->config, &ad)) {
+            printf("%s\n", st_last_error());
+            st_model_free(m);
+            return 1;
+        }
+        printf("ok\n");
+        st_lora_free(ad);
+        st_model_free(m);
+        return 0;
+    }
+    if (!strcmp(cmd, "peft") && (argc == 5 || (argc == 6 && !strcmp(argv[5], "export")))) {
+        const int do_export = argc == 6;
+        st_model *m = NULL;
+        if ((do_export ? st_model_load : st_model_load_weights)(argv[2], &m)) die();
+        spec sp = parse_spec(argv[3]);
+        st_lora *ad = make_adapter(m, &sp), *back = NULL;
+        char p[4096];
+        snprintf(p, sizeof p, "%s/adapter", argv[4]);
+        if (st_lora_save_peft(ad, ad->params, argv[2], p) ||
+            st_lora_load_peft(p, &m->config, &back))
+            die();
+        int same = back->layout.n_floats == ad->layout.n_floats && back->lc.r == ad->lc.r &&
+                   back->lc.targets == ad->lc.targets && back->lc.alpha == ad->lc.alpha &&
+                   !memcmp(back->params, ad->params, ad->layout.n_floats * sizeof(float));
+        printf("roundtrip %s\n", same ? "ok" : "DIFFERS");
+        float *merged = NULL;
+        if (do_export && st_lora_merged_params(&m->config, &m->layout, m->params, back, back->params, &merged))
+            die();
+        snprintf(p, sizeof p, "%s/merged", argv[4]);
+        if (do_export && st_export_hf(m, merged, p, ST_EXPORT_F32)) die();
+        snprintf(p, sizeof p, "%s/merged.gguf", argv[4]);
+        if (do_export && st_export_gguf(m, merged, p, ST_EXPORT_F32)) die();
+        st_free_aligned(merged);
+        st_lora_free(back);
+        st_lora_free(ad);
+        st_model_free(m);
+        return same ? 0 : 1;
+    }
     const int is_grads = !strcmp(cmd, "grads") && argc == 11;
     const int is_train = !strcmp(cmd, "train") && argc == 15;
     if (!is_grads && !is_train) {
