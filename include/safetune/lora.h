@@ -119,6 +119,10 @@ st_status st_lora_save_peft(const st_lora *ad, const float *params, const char *
  * unknown target module, r <= 0, a tensor missing / of the wrong shape / for a layer the base
  * lacks / of a module not in target_modules (an adapter made for another base model). */
 st_status st_lora_load_peft(const char *dir, const st_config *cfg, st_lora **out);
+/* base_model_name_or_path of dir/adapter_config.json as a path (relative ones joined to dir)
+ * into *out (heap). ST_ERR_FORMAT when it is missing or names no local file or folder (a Hub
+ * id: pass the base model explicitly). */
+st_status st_lora_base_model_path(const char *dir, char **out);
 /* 1 when path is a folder holding adapter_config.json. */
 int st_lora_is_adapter_dir(const char *path);
 /* A copy (st_alloc_aligned, base layout) of the base parameters with the adapter of

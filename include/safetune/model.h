@@ -23,8 +23,13 @@ typedef struct {
 } st_model;
 
 /* Load MODEL (GGUF file or HF folder); dequantises to fp32 and un-permutes GGUF Q/K.
- * Errors name the file and what is wrong (missing tensor, shape mismatch vs config, ...). */
+ * Errors name the file and what is wrong (missing tensor, shape mismatch vs config, ...).
+ * A PEFT LoRA adapter folder (adapter_config.json, no config.json) loads its base model
+ * (base_model_name_or_path; relative to the adapter folder) with the adapter merged in (lora.h). */
 st_status st_model_load(const char *path, st_model **out);
+/* Base model `base` with the PEFT LoRA adapter folder `adapter_dir` merged into its weights;
+ * an adapter made for another base model is refused naming the tensor (lora.h). */
+st_status st_model_load_with_adapter(const char *base, const char *adapter_dir, st_model **out);
 /* Config + flat weights only (no tokenizer / chat template): GGUF file or HF folder. */
 st_status st_model_load_weights(const char *path, st_model **out);
 /* A model with zeroed weights for cfg (tests, random init); no tokenizer. */

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "model/load.h"
+#include "safetune/lora.h"
 
 const char *st_shape_str(char *buf, size_t cap, int n_dims, const int64_t *shape) {
     if (n_dims == 1)
@@ -33,6 +34,41 @@ void st_model_set_chat_template(st_model *m, const char *jinja, size_t len) {
     if (st_chat_template_by_name("chatml", &m->chat) == ST_OK) m->has_chat_template = 1;
 }
 
+static st_status load(const char *path, int with_tok, st_model **out);
+
+/* Base model + PEFT adapter merged into its weights (W += alpha/r · B·A). */
+static st_status load_merged(const char *base, const char *adapter_dir, int with_tok,
+                             st_model **out) {
+    *out = NULL;
+    st_model *m = NULL;
+    st_lora *ad = NULL;
+    st_status s = load(base, with_tok, &m);
+    if (!s) s = st_lora_load_peft(adapter_dir, &m->config, &ad);
+    if (s) {
+        st_model_free(m);
+        return st_error_wrap(s, "loading adapter %s on base model %s", adapter_dir, base);
+    }
+    st_lora_merge(&m->config, &m->w, &ad->lc, &ad->w);
+    st_lora_free(ad);
+    *out = m;
+    return ST_OK;
+}
+
+/* A PEFT adapter folder alone: its base from adapter_config.json base_model_name_or_path (a
+ * relative path is taken from the adapter's folder). */
+static st_status load_adapter_dir(const char *dir, int with_tok, st_model **out) {
+    char *base = NULL;
+    st_status s = st_lora_base_model_path(dir, &base);
+    if (s) return s;
+    s = load_merged(base, dir, with_tok, out);
+    free(base);
+    return s;
+}
+
+st_status st_model_load_with_adapter(const char *base, const char *adapter_dir, st_model **out) {
+    return load_merged(base, adapter_dir, 1, out);
+}
+
 static st_status load(const char *path, int with_tok, st_model **out) {
     *out = NULL;
     struct stat sb;
@@ -51,6 +87,12 @@ static st_status load(const char *path, int with_tok, st_model **out) {
                             "instead, or a .gguf file", path, dl, slash ? path : ".");
         return st_error(ST_ERR_ARG, "%s: not a model: pass a .gguf file or a Hugging Face checkpoint "
                         "folder (config.json + model.safetensors + tokenizer.json)", path);
+    }
+    if (S_ISDIR(sb.st_mode) && st_lora_is_adapter_dir(path)) {
+        char *cj = st_path_join(path, "config.json");
+        const int has_cfg = cj && access(cj, F_OK) == 0;
+        free(cj);
+        if (!has_cfg) return load_adapter_dir(path, with_tok, out);
     }
     st_status s = S_ISDIR(sb.st_mode) ? st_model_load_hf(path, with_tok, out)
                                       : st_model_load_gguf(path, with_tok, out);

@@ -85,6 +85,38 @@ fail:
     return st_error_wrap(s, "saving the adapter to %s", dir);
 }
 
+st_status st_lora_base_model_path(const char *dir, char **out) {
+    *out = NULL;
+    char *cp = st_path_join(dir, "adapter_config.json");
+    if (!cp) return ST_ERR_NOMEM;
+    char *text = NULL;
+    size_t len = 0;
+    st_status s = st_read_json_text_file(cp, &text, &len);
+    cJSON *r = s ? NULL : cJSON_Parse(text);
+    free(text);
+    const cJSON *b = r ? cJSON_GetObjectItemCaseSensitive(r, "base_model_name_or_path") : NULL;
+    if (!s && !cJSON_IsString(b))
+        s = st_error(ST_ERR_FORMAT, "%s: no base_model_name_or_path; give the base model and "
+                     "the adapter separately", cp);
+    if (!s) {
+        const char *v = b->valuestring;
+        char *p = v[0] == '/' ? st_strdup(v) : st_path_join(dir, v);
+        struct stat sb;
+        if (!p) s = ST_ERR_NOMEM;
+        else if (stat(p, &sb) != 0) {
+            s = st_error(ST_ERR_FORMAT, "%s: base_model_name_or_path \"%s\" is not a local file "
+                         "or folder (a Hub id?); give the base model and the adapter separately",
+                         cp, v);
+            free(p);
+        } else {
+            *out = p;
+        }
+    }
+    cJSON_Delete(r);
+    free(cp);
+    return s;
+}
+
 int st_lora_is_adapter_dir(const char *path) {
     struct stat sb;
     if (!path || stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) return 0;

@@ -364,6 +364,48 @@ def peft_package():
         check(f"{tag}: peft PeftModel logits (fp32) vs reference base + adapter (fp64)", rel(got, want), 1e-5)
 
 
+def load_adapter():
+    """A PEFT folder given where a model is expected: its base (absolute or relative
+    base_model_name_or_path) with the adapter merged; logits vs the reference base + adapter."""
+    import json
+    import shutil
+    from safetensors.numpy import load_file
+    tag, d = tiny_model(1)
+    out = os.path.join(TMP, "lora_load_adapter")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    run("peft", d, "3:6:0:all:9:0:0.05:f32", out)
+    ad = os.path.join(out, "adapter")
+    rel_ad = os.path.join(out, "adapter_rel")
+    shutil.copytree(ad, rel_ad)
+    cfg = json.load(open(os.path.join(rel_ad, "adapter_config.json")))
+    cfg["base_model_name_or_path"] = os.path.relpath(d, rel_ad)
+    json.dump(cfg, open(os.path.join(rel_ad, "adapter_config.json"), "w"))
+    rng = np.random.default_rng(6)
+    toks = rng.integers(0, 128, (2, 9))
+    tf = os.path.join(out, "tok.i32")
+    toks.astype(np.int32).tofile(tf)
+    ref = R.load(d, torch.float64)
+    with torch.no_grad():
+        plain = ref.forward(torch.from_numpy(toks)).numpy()
+        ref.set_lora(load_file(os.path.join(ad, "adapter_model.safetensors")), 6 / 3)
+        want = ref.forward(torch.from_numpy(toks)).numpy()
+    check("adapter changes the logits (1 / rel)", 1.0 / rel(want, plain), 1e3)
+    for what, path in (("absolute", ad), ("relative", rel_ad)):
+        run("logits", path, tf, 2, 9, os.path.join(out, "lg.f32"))
+        got = np.fromfile(os.path.join(out, "lg.f32"), np.float32).reshape(want.shape)
+        check(f"model path = adapter folder ({what} base path): logits vs reference base + adapter",
+              rel(got, want), 1e-4)
+    cfg["base_model_name_or_path"] = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    json.dump(cfg, open(os.path.join(rel_ad, "adapter_config.json"), "w"))
+    r = subprocess.run([TOOL, "logits", rel_ad, tf, "2", "9", os.path.join(out, "x.f32")],
+                       capture_output=True, text=True)
+    ok = r.returncode == 1 and "not a local file or folder" in r.stderr
+    print(f"{'ok  ' if ok else 'FAIL'} Hub id as base: {r.stderr.strip()}")
+    if not ok:
+        failures.append("hub id base")
+
+
 def bad_adapter():
     """Adapters that do not fit the base model or that safetune cannot apply: refused naming why."""
     import json
@@ -417,7 +459,7 @@ def bad_adapter():
     expect(os.path.join(out, "absent"), d, "no adapter_config.json")
 
 
-{"tiny": tiny, "bf16": bf16, "smollm": smollm, "train": train, "peft": peft, "peft_package": peft_package,
+{"tiny": tiny, "bf16": bf16, "smollm": smollm, "train": train, "peft": peft, "peft_package": peft_package, "load_adapter": load_adapter,
  "bad_adapter": bad_adapter}[CASE]()
 print("PASS" if not failures else f"FAIL: {len(failures)} check(s)")
 sys.exit(1 if failures else 0)

@@ -11,13 +11,16 @@
  *   lora_tool peft MODEL SPEC OUT_DIR [export]
  *       OUT_DIR/adapter (PEFT folder), its read-back compared bit for bit (prints "roundtrip ok");
  *       with export: OUT_DIR/merged (HF F32 export of base + adapter), OUT_DIR/merged.gguf
- *   lora_tool load MODEL ADAPTER_DIR   prints "ok" or the one-line error (exit 1) */
+ *   lora_tool load MODEL ADAPTER_DIR   prints "ok" or the one-line error (exit 1)
+ *   lora_tool logits MODEL TOK.i32 B T OUT.f32   logits [B, T, V] of st_model_load_weights(MODEL)
+ *       (MODEL may be a PEFT adapter folder: its base with the adapter merged) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "safetune/ema.h"
 #include "safetune/export.h"
+#include "safetune/forward.h"
 #include "safetune/kernels.h"
 #include "safetune/lora.h"
 #include "safetune/model.h"
@@ -98,6 +101,19 @@ static st_lora *make_adapter(const st_model *m, const spec *sp) {
 int main(int argc, char **argv) {
     if (argc < 3) return 2;
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "logits") && argc == 7) {
+        st_model *m = NULL;
+        if (st_model_load_weights(argv[2], &m)) die();
+        const int B = atoi(argv[4]), T = atoi(argv[5]), V = m->config.vocab_size;
+        int32_t *tok = read_all(argv[3], (size_t)B * T * 4);
+        float *lg = malloc((size_t)B * T * V * sizeof *lg);
+        if (!lg || st_forward_logits(m, tok, B, T, lg)) die();
+        if (st_write_file_atomic(argv[6], lg, (size_t)B * T * V * sizeof *lg)) die();
+        free(lg);
+        free(tok);
+        st_model_free(m);
+        return 0;
+    }
     if (!strcmp(cmd, "load") && argc == 4) {
         st_model *m = NULL;
         st_lora *ad = NULL;
