@@ -131,7 +131,7 @@ TINY = [
 
 def tiny_model(i):
     tag, cfg = TINY[i]
-    d = os.path.join(TMP, f"lora_parity_{tag}")
+    d = os.path.join(TMP, f"lora_parity_{CASE}_{tag}")  # per case: ctest -j runs cases at once
     os.makedirs(d, exist_ok=True)
     R.write_tiny_random(d, seed=i, dtype="BF16" if "bf16" in tag else "F32", **cfg)
     return tag, d
