@@ -3,17 +3,24 @@
 #include "safetune/config.h"
 
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int get_int(const cJSON *o, const char *k, int def) {
+static int fits_int(double d) { return d == floor(d) && d >= INT_MIN && d <= INT_MAX; }
+/* An optional integer key (eos_token_id: [a, b] gives a). A number that is not an integer in int
+ * range gives def and *bad = k (the caller reports it). */
+static int get_int(const cJSON *o, const char *k, int def, const char **bad) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    if (cJSON_IsNumber(v)) return (int)v->valuedouble;
-    if (cJSON_IsArray(v) && cJSON_IsNumber(cJSON_GetArrayItem(v, 0)))
-        return (int)cJSON_GetArrayItem(v, 0)->valuedouble; /* eos_token_id: [a, b] */
-    return def;
+    if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
+    if (!cJSON_IsNumber(v)) return def;
+    if (!fits_int(v->valuedouble)) {
+        if (!*bad) *bad = k;
+        return def;
+    }
+    return (int)v->valuedouble;
 }
 static double get_num(const cJSON *o, const char *k, double def) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
@@ -29,6 +36,9 @@ static st_status require(const cJSON *o, const char *k, const char *src, int *ou
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     if (!cJSON_IsNumber(v))
         return st_error(ST_ERR_FORMAT, "%s: key \"%s\" missing or not a number", src, k);
+    if (!fits_int(v->valuedouble))
+        return st_error(ST_ERR_FORMAT, "%s: key \"%s\": %g is not an integer in [%d, %d]", src, k, v->valuedouble,
+                        INT_MIN, INT_MAX);
     *out = (int)v->valuedouble;
     return ST_OK;
 }
@@ -72,16 +82,17 @@ st_status st_config_from_hf_json_text(const char *json, const char *src, st_conf
         (s = require(root, "num_attention_heads", src, &cfg->num_attention_heads)) ||
         (s = require(root, "vocab_size", src, &cfg->vocab_size)))
         goto done;
-    cfg->num_key_value_heads = get_int(root, "num_key_value_heads", cfg->num_attention_heads);
+    const char *bad = NULL;
+    cfg->num_key_value_heads = get_int(root, "num_key_value_heads", cfg->num_attention_heads, &bad);
     cfg->head_dim = get_int(root, "head_dim",
-                            cfg->num_attention_heads ? cfg->hidden_size / cfg->num_attention_heads : 0);
-    cfg->max_position_embeddings = get_int(root, "max_position_embeddings", 2048);
+                            cfg->num_attention_heads ? cfg->hidden_size / cfg->num_attention_heads : 0, &bad);
+    cfg->max_position_embeddings = get_int(root, "max_position_embeddings", 2048, &bad);
     cfg->rope_theta = (float)get_num(root, "rope_theta", 10000.0);
     cfg->rms_norm_eps = (float)get_num(root, "rms_norm_eps", 1e-6);
     cfg->tie_word_embeddings = get_bool(root, "tie_word_embeddings", 0);
     cfg->attention_bias = cfg->arch == ST_ARCH_QWEN2 ? 1 : get_bool(root, "attention_bias", 0);
-    cfg->bos_token_id = get_int(root, "bos_token_id", -1);
-    cfg->eos_token_id = get_int(root, "eos_token_id", -1);
+    cfg->bos_token_id = get_int(root, "bos_token_id", -1, &bad);
+    cfg->eos_token_id = get_int(root, "eos_token_id", -1, &bad);
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
     if (cJSON_IsObject(rs)) {
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
@@ -97,13 +108,17 @@ st_status st_config_from_hf_json_text(const char *json, const char *src, st_conf
             cfg->rope_scaling.low_freq_factor = (float)get_num(rs, "low_freq_factor", 1.0);
             cfg->rope_scaling.high_freq_factor = (float)get_num(rs, "high_freq_factor", 4.0);
             cfg->rope_scaling.original_max_position_embeddings =
-                get_int(rs, "original_max_position_embeddings", 8192);
+                get_int(rs, "original_max_position_embeddings", 8192, &bad);
         } else {
             s = st_error(ST_ERR_UNSUPPORTED,
                          "%s: key \"rope_scaling\": type \"%s\" not supported (default, linear, "
                          "llama3)", src, ts);
             goto done;
         }
+    }
+    if (bad) {
+        s = st_error(ST_ERR_FORMAT, "%s: key \"%s\": not an integer in [%d, %d]", src, bad, INT_MIN, INT_MAX);
+        goto done;
     }
     s = st_config_validate(cfg, src);
 done:

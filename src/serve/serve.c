@@ -2,6 +2,7 @@
 #include "safetune/serve.h"
 
 #include "eval/eval_internal.h"
+#include "serve/serve_internal.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
@@ -29,25 +30,19 @@ typedef struct {
     int too_large;
 } req_ctx;
 
-static enum MHD_Result send_json(struct MHD_Connection *c, unsigned code, cJSON *j, const char *allow) {
+/* The answer: a JSON body (heap text) with its status code; queued on the connection by on_request. */
+static enum MHD_Result send_json(st__serve_answer *c, unsigned code, cJSON *j, const char *allow) {
     char *txt = st_utf8_fix_owned(j ? cJSON_PrintUnformatted(j) : NULL);
     cJSON_Delete(j);
     if (!txt) return MHD_NO;
-    size_t n = strlen(txt);
-    struct MHD_Response *r = MHD_create_response_from_buffer(n, txt, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-        free(txt);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    if (allow) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
-    enum MHD_Result ret = MHD_queue_response(c, code, r);
-    MHD_destroy_response(r);
-    return ret;
+    c->code = code;
+    c->body = txt;
+    c->allow = allow;
+    return MHD_YES;
 }
 
 /* OpenAI-style error object. */
-static enum MHD_Result send_error(struct MHD_Connection *c, unsigned code, const char *type,
+static enum MHD_Result send_error(st__serve_answer *c, unsigned code, const char *type,
                                   const char *param, const char *errcode, const char *msg,
                                   const char *allow) {
     cJSON *j = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(j, "error");
@@ -62,7 +57,7 @@ static enum MHD_Result send_error(struct MHD_Connection *c, unsigned code, const
 
 #define BAD(param, msg) send_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request_error", param, NULL, msg, NULL)
 
-static enum MHD_Result handle_models(st_server *s, struct MHD_Connection *c) {
+static enum MHD_Result handle_models(st_server *s, st__serve_answer *c) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "object", "list");
     cJSON *arr = cJSON_AddArrayToObject(j, "data"), *m = cJSON_CreateObject();
@@ -153,19 +148,20 @@ static int cut_at_stop(char *text, const char *const *stops, int n) {
 }
 
 /* POST /v1/chat/completions (chat = 1) and POST /v1/completions (chat = 0). */
-static enum MHD_Result handle_completion(st_server *s, struct MHD_Connection *c, req_ctx *rc, int chat) {
-    if (rc->too_large) {
+static enum MHD_Result handle_completion(st_server *s, st__serve_answer *c, const st__buf *body, int too_large,
+                                         int chat) {
+    if (too_large) {
         char m[128];
         snprintf(m, sizeof m, "request body exceeds %zu bytes", s->o.max_body_bytes);
         return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "invalid_request_error", NULL, NULL, m, NULL);
     }
     const char *end = NULL;
-    cJSON *j = rc->body.p ? cJSON_ParseWithLengthOpts(rc->body.p, rc->body.n, &end, 0) : NULL;
+    cJSON *j = body->p ? cJSON_ParseWithLengthOpts(body->p, body->n, &end, 0) : NULL;
     if (!j || !cJSON_IsObject(j)) {
         char m[160];
-        if (!rc->body.p) snprintf(m, sizeof m, "empty request body; expected a JSON object");
+        if (!body->p) snprintf(m, sizeof m, "empty request body; expected a JSON object");
         else if (!j) snprintf(m, sizeof m, "invalid JSON in request body at byte %zu",
-                              end && end >= rc->body.p ? (size_t)(end - rc->body.p) : 0);
+                              end && end >= body->p ? (size_t)(end - body->p) : 0);
         else snprintf(m, sizeof m, "request body must be a JSON object");
         cJSON_Delete(j);
         return send_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request_error", NULL, "invalid_json", m, NULL);
@@ -350,6 +346,28 @@ out:
     return ret;
 }
 
+static enum MHD_Result route_(st_server *s, const char *url, const char *method, const st__buf *body, int too_large,
+                              st__serve_answer *out) {
+    int is_chat = !strcmp(url, "/v1/chat/completions"), is_models = !strcmp(url, "/v1/models");
+    int is_cmpl = !strcmp(url, "/v1/completions");
+    if ((is_chat || is_cmpl) && strcmp(method, "POST"))
+        return send_error(out, MHD_HTTP_METHOD_NOT_ALLOWED, "invalid_request_error", NULL, "method_not_allowed",
+                          is_chat ? "use POST for /v1/chat/completions" : "use POST for /v1/completions", "POST");
+    if (is_models && strcmp(method, "GET"))
+        return send_error(out, MHD_HTTP_METHOD_NOT_ALLOWED, "invalid_request_error", NULL, "method_not_allowed",
+                          "use GET for /v1/models", "GET");
+    if (is_models) return handle_models(s, out);
+    if (is_chat || is_cmpl) return handle_completion(s, out, body, too_large, is_chat);
+    char m[700];
+    snprintf(m, sizeof m, "unknown path '%.500s' (this server has POST /v1/chat/completions, POST /v1/completions and GET /v1/models)", url);
+    return send_error(out, MHD_HTTP_NOT_FOUND, "invalid_request_error", NULL, "unknown_url", m, NULL);
+}
+
+void st__serve_route(st_server *s, const char *url, const char *method, const st__buf *body, int too_large,
+                     st__serve_answer *out) {
+    (void)route_(s, url, method, body, too_large, out);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     (void)version;
@@ -373,23 +391,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_size = 0;
         return MHD_YES;
     }
-    int is_chat = !strcmp(url, "/v1/chat/completions"), is_models = !strcmp(url, "/v1/models");
-    int is_cmpl = !strcmp(url, "/v1/completions");
-    if ((is_chat || is_cmpl) && strcmp(method, "POST"))
-        return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "invalid_request_error", NULL, "method_not_allowed",
-                          is_chat ? "use POST for /v1/chat/completions" : "use POST for /v1/completions", "POST");
-    if (is_models && strcmp(method, "GET"))
-        return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "invalid_request_error", NULL, "method_not_allowed",
-                          "use GET for /v1/models", "GET");
-    if (is_models) return handle_models(s, c);
-    if (is_chat || is_cmpl) {
-        if (rc->body.oom)
-            return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "server_error", NULL, NULL, "out of memory", NULL);
-        return handle_completion(s, c, rc, is_chat);
+    st__serve_answer a = {0, NULL, NULL};
+    if (rc->body.oom)
+        send_error(&a, MHD_HTTP_INTERNAL_SERVER_ERROR, "server_error", NULL, NULL, "out of memory", NULL);
+    else
+        st__serve_route(s, url, method, &rc->body, rc->too_large, &a);
+    if (!a.body) return MHD_NO;
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(a.body), a.body, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(a.body);
+        return MHD_NO;
     }
-    char m[700];
-    snprintf(m, sizeof m, "unknown path '%.500s' (this server has POST /v1/chat/completions, POST /v1/completions and GET /v1/models)", url);
-    return send_error(c, MHD_HTTP_NOT_FOUND, "invalid_request_error", NULL, "unknown_url", m, NULL);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (a.allow) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, a.allow);
+    enum MHD_Result ret = MHD_queue_response(c, a.code, r);
+    MHD_destroy_response(r);
+    return ret;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t) {
@@ -404,7 +421,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     }
 }
 
-st_status st_serve_start(const st_serve_opts *opts, st_server **out) {
+st_status st__serve_new(const st_serve_opts *opts, st_server **out) {
     *out = NULL;
     if (!opts || !opts->backend) return st_error(ST_ERR_ARG, "serve: no completion backend given");
     if (opts->port < 0 || opts->port > 65535)
@@ -417,6 +434,15 @@ st_status st_serve_start(const st_serve_opts *opts, st_server **out) {
     if (!s->o.timeout_s) s->o.timeout_s = 60;
     s->model = st_strdup(opts->model_name && *opts->model_name ? opts->model_name : "safetune");
     pthread_mutex_init(&s->mu, NULL);
+    *out = s;
+    return ST_OK;
+}
+
+st_status st_serve_start(const st_serve_opts *opts, st_server **out) {
+    *out = NULL;
+    st_server *s;
+    st_status e = st__serve_new(opts, &s);
+    if (e) return e;
     struct sockaddr_in a;
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
@@ -427,11 +453,9 @@ st_status st_serve_start(const st_serve_opts *opts, st_server **out) {
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->o.timeout_s,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     if (!s->d) {
-        st_status e = st_error(ST_ERR_NET, "cannot listen on 127.0.0.1:%d (port in use or not permitted): choose another --port",
-                               opts->port);
-        pthread_mutex_destroy(&s->mu);
-        free(s->model);
-        free(s);
+        e = st_error(ST_ERR_NET, "cannot listen on 127.0.0.1:%d (port in use or not permitted): choose another --port",
+                     opts->port);
+        st_serve_stop(s);
         return e;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
@@ -445,7 +469,7 @@ uint64_t st_serve_backend_calls(const st_server *s) { return (uint64_t)s->calls;
 
 void st_serve_stop(st_server *s) {
     if (!s) return;
-    MHD_stop_daemon(s->d);
+    if (s->d) MHD_stop_daemon(s->d);
     pthread_mutex_destroy(&s->mu);
     free(s->model);
     free(s);

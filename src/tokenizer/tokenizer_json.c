@@ -273,6 +273,9 @@ static st_status load_model(st_tokenizer *t, const cJSON *m, const char *path) {
     if (s) return s;
     cJSON_ArrayForEach(it, vocab) {
         int32_t id = (int32_t)it->valuedouble;
+        if (t->tok[id]) /* the vocabulary map keeps the first token's text: one id, one token */
+            return st_error(ST_ERR_FORMAT, "%s: model.vocab[\"%s\"]: id %d is already the id of \"%s\" (each id must be given once)",
+                            path, it->string, id, t->tok[id]);
         if ((s = st__tok_set_token(t, id, it->string, strlen(it->string)))) return s;
         if ((s = st__strmap_put(&t->vocab, t->tok[id], t->tok_len[id], id))) return s;
     }
