@@ -7,8 +7,9 @@
 #                                   to tests/fuzz/regressions/<target>/ (commit it with the fix).
 #   scripts/fuzz.sh --long RUNS [TARGET...]
 #                                   the long run: each target (default all) fuzzes RUNS inputs (e.g.
-#                                   1000000), one after another; logs and a summary table (executions,
-#                                   coverage, crashes) in build-fuzz/long/.
+#                                   1000000), FUZZ_JOBS at a time (default 1); logs and a summary (executions,
+#                                   coverage, crashes) in build-fuzz/long/. FUZZ_MAX_TIME=S caps each
+#                                   target's time (then fewer than RUNS inputs may run).
 # Needs clang, libclang-rt-14-dev and libomp-dev (scripts/install_deps.sh), the fetched model and data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +25,8 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} UBSAN_OPTIO
 
 command -v clang >/dev/null || { echo "fuzz: clang not found (scripts/install_deps.sh installs it)" >&2; exit 1; }
 CC=clang cmake -S . -B build-fuzz -DSAFETUNE_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
-cmake --build build-fuzz -j"$(nproc)" --target fuzz_all 2>&1 | grep -E 'error|Error' || true
+cmake --build build-fuzz -j"$(nproc)" --target fuzz_all >build-fuzz/build.log 2>&1 ||
+  { grep -E 'error' build-fuzz/build.log | head -20; echo "fuzz: build failed (build-fuzz/build.log)" >&2; exit 1; }
 targets=()
 for f in tests/fuzz/fuzz_*.c; do
   n=$(basename "$f" .c); n=${n#fuzz_}
@@ -63,7 +65,8 @@ run_target() {
   local dirs=("$seeds"); [ -d "$reg" ] && dirs+=("$reg")
   if [ $long = 1 ]; then
     mkdir -p build-fuzz/long; log=build-fuzz/long/$t.log
-    "$bin" "${common[@]}" -runs="$runs" "$work" "${dirs[@]}" >"$log" 2>&1 && rc=0 || rc=$?
+    local cap=(); [ -n "${FUZZ_MAX_TIME:-}" ] && cap=(-max_total_time="$FUZZ_MAX_TIME")
+    "$bin" "${common[@]}" -runs="$runs" "${cap[@]}" "$work" "${dirs[@]}" >"$log" 2>&1 && rc=0 || rc=$?
   else
     mkdir -p build-fuzz/logs; log=build-fuzz/logs/$t.log
     # 1. replay every seed and regression input (a crash here is a regression)
@@ -95,12 +98,15 @@ run_target() {
 
 status=0
 if [ $long = 1 ]; then
+  # FUZZ_JOBS targets at a time (default 1); each line: target, executions, coverage, seconds
   summary=build-fuzz/long/summary.txt; mkdir -p build-fuzz/long; : >"$summary"
+  ljobs=${FUZZ_JOBS:-1}
   for t in "${targets[@]}"; do
-    start=$(date +%s)
-    line=$(run_target "$t") || status=1
-    echo "$line  $(( $(date +%s) - start )) s" | tee -a "$summary"
+    while [ "$(jobs -rp | wc -l)" -ge "$ljobs" ]; do sleep 1; done
+    ( start=$(date +%s); line=$(run_target "$t") && rc=0 || rc=1
+      echo "$line  $(( $(date +%s) - start )) s" | tee -a "$summary"; exit $rc ) &
   done
+  for p in $(jobs -p); do wait "$p" || status=1; done
   exit $status
 fi
 echo "== fuzz: ${#targets[@]} targets, ${secs}s each, $jobs at a time =="
