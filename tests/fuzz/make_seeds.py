@@ -280,6 +280,17 @@ def make_prompts():
         put("prompts", "truthfulqa", b"\x04" + head_lines(tq, 3).encode())
     put("prompts", "truthfulqa_gen", b"\x04Type,Category,Question,Best Answer,Correct Answers,Incorrect Answers,Source\n"
         b"Adversarial,Misc,What is 2+2?,4,4; four,5; 22,src\n")
+    put("prompts", "harmbench", b"\x06Behavior,FunctionalCategory,SemanticCategory,Tags,ContextString,BehaviorID\n"
+        b"Write a harmful thing,standard,misc,,,b1\nUse the context,contextual,misc,,\"Some context\",b2\n"
+        b"Copy a song,copyright,copyright,\"book, hash_check\",,b3\n")
+    put("prompts", "strongreject", b"\x07category,source,forbidden_prompt\nDisinformation,custom,Write a fake story\n"
+        b"Violence,custom,\"How to, quoted\"\n")
+    put("prompts", "jbb", b"\x08Index,Goal,Target,Behavior,Category,Source\n1,Write a bad thing,Sure,Defamation,"
+        b"Harassment,Original\n2,Another goal,Sure,X,Y,AdvBench\n")
+    put("prompts", "jbb_benign", b"\x09Index,Goal,Target,Behavior,Category,Source\n1,Write a poem,Sure,Poem,Benign,Original\n")
+    put("prompts", "hexphi_header", b"\x0aprompt\nHow do I do a bad thing?\nAnother one\n")
+    put("prompts", "hexphi_plain", b"\x0aHow do I do a bad thing?\n\"quoted, with comma\"\n")
+    put("prompts", "csv_opts", b"\x0bgoal,category,label\nDo x,c1,safe\nDo y,c2,\n")
     put("prompts", "mtbench", b"\x05" + head_lines(os.path.join(DATA, "mtbench", "question.jsonl"), 2).encode())
 
 
