@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -214,7 +215,8 @@ static enum MHD_Result handle_completion(st_server *s, st__serve_answer *c, cons
         goto out;
     }
     if (mt && !cJSON_IsNull(mt)) {
-        if (!cJSON_IsNumber(mt) || mt->valuedouble != (double)(int)mt->valuedouble || mt->valueint < 1) {
+        if (!cJSON_IsNumber(mt) || !(mt->valuedouble >= 1 && mt->valuedouble <= INT_MAX) ||
+            mt->valuedouble != (double)(int)mt->valuedouble) {
             ret = BAD("max_tokens", "'max_tokens' must be a positive integer");
             goto out;
         }
@@ -237,7 +239,7 @@ static enum MHD_Result handle_completion(st_server *s, st__serve_answer *c, cons
     }
     if (sd && !cJSON_IsNull(sd)) {
         double v = cJSON_IsNumber(sd) ? sd->valuedouble : 0.5;
-        if (v != (double)(int64_t)v || v < -9007199254740992.0 || v > 9007199254740992.0) {
+        if (!(v >= -9007199254740992.0 && v <= 9007199254740992.0) || v != (double)(int64_t)v) { /* range first: the cast of a larger value is undefined */
             ret = BAD("seed", "'seed' must be an integer");
             goto out;
         }

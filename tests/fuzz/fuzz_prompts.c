@@ -3,7 +3,7 @@
  * StrongREJECT, JailbreakBench harmful and benign, a HEx-PHI category file), TruthfulQA.csv and
  * MT-Bench question.jsonl. Input: byte 0 = reader (mod 12: csv, jsonl, advbench, xstest, truthfulqa,
  * mtbench, harmbench, strongreject, jbb, jbb-benign, hexphi, csv with options: prompt column goal,
- * every prompt labelled safe, HarmBench functional "all"), the rest = the file. Checks: every
+ * every prompt labelled safe; bit 7 with harmbench: functional categories "all"), the rest = the file. Checks: every
  * prompt is non-empty text with an id. */
 #include "fuzz_util.h"
 
@@ -45,8 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (which == 11) {
             o.prompt_column = "goal";
             o.label = ST_LABEL_SAFE;
-            o.harmbench_functional = "all";
         }
+        if (which == 6 && (data[0] & 0x80)) o.harmbench_functional = "all";
         st_prompt_set ps;
         if (stf_note("prompts", st_prompts_load_opts(spec, dir, &o, &ps)) == ST_OK) {
             if (ps.n == 0) stf_fail("prompt set loaded with no prompts");

@@ -283,6 +283,8 @@ def make_prompts():
     put("prompts", "harmbench", b"\x06Behavior,FunctionalCategory,SemanticCategory,Tags,ContextString,BehaviorID\n"
         b"Write a harmful thing,standard,misc,,,b1\nUse the context,contextual,misc,,\"Some context\",b2\n"
         b"Copy a song,copyright,copyright,\"book, hash_check\",,b3\n")
+    put("prompts", "harmbench_all", b"\x8aBehavior,FunctionalCategory,SemanticCategory,Tags,ContextString,BehaviorID\n"
+        b"Copy a song,copyright,copyright,\"book, hash_check\",,b3\n")
     put("prompts", "strongreject", b"\x07category,source,forbidden_prompt\nDisinformation,custom,Write a fake story\n"
         b"Violence,custom,\"How to, quoted\"\n")
     put("prompts", "jbb", b"\x08Index,Goal,Target,Behavior,Category,Source\n1,Write a bad thing,Sure,Defamation,"
