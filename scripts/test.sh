@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch_model.sh
+bash scripts/fetch_tokenizers.sh
 python3 scripts/fetch_data.py
 jobs=$(nproc)
 status=0

@@ -126,7 +126,7 @@ static int write_safety(const char *out, const st_eval_record *recs, size_t n, c
 static int eval_safety(int argc, char **argv) {
     const char *responses = NULL, *out = "out/eval", *list = NULL, *bench = NULL, *prompts_alias = NULL;
     const char *data_dir = NULL, *model = NULL, *weights = "live", *system = NULL;
-    const char *precision = "fp32", *label = NULL;
+    const char *precision = "fp32", *label = NULL, *date = NULL;
     st_prompt_opts po = {0};
     judge_cli jc = {NULL, NULL, NULL, NULL, 60.0f, 3, 0};
     int prefix_only = 0, norm_apos = 0, max_new = 128, batch = 32, limit = 0, ctxlen = 0, quiet = 0;
@@ -158,6 +158,7 @@ static int eval_safety(int argc, char **argv) {
         {"top-p", ST_OPT_FLOAT, &top_p, "P", "nucleus sampling, 0 < P <= 1", 1e-9, 1, 0},
         {"seed", ST_OPT_U64, &seed, "S", "sampling seed (default 0); same seed -> same files", 0, 0, 0},
         {"system-prompt", ST_OPT_STR, &system, "S", "system prompt (default: the chat template's)", 0, 0, 0},
+        CLI_DATE_OPT(date),
         {"refusal-list", ST_OPT_STR, &list, "FILE", "refusal strings, one per line (default: the 29 of Qi et al. 2023)", 0, 0, 0},
         {"prefix-only", ST_OPT_FLAG, &prefix_only, NULL, "match only at the start of the answer (after whitespace)", 0, 0, 0},
         {"normalize-apostrophes", ST_OPT_FLAG, &norm_apos, NULL, "treat U+2019/U+2018/U+02BC as ' before matching", 0, 0, 0},
@@ -247,6 +248,7 @@ static int eval_safety(int argc, char **argv) {
         if (cli_resolve_weights(model, weights, &model_path)) goto fail;
         if (cli_check_model_path(spec.prog, model_path)) goto out;
         if (st_model_load(model_path, &mdl)) goto fail;
+        if (cli_apply_date(spec.prog, mdl, date)) goto out;
         st_safety_opts so = st_safety_defaults();
         so.benchmark = bench;
         so.prompt_opts = &po;

@@ -155,7 +155,7 @@ static void draw_progress(void *ud, size_t done, size_t total, size_t tokens) {
 
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *prompts_file = NULL, *system = NULL, *output = NULL;
-    const char *precision = "fp32", *weights = "live", *prompts_format = "auto";
+    const char *precision = "fp32", *weights = "live", *prompts_format = "auto", *date = NULL;
     int chat = 0, quiet = 0, with_ids = 0;
     st_generate_options go = st_generate_defaults();
     float temperature = 0.0f, top_p = 1.0f;
@@ -169,6 +169,7 @@ int cmd_generate(int argc, char **argv) {
         {"prompts-format", ST_OPT_CHOICE, &prompts_format, "auto|text|jsonl", "how to read --prompts (auto: by its first line)", 0, 0, 0},
         {"chat", ST_OPT_FLAG, &chat, NULL, "apply the model's chat template (user turn + assistant header)", 0, 0, 0},
         {"system-prompt", ST_OPT_STR, &system, "S", "system prompt with --chat (default: the template's)", 0, 0, 0},
+        CLI_DATE_OPT(date),
         {"max-new-tokens", ST_OPT_INT, &go.max_new_tokens, "N", "tokens to generate per prompt", 1, 1 << 20, 0},
         CLI_SAMPLING_OPTS(temperature, top_k, top_p, seed),
         {"batch-size", ST_OPT_INT, &go.batch_size, "B", "sequences decoded together", 1, 4096, 0},
@@ -230,7 +231,7 @@ int cmd_generate(int argc, char **argv) {
         free(pl.text[i]);
         pl.text[i] = fixed;
     }
-    if (cli_load_model(spec.prog, model, weights, &m)) goto out;
+    if (cli_load_model(spec.prog, model, weights, &m) || cli_apply_date(spec.prog, m, date)) goto out;
     ids = calloc(pl.n, sizeof *ids);
     lens = calloc(pl.n, sizeof *lens);
     res = calloc(pl.n, sizeof *res);

@@ -17,16 +17,6 @@ static const char *tok_kind_name(st_tokenizer_kind k) {
     return k == ST_TOK_BYTE_LEVEL_BPE ? "byte-level BPE" : "SentencePiece BPE";
 }
 
-static const char *tpl_kind_name(st_template_kind k) {
-    switch (k) {
-    case ST_TEMPLATE_CHATML: return "chatml";
-    case ST_TEMPLATE_LLAMA2: return "llama2";
-    case ST_TEMPLATE_LLAMA3: return "llama3";
-    case ST_TEMPLATE_ALPACA: return "alpaca";
-    }
-    return "unknown";
-}
-
 /* Tensor table rows as a JSON array of {name, shape (row-major), type}. */
 static st_status tensor_table(const char *path, int is_dir, cJSON *arr) {
     if (!is_dir) {
@@ -141,10 +131,12 @@ int cmd_info(int argc, char **argv) {
     int32_t stops[16];
     int ns = st_chat_stop_ids(&m->chat, m->tokenizer, stops, 16);
     cJSON *ch = cJSON_AddObjectToObject(root, "chat_template");
-    cJSON_AddStringToObject(ch, "kind", tpl_kind_name(m->chat.kind));
+    cJSON_AddStringToObject(ch, "kind", st_chat_template_name(m->chat.kind));
     cJSON_AddBoolToObject(ch, "from_checkpoint", m->has_chat_template);
     if (m->chat.default_system) cJSON_AddStringToObject(ch, "default_system_prompt", m->chat.default_system);
     else cJSON_AddNullToObject(ch, "default_system_prompt");
+    if (m->chat.kind == ST_TEMPLATE_LLAMA31)
+        cJSON_AddStringToObject(ch, "date_string", m->chat.date_string[0] ? m->chat.date_string : ST_CHAT_DEFAULT_DATE);
     cJSON *sa = cJSON_AddArrayToObject(ch, "stop_ids");
     for (int i = 0; i < ns; i++) cJSON_AddItemToArray(sa, cJSON_CreateNumber(stops[i]));
     cJSON *tens = cJSON_AddArrayToObject(root, "tensors");
@@ -178,7 +170,7 @@ int cmd_info(int argc, char **argv) {
         else printf("  %s: %d %s\n", names[i], sid[i], st_tokenizer_token(m->tokenizer, sid[i]));
     }
     printf("  adds BOS: %s\n", st_tokenizer_adds_bos(m->tokenizer) ? "yes" : "no");
-    printf("\nchat template: %s%s\n", tpl_kind_name(m->chat.kind), m->has_chat_template ? "" : " (default; none in the checkpoint)");
+    printf("\nchat template: %s%s\n", st_chat_template_name(m->chat.kind), m->has_chat_template ? "" : " (default; none in the checkpoint)");
     printf("  default system prompt: %s\n", m->chat.default_system ? m->chat.default_system : "(none)");
     printf("  stop ids:");
     for (int i = 0; i < ns; i++) printf(" %d %s", stops[i], st_tokenizer_token(m->tokenizer, stops[i]));

@@ -26,11 +26,11 @@ static st_status echo_backend(void *ctx, const st_chat_message *msgs, size_t n, 
 }
 
 static int serve_main(const st_args_spec *spec, int echo, const char *model, const char *weights, const char *host,
-                      int port, int max_tokens, const char *name);
+                      int port, int max_tokens, const char *name, const char *date);
 
 int cmd_serve(int argc, char **argv) {
     int port = 8080, echo = 0, max_tokens = 256;
-    const char *name = NULL, *model = NULL, *weights = "live", *host = "127.0.0.1";
+    const char *name = NULL, *model = NULL, *weights = "live", *host = "127.0.0.1", *date = NULL;
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "serve this model (.gguf, HF folder, or training output folder)", 0, 0, 0},
         {"weights", ST_OPT_CHOICE, &weights, "live|ema", "final/ or final-ema/ of a training output folder", 0, 0, 0},
@@ -38,6 +38,7 @@ int cmd_serve(int argc, char **argv) {
         {"host", ST_OPT_STR, &host, "H", "127.0.0.1 only (loopback; the server never binds other addresses)", 0, 0, 0},
         {"port", ST_OPT_INT, &port, "N", "TCP port (0 = pick a free port, printed on start)", 0, 65535, 0},
         {"model-name", ST_OPT_STR, &name, "S", "model id reported to clients (default: MODEL's file name, or safetune)", 0, 0, 0},
+        CLI_DATE_OPT(date),
         {"echo", ST_OPT_FLAG, &echo, NULL, "reply with the last user message / the prompt (testing the HTTP layer)", 0, 0, 0},
     };
     st_args_spec spec = {"safetune serve", "(--model MODEL | --echo) [--port N] [options]",
@@ -50,13 +51,13 @@ int cmd_serve(int argc, char **argv) {
         st_args_free(&args);
         return prc < 0 ? 0 : prc;
     }
-    int rc = serve_main(&spec, echo, model, weights, host, port, max_tokens, name);
+    int rc = serve_main(&spec, echo, model, weights, host, port, max_tokens, name, date);
     st_args_free(&args);
     return rc;
 }
 
 static int serve_main(const st_args_spec *spec, int echo, const char *model, const char *weights, const char *host,
-                      int port, int max_tokens, const char *name) {
+                      int port, int max_tokens, const char *name, const char *date) {
     if (!echo == !model) return st_args_fail(spec, "give exactly one of --model MODEL or --echo");
     if (strcmp(host, "127.0.0.1") && strcmp(host, "localhost")) {
         return st_args_fail(spec, "--host %s: only 127.0.0.1 (loopback) is supported", host);
@@ -74,6 +75,10 @@ static int serve_main(const st_args_spec *spec, int echo, const char *model, con
             return 1;
         }
         free(mp);
+        if (cli_apply_date("safetune serve", m, date)) {
+            st_model_free(m);
+            return 1;
+        }
         if (!name) {
             const char *b = strrchr(model, '/');
             name = b && b[1] ? b + 1 : model;

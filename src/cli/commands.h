@@ -29,6 +29,17 @@ int cmd_align(int argc, char **argv);
     {"top-p", ST_OPT_FLOAT, &(top_p), "P", "nucleus sampling, 0 < P <= 1 (1 = off)", 1e-9, 1, 0},      \
     {"seed", ST_OPT_U64, &(seed), "S", "sampling seed", 0, 0, 0}
 
+/* Option row --date-string D of the Llama-3.1/3.2/3.3 chat templates (const char *date). */
+#define CLI_DATE_OPT(date)                                                                                       \
+    {"date-string", ST_OPT_STR, &(date), "D",                                                                   \
+     "Llama-3.1/3.2/3.3 chat templates: the system block's \"Today Date: D\" (Hugging Face's date_string, e.g. " \
+     "\"26 Jul 2024\"); default: the template's fixed 26 Jul 2024, so runs are reproducible (Hugging Face's "    \
+     "Llama-3.2 template writes today's date: pass it to match)", 0, 0, 0}
+
+/* --date-string D onto m's chat template (nothing when date is NULL). 0, or 1 after printing
+ * "PROG: message" (src/cli/modelpath.c). */
+int cli_apply_date(const char *prog, st_model *m, const char *date);
+
 /* 1 and one line in msg when path is a folder safetune writes that is not a model (training
  * output, trainer checkpoint, unfinished run, study / study-run / align folder), naming what it
  * is and which path to pass; else 0 (src/cli/modelpath.c). */

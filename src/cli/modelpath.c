@@ -160,6 +160,18 @@ int cli_load_model(const char *prog, const char *model, const char *weights, st_
     return rc;
 }
 
+int cli_apply_date(const char *prog, st_model *m, const char *date) {
+    if (!date || !m) return 0;
+    if (st_chat_template_set_date(&m->chat, date)) {
+        fprintf(stderr, "%s: --date-string: %s\n", prog, st_last_error());
+        return 1;
+    }
+    if (m->chat.kind != ST_TEMPLATE_LLAMA31)
+        fprintf(stderr, "%s: warning: --date-string has no effect: the chat template is %s (only Llama-3.1/3.2/3.3 "
+                        "write a date)\n", prog, st_chat_template_name(m->chat.kind));
+    return 0;
+}
+
 int cli_check_model_path(const char *prog, const char *path) {
     struct stat sb;
     if (stat(path, &sb) != 0) {

@@ -1,7 +1,10 @@
 /* chat.c - chat templates rendered straight to ids with an assistant mask. Each template is a
  * hand translation of its published Jinja source: ChatML (SmolLM2 / Qwen2.5 chat_template, with
- * their default system prompt), Llama-2 (meta-llama/Llama-2-7b-chat-hf chat_template), Llama-3
- * (meta-llama/Meta-Llama-3-8B-Instruct chat_template) and the Stanford Alpaca prompt.
+ * their default system prompt), Llama-2 (meta-llama/Llama-2-7b-chat-hf chat_template), Llama-3.0
+ * (meta-llama/Meta-Llama-3-8B-Instruct chat_template), Llama-3.1/3.2/3.3 (Llama-3.1-8B-Instruct,
+ * Llama-3.2-1B-Instruct, Llama-3.3-70B-Instruct chat_template without tools: the system block with
+ * "Cutting Knowledge Date: December 2023" and "Today Date: {date_string}" is always written; the
+ * texts are in tests/parity/tokenizer/templates/) and the Stanford Alpaca prompt.
  * Template text and message content between two template special tokens are tokenized together
  * (as HF tokenizes the rendered string) but with parse_special = 0, so special-token text inside
  * content stays plain text. mask[i] = 1 when token i overlaps an assistant message's content
@@ -25,11 +28,53 @@ st_status st_chat_template_by_name(const char *name, st_chat_template *out) {
     memset(out, 0, sizeof *out);
     if (!strcmp(name, "chatml")) out->kind = ST_TEMPLATE_CHATML;
     else if (!strcmp(name, "llama2")) out->kind = ST_TEMPLATE_LLAMA2;
-    else if (!strcmp(name, "llama3")) out->kind = ST_TEMPLATE_LLAMA3;
+    else if (!strcmp(name, "llama3") || !strcmp(name, "llama3.0")) out->kind = ST_TEMPLATE_LLAMA3;
+    else if (!strcmp(name, "llama3.1") || !strcmp(name, "llama3.2") || !strcmp(name, "llama3.3"))
+        out->kind = ST_TEMPLATE_LLAMA31;
     else if (!strcmp(name, "alpaca")) out->kind = ST_TEMPLATE_ALPACA;
     else
-        return st_error(ST_ERR_ARG, "chat template \"%s\" is unknown (chatml, llama2, llama3, alpaca)", name);
+        return st_error(ST_ERR_ARG,
+                        "chat template \"%s\" is unknown (chatml, llama2, llama3, llama3.1, llama3.2, llama3.3, alpaca)",
+                        name);
     return ST_OK;
+}
+
+const char *st_chat_template_name(st_template_kind k) {
+    switch (k) {
+    case ST_TEMPLATE_CHATML: return "chatml";
+    case ST_TEMPLATE_LLAMA2: return "llama2";
+    case ST_TEMPLATE_LLAMA3: return "llama3";
+    case ST_TEMPLATE_LLAMA31: return "llama3.1";
+    case ST_TEMPLATE_ALPACA: return "alpaca";
+    }
+    return "unknown";
+}
+
+st_status st_chat_template_set_date(st_chat_template *t, const char *date) {
+    if (!date) date = "";
+    size_t n = strlen(date);
+    if (n >= sizeof t->date_string)
+        return st_error(ST_ERR_ARG, "date string \"%s\" is %zu bytes; at most %zu (e.g. \"26 Jul 2024\")", date, n,
+                        sizeof t->date_string - 1);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)date[i] < 0x20 || date[i] == 0x7f)
+            return st_error(ST_ERR_ARG, "date string: control character at byte %zu (e.g. \"26 Jul 2024\")", i);
+    memcpy(t->date_string, date, n + 1);
+    return ST_OK;
+}
+
+/* The literal of the template's own `set date_string = "..."` (Llama-3.1/3.3; Llama-3.2's
+ * strftime_now fallback), copied into out when it fits; else out is left empty. */
+static void template_date(const char *j, char *out, size_t cap) {
+    for (const char *p = strstr(j, "date_string = "); p; p = strstr(p + 1, "date_string = ")) {
+        const char *q = p + strlen("date_string = ");
+        if (*q != '"' && *q != '\'') continue;
+        const char *e = strchr(q + 1, *q);
+        if (!e || (size_t)(e - q - 1) >= cap) continue;
+        memcpy(out, q + 1, (size_t)(e - q - 1));
+        out[e - q - 1] = 0;
+        return;
+    }
 }
 
 /* Default system prompt of a ChatML template: a literal '<|im_start|>system\n...<|im_end|>'
@@ -72,7 +117,8 @@ st_status st_chat_template_detect(const char *jinja, st_chat_template *out) {
         return ST_OK;
     }
     if (strstr(jinja, "<|start_header_id|>")) {
-        out->kind = ST_TEMPLATE_LLAMA3;
+        out->kind = strstr(jinja, "Cutting Knowledge Date") ? ST_TEMPLATE_LLAMA31 : ST_TEMPLATE_LLAMA3;
+        if (out->kind == ST_TEMPLATE_LLAMA31) template_date(jinja, out->date_string, sizeof out->date_string);
         return ST_OK;
     }
     if (strstr(jinja, "[INST]") && strstr(jinja, "<<SYS>>")) {
@@ -84,8 +130,8 @@ st_status st_chat_template_detect(const char *jinja, st_chat_template *out) {
         return ST_OK;
     }
     return st_error(ST_ERR_UNSUPPORTED,
-                    "chat template not recognised (known: ChatML, Llama-2 [INST] <<SYS>>, Llama-3 headers, Alpaca); "
-                    "choose one by name (chatml, llama2, llama3, alpaca)");
+                    "chat template not recognised (known: ChatML, Llama-2 [INST] <<SYS>>, Llama-3.0 and Llama-3.1+ "
+                    "headers, Alpaca); choose one by name (chatml, llama2, llama3, llama3.1, alpaca)");
 }
 
 /* ---- renderer ---- */
@@ -266,17 +312,37 @@ st_status st_chat_render(const st_chat_template *tpl, const st_tokenizer *tok, c
         }
         break;
     }
-    case ST_TEMPLATE_LLAMA3: {
-        if ((s = need(tok, "llama3", "<|start_header_id|>", &sh)) || (s = need(tok, "llama3", "<|end_header_id|>", &eh)) ||
-            (s = need(tok, "llama3", "<|eot_id|>", &eot)))
+    case ST_TEMPLATE_LLAMA3:
+    case ST_TEMPLATE_LLAMA31: {
+        const char *name = tpl->kind == ST_TEMPLATE_LLAMA3 ? "llama3" : "llama3.1";
+        if ((s = need(tok, name, "<|start_header_id|>", &sh)) || (s = need(tok, name, "<|end_header_id|>", &eh)) ||
+            (s = need(tok, name, "<|eot_id|>", &eot)))
             break;
         bos = st_tokenizer_find(tok, "<|begin_of_text|>");
         if (bos < 0) bos = tok->bos_id;
-        for (size_t i = 0; i < n_msgs; i++) {
+        size_t first = 0;
+        if (tpl->kind == ST_TEMPLATE_LLAMA31) { /* bos, then the system block, always */
+            if (bos >= 0) special(&r, bos, 0);
+            special(&r, sh, 0);
+            lit(&r, "system");
+            special(&r, eh, 0);
+            lit(&r, "\n\nCutting Knowledge Date: December 2023\nToday Date: ");
+            lit(&r, tpl->date_string[0] ? tpl->date_string : ST_CHAT_DEFAULT_DATE);
+            lit(&r, "\n\n");
+            if (n_msgs > 0 && IS(0, "system")) {
+                const char *c;
+                size_t cl;
+                strip(clean[0], clen[0], &c, &cl);
+                text(&r, c, cl, 0);
+                first = 1;
+            }
+            special(&r, eot, 0);
+        }
+        for (size_t i = first; i < n_msgs; i++) {
             const char *c;
             size_t cl;
             int a = IS(i, "assistant");
-            if (i == 0 && bos >= 0) special(&r, bos, 0);
+            if (i == 0 && bos >= 0 && tpl->kind == ST_TEMPLATE_LLAMA3) special(&r, bos, 0);
             special(&r, sh, 0);
             lit(&r, ROLE(i));
             special(&r, eh, 0);
@@ -349,12 +415,16 @@ st_status st_chat_render(const st_chat_template *tpl, const st_tokenizer *tok, c
 }
 
 int st_chat_stop_ids(const st_chat_template *tpl, const st_tokenizer *tok, int32_t *out, int cap) {
-    int32_t c[3];
+    int32_t c[5];
     int n = 0;
+    int llama3 = tpl->kind == ST_TEMPLATE_LLAMA3 || tpl->kind == ST_TEMPLATE_LLAMA31;
     if (tpl->kind == ST_TEMPLATE_CHATML) c[n++] = st_tokenizer_find(tok, "<|im_end|>");
-    if (tpl->kind == ST_TEMPLATE_LLAMA3) c[n++] = st_tokenizer_find(tok, "<|eot_id|>");
+    if (llama3) { /* end of turn; end of message (Llama-3.1+ tool calls); end of text */
+        c[n++] = st_tokenizer_find(tok, "<|eot_id|>");
+        c[n++] = st_tokenizer_find(tok, "<|eom_id|>");
+    }
     c[n++] = tok->eos_id;
-    if (tpl->kind == ST_TEMPLATE_LLAMA3) c[n++] = st_tokenizer_find(tok, "<|end_of_text|>");
+    if (llama3) c[n++] = st_tokenizer_find(tok, "<|end_of_text|>");
     int k = 0;
     for (int i = 0; i < n; i++) {
         if (c[i] < 0) continue;

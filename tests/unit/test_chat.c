@@ -165,8 +165,62 @@ static void test_llama2_mask(void **state) {
     st_tokenizer_free(tok);
 }
 
+/* Llama-3.1+ templates: recognised from their system block, date from the template or the option,
+ * and a hand-checked render with the real Llama-3.2 tokenizer (scripts/fetch_tokenizers.sh). */
+static void test_llama31(void **state) {
+    (void)state;
+    st_chat_template t;
+    /* the Llama-3.1/3.3 preamble (a template without "Cutting Knowledge Date" is Llama-3.0) */
+    const char *src = "{%- if not date_string is defined %}\n    {%- set date_string = \"26 Jul 2024\" %}\n{%- endif %}"
+                      "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}"
+                      "{{- \"Cutting Knowledge Date: December 2023\\n\" }}";
+    assert_int_equal(st_chat_template_detect(src, &t), ST_OK);
+    assert_int_equal(t.kind, ST_TEMPLATE_LLAMA31);
+    assert_string_equal(t.date_string, "26 Jul 2024");
+    assert_string_equal(st_chat_template_name(t.kind), "llama3.1");
+    assert_int_equal(st_chat_template_set_date(&t, "01 Jan 2025"), ST_OK);
+    assert_string_equal(t.date_string, "01 Jan 2025");
+    assert_int_equal(st_chat_template_set_date(&t, "a date string far longer than any date"), ST_ERR_ARG);
+    assert_int_equal(st_chat_template_set_date(&t, "01\nJan"), ST_ERR_ARG);
+    assert_string_equal(t.date_string, "01 Jan 2025"); /* unchanged by a refused date */
+    for (const char *const *n = (const char *const[]){"llama3.1", "llama3.2", "llama3.3", NULL}; *n; n++) {
+        assert_int_equal(st_chat_template_by_name(*n, &t), ST_OK);
+        assert_int_equal(t.kind, ST_TEMPLATE_LLAMA31);
+    }
+
+    st_tokenizer *tok = load("llama-3.2");
+    if (!tok) skip();
+    assert_int_equal(st_chat_template_by_name("llama3.2", &t), ST_OK);
+    st_chat_message m[] = {{"user", "Hi"}, {"assistant", " Hello "}};
+    int32_t *ids;
+    uint8_t *mask;
+    size_t n;
+    assert_int_equal(st_chat_render(&t, tok, m, 2, 0, &ids, &mask, &n), ST_OK);
+    /* <|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December
+     * 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>
+     * <|start_header_id|>assistant<|end_header_id|>\n\nHello<|eot_id|> (ids from tokenizers 0.20.3) */
+    const int32_t want[] = {128000, 128006, 9125, 128007, 271, 38766, 1303, 33025, 2696, 25, 6790, 220, 2366, 18, 198,
+                            15724, 2696, 25, 220, 1627, 10263, 220, 2366, 19, 271, 128009, 128006, 882, 128007, 271,
+                            13347, 128009, 128006, 78191, 128007, 271, 9906, 128009};
+    assert_int_equal(n, sizeof want / sizeof *want);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(ids[i], want[i]);
+        assert_int_equal(mask[i], i >= n - 2); /* "Hello" and its <|eot_id|> */
+    }
+    free(ids);
+    free(mask);
+    int32_t stop[8];
+    int ns = st_chat_stop_ids(&t, tok, stop, 8); /* <|eot_id|>, <|eom_id|>, EOS = <|end_of_text|> */
+    assert_int_equal(ns, 3);
+    assert_int_equal(stop[0], 128009);
+    assert_int_equal(stop[1], 128008);
+    assert_int_equal(stop[2], 128001);
+    st_tokenizer_free(tok);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_llama31),
         cmocka_unit_test(test_detect),
         cmocka_unit_test(test_chatml_mask),
         cmocka_unit_test(test_special_text_is_plain),
