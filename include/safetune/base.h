@@ -101,6 +101,25 @@ char *st_utf8_repair(const char *s, size_t n, size_t *n_replaced);
 /* Takes ownership of heap string s (NULL passes through): returns s if valid UTF-8, else a
  * repaired copy (s freed). For wrapping cJSON_Print* output: st_utf8_fix_owned(cJSON_Print(o)). */
 char *st_utf8_fix_owned(char *s);
+/* Streaming text output, token by token (safetune chat): holds back the bytes of an incomplete
+ * UTF-8 sequence until it completes, and text that may be the start of a stop string, so what is
+ * written is always valid UTF-8 and never shows a stop string. Invalid bytes become U+FFFD. */
+typedef struct {
+    char *buf;               /* bytes pushed but not written yet */
+    size_t n, cap;
+    const char *const *stops; /* stop strings (valid UTF-8, non-empty), or NULL */
+    int n_stops;
+    int stopped;             /* 1 once a stop string was seen: nothing more is written */
+} st_text_stream;
+void st_text_stream_init(st_text_stream *s, const char *const *stops, int n_stops);
+/* Append n bytes and write to f what is safe to show. Returns 1 once a stop string has appeared
+ * (the text before it is written, it and everything after are dropped), else 0; -1 on OOM. */
+int st_text_stream_push(st_text_stream *s, const char *bytes, size_t n, FILE *f);
+/* End of the reply: writes what is held back; an incomplete UTF-8 sequence at the end is written
+ * as one U+FFFD (as Hugging Face decode does). Resets s for the next reply (stops kept). */
+void st_text_stream_finish(st_text_stream *s, FILE *f);
+void st_text_stream_free(st_text_stream *s);
+
 /* Drop a leading UTF-8 BOM (EF BB BF) in place from a NUL-terminated buffer of len bytes
  * (as from st_read_file); returns the new length. */
 size_t st_utf8_strip_bom(char *data, size_t len);

@@ -46,6 +46,11 @@ typedef struct {
     st_sampler_params sampling;
     const int32_t *stop_ids; /* NULL: st_chat_stop_ids of the model's template, plus EOS */
     int n_stop_ids;
+    const int32_t *extra_stop_ids; /* st_generate: also stop at these (--stop-id), beside stop_ids */
+    int n_extra_stop_ids;
+    const char *const *stop_texts; /* st_generate: end a reply once its decoded text (special tokens
+                                      skipped) contains one; the text is cut before it (--stop) */
+    int n_stop_texts;
     st_generate_progress_fn progress;
     st_generate_token_fn on_token;
     st_generate_stop_fn stop_check; /* NULL, or ends a prompt early (e.g. on a stop string) */

@@ -32,6 +32,11 @@ st_status st_model_load(const char *path, st_model **out);
 st_status st_model_load_with_adapter(const char *base, const char *adapter_dir, st_model **out);
 /* Config + flat weights only (no tokenizer / chat template): GGUF file or HF folder. */
 st_status st_model_load_weights(const char *path, st_model **out);
+/* Tokenizer + chat template only (no config, no weights; params NULL): a .gguf file, a folder
+ * with tokenizer.json [+ tokenizer_config.json chat_template] (a Hugging Face checkpoint or a
+ * tokenizer alone), or a tokenizer.json file (chat template from a tokenizer_config.json beside
+ * it). Errors name the path. For inspecting ids and masks (safetune tokenize). */
+st_status st_model_load_tokenizer(const char *path, st_model **out);
 /* A model with zeroed weights for cfg (tests, random init); no tokenizer. */
 st_status st_model_new(const st_config *cfg, st_model **out);
 void st_model_free(st_model *m);

@@ -21,7 +21,8 @@ const char *st_args_default_text(const st_opt *o, char *buf, size_t cap) {
     case ST_OPT_INT: snprintf(buf, cap, " (default: %d)", *(const int *)o->dst); break;
     case ST_OPT_FLOAT: snprintf(buf, cap, " (default: %.7g)", *(const float *)o->dst); break;
     case ST_OPT_U64: snprintf(buf, cap, " (default: %llu)", (unsigned long long)*(const uint64_t *)o->dst); break;
-    case ST_OPT_FLAG: break;
+    case ST_OPT_FLAG:
+    case ST_OPT_MULTI: break;
     }
     return buf;
 }
@@ -93,6 +94,17 @@ static int set_value(st_args_spec *spec, st_opt *o, const char *v, const char *w
     char *end;
     errno = 0;
     switch (o->type) {
+    case ST_OPT_MULTI: {
+        st_opt_multi *l = o->dst;
+        if (!*where && !l->from_flags) { /* the first flag replaces the config file's values */
+            l->n = 0;
+            l->from_flags = 1;
+        }
+        if (l->n >= ST_OPT_MULTI_MAX)
+            return st_args_fail(spec, "%s--%s: given more than %d times", where, o->name, ST_OPT_MULTI_MAX);
+        l->v[l->n++] = v;
+        break;
+    }
     case ST_OPT_STR:
     case ST_OPT_LIST:
         *(const char **)o->dst = v;
@@ -172,6 +184,25 @@ static int apply_config(st_args_spec *spec, const char *path, st_args *out) {
         }
         char buf[64];
         const char *v = NULL;
+        if (o->type == ST_OPT_MULTI) { /* an array of strings/numbers, or one */
+            const cJSON *one = cJSON_IsArray(it) ? it->child : it;
+            for (; one && !rc; one = cJSON_IsArray(it) ? one->next : NULL) {
+                const char *lv = NULL;
+                char nb[64];
+                if (cJSON_IsString(one)) {
+                    lv = one->valuestring;
+                } else if (cJSON_IsNumber(one)) {
+                    snprintf(nb, sizeof nb, "%.17g", one->valuedouble);
+                    lv = nb;
+                } else {
+                    rc = st_args_fail(spec, "%sexpected a string, a number or an array of them", where);
+                    break;
+                }
+                if (keep_string(out, lv, &lv)) { rc = st_args_fail(spec, "out of memory"); break; }
+                rc = set_value(spec, o, lv, where);
+            }
+            continue;
+        }
         if (o->type == ST_OPT_STR || o->type == ST_OPT_CHOICE) {
             if (!cJSON_IsString(it)) { rc = st_args_fail(spec, "%sexpected a string", where); break; }
             if (keep_string(out, it->valuestring, &v)) { rc = st_args_fail(spec, "out of memory"); break; }

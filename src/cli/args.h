@@ -15,9 +15,19 @@ typedef enum {
     ST_OPT_U64,   /* dst: uint64_t * */
     ST_OPT_FLAG,  /* dst: int * (set to 1; "--name=false"/JSON false sets 0) */
     ST_OPT_CHOICE, /* dst: char **; one of the '|'-separated words of metavar ("fp32|bf16") */
-    ST_OPT_LIST   /* dst: char **; text such as "0.9,0.5"; in a --config file a number, a string
+    ST_OPT_LIST,  /* dst: char **; text such as "0.9,0.5"; in a --config file a number, a string
                      or an array of numbers / strings (joined with ',') */
+    ST_OPT_MULTI  /* dst: st_opt_multi *; repeatable: each --name V appends V (a config file gives a
+                     JSON array, or one value); flags replace the config's values */
 } st_opt_type;
+
+/* Values of a repeatable option (ST_OPT_MULTI), in the order given. */
+#define ST_OPT_MULTI_MAX 32
+typedef struct {
+    const char *v[ST_OPT_MULTI_MAX];
+    int n;
+    int from_flags; /* internal: 1 once a flag has replaced the config's values */
+} st_opt_multi;
 
 typedef struct {
     const char *name;    /* long name without "--", words joined by '-' */

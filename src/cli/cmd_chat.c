@@ -1,6 +1,8 @@
 /* cmd_chat.c - `safetune chat`: interactive multi-turn chat on stdin (works with piped input).
  * Each turn re-renders the whole conversation with the model's chat template and streams the
- * reply to stdout. Commands: /reset (forget the conversation), /quit (or end of input). */
+ * reply to stdout through st_text_stream: a character cut by the token budget is never written
+ * half (its bytes wait for the rest, or end as U+FFFD), and a --stop text is never shown.
+ * Commands: /reset (forget the conversation), /quit (or end of input). */
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "safetune/generate.h"
@@ -11,8 +13,9 @@
 
 typedef struct {
     const st_model *m;
-    const int32_t *stops;
-    int n_stops;
+    const int32_t *stops, *extra;
+    int n_stops, n_extra;
+    st_text_stream out;
 } stream_ctx;
 
 static void stream_token(void *ud, size_t prompt_idx, int32_t tok) {
@@ -20,11 +23,12 @@ static void stream_token(void *ud, size_t prompt_idx, int32_t tok) {
     stream_ctx *c = ud;
     for (int i = 0; i < c->n_stops; i++)
         if (c->stops[i] == tok) return;
+    for (int i = 0; i < c->n_extra; i++)
+        if (c->extra[i] == tok) return;
     if (st_tokenizer_is_special(c->m->tokenizer, tok)) return;
     char buf[256];
     int n = st_tokenizer_token_bytes(c->m->tokenizer, tok, buf, (int)sizeof buf);
-    if (n > 0) fwrite(buf, 1, (size_t)n, stdout);
-    fflush(stdout);
+    if (n > 0) st_text_stream_push(&c->out, buf, (size_t)n, stdout);
 }
 
 int cmd_chat(int argc, char **argv) {
@@ -33,6 +37,8 @@ int cmd_chat(int argc, char **argv) {
     float temperature = 0.0f, top_p = 1.0f;
     int top_k = 0;
     uint64_t seed = 0;
+    st_opt_multi stop_ids = {0}, stop_texts = {0};
+    int32_t extra_ids[ST_OPT_MULTI_MAX];
     go.max_new_tokens = 512;
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "a .gguf file, a Hugging Face checkpoint folder or a training output folder", 0, 0, 0},
@@ -41,6 +47,7 @@ int cmd_chat(int argc, char **argv) {
         CLI_DATE_OPT(date),
         {"max-new-tokens", ST_OPT_INT, &go.max_new_tokens, "N", "max tokens per reply", 1, 1 << 20, 0},
         CLI_SAMPLING_OPTS(temperature, top_k, top_p, seed),
+        CLI_STOP_OPTS(stop_ids, stop_texts),
         {"context-length", ST_OPT_INT, &go.context_length, "N", "max conversation tokens (default: the model's)", 2, 1 << 24, 0},
     };
     st_args_spec spec = {"safetune chat", "--model MODEL [options]",
@@ -57,14 +64,18 @@ int cmd_chat(int argc, char **argv) {
     char *line = NULL;
     size_t line_cap = 0;
     int32_t stops[16];
+    stream_ctx sc = {0};
     if (!model) { rc = st_args_fail(&spec, "--model is required"); goto out; }
+    if ((rc = cli_apply_stops(&spec, &stop_ids, &stop_texts, extra_ids, &go))) goto out;
+    rc = 1;
     go.sampling = (st_sampler_params){temperature, top_k, top_p, seed};
     if (st_sampler_params_check(&go.sampling)) { rc = st_args_fail(&spec, "%s", st_last_error()); goto out; }
     if (cli_load_model(spec.prog, model, weights, &m) || cli_apply_date(spec.prog, m, date)) goto out;
     int ns = st_chat_stop_ids(&m->chat, m->tokenizer, stops, 15);
     int32_t eos = st_tokenizer_eos_id(m->tokenizer);
     if (eos >= 0) stops[ns++] = eos;
-    stream_ctx sc = {m, stops, ns};
+    sc = (stream_ctx){m, stops, go.extra_stop_ids, ns, go.n_extra_stop_ids, {0}};
+    st_text_stream_init(&sc.out, go.stop_texts, go.n_stop_texts);
     go.stop_ids = stops;
     go.n_stop_ids = ns;
     go.batch_size = 1;
@@ -141,6 +152,7 @@ int cmd_chat(int argc, char **argv) {
         go.sampling.seed = seed + turn++;
         const int32_t *pp = ids;
         st_status s = st_generate(m, &pp, &n_ids, 1, &go, &g, NULL);
+        st_text_stream_finish(&sc.out, stdout);
         free(ids);
         if (s) {
             fprintf(stderr, "safetune chat: %s\n", st_last_error());
@@ -162,6 +174,7 @@ out:
     free(owned);
     free(msgs);
     free(line);
+    st_text_stream_free(&sc.out);
     st_model_free(m);
     st_args_free(&args);
     return rc;

@@ -128,6 +128,8 @@ static int eval_safety(int argc, char **argv) {
     const char *data_dir = NULL, *model = NULL, *weights = "live", *system = NULL;
     const char *precision = "fp32", *label = NULL, *date = NULL;
     st_prompt_opts po = {0};
+    st_opt_multi stop_ids = {0}, stop_texts = {0};
+    int32_t extra_ids[ST_OPT_MULTI_MAX];
     judge_cli jc = {NULL, NULL, NULL, NULL, 60.0f, 3, 0};
     int prefix_only = 0, norm_apos = 0, max_new = 128, batch = 32, limit = 0, ctxlen = 0, quiet = 0;
     float temperature = 0.0f, top_p = 1.0f;
@@ -159,6 +161,7 @@ static int eval_safety(int argc, char **argv) {
         {"seed", ST_OPT_U64, &seed, "S", "sampling seed (default 0); same seed -> same files", 0, 0, 0},
         {"system-prompt", ST_OPT_STR, &system, "S", "system prompt (default: the chat template's)", 0, 0, 0},
         CLI_DATE_OPT(date),
+        CLI_STOP_OPTS(stop_ids, stop_texts),
         {"refusal-list", ST_OPT_STR, &list, "FILE", "refusal strings, one per line (default: the 29 of Qi et al. 2023)", 0, 0, 0},
         {"prefix-only", ST_OPT_FLAG, &prefix_only, NULL, "match only at the start of the answer (after whitespace)", 0, 0, 0},
         {"normalize-apostrophes", ST_OPT_FLAG, &norm_apos, NULL, "treat U+2019/U+2018/U+02BC as ' before matching", 0, 0, 0},
@@ -231,6 +234,9 @@ static int eval_safety(int argc, char **argv) {
         goto out;
     }
     if (model) {
+        st_generate_options chk = st_generate_defaults(); /* usage errors before anything is loaded */
+        if ((rc = cli_apply_stops(&spec, &stop_ids, &stop_texts, extra_ids, &chk))) goto out;
+        rc = 1;
         st_sampler_params sp = {temperature, 0, top_p, seed};
         if (st_sampler_params_check(&sp)) {
             rc = st_args_fail(&spec, "%s", st_last_error());
@@ -262,6 +268,8 @@ static int eval_safety(int argc, char **argv) {
         so.gen.sampling.temperature = temperature;
         so.gen.sampling.top_p = top_p;
         so.gen.sampling.seed = seed;
+        if ((rc = cli_apply_stops(&spec, &stop_ids, &stop_texts, extra_ids, &so.gen))) goto out;
+        rc = 1;
         if (st_sampler_params_check(&so.gen.sampling)) goto fail;
         progress_state ps = {st_time_now(), 0, !quiet && isatty(2), "generate"};
         so.gen.progress = gen_progress;

@@ -161,6 +161,8 @@ int cmd_generate(int argc, char **argv) {
     float temperature = 0.0f, top_p = 1.0f;
     int top_k = 0;
     uint64_t seed = 0;
+    st_opt_multi stop_ids = {0}, stop_texts = {0};
+    int32_t extra_ids[ST_OPT_MULTI_MAX];
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "a .gguf file, a Hugging Face checkpoint folder or a training output folder", 0, 0, 0},
         CLI_WEIGHTS_OPT(weights),
@@ -172,6 +174,7 @@ int cmd_generate(int argc, char **argv) {
         CLI_DATE_OPT(date),
         {"max-new-tokens", ST_OPT_INT, &go.max_new_tokens, "N", "tokens to generate per prompt", 1, 1 << 20, 0},
         CLI_SAMPLING_OPTS(temperature, top_k, top_p, seed),
+        CLI_STOP_OPTS(stop_ids, stop_texts),
         {"batch-size", ST_OPT_INT, &go.batch_size, "B", "sequences decoded together", 1, 4096, 0},
         {"precision", ST_OPT_CHOICE, &precision, "fp32|bf16", "matmuls; bf16 is faster, not token-identical to fp32", 0, 0, 0},
         {"context-length", ST_OPT_INT, &go.context_length, "N", "max prompt+response tokens (default: the model's)", 2, 1 << 24, 0},
@@ -198,6 +201,8 @@ int cmd_generate(int argc, char **argv) {
     if (!prompt == !prompts_file) { rc = st_args_fail(&spec, "give exactly one of --prompt TEXT or --prompts FILE"); goto out; }
     if (prompt && !*prompt) { rc = st_args_fail(&spec, "--prompt is empty"); goto out; }
     if (system && !chat) { rc = st_args_fail(&spec, "--system-prompt needs --chat"); goto out; }
+    if ((rc = cli_apply_stops(&spec, &stop_ids, &stop_texts, extra_ids, &go))) goto out;
+    rc = 1;
     if (with_ids && !output) { rc = st_args_fail(&spec, "--include-ids needs --output FILE (the ids go into its JSONL records)"); goto out; }
     if (output) {
         struct stat so, sp;

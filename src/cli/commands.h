@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+#include "cli/args.h"
+#include "safetune/generate.h"
 #include "safetune/model.h"
 
 typedef struct {
@@ -15,6 +17,7 @@ typedef struct {
 int cmd_info(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_train(int argc, char **argv);
@@ -28,6 +31,19 @@ int cmd_align(int argc, char **argv);
     {"top-k", ST_OPT_INT, &(top_k), "K", "keep the K most likely tokens (0 = off)", 0, 1 << 30, 0},    \
     {"top-p", ST_OPT_FLOAT, &(top_p), "P", "nucleus sampling, 0 < P <= 1 (1 = off)", 1e-9, 1, 0},      \
     {"seed", ST_OPT_U64, &(seed), "S", "sampling seed", 0, 0, 0}
+
+/* Option rows --stop-id N and --stop TEXT (repeatable; st_opt_multi ids, texts). */
+#define CLI_STOP_OPTS(ids, texts)                                                                                \
+    {"stop-id", ST_OPT_MULTI, &(ids), "N",                                                                       \
+     "also end a reply at token id N (repeatable; default: none; the template's end-of-turn tokens and EOS always end it)", 0, 0, 0}, \
+    {"stop", ST_OPT_MULTI, &(texts), "TEXT",                                                                     \
+     "end a reply where its text contains TEXT; TEXT and what follows are left out (repeatable; default: none)", 0, 0, 0}
+
+/* --stop-id / --stop values into go->extra_stop_ids (parsed into ids_buf[ST_OPT_MULTI_MAX]; range
+ * checked against the vocabulary by st_generate) and go->stop_texts. 0, or 2 after a usage error
+ * (src/cli/stops.c). */
+int cli_apply_stops(const st_args_spec *spec, const st_opt_multi *ids, const st_opt_multi *texts, int32_t *ids_buf,
+                    st_generate_options *go);
 
 /* Option row --date-string D of the Llama-3.1/3.2/3.3 chat templates (const char *date). */
 #define CLI_DATE_OPT(date)                                                                                       \

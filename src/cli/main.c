@@ -16,6 +16,7 @@ static const st_command COMMANDS[] = {
     {"info", "show a model's config, tensors, tokenizer and chat template", cmd_info},
     {"generate", "generate responses for a prompt or a file of prompts (batched)", cmd_generate},
     {"chat", "interactive multi-turn chat on stdin", cmd_chat},
+    {"tokenize", "token ids and strings of a text; with --chat the rendered conversation and its loss mask", cmd_tokenize},
     {"eval", "eval safety (refusal-keyword ASR, XSTest over-refusal, LLM judge) | eval utility", cmd_eval},
     {"serve", "OpenAI-compatible HTTP server on 127.0.0.1", cmd_serve},
     {"train", "full fine-tuning (AdamW, LR schedule, clipping, EMA of the weights)", cmd_train},

@@ -27,6 +27,44 @@ static st_status mb_copy_prefix(void *ctx, int dst, int src, int n) {
     return st_kv_cache_copy_prefix(b->c, dst, src, n);
 }
 
+/* Stop strings (opt->stop_texts): a wrapper around the caller's callbacks and ud. */
+typedef struct {
+    const st_generate_options *user;
+    const st_tokenizer *tok;
+} text_stop;
+
+static void ts_progress(void *ud, size_t d, size_t t, size_t n) {
+    const text_stop *c = ud;
+    c->user->progress(c->user->ud, d, t, n);
+}
+
+static void ts_token(void *ud, size_t i, int32_t tok) {
+    const text_stop *c = ud;
+    c->user->on_token(c->user->ud, i, tok);
+}
+
+/* First byte of the earliest stop string in text, or NULL. */
+static char *find_stop(char *text, const char *const *stops, int n) {
+    char *first = NULL;
+    for (int k = 0; k < n; k++) {
+        char *h = stops[k][0] ? strstr(text, stops[k]) : NULL;
+        if (h && (!first || h < first)) first = h;
+    }
+    return first;
+}
+
+/* Decodes the whole reply each time (replies are short; a stop string may span tokens). */
+static int ts_check(void *ud, size_t i, const int32_t *ids, size_t n) {
+    const text_stop *c = ud;
+    if (c->user->stop_check && c->user->stop_check(c->user->ud, i, ids, n)) return 1;
+    char *text = NULL;
+    size_t len = 0;
+    if (st_tokenizer_decode(c->tok, ids, n, 1, &text, &len) != ST_OK) return 0;
+    int hit = find_stop(text, c->user->stop_texts, c->user->n_stop_texts) != NULL;
+    free(text);
+    return hit;
+}
+
 long st_generate_context_length(const st_model *m, int requested) {
     const long ctx = m->config.max_position_embeddings > 0 ? m->config.max_position_embeddings : 2048;
     if (requested > ctx)
@@ -56,7 +94,7 @@ st_status st_generate(const st_model *m, const int32_t *const *prompts, const si
 
     st_generate_options o = *opt;
     o.context_length = (int)ctx;
-    int32_t stops[16];
+    int32_t stops[16], *all = NULL;
     if (!o.stop_ids) {
         int ns = st_chat_stop_ids(&m->chat, m->tokenizer, stops, 15);
         int32_t eos = st_tokenizer_eos_id(m->tokenizer);
@@ -66,22 +104,50 @@ st_status st_generate(const st_model *m, const int32_t *const *prompts, const si
         o.stop_ids = stops;
         o.n_stop_ids = ns;
     }
+    if (o.n_extra_stop_ids > 0) {
+        const int32_t nv = st_tokenizer_vocab_size(m->tokenizer);
+        for (int i = 0; i < o.n_extra_stop_ids; i++)
+            if (o.extra_stop_ids[i] < 0 || (nv > 0 && o.extra_stop_ids[i] >= nv))
+                return st_error(ST_ERR_ARG, "stop id %d is outside the vocabulary [0, %d)", o.extra_stop_ids[i], nv);
+        all = malloc((size_t)(o.n_stop_ids + o.n_extra_stop_ids) * sizeof *all);
+        if (!all) return st_error(ST_ERR_NOMEM, "generate: out of memory");
+        memcpy(all, o.stop_ids, (size_t)o.n_stop_ids * sizeof *all);
+        memcpy(all + o.n_stop_ids, o.extra_stop_ids, (size_t)o.n_extra_stop_ids * sizeof *all);
+        o.stop_ids = all;
+        o.n_stop_ids += o.n_extra_stop_ids;
+    }
+    text_stop tsc = {opt, m->tokenizer};
+    if (o.n_stop_texts > 0) {
+        o.stop_check = ts_check;
+        o.progress = opt->progress ? ts_progress : NULL;
+        o.on_token = opt->on_token ? ts_token : NULL;
+        o.ud = &tsc;
+    }
 
     model_backend mb = {m, NULL};
     st_status st = st_kv_cache_new(&m->config, slots, max_seq, &mb.c);
-    if (st) return st;
+    if (st) {
+        free(all);
+        return st;
+    }
     if (opt->precision == ST_GEN_PRECISION_FP32) st_kv_cache_set_precision(mb.c, ST_MATMUL_F32);
     if (opt->precision == ST_GEN_PRECISION_BF16) st_kv_cache_set_precision(mb.c, ST_MATMUL_BF16);
     st_infer_backend be = {&mb, m->config.vocab_size, slots, max_seq, mb_infer, mb_clear,
                           mb_copy_prefix};
     st = st_generate_ids(&be, prompts, prompt_lens, n_prompts, &o, out, n_truncated);
     st_kv_cache_free(mb.c);
+    free(all);
     if (st) return st;
     for (size_t i = 0; i < n_prompts; i++) {
         size_t len;
         if ((st = st_tokenizer_decode(m->tokenizer, out[i].ids, out[i].n_ids, 1, &out[i].text, &len))) {
             st_generations_free(out, n_prompts);
             return st;
+        }
+        char *cut = o.n_stop_texts > 0 ? find_stop(out[i].text, o.stop_texts, o.n_stop_texts) : NULL;
+        if (cut) { /* the stop string and what follows it are not part of the reply */
+            *cut = '\0';
+            out[i].finish = ST_FINISH_STOP;
         }
     }
     return ST_OK;

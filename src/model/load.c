@@ -102,3 +102,49 @@ static st_status load(const char *path, int with_tok, st_model **out) {
 
 st_status st_model_load_weights(const char *path, st_model **out) { return load(path, 0, out); }
 st_status st_model_load(const char *path, st_model **out) { return load(path, 1, out); }
+
+st_status st_model_load_tokenizer(const char *path, st_model **out) {
+    *out = NULL;
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return st_error(ST_ERR_IO, "%s: no such file or folder (expected a .gguf file, a folder with tokenizer.json, "
+                        "or a tokenizer.json file)", path);
+    st_model *m = st_calloc(1, sizeof *m);
+    if (!m) return st_error(ST_ERR_NOMEM, "out of memory");
+    m->source_path = st_strdup(path);
+    const size_t n = strlen(path);
+    st_status s;
+    char dir[4200];
+    if (S_ISDIR(sb.st_mode) || (n >= 5 && !strcmp(path + n - 5, ".json"))) {
+        char tj[4300];
+        if (S_ISDIR(sb.st_mode)) {
+            snprintf(dir, sizeof dir, "%s", path);
+            snprintf(tj, sizeof tj, "%s/tokenizer.json", path);
+        } else {
+            const char *slash = strrchr(path, '/');
+            snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+            snprintf(tj, sizeof tj, "%s", path);
+        }
+        s = st_tokenizer_from_json(tj, &m->tokenizer);
+        if (!s) st_model_load_chat_template_dir(m, dir);
+    } else {
+        st_gguf *g = NULL;
+        s = st_gguf_open(path, &g);
+        if (!s) s = st_tokenizer_from_gguf(g, &m->tokenizer);
+        if (!s) {
+            const char *ct = NULL;
+            size_t cl = 0;
+            if (st_gguf_find_key(g, "tokenizer.chat_template") < 0 ||
+                st_gguf_get_str(g, "tokenizer.chat_template", &ct, &cl) != ST_OK)
+                ct = NULL;
+            st_model_set_chat_template(m, ct, cl);
+        }
+        st_gguf_close(g);
+    }
+    if (s) {
+        st_model_free(m);
+        return s;
+    }
+    *out = m;
+    return ST_OK;
+}

@@ -7,6 +7,8 @@
 /* with_tokenizer: also load the tokenizer and chat template. */
 st_status st_model_load_gguf(const char *path, int with_tokenizer, st_model **out);
 st_status st_model_load_hf(const char *dir, int with_tokenizer, st_model **out);
+/* m's chat template from DIR/tokenizer_config.json "chat_template" (ChatML when absent). */
+void st_model_load_chat_template_dir(st_model *m, const char *dir);
 /* Fill m->chat from Jinja source (or ChatML when NULL / not recognised). */
 void st_model_set_chat_template(st_model *m, const char *jinja, size_t len);
 /* "[a, b]" / "[a]" into buf. */

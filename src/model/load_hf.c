@@ -17,7 +17,7 @@ static char *join(const char *dir, const char *name) {
     return p;
 }
 
-static void load_chat_template(st_model *m, const char *dir) {
+void st_model_load_chat_template_dir(st_model *m, const char *dir) {
     char *p = join(dir, "tokenizer_config.json"), *txt = NULL;
     size_t len = 0;
     cJSON *root = NULL;
@@ -90,7 +90,7 @@ st_status st_model_load_hf(const char *dir, int with_tok, st_model **out) {
         char *tp = join(dir, "tokenizer.json");
         s = tp ? st_tokenizer_from_json(tp, &m->tokenizer) : ST_ERR_NOMEM;
         free(tp);
-        if (!s) load_chat_template(m, dir);
+        if (!s) st_model_load_chat_template_dir(m, dir);
     }
 done:
     st_safetensors_close(st);

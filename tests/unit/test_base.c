@@ -212,6 +212,74 @@ static void test_utf8_repair(void **state) {
     assert_null(st_utf8_fix_owned(NULL));
 }
 
+/* Streamed reply text: what was written to a memory stream after each push. */
+typedef struct {
+    FILE *f;
+    char *buf;
+    size_t len;
+} memout;
+
+static const char *written(memout *o) {
+    fflush(o->f);
+    return o->buf;
+}
+
+static void test_text_stream_utf8(void **state) {
+    (void)state;
+    memout o = {0};
+    o.f = open_memstream(&o.buf, &o.len);
+    st_text_stream s;
+    st_text_stream_init(&s, NULL, 0);
+    /* "é" (C3 A9) split over two tokens: nothing of it is written until it completes */
+    assert_int_equal(st_text_stream_push(&s, "caf\xc3", 4, o.f), 0);
+    assert_string_equal(written(&o), "caf");
+    assert_int_equal(st_text_stream_push(&s, "\xa9 \xf0\x9f", 4, o.f), 0); /* é, space, half an emoji */
+    assert_string_equal(written(&o), "caf\xc3\xa9 ");
+    assert_int_equal(st_text_stream_push(&s, "\x98", 1, o.f), 0);
+    assert_string_equal(written(&o), "caf\xc3\xa9 ");
+    assert_int_equal(st_text_stream_push(&s, "\x80!", 2, o.f), 0); /* U+1F600 completes */
+    assert_string_equal(written(&o), "caf\xc3\xa9 \xf0\x9f\x98\x80!");
+    /* the budget ends mid-character: the held bytes end as U+FFFD, never as a bare lead byte */
+    assert_int_equal(st_text_stream_push(&s, "\xe4\xbd", 2, o.f), 0);
+    assert_string_equal(written(&o), "caf\xc3\xa9 \xf0\x9f\x98\x80!");
+    st_text_stream_finish(&s, o.f);
+    assert_int_equal(st_utf8_invalid_count(written(&o), strlen(written(&o))), 0);
+    assert_string_equal(written(&o), "caf\xc3\xa9 \xf0\x9f\x98\x80!\xef\xbf\xbd"); /* one U+FFFD */
+    /* a byte that can never start a character is replaced at once, not held */
+    size_t before = strlen(written(&o));
+    assert_int_equal(st_text_stream_push(&s, "\x80x", 2, o.f), 0);
+    assert_string_equal(written(&o) + before, "\xef\xbf\xbdx");
+    st_text_stream_finish(&s, o.f);
+    st_text_stream_free(&s);
+    fclose(o.f);
+    free(o.buf);
+}
+
+static void test_text_stream_stops(void **state) {
+    (void)state;
+    memout o = {0};
+    o.f = open_memstream(&o.buf, &o.len);
+    const char *stops[] = {"</answer>", "STOP"};
+    st_text_stream s;
+    st_text_stream_init(&s, stops, 2);
+    assert_int_equal(st_text_stream_push(&s, "The answer </", 13, o.f), 0);
+    assert_string_equal(written(&o), "The answer "); /* "</" may start "</answer>": held */
+    assert_int_equal(st_text_stream_push(&s, "b> and S", 8, o.f), 0);
+    assert_string_equal(written(&o), "The answer </b> and ");
+    assert_int_equal(st_text_stream_push(&s, "TOP more", 8, o.f), 1); /* "STOP" completes: dropped */
+    assert_string_equal(written(&o), "The answer </b> and ");
+    assert_int_equal(st_text_stream_push(&s, "ignored", 7, o.f), 1);
+    st_text_stream_finish(&s, o.f);
+    assert_string_equal(written(&o), "The answer </b> and ");
+    /* next reply: a held prefix that does not become a stop string is written at the end */
+    assert_int_equal(st_text_stream_push(&s, " ST", 3, o.f), 0);
+    st_text_stream_finish(&s, o.f);
+    assert_string_equal(written(&o), "The answer </b> and  ST");
+    st_text_stream_free(&s);
+    fclose(o.f);
+    free(o.buf);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_message),
@@ -220,6 +288,8 @@ int main(void) {
         cmocka_unit_test(test_atomic_write),
         cmocka_unit_test(test_remove_stale_temp_dirs),
         cmocka_unit_test(test_utf8_repair),
+        cmocka_unit_test(test_text_stream_utf8),
+        cmocka_unit_test(test_text_stream_stops),
         cmocka_unit_test(test_barrier_phases),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
