@@ -3,6 +3,7 @@
  * Tensor names are HF's, so the layout names map 1:1. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -43,6 +44,43 @@ void st_model_load_chat_template_dir(st_model *m, const char *dir) {
     free(p);
 }
 
+/* config.json says tie_word_embeddings but the checkpoint also stores lm_head.weight: when it
+ * differs from model.embed_tokens.weight, the stored head is the model's (cfg is untied, with a
+ * warning naming the largest difference); when equal, tying changes nothing. */
+static st_status stored_head(const char *dir, const st_safetensors *st, st_config *cfg) {
+    const st_st_tensor *lh = st_safetensors_find(st, "lm_head.weight");
+    const st_st_tensor *em = st_safetensors_find(st, "model.embed_tokens.weight");
+    if (!lh || !em) return ST_OK;
+    if (lh->n_dims != 2 || lh->shape[0] != cfg->vocab_size || lh->shape[1] != cfg->hidden_size) {
+        char got[96];
+        if (lh->n_dims <= 2) st_shape_str(got, sizeof got, lh->n_dims, lh->shape);
+        else snprintf(got, sizeof got, "%d dims", lh->n_dims);
+        return st_error(ST_ERR_FORMAT, "%s: tensor lm_head.weight: shape %s does not match config.json (expected [%d, %d])",
+                        dir, got, cfg->vocab_size, cfg->hidden_size);
+    }
+    size_t n = (size_t)cfg->vocab_size * (size_t)cfg->hidden_size;
+    float *a = st_malloc(n * sizeof *a), *b = st_malloc(n * sizeof *b);
+    st_status s = a && b ? ST_OK : st_error(ST_ERR_NOMEM, "%s: out of memory comparing lm_head.weight", dir);
+    if (!s && (s = st_safetensors_to_f32(lh, a))) st_error_wrap(s, "%s: tensor lm_head.weight", dir);
+    if (!s && (s = st_safetensors_to_f32(em, b))) st_error_wrap(s, "%s: tensor model.embed_tokens.weight", dir);
+    if (!s) {
+        double maxd = 0;
+        for (size_t i = 0; i < n; i++) {
+            double d = fabs((double)a[i] - (double)b[i]);
+            if (d > maxd || d != d) maxd = d != d ? INFINITY : d;
+        }
+        if (maxd > 0) {
+            st_log_warn("%s: config.json says tie_word_embeddings = true, but the stored lm_head.weight differs from "
+                        "model.embed_tokens.weight (max |difference| %g); using the stored lm_head.weight (untied)",
+                        dir, maxd);
+            cfg->tie_word_embeddings = 0;
+        }
+    }
+    free(a);
+    free(b);
+    return s;
+}
+
 st_status st_model_load_hf(const char *dir, int with_tok, st_model **out) {
     *out = NULL;
     char *cpath = join(dir, "config.json");
@@ -59,6 +97,7 @@ st_status st_model_load_hf(const char *dir, int with_tok, st_model **out) {
     st_safetensors *st = NULL;
     if ((s = st_safetensors_open(dir, &st))) return s;
     st_model *m = NULL;
+    if (cfg.tie_word_embeddings && (s = stored_head(dir, st, &cfg))) goto done;
     if ((s = st_model_new(&cfg, &m))) goto done;
     m->source_path = st_strdup(dir);
     for (size_t i = 0; i < m->layout.n_tensors && !s; i++) {

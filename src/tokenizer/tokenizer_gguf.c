@@ -11,10 +11,21 @@
 
 enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5, TT_BYTE = 6 };
 
-static int64_t opt_i64(const st_gguf *g, const char *key, int64_t def) {
+/* A special-token id key (tokenizer.ggml.*_token_id): def when absent; ST_ERR_FORMAT naming the
+ * key and its value when present but not an id of the n-token vocabulary. */
+static st_status special_id(const st_gguf *g, const char *path, const char *key, int64_t def, int32_t n,
+                            int32_t *out) {
+    *out = (int32_t)def;
+    if (st_gguf_find_key(g, key) < 0) return ST_OK;
     int64_t v;
-    if (st_gguf_find_key(g, key) < 0 || st_gguf_get_i64(g, key, &v)) return def;
-    return v;
+    if (st_gguf_get_i64(g, key, &v))
+        return st_error(ST_ERR_FORMAT, "%s: key %s is not an integer (a token id of the %d-token vocabulary)", path,
+                        key, n);
+    if (v < 0 || v >= n)
+        return st_error(ST_ERR_FORMAT, "%s: %s = %lld is outside the vocabulary (ids 0..%d); fix the metadata (e.g. "
+                        "gguf-py's gguf_set_metadata.py) or remove the key", path, key, (long long)v, n - 1);
+    *out = (int32_t)v;
+    return ST_OK;
 }
 
 static int opt_bool(const st_gguf *g, const char *key, int def) {
@@ -193,18 +204,26 @@ st_status st_tokenizer_from_gguf(const st_gguf *g, st_tokenizer **out) {
         if (!s && prefix) s = st__add_dec(t, ST__DEC_STRIP, " ", NULL, 1, 0, 0);
     }
     if (!s) {
-        int64_t bos = opt_i64(g, "tokenizer.ggml.bos_token_id", -1), eos = opt_i64(g, "tokenizer.ggml.eos_token_id", -1);
-        int64_t unk = opt_i64(g, "tokenizer.ggml.unknown_token_id", is_llama ? 0 : -1);
-        int64_t pad = opt_i64(g, "tokenizer.ggml.padding_token_id", -1);
-        t->bos_id = bos >= 0 && bos < n ? (int32_t)bos : -1;
-        t->eos_id = eos >= 0 && eos < n ? (int32_t)eos : -1;
-        t->pad_id = pad >= 0 && pad < n ? (int32_t)pad : -1;
-        if (is_llama) t->unk_id = unk >= 0 && unk < n ? (int32_t)unk : -1;
+        int32_t bos = -1, eos = -1, pad = -1, unk = -1, sep = -1, cls = -1, mask = -1, eot = -1, eom = -1;
+        static const char *const K[] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                                        "tokenizer.ggml.padding_token_id", "tokenizer.ggml.unknown_token_id",
+                                        "tokenizer.ggml.seperator_token_id", "tokenizer.ggml.cls_token_id",
+                                        "tokenizer.ggml.mask_token_id", "tokenizer.ggml.eot_token_id",
+                                        "tokenizer.ggml.eom_token_id"};
+        int32_t *const V[] = {&bos, &eos, &pad, &unk, &sep, &cls, &mask, &eot, &eom};
+        for (size_t k = 0; k < sizeof K / sizeof *K && !s; k++)
+            s = special_id(g, path, K[k], k == 3 && is_llama && n > 0 ? 0 : -1, n, V[k]);
+        if (s) goto out;
+        t->bos_id = bos;
+        t->eos_id = eos;
+        t->pad_id = pad;
+        if (is_llama) t->unk_id = unk;
         int add_bos = opt_bool(g, "tokenizer.ggml.add_bos_token", is_llama);
         int add_eos = opt_bool(g, "tokenizer.ggml.add_eos_token", 0);
         int32_t b = t->bos_id, e = t->eos_id;
         s = st__set_post(t, &b, add_bos && b >= 0, &e, add_eos && e >= 0);
     }
+out:
     if (!s) s = st__tok_finish(t);
     free(types);
     free(scores);

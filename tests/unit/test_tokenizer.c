@@ -201,6 +201,47 @@ static void test_gguf_errors(void **state) {
     st_gguf_close(g);
 }
 
+/* Special-token ids outside the vocabulary are an error naming the key and the value (they were
+ * dropped silently); ids inside it are kept. */
+static void test_gguf_special_ids(void **state) {
+    (void)state;
+    const char *d = getenv("SAFETUNE_TEST_TMP");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tok_special_ids.gguf", d ? d : "/tmp");
+    const char *toks[] = {"a", "b", "ab"};
+    const char *merges[] = {"a b"};
+    const char *keys[] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                          "tokenizer.ggml.padding_token_id", "tokenizer.ggml.unknown_token_id",
+                          "tokenizer.ggml.eot_token_id"};
+    for (int k = -1; k < 5; k++) {
+        st_gguf_writer *w = NULL;
+        assert_int_equal(st_gguf_writer_new(&w), ST_OK);
+        st_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2");
+        st_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, NULL, 3);
+        st_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", merges, NULL, 1);
+        for (int j = 0; j < 5; j++) st_gguf_writer_set_u32(w, keys[j], j == k ? 128000u : (uint32_t)(j % 3));
+        assert_int_equal(st_gguf_writer_finish(w, path), ST_OK);
+        st_gguf_writer_free(w);
+        st_gguf *g = NULL;
+        st_tokenizer *t = NULL;
+        assert_int_equal(st_gguf_open(path, &g), ST_OK);
+        if (k < 0) { /* all in range */
+            assert_int_equal(st_tokenizer_from_gguf(g, &t), ST_OK);
+            assert_int_equal(st_tokenizer_bos_id(t), 0);
+            assert_int_equal(st_tokenizer_eos_id(t), 1);
+            st_tokenizer_free(t);
+        } else {
+            assert_int_equal(st_tokenizer_from_gguf(g, &t), ST_ERR_FORMAT);
+            assert_null(t);
+            char want[200];
+            snprintf(want, sizeof want, "%s = 128000 is outside the vocabulary (ids 0..2)", keys[k]);
+            assert_non_null(strstr(st_last_error(), want));
+            assert_non_null(strstr(st_last_error(), path));
+        }
+        st_gguf_close(g);
+    }
+}
+
 /* GGUF "llama" (SentencePiece-style): merges derived from scores as HF LlamaConverter does. */
 static void test_gguf_spm(void **state) {
     (void)state;
@@ -245,7 +286,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_toy_bpe),        cmocka_unit_test(test_utf8_replacement),
         cmocka_unit_test(test_bytelevel_map),  cmocka_unit_test(test_json_errors),
-        cmocka_unit_test(test_gguf_errors),    cmocka_unit_test(test_gguf_spm),
+        cmocka_unit_test(test_gguf_errors),
+        cmocka_unit_test(test_gguf_special_ids),    cmocka_unit_test(test_gguf_spm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -216,6 +217,79 @@ static void test_hf_load_and_errors(void **state) {
     assert_non_null(strstr(st_last_error(), "does_not_exist"));
 }
 
+/* config.json says tie_word_embeddings = true, the checkpoint also stores lm_head.weight: a head
+ * that differs from the embedding is used (untied) with a warning naming it; an identical one
+ * keeps the model tied, silently. (Before: the stored head was ignored without a word.) */
+static void test_hf_stored_head(void **state) {
+    (void)state;
+    st_config c;
+    tiny_cfg(&c);
+    st_layout lay;
+    assert_int_equal(st_layout_init(&lay, &c), ST_OK);
+    float *data = calloc(lay.n_floats, sizeof(float));
+    for (size_t i = 0; i < lay.n_floats; i++) data[i] = (float)(i % 13) * 0.5f - 3.0f;
+    const st_param_info *emb = st_layout_find(&lay, "model.embed_tokens.weight");
+    float *head = malloc(emb->numel * sizeof(float));
+    for (int differ = 0; differ < 2; differ++) {
+        const char *dir = tmp_path(differ ? "hf_head_differs" : "hf_head_same");
+        mkdir(dir, 0755);
+        char p[1400];
+        snprintf(p, sizeof p, "%s/config.json", dir);
+        write_text(p, TINY_JSON);
+        memcpy(head, data + emb->offset, emb->numel * sizeof(float));
+        if (differ) head[5] += 0.75f;
+        st_safetensors_writer *w = NULL;
+        assert_int_equal(st_safetensors_writer_new(&w), ST_OK);
+        for (size_t i = 0; i < lay.n_tensors; i++) {
+            const st_param_info *pi = &lay.params[i];
+            int64_t shape[2] = {pi->shape[0], pi->shape[1]};
+            assert_int_equal(st_safetensors_writer_add(w, pi->name, ST_DTYPE_F32, pi->n_dims, shape, data + pi->offset),
+                             ST_OK);
+        }
+        int64_t hs[2] = {emb->shape[0], emb->shape[1]};
+        assert_int_equal(st_safetensors_writer_add(w, "lm_head.weight", ST_DTYPE_F32, 2, hs, head), ST_OK);
+        snprintf(p, sizeof p, "%s/model.safetensors", dir);
+        assert_int_equal(st_safetensors_writer_finish(w, p), ST_OK);
+        st_safetensors_writer_free(w);
+
+        /* stderr into a file, to read the warning */
+        char logp[1400];
+        snprintf(logp, sizeof logp, "%s/stderr.txt", dir);
+        fflush(stderr);
+        int saved = dup(2), fd = open(logp, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+        dup2(fd, 2);
+        close(fd);
+        st_model *m = NULL;
+        st_status s = st_model_load_weights(dir, &m);
+        fflush(stderr);
+        dup2(saved, 2);
+        close(saved);
+        assert_int_equal(s, ST_OK);
+        char *log = NULL;
+        size_t ll = 0;
+        assert_int_equal(st_read_file(logp, &log, &ll), ST_OK);
+        if (differ) {
+            assert_false(m->config.tie_word_embeddings);
+            assert_true(m->w.lm_head != m->w.embed_tokens);
+            for (size_t i = 0; i < emb->numel; i++) assert_true(m->w.lm_head[i] == head[i]);
+            assert_true(m->w.embed_tokens[5] == data[emb->offset + 5]);
+            assert_non_null(strstr(log, "hf_head_differs"));
+            assert_non_null(strstr(log, "tie_word_embeddings"));
+            assert_non_null(strstr(log, "max |difference| 0.75"));
+            assert_non_null(strstr(log, "using the stored lm_head.weight"));
+        } else {
+            assert_true(m->config.tie_word_embeddings);
+            assert_true(m->w.lm_head == m->w.embed_tokens);
+            assert_null(strstr(log, "lm_head"));
+        }
+        free(log);
+        st_model_free(m);
+    }
+    free(head);
+    free(data);
+    st_layout_free(&lay);
+}
+
 /* GGUF for the tiny config with Q/K rows permuted the llama.cpp way. HF q row r of head h,
  * r = j*D/2 + i, is stored at GGUF row h*D + 2i + j. */
 static const char *make_gguf(const char *name, const char *arch, const char *skip,
@@ -347,6 +421,7 @@ int main(void) {
         cmocka_unit_test(test_layout),
         cmocka_unit_test(test_config_json),
         cmocka_unit_test(test_hf_load_and_errors),
+        cmocka_unit_test(test_hf_stored_head),
         cmocka_unit_test(test_gguf_load_and_errors),
         cmocka_unit_test(test_full_load_smollm),
     };
