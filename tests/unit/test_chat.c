@@ -189,7 +189,7 @@ static void test_llama31(void **state) {
     }
 
     st_tokenizer *tok = load("llama-3.2");
-    if (!tok) skip();
+    if (!tok) ST_SKIP_MISSING("tokenizers/llama-3.2/tokenizer.json in the data folder (scripts/fetch_tokenizers.sh)");
     assert_int_equal(st_chat_template_by_name("llama3.2", &t), ST_OK);
     st_chat_message m[] = {{"user", "Hi"}, {"assistant", " Hello "}};
     int32_t *ids;
