@@ -24,6 +24,7 @@ typedef struct {
 
 extern const st_name_value st_lr_schedule_names[]; /* constant, constant_with_warmup, linear, cosine, step */
 extern const st_name_value st_precision_names[];   /* fp32 (0), bf16 (1) */
+extern const st_name_value st_finetune_names[];    /* full (0), lora (1) */
 
 /* ST_OK and *value, or ST_ERR_ARG naming `what` and every accepted name. */
 st_status st_name_lookup(const st_name_value *t, const char *what, const char *name, int *value);
@@ -37,7 +38,8 @@ typedef enum {
     ST_SET_SIZE,   /* size_t */
     ST_SET_DOUBLE, /* double */
     ST_SET_ENUM,   /* int-sized enum through `names` */
-    ST_SET_DECAYS  /* the EMA decays: ema_decays[] + n_ema ("none" or 0 = no EMA) */
+    ST_SET_DECAYS, /* the EMA decays: ema_decays[] + n_ema ("none" or 0 = no EMA) */
+    ST_SET_LORA_TARGETS /* unsigned bit set of LoRA target modules ("all" or "q_proj,v_proj") */
 } st_setting_type;
 
 typedef enum {

@@ -34,6 +34,7 @@
 #include "safetune/ema.h"
 #include "safetune/model.h"
 #include "safetune/optim.h"
+#include "safetune/lora.h"
 #include "safetune/schedule.h"
 
 typedef struct st_trainer st_trainer;
@@ -73,7 +74,15 @@ typedef struct {
     const volatile sig_atomic_t *stop; /* set from a signal handler: st_trainer_run ends after
                                           the current step (below); NULL = never */
     st_trainer_comm comm;
+    /* LoRA (lora.h): ST_FINETUNE_LORA trains an adapter on the frozen base instead of every
+     * weight; the optimiser, EMAs, θ_0, drifts, clipping and checkpoints then work on the adapter
+     * vector (θ_0 = the initial adapter, whose B = 0 leaves the base unchanged). */
+    int finetune;              /* ST_FINETUNE_FULL (default) or ST_FINETUNE_LORA */
+    st_lora_config lora;       /* rank, alpha, dropout, targets (finetune == LORA) */
+    const float *lora_init;    /* adapter to start from (lora layout, e.g. a loaded PEFT folder);
+                                  NULL = PEFT's initialisation drawn from seed */
 } st_train_config;
+enum { ST_FINETUNE_FULL = 0, ST_FINETUNE_LORA = 1 };
 
 /* Defaults of every setting from the table in train_settings.h (AdamW lr 1e-5 wd 0 betas (0.9,
  * 0.999) eps 1e-8, constant schedule, batch 8, accum 1, clip 1.0, one EMA of decay 0.99 every
@@ -167,6 +176,10 @@ const float *st_trainer_ema_params_k(const st_trainer *t, int j); /* decay j; NU
 /* Seconds spent in st_trainer_run, summed over the sessions of a resumed run. */
 double st_trainer_train_time(const st_trainer *t);
 const float *st_trainer_theta0(const st_trainer *t);
+/* The adapter being trained (its layout and config; its params are st_trainer_params), or NULL
+ * for full fine-tuning. With LoRA, st_trainer_params / _ema_params / _theta0 are adapter
+ * vectors (the adapter layout), not model weights. */
+const st_lora *st_trainer_adapter(const st_trainer *t);
 const st_step_metrics *st_trainer_last_metrics(const st_trainer *t);
 size_t st_trainer_n_train(const st_trainer *t);
 size_t st_trainer_n_val(const st_trainer *t);

@@ -27,7 +27,7 @@
 /* The options of `train` that are not training settings (those come from the settings table,
  * train_settings.h, one option per row). */
 typedef struct {
-    const char *model, *data, *data_format, *out, *resume, *save_weights, *export_dtype;
+    const char *model, *data, *data_format, *out, *resume, *save_weights, *export_dtype, *lora_init;
     int max_rows, quiet, overwrite;
 } train_opts;
 
@@ -119,18 +119,41 @@ static char *run_config(const train_opts *o, const st_train_config *c) {
     cJSON_AddNumberToObject(r, "max_rows", o->max_rows);
     cJSON_AddStringToObject(r, "save_weights", o->save_weights);
     cJSON_AddStringToObject(r, "export_dtype", o->export_dtype);
+    char ai[PATH_MAX];
+    if (o->lora_init) cJSON_AddStringToObject(r, "lora_init", realpath(o->lora_init, ai) ? ai : o->lora_init);
     char *t = cJSON_Print(r);
     cJSON_Delete(r);
     return t;
 }
 
-static st_status export_one(const st_model *m, const float *params, const char *out,
-                            const char *name, st_export_dtype dt) {
-    char d[4200];
+/* final weights: an HF folder, or with LoRA a PEFT adapter folder over the base (absolute path
+ * recorded, so the folder loads as a model: base + adapter merged) */
+static st_status export_one(const st_model *m, const st_lora *ad, const char *model_path,
+                            const float *params, const char *out, const char *name,
+                            st_export_dtype dt) {
+    char d[4200], base[PATH_MAX];
     snprintf(d, sizeof d, "%s/%s", out, name);
-    st_status s = st_export_hf(m, params, d, dt);
+    st_status s = ad ? st_lora_save_peft(ad, params, realpath(model_path, base) ? base : model_path, d)
+                     : st_export_hf(m, params, d, dt);
     if (!s) fprintf(stderr, "safetune train: wrote %s\n", d);
     return s;
+}
+
+/* LoRA settings apply with --finetune lora only; --lora-init takes r, alpha and targets from its
+ * folder. Usage errors (exit 2) before anything loads. */
+static int lora_options(const st_args_spec *spec, const st_train_config *c, const train_opts *o) {
+    st_train_config d;
+    st_train_config_default(&d);
+    const char *changed = c->lora.r != d.lora.r ? "lora-r" : c->lora.alpha != d.lora.alpha ? "lora-alpha"
+                          : c->lora.targets != d.lora.targets ? "lora-targets"
+                          : c->lora.dropout != d.lora.dropout ? "lora-dropout" : NULL;
+    if (c->finetune == ST_FINETUNE_FULL) {
+        if (changed) return st_args_fail(spec, "--%s applies to LoRA: add --finetune lora (or drop it)", changed);
+        if (o->lora_init) return st_args_fail(spec, "--lora-init applies to LoRA: add --finetune lora (or drop it)");
+    } else if (o->lora_init && changed && strcmp(changed, "lora-dropout")) {
+        return st_args_fail(spec, "--lora-init takes r, alpha and targets from the adapter folder: drop --%s", changed);
+    }
+    return 0;
 }
 
 int cmd_train(int argc, char **argv) {
@@ -165,6 +188,8 @@ int cmd_train(int argc, char **argv) {
     opts[n_opts++] = (st_opt){"max-rows", ST_OPT_INT, &o.max_rows, "N", "use only the first N data rows (0 = all)", 0, 1e9, 0};
     opts[n_opts++] = (st_opt){"quiet", ST_OPT_FLAG, &o.quiet, NULL, "no progress bar", 0, 0, 0};
     opts[n_opts++] = (st_opt){"overwrite", ST_OPT_FLAG, &o.overwrite, NULL, "replace a finished run / checkpoints already in --out", 0, 0, 0};
+    opts[n_opts++] = (st_opt){"lora-init", ST_OPT_STR, &o.lora_init, "DIR", "with --finetune lora: start from this PEFT "
+                              "adapter folder (its r, alpha and targets)", 0, 0, 0};
     st_args_spec spec = {"safetune train", "--model MODEL --data FILE --out DIR [options]",
                          "Full fine-tuning (AdamW, LR schedule, clipping, EMA of the weights) on a "
                          "chat dataset; loss on assistant tokens only.",
@@ -184,6 +209,7 @@ int cmd_train(int argc, char **argv) {
         if (opts[first_setting + (int)i].seen && st_train_setting_set(&c, &rows[i], text[i]) != ST_OK)
             rc = st_args_fail(&spec, "--%s %s: %s", rows[i].flag, text[i], st_last_error());
     if (!rc && st_train_config_validate(&c) != ST_OK) rc = st_args_fail(&spec, "%s", st_last_error());
+    if (!rc) rc = lora_options(&spec, &c, &o);
     c.out_dir = o.out;
     c.progress = !o.quiet;
     const st_sched_kind sk = c.sched.kind;
@@ -209,6 +235,7 @@ int cmd_train(int argc, char **argv) {
     st_dataset ds = {0};
     st_tokenized tk = {0};
     st_trainer *t = NULL;
+    st_lora *init_adapter = NULL;
     char *cfg_json = NULL;
     rc = 1;
     start_stop_signal_thread();
@@ -335,6 +362,13 @@ int cmd_train(int argc, char **argv) {
                 "positions past %d were never trained\n", c.max_seq_len, m->config.max_position_embeddings,
                 m->config.max_position_embeddings);
     c.pad_id = st_train_pad_id(m);
+    if (c.finetune == ST_FINETUNE_LORA && o.lora_init) { /* an adapter for this base, or refused */
+        const double dropout = c.lora.dropout;
+        if (st_lora_load_peft(o.lora_init, &m->config, &init_adapter) != ST_OK) { fail("--lora-init"); goto done; }
+        c.lora = init_adapter->lc;
+        c.lora.dropout = dropout;
+        c.lora_init = init_adapter->params;
+    }
     if (st_trainer_new(m, &tk, &c, &t) != ST_OK) { fail(NULL); goto done; }
     if (o.resume) {
         char dir[4400];
@@ -387,18 +421,19 @@ int cmd_train(int argc, char **argv) {
     }
     if (rs != ST_OK) { fail(NULL); goto done; }
     g_training = 2; /* an interrupt now lets the export finish: the run is complete */
-    if (want_live && export_one(m, st_trainer_params(t), o.out, "final", edt) != ST_OK) { fail(NULL); goto done; }
+    if (want_live && export_one(m, st_trainer_adapter(t), o.model, st_trainer_params(t), o.out, "final", edt) != ST_OK) { fail(NULL); goto done; }
     for (int j = 0; want_ema && j < c.n_ema; j++) { /* final-ema/: the first decay; final-ema-B/: the others */
         char name[64], key[32];
         if (j == 0) snprintf(name, sizeof name, "final-ema");
         else snprintf(name, sizeof name, "final-ema-%s", st_ema_decay_key(c.ema_decays[j], key, sizeof key));
-        if (export_one(m, st_trainer_ema_params_k(t, j), o.out, name, edt) != ST_OK) { fail(NULL); goto done; }
+        if (export_one(m, st_trainer_adapter(t), o.model, st_trainer_ema_params_k(t, j), o.out, name, edt) != ST_OK) { fail(NULL); goto done; }
     }
     g_training = 0;
     rc = 0;
 done:
     if (rc) cli_out_abandon(o.out, made_out);
     st_trainer_free(t);
+    st_lora_free(init_adapter);
     st_tokenized_free(&tk);
     st_dataset_free(&ds);
     st_model_free(m);

@@ -19,6 +19,7 @@ const st_name_value st_lr_schedule_names[] = {
     {NULL, 0}};
 
 const st_name_value st_precision_names[] = {{"fp32", 0}, {"bf16", 1}, {NULL, 0}};
+const st_name_value st_finetune_names[] = {{"full", ST_FINETUNE_FULL}, {"lora", ST_FINETUNE_LORA}, {NULL, 0}};
 
 st_status st_name_lookup(const st_name_value *t, const char *what, const char *name, int *value) {
     for (const st_name_value *e = t; e->name; e++)
@@ -91,6 +92,16 @@ static const st_train_setting k_rows[] = {
      "checkpoint every N steps (0 = never)"},
     {"keep_checkpoints", "keep-checkpoints", ST_SET_INT, OFF(keep_checkpoints), 0, 1e6, "2", ST_FP_NO, NULL, "N",
      "keep the newest N checkpoints (0 = keep all)"},
+    /* LoRA (lora.h); the lora_* rows apply with finetune lora only (`train` refuses them otherwise) */
+    {"finetune", "finetune", ST_SET_ENUM, OFF(finetune), 0, 0, "full", ST_FP_REFUSE, st_finetune_names, "full|lora",
+     "train every weight, or a LoRA adapter on the frozen base (final/ and final-ema/ are then PEFT adapter folders)"},
+    {"lora_r", "lora-r", ST_SET_INT, OFF(lora.r), 1, 1 << 16, "8", ST_FP_REFUSE, NULL, "R", "LoRA rank"},
+    {"lora_alpha", "lora-alpha", ST_SET_DOUBLE, OFF(lora.alpha), 1e-6, 1e6, "16", ST_FP_REFUSE, NULL, "X",
+     "LoRA alpha (scale alpha / r)"},
+    {"lora_dropout", "lora-dropout", ST_SET_DOUBLE, OFF(lora.dropout), 0, 0.999, "0.05", ST_FP_REFUSE, NULL, "P",
+     "dropout on the adapter input"},
+    {"lora_targets", "lora-targets", ST_SET_LORA_TARGETS, OFF(lora.targets), 0, 0, "all", ST_FP_REFUSE, NULL, "LIST",
+     "all, or some of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"},
 };
 
 const st_train_setting *st_train_settings(size_t *n) {
@@ -158,6 +169,7 @@ st_status st_train_setting_set(st_train_config *c, const st_train_setting *s, co
         return ST_OK;
     }
     case ST_SET_DECAYS: return set_decays(c, s, text);
+    case ST_SET_LORA_TARGETS: return st_lora_targets_parse(text, (unsigned *)field(c, s));
     case ST_SET_DOUBLE:
         if (!read_number(text, &x)) return st_error(ST_ERR_ARG, "%s = '%s': expected a number", s->key, text);
         if (s->min < s->max && (x < s->min || x > s->max)) return range_error(s, text);
@@ -193,6 +205,11 @@ cJSON *st_train_setting_json(const st_train_config *c, const st_train_setting *s
     case ST_SET_SIZE: return cJSON_CreateNumber((double)*(const size_t *)p);
     case ST_SET_DOUBLE: return cJSON_CreateNumber(*(const double *)p);
     case ST_SET_ENUM: return cJSON_CreateString(st_name_of(s->names, *(const int *)p));
+    case ST_SET_LORA_TARGETS: {
+        char b[128];
+        st_lora_targets_format(*(const unsigned *)p, b, sizeof b);
+        return cJSON_CreateString(b);
+    }
     case ST_SET_DECAYS:
         if (c->n_ema <= 1) return cJSON_CreateNumber(c->n_ema ? c->ema_decays[0] : 0.0);
         cJSON *a = cJSON_CreateArray();
@@ -211,6 +228,7 @@ void st_train_setting_text(const st_train_config *c, const st_train_setting *s, 
     case ST_SET_SIZE: snprintf(buf, n, "%zu", *(const size_t *)p); break;
     case ST_SET_DOUBLE: snprintf(buf, n, "%.15g", *(const double *)p); break;
     case ST_SET_ENUM: snprintf(buf, n, "%s", st_name_of(s->names, *(const int *)p)); break;
+    case ST_SET_LORA_TARGETS: st_lora_targets_format(*(const unsigned *)p, buf, n); break;
     case ST_SET_DECAYS: {
         size_t k = 0;
         buf[0] = '\0';
@@ -252,6 +270,9 @@ st_status st_train_config_validate(const st_train_config *c) {
             const int v = *(const int *)cfield(c, s);
             if (!strcmp(st_name_of(s->names, v), "unknown"))
                 return st_error(ST_ERR_ARG, "%s: unknown value %d", s->key, v);
+        } else if (s->type == ST_SET_LORA_TARGETS) {
+            const unsigned v = *(const unsigned *)cfield(c, s);
+            if (!v || (v & ~ST_LORA_ALL_TARGETS)) return st_error(ST_ERR_ARG, "%s: no target module chosen", s->key);
         } else if (s->type == ST_SET_DECAYS) {
             if (c->n_ema < 0 || c->n_ema > ST_EMA_MAX)
                 return st_error(ST_ERR_ARG, "%s: %d decays, at most %d", s->key, c->n_ema, ST_EMA_MAX);

@@ -28,6 +28,8 @@ void st_trainer_free(st_trainer *t) {
     st_ema_free(&t->ema);
     st_optim_free(&t->opt);
     st_weights_unbind(&t->gw);
+    st_lora_unbind(&t->lgw);
+    st_lora_free(t->adapter);
     st_free_aligned(t->grads);
     free(t);
 }
@@ -61,7 +63,23 @@ st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_c
 #undef ST_FNV
         t->data_hash = h;
     }
-    t->n = m->layout.n_floats;
+    const int lora = cfg->finetune == ST_FINETUNE_LORA;
+    if (cfg->finetune != ST_FINETUNE_FULL && !lora) {
+        s = st_error(ST_ERR_ARG, "finetune: %d is neither full nor lora", cfg->finetune);
+        goto fail;
+    }
+    if (lora) { /* the adapter is the trained vector; the base stays as loaded */
+        if ((s = st_lora_new(&m->config, &cfg->lora, &t->adapter))) goto fail;
+        if (cfg->lora_init)
+            memcpy(t->adapter->params, cfg->lora_init, t->adapter->layout.n_floats * sizeof(float));
+        else
+            st_lora_init_params(&t->adapter->layout, t->adapter->params, cfg->seed ^ 0x10AADA7AULL);
+        t->theta = t->adapter->params;
+        t->n = t->adapter->layout.n_floats;
+    } else {
+        t->theta = m->params;
+        t->n = m->layout.n_floats;
+    }
     const int world = world_of(&cfg->comm);
     if ((s = st_data_split_make(data->n, cfg->val_fraction, cfg->val_count, cfg->seed, &t->split)))
         goto fail;
@@ -96,12 +114,15 @@ st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_c
         goto fail;
     }
     memset(t->grads, 0, t->n * sizeof(float));
-    if ((s = st_weights_bind(&t->gw, &m->config, &m->layout, t->grads))) goto fail;
-    if ((s = st_optim_init(&t->opt, &cfg->optim, &m->layout, t->n))) goto fail;
+    if ((s = lora ? st_lora_bind(&t->lgw, &m->config, &cfg->lora, &t->adapter->layout, t->grads)
+                  : st_weights_bind(&t->gw, &m->config, &m->layout, t->grads)))
+        goto fail;
+    if ((s = st_optim_init(&t->opt, &cfg->optim, lora ? &t->adapter->layout : &m->layout, t->n)))
+        goto fail;
     {
         float dec[ST_EMA_MAX];
         for (int j = 0; j < cfg->n_ema; j++) dec[j] = (float)cfg->ema_decays[j];
-        if ((s = st_ema_init(&t->ema, m->params, t->n, dec, cfg->n_ema, cfg->ema_start > 0 ? cfg->ema_start : 1,
+        if ((s = st_ema_init(&t->ema, t->theta, t->n, dec, cfg->n_ema, cfg->ema_start > 0 ? cfg->ema_start : 1,
                              cfg->ema_every > 0 ? cfg->ema_every : 1)))
             goto fail;
     }
@@ -124,6 +145,15 @@ fail:
 
 static st_status comm_f64(st_trainer *t, double *x, size_t n) {
     return t->cfg.comm.sum_f64 ? t->cfg.comm.sum_f64(x, n, t->cfg.comm.user) : ST_OK;
+}
+
+/* Nonzero dropout seed of micro-batch i of step `step` (splitmix64 of the run seed and both). */
+static uint64_t lora_dropout_seed(uint64_t seed, int64_t step, int i) {
+    uint64_t z = seed ^ ((uint64_t)step * 0x9e3779b97f4a7c15ULL) ^ ((uint64_t)(i + 1) << 48);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    return z ? z : 1;
 }
 
 st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
@@ -167,14 +197,21 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     for (int i = 0; i < n_micro && !s; i++) {
         const st_batch *b = &t->batches[i];
         float l = 0;
-        ST_PROF("forward_total", s = st_train_forward(mc, &t->m->w, t->acts, b->inputs, b->targets,
-                                                      b->loss_mask, b->B, b->T,
-                                                      (float)normaliser, &l));
+        if (t->adapter) /* dropout masks: a function of (seed, step, micro-batch), as on resume */
+            ST_PROF("forward_total", s = st_lora_train_forward(
+                                         mc, &t->m->w, &t->adapter->lc, &t->adapter->w,
+                                         lora_dropout_seed(c->seed, step_no, i), t->acts, b->inputs,
+                                         b->targets, b->loss_mask, b->B, b->T, (float)normaliser, &l));
+        else
+            ST_PROF("forward_total", s = st_train_forward(mc, &t->m->w, t->acts, b->inputs, b->targets,
+                                                          b->loss_mask, b->B, b->T,
+                                                          (float)normaliser, &l));
         if (s) break;
         if (t->debug_nan_step == step_no) l = NAN;
         loss += l;
         if (!isfinite(l)) break;
-        ST_PROF("backward_total", s = st_train_backward(mc, &t->m->w, t->acts, &t->gw));
+        ST_PROF("backward_total", s = t->adapter ? st_lora_train_backward(mc, &t->m->w, t->acts, &t->lgw)
+                                                 : st_train_backward(mc, &t->m->w, t->acts, &t->gw));
     }
     if (!s && c->comm.sum_f32) s = c->comm.sum_f32(t->grads, t->n, c->comm.user);
     if (!s) s = comm_f64(t, &loss, 1);
@@ -206,13 +243,13 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     double live_sq = 0, ema_sq[ST_EMA_MAX] = {0};
     if (fused) {
         const int due = t->ema.k > 0 && st_ema_due(&t->ema, t->opt.step + 1);
-        ST_PROF("adamw_ema_dist", s = st__trainer_update(t, t->m->params, t->grads, gscale, lr, due,
+        ST_PROF("adamw_ema_dist", s = st__trainer_update(t, t->theta, t->grads, gscale, lr, due,
                                                           &live_sq, ema_sq));
     } else {
-        ST_PROF("adamw", s = st_optim_step(&t->opt, t->m->params, t->grads, lr));
+        ST_PROF("adamw", s = st_optim_step(&t->opt, t->theta, t->grads, lr));
     }
     if (s) return s;
-    if (!fused && t->ema.k > 0) ST_PROF("ema", st_ema_step(&t->ema, t->m->params, t->opt.step));
+    if (!fused && t->ema.k > 0) ST_PROF("ema", st_ema_step(&t->ema, t->theta, t->opt.step));
     t->step = step_no;
     st_step_metrics m;
     memset(&m, 0, sizeof m);
@@ -227,7 +264,7 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
         m.theta_dist = sqrt(live_sq);
         for (int j = 0; j < t->ema.k; j++) m.theta_ema_dists[j] = sqrt(ema_sq[j]);
     } else {
-        ST_PROF("distances", m.theta_dist = st_ema_live_drift(&t->ema, t->m->params);
+        ST_PROF("distances", m.theta_dist = st_ema_live_drift(&t->ema, t->theta);
                 for (int j = 0; j < t->ema.k; j++) m.theta_ema_dists[j] = st_ema_drift(&t->ema, j));
     }
     m.theta_ema_dist = t->ema.k > 0 ? m.theta_ema_dists[0] : NAN;
@@ -247,7 +284,10 @@ st_status st_trainer_eval(st_trainer *t, const float *params, double *val_loss) 
     if (t->split.n_val == 0)
         return st_error(ST_ERR_ARG, "evaluation: no validation rows (set val_fraction > 0)");
     st_weights w;
-    st_status s = st_weights_bind(&w, mc, &t->m->layout, (float *)params);
+    st_lora_weights lw = {0};
+    /* LoRA: params is an adapter vector over the frozen base; else a model-layout buffer */
+    st_status s = t->adapter ? st_lora_bind(&lw, mc, &t->adapter->lc, &t->adapter->layout, (float *)params)
+                             : st_weights_bind(&w, mc, &t->m->layout, (float *)params);
     if (s) return s;
     st_batch *b = &t->eval_batch;
     double sum = 0, count = 0;
@@ -257,15 +297,19 @@ st_status st_trainer_eval(st_trainer *t, const float *params, double *val_loss) 
         if ((s = st_collate(t->data, t->split.val + r0, nb, c->max_seq_len, c->pad_id, 0, b)))
             break;
         if (b->n_targets == 0) continue;
-        if ((s = st_train_forward(mc, &w, t->acts, b->inputs, b->targets, b->loss_mask, b->B, b->T,
-                                  1.0f, NULL)))
+        if ((s = t->adapter ? st_lora_train_forward(mc, &t->m->w, &t->adapter->lc, &lw, 0, t->acts,
+                                                    b->inputs, b->targets, b->loss_mask, b->B,
+                                                    b->T, 1.0f, NULL)
+                            : st_train_forward(mc, &w, t->acts, b->inputs, b->targets, b->loss_mask,
+                                               b->B, b->T, 1.0f, NULL)))
             break;
         const float *tl = st_train_token_losses(t->acts);
         for (int i = 0; i < b->B * b->T; i++)
             if (b->loss_mask[i] != 0.0f && b->targets[i] >= 0) sum += (double)b->loss_mask[i] * tl[i];
         count += (double)b->n_targets;
     }
-    st_weights_unbind(&w);
+    if (t->adapter) st_lora_unbind(&lw);
+    else st_weights_unbind(&w);
     if (s) return s;
     if (count == 0)
         return st_error(ST_ERR_ARG, "evaluation: the %zu validation rows have no trained tokens "
@@ -323,7 +367,8 @@ st_status st_trainer_add_state(st_trainer *t, const char *name, void *data, size
 int64_t st_trainer_steps_done(const st_trainer *t) { return t->step; }
 int64_t st_trainer_max_steps(const st_trainer *t) { return t->max_steps; }
 const st_model *st_trainer_model(const st_trainer *t) { return t->m; }
-const float *st_trainer_params(const st_trainer *t) { return t->m->params; }
+const float *st_trainer_params(const st_trainer *t) { return t->theta; }
+const st_lora *st_trainer_adapter(const st_trainer *t) { return t->adapter; }
 const float *st_trainer_ema_params(const st_trainer *t) { return st_trainer_ema_params_k(t, 0); }
 int st_trainer_n_ema(const st_trainer *t) { return t->ema.k; }
 const float *st_trainer_ema_params_k(const st_trainer *t, int j) {

@@ -22,9 +22,12 @@ struct st_trainer {
     st_model *m;
     const st_tokenized *data;
     uint64_t data_hash; /* FNV-1a 64 of data's offsets, ids and mask: resume checks it */
-    size_t n;                  /* layout floats */
+    size_t n;                  /* floats of the trained vector (model or adapter layout) */
+    float *theta;              /* the trained vector: m->params, or adapter->params (LoRA) */
+    st_lora *adapter;          /* LoRA: the adapter (owned); NULL = full fine-tuning */
     float *grads;
-    st_weights gw;             /* views into grads */
+    st_weights gw;             /* views into grads (full fine-tuning) */
+    st_lora_weights lgw;       /* views into grads (LoRA) */
     st_optimizer opt;
     st_ema ema;                /* θ_0 and the cfg.n_ema averages */
     st_data_split split;

@@ -55,7 +55,7 @@ static char *state_json(const st_trainer *t) {
 st_status st_trainer_save_checkpoint(st_trainer *t, const char *dir) {
     char *cj = state_json(t);
     if (!cj) return ST_ERR_NOMEM;
-    st_train_state st = {.step = t->step, .params = t->m->params, .n_floats = t->n,
+    st_train_state st = {.step = t->step, .params = t->theta, .n_floats = t->n,
                          .opt = &t->opt, .ema = &t->ema, .sampler = &t->sampler, .rng = &t->rng,
                          .config_json = cj, .extra = t->state, .n_extra = t->n_state};
     st_status s = st_checkpoint_save(dir, &st);
@@ -118,7 +118,7 @@ st_status st_trainer_resume(st_trainer *t, const char *dir) {
     cJSON_Delete(mine);
     cJSON_Delete(root);
     if (s) return s;
-    st_train_state st = {.params = t->m->params, .n_floats = t->n, .opt = &t->opt, .ema = &t->ema,
+    st_train_state st = {.params = t->theta, .n_floats = t->n, .opt = &t->opt, .ema = &t->ema,
                          .sampler = &t->sampler, .rng = &t->rng, .extra = t->state, .n_extra = t->n_state};
     if ((s = st_checkpoint_load(dir, &st, NULL))) return s;
     t->step = st.step;
@@ -184,7 +184,7 @@ static st_status run_loop(st_trainer *t) {
         t->n_extra = 0;
         if (do_val) {
             m0.has_val = 1;
-            if ((s = st_trainer_eval(t, t->m->params, &m0.val_loss))) return s;
+            if ((s = st_trainer_eval(t, t->theta, &m0.val_loss))) return s;
         }
         if (t->hook && (s = t->hook(t, 0, t->hook_user))) return s;
         if ((do_val || t->n_extra > 0) && (s = emit(t, &m0))) return s;
@@ -200,7 +200,7 @@ static st_status run_loop(st_trainer *t) {
         t->n_extra = 0;
         if ((s = st_trainer_step(t, &m))) break;
         if (do_val && due(m.step, c->eval_every, t->max_steps)) {
-            if ((s = st_trainer_eval(t, t->m->params, &m.val_loss))) break;
+            if ((s = st_trainer_eval(t, t->theta, &m.val_loss))) break;
             m.has_val = 1;
             t->last = m;
         }

@@ -406,6 +406,75 @@ def load_adapter():
         failures.append("hub id base")
 
 
+def train_cli():
+    """safetune train --finetune lora on SmolLM2 + Alpaca rows: validation loss falls; final/ and
+    final-ema/ are PEFT folders that load as models (--weights ema); a run resumed from its
+    step-3 checkpoint (after copying it away) ends bit-identical (dropout on); LoRA options are
+    refused with --finetune full, bad targets / r 0 are usage errors, and nothing is written."""
+    import json
+    import shutil
+    cli = os.environ.get("SAFETUNE_CLI")
+    data = os.path.join(os.environ.get("SAFETUNE_DATA_DIR", "data"), "alpaca", "alpaca_5000.json")
+    path = smol_path()
+    if not cli or not os.path.exists(data):
+        print("skip: SAFETUNE_CLI or the Alpaca data absent")
+        sys.exit(77)
+    base = os.path.join(TMP, "lora_train_cli")
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
+    run1, run2 = os.path.join(base, "run1"), os.path.join(base, "run2")
+    args = ["train", "--model", path, "--data", data, "--finetune", "lora", "--lora-r", "8",
+            "--lora-alpha", "16", "--lora-dropout", "0.1", "--lora-targets", "all", "--max-steps", "6",
+            "--batch-size", "2", "--max-seq-len", "96", "--max-rows", "60", "--lr", "1e-3",
+            "--ema-decay", "0.9", "--eval-every", "3", "--val-fraction", "0.1", "--save-every", "3",
+            "--quiet"]
+    r = subprocess.run([cli, *args, "--out", run1], capture_output=True, text=True)
+    check(f"train --finetune lora exit ({r.stderr.strip()[-300:]})", r.returncode, 0)
+    if r.returncode:
+        return
+    val = [json.loads(l)["val_loss"] for l in open(os.path.join(run1, "metrics.jsonl")) if "val_loss" in json.loads(l)]
+    print("val_loss:", val)
+    check("validation loss falls (last / first, 3 evaluations)", val[-1] / val[0] if len(val) == 3 else 9, 0.999)
+    for f in ("final", "final-ema"):
+        cfg = json.load(open(os.path.join(run1, f, "adapter_config.json")))
+        check(f"{f}/ is a PEFT LoRA folder (r {cfg.get('r')}, {cfg.get('peft_type')})",
+              0 if cfg.get("peft_type") == "LORA" and cfg.get("r") == 8 else 1, 0)
+    os.makedirs(run2)
+    shutil.copy(os.path.join(run1, "config.json"), run2)
+    shutil.copytree(os.path.join(run1, "checkpoints", "step-00000003"),
+                    os.path.join(run2, "checkpoints", "step-00000003"))
+    with open(os.path.join(run2, "metrics.jsonl"), "w") as f:
+        f.writelines(open(os.path.join(run1, "metrics.jsonl")).readlines()[:4])
+    r = subprocess.run([cli, "train", "--config", os.path.join(run2, "config.json"), "--out", run2,
+                        "--resume", "auto", "--quiet"], capture_output=True, text=True)
+    check(f"resume from step 3 exit ({r.stderr.strip()[-200:]})", r.returncode, 0)
+    for f in ("final", "final-ema"):
+        a = open(os.path.join(run1, f, "adapter_model.safetensors"), "rb").read()
+        b = open(os.path.join(run2, f, "adapter_model.safetensors"), "rb").read() \
+            if os.path.exists(os.path.join(run2, f, "adapter_model.safetensors")) else b""
+        check(f"resumed run's {f}/ adapter bit-identical (differs)", 0 if a == b else 1, 0)
+    prompts = os.path.join(base, "p.txt")
+    open(prompts, "w").write("What is the capital of France?\n")
+    r = subprocess.run([cli, "generate", "--model", run1, "--weights", "ema", "--chat", "--prompts", prompts,
+                        "--max-new-tokens", "8"], capture_output=True, text=True)
+    check(f"generate --weights ema on the LoRA run ({r.stdout.strip()[:80]!r})", r.returncode, 0)
+    for extra, needle in ((["--finetune", "full", "--lora-r", "4"], "--lora-r applies to LoRA"),
+                          (["--lora-targets", "q_proj,qkv"], "\"qkv\" is not a target module"),
+                          (["--lora-r", "0"], "lora_r = 0 is out of range")):
+        out = os.path.join(base, "bad")
+        a = [x for x in args]
+        for k in range(0, len(extra), 2):
+            if extra[k] in a:
+                a[a.index(extra[k]) + 1] = extra[k + 1]
+            else:
+                a += extra[k:k + 2]
+        r = subprocess.run([cli, *a, "--out", out], capture_output=True, text=True)
+        ok = r.returncode == 2 and needle in r.stderr and not os.path.exists(out)
+        print(f"{'ok  ' if ok else 'FAIL'} {' '.join(extra)}: exit {r.returncode}: {r.stderr.strip()[:160]}")
+        if not ok:
+            failures.append(" ".join(extra))
+
+
 def bad_adapter():
     """Adapters that do not fit the base model or that safetune cannot apply: refused naming why."""
     import json
@@ -459,7 +528,7 @@ def bad_adapter():
     expect(os.path.join(out, "absent"), d, "no adapter_config.json")
 
 
-{"tiny": tiny, "bf16": bf16, "smollm": smollm, "train": train, "peft": peft, "peft_package": peft_package, "load_adapter": load_adapter,
+{"tiny": tiny, "bf16": bf16, "smollm": smollm, "train": train, "peft": peft, "peft_package": peft_package, "load_adapter": load_adapter, "train_cli": train_cli,
  "bad_adapter": bad_adapter}[CASE]()
 print("PASS" if not failures else f"FAIL: {len(failures)} check(s)")
 sys.exit(1 if failures else 0)
