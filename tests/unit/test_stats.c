@@ -1,6 +1,8 @@
 /* test_stats.c - Wilson score intervals against an independent reference (the roots of the
  * quadratic (p̂ - p)² = z² p (1 - p) / n, solved in Python at double precision) and
- * hand-computed edge cases; per-category breakdowns on a hand-counted example. */
+ * hand-computed edge cases; per-category breakdowns on a hand-counted example; exact McNemar on hand
+ * binomial sums, t quantiles against closed forms (df 1, 2), the t interval and the bootstrap's
+ * reproducibility (tests/parity/stats checks them against a Python reference). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -97,11 +99,84 @@ static void test_breakdown(void **state) {
     st_rate_breakdown_free(&b);
 }
 
+/* McNemar: hand sums of Bin(n, 1/2) tails. */
+static void test_mcnemar(void **state) {
+    (void)state;
+    close_to(st_mcnemar_exact(0, 0, 0), 1.0);
+    close_to(st_mcnemar_exact(0, 5, 0), 2.0 / 32.0);            /* 2 P(X <= 0), n = 5 */
+    close_to(st_mcnemar_exact(5, 0, 0), 2.0 / 32.0);            /* symmetric */
+    close_to(st_mcnemar_exact(0, 5, 1), 1.0 / 32.0);            /* mid-p: 2 (1/32 - 1/64) */
+    close_to(st_mcnemar_exact(1, 5, 0), 2.0 * 7.0 / 64.0);      /* (1 + 6) / 64 */
+    close_to(st_mcnemar_exact(2, 2, 0), 1.0);                   /* capped */
+    close_to(st_mcnemar_exact(0, 6, 0), 2.0 / 64.0);            /* the smallest n with p < 0.05 */
+    assert_true(st_mcnemar_exact(0, 5, 0) > 0.05);
+}
+
+/* t quantiles: closed forms for df = 1 (Cauchy) and df = 2, and symmetry. */
+static void test_t_quantile(void **state) {
+    (void)state;
+    for (double p = 0.55; p < 0.999; p += 0.05) {
+        double t1 = st_t_quantile(p, 1), t2 = st_t_quantile(p, 2);
+        if (fabs(t1 - tan(M_PI * (p - 0.5))) > 1e-10 * fabs(t1)) fail_msg("df 1, p %g: %.17g", p, t1);
+        double c2 = (2 * p - 1) * sqrt(2.0 / (4 * p * (1 - p)));
+        if (fabs(t2 - c2) > 1e-10 * fabs(c2)) fail_msg("df 2, p %g: %.17g vs %.17g", p, t2, c2);
+        close_to(st_t_quantile(1 - p, 5), -st_t_quantile(p, 5));
+    }
+    assert_true(st_t_quantile(0.5, 3) == 0.0);
+    assert_true(isnan(st_t_quantile(0.0, 3)) && isnan(st_t_quantile(1.0, 3)) && isnan(st_t_quantile(0.9, 0)));
+    /* large df tends to the normal quantile */
+    assert_true(fabs(st_t_quantile(0.975, 1e6) - ST_Z95) < 1e-5);
+}
+
+static void test_mean_t95(void **state) {
+    (void)state;
+    const double x[] = {0.1, NAN, 0.5, 0.9};
+    st_mean_ci m = st_mean_t95(x, 4);
+    assert_int_equal(m.n, 3);
+    close_to(m.mean, 0.5);
+    close_to(m.sd, 0.4);
+    double half = st_t_quantile(0.975, 2) * 0.4 / sqrt(3.0);
+    close_to(m.lo, 0.5 - half);
+    close_to(m.hi, 0.5 + half);
+    m = st_mean_t95(x, 1); /* one value: a mean, no interval */
+    assert_int_equal(m.n, 1);
+    close_to(m.mean, 0.1);
+    assert_true(isnan(m.lo) && isnan(m.hi) && isnan(m.sd));
+    m = st_mean_t95(x + 1, 1);
+    assert_true(m.n == 0 && isnan(m.mean));
+}
+
+static void test_bootstrap(void **state) {
+    (void)state;
+    unsigned char a[3 * 10], b[3 * 10];
+    for (int i = 0; i < 30; i++) {
+        a[i] = (unsigned char)(i % 3 == 0);
+        b[i] = (unsigned char)(i % 5 == 0);
+    }
+    st_boot_ci x, y;
+    assert_int_equal(st_bootstrap_diff(a, 3, b, 3, 10, 400, 7, &x), ST_OK);
+    assert_int_equal(st_bootstrap_diff(a, 3, b, 3, 10, 400, 7, &y), ST_OK);
+    assert_true(x.diff == y.diff && x.lo == y.lo && x.hi == y.hi); /* same seed, same interval */
+    close_to(x.diff, 10.0 / 30.0 - 6.0 / 30.0);
+    assert_true(x.lo <= x.diff && x.diff <= x.hi && x.paired_units);
+    /* identical outcomes: every replicate differs by 0 */
+    assert_int_equal(st_bootstrap_diff(a, 3, a, 3, 10, 100, 1, &y), ST_OK);
+    assert_true(y.diff == 0.0 && y.lo == 0.0 && y.hi == 0.0);
+    assert_int_equal(st_bootstrap_diff(a, 3, b, 2, 10, 100, 1, &y), ST_OK);
+    assert_false(y.paired_units);
+    assert_int_equal(st_bootstrap_diff(a, 0, b, 3, 10, 100, 1, &y), ST_ERR_ARG);
+    assert_int_equal(st_bootstrap_diff(a, 3, b, 3, 0, 100, 1, &y), ST_ERR_ARG);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wilson_reference),
         cmocka_unit_test(test_wilson_edges),
         cmocka_unit_test(test_breakdown),
+        cmocka_unit_test(test_mcnemar),
+        cmocka_unit_test(test_t_quantile),
+        cmocka_unit_test(test_mean_t95),
+        cmocka_unit_test(test_bootstrap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
