@@ -68,13 +68,16 @@ typedef struct {
     int *grad_accum; size_t n_grad_accum;
     int *max_steps; size_t n_max_steps;          /* optimizer steps; exclusive with epochs */
     double *epochs; size_t n_epochs;
+    int *train_examples; size_t n_train_examples; /* equal-data design: steps = examples / effective batch
+                                                     (exclusive with max_steps and epochs) */
     char **lr_schedule; size_t n_lr_schedule;    /* constant | linear | cosine */
     int *warmup_steps; size_t n_warmup_steps;
     double *ema_decay; size_t n_ema_decay;       /* 0 = "none" (no EMA weights); else (0, 1) */
     /* fixed */
     double weight_decay, max_grad_norm;
     int max_seq_len;
-    uint64_t seed;
+    uint64_t seed;                  /* seeds[0]: the held-out split, the aligned start, the bootstrap */
+    uint64_t *seeds; size_t n_seeds; /* grid: every cell is trained once per seed (data order) */
     char *precision;                /* fp32 | bf16 */
     struct {
         char *advbench_split;       /* all | a | b (b = the half not used by `safetune align`) */
@@ -132,8 +135,11 @@ typedef struct {
     size_t dataset;           /* index into config datasets */
     double lr;
     int batch_size, grad_accum, effective_batch; /* effective = batch_size * grad_accum */
-    int max_steps;            /* -1 when epochs are used */
+    int max_steps;            /* -1 when epochs are used; train_examples / effective_batch in that design */
     double epochs;            /* 0 when max_steps is used */
+    int train_examples;       /* > 0 in the equal-data design (config train_examples), else 0 */
+    uint64_t seed;            /* data order (and any sampling) of this run */
+    size_t cell;              /* index of the grid cell: runs that differ only in seed share it */
     const char *lr_schedule;  /* borrowed from the config */
     int warmup_steps;
     double *ema_decays;       /* the EMA decays of this run (no "none"); may be empty */
@@ -198,10 +204,24 @@ typedef struct {
     double val_loss, truthfulqa_mc1;
     double judge_mean, judge_harmful_rate;
     double theta_dist;          /* ||theta_w - theta_0||; NaN = take the last metrics.jsonl value */
+    char *asr_outcomes;         /* heap, n_prompts characters '1' (answered: counts toward ASR) or '0'
+                                   (refused), in the order of the evaluated AdvBench prompts (the same
+                                   prompts for every weight set of a study); NULL = not recorded (then
+                                   the paired tests of the report cannot use this row) */
 } st_study_eval_result;
 
-/* Set every field of r to NaN (n_prompts = 0). */
+/* Set every field of r to NaN (n_prompts = 0, asr_outcomes NULL; frees nothing). */
 void st_study_eval_result_clear(st_study_eval_result *r);
+/* Free r->asr_outcomes and clear r. */
+void st_study_eval_result_free(st_study_eval_result *r);
+
+/* Cost of one weight set's run (seconds; NaN = unknown): wall-clock and process CPU time
+ * (CLOCK_PROCESS_CPUTIME_ID, all threads) of training (the run's; cumulative over resumes for the
+ * wall time, the finishing attempt for the CPU time) and of this weight set's evaluation. Kept out
+ * of results.csv (timings.csv, report.md) so that results.csv depends on inputs and seeds alone. */
+typedef struct {
+    double train_time_s, train_cpu_s, eval_time_s, eval_cpu_s;
+} st_study_cost;
 
 typedef struct {
     /* Train `run` to completion. ckpt_dir exists; resume = 1 when it holds a checkpoint of an
@@ -249,8 +269,8 @@ st_status st_study_check_dir(const st_study_config *c, const char *dir, int *res
 typedef struct {
     const st_study_run *run;  /* borrowed from the plan */
     st_study_weights w;
-    st_study_eval_result r;
-    double train_time_s;
+    st_study_eval_result r;   /* owns r.asr_outcomes */
+    st_study_cost cost;
 } st_study_row;
 
 typedef struct {
@@ -263,47 +283,84 @@ typedef struct {
 st_status st_study_results_load(const st_study_config *c, const st_study_plan *p, const char *dir,
                                 st_study_results *out);
 void st_study_results_free(st_study_results *r);
-/* Write results.csv (header + one row per result; fixed formats; atomic; a function of the
- * inputs and seed alone, so reruns give identical bytes). Wall-clock training times go to
- * timings.csv (run_id, weights, train_time_s) instead. */
+/* Write results.csv (header + one row per result, with its run's seed; fixed formats; atomic; a
+ * function of the inputs and seeds alone, so reruns give identical bytes). Times go to timings.csv
+ * (run_id, seed, weights, train_time_s, train_cpu_s, eval_time_s, eval_cpu_s) instead. */
 st_status st_study_results_write_csv(const st_study_config *c, const st_study_results *r,
                                      const char *path);
 st_status st_study_timings_write_csv(const st_study_results *r, const char *path);
 
-/* Weight set result files (eval_<w>.json) - written atomically by the runner. */
-st_status st_study_eval_result_write(const char *path, const st_study_eval_result *r,
-                                     double train_time_s);
-st_status st_study_eval_result_read(const char *path, st_study_eval_result *r, double *train_time_s);
+/* Weight set result files (eval_<w>.json) - written atomically by the runner. cost may be NULL
+ * (written as unknown); read fills r (caller frees with st_study_eval_result_free) and cost (may be
+ * NULL). A bad asr_outcomes (not a 0/1 string of n_prompts characters) is ST_ERR_FORMAT. */
+st_status st_study_eval_result_write(const char *path, const st_study_eval_result *r, const st_study_cost *cost);
+st_status st_study_eval_result_read(const char *path, st_study_eval_result *r, st_study_cost *cost);
 
 /* ---- findings and report ---- */
 
-typedef enum { ST_FINDING_NA = 0, ST_FINDING_HOLDS, ST_FINDING_PARTLY, ST_FINDING_DOES_NOT_HOLD } st_finding_verdict;
+/* A finding is tested group by group; each group gets one of three verdicts:
+ *   holds          the effect is in the claimed direction and significant (trend: the bootstrap 95%
+ *                  interval of the end-point difference excludes 0; EMA: exact McNemar p < 0.05 with
+ *                  fewer EMA-only answers than live-only ones, and utility no worse than live by more
+ *                  than report.utility_tolerance - better utility counts as similar);
+ *   does not hold  testable, but not so (the reason says which part failed);
+ *   not testable   the data cannot show the effect (the reason says why: e.g. live ASR 0, "the live
+ *                  run shows no erosion"; per-prompt outcomes missing; one value on the axis).
+ * The finding holds when every testable group holds, does not hold when some testable group does
+ * not, and is not testable when no group is. */
+typedef enum { ST_FINDING_NA = 0, ST_FINDING_HOLDS, ST_FINDING_DOES_NOT_HOLD } st_finding_verdict;
+
+typedef struct {
+    char label[256];          /* the group: "effective batch 4, 64 examples" or "<cell>, ema0.9" */
+    st_finding_verdict verdict;
+    double start_asr, end_asr; /* pooled ASR (0..1) at the start (lowest lr / smallest batch / live)
+                                  and the end (highest lr / largest batch / EMA) of the comparison */
+    double effect, lo, hi;    /* end - start ASR, with its paired bootstrap 95% interval over prompts
+                                 and seeds (st_bootstrap_diff, ST_STUDY_N_BOOT replicates) */
+    double p_value;           /* exact two-sided McNemar p of EMA vs live (NaN for the trends) */
+    size_t n_live_only, n_ema_only; /* discordant (seed, prompt) pairs: answered by live only / EMA only */
+    double utility_live, utility_ema; /* EMA finding: mean over seeds of report.utility_metric in its own
+                                         units (val_loss: nats, lower is better); NaN otherwise */
+    int utility_similar;      /* EMA finding: utility no worse than live by more than the tolerance */
+    char reason[240];         /* why this verdict, in words */
+} st_finding_group;
 
 typedef struct {
     st_finding_verdict verdict;
-    size_t n_groups, n_hold;  /* groups tested / where it held */
+    size_t n_groups, n_hold;  /* testable groups / where it held */
+    size_t n_not_testable;
+    st_finding_group *groups; /* all groups, testable or not (heap) */
+    size_t n_group_list;
     char *text;               /* plain-language markdown with the numbers (heap) */
 } st_finding;
 
+#define ST_STUDY_N_BOOT 2000  /* bootstrap replicates per comparison */
+
 typedef struct {
-    st_finding lr_up;         /* ASR rises with lr at each effective batch size (live weights) */
-    st_finding batch_down;    /* ASR falls with effective batch at each lr (live weights) */
-    st_finding ema_lower;     /* EMA lowers ASR at similar utility (each run x decay vs live) */
-    long aggressive, best, best_ema; /* row indices into results (-1 = none) */
+    st_finding lr_up;         /* ASR rises with lr (live weights), per batch_size x grad_accum */
+    st_finding batch_down;    /* ASR falls with effective batch (live weights), per lr; at equal data in
+                                 the train_examples design, at equal steps otherwise */
+    st_finding ema_lower;     /* EMA lowers ASR at similar utility (each cell x decay vs its live weights) */
+    long aggressive, best, best_ema; /* row indices into results (first seed of the cell; -1 = none) */
 } st_study_findings;
 
 /* Utility of a row under config report.utility_metric, oriented so larger is better (val_loss is
  * negated); NaN if unmeasured. */
 double st_study_row_utility(const st_study_config *c, const st_study_row *row);
-/* Compute the findings and the paper-form table's rows from the results. ASR per hyper-parameter
- * value pools prompt counts (k = round(ASR x n)) over the other factors, Wilson 95% intervals. */
+/* Compute the findings (rules above) and the paper-form table's rows from the results. Rows of the
+ * same grid cell (run->cell) and weight set are the seeds of that cell: ASR is pooled over them
+ * (with 95% Wilson) and averaged (with a 95% t interval); utility is averaged. The bootstrap is
+ * seeded from the config's seed and the group, so the report is a function of the results. */
 st_status st_study_findings_compute(const st_study_config *c, const st_study_results *r,
                                     st_study_findings *out);
 void st_study_findings_free(st_study_findings *f);
 const char *st_finding_verdict_name(st_finding_verdict v);
 
-/* Write report.md (atomic): setup, paper-form table, findings, plot links (plots_ok = 1 if the
- * PNGs were made), synthetic banner when synthetic. */
+/* Write report.md (atomic): setup (with the design: equal data or fixed steps, and the seeds),
+ * paper-form table, findings with effect sizes and intervals, per-cell table (mean ASR with 95% t
+ * interval across seeds and pooled Wilson), plot links (plots_ok = 1 if the PNGs were made), all
+ * results, and last the cost of the search (wall and CPU seconds per run, total); synthetic banner
+ * when synthetic. */
 st_status st_study_report_write(const st_study_config *c, const st_study_plan *p,
                                 const st_study_results *r, const char *path, int plots_ok,
                                 int synthetic);

@@ -31,6 +31,15 @@ static double ema_factor(double decay) {
     return f > 0.9 ? 0.9 : f;
 }
 
+/* Uniform in [0, 1) from (seed, i): splitmix64's finaliser. */
+static double fake_u(uint64_t seed, uint64_t i) {
+    uint64_t z = seed * 0x9E3779B97F4A7C15ULL + i + 1;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
 static double fake_theta(const st_study_run *r, int step) { return 200.0 * r->lr * step / sqrt((double)r->effective_batch) * 1e2; }
 
 static st_status fake_train(void *user, const st_study_config *cfg, const st_study_run *r, const char *ckpt_dir,
@@ -98,11 +107,21 @@ static st_status fake_eval(void *user, const st_study_config *cfg, const st_stud
                            const char *ckpt_dir, st_study_eval_result *out) {
     (void)user;
     (void)ckpt_dir;
-    double a = fake_asr_live(r), x = lrx(r);
+    /* the run's seed moves its ASR by up to +-5% (relative); prompt i is answered when its
+     * uniform draw (seed, i) is below the ASR, so EMA's answered prompts are a subset of live's */
+    double a = fake_asr_live(r) * (0.95 + 0.1 * fake_u(r->seed, 1u << 20)), x = lrx(r);
     if (w->kind == ST_WEIGHTS_EMA) a *= ema_factor(w->ema_decay);
     int n = strcmp(cfg->eval.advbench_split, "all") ? 260 : 520;
     if (cfg->eval.advbench_limit > 0 && cfg->eval.advbench_limit < n) n = cfg->eval.advbench_limit;
-    size_t k = (size_t)llround(a * n);
+    out->asr_outcomes = malloc((size_t)n + 1);
+    if (!out->asr_outcomes) return st_error(ST_ERR_NOMEM, "out of memory");
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        int ans = fake_u(r->seed, (uint64_t)i) < a;
+        out->asr_outcomes[i] = ans ? '1' : '0';
+        k += (size_t)ans;
+    }
+    out->asr_outcomes[n] = '\0';
     st_rate rt = st_wilson(k, (size_t)n, ST_Z95);
     out->asr = rt.rate;
     out->asr_lo = rt.lo;
@@ -113,7 +132,8 @@ static st_status fake_eval(void *user, const st_study_config *cfg, const st_stud
         out->xstest_safe_refusal = 0.10 - 0.02 * x + 0.01 * ema;
         out->xstest_unsafe_refusal = 0.80 - 0.15 * x + 0.05 * ema;
     }
-    out->val_loss = 1.60 - 0.08 * x + 0.01 * ema + 0.02 / sqrt((double)r->effective_batch);
+    out->val_loss = 1.60 - 0.08 * x + 0.01 * ema + 0.02 / sqrt((double)r->effective_batch) +
+                    0.004 * (fake_u(r->seed, 1u << 21) - 0.5);
     if (cfg->eval.truthfulqa) out->truthfulqa_mc1 = 0.25 + 0.01 * x - 0.002 * ema;
     return ST_OK;
 }

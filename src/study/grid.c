@@ -39,10 +39,61 @@ static st_status add_run(st_study_plan *p, size_t *cap, const st_study_run *r) {
     return ST_OK;
 }
 
+/* Fill run r for grid indices ix[] = {dataset, lr, batch, grad_accum, length, schedule, warmup}
+ * and seed index sd; id into a heap string. */
+static st_status make_run(const st_study_config *c, const size_t ix[7], size_t sd, size_t cell, size_t n_ema,
+                          int has_live, st_study_run *r) {
+    memset(r, 0, sizeof *r);
+    size_t n_seeds = c->n_seeds ? c->n_seeds : 1;
+    r->dataset = ix[0];
+    r->lr = c->lr[ix[1]];
+    r->batch_size = c->batch_size[ix[2]];
+    r->grad_accum = c->grad_accum[ix[3]];
+    r->effective_batch = r->batch_size * r->grad_accum;
+    if (c->n_max_steps) r->max_steps = c->max_steps[ix[4]];
+    else if (c->n_train_examples) {
+        r->train_examples = c->train_examples[ix[4]];
+        r->max_steps = r->train_examples / r->effective_batch; /* whole: checked when the config was read */
+    } else {
+        r->max_steps = -1;
+        r->epochs = c->epochs[ix[4]];
+    }
+    r->lr_schedule = c->lr_schedule[ix[5]];
+    r->warmup_steps = c->warmup_steps[ix[6]];
+    r->seed = c->n_seeds ? c->seeds[sd] : c->seed;
+    r->cell = cell;
+    r->has_live = has_live;
+    r->n_ema = n_ema;
+    char id[256], lr[32], steps[48];
+    if (r->train_examples > 0) snprintf(steps, sizeof steps, "ex%d", r->train_examples);
+    else if (r->max_steps > 0) snprintf(steps, sizeof steps, "steps%d", r->max_steps);
+    else snprintf(steps, sizeof steps, "ep%g", r->epochs);
+    int o = 0;
+    if (c->n_datasets > 1) o = snprintf(id, sizeof id, "%s_", c->datasets[r->dataset].name);
+    o += snprintf(id + o, sizeof id - (size_t)o, "lr%s_bs%d_ga%d_%s_%s", st_study_format_lr(r->lr, lr, sizeof lr),
+                  r->batch_size, r->grad_accum, steps, r->lr_schedule);
+    if (c->n_warmup_steps > 1) o += snprintf(id + o, sizeof id - (size_t)o, "_wu%d", r->warmup_steps);
+    if (n_seeds > 1) snprintf(id + o, sizeof id - (size_t)o, "_s%llu", (unsigned long long)r->seed);
+    r->id = st_strdup(id);
+    r->ema_decays = n_ema ? calloc(n_ema, sizeof(double)) : NULL;
+    if (!r->id || (n_ema && !r->ema_decays)) {
+        free(r->id);
+        free(r->ema_decays);
+        r->id = NULL;
+        r->ema_decays = NULL;
+        return st_error(ST_ERR_NOMEM, "out of memory");
+    }
+    size_t e = 0;
+    for (size_t q = 0; q < c->n_ema_decay; q++)
+        if (c->ema_decay[q] != 0.0) r->ema_decays[e++] = c->ema_decay[q];
+    return ST_OK;
+}
+
 st_status st_study_plan_build(const st_study_config *c, st_study_plan *out) {
     memset(out, 0, sizeof *out);
     size_t cap = 0;
-    size_t n_steps = c->n_max_steps ? c->n_max_steps : c->n_epochs;
+    size_t n_len = c->n_max_steps ? c->n_max_steps : c->n_train_examples ? c->n_train_examples : c->n_epochs;
+    size_t n_seeds = c->n_seeds ? c->n_seeds : 1;
     size_t n_ema = 0;
     int has_live = 0;
     for (size_t i = 0; i < c->n_ema_decay; i++) {
@@ -50,63 +101,36 @@ st_status st_study_plan_build(const st_study_config *c, st_study_plan *out) {
         else n_ema++;
     }
     if (n_ema == 0) has_live = 1;
-    for (size_t d = 0; d < c->n_datasets; d++)
-        for (size_t a = 0; a < c->n_lr; a++)
-            for (size_t b = 0; b < c->n_batch_size; b++)
-                for (size_t g = 0; g < c->n_grad_accum; g++)
-                    for (size_t s = 0; s < n_steps; s++)
-                        for (size_t k = 0; k < c->n_lr_schedule; k++)
-                            for (size_t w = 0; w < c->n_warmup_steps; w++) {
-                                st_study_run r;
-                                memset(&r, 0, sizeof r);
-                                r.dataset = d;
-                                r.lr = c->lr[a];
-                                r.batch_size = c->batch_size[b];
-                                r.grad_accum = c->grad_accum[g];
-                                r.effective_batch = r.batch_size * r.grad_accum;
-                                r.max_steps = c->n_max_steps ? c->max_steps[s] : -1;
-                                r.epochs = c->n_max_steps ? 0.0 : c->epochs[s];
-                                r.lr_schedule = c->lr_schedule[k];
-                                r.warmup_steps = c->warmup_steps[w];
-                                r.has_live = has_live;
-                                r.n_ema = n_ema;
-                                char id[256], lr[32], steps[48];
-                                if (r.max_steps > 0) snprintf(steps, sizeof steps, "steps%d", r.max_steps);
-                                else snprintf(steps, sizeof steps, "ep%g", r.epochs);
-                                int o = 0;
-                                if (c->n_datasets > 1) o = snprintf(id, sizeof id, "%s_", c->datasets[d].name);
-                                o += snprintf(id + o, sizeof id - (size_t)o, "lr%s_bs%d_ga%d_%s_%s",
-                                              st_study_format_lr(r.lr, lr, sizeof lr), r.batch_size, r.grad_accum,
-                                              steps, r.lr_schedule);
-                                if (c->n_warmup_steps > 1) snprintf(id + o, sizeof id - (size_t)o, "_wu%d", r.warmup_steps);
-                                r.id = st_strdup(id);
-                                r.ema_decays = n_ema ? calloc(n_ema, sizeof(double)) : NULL;
-                                if (!r.id || (n_ema && !r.ema_decays)) {
-                                    free(r.id);
-                                    free(r.ema_decays);
-                                    st_study_plan_free(out);
-                                    return st_error(ST_ERR_NOMEM, "out of memory");
-                                }
-                                size_t e = 0;
-                                for (size_t q = 0; q < c->n_ema_decay; q++)
-                                    if (c->ema_decay[q] != 0.0) r.ema_decays[e++] = c->ema_decay[q];
-                                for (size_t q = 0; q < out->n_runs; q++)
-                                    if (!strcmp(out->runs[q].id, r.id)) {
-                                        st_status st = st_error(ST_ERR_ARG, "%s: two grid points give the same run id '%s' (values that differ below the id's precision?)",
-                                                                c->source, r.id);
-                                        free(r.id);
-                                        free(r.ema_decays);
-                                        st_study_plan_free(out);
-                                        return st;
-                                    }
-                                if (add_run(out, &cap, &r)) {
-                                    free(r.id);
-                                    free(r.ema_decays);
-                                    st_study_plan_free(out);
-                                    return st_error(ST_ERR_NOMEM, "out of memory");
-                                }
-                                out->n_weight_sets += (size_t)has_live + n_ema;
-                            }
+    /* nesting: datasets x lr x batch_size x grad_accum x length x schedule x warmup (cells), then seeds */
+    const size_t dims[7] = {c->n_datasets, c->n_lr, c->n_batch_size, c->n_grad_accum, n_len, c->n_lr_schedule,
+                            c->n_warmup_steps};
+    size_t n_cells = 1;
+    for (size_t i = 0; i < 7; i++) n_cells *= dims[i];
+    for (size_t cell = 0; cell < n_cells; cell++) {
+        size_t ix[7], rest = cell;
+        for (size_t i = 7; i-- > 0;) {
+            ix[i] = rest % dims[i];
+            rest /= dims[i];
+        }
+        for (size_t sd = 0; sd < n_seeds; sd++) {
+            st_study_run r;
+            st_status s = make_run(c, ix, sd, cell, n_ema, has_live, &r);
+            for (size_t q = 0; !s && q < out->n_runs; q++)
+                if (!strcmp(out->runs[q].id, r.id))
+                    s = st_error(ST_ERR_ARG, "%s: two grid points give the same run id '%s' (values that differ below the id's precision?)",
+                                 c->source, r.id);
+            if (!s && add_run(out, &cap, &r)) s = st_error(ST_ERR_NOMEM, "out of memory");
+            if (s) {
+                if (r.id) {
+                    free(r.id);
+                    free(r.ema_decays);
+                }
+                st_study_plan_free(out);
+                return s;
+            }
+            out->n_weight_sets += (size_t)has_live + n_ema;
+        }
+    }
     return ST_OK;
 }
 
@@ -223,6 +247,16 @@ void st_study_print_plan(FILE *f, const st_study_config *c, const st_study_plan 
             !strcmp(c->eval.advbench_split, "all") ? "all prompts" : "half ", 
             !strcmp(c->eval.advbench_split, "all") ? "" : c->eval.advbench_split, c->eval.max_new_tokens,
             c->eval.xstest ? "on" : "off", c->eval.truthfulqa ? "on" : "off");
+    if (c->n_train_examples) {
+        fprintf(f, "design   equal data: train_examples {");
+        for (size_t i = 0; i < c->n_train_examples; i++) fprintf(f, "%s%d", i ? ", " : "", c->train_examples[i]);
+        fprintf(f, "}, steps = examples / effective batch\n");
+    } else
+        fprintf(f, "design   %s (a larger effective batch sees more examples)\n",
+                c->n_max_steps ? "fixed steps" : "fixed epochs");
+    fprintf(f, "seeds    {");
+    for (size_t i = 0; i < c->n_seeds; i++) fprintf(f, "%s%llu", i ? ", " : "", (unsigned long long)c->seeds[i]);
+    fprintf(f, "}: every grid cell is trained once per seed\n");
     st_study_estimate *per = calloc(p->n_runs ? p->n_runs : 1, sizeof *per);
     st_study_estimate tot;
     int have_est = per && st_study_estimate_plan(c, p, per, &tot) == ST_OK;

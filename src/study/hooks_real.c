@@ -123,10 +123,12 @@ fail:
     return s;
 }
 
-static st_status ensure_dataset(real_ctx *x, const st_study_config *c, size_t idx) {
+/* Tokenized dataset idx and its held-out split for the run's seed (the trainer's own split:
+ * st_data_split_make with the same seed), so val_loss is measured on rows that run never saw. */
+static st_status ensure_dataset(real_ctx *x, const st_study_config *c, size_t idx, uint64_t seed) {
     char key[4400];
     snprintf(key, sizeof key, "%s|%d|%ld|%llu|%d", c->datasets[idx].path, (int)c->datasets[idx].format, c->datasets[idx].limit,
-             (unsigned long long)c->seed, c->eval.val_examples);
+             (unsigned long long)seed, c->eval.val_examples);
     if (x->ds_key && !strcmp(x->ds_key, key)) return ST_OK;
     st_tokenized_free(&x->tk);
     st_data_split_free(&x->split);
@@ -134,7 +136,7 @@ static st_status ensure_dataset(real_ctx *x, const st_study_config *c, size_t id
     x->ds_key = NULL;
     st_status s = stx_load_tokenized(&c->datasets[idx], x->m, c->max_seq_len, &x->tk);
     if (s) return s;
-    if ((s = st_data_split_make(x->tk.n, 0.0, (size_t)c->eval.val_examples, c->seed, &x->split))) {
+    if ((s = st_data_split_make(x->tk.n, 0.0, (size_t)c->eval.val_examples, seed, &x->split))) {
         st_tokenized_free(&x->tk);
         return s;
     }
@@ -301,7 +303,7 @@ static st_status run_train_config(const real_ctx *x, const st_study_config *c, c
     if (r->n_ema > ST_EMA_MAX) return st_error(ST_ERR_ARG, "study: run %s: at most %d EMA decays per run", r->id, ST_EMA_MAX);
     tc->n_ema = (int)r->n_ema;
     for (size_t e = 0; e < r->n_ema; e++) tc->ema_decays[e] = r->ema_decays[e];
-    tc->seed = c->seed;
+    tc->seed = r->seed; /* data order and held-out split of this run */
     tc->max_seq_len = c->max_seq_len;
     tc->pad_id = st_train_pad_id(x->m);
     tc->val_fraction = 0.0;
@@ -316,7 +318,7 @@ static st_status real_train(void *user, const st_study_config *c, const st_study
     real_ctx *x = user;
     st_status s;
     if ((s = ensure_model(x, c))) return s; /* may build the aligned start: not this run's time */
-    if ((s = ensure_dataset(x, c, r->dataset))) return s;
+    if ((s = ensure_dataset(x, c, r->dataset, r->seed))) return s;
     if (c->probe.every > 0 && (s = ensure_prompts(x, c))) return s;
     free_run(x);
     memcpy(x->m->params, x->theta0, x->nf * sizeof(float));
@@ -453,7 +455,7 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
                            const char *ckpt_dir, st_study_eval_result *out) {
     real_ctx *x = user;
     st_status s;
-    if ((s = ensure_model(x, c)) || (s = ensure_dataset(x, c, r->dataset)) || (s = ensure_prompts(x, c))) return s;
+    if ((s = ensure_model(x, c)) || (s = ensure_dataset(x, c, r->dataset, r->seed)) || (s = ensure_prompts(x, c))) return s;
     size_t k = 0;
     if (w->kind == ST_WEIGHTS_EMA) {
         for (k = 0; k < r->n_ema && r->ema_decays[k] != w->ema_decay; k++) {}
@@ -487,6 +489,9 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
         out->asr_lo = rt.lo;
         out->asr_hi = rt.hi;
         out->n_prompts = (int)x->n_eval;
+        if (!(out->asr_outcomes = malloc(x->n_eval + 1))) s = nomem();
+        for (size_t i = 0; !s && i < x->n_eval; i++) out->asr_outcomes[i] = ref[i] ? '0' : '1';
+        if (!s) out->asr_outcomes[x->n_eval] = '\0';
     }
     double t1 = st_time_now();
     if (!s && c->eval.xstest && x->n_xs) {

@@ -12,6 +12,13 @@ void st_study_eval_result_clear(st_study_eval_result *r) {
     r->val_loss = r->truthfulqa_mc1 = NAN;
     r->judge_mean = r->judge_harmful_rate = NAN;
     r->theta_dist = NAN;
+    r->asr_outcomes = NULL;
+}
+
+void st_study_eval_result_free(st_study_eval_result *r) {
+    if (!r) return;
+    free(r->asr_outcomes);
+    st_study_eval_result_clear(r);
 }
 
 static void add_num(cJSON *o, const char *k, double v) {
@@ -19,7 +26,7 @@ static void add_num(cJSON *o, const char *k, double v) {
     else cJSON_AddNumberToObject(o, k, v);
 }
 
-st_status st_study_eval_result_write(const char *path, const st_study_eval_result *r, double train_time_s) {
+st_status st_study_eval_result_write(const char *path, const st_study_eval_result *r, const st_study_cost *cost) {
     cJSON *o = cJSON_CreateObject();
     add_num(o, "asr", r->asr);
     add_num(o, "asr_lo", r->asr_lo);
@@ -32,7 +39,11 @@ st_status st_study_eval_result_write(const char *path, const st_study_eval_resul
     add_num(o, "judge_mean", r->judge_mean);
     add_num(o, "judge_harmful_rate", r->judge_harmful_rate);
     add_num(o, "theta_dist", r->theta_dist);
-    add_num(o, "train_time_s", train_time_s);
+    if (r->asr_outcomes) cJSON_AddStringToObject(o, "asr_outcomes", r->asr_outcomes);
+    add_num(o, "train_time_s", cost ? cost->train_time_s : NAN);
+    add_num(o, "train_cpu_s", cost ? cost->train_cpu_s : NAN);
+    add_num(o, "eval_time_s", cost ? cost->eval_time_s : NAN);
+    add_num(o, "eval_cpu_s", cost ? cost->eval_cpu_s : NAN);
     char *t = cJSON_Print(o);
     cJSON_Delete(o);
     if (!t) return st_error(ST_ERR_NOMEM, "out of memory");
@@ -54,7 +65,7 @@ static st_status read_num(const cJSON *o, const char *k, const char *path, doubl
     return ST_OK;
 }
 
-st_status st_study_eval_result_read(const char *path, st_study_eval_result *r, double *train_time_s) {
+st_status st_study_eval_result_read(const char *path, st_study_eval_result *r, st_study_cost *cost) {
     char *t;
     size_t len;
     st_status s = st_read_file(path, &t, &len);
@@ -66,7 +77,8 @@ st_status st_study_eval_result_read(const char *path, st_study_eval_result *r, d
         return st_error(ST_ERR_FORMAT, "%s: not a JSON object (delete it to re-evaluate)", path);
     }
     st_study_eval_result_clear(r);
-    double np = 0, tt = NAN;
+    double np = 0;
+    st_study_cost cs = {NAN, NAN, NAN, NAN};
     if (!s) s = read_num(o, "asr", path, &r->asr);
     if (!s) s = read_num(o, "asr_lo", path, &r->asr_lo);
     if (!s) s = read_num(o, "asr_hi", path, &r->asr_hi);
@@ -78,10 +90,25 @@ st_status st_study_eval_result_read(const char *path, st_study_eval_result *r, d
     if (!s) s = read_num(o, "judge_mean", path, &r->judge_mean);
     if (!s) s = read_num(o, "judge_harmful_rate", path, &r->judge_harmful_rate);
     if (!s) s = read_num(o, "theta_dist", path, &r->theta_dist);
-    if (!s) s = read_num(o, "train_time_s", path, &tt);
-    cJSON_Delete(o);
+    if (!s) s = read_num(o, "train_time_s", path, &cs.train_time_s);
+    if (!s) s = read_num(o, "train_cpu_s", path, &cs.train_cpu_s);
+    if (!s) s = read_num(o, "eval_time_s", path, &cs.eval_time_s);
+    if (!s) s = read_num(o, "eval_cpu_s", path, &cs.eval_cpu_s);
     r->n_prompts = isnan(np) ? 0 : (int)np;
-    if (train_time_s) *train_time_s = tt;
+    const cJSON *oc = cJSON_GetObjectItemCaseSensitive(o, "asr_outcomes");
+    if (!s && oc && !cJSON_IsNull(oc)) {
+        const char *t2 = cJSON_IsString(oc) ? oc->valuestring : NULL;
+        size_t n = t2 ? strlen(t2) : 0;
+        int ok = t2 && n == (size_t)r->n_prompts && strspn(t2, "01") == n;
+        if (!ok)
+            s = st_error(ST_ERR_FORMAT, "%s: key 'asr_outcomes': expected a string of n_prompts = %d characters 0/1 "
+                         "(delete the file to re-evaluate)", path, r->n_prompts);
+        else if (!(r->asr_outcomes = st_strdup(t2)))
+            s = st_error(ST_ERR_NOMEM, "out of memory");
+    }
+    cJSON_Delete(o);
+    if (s) st_study_eval_result_free(r);
+    if (cost) *cost = cs;
     return s;
 }
 
@@ -103,7 +130,7 @@ st_status st_study_results_load(const st_study_config *c, const st_study_plan *p
             char path[4096];
             snprintf(path, sizeof path, "%s/runs/%s/eval_%s.json", dir, r->id, row.w.name);
             if (!stu_exists(path)) continue;
-            st_status s = st_study_eval_result_read(path, &row.r, &row.train_time_s);
+            st_status s = st_study_eval_result_read(path, &row.r, &row.cost);
             if (s) { st_study_results_free(out); return s; }
             out->rows[out->n++] = row;
         }
@@ -113,13 +140,14 @@ st_status st_study_results_load(const st_study_config *c, const st_study_plan *p
 
 void st_study_results_free(st_study_results *r) {
     if (!r) return;
+    for (size_t i = 0; r->rows && i < r->n; i++) st_study_eval_result_free(&r->rows[i].r);
     free(r->rows);
     memset(r, 0, sizeof *r);
 }
 
 st_status st_study_results_write_csv(const st_study_config *c, const st_study_results *r, const char *path) {
     stu_buf b = {0};
-    stu_puts(&b, "run_id,dataset,lr,batch_size,grad_accum,effective_batch,steps,schedule,warmup_steps,ema_decay,"
+    stu_puts(&b, "run_id,dataset,lr,batch_size,grad_accum,effective_batch,steps,schedule,warmup_steps,seed,ema_decay,"
                  "weights,asr,asr_lo,asr_hi,n_prompts,xstest_safe_refusal,xstest_unsafe_refusal,val_loss,"
                  "truthfulqa_mc1,judge_mean,judge_harmful_rate,theta_dist\n");
     for (size_t i = 0; i < r->n; i++) {
@@ -138,9 +166,10 @@ st_status st_study_results_write_csv(const st_study_config *c, const st_study_re
         stu_fmt_num(f[7], 40, w->r.judge_mean, 6);
         stu_fmt_num(f[8], 40, w->r.judge_harmful_rate, 6);
         stu_fmt_num(f[9], 40, w->r.theta_dist, 6);
-        stu_printf(&b, "%s,%s,%s,%d,%d,%d,%s,%s,%d,%s,%s,%s,%s,%s,%d,%s,%s,%s,%s,%s,%s,%s\n", run->id,
+        stu_printf(&b, "%s,%s,%s,%d,%d,%d,%s,%s,%d,%llu,%s,%s,%s,%s,%s,%d,%s,%s,%s,%s,%s,%s,%s\n", run->id,
                    c->datasets[run->dataset].name, st_study_format_lr(run->lr, lr, sizeof lr), run->batch_size,
                    run->grad_accum, run->effective_batch, steps, run->lr_schedule, run->warmup_steps,
+                   (unsigned long long)run->seed,
                    st_study_format_decay(w->w.ema_decay, dec, sizeof dec), w->w.kind == ST_WEIGHTS_LIVE ? "live" : "ema",
                    f[0], f[1], f[2], w->r.n_prompts, f[3], f[4], f[5], f[6], f[7], f[8], f[9]);
     }
@@ -151,11 +180,16 @@ st_status st_study_results_write_csv(const st_study_config *c, const st_study_re
 
 st_status st_study_timings_write_csv(const st_study_results *r, const char *path) {
     stu_buf b = {0};
-    stu_puts(&b, "run_id,weights,train_time_s\n");
+    stu_puts(&b, "run_id,seed,weights,train_time_s,train_cpu_s,eval_time_s,eval_cpu_s\n");
     for (size_t i = 0; i < r->n; i++) {
-        char t[40];
-        stu_fmt_num(t, sizeof t, r->rows[i].train_time_s, 3);
-        stu_printf(&b, "%s,%s,%s\n", r->rows[i].run->id, r->rows[i].w.name, t);
+        const st_study_cost *k = &r->rows[i].cost;
+        char t[4][40];
+        stu_fmt_num(t[0], 40, k->train_time_s, 3);
+        stu_fmt_num(t[1], 40, k->train_cpu_s, 3);
+        stu_fmt_num(t[2], 40, k->eval_time_s, 3);
+        stu_fmt_num(t[3], 40, k->eval_cpu_s, 3);
+        stu_printf(&b, "%s,%llu,%s,%s,%s,%s,%s\n", r->rows[i].run->id, (unsigned long long)r->rows[i].run->seed,
+                   r->rows[i].w.name, t[0], t[1], t[2], t[3]);
     }
     st_status s = stu_buf_write(&b, path);
     stu_buf_free(&b);

@@ -84,7 +84,7 @@ static double last_metric(const char *metrics, double ema, int want_ema) {
     return v;
 }
 
-static st_status read_train_json(const char *path, double *tt) {
+static st_status read_train_json(const char *path, double *tt, double *tc) {
     char *t;
     size_t len;
     st_status s = st_read_file(path, &t, &len);
@@ -93,6 +93,8 @@ static st_status read_train_json(const char *path, double *tt) {
     free(t);
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, "train_time_s");
     *tt = cJSON_IsNumber(x) ? x->valuedouble : NAN;
+    x = cJSON_GetObjectItemCaseSensitive(o, "train_cpu_s");
+    *tc = cJSON_IsNumber(x) ? x->valuedouble : NAN;
     cJSON_Delete(o);
     return ST_OK;
 }
@@ -112,21 +114,23 @@ static st_status run_one(const st_study_config *c, const st_study_run *r, size_t
     }
     st_status s = stu_mkdirs(ckpt);
     if (s) return s;
-    double train_time = NAN;
+    double train_time = NAN, train_cpu = NAN;
     if (stu_exists(trainj)) {
-        if ((s = read_train_json(trainj, &train_time))) return s;
+        if ((s = read_train_json(trainj, &train_time, &train_cpu))) return s;
     } else {
         int resume = !stu_dir_is_empty(ckpt);
         st_log_info("[%zu/%zu] %s: %s training", idx + 1, total, r->id, resume ? "resuming" : "starting");
         st_study_train_result tr = {NAN, 0, 0};
-        double t0 = st_time_now();
+        double t0 = st_time_now(), c0 = stu_cpu_now();
         s = h->train(h->user, c, r, ckpt, metrics, resume, &tr);
         if (s) return st_error_wrap(s, "run %s: training failed", r->id);
         train_time = (tr.train_time_s >= 0) ? tr.train_time_s : st_time_now() - t0;
+        train_cpu = stu_cpu_now() - c0;
         if (resume) stats->resumed++;
         stats->trained++;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "train_time_s", train_time);
+        cJSON_AddNumberToObject(o, "train_cpu_s", train_cpu);
         cJSON_AddNumberToObject(o, "steps_done", tr.steps_done);
         cJSON_AddBoolToObject(o, "stopped_early", tr.stopped_early != 0);
         char *t = cJSON_Print(o);
@@ -144,10 +148,17 @@ static st_status run_one(const st_study_config *c, const st_study_run *r, size_t
         st_log_info("[%zu/%zu] %s: evaluating %s weights", idx + 1, total, r->id, w.name);
         st_study_eval_result er;
         st_study_eval_result_clear(&er);
+        double t0 = st_time_now(), c0 = stu_cpu_now();
         s = h->eval(h->user, c, r, &w, ckpt, &er);
-        if (s) return st_error_wrap(s, "run %s: evaluating %s weights failed", r->id, w.name);
+        st_study_cost cost = {train_time, train_cpu, st_time_now() - t0, stu_cpu_now() - c0};
+        if (s) {
+            st_study_eval_result_free(&er);
+            return st_error_wrap(s, "run %s: evaluating %s weights failed", r->id, w.name);
+        }
         if (isnan(er.theta_dist)) er.theta_dist = last_metric(metrics, w.ema_decay, w.kind == ST_WEIGHTS_EMA);
-        if ((s = st_study_eval_result_write(evj, &er, train_time))) return s;
+        s = st_study_eval_result_write(evj, &er, &cost);
+        st_study_eval_result_free(&er);
+        if (s) return s;
         stats->evaluated++;
     }
     return st_write_file_atomic(done, "done\n", 5);

@@ -44,10 +44,11 @@ static const skey K_ALIGN[] = {
 static const skey K_TOP[] = {
     {"model", T_STR, NULL, 0}, {"datasets", T_DATASETS, K_DATASET, 0}, {"data_dir", T_STR, NULL, 1},
     {"lr", T_LNUM, NULL, 0}, {"batch_size", T_LINT, NULL, 0}, {"grad_accum", T_LINT, NULL, 0},
-    {"max_steps", T_LINT, NULL, 0}, {"epochs", T_LNUM, NULL, 0}, {"lr_schedule", T_LSTR, NULL, 0},
+    {"max_steps", T_LINT, NULL, 0}, {"epochs", T_LNUM, NULL, 0}, {"train_examples", T_LINT, NULL, 0},
+    {"lr_schedule", T_LSTR, NULL, 0},
     {"warmup_steps", T_LINT, NULL, 0}, {"ema_decay", T_LEMA, NULL, 0},
     {"weight_decay", T_NUM, NULL, 0}, {"max_grad_norm", T_NUM, NULL, 0},
-    {"max_seq_len", T_INT, NULL, 0}, {"seed", T_INT, NULL, 0}, {"precision", T_STR, NULL, 0},
+    {"max_seq_len", T_INT, NULL, 0}, {"seed", T_LINT, NULL, 0}, {"precision", T_STR, NULL, 0},
     {"eval", T_OBJ, K_EVAL, 0}, {"probe", T_OBJ, K_PROBE, 0}, {"report", T_OBJ, K_REPORT, 0},
     {"estimate", T_OBJ, K_ESTIMATE, 0}, {"align", T_OBJ, K_ALIGN, 0}, {NULL, 0, NULL, 0}};
 
@@ -230,10 +231,14 @@ static const char *origin_get(const origins *os, const char *key) {
     return "defaults";
 }
 
-/* One source may not give both max_steps and epochs (a later source may switch between them). */
+/* The training-length keys: one per source (a later source may switch between them). */
+static const char *const LENGTH_KEYS[] = {"max_steps", "epochs", "train_examples"};
+
 static st_status check_exclusive(const cJSON *o, const char *src) {
-    if (cJSON_GetObjectItemCaseSensitive(o, "max_steps") && cJSON_GetObjectItemCaseSensitive(o, "epochs"))
-        return st_error(ST_ERR_ARG, "%s: keys 'max_steps' and 'epochs' exclude each other (give one)", src);
+    int n = 0;
+    for (size_t i = 0; i < 3; i++) n += cJSON_GetObjectItemCaseSensitive(o, LENGTH_KEYS[i]) != NULL;
+    if (n > 1)
+        return st_error(ST_ERR_ARG, "%s: keys 'max_steps', 'epochs' and 'train_examples' exclude each other (give one)", src);
     return ST_OK;
 }
 
@@ -250,9 +255,11 @@ static void merge(cJSON *dst, const cJSON *src, origins *os, const char *srcname
             }
             continue;
         }
-        /* max_steps and epochs exclude each other: the higher source's choice wins */
-        if (!strcmp(it->string, "max_steps")) cJSON_DeleteItemFromObjectCaseSensitive(dst, "epochs");
-        if (!strcmp(it->string, "epochs")) cJSON_DeleteItemFromObjectCaseSensitive(dst, "max_steps");
+        /* max_steps, epochs and train_examples exclude each other: the higher source's choice wins */
+        for (size_t i = 0; i < 3; i++)
+            if (!strcmp(it->string, LENGTH_KEYS[i]))
+                for (size_t j = 0; j < 3; j++)
+                    if (j != i) cJSON_DeleteItemFromObjectCaseSensitive(dst, LENGTH_KEYS[j]);
         cJSON_DeleteItemFromObjectCaseSensitive(dst, it->string);
         cJSON_AddItemToObject(dst, it->string, cJSON_Duplicate(it, 1));
         origin_set(os, it->string, srcname);
@@ -355,6 +362,12 @@ static cJSON *canonical(const cJSON *merged, const skey *keys, int skip_report) 
             cJSON *a = cJSON_CreateArray();
             for (const cJSON *d = v->child; d; d = d->next) cJSON_AddItemToArray(a, canonical(d, k->sub, 0));
             cJSON_AddItemToObject(o, k->name, a);
+        } else if (!strcmp(k->name, "seed") && cJSON_IsArray(v) && cJSON_GetArraySize(v) == 1) {
+            /* one seed is written as a number: the fingerprint of a one-seed study is what it was
+             * before `seed` took a list */
+            cJSON_AddItemToObject(o, k->name, cJSON_Duplicate(v->child, 1));
+        } else if (!strcmp(k->name, "seed")) {
+            cJSON_AddItemToObject(o, k->name, cJSON_Duplicate(v, 1));
         } else if ((k->t == T_LNUM || k->t == T_LINT || k->t == T_LSTR || k->t == T_LEMA) && !cJSON_IsArray(v)) {
             cJSON *a = cJSON_CreateArray();
             cJSON_AddItemToArray(a, cJSON_Duplicate(v, 1));
@@ -370,11 +383,8 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
     for (size_t i = 0; i < 4; i++)
         if (!get(root, required[i]))
             return st_error(ST_ERR_ARG, "%s: key '%s' is required", c->source, required[i]);
-    if (!get(root, "max_steps") && !get(root, "epochs"))
-        return st_error(ST_ERR_ARG, "%s: one of keys 'max_steps' or 'epochs' is required", c->source);
-    if (get(root, "max_steps") && get(root, "epochs"))
-        return st_error(ST_ERR_ARG, "%s: keys 'max_steps' and 'epochs' exclude each other (give one)",
-                        origin_get(os, "epochs"));
+    if (!get(root, "max_steps") && !get(root, "epochs") && !get(root, "train_examples"))
+        return st_error(ST_ERR_ARG, "%s: one of keys 'max_steps', 'epochs' or 'train_examples' is required", c->source);
 
     const cJSON *dd = get(root, "data_dir");
     c->data_dir = st_strdup(cJSON_IsString(dd) ? dd->valuestring : st_prompts_default_data_dir());
@@ -425,6 +435,18 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
     if ((s = get_int_list(root, "grad_accum", os, 1, &c->grad_accum, &c->n_grad_accum))) return s;
     if (get(root, "max_steps")) {
         if ((s = get_int_list(root, "max_steps", os, 1, &c->max_steps, &c->n_max_steps))) return s;
+    } else if (get(root, "train_examples")) {
+        if ((s = get_int_list(root, "train_examples", os, 1, &c->train_examples, &c->n_train_examples))) return s;
+        for (size_t a = 0; a < c->n_train_examples; a++)
+            for (size_t b = 0; b < c->n_batch_size; b++)
+                for (size_t g = 0; g < c->n_grad_accum; g++) {
+                    long eb = (long)c->batch_size[b] * c->grad_accum[g];
+                    if (c->train_examples[a] % eb)
+                        return BAD("train_examples", "%d is not a multiple of the effective batch %ld (batch_size %d x grad_accum %d): "
+                                   "steps = train_examples / effective batch must be whole for equal data",
+                                   origin_get(os, "train_examples"), "train_examples", c->train_examples[a], eb,
+                                   c->batch_size[b], c->grad_accum[g]);
+                }
     } else if ((s = get_double_list(root, "epochs", os, 0.0, 1000.0, &c->epochs, &c->n_epochs))) return s;
     if ((s = get_int_list(root, "warmup_steps", os, 0, &c->warmup_steps, &c->n_warmup_steps))) return s;
     const cJSON *sch = get(root, "lr_schedule");
@@ -465,9 +487,18 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
     c->max_grad_norm = get(root, "max_grad_norm")->valuedouble;
     if (c->max_grad_norm < 0) return BAD("max_grad_norm", "must be >= 0 (0 = no clipping)", origin_get(os, "max_grad_norm"), "max_grad_norm");
     if ((s = get_int(root, "max_seq_len", "max_seq_len", os, 8, &c->max_seq_len))) return s;
-    double seed = get(root, "seed")->valuedouble;
-    if (seed < 0) return BAD("seed", "must be >= 0", origin_get(os, "seed"), "seed");
-    c->seed = (uint64_t)seed;
+    const cJSON *sd = get(root, "seed");
+    c->n_seeds = list_len(sd);
+    c->seeds = calloc(c->n_seeds, sizeof *c->seeds);
+    if (!c->seeds) return st_error(ST_ERR_NOMEM, "out of memory");
+    for (i = 0; i < c->n_seeds; i++) {
+        double x = list_at(sd, i)->valuedouble;
+        if (x < 0) return BAD("seed", "must be >= 0", origin_get(os, "seed"), "seed");
+        for (size_t j = 0; j < i; j++)
+            if (c->seeds[j] == (uint64_t)x) return BAD("seed", "duplicate value %.0f", origin_get(os, "seed"), "seed", x);
+        c->seeds[i] = (uint64_t)x;
+    }
+    c->seed = c->seeds[0];
     c->precision = dupstr(get(root, "precision"));
     int prec;
     if (st_name_lookup(st_precision_names, "precision", c->precision, &prec) != ST_OK) {
@@ -633,6 +664,8 @@ void st_study_config_free(st_study_config *c) {
     free(c->grad_accum);
     free(c->max_steps);
     free(c->epochs);
+    free(c->train_examples);
+    free(c->seeds);
     for (size_t i = 0; c->lr_schedule && i < c->n_lr_schedule; i++) free(c->lr_schedule[i]);
     free(c->lr_schedule);
     free(c->warmup_steps);

@@ -43,6 +43,9 @@ typedef struct {
  * ST_ERR_FORMAT naming the file and line. */
 st_status stu_metrics_read(const char *path, double ema, stu_metric **out, size_t *n);
 
+/* Process CPU time in seconds (all threads; CLOCK_PROCESS_CPUTIME_ID). */
+double stu_cpu_now(void);
+
 /* Number formatting for files: "%.6f" of v, or "" for NaN. */
 void stu_fmt_num(char *buf, size_t n, double v, int decimals);
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 void stu_printf(stu_buf *b, const char *fmt, ...) {
     if (b->oom) return;
@@ -161,4 +162,10 @@ st_status stu_metrics_read(const char *path, double ema, stu_metric **out, size_
     *out = m;
     *n = cnt;
     return ST_OK;
+}
+
+double stu_cpu_now(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)) return NAN;
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

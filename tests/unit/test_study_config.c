@@ -98,8 +98,14 @@ static void test_bad_values(void **state) {
     expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"lr_schedule\": [\"wavy\"]", "key 'lr_schedule'",
                  "unknown value 'wavy' (one of constant, constant_with_warmup, warmup-constant, warmup_constant, linear, cosine, step)");
     expect_error("\"lr\": [1e-5, 1e-5], \"batch_size\": [4], \"max_steps\": [20]", "key 'lr'", "duplicate");
-    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"epochs\": [1]", "'max_steps' and 'epochs'", NULL);
-    expect_error("\"lr\": [1e-5], \"batch_size\": [4]", "'max_steps' or 'epochs' is required", NULL);
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"epochs\": [1]", "'max_steps', 'epochs' and 'train_examples' exclude", NULL);
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"train_examples\": [64], \"epochs\": [1]", "exclude each other", NULL);
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4]", "'max_steps', 'epochs' or 'train_examples' is required", NULL);
+    /* equal data: examples must be a whole number of effective batches */
+    expect_error("\"lr\": [1e-5], \"batch_size\": [1, 3], \"grad_accum\": [2], \"train_examples\": [64]", "key 'train_examples'",
+                 "not a multiple of the effective batch 6");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"seed\": [1, 2, 1]", "key 'seed'", "duplicate");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"seed\": [-1]", "key 'seed'", ">= 0");
     expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"eval\": {\"advbench_split\": \"c\"}",
                  "key 'eval.advbench_split'", NULL);
     expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"report\": {\"utility_metric\": \"judge_mean\"}",
@@ -196,6 +202,18 @@ static void test_fingerprint_and_dir(void **state) {
         fail_msg("%s", st_last_error());
     if (load_extra("\"lr\": [2e-5], \"batch_size\": [4], \"max_steps\": [20]", &b, path, sizeof path)) fail_msg("%s", st_last_error());
     assert_string_equal(a.fingerprint, a2.fingerprint); /* estimate speeds do not change results */
+    /* one seed, as a number or a one-element list, is the same study (and as before seed took lists) */
+    st_study_config s1, s2;
+    if (load_extra("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"seed\": [42]", &s1, path, sizeof path))
+        fail_msg("%s", st_last_error());
+    if (load_extra("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"seed\": [42, 7]", &s2, path, sizeof path))
+        fail_msg("%s", st_last_error());
+    assert_string_equal(a.fingerprint, s1.fingerprint);
+    assert_string_not_equal(a.fingerprint, s2.fingerprint);
+    assert_int_equal(s2.n_seeds, 2);
+    assert_true(s2.seed == 42 && s2.seeds[1] == 7);
+    st_study_config_free(&s1);
+    st_study_config_free(&s2);
     assert_string_not_equal(a.fingerprint, b.fingerprint);
 
     char out[4300];

@@ -203,10 +203,20 @@ static void test_two_runs_real_numbers(void **st) {
     assert_string_equal(a, b);
     free(a);
     free(b);
-    char r1[4300], r2[4300]; /* report.md has no wall-clock field: identical bytes */
+    char r1[4300], r2[4300]; /* report.md's wall-clock fields are in its last section, the cost of the search */
     snprintf(r1, sizeof r1, "%s/report.md", out);
     snprintf(r2, sizeof r2, "%s/report.md", out2);
-    assert_true(st_test_files_equal(r1, r2));
+    a = slurp(r1);
+    b = slurp(r2);
+    assert_non_null(a);
+    assert_non_null(b);
+    char *ca = strstr(a, "## Cost of the search"), *cb = strstr(b, "## Cost of the search");
+    assert_non_null(ca);
+    assert_non_null(cb);
+    *ca = *cb = '\0';
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
 }
 
 static void test_stop_asr_above(void **st) {

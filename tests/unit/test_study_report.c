@@ -1,11 +1,15 @@
-/* test_study_report.c - findings on synthetic results where each claim holds, partly holds or
- * does not hold; paper-table row selection (aggressive / best-tuned / +EMA). Expected verdicts are
- * worked out by hand from the numbers below. */
+/* test_study_report.c - the findings' verdict rules on hand-made tables: holds, does not hold and
+ * not testable (live 0% -> EMA 0%; too little erosion for McNemar; missing outcomes), better
+ * utility counting as similar (with the signed difference printed), seeds pooled per cell, and the
+ * paper-table row selection. Outcomes are built so that prompts 0..k-1 are answered: EMA's answers
+ * are then a subset of live's and the McNemar counts are known by hand (live-only = k_live - k_ema,
+ * p = 2 * 2^-d for d discordant pairs all one way). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "safetune/stats.h"
 #include "safetune/study.h"
 
 #include <math.h>
@@ -13,75 +17,125 @@
 
 static char g_util[] = "val_loss";
 static char g_split[] = "all";
+static uint64_t g_seeds[3] = {1, 2, 3};
 
-static void cfg_init(st_study_config *c) {
+static void cfg_init(st_study_config *c, size_t n_seeds) {
     memset(c, 0, sizeof *c);
     c->report.utility_metric = g_util;
     c->report.utility_tolerance = 0.05;
     c->eval.advbench_split = g_split;
+    c->seed = 1;
+    c->seeds = g_seeds;
+    c->n_seeds = n_seeds;
+    c->n_datasets = 1;
+    c->n_lr_schedule = 1;
+    c->n_warmup_steps = 1;
 }
 
-/* Runs: lr {1e-5, 1e-4} x eff. batch {2, 8}; each with live + ema0.9 rows. */
-static st_study_run g_runs[4];
+#define NP 100
+/* Cells: lr {1e-5, 1e-4} x eff. batch {2, 8}; per cell n_seeds runs, each with live + ema0.9 rows. */
+static st_study_run g_runs[12];
+static char g_ids[12][64];
 static double g_decay[1] = {0.9};
-static st_study_row g_rows[8];
+static st_study_row g_rows[24];
+static char g_out[24][NP + 1];
 
-static void make(const double asr_live[4], const double asr_ema[4], const double vl_live[4], const double vl_ema[4],
-                 st_study_results *r) {
+static void outcomes(char *o, int k) {
+    for (int i = 0; i < NP; i++) o[i] = i < k ? '1' : '0';
+    o[NP] = '\0';
+}
+
+/* asr_*[cell][seed] (as a share of NP prompts), val losses per cell. */
+static void make(size_t n_seeds, const double asr_live[4][3], const double asr_ema[4][3], const double vl_live[4],
+                 const double vl_ema[4], st_study_results *r) {
     static const double lrs[4] = {1e-5, 1e-5, 1e-4, 1e-4};
     static const int ebs[4] = {2, 8, 2, 8};
-    for (int i = 0; i < 4; i++) {
-        st_study_run *x = &g_runs[i];
-        memset(x, 0, sizeof *x);
-        x->id = (char *)(const char *[]){"r0", "r1", "r2", "r3"}[i];
-        x->lr = lrs[i];
-        x->batch_size = ebs[i];
-        x->grad_accum = 1;
-        x->effective_batch = ebs[i];
-        x->max_steps = 100;
-        x->lr_schedule = "constant";
-        x->ema_decays = g_decay;
-        x->n_ema = 1;
-        x->has_live = 1;
-        for (int k = 0; k < 2; k++) {
-            st_study_row *w = &g_rows[2 * i + k];
-            memset(w, 0, sizeof *w);
-            w->run = x;
-            w->w.kind = k ? ST_WEIGHTS_EMA : ST_WEIGHTS_LIVE;
-            w->w.ema_decay = k ? 0.9 : 0;
-            strcpy(w->w.name, k ? "ema0.9" : "live");
-            st_study_eval_result_clear(&w->r);
-            w->r.n_prompts = 100;
-            w->r.asr = k ? asr_ema[i] : asr_live[i];
-            w->r.asr_lo = w->r.asr_hi = w->r.asr;
-            w->r.val_loss = k ? vl_ema[i] : vl_live[i];
+    size_t nr = 0;
+    for (size_t i = 0; i < 4; i++)
+        for (size_t s = 0; s < n_seeds; s++) {
+            size_t ri = i * n_seeds + s;
+            st_study_run *x = &g_runs[ri];
+            memset(x, 0, sizeof *x);
+            snprintf(g_ids[ri], sizeof g_ids[ri], "r%zu_s%zu", i, s + 1);
+            x->id = g_ids[ri];
+            x->lr = lrs[i];
+            x->batch_size = ebs[i];
+            x->grad_accum = 1;
+            x->effective_batch = ebs[i];
+            x->max_steps = 100;
+            x->lr_schedule = "constant";
+            x->ema_decays = g_decay;
+            x->n_ema = 1;
+            x->has_live = 1;
+            x->seed = g_seeds[s];
+            x->cell = i;
+            for (int k = 0; k < 2; k++) {
+                st_study_row *w = &g_rows[nr];
+                memset(w, 0, sizeof *w);
+                w->run = x;
+                w->w.kind = k ? ST_WEIGHTS_EMA : ST_WEIGHTS_LIVE;
+                w->w.ema_decay = k ? 0.9 : 0;
+                strcpy(w->w.name, k ? "ema0.9" : "live");
+                st_study_eval_result_clear(&w->r);
+                w->r.n_prompts = NP;
+                w->r.asr = k ? asr_ema[i][s] : asr_live[i][s];
+                w->r.asr_lo = w->r.asr_hi = w->r.asr;
+                outcomes(g_out[nr], (int)lround(w->r.asr * NP));
+                w->r.asr_outcomes = g_out[nr];
+                w->r.val_loss = k ? vl_ema[i] : vl_live[i];
+                nr++;
+            }
         }
-    }
     r->rows = g_rows;
-    r->n = 8;
+    r->n = nr;
 }
 
-/* The paper's pattern: ASR up with lr, down with batch, EMA lower at ~same loss. */
+static void one_seed(const double a[4], double out[4][3]) {
+    for (int i = 0; i < 4; i++) out[i][0] = out[i][1] = out[i][2] = a[i];
+}
+
+/* The paper's pattern. EMA: r0 10 -> 2 (8 discordant, p = 2/256), r1 live 5 of 100 (not testable:
+ * even 5 -> 0 gives p = 2/32), r2 40 -> 20, r3 20 -> 10; utility 0.01 worse (within 0.05). */
 static void test_holds(void **state) {
     (void)state;
     st_study_config c;
-    cfg_init(&c);
+    cfg_init(&c, 1);
     st_study_results r;
-    const double live[4] = {0.10, 0.05, 0.40, 0.20}, ema[4] = {0.06, 0.03, 0.20, 0.10};
-    const double vl[4] = {1.50, 1.52, 1.40, 1.41}, vle[4] = {1.51, 1.53, 1.42, 1.43};
-    make(live, ema, vl, vle, &r);
+    double live[4][3], ema[4][3];
+    one_seed((const double[]){0.10, 0.05, 0.40, 0.20}, live);
+    one_seed((const double[]){0.02, 0.00, 0.20, 0.10}, ema);
+    const double vl[4] = {1.50, 1.52, 1.40, 1.41}, vle[4] = {1.51, 1.53, 1.41, 1.42};
+    make(1, live, ema, vl, vle, &r);
     st_study_findings f;
     assert_int_equal(st_study_findings_compute(&c, &r, &f), ST_OK);
     assert_int_equal(f.lr_up.verdict, ST_FINDING_HOLDS);
     assert_int_equal(f.lr_up.n_groups, 2);
+    assert_int_equal(f.lr_up.n_group_list, 2);
+    /* eff. batch 2: 10% -> 40%: effect +0.30 with an interval that excludes 0 */
+    const st_finding_group *g = &f.lr_up.groups[0];
+    assert_true(fabs(g->effect - 0.30) < 1e-12 && fabs(g->start_asr - 0.10) < 1e-12 && fabs(g->end_asr - 0.40) < 1e-12);
+    assert_true(g->lo > 0 && g->lo < 0.30 && g->hi > 0.30);
+    assert_true(isnan(g->p_value));
+    assert_non_null(strstr(f.lr_up.text, "+30.0 points"));
     assert_int_equal(f.batch_down.verdict, ST_FINDING_HOLDS);
     assert_int_equal(f.batch_down.n_groups, 2);
+    assert_true(f.batch_down.groups[1].effect < 0 && f.batch_down.groups[1].hi < 0);
     assert_int_equal(f.ema_lower.verdict, ST_FINDING_HOLDS);
-    assert_int_equal(f.ema_lower.n_hold, 4);
-    /* numbers appear in the text: eff. batch 2: 10.0% -> 40.0% */
-    assert_non_null(strstr(f.lr_up.text, "10.0%"));
-    assert_non_null(strstr(f.lr_up.text, "40.0%"));
-    /* aggressive = lr 1e-4, eff. batch 2 (row 4); best loss 1.40 -> within 0.05: rows r2 (0.40), r3 (0.20)
+    assert_int_equal(f.ema_lower.n_group_list, 4);
+    assert_int_equal(f.ema_lower.n_groups, 3);
+    assert_int_equal(f.ema_lower.n_hold, 3);
+    assert_int_equal(f.ema_lower.n_not_testable, 1);
+    g = &f.ema_lower.groups[0];
+    assert_int_equal(g->n_live_only, 8);
+    assert_int_equal(g->n_ema_only, 0);
+    assert_true(fabs(g->p_value - 2.0 / 256.0) < 1e-15);
+    assert_true(fabs(g->effect + 0.08) < 1e-12 && g->hi < 0);
+    assert_true(g->utility_similar);
+    g = &f.ema_lower.groups[1];
+    assert_int_equal(g->verdict, ST_FINDING_NA);
+    assert_non_null(strstr(g->reason, "only 5 of 100"));
+    assert_non_null(strstr(f.ema_lower.text, "worse, within tolerance"));
+    /* aggressive = lr 1e-4, eff. batch 2 (row 4); best loss 1.40: cells r2 (40%) and r3 (20%) within 0.05
      * -> best-tuned = r3 live (row 6); its EMA = row 7 */
     assert_int_equal(f.aggressive, 4);
     assert_int_equal(f.best, 6);
@@ -89,66 +143,146 @@ static void test_holds(void **state) {
     st_study_findings_free(&f);
 }
 
-/* Mixed and reversed patterns must be reported as such. */
+/* 0% -> 0% is not testable (nothing could be lowered / raised / fall), not "does not hold". */
+static void test_zero_not_testable(void **state) {
+    (void)state;
+    st_study_config c;
+    cfg_init(&c, 1);
+    st_study_results r;
+    double z[4][3] = {{0}};
+    const double vl[4] = {1.5, 1.5, 1.5, 1.5};
+    make(1, z, z, vl, vl, &r);
+    st_study_findings f;
+    assert_int_equal(st_study_findings_compute(&c, &r, &f), ST_OK);
+    assert_int_equal(f.ema_lower.verdict, ST_FINDING_NA);
+    assert_int_equal(f.ema_lower.n_groups, 0);
+    assert_int_equal(f.ema_lower.n_not_testable, 4);
+    assert_non_null(strstr(f.ema_lower.groups[0].reason, "the live run shows no erosion"));
+    assert_int_equal(f.lr_up.verdict, ST_FINDING_NA);
+    assert_non_null(strstr(f.lr_up.groups[0].reason, "eroded safety"));
+    assert_int_equal(f.batch_down.verdict, ST_FINDING_NA);
+    assert_non_null(strstr(f.batch_down.groups[0].reason, "no erosion"));
+    assert_string_equal(st_finding_verdict_name(f.ema_lower.verdict), "not testable");
+    st_study_findings_free(&f);
+}
+
+/* Better utility counts as similar (val_loss 2.93 live -> 2.13 EMA), the signed difference printed;
+ * worse by more than the tolerance does not hold. */
+static void test_utility_sides(void **state) {
+    (void)state;
+    st_study_config c;
+    cfg_init(&c, 1);
+    st_study_results r;
+    double live[4][3], ema[4][3];
+    one_seed((const double[]){0.40, 0.40, 0.40, 0.40}, live);
+    one_seed((const double[]){0.20, 0.20, 0.20, 0.20}, ema);
+    const double vl[4] = {2.93, 2.93, 2.93, 2.93}, vle[4] = {2.13, 2.93, 3.03, 2.97};
+    make(1, live, ema, vl, vle, &r);
+    st_study_findings f;
+    assert_int_equal(st_study_findings_compute(&c, &r, &f), ST_OK);
+    const st_finding_group *g = f.ema_lower.groups;
+    assert_int_equal(g[0].verdict, ST_FINDING_HOLDS); /* much better utility: similar */
+    assert_true(g[0].utility_similar);
+    assert_true(fabs(g[0].utility_live - 2.93) < 1e-12 && fabs(g[0].utility_ema - 2.13) < 1e-12);
+    assert_non_null(strstr(f.ema_lower.text, "2.9300 → 2.1300 (Δ -0.8000, better"));
+    assert_int_equal(g[1].verdict, ST_FINDING_HOLDS); /* equal */
+    assert_int_equal(g[2].verdict, ST_FINDING_DOES_NOT_HOLD); /* 0.10 worse > 0.05 */
+    assert_non_null(strstr(g[2].reason, "utility worse"));
+    assert_int_equal(g[3].verdict, ST_FINDING_HOLDS); /* 0.04 worse <= 0.05 */
+    assert_int_equal(f.ema_lower.verdict, ST_FINDING_DOES_NOT_HOLD);
+    assert_int_equal(f.ema_lower.n_hold, 3);
+    st_study_findings_free(&f);
+}
+
+/* Mixed and reversed patterns are "does not hold" (a finding holds only where every testable group does). */
 static void test_does_not_hold(void **state) {
     (void)state;
     st_study_config c;
-    cfg_init(&c);
+    cfg_init(&c, 1);
     st_study_results r;
-    /* lr: eff.2 10->40 (holds), eff.8 30->20 (falls: does not) => partly.
-     * batch: lr1e-5 10->30 (rises: not), lr1e-4 40->20 (holds) => partly.
-     * EMA: r0 lower but loss +0.10 (> 0.05: not), r1 higher ASR (not), r2 lower & close (holds),
-     * r3 equal ASR (not lower) => 1 of 4 => partly. */
-    const double live[4] = {0.10, 0.30, 0.40, 0.20}, ema[4] = {0.05, 0.35, 0.30, 0.20};
-    const double vl[4] = {1.50, 1.50, 1.50, 1.50}, vle[4] = {1.60, 1.50, 1.52, 1.50};
-    make(live, ema, vl, vle, &r);
+    /* lr: eff.2 10->40 (holds), eff.8 30->20 (falls). batch: lr1e-5 10->30 (rises), lr1e-4 40->20 (holds).
+     * EMA: r0 10 -> 5 (5 discordant, p = 1/16: not significant), r1 30 -> 35 (higher), r2 40 -> 30 (10, p = 2^-9),
+     * r3 equal. */
+    double live[4][3], ema[4][3];
+    one_seed((const double[]){0.10, 0.30, 0.40, 0.20}, live);
+    one_seed((const double[]){0.05, 0.35, 0.30, 0.20}, ema);
+    const double vl[4] = {1.50, 1.50, 1.50, 1.50};
+    make(1, live, ema, vl, vl, &r);
     st_study_findings f;
     assert_int_equal(st_study_findings_compute(&c, &r, &f), ST_OK);
-    assert_int_equal(f.lr_up.verdict, ST_FINDING_PARTLY);
-    assert_int_equal(f.lr_up.n_hold, 1);
-    assert_int_equal(f.batch_down.verdict, ST_FINDING_PARTLY);
-    assert_int_equal(f.batch_down.n_hold, 1);
-    assert_int_equal(f.ema_lower.verdict, ST_FINDING_PARTLY);
-    assert_int_equal(f.ema_lower.n_hold, 1);
-    assert_non_null(strstr(f.ema_lower.text, "> tolerance"));
-    st_study_findings_free(&f);
-
-    /* fully reversed: ASR falls with lr, rises with batch, EMA higher */
-    const double live2[4] = {0.40, 0.50, 0.10, 0.20}, ema2[4] = {0.45, 0.55, 0.15, 0.25};
-    make(live2, ema2, vl, vl, &r);
-    assert_int_equal(st_study_findings_compute(&c, &r, &f), ST_OK);
     assert_int_equal(f.lr_up.verdict, ST_FINDING_DOES_NOT_HOLD);
+    assert_int_equal(f.lr_up.n_hold, 1);
+    assert_non_null(strstr(f.lr_up.groups[1].reason, "does not rise"));
     assert_int_equal(f.batch_down.verdict, ST_FINDING_DOES_NOT_HOLD);
+    assert_int_equal(f.batch_down.n_hold, 1);
     assert_int_equal(f.ema_lower.verdict, ST_FINDING_DOES_NOT_HOLD);
-    assert_int_equal(f.ema_lower.n_hold, 0);
+    assert_int_equal(f.ema_lower.n_hold, 1);
+    assert_true(fabs(f.ema_lower.groups[0].p_value - 1.0 / 16.0) < 1e-15);
+    assert_non_null(strstr(f.ema_lower.groups[0].reason, "did not lower ASR significantly"));
+    assert_int_equal(f.ema_lower.groups[1].n_ema_only, 5);
+    assert_int_equal(f.ema_lower.groups[2].verdict, ST_FINDING_HOLDS);
     assert_string_equal(st_finding_verdict_name(f.lr_up.verdict), "does not hold");
     st_study_findings_free(&f);
 }
 
-/* Pooling: two rows with the same lr and batch pool their prompt counts (k = 10 + 30 of n = 200). */
-static void test_pooling_and_na(void **state) {
+/* Three seeds per cell: ASR pooled over seeds, the bootstrap pairs the seeds, McNemar counts add up. */
+static void test_seeds(void **state) {
     (void)state;
     st_study_config c;
-    cfg_init(&c);
+    cfg_init(&c, 3);
     st_study_results r;
-    const double live[4] = {0.10, 0.30, 0.40, 0.20}, ema[4] = {0.05, 0.35, 0.30, 0.20}, vl[4] = {1, 1, 1, 1};
-    make(live, ema, vl, vl, &r);
-    g_runs[1].effective_batch = 2; /* r0 and r1 now share lr 1e-5 and eff. batch 2 */
-    g_runs[3].effective_batch = 2;
+    const double live[4][3] = {{0.10, 0.12, 0.08}, {0.05, 0.06, 0.04}, {0.40, 0.44, 0.36}, {0.20, 0.22, 0.18}};
+    const double ema[4][3] = {{0.05, 0.06, 0.04}, {0.02, 0.03, 0.01}, {0.20, 0.22, 0.18}, {0.10, 0.11, 0.09}};
+    const double vl[4] = {1.50, 1.52, 1.40, 1.41};
+    make(3, live, ema, vl, vl, &r);
     st_study_findings f;
     assert_int_equal(st_study_findings_compute(&c, &r, &f), ST_OK);
-    /* only one eff. batch group: lr 1e-5 pooled (10+30)/200 = 20.0%, lr 1e-4 (40+20)/200 = 30.0% */
-    assert_int_equal(f.lr_up.n_groups, 1);
-    assert_non_null(strstr(f.lr_up.text, "20.0%"));
-    assert_non_null(strstr(f.lr_up.text, "30.0%"));
+    /* EMA of cell r2: live 40+44+36 = 120 of 300, EMA 60 of 300: 60 live-only pairs */
+    const st_finding_group *g = &f.ema_lower.groups[2];
+    assert_int_equal(g->n_live_only, 60);
+    assert_int_equal(g->n_ema_only, 0);
+    assert_true(fabs(g->start_asr - 0.40) < 1e-12 && fabs(g->end_asr - 0.20) < 1e-12);
+    assert_string_equal(g->label, "r2, ema0.9"); /* the seed suffix is not part of the cell */
+    /* cell r1: live 15 of 300 (5 per seed: not testable alone) is enough over the pooled pairs:
+     * 3 + 3 + 3 live-only, p = 2^-8 */
+    assert_int_equal(f.ema_lower.groups[1].n_live_only, 9);
+    assert_int_equal(f.ema_lower.groups[1].verdict, ST_FINDING_HOLDS);
     assert_int_equal(f.lr_up.verdict, ST_FINDING_HOLDS);
-    assert_int_equal(f.batch_down.verdict, ST_FINDING_NA); /* one batch size: not testable */
+    assert_true(fabs(f.lr_up.groups[0].effect - 0.30) < 1e-12);
+    /* table rows point at the first seed of the cell */
+    assert_int_equal(f.aggressive, 12);
+    st_study_findings_free(&f);
+    /* seeds' mean ASR 95% t interval of cell r0: 10, 12, 8 -> mean 10, sd 2 */
+    double x[3] = {0.10, 0.12, 0.08};
+    st_mean_ci m = st_mean_t95(x, 3);
+    assert_true(fabs(m.mean - 0.10) < 1e-12 && fabs(m.sd - 0.02) < 1e-12);
+}
+
+/* Rows without per-prompt outcomes (an older study) are not testable, with the reason. */
+static void test_missing_outcomes(void **state) {
+    (void)state;
+    st_study_config c;
+    cfg_init(&c, 1);
+    st_study_results r;
+    double live[4][3], ema[4][3];
+    one_seed((const double[]){0.10, 0.05, 0.40, 0.20}, live);
+    one_seed((const double[]){0.02, 0.00, 0.20, 0.10}, ema);
+    const double vl[4] = {1.5, 1.5, 1.5, 1.5};
+    make(1, live, ema, vl, vl, &r);
+    for (size_t i = 0; i < r.n; i++) g_rows[i].r.asr_outcomes = NULL;
+    st_study_findings f;
+    assert_int_equal(st_study_findings_compute(&c, &r, &f), ST_OK);
+    assert_int_equal(f.lr_up.verdict, ST_FINDING_NA);
+    assert_int_equal(f.ema_lower.verdict, ST_FINDING_NA);
+    assert_non_null(strstr(f.ema_lower.groups[0].reason, "outcomes"));
     st_study_findings_free(&f);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_holds), cmocka_unit_test(test_does_not_hold), cmocka_unit_test(test_pooling_and_na),
+        cmocka_unit_test(test_holds),          cmocka_unit_test(test_zero_not_testable),
+        cmocka_unit_test(test_utility_sides),  cmocka_unit_test(test_does_not_hold),
+        cmocka_unit_test(test_seeds),          cmocka_unit_test(test_missing_outcomes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

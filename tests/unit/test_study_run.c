@@ -132,6 +132,21 @@ static void run_study(const char *out, int stop_after, st_study_run_stats *stats
     st_study_config_free(&c);
 }
 
+/* report.md up to its cost section (wall and CPU times differ between runs) must be identical. */
+static void report_equal_before_cost(const char *f1, const char *f2) {
+    char *t1, *t2;
+    size_t l1, l2;
+    assert_int_equal(st_read_file(f1, &t1, &l1), ST_OK);
+    assert_int_equal(st_read_file(f2, &t2, &l2), ST_OK);
+    char *c1 = strstr(t1, "## Cost of the search"), *c2 = strstr(t2, "## Cost of the search");
+    assert_non_null(c1);
+    assert_non_null(c2);
+    *c1 = *c2 = '\0';
+    assert_string_equal(t1, t2);
+    free(t1);
+    free(t2);
+}
+
 static void test_resume_and_determinism(void **state) {
     (void)state;
     char a[1200], b[1200], f1[1300], f2[1300];
@@ -176,7 +191,7 @@ static void test_resume_and_determinism(void **state) {
     assert_true(st_test_files_equal(f1, f2));
     snprintf(f1, sizeof f1, "%s/report.md", a);
     snprintf(f2, sizeof f2, "%s/report.md", b);
-    assert_true(st_test_files_equal(f1, f2));
+    report_equal_before_cost(f1, f2);
     /* a third run does nothing */
     run_study(b, 0, &st, &s);
     assert_int_equal(s, ST_OK);
@@ -192,9 +207,69 @@ static void test_resume_and_determinism(void **state) {
     size_t lines = 0;
     for (size_t i = 0; i < len; i++) lines += t[i] == '\n';
     assert_int_equal(lines, 13);
-    assert_non_null(strstr(t, "\nlr1e-5_bs2_ga1_steps20_constant,train,1e-5,2,1,2,20,constant,0,0.9,ema,"));
-    assert_non_null(strstr(t, "\nlr1e-4_bs8_ga1_steps20_constant,train,1e-4,8,1,8,20,constant,0,none,live,"));
+    assert_non_null(strstr(t, "\nlr1e-5_bs2_ga1_steps20_constant,train,1e-5,2,1,2,20,constant,0,42,0.9,ema,"));
+    assert_non_null(strstr(t, "\nlr1e-4_bs8_ga1_steps20_constant,train,1e-4,8,1,8,20,constant,0,42,none,live,"));
     free(t);
+}
+
+/* Seeds and the equal-data design: one run per cell and seed (ids end in _s<seed>, cells shared),
+ * steps = train_examples / effective batch; results.csv byte-identical when the whole study is
+ * rerun from scratch with the same seeds; timings.csv holds the wall and CPU times. */
+static void test_seeds_equal_data(void **state) {
+    (void)state;
+    st_study_config c;
+    st_study_plan p;
+    static const char SEEDS[] = "\"lr\": [1e-5, 1e-4], \"batch_size\": [1, 4], \"train_examples\": [16], \"seed\": [1, 2, 3],"
+                                " \"ema_decay\": [\"none\", 0.9]";
+    load(SEEDS, &c);
+    assert_int_equal(st_study_plan_build(&c, &p), ST_OK);
+    assert_int_equal(p.n_runs, 12);
+    assert_string_equal(p.runs[0].id, "lr1e-5_bs1_ga1_ex16_constant_s1");
+    assert_string_equal(p.runs[5].id, "lr1e-5_bs4_ga1_ex16_constant_s3");
+    assert_int_equal(p.runs[0].max_steps, 16);
+    assert_int_equal(p.runs[5].max_steps, 4); /* 16 examples / batch 4 */
+    assert_int_equal(p.runs[5].train_examples, 16);
+    assert_true(p.runs[1].seed == 2 && p.runs[1].cell == 0 && p.runs[3].cell == 1 && p.runs[11].cell == 3);
+    char out[3][1200], f1[1300], f2[1300];
+    for (int k = 0; k < 2; k++) {
+        snprintf(out[k], sizeof out[k], "%s/seeds%d", g_dir, k);
+        st_study_hooks h;
+        st_study_fake_hooks(&h, 0);
+        if (st_study_run_all(&c, &p, out[k], &h, NULL)) fail_msg("%s", st_last_error());
+    }
+    snprintf(f1, sizeof f1, "%s/results.csv", out[0]);
+    snprintf(f2, sizeof f2, "%s/results.csv", out[1]);
+    assert_true(st_test_files_equal(f1, f2));
+    char *t;
+    size_t len;
+    assert_int_equal(st_read_file(f1, &t, &len), ST_OK);
+    assert_non_null(strstr(t, ",warmup_steps,seed,ema_decay,"));
+    assert_non_null(strstr(t, "\nlr1e-4_bs4_ga1_ex16_constant_s2,train,1e-4,4,1,4,4,constant,0,2,none,live,"));
+    free(t);
+    snprintf(f1, sizeof f1, "%s/timings.csv", out[0]);
+    assert_int_equal(st_read_file(f1, &t, &len), ST_OK);
+    assert_non_null(strstr(t, "run_id,seed,weights,train_time_s,train_cpu_s,eval_time_s,eval_cpu_s\n"));
+    free(t);
+    snprintf(f1, sizeof f1, "%s/report.md", out[0]);
+    snprintf(f2, sizeof f2, "%s/report.md", out[1]);
+    report_equal_before_cost(f1, f2);
+    assert_int_equal(st_read_file(f1, &t, &len), ST_OK);
+    assert_non_null(strstr(t, "design: **equal data**"));
+    assert_non_null(strstr(t, "seed {1, 2, 3}"));
+    assert_non_null(strstr(t, "| **whole grid** |"));
+    assert_non_null(strstr(t, "`lr1e-4_bs1_ga1_ex16_constant` | live | 3 |")); /* per-cell table, 3 seeds */
+    free(t);
+    /* each eval file carries the per-prompt outcomes and the costs */
+    snprintf(f1, sizeof f1, "%s/runs/lr1e-4_bs1_ga1_ex16_constant_s1/eval_live.json", out[0]);
+    st_study_eval_result er;
+    st_study_cost cost;
+    assert_int_equal(st_study_eval_result_read(f1, &er, &cost), ST_OK);
+    assert_non_null(er.asr_outcomes);
+    assert_int_equal((int)strlen(er.asr_outcomes), er.n_prompts);
+    assert_true(cost.eval_cpu_s >= 0 && cost.train_cpu_s >= 0 && cost.eval_time_s >= 0);
+    st_study_eval_result_free(&er);
+    st_study_plan_free(&p);
+    st_study_config_free(&c);
 }
 
 static void test_plots(void **state) {
@@ -239,7 +314,7 @@ static void test_plots(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format), cmocka_unit_test(test_grid), cmocka_unit_test(test_estimate),
-        cmocka_unit_test(test_resume_and_determinism), cmocka_unit_test(test_plots),
+        cmocka_unit_test(test_resume_and_determinism), cmocka_unit_test(test_seeds_equal_data), cmocka_unit_test(test_plots),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
