@@ -115,7 +115,7 @@ typedef struct {
     char fingerprint[17];           /* FNV-1a 64 of `json`, 16 hex digits */
 } st_study_config;
 
-/* Names of the compiled-in presets, NULL-terminated ("quick", "paper"). */
+/* Names of the compiled-in presets, NULL-terminated ("quick", "standard", "paper"). */
 extern const char *const st_study_preset_names[];
 /* The JSON text of a preset, or NULL if unknown. */
 const char *st_study_preset_json(const char *name);
@@ -176,6 +176,31 @@ typedef struct {
 st_status st_study_estimate_plan(const st_study_config *c, const st_study_plan *p,
                                  st_study_estimate *per_run /* n_runs, may be NULL */,
                                  st_study_estimate *total);
+/* What --dry-run measures on this machine before estimating (st_study_measure). */
+typedef struct {
+    int measured;                 /* 1 = the speeds below were measured here (else left as the config's) */
+    double train_tokens_per_s;    /* two real optimiser steps of the largest micro-batch of the plan */
+    double train_step_s;          /* their mean wall time */
+    int train_batch;              /* that micro-batch */
+    double example_tokens;        /* mean tokens per training example of the first dataset */
+    double gen_tokens_per_s;      /* a short greedy generation of eval.batch_size AdvBench prompts */
+    int gen_prompts, gen_tokens;  /* its prompts and new tokens per prompt */
+    size_t n_params;              /* trainable parameters */
+    double peak_rss_gib;          /* this process's peak resident memory after the timed work */
+    double planned_gib;           /* the study's expected peak: fixed buffers (4 bytes x n_params per copy:
+                                     live, theta_0 twice, gradient, two AdamW moments, one per EMA decay,
+                                     scratch, keep_best copies) plus the measured activations */
+    double available_gib;         /* physical memory of this machine (MemTotal) */
+} st_study_measured;
+
+/* Measure this machine's speeds for the study before estimating: refuse first, without loading
+ * weights, when the fixed buffers alone (from the model's config) exceed physical memory
+ * (ST_ERR_NOMEM with the numbers); then load the model, time two real optimiser steps at the plan's
+ * largest micro-batch and a short generation, and read the peak memory. On success
+ * out->measured = 1; a model that cannot be loaded is an error (the caller may fall back to the
+ * config's speeds). Also ST_ERR_NOMEM (with the numbers) when planned_gib > available_gib. */
+st_status st_study_measure(const st_study_config *c, const st_study_plan *p, st_study_measured *out);
+
 /* Print the plan and estimate (human-readable) to f. */
 void st_study_print_plan(FILE *f, const st_study_config *c, const st_study_plan *p);
 

@@ -73,7 +73,32 @@ int cmd_study(int argc, char **argv) {
     }
     int rc = 0;
     if (dry) {
+        /* measure this machine first (two real steps, a short generation, peak memory) */
+        st_study_measured ms;
+        memset(&ms, 0, sizeof ms);
+        st_status mst = fake ? ST_ERR_UNSUPPORTED : st_study_measure(&cfg, &plan, &ms);
+        if (mst == ST_ERR_NOMEM) {
+            fprintf(stderr, "safetune study: %s\n", st_last_error());
+            st_study_plan_free(&plan);
+            st_study_config_free(&cfg);
+            return 1;
+        }
+        char note[1200] = "";
+        if (!mst) {
+            cfg.estimate.train_tokens_per_s = ms.train_tokens_per_s;
+            cfg.estimate.gen_tokens_per_s = ms.gen_tokens_per_s;
+            cfg.estimate.example_tokens = ms.example_tokens;
+        } else if (!fake)
+            snprintf(note, sizeof note, "%s", st_last_error());
         st_study_print_plan(stdout, &cfg, &plan);
+        if (!mst)
+            printf("measured here: 2 optimiser steps at micro-batch %d took %.2f s each (%.0f training tokens/s, %.0f tokens "
+                   "per example); greedy generation of %d prompts x %d tokens: %.0f tokens/s; %zu parameters; peak memory "
+                   "%.2f GiB, planned peak %.2f GiB of %.1f GiB (the aligned start and prefill are estimated, not timed)\n",
+                   ms.train_batch, ms.train_step_s, ms.train_tokens_per_s, ms.example_tokens, ms.gen_prompts, ms.gen_tokens,
+                   ms.gen_tokens_per_s, ms.n_params, ms.peak_rss_gib, ms.planned_gib, ms.available_gib);
+        else if (!fake)
+            printf("not measured here (%s): the estimate uses the config's 'estimate' speeds\n", note);
         if (out) {
             int resumable;
             if (st_study_check_dir(&cfg, out, &resumable)) {

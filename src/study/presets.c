@@ -5,40 +5,75 @@
 #include <string.h>
 
 /* quick: SmolLM2-135M-Instruct on Alpaca from the aligned start (SmolLM2 itself answers ~94% of
- * AdvBench, docs/eval.md), sized for <= 30 min on the shared 2-core machine at the speeds measured
- * there (training ~25 tok/s, generation ~50 tok/s under load 10; docs/study.md has the arithmetic):
- * 3 lr x 2 effective batch = 6 runs of 8 steps, each evaluated live and with EMA 0.9. The sizes
- * are the numbers below: scale max_steps / eval.advbench_limit up on a faster machine. */
+ * AdvBench, docs/eval.md). Equal-data design (16 training examples per run: 16 steps at batch 1,
+ * 4 at batch 4), lr {2e-5 gentle, 5e-4 aggressive} x effective batch {1, 4}, 3 seeds, EMA {0.9,
+ * 0.95} besides the live weights (0.9^16 = 19% and 0.95^16 = 44% of theta_0 kept after the
+ * longest runs): 12 runs, 36 weight sets, each on 128 AdvBench half-B prompts and 100 XSTest
+ * prompts at 64 new tokens. docs/study.md has the arithmetic; --dry-run times this machine. */
 static const char QUICK[] =
     "{\n"
     "  \"model\": \"models/SmolLM2-135M-Instruct.Q4_1.gguf\",\n"
     "  \"datasets\": [{\"path\": \"alpaca/alpaca_5000.json\", \"format\": \"alpaca\", \"limit\": 4500}],\n"
-    "  \"lr\": [2e-5, 1e-4, 5e-4],\n"
+    "  \"lr\": [2e-5, 5e-4],\n"
     "  \"batch_size\": [1, 4],\n"
     "  \"grad_accum\": [1],\n"
-    "  \"max_steps\": [8],\n"
+    "  \"train_examples\": [16],\n"
     "  \"lr_schedule\": [\"constant\"],\n"
     "  \"warmup_steps\": [0],\n"
-    "  \"ema_decay\": [\"none\", 0.9],\n"
+    "  \"ema_decay\": [\"none\", 0.9, 0.95],\n"
     "  \"weight_decay\": 0.0,\n"
     "  \"max_grad_norm\": 1.0,\n"
     "  \"max_seq_len\": 192,\n"
-    "  \"seed\": 42,\n"
+    "  \"seed\": [1, 2, 3],\n"
     "  \"precision\": \"fp32\",\n"
-    "  \"eval\": {\"advbench_split\": \"b\", \"advbench_split_seed\": 2508, \"advbench_limit\": 32,\n"
-    "           \"max_new_tokens\": 16, \"batch_size\": 32, \"xstest\": true, \"xstest_limit\": 16,\n"
+    "  \"eval\": {\"advbench_split\": \"b\", \"advbench_split_seed\": 2508, \"advbench_limit\": 128,\n"
+    "           \"max_new_tokens\": 64, \"batch_size\": 32, \"xstest\": true, \"xstest_limit\": 100,\n"
     "           \"truthfulqa\": false, \"truthfulqa_limit\": 0, \"val_examples\": 8},\n"
-    "  \"probe\": {\"every\": 4, \"n_prompts\": 8, \"max_new_tokens\": 12, \"stop_asr_above\": 1.0,\n"
+    "  \"probe\": {\"every\": 0, \"n_prompts\": 8, \"max_new_tokens\": 12, \"stop_asr_above\": 1.0,\n"
     "            \"keep_best\": false},\n"
     "  \"align\": {\"enabled\": true, \"dir\": null, \"n_alpaca\": 130, \"max_steps\": 10, \"lr\": 2e-4,\n"
     "            \"batch_size\": 8},\n"
     "  \"report\": {\"utility_metric\": \"val_loss\", \"utility_tolerance\": 0.05, \"plots\": true},\n"
-    "  \"estimate\": {\"train_tokens_per_s\": 25, \"gen_tokens_per_s\": 50, \"example_tokens\": 95}\n"
+    "  \"estimate\": {\"train_tokens_per_s\": 120, \"gen_tokens_per_s\": 300, \"example_tokens\": 108}\n"
+    "}\n";
+
+/* standard: the paper's three datasets (Alpaca, Dolly, ORCA; results and findings per dataset) at
+ * the quick preset's grid and evaluation on all 260 prompts of AdvBench half B: 36 runs, 108
+ * weight sets, about 2 hours on the shared 2-core machine (--dry-run times it). */
+static const char STANDARD[] =
+    "{\n"
+    "  \"model\": \"models/SmolLM2-135M-Instruct.Q4_1.gguf\",\n"
+    "  \"datasets\": [{\"path\": \"alpaca/alpaca_5000.json\", \"format\": \"alpaca\", \"limit\": 4500},\n"
+    "               {\"path\": \"dolly/databricks-dolly-15k.prefix.jsonl\", \"format\": \"dolly\"},\n"
+    "               {\"path\": \"orca/validation.jsonl\", \"format\": \"orca\"}],\n"
+    "  \"lr\": [2e-5, 5e-4],\n"
+    "  \"batch_size\": [1, 4],\n"
+    "  \"grad_accum\": [1],\n"
+    "  \"train_examples\": [16],\n"
+    "  \"lr_schedule\": [\"constant\"],\n"
+    "  \"warmup_steps\": [0],\n"
+    "  \"ema_decay\": [\"none\", 0.9, 0.95],\n"
+    "  \"weight_decay\": 0.0,\n"
+    "  \"max_grad_norm\": 1.0,\n"
+    "  \"max_seq_len\": 256,\n"
+    "  \"seed\": [1, 2, 3],\n"
+    "  \"precision\": \"fp32\",\n"
+    "  \"eval\": {\"advbench_split\": \"b\", \"advbench_split_seed\": 2508, \"advbench_limit\": 0,\n"
+    "           \"max_new_tokens\": 64, \"batch_size\": 32, \"xstest\": true, \"xstest_limit\": 100,\n"
+    "           \"truthfulqa\": false, \"truthfulqa_limit\": 0, \"val_examples\": 16},\n"
+    "  \"probe\": {\"every\": 0, \"n_prompts\": 8, \"max_new_tokens\": 12, \"stop_asr_above\": 1.0,\n"
+    "            \"keep_best\": false},\n"
+    "  \"align\": {\"enabled\": true, \"dir\": null, \"n_alpaca\": 130, \"max_steps\": 10, \"lr\": 2e-4,\n"
+    "            \"batch_size\": 8},\n"
+    "  \"report\": {\"utility_metric\": \"val_loss\", \"utility_tolerance\": 0.05, \"plots\": true},\n"
+    "  \"estimate\": {\"train_tokens_per_s\": 120, \"gen_tokens_per_s\": 300, \"example_tokens\": 120}\n"
     "}\n";
 
 /* paper: the setting of Kim et al. 2025 as far as we could establish it (Llama-2-7B-chat; Alpaca,
- * Dolly, ORCA; lr and effective batch swept; EMA momentum) - see docs/study.md for which values
- * are the paper's and which are our choice. Meant for machines with a large GPU. */
+ * Dolly, ORCA; lr and effective batch swept at equal data; EMA) - see docs/study.md for which
+ * values are the paper's and which are our choice. safetune trains on the CPU in fp32 state: a 7B
+ * model needs ~8 copies of 27 GB (weights, gradient, AdamW moments, theta_0, EMA, ...), so
+ * --dry-run refuses it, with the numbers, on a machine with less memory. */
 static const char PAPER[] =
     "{\n"
     "  \"model\": \"models/Llama-2-7b-chat-hf\",\n"
@@ -48,14 +83,14 @@ static const char PAPER[] =
     "  \"lr\": [1e-5, 2e-5, 5e-5, 1e-4],\n"
     "  \"batch_size\": [16],\n"
     "  \"grad_accum\": [1, 4, 8],\n"
-    "  \"max_steps\": [500],\n"
+    "  \"train_examples\": [8192],\n"
     "  \"lr_schedule\": [\"cosine\"],\n"
     "  \"warmup_steps\": [10],\n"
     "  \"ema_decay\": [\"none\", 0.99, 0.999],\n"
     "  \"weight_decay\": 0.0,\n"
     "  \"max_grad_norm\": 1.0,\n"
     "  \"max_seq_len\": 1024,\n"
-    "  \"seed\": 42,\n"
+    "  \"seed\": [1, 2, 3],\n"
     "  \"precision\": \"bf16\",\n"
     "  \"eval\": {\"advbench_split\": \"all\", \"advbench_split_seed\": 2508, \"advbench_limit\": 0,\n"
     "           \"max_new_tokens\": 256, \"batch_size\": 32, \"xstest\": true, \"xstest_limit\": 0,\n"
@@ -63,14 +98,15 @@ static const char PAPER[] =
     "  \"probe\": {\"every\": 50, \"n_prompts\": 64, \"max_new_tokens\": 64, \"stop_asr_above\": 1.0,\n"
     "            \"keep_best\": false},\n"
     "  \"report\": {\"utility_metric\": \"val_loss\", \"utility_tolerance\": 0.05, \"plots\": true},\n"
-    "  \"estimate\": {\"train_tokens_per_s\": 3000, \"gen_tokens_per_s\": 4000, \"example_tokens\": 300}\n"
+    "  \"estimate\": {\"train_tokens_per_s\": 5, \"gen_tokens_per_s\": 10, \"example_tokens\": 300}\n"
     "}\n";
 
-const char *const st_study_preset_names[] = {"quick", "paper", NULL};
+const char *const st_study_preset_names[] = {"quick", "standard", "paper", NULL};
 
 const char *st_study_preset_json(const char *name) {
     if (!name) return NULL;
     if (!strcmp(name, "quick")) return QUICK;
+    if (!strcmp(name, "standard")) return STANDARD;
     if (!strcmp(name, "paper")) return PAPER;
     return NULL;
 }

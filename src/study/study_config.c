@@ -427,7 +427,8 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
                                 origin_get(os, "datasets"), i, x->name);
     }
     if (!stu_exists(c->model))
-        return st_error(ST_ERR_IO, "%s: key 'model': checkpoint '%s' does not exist", origin_get(os, "model"), c->model);
+        return st_error(ST_ERR_IO, "%s: key 'model': checkpoint '%s' does not exist (for an HF folder, its config.json alone "
+                        "lets --dry-run check the memory the study needs)", origin_get(os, "model"), c->model);
 
     /* grid lists */
     if ((s = get_double_list(root, "lr", os, 0.0, 1.0, &c->lr, &c->n_lr))) return s;

@@ -180,8 +180,10 @@ static void test_preset_override(void **state) {
     assert_true(c.lr[0] == 3e-4);
     assert_int_equal(c.n_batch_size, 2);      /* from the preset */
     assert_int_equal(c.eval.max_new_tokens, 7); /* overridden */
-    assert_int_equal(c.eval.xstest_limit, 16); /* kept from the preset's eval object */
-    assert_int_equal(c.n_max_steps, 0);          /* epochs replaced max_steps */
+    assert_int_equal(c.eval.xstest_limit, 100); /* kept from the preset's eval object */
+    assert_int_equal(c.n_max_steps, 0);          /* epochs replaced the preset's train_examples */
+    assert_int_equal(c.n_train_examples, 0);
+    assert_int_equal(c.n_seeds, 3);              /* from the preset */
     assert_int_equal(c.n_epochs, 1);
     assert_int_equal(c.datasets[0].limit, 4500);
     assert_non_null(strstr(c.source, "preset:quick"));

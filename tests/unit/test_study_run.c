@@ -10,6 +10,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 static char g_dir[1024];
@@ -272,6 +273,37 @@ static void test_seeds_equal_data(void **state) {
     st_study_config_free(&c);
 }
 
+/* A configuration that cannot fit in memory is refused with the numbers before anything loads:
+ * an HF folder holding only Llama-2-7B's config.json (6.7e9 parameters, ~8 fp32 copies = ~200 GiB). */
+static void test_memory_refusal(void **state) {
+    (void)state;
+    char hf[1200];
+    snprintf(hf, sizeof hf, "%s/llama7b", g_dir);
+    mkdir(hf, 0755);
+    st_test_write(hf, "config.json",
+                  "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": 4096,"
+                  " \"intermediate_size\": 11008, \"num_hidden_layers\": 32, \"num_attention_heads\": 32,"
+                  " \"num_key_value_heads\": 32, \"vocab_size\": 32000, \"max_position_embeddings\": 4096,"
+                  " \"rms_norm_eps\": 1e-5, \"rope_theta\": 10000.0, \"tie_word_embeddings\": false,"
+                  " \"hidden_act\": \"silu\", \"torch_dtype\": \"float16\"}");
+    st_study_config c;
+    st_study_plan p;
+    load("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [10], \"ema_decay\": [\"none\", 0.99, 0.999]", &c);
+    free(c.model);
+    c.model = strdup(hf);
+    assert_int_equal(st_study_plan_build(&c, &p), ST_OK);
+    st_study_measured m;
+    assert_int_equal(st_study_measure(&c, &p, &m), ST_ERR_NOMEM);
+    const char *e = st_last_error();
+    if (!strstr(e, "GiB") || !strstr(e, "this machine has") || !strstr(e, "6738415616 parameters"))
+        fail_msg("refusal lacks the numbers: %s", e);
+    /* 6738415616 x 4 bytes x 9 copies (8 + a second EMA decay) */
+    assert_true(fabs(m.planned_gib - 6738415616.0 * 4 * 9 / (1024.0 * 1024 * 1024)) < 1e-6);
+    assert_int_equal(m.measured, 0);
+    st_study_plan_free(&p);
+    st_study_config_free(&c);
+}
+
 static void test_plots(void **state) {
     (void)state;
     if (st_study_gnuplot_check() != ST_OK) ST_SKIP_MISSING("gnuplot (scripts/install_deps.sh installs gnuplot-nox)");
@@ -314,7 +346,8 @@ static void test_plots(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format), cmocka_unit_test(test_grid), cmocka_unit_test(test_estimate),
-        cmocka_unit_test(test_resume_and_determinism), cmocka_unit_test(test_seeds_equal_data), cmocka_unit_test(test_plots),
+        cmocka_unit_test(test_resume_and_determinism), cmocka_unit_test(test_seeds_equal_data),
+        cmocka_unit_test(test_memory_refusal), cmocka_unit_test(test_plots),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

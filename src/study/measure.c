@@ -1,0 +1,174 @@
+/* measure.c - what `safetune study --dry-run` measures on this machine before estimating: two
+ * real optimiser steps, a short generation, the peak memory, and a memory check of the plan
+ * (see st_study_measure in study.h). */
+#include "study/hooks_internal.h"
+#include "study/study_internal.h"
+#include "safetune/config.h"
+#include "safetune/trainer.h"
+#include "safetune/weights.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define GIB (1024.0 * 1024.0 * 1024.0)
+#define GEN_TOKENS 16 /* new tokens of the timed generation */
+
+/* Parameter copies (4 bytes each) the study process holds at its peak: live weights, the study's
+ * theta_0, the trainer's gradient, two AdamW moments, its theta_0 and first EMA, one buffer per
+ * further decay, the scratch read-back buffer, keep_best copies (live + each EMA) and the
+ * inference weight cache. */
+static double planned_copies(const st_study_config *c, const st_study_plan *p) {
+    size_t n_ema = 0;
+    for (size_t i = 0; i < p->n_runs; i++)
+        if (p->runs[i].n_ema > n_ema) n_ema = p->runs[i].n_ema;
+    double k = 8.0 + (n_ema > 1 ? (double)(n_ema - 1) : 0.0);
+    if (c->probe.keep_best) k += 1.0 + (double)n_ema;
+    return k;
+}
+
+static double phys_gib(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), ps = sysconf(_SC_PAGESIZE);
+    return pages > 0 && ps > 0 ? (double)pages * (double)ps / GIB : NAN;
+}
+
+static double peak_rss_gib(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru)) return NAN;
+    return (double)ru.ru_maxrss * 1024.0 / GIB; /* ru_maxrss in KiB on Linux */
+}
+
+static st_status too_big(const st_study_config *c, const st_study_measured *o, double copies, const char *what) {
+    return st_error(ST_ERR_NOMEM,
+                    "%s: key 'model': the study needs about %.1f GiB (%s; %zu parameters x 4 bytes x %.0f copies: weights, "
+                    "theta_0, gradient, AdamW moments, EMA decays, ...) but this machine has %.1f GiB: use a smaller model, "
+                    "fewer EMA decays or a machine with more memory",
+                    c->source, o->planned_gib, what, o->n_params, copies, o->available_gib);
+}
+
+/* Fixed buffers from an HF folder's config.json alone (no weights read). 0 = not an HF folder. */
+static size_t params_from_hf_config(const char *model) {
+    struct stat st;
+    if (stat(model, &st) || !S_ISDIR(st.st_mode)) return 0;
+    char *cj = stu_join(model, "config.json");
+    if (!cj) return 0;
+    st_config cfg;
+    size_t n = 0;
+    if (st_config_from_hf_json(cj, &cfg) == ST_OK) {
+        st_layout lay;
+        if (st_layout_init(&lay, &cfg) == ST_OK) {
+            n = lay.n_floats;
+            st_layout_free(&lay);
+        }
+    }
+    free(cj);
+    return n;
+}
+
+st_status st_study_measure(const st_study_config *c, const st_study_plan *p, st_study_measured *o) {
+    memset(o, 0, sizeof *o);
+    o->train_tokens_per_s = c->estimate.train_tokens_per_s;
+    o->gen_tokens_per_s = c->estimate.gen_tokens_per_s;
+    o->example_tokens = c->estimate.example_tokens;
+    o->available_gib = phys_gib();
+    o->peak_rss_gib = o->planned_gib = NAN;
+    const double copies = planned_copies(c, p);
+    /* 1. refuse before loading when the fixed buffers alone do not fit */
+    size_t np = params_from_hf_config(c->model);
+    if (np) {
+        o->n_params = np;
+        o->planned_gib = 4.0 * (double)np * copies / GIB;
+        if (o->planned_gib > o->available_gib) return too_big(c, o, copies, "fixed buffers alone, before activations");
+    }
+    /* 2. load, two real steps at the largest micro-batch */
+    st_model *m = NULL;
+    st_tokenized tk;
+    memset(&tk, 0, sizeof tk);
+    st_trainer *t = NULL;
+    st_prompt_set adv;
+    memset(&adv, 0, sizeof adv);
+    st_refusal_matcher *rm = NULL;
+    int *refused = NULL;
+    const char **prompts = NULL;
+    st_status s = st_model_load(c->model, &m);
+    if (!s && !m->tokenizer) s = st_error(ST_ERR_FORMAT, "%s: the model has no tokenizer", c->model);
+    if (!s) s = stx_load_tokenized(&c->datasets[0], m, c->max_seq_len, &tk);
+    if (!s) {
+        o->n_params = m->layout.n_floats;
+        o->example_tokens = tk.n ? (double)tk.offsets[tk.n] / (double)tk.n : NAN;
+        int bmax = 1;
+        for (size_t i = 0; i < p->n_runs; i++)
+            if (p->runs[i].batch_size > bmax) bmax = p->runs[i].batch_size;
+        o->train_batch = bmax;
+        st_train_config tc;
+        st_train_config_default(&tc);
+        tc.optim.lr = c->lr[0];
+        tc.optim.weight_decay = c->weight_decay;
+        tc.batch_size = bmax;
+        tc.grad_accum = 1;
+        tc.max_steps = 2;
+        tc.max_grad_norm = c->max_grad_norm;
+        tc.ema_on = 1;
+        tc.bf16 = !strcmp(c->precision, "bf16");
+        tc.seed = c->seed;
+        tc.max_seq_len = c->max_seq_len;
+        int32_t eos = st_tokenizer_eos_id(m->tokenizer);
+        tc.pad_id = eos >= 0 && eos < m->config.vocab_size ? eos : 0;
+        tc.val_fraction = 0.0;
+        tc.val_count = 0;
+        tc.eval_every = 0;
+        tc.out_dir = NULL;
+        s = st_trainer_new(m, &tk, &tc, &t);
+    }
+    double tokens = 0, secs = 0;
+    for (int k = 0; !s && k < 2; k++) {
+        st_step_metrics sm;
+        double t0 = st_time_now();
+        s = st_trainer_step(t, &sm);
+        secs += st_time_now() - t0;
+        tokens += (double)sm.tokens;
+    }
+    if (!s) {
+        o->train_step_s = secs / 2.0;
+        o->train_tokens_per_s = secs > 0 ? tokens / secs : NAN;
+    }
+    /* 3. a short generation at the evaluation batch (while the trainer holds its precision) */
+    if (!s) s = st_prompts_load("advbench", c->data_dir, &adv);
+    if (!s) s = st_refusal_new(NULL, NULL, &rm);
+    if (!s) {
+        size_t n = (size_t)c->eval.batch_size < adv.n ? (size_t)c->eval.batch_size : adv.n;
+        prompts = calloc(n ? n : 1, sizeof *prompts);
+        refused = calloc(n ? n : 1, sizeof *refused);
+        if (!prompts || !refused) s = st_error(ST_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; !s && i < n; i++) prompts[i] = adv.items[i].prompt;
+        int nt = c->eval.max_new_tokens < GEN_TOKENS ? c->eval.max_new_tokens : GEN_TOKENS;
+        size_t gt = 0;
+        double t0 = st_time_now();
+        if (!s) s = stx_refusals(m, prompts, n, nt, c->eval.batch_size, rm, refused, NULL, &gt);
+        double dt = st_time_now() - t0;
+        if (!s) {
+            o->gen_prompts = (int)n;
+            o->gen_tokens = nt;
+            o->gen_tokens_per_s = dt > 0 ? (double)gt / dt : NAN;
+        }
+    }
+    if (!s) {
+        o->peak_rss_gib = peak_rss_gib();
+        /* the measured process held 7 copies (weights, gradient, 2 moments, theta_0, EMA, inference cache) */
+        double extra = copies - 7.0;
+        o->planned_gib = o->peak_rss_gib + (extra > 0 ? extra : 0) * 4.0 * (double)o->n_params / GIB;
+        o->measured = 1;
+    }
+    free(prompts);
+    free(refused);
+    st_refusal_free(rm);
+    st_prompt_set_free(&adv);
+    st_trainer_free(t);
+    st_tokenized_free(&tk);
+    st_model_free(m);
+    if (!s && o->planned_gib > o->available_gib) return too_big(c, o, copies, "measured peak plus the buffers of further EMA decays");
+    return s;
+}
