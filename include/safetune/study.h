@@ -88,6 +88,13 @@ typedef struct {
         int truthfulqa, truthfulqa_limit;
         int val_examples;           /* held-out examples for val_loss */
         char *judge_url, *judge_model; /* NULL = no judge */
+        char **benchmarks;          /* further prompt sets (st_prompts_load specs, e.g. "harmbench:FILE",
+                                       "csv:FILE"; paths resolved against data_dir): every weight set is
+                                       also evaluated on each; NULL when none */
+        char **benchmark_tags;      /* their short names (results.csv columns <tag>_asr, <tag>_n) */
+        int *benchmark_n;           /* prompts in each file */
+        size_t n_benchmarks;
+        int benchmark_limit;        /* first N prompts of each (0 = all) */
     } eval;
     struct {
         int every;                  /* probe every N steps (0 = off) */
@@ -229,6 +236,11 @@ typedef struct {
     double val_loss, truthfulqa_mc1;
     double judge_mean, judge_harmful_rate;
     double theta_dist;          /* ||theta_w - theta_0||; NaN = take the last metrics.jsonl value */
+    double *bench_asr;          /* heap [n_bench]: answered share (no refusal keyword) per
+                                   cfg->eval.benchmarks[i] (ASR on harmful sets; 1 - refusal rate on
+                                   benign ones); NaN = not measured */
+    int *bench_n;               /* heap [n_bench]: prompts evaluated */
+    size_t n_bench;
     char *asr_outcomes;         /* heap, n_prompts characters '1' (answered: counts toward ASR) or '0'
                                    (refused), in the order of the evaluated AdvBench prompts (the same
                                    prompts for every weight set of a study); NULL = not recorded (then
@@ -237,8 +249,10 @@ typedef struct {
 
 /* Set every field of r to NaN (n_prompts = 0, asr_outcomes NULL; frees nothing). */
 void st_study_eval_result_clear(st_study_eval_result *r);
-/* Free r->asr_outcomes and clear r. */
+/* Free r->asr_outcomes and the benchmark arrays, and clear r. */
 void st_study_eval_result_free(st_study_eval_result *r);
+/* (Re)allocate r->bench_asr (NaN) and r->bench_n (0) for n benchmarks. */
+st_status st_study_eval_result_bench_alloc(st_study_eval_result *r, size_t n);
 
 /* Cost of one weight set's run (seconds; NaN = unknown): wall-clock and process CPU time
  * (CLOCK_PROCESS_CPUTIME_ID, all threads) of training (the run's; cumulative over resumes for the

@@ -132,6 +132,16 @@ static st_status fake_eval(void *user, const st_study_config *cfg, const st_stud
         out->xstest_safe_refusal = 0.10 - 0.02 * x + 0.01 * ema;
         out->xstest_unsafe_refusal = 0.80 - 0.15 * x + 0.05 * ema;
     }
+    /* further benchmarks: the AdvBench rate scaled per benchmark (a stand-in) */
+    st_status bs = st_study_eval_result_bench_alloc(out, cfg->eval.n_benchmarks);
+    if (bs) return bs;
+    for (size_t i = 0; i < cfg->eval.n_benchmarks; i++) {
+        int bn = cfg->eval.benchmark_n[i];
+        if (cfg->eval.benchmark_limit > 0 && cfg->eval.benchmark_limit < bn) bn = cfg->eval.benchmark_limit;
+        out->bench_n[i] = bn;
+        double f = a * (0.5 + 0.25 * (double)i);
+        out->bench_asr[i] = bn ? (double)llround((f > 1 ? 1 : f) * bn) / bn : NAN;
+    }
     out->val_loss = 1.60 - 0.08 * x + 0.01 * ema + 0.02 / sqrt((double)r->effective_batch) +
                     0.004 * (fake_u(r->seed, 1u << 21) - 0.5);
     if (cfg->eval.truthfulqa) out->truthfulqa_mc1 = 0.25 + 0.01 * x - 0.002 * ema;

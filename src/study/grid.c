@@ -187,6 +187,10 @@ st_status st_study_estimate_plan(const st_study_config *c, const st_study_plan *
     long n_tqa = 0;
     if (c->eval.truthfulqa)
         n_tqa = c->eval.truthfulqa_limit > 0 && c->eval.truthfulqa_limit < TRUTHFULQA_ROWS ? c->eval.truthfulqa_limit : TRUTHFULQA_ROWS;
+    long n_bench = 0; /* eval.benchmarks prompts per weight set */
+    for (size_t i = 0; i < c->eval.n_benchmarks; i++)
+        n_bench += c->eval.benchmark_limit > 0 && c->eval.benchmark_limit < c->eval.benchmark_n[i] ? c->eval.benchmark_limit
+                                                                                                   : c->eval.benchmark_n[i];
     const double prompt_fwd_s = (double)(n_adv + n_xs) * PROMPT_TOKENS / fwd;
     if (c->align.enabled) { /* built once (reused later): tuning, then ASR/XSTest of the result */
         const long at = (long)c->align.max_steps * c->align.batch_size * (long)c->estimate.example_tokens;
@@ -207,8 +211,8 @@ st_status st_study_estimate_plan(const st_study_config *c, const st_study_plan *
         size_t n_w = (size_t)r->has_live + r->n_ema;
         e.train_tokens = (long)(steps * r->effective_batch * c->estimate.example_tokens);
         e.train_s = (double)e.train_tokens / tr;
-        long gen_per_w = (n_adv + n_xs) * (long)c->eval.max_new_tokens;
-        double score_tokens = (double)(n_adv + n_xs) * PROMPT_TOKENS + (double)n_tqa * MC_TOKENS +
+        long gen_per_w = (n_adv + n_xs + n_bench) * (long)c->eval.max_new_tokens;
+        double score_tokens = (double)(n_adv + n_xs + n_bench) * PROMPT_TOKENS + (double)n_tqa * MC_TOKENS +
                               (double)c->eval.val_examples * c->estimate.example_tokens;
         e.gen_tokens = gen_per_w * (long)n_w;
         e.eval_s = (double)n_w * ((double)gen_per_w / gen + score_tokens / fwd);

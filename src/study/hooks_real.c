@@ -43,6 +43,8 @@ typedef struct {
     const char **adv_eval, **adv_probe, **xs_p;
     size_t n_eval, n_probe, n_xs;
     st_prompt_label *xs_lab;
+    st_prompt_set *bench;     /* eval.benchmarks, loaded with the other prompts */
+    size_t n_bench;
     int tqa_loaded;
     st_tqa_set tqa;
     st_refusal_matcher *rm;
@@ -161,6 +163,10 @@ static st_status ensure_prompts(real_ctx *x, const st_study_config *c) {
     x->n_eval = x->n_probe = x->n_xs = 0;
     st_prompt_set_free(&x->adv);
     st_prompt_set_free(&x->xs);
+    for (size_t i = 0; i < x->n_bench; i++) st_prompt_set_free(&x->bench[i]);
+    free(x->bench);
+    x->bench = NULL;
+    x->n_bench = 0;
     if (x->tqa_loaded) st_tqa_set_free(&x->tqa);
     x->tqa_loaded = 0;
     st_status s;
@@ -168,6 +174,12 @@ static st_status ensure_prompts(real_ctx *x, const st_study_config *c) {
     if ((s = stx_advbench_prompts(c, &x->adv, &x->adv_eval, &x->n_eval, &x->adv_probe, &x->n_probe))) return s;
     if (c->eval.xstest && (s = stx_xstest_prompts(c->data_dir, c->eval.xstest_limit, &x->xs, &x->xs_p, &x->xs_lab, &x->n_xs)))
         return s;
+    if (c->eval.n_benchmarks) {
+        if (!(x->bench = calloc(c->eval.n_benchmarks, sizeof *x->bench))) return nomem();
+        for (; x->n_bench < c->eval.n_benchmarks; x->n_bench++)
+            if ((s = st_prompts_load(c->eval.benchmarks[x->n_bench], c->data_dir, &x->bench[x->n_bench])))
+                return st_error_wrap(s, "eval.benchmarks[%zu]", x->n_bench);
+    }
     if (c->eval.truthfulqa) {
         char *p = stu_join(c->data_dir, "truthfulqa/TruthfulQA.csv");
         if (!p) return nomem();
@@ -451,6 +463,29 @@ static st_status judge_answers(const real_ctx *x, const st_study_config *c, cons
     return ST_OK;
 }
 
+/* Answered share of every eval.benchmarks set (first eval.benchmark_limit prompts). */
+static st_status eval_benchmarks(const real_ctx *x, const st_study_config *c, const st_model *v, st_study_eval_result *out) {
+    st_status s = st_study_eval_result_bench_alloc(out, x->n_bench);
+    for (size_t b = 0; !s && b < x->n_bench; b++) {
+        size_t n = x->bench[b].n;
+        if (c->eval.benchmark_limit > 0 && (size_t)c->eval.benchmark_limit < n) n = (size_t)c->eval.benchmark_limit;
+        const char **p = calloc(n ? n : 1, sizeof *p);
+        int *ref = calloc(n ? n : 1, sizeof *ref);
+        if (!p || !ref) s = nomem();
+        for (size_t i = 0; !s && i < n; i++) p[i] = x->bench[b].items[i].prompt;
+        if (!s) s = stx_refusals(v, p, n, c->eval.max_new_tokens, c->eval.batch_size, x->rm, ref, NULL, NULL);
+        size_t ans = 0;
+        for (size_t i = 0; !s && i < n; i++) ans += !ref[i];
+        if (!s) {
+            out->bench_n[b] = (int)n;
+            out->bench_asr[b] = n ? (double)ans / (double)n : NAN;
+        }
+        free(p);
+        free(ref);
+    }
+    return s;
+}
+
 static st_status real_eval(void *user, const st_study_config *c, const st_study_run *r, const st_study_weights *w,
                            const char *ckpt_dir, st_study_eval_result *out) {
     real_ctx *x = user;
@@ -507,6 +542,7 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
         }
     }
     free(ref);
+    if (!s) s = eval_benchmarks(x, c, &v, out);
     double t2 = st_time_now();
     if (!s && x->split.n_val > 0) {
         st_heldout_result hr;

@@ -727,7 +727,37 @@ st_status st_study_report_write(const st_study_config *c, const st_study_plan *p
                    vl, td);
     }
     stu_puts(&b, "\n");
-
+    if (c->eval.n_benchmarks) {
+        stu_puts(&b, "## Other benchmarks (seeds pooled)\n\nShare of answers without a refusal keyword, mean over seeds: "
+                     "the ASR on a harmful set, 1 − the over-refusal rate on a benign one. Compare with the AdvBench column "
+                     "to see whether a finding carries over to other prompts.\n\n| cell | weights | AdvBench");
+        for (size_t k = 0; k < c->eval.n_benchmarks; k++) stu_printf(&b, " | %s", c->eval.benchmark_tags[k]);
+        stu_puts(&b, " |\n|---|---|---");
+        for (size_t k = 0; k < c->eval.n_benchmarks; k++) stu_puts(&b, "|---");
+        stu_puts(&b, "|\n");
+        for (size_t i = 0; i < cs.n; i++) {
+            const cellagg *a = &cs.a[i];
+            char cl[160], ad[64];
+            cell_label(c, a->run, cl, sizeof cl);
+            mean_pct(ad, sizeof ad, a->mean);
+            stu_printf(&b, "| `%s` | %s | %s", cl, a->w.name, ad);
+            for (size_t k = 0; k < c->eval.n_benchmarks; k++) {
+                double *v = calloc(a->n_units, sizeof *v);
+                char cellv[64] = "n/a";
+                size_t nb = 0;
+                for (size_t u = 0; v && u < a->n_units; u++) {
+                    const st_study_row *w = &r->rows[a->rows[u]];
+                    v[u] = k < w->r.n_bench ? w->r.bench_asr[k] : NAN;
+                    if (k < w->r.n_bench) nb = (size_t)w->r.bench_n[k];
+                }
+                if (v) mean_pct(cellv, sizeof cellv, st_mean_t95(v, a->n_units));
+                free(v);
+                stu_printf(&b, " | %s (n=%zu)", cellv, nb);
+            }
+            stu_puts(&b, " |\n");
+        }
+        stu_puts(&b, "\n");
+    }
     if (plots_ok) {
         stu_puts(&b, "## Plots\n\n");
         static const char *plots[][2] = {{"asr_vs_lr", "ASR vs learning rate per effective batch (live and EMA)"},

@@ -13,11 +13,37 @@ void st_study_eval_result_clear(st_study_eval_result *r) {
     r->judge_mean = r->judge_harmful_rate = NAN;
     r->theta_dist = NAN;
     r->asr_outcomes = NULL;
+    r->bench_asr = NULL;
+    r->bench_n = NULL;
+    r->n_bench = 0;
+}
+
+st_status st_study_eval_result_bench_alloc(st_study_eval_result *r, size_t n) {
+    free(r->bench_asr);
+    free(r->bench_n);
+    r->bench_asr = NULL;
+    r->bench_n = NULL;
+    r->n_bench = 0;
+    if (!n) return ST_OK;
+    r->bench_asr = malloc(n * sizeof *r->bench_asr);
+    r->bench_n = calloc(n, sizeof *r->bench_n);
+    if (!r->bench_asr || !r->bench_n) {
+        free(r->bench_asr);
+        free(r->bench_n);
+        r->bench_asr = NULL;
+        r->bench_n = NULL;
+        return st_error(ST_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) r->bench_asr[i] = NAN;
+    r->n_bench = n;
+    return ST_OK;
 }
 
 void st_study_eval_result_free(st_study_eval_result *r) {
     if (!r) return;
     free(r->asr_outcomes);
+    free(r->bench_asr);
+    free(r->bench_n);
     st_study_eval_result_clear(r);
 }
 
@@ -40,6 +66,15 @@ st_status st_study_eval_result_write(const char *path, const st_study_eval_resul
     add_num(o, "judge_harmful_rate", r->judge_harmful_rate);
     add_num(o, "theta_dist", r->theta_dist);
     if (r->asr_outcomes) cJSON_AddStringToObject(o, "asr_outcomes", r->asr_outcomes);
+    if (r->n_bench) {
+        cJSON *a = cJSON_AddArrayToObject(o, "benchmarks");
+        for (size_t i = 0; a && i < r->n_bench; i++) {
+            cJSON *e = cJSON_CreateObject();
+            add_num(e, "asr", r->bench_asr[i]);
+            cJSON_AddNumberToObject(e, "n", r->bench_n[i]);
+            cJSON_AddItemToArray(a, e);
+        }
+    }
     add_num(o, "train_time_s", cost ? cost->train_time_s : NAN);
     add_num(o, "train_cpu_s", cost ? cost->train_cpu_s : NAN);
     add_num(o, "eval_time_s", cost ? cost->eval_time_s : NAN);
@@ -106,6 +141,16 @@ st_status st_study_eval_result_read(const char *path, st_study_eval_result *r, s
         else if (!(r->asr_outcomes = st_strdup(t2)))
             s = st_error(ST_ERR_NOMEM, "out of memory");
     }
+    const cJSON *bl = cJSON_GetObjectItemCaseSensitive(o, "benchmarks");
+    if (!s && cJSON_IsArray(bl) && (s = st_study_eval_result_bench_alloc(r, (size_t)cJSON_GetArraySize(bl))) == ST_OK) {
+        size_t i = 0;
+        for (const cJSON *e = bl->child; !s && e; e = e->next, i++) {
+            double n = NAN;
+            s = read_num(e, "asr", path, &r->bench_asr[i]);
+            if (!s) s = read_num(e, "n", path, &n);
+            r->bench_n[i] = isnan(n) ? 0 : (int)n;
+        }
+    }
     cJSON_Delete(o);
     if (s) st_study_eval_result_free(r);
     if (cost) *cost = cs;
@@ -149,7 +194,10 @@ st_status st_study_results_write_csv(const st_study_config *c, const st_study_re
     stu_buf b = {0};
     stu_puts(&b, "run_id,dataset,lr,batch_size,grad_accum,effective_batch,steps,schedule,warmup_steps,seed,ema_decay,"
                  "weights,asr,asr_lo,asr_hi,n_prompts,xstest_safe_refusal,xstest_unsafe_refusal,val_loss,"
-                 "truthfulqa_mc1,judge_mean,judge_harmful_rate,theta_dist\n");
+                 "truthfulqa_mc1,judge_mean,judge_harmful_rate,theta_dist");
+    for (size_t k = 0; k < c->eval.n_benchmarks; k++)
+        stu_printf(&b, ",%s_asr,%s_n", c->eval.benchmark_tags[k], c->eval.benchmark_tags[k]);
+    stu_puts(&b, "\n");
     for (size_t i = 0; i < r->n; i++) {
         const st_study_row *w = &r->rows[i];
         const st_study_run *run = w->run;
@@ -166,12 +214,21 @@ st_status st_study_results_write_csv(const st_study_config *c, const st_study_re
         stu_fmt_num(f[7], 40, w->r.judge_mean, 6);
         stu_fmt_num(f[8], 40, w->r.judge_harmful_rate, 6);
         stu_fmt_num(f[9], 40, w->r.theta_dist, 6);
-        stu_printf(&b, "%s,%s,%s,%d,%d,%d,%s,%s,%d,%llu,%s,%s,%s,%s,%s,%d,%s,%s,%s,%s,%s,%s,%s\n", run->id,
+        stu_printf(&b, "%s,%s,%s,%d,%d,%d,%s,%s,%d,%llu,%s,%s,%s,%s,%s,%d,%s,%s,%s,%s,%s,%s,%s", run->id,
                    c->datasets[run->dataset].name, st_study_format_lr(run->lr, lr, sizeof lr), run->batch_size,
                    run->grad_accum, run->effective_batch, steps, run->lr_schedule, run->warmup_steps,
                    (unsigned long long)run->seed,
                    st_study_format_decay(w->w.ema_decay, dec, sizeof dec), w->w.kind == ST_WEIGHTS_LIVE ? "live" : "ema",
                    f[0], f[1], f[2], w->r.n_prompts, f[3], f[4], f[5], f[6], f[7], f[8], f[9]);
+        for (size_t k = 0; k < c->eval.n_benchmarks; k++) {
+            char v[40] = "", nn[24] = "";
+            if (k < w->r.n_bench) {
+                stu_fmt_num(v, sizeof v, w->r.bench_asr[k], 6);
+                snprintf(nn, sizeof nn, "%d", w->r.bench_n[k]);
+            }
+            stu_printf(&b, ",%s,%s", v, nn);
+        }
+        stu_puts(&b, "\n");
     }
     st_status s = stu_buf_write(&b, path);
     stu_buf_free(&b);

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { T_STR, T_NUM, T_INT, T_BOOL, T_LNUM, T_LINT, T_LSTR, T_LEMA, T_DATASETS, T_OBJ } ktype;
+typedef enum { T_STR, T_NUM, T_INT, T_BOOL, T_LNUM, T_LINT, T_LSTR, T_LEMA, T_DATASETS, T_OBJ, T_LSTR0 } ktype;
 
 typedef struct skey {
     const char *name;
@@ -27,7 +27,7 @@ static const skey K_EVAL[] = {
     {"batch_size", T_INT, NULL, 0}, {"xstest", T_BOOL, NULL, 0}, {"xstest_limit", T_INT, NULL, 0},
     {"truthfulqa", T_BOOL, NULL, 0}, {"truthfulqa_limit", T_INT, NULL, 0},
     {"val_examples", T_INT, NULL, 0}, {"judge_url", T_STR, NULL, 1}, {"judge_model", T_STR, NULL, 1},
-    {NULL, 0, NULL, 0}};
+    {"benchmarks", T_LSTR0, NULL, 0}, {"benchmark_limit", T_INT, NULL, 0}, {NULL, 0, NULL, 0}};
 static const skey K_PROBE[] = {
     {"every", T_INT, NULL, 0}, {"n_prompts", T_INT, NULL, 0}, {"max_new_tokens", T_INT, NULL, 0},
     {"stop_asr_above", T_NUM, NULL, 0}, {"keep_best", T_BOOL, NULL, 0}, {NULL, 0, NULL, 0}};
@@ -60,7 +60,7 @@ static const char DEFAULTS[] =
     " \"eval\": {\"advbench_split\": \"all\", \"advbench_split_seed\": 2508, \"advbench_limit\": 0,"
     "  \"max_new_tokens\": 64, \"batch_size\": 16, \"xstest\": true, \"xstest_limit\": 0,"
     "  \"truthfulqa\": true, \"truthfulqa_limit\": 0, \"val_examples\": 100, \"judge_url\": null,"
-    "  \"judge_model\": null},"
+    "  \"judge_model\": null, \"benchmarks\": [], \"benchmark_limit\": 0},"
     " \"probe\": {\"every\": 0, \"n_prompts\": 16, \"max_new_tokens\": 32, \"stop_asr_above\": 1.0,"
     "  \"keep_best\": false},"
     " \"report\": {\"utility_metric\": \"val_loss\", \"utility_tolerance\": 0.05, \"plots\": true},"
@@ -114,7 +114,7 @@ static int is_int(const cJSON *v) {
 /* Check one scalar / list element against a type; returns an expectation text on mismatch. */
 static const char *scalar_mismatch(ktype t, const cJSON *v) {
     switch (t) {
-    case T_STR: case T_LSTR: return cJSON_IsString(v) ? NULL : "a string";
+    case T_STR: case T_LSTR: case T_LSTR0: return cJSON_IsString(v) ? NULL : "a string";
     case T_NUM: case T_LNUM: return cJSON_IsNumber(v) ? NULL : "a number";
     case T_INT: case T_LINT: return is_int(v) ? NULL : "an integer";
     case T_BOOL: return cJSON_IsBool(v) ? NULL : "true or false";
@@ -171,6 +171,13 @@ static st_status check_obj(const cJSON *o, const skey *keys, const char *src, co
                 if (!cJSON_GetObjectItemCaseSensitive(d, "path") || !cJSON_GetObjectItemCaseSensitive(d, "format"))
                     return st_error(ST_ERR_ARG, "%s: key '%s[%d]': needs both \"path\" and \"format\"", src, path, i);
             }
+        } else if (k->t == T_LSTR0) {
+            if (!cJSON_IsArray(it))
+                return st_error(ST_ERR_ARG, "%s: key '%s': expected a list of strings (may be empty), got %s", src, path, jtype(it));
+            int i = 0;
+            for (const cJSON *e = it->child; e; e = e->next, i++)
+                if (!cJSON_IsString(e))
+                    return st_error(ST_ERR_ARG, "%s: key '%s[%d]': expected a string, got %s", src, path, i, jtype(e));
         } else if (k->t == T_LNUM || k->t == T_LINT || k->t == T_LSTR || k->t == T_LEMA) {
             if (cJSON_IsArray(it)) {
                 if (cJSON_GetArraySize(it) == 0)
@@ -336,6 +343,61 @@ static st_status get_int(const cJSON *o, const char *k, const char *full, const 
     double x = get(o, k)->valuedouble;
     if (x < lo || x > 2e9) return BAD(full, "value %g must be >= %d", origin_get(os, full), full, x, lo);
     *out = (int)x;
+    return ST_OK;
+}
+
+static const char *stem_of(const char *path, char *buf, size_t n);
+
+/* eval.benchmarks: prompt-set specs "KIND:PATH" (or a built-in name such as "xstest"), PATH relative
+ * to data_dir unless absolute; each is loaded here so that a bad file stops the study before any
+ * training. Tags (results.csv columns, report): KIND, or KIND-<file stem> when a kind repeats. */
+static st_status get_benchmarks(const cJSON *v, const origins *os, st_study_config *c) {
+    const char *src = origin_get(os, "eval.benchmarks");
+    size_t n = v ? (size_t)cJSON_GetArraySize(v) : 0;
+    if (!n) return ST_OK;
+    c->eval.benchmarks = calloc(n, sizeof *c->eval.benchmarks);
+    c->eval.benchmark_tags = calloc(n, sizeof *c->eval.benchmark_tags);
+    c->eval.benchmark_n = calloc(n, sizeof *c->eval.benchmark_n);
+    if (!c->eval.benchmarks || !c->eval.benchmark_tags || !c->eval.benchmark_n) return st_error(ST_ERR_NOMEM, "out of memory");
+    c->eval.n_benchmarks = n;
+    for (size_t i = 0; i < n; i++) {
+        const char *spec = cJSON_GetArrayItem(v, (int)i)->valuestring;
+        const char *colon = strchr(spec, ':');
+        stu_buf b = {0};
+        if (colon && colon[1] && colon[1] != '/')
+            stu_printf(&b, "%.*s:%s/%s", (int)(colon - spec), spec, c->data_dir, colon + 1);
+        else
+            stu_puts(&b, spec);
+        if (b.oom || !b.p) {
+            stu_buf_free(&b);
+            return st_error(ST_ERR_NOMEM, "out of memory");
+        }
+        c->eval.benchmarks[i] = b.p;
+        st_prompt_set ps;
+        st_status s = st_prompts_load(b.p, c->data_dir, &ps);
+        if (s) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", st_last_error());
+            return st_error(s, "%s: key 'eval.benchmarks[%zu]': %s", src, i, msg);
+        }
+        c->eval.benchmark_n[i] = (int)ps.n;
+        st_prompt_set_free(&ps);
+        char tag[160], stem[128];
+        if (colon) snprintf(tag, sizeof tag, "%.*s", (int)(colon - spec), spec);
+        else snprintf(tag, sizeof tag, "%s", spec);
+        for (size_t j = 0; j < n; j++) {
+            const char *o = cJSON_GetArrayItem(v, (int)j)->valuestring, *oc = strchr(o, ':');
+            if (j != i && oc && colon && oc - o == colon - spec && !strncmp(o, spec, (size_t)(colon - spec))) {
+                size_t l = strlen(tag);
+                snprintf(tag + l, sizeof tag - l, "-%s", stem_of(colon + 1, stem, sizeof stem));
+                break;
+            }
+        }
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(c->eval.benchmark_tags[j], tag))
+                return st_error(ST_ERR_ARG, "%s: key 'eval.benchmarks[%zu]': '%s' repeats a benchmark (tag '%s')", src, i, spec, tag);
+        if (!(c->eval.benchmark_tags[i] = st_strdup(tag))) return st_error(ST_ERR_NOMEM, "out of memory");
+    }
     return ST_OK;
 }
 
@@ -526,6 +588,8 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
     if ((s = get_int(ev, "val_examples", "eval.val_examples", os, 0, &c->eval.val_examples))) return s;
     c->eval.judge_url = dupstr(get(ev, "judge_url"));
     c->eval.judge_model = dupstr(get(ev, "judge_model"));
+    if ((s = get_int(ev, "benchmark_limit", "eval.benchmark_limit", os, 0, &c->eval.benchmark_limit))) return s;
+    if ((s = get_benchmarks(get(ev, "benchmarks"), os, c))) return s;
 
     const cJSON *pr = get(root, "probe");
     if ((s = get_int(pr, "every", "probe.every", os, 0, &c->probe.every))) return s;
@@ -675,6 +739,13 @@ void st_study_config_free(st_study_config *c) {
     free(c->eval.advbench_split);
     free(c->eval.judge_url);
     free(c->eval.judge_model);
+    for (size_t i = 0; i < c->eval.n_benchmarks; i++) {
+        if (c->eval.benchmarks) free(c->eval.benchmarks[i]);
+        if (c->eval.benchmark_tags) free(c->eval.benchmark_tags[i]);
+    }
+    free(c->eval.benchmarks);
+    free(c->eval.benchmark_tags);
+    free(c->eval.benchmark_n);
     free(c->report.utility_metric);
     free(c->align.dir);
     free(c->source);
