@@ -18,6 +18,7 @@ static void print_summary(const char *out) {
         for (char *line = strtok(md, "\n"); line; line = strtok(NULL, "\n")) {
             if (!strncmp(line, "## ", 3)) in_table = !strcmp(line, "## Paper-form table");
             if (in_table || !strncmp(line, "### ", 4)) printf("%s\n", line);
+            if (!strncmp(line, "| **whole grid** |", 18)) printf("\ncost of the search (wall s / CPU s, train and eval):\n%s\n", line);
         }
         free(md);
     }
@@ -29,18 +30,19 @@ int cmd_study(int argc, char **argv) {
     int dry = 0, fake = 0, print_cfg = 0, stop_after = 0;
     st_opt opts[] = {
         {"config", ST_OPT_STR, &config, "FILE", "JSON study config (keys override the preset's, one by one)", 0, 0, 0},
-        {"preset", ST_OPT_STR, &preset, "NAME", "compiled-in config: quick (SmolLM2-135M, <= 30 min on 2 cores) | paper", 0, 0, 0},
+        {"preset", ST_OPT_STR, &preset, "NAME", "compiled-in config: quick (SmolLM2-135M, 3 seeds) | standard (Alpaca, Dolly, ORCA) | paper (Llama-2-7B)", 0, 0, 0},
         {"out", ST_OPT_STR, &out, "DIR", "study folder (required unless --dry-run / --print-config)", 0, 0, 0},
-        {"dry-run", ST_OPT_FLAG, &dry, NULL, "validate and print the run plan with an estimated time; trains nothing", 0, 0, 0},
+        {"dry-run", ST_OPT_FLAG, &dry, NULL, "validate, time two real steps and a short generation here, print the plan, time estimate and peak memory; trains nothing", 0, 0, 0},
         {"print-config", ST_OPT_FLAG, &print_cfg, NULL, "print the merged, normalised config (JSON) and exit", 0, 0, 0},
         {"fake", ST_OPT_FLAG, &fake, NULL, "deterministic fake training/evaluation (pipeline tests only; the report is marked SYNTHETIC)", 0, 0, 0},
         {"fake-stop-after", ST_OPT_INT, &stop_after, "N", "with --fake: stop after N runs, as if killed (tests of resume; 0 = never)", 0, 1 << 30, 0},
     };
     st_args_spec spec = {"safetune study", "(--config FILE | --preset NAME) --out DIR [--dry-run]",
-                         "Fine-tuning safety study (Kim et al. 2025): a grid over lr x batch_size x grad_accum x steps x\n"
-                         "lr_schedule x warmup_steps x ema_decay; every weight set (live, EMA) evaluated for AdvBench ASR,\n"
-                         "XSTest refusals and utility. Results: DIR/results.csv, DIR/report.md, DIR/plots/. Rerunning with\n"
-                         "the same config and DIR resumes (finished runs are skipped). See docs/study.md.",
+                         "Fine-tuning safety study (Kim et al. 2025): a grid over lr x batch_size x grad_accum x steps (or\n"
+                         "train_examples at equal data) x lr_schedule x warmup_steps x seed x ema_decay; every weight set\n"
+                         "(live, EMA) evaluated for AdvBench ASR, XSTest refusals and utility. Results: DIR/results.csv,\n"
+                         "DIR/report.md, DIR/plots/. Rerunning with the same config and DIR resumes (finished runs are\n"
+                         "skipped). See docs/study.md.",
                          opts, (int)(sizeof opts / sizeof *opts), 0, 0, NULL, 1};
     st_args args;
     int prc = st_args_parse(&spec, argc, argv, &args);
