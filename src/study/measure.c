@@ -17,15 +17,23 @@
 #define GIB (1024.0 * 1024.0 * 1024.0)
 #define GEN_TOKENS 16 /* new tokens of the timed generation */
 
-/* Parameter copies (4 bytes each) the study process holds at its peak: live weights, the study's
- * theta_0, the trainer's gradient, two AdamW moments, its theta_0 and first EMA, one buffer per
- * further decay, the scratch read-back buffer, keep_best copies (live + each EMA) and the
- * inference weight cache. */
-static double planned_copies(const st_study_config *c, const st_study_plan *p) {
-    size_t n_ema = 0;
+static size_t max_ema(const st_study_plan *p, size_t *run) {
+    size_t n = 0;
+    *run = 0;
     for (size_t i = 0; i < p->n_runs; i++)
-        if (p->runs[i].n_ema > n_ema) n_ema = p->runs[i].n_ema;
-    double k = 8.0 + (n_ema > 1 ? (double)(n_ema - 1) : 0.0);
+        if (p->runs[i].n_ema > n) {
+            n = p->runs[i].n_ema;
+            *run = i;
+        }
+    return n;
+}
+
+/* Parameter copies (4 bytes each) the study process holds at its peak: live weights, the study's
+ * theta_0, the trainer's theta_0, gradient and two AdamW moments, one buffer per EMA decay, the
+ * scratch read-back buffer, the inference weight cache and the keep_best copies (live + each EMA). */
+static double planned_copies(const st_study_config *c, const st_study_plan *p) {
+    size_t ri, n_ema = max_ema(p, &ri);
+    double k = 8.0 + (double)n_ema;
     if (c->probe.keep_best) k += 1.0 + (double)n_ema;
     return k;
 }
@@ -111,7 +119,10 @@ st_status st_study_measure(const st_study_config *c, const st_study_plan *p, st_
         tc.grad_accum = 1;
         tc.max_steps = 2;
         tc.max_grad_norm = c->max_grad_norm;
-        tc.ema_on = 1;
+        size_t ri, n_ema = max_ema(p, &ri);
+        if (n_ema > ST_EMA_MAX) n_ema = ST_EMA_MAX;
+        tc.n_ema = (int)n_ema; /* every decay of the plan: its buffers are in the measured peak */
+        for (size_t e = 0; e < n_ema; e++) tc.ema_decays[e] = p->runs[ri].ema_decays[e];
         tc.bf16 = !strcmp(c->precision, "bf16");
         tc.seed = c->seed;
         tc.max_seq_len = c->max_seq_len;
@@ -157,8 +168,10 @@ st_status st_study_measure(const st_study_config *c, const st_study_plan *p, st_
     }
     if (!s) {
         o->peak_rss_gib = peak_rss_gib();
-        /* the measured process held 7 copies (weights, gradient, 2 moments, theta_0, EMA, inference cache) */
-        double extra = copies - 7.0;
+        /* the measured process held the weights, the trainer's theta_0, gradient, 2 moments, every
+         * EMA decay and the inference cache: the study adds its own theta_0, scratch and keep_best */
+        size_t ri;
+        double extra = copies - (6.0 + (double)max_ema(p, &ri));
         o->planned_gib = o->peak_rss_gib + (extra > 0 ? extra : 0) * 4.0 * (double)o->n_params / GIB;
         o->measured = 1;
     }

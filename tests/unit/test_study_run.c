@@ -352,8 +352,8 @@ static void test_memory_refusal(void **state) {
     const char *e = st_last_error();
     if (!strstr(e, "GiB") || !strstr(e, "this machine has") || !strstr(e, "6738415616 parameters"))
         fail_msg("refusal lacks the numbers: %s", e);
-    /* 6738415616 x 4 bytes x 9 copies (8 + a second EMA decay) */
-    assert_true(fabs(m.planned_gib - 6738415616.0 * 4 * 9 / (1024.0 * 1024 * 1024)) < 1e-6);
+    /* 6738415616 x 4 bytes x 10 copies (8 + two EMA decays) */
+    assert_true(fabs(m.planned_gib - 6738415616.0 * 4 * 10 / (1024.0 * 1024 * 1024)) < 1e-6);
     assert_int_equal(m.measured, 0);
     st_study_plan_free(&p);
     st_study_config_free(&c);
