@@ -126,8 +126,7 @@ st_status st_study_measure(const st_study_config *c, const st_study_plan *p, st_
         tc.bf16 = !strcmp(c->precision, "bf16");
         tc.seed = c->seed;
         tc.max_seq_len = c->max_seq_len;
-        int32_t eos = st_tokenizer_eos_id(m->tokenizer);
-        tc.pad_id = eos >= 0 && eos < m->config.vocab_size ? eos : 0;
+        tc.pad_id = st_train_pad_id(m);
         tc.val_fraction = 0.0;
         tc.val_count = 0;
         tc.eval_every = 0;
