@@ -5,7 +5,9 @@
 #include <stddef.h>
 
 #include "cli/args.h"
+#include "safetune/export.h"
 #include "safetune/generate.h"
+#include "safetune/merge.h"
 #include "safetune/model.h"
 
 typedef struct {
@@ -23,6 +25,7 @@ int cmd_serve(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_study(int argc, char **argv);
 int cmd_align(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 
 /* Option rows (args.h) of the sampler (sampler.h) for generate and chat: float temperature,
  * int top_k, float top_p, uint64_t seed variables. */
@@ -93,5 +96,15 @@ void cli_signal_exit(int sig);
 
 /* On failure: removes OUT again if this command created it and it is still empty. */
 void cli_out_abandon(const char *out, int made);
+
+/* Merge theta_ft[n] back with theta0[n] by spec (merge.h; a DARE spec without a seed uses
+ * default_seed) and write the HF folder dir (st_export_hf of tmpl's config and tokenizer, atomic)
+ * plus dir/merge.json (spec_text, parameters, tensors, SLERP fallback fraction, DARE kept
+ * fraction, theta_dist, lambda_proj). stats_out may be NULL (src/cli/cmd_merge.c). */
+st_status cli_merge_write(const st_model *tmpl, const float *theta0, const float *theta_ft,
+                          const st_merge_spec *spec, uint64_t default_seed, const char *dir,
+                          st_export_dtype dtype, const char *spec_text, st_merge_stats *stats_out);
+/* One line on stderr: "PROG: wrote DIR (‖θ−θ0‖ .., λ_proj .., fallback / kept fraction)". */
+void cli_merge_print(const char *prog, const char *dir, const st_merge_spec *spec, const st_merge_stats *stats);
 
 #endif

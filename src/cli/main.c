@@ -21,6 +21,7 @@ static const st_command COMMANDS[] = {
     {"serve", "OpenAI-compatible HTTP server on 127.0.0.1", cmd_serve},
     {"train", "full fine-tuning (AdamW, LR schedule, clipping, EMA of the weights)", cmd_train},
     {"align", "build the aligned start of a study (refusal tuning on AdvBench half a)", cmd_align},
+    {"merge", "merge fine-tuned weights back with the aligned start (linear, SLERP, DARE)", cmd_merge},
     {"study", "fine-tuning safety study: grid of runs, results.csv, report.md, plots", cmd_study},
 };
 

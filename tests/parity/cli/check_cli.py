@@ -147,9 +147,9 @@ for cmd in (["generate", "--prompt", "hi"], ["chat"]):
 
 # ---- --help of every subcommand: exit 0, each option's default ----
 NO_DEFAULT = {"model", "prompt", "prompts", "output", "data", "out", "resume", "responses", "judge-url",
-              "judge-model", "config", "preset"}
+              "judge-model", "config", "preset", "base", "merge"}
 for cmd in (["info"], ["generate"], ["chat"], ["tokenize"], ["eval", "safety"], ["eval", "utility"], ["serve"],
-            ["train"], ["align"], ["study"]):
+            ["train"], ["align"], ["study"], ["merge"]):
     r = run(cmd + ["--help"])
     check(r.returncode == 0 and r.stdout.startswith("usage: safetune " + " ".join(cmd)), " ".join(cmd) + " --help: exit 0")
     lines = []  # one entry per option, with the help line below a long option joined to it
