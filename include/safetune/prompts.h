@@ -27,6 +27,7 @@ typedef struct {
     char *category; /* XSTest: type; HarmBench: SemanticCategory; StrongREJECT, JBB: category;
                        HEx-PHI: "category_N" from the file name; CSV/JSONL: optional; else NULL */
     st_prompt_label label;
+    char *target;   /* AdvBench: its target column ("Sure, here is ..."), else NULL */
 } st_prompt;
 
 typedef struct {

@@ -18,6 +18,7 @@
 #define SAFETUNE_STUDY_H
 
 #include "safetune/base.h"
+#include "safetune/data.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -445,6 +446,18 @@ void st_study_convs_free(st_study_conv *c, size_t n);
 /* Write conversations as OpenAI messages JSONL: {"messages":[{"role":"user",...},{"role":
  * "assistant",...}]} per line (atomic). */
 st_status st_study_write_messages_jsonl(const char *path, const st_study_conv *c, size_t n);
+
+/* The safety data of the data-side defenses, from the folder `safetune align` wrote (align_dir:
+ * advbench_split.json + align_set.jsonl) and data_dir's AdvBench CSV (src/study/safety_sets.c):
+ *   d_align: the (goal, refusal) pairs of align_set.jsonl whose goal is in half a, in file order
+ *            (SafeInstr's pool, DEFENSES.md §3), minus the poison reserve;
+ *   poison (NULL ok): poison_reserve (goal, AdvBench target) pairs, the first half-a goals of a
+ *            permutation seeded by seed (DEFENSES.md §9); 0 = none.
+ * ST_ERR_FORMAT when align_set.jsonl holds a half-b goal or misses a half-a goal; ST_ERR_ARG naming
+ * align_dir when the files are absent. Free both with st_dataset_free. */
+#define ST_STUDY_POISON_RESERVE 26
+st_status st_study_safety_sets(const char *align_dir, const char *data_dir, size_t poison_reserve, uint64_t seed,
+                               st_dataset *d_align, st_dataset *poison);
 
 /* ---- aligned start: build (`safetune align`, src/study/align.c) ---- */
 

@@ -64,6 +64,8 @@ typedef struct {
     int32_t pad_id;            /* padding token (masked out); any id in [0, V) */
     double val_fraction;       /* held-out rows (st_data_split_make) */
     size_t val_count;          /* > 0 overrides val_fraction */
+    size_t n_train_only;       /* the last n_train_only rows of data always train, never held out
+                                  (SafeInstr's safety rows); the split covers the others; 0 = none */
     int64_t eval_every;        /* val_loss every N steps (and at the last step); 0 = never */
     const char *out_dir;       /* run folder for metrics/checkpoints; NULL = none */
     const char *metrics_path;  /* metrics file; NULL = out_dir/metrics.jsonl */

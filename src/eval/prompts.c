@@ -23,6 +23,7 @@ void st_prompt_set_free(st_prompt_set *s) {
         free(s->items[i].id);
         free(s->items[i].prompt);
         free(s->items[i].category);
+        free(s->items[i].target);
     }
     free(s->items);
     free(s->name);
@@ -260,9 +261,10 @@ static st_status load_csv(const char *path, csv_kind kind, const st_prompt_opts 
         goto out;
     }
     const st__csv_row *h = &c.rows[0];
-    int ip, iid = -1, icat = -1, ilab = -1;
+    int ip, iid = -1, icat = -1, ilab = -1, itarget = -1;
     if (kind == CSV_ADVBENCH) {
         ip = st__csv_col(path, h, "goal", &s);
+        if (!s) itarget = st__csv_col(path, h, "target", &s); /* the compliance prefix ("Sure, here is ...") */
     } else if (kind == CSV_XSTEST) {
         ip = st__csv_col(path, h, "prompt", &s);
         if (!s) iid = st__csv_col(path, h, "id", &s);
@@ -332,7 +334,8 @@ static st_status load_csv(const char *path, csv_kind kind, const st_prompt_opts 
             }
             lab = want;
         }
-        if ((s = st__prompt_push(out, &cap, id, prompt, cat, lab))) {
+        if ((s = st__prompt_push(out, &cap, id, prompt, cat, lab)) ||
+            (itarget >= 0 && !(out->items[out->n - 1].target = st_strdup(row->f[itarget])))) {
             s = st_error(ST_ERR_NOMEM, "%s: out of memory", path);
             goto out;
         }

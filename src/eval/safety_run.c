@@ -48,6 +48,7 @@ st_status st_safety_generate(const st_model *model, const st_safety_opts *o, con
                 free(ps->items[i].id);
                 free(ps->items[i].prompt);
                 free(ps->items[i].category);
+                free(ps->items[i].target);
             }
         }
         ps->n = o->limit;

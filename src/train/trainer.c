@@ -81,8 +81,19 @@ st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_c
         t->n = m->layout.n_floats;
     }
     const int world = world_of(&cfg->comm);
-    if ((s = st_data_split_make(data->n, cfg->val_fraction, cfg->val_count, cfg->seed, &t->split)))
+    if (cfg->n_train_only > data->n) {
+        s = st_error(ST_ERR_ARG, "n_train_only %zu is more than the %zu rows", cfg->n_train_only, data->n);
         goto fail;
+    }
+    /* the split covers the user rows only; the last n_train_only rows (safety data) always train */
+    if ((s = st_data_split_make(data->n - cfg->n_train_only, cfg->val_fraction, cfg->val_count, cfg->seed, &t->split)))
+        goto fail;
+    if (cfg->n_train_only) {
+        uint32_t *tr = st_realloc(t->split.train, (t->split.n_train + cfg->n_train_only) * sizeof *tr);
+        if (!tr) { s = ST_ERR_NOMEM; goto fail; }
+        t->split.train = tr;
+        for (size_t i = data->n - cfg->n_train_only; i < data->n; i++) tr[t->split.n_train++] = (uint32_t)i;
+    }
     /* each rank needs batch_size rows per micro-batch from its shard */
     size_t per_rank = t->split.n_train / (size_t)world;
     if ((size_t)cfg->batch_size > per_rank) {
