@@ -204,6 +204,7 @@ static void test_safeinstr_mix(void **state) {
     assert_int_equal(st_data_mix(&u2, &p2, 10, 7, pick2), ST_OK); /* same seed, same rows */
     assert_memory_equal(pick, pick2, sizeof *pick * 10);
     st_dataset_free(&u2);
+    st_dataset_free(&p2);
     make_sets(&u2, &p2, 50, 26);
     assert_int_equal(st_data_mix(&u2, &p2, 10, 8, pick2), ST_OK);
     assert_memory_not_equal(pick, pick2, sizeof *pick * 10);
