@@ -64,6 +64,9 @@ typedef struct {
     int32_t pad_id;            /* padding token (masked out); any id in [0, V) */
     double val_fraction;       /* held-out rows (st_data_split_make) */
     size_t val_count;          /* > 0 overrides val_fraction */
+    double l2sp_alpha;         /* coupled L2-SP toward θ_0 (l2sp.h): g += α(θ−θ_0) before clipping; 0 = off */
+    double l2sp_alpha_decoupled; /* decoupled L2-SP: θ ← θ_0 + (1−η_s·α_d)(θ−θ_0) before the update;
+                                    lr·α_d < 1; 0 = off */
     size_t n_train_only;       /* the last n_train_only rows of data always train, never held out
                                   (SafeInstr's safety rows); the split covers the others; 0 = none */
     int64_t eval_every;        /* val_loss every N steps (and at the last step); 0 = never */
@@ -100,7 +103,8 @@ typedef struct {
     int64_t step;              /* optimiser steps done (1-based after the first step) */
     double loss;               /* window loss: Σ masked CE / normaliser */
     double lr;                 /* lr used by this step */
-    double grad_norm;          /* pre-clip global L2 norm */
+    double grad_norm;          /* pre-clip global L2 norm (the L2-SP term included) */
+    double penalty;            /* coupled L2-SP: (α/2)‖θ−θ_0‖² before the step (loss excludes it); NaN off */
     double tokens_per_s;       /* non-pad input tokens of the window / step wall time */
     double theta_dist, theta_ema_dist; /* theta_ema_dist: the first decay's (NaN without EMA) */
     double theta_ema_dists[ST_EMA_MAX]; /* ||θ_ema_j − θ_0|| per decay */

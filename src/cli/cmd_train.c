@@ -19,7 +19,11 @@
 #include "cli/commands.h"
 #include "safetune/checkpoint.h"
 #include "safetune/data.h"
+#include "safetune/data_transform.h"
 #include "safetune/export.h"
+#include "safetune/merge.h"
+#include "safetune/prompts.h"
+#include "safetune/study.h"
 #include "safetune/model.h"
 #include "safetune/train_settings.h"
 #include "safetune/trainer.h"
@@ -29,6 +33,10 @@
 typedef struct {
     const char *model, *data, *data_format, *out, *resume, *save_weights, *export_dtype, *lora_init;
     int max_rows, quiet, overwrite;
+    /* defenses outside the training step (docs/defenses.md): post-hoc merges, data transforms */
+    const char *merge, *lookahead, *lookahead_prefix, *align_dir, *data_dir;
+    float poison;
+    int lookahead_m, safeinstr_k;
 } train_opts;
 
 #define N_SETTINGS_MAX 64
@@ -82,7 +90,8 @@ static int fail(const char *what) {
  * the user's files), into what; 0 when there is none, no folder, or the folder is a run's (its
  * config.json is a run config, cli_read_run_config): then other entries are the user's results. */
 static int foreign_entry(const char *out, char *what, size_t cap) {
-    static const char *const ours[] = {"config.json", "metrics.jsonl", "checkpoints", "final", "final-ema"};
+    static const char *const ours[] = {"config.json", "metrics.jsonl", "checkpoints", "final", "final-ema",
+                                       "train_data.jsonl"};
     cJSON *run = cli_read_run_config(out);
     cJSON_Delete(run);
     if (run) return 0; /* a run's folder: what else is in it (eval results...) is the user's, left alone */
@@ -121,9 +130,80 @@ static char *run_config(const train_opts *o, const st_train_config *c) {
     cJSON_AddStringToObject(r, "export_dtype", o->export_dtype);
     char ai[PATH_MAX];
     if (o->lora_init) cJSON_AddStringToObject(r, "lora_init", realpath(o->lora_init, ai) ? ai : o->lora_init);
+    if (o->merge) cJSON_AddStringToObject(r, "merge", o->merge);
+    cJSON_AddStringToObject(r, "lookahead", o->lookahead);
+    cJSON_AddNumberToObject(r, "lookahead_m", o->lookahead_m);
+    cJSON_AddStringToObject(r, "lookahead_prefix", o->lookahead_prefix);
+    cJSON_AddNumberToObject(r, "safeinstr_k", o->safeinstr_k);
+    cJSON_AddNumberToObject(r, "poison", st_args_decimal(o->poison));
+    char aa[PATH_MAX];
+    if (o->align_dir) cJSON_AddStringToObject(r, "align_dir", realpath(o->align_dir, aa) ? aa : o->align_dir);
+    if (o->data_dir) cJSON_AddStringToObject(r, "data_dir", realpath(o->data_dir, aa) ? aa : o->data_dir);
     char *t = cJSON_Print(r);
     cJSON_Delete(r);
     return t;
+}
+
+/* --merge SPEC,...: each spec checked (st_merge_spec_parse, the message names the key) and no two
+ * with the same folder name; 0 or st_args_fail's 2. */
+static int parse_merges(st_args_spec *spec, const char *list, st_merge_spec *out, char (*text)[128], int cap,
+                        int *n) {
+    *n = 0;
+    for (const char *b = list;;) {
+        const char *e = strchr(b, ',');
+        const size_t len = e ? (size_t)(e - b) : strlen(b);
+        if (*n == cap) return st_args_fail(spec, "--merge: more than %d specs", cap);
+        if (len == 0 || len >= 128) return st_args_fail(spec, "--merge %s: an empty or overlong spec", list);
+        memcpy(text[*n], b, len);
+        text[*n][len] = 0;
+        if (st_merge_spec_parse(text[*n], &out[*n])) return st_args_fail(spec, "--merge: %s", st_last_error());
+        char a[96], c[96];
+        for (int k = 0; k < *n; k++)
+            if (!strcmp(st_merge_spec_name(&out[k], a, sizeof a), st_merge_spec_name(&out[*n], c, sizeof c)))
+                return st_args_fail(spec, "--merge: '%s' and '%s' are the same merge", text[k], text[*n]);
+        ++*n;
+        if (!e) break;
+        b = e + 1;
+    }
+    return 0;
+}
+
+/* The data-side defenses on D_user (ds, already cut to --max-rows), in this order: the poisoned
+ * column replaces rows, SafeInstr appends *n_safety rows of D_align, LookAhead rewrites every
+ * row; the rows trained on are then written to OUT/train_data.jsonl (messages JSONL). */
+static st_status data_defenses(const train_opts *o, st_lookahead_mode la, uint64_t seed, const st_model *m,
+                               st_dataset *ds, size_t *n_safety) {
+    *n_safety = 0;
+    st_status s = ST_OK;
+    if (o->safeinstr_k > 0 || o->poison > 0) {
+        st_dataset pool = {0}, harm = {0};
+        const char *dd = o->data_dir ? o->data_dir : st_prompts_default_data_dir();
+        s = st_study_safety_sets(o->align_dir, dd, o->poison > 0 ? ST_STUDY_POISON_RESERVE : 0, seed, &pool,
+                                 o->poison > 0 ? &harm : NULL);
+        size_t n_poison = 0;
+        if (!s && o->poison > 0) s = st_data_poison(ds, &harm, st_args_decimal(o->poison), seed, NULL, &n_poison);
+        if (!s && o->safeinstr_k > 0) s = st_data_mix(ds, &pool, (size_t)o->safeinstr_k, seed, NULL);
+        if (!s && o->safeinstr_k > 0) *n_safety = (size_t)o->safeinstr_k;
+        if (!s && n_poison)
+            fprintf(stderr, "safetune train: poison: %zu of %zu user rows replaced by harmful goal -> AdvBench target "
+                    "pairs (%d goals of half a, left out of the SafeInstr pool)\n", n_poison, ds->n - *n_safety,
+                    ST_STUDY_POISON_RESERVE);
+        if (!s && *n_safety)
+            fprintf(stderr, "safetune train: SafeInstr: + %zu refusal pairs of %s (a replay of the alignment set), "
+                    "always in the training split\n", *n_safety, o->align_dir);
+        st_dataset_free(&pool);
+        st_dataset_free(&harm);
+        if (s) return s;
+    }
+    if (la != ST_LOOKAHEAD_NONE &&
+        (s = st_data_lookahead(ds, la, o->lookahead_m, o->lookahead_prefix, m->tokenizer)))
+        return s;
+    if (la != ST_LOOKAHEAD_NONE || o->safeinstr_k > 0 || o->poison > 0) {
+        char *p = st_path_join(o->out, "train_data.jsonl");
+        s = p ? st_dataset_write_jsonl(ds, p) : ST_ERR_NOMEM;
+        free(p);
+    }
+    return s;
 }
 
 /* final weights: an HF folder, or with LoRA a PEFT adapter folder over the base (absolute path
@@ -157,7 +237,8 @@ static int lora_options(const st_args_spec *spec, const st_train_config *c, cons
 }
 
 int cmd_train(int argc, char **argv) {
-    train_opts o = {.data_format = "auto", .save_weights = "both", .export_dtype = "f32"};
+    train_opts o = {.data_format = "auto", .save_weights = "both", .export_dtype = "f32", .lookahead = "none",
+                    .lookahead_m = ST_LOOKAHEAD_DEFAULT_M, .lookahead_prefix = ST_LOOKAHEAD_DEFAULT_PREFIX};
     /* one option per training setting, its text parsed by the table (bounds, names, messages
      * that name the key); then the options of this command */
     st_train_config c;
@@ -166,7 +247,7 @@ int cmd_train(int argc, char **argv) {
     const st_train_setting *rows = st_train_settings(&n_set);
     const char *text[N_SETTINGS_MAX];
     char defs[N_SETTINGS_MAX][64], helps[N_SETTINGS_MAX][320];
-    st_opt opts[N_SETTINGS_MAX + 16];
+    st_opt opts[N_SETTINGS_MAX + 24];
     int n_opts = 0;
     opts[n_opts++] = (st_opt){"model", ST_OPT_STR, &o.model, "MODEL", "GGUF file or Hugging Face folder (required)", 0, 0, 0};
     opts[n_opts++] = (st_opt){"data", ST_OPT_STR, &o.data, "FILE", "training data (JSON / JSONL) (required)", 0, 0, 0};
@@ -190,6 +271,21 @@ int cmd_train(int argc, char **argv) {
     opts[n_opts++] = (st_opt){"overwrite", ST_OPT_FLAG, &o.overwrite, NULL, "replace a finished run / checkpoints already in --out", 0, 0, 0};
     opts[n_opts++] = (st_opt){"lora-init", ST_OPT_STR, &o.lora_init, "DIR", "with --finetune lora: start from this PEFT "
                               "adapter folder (its r, alpha and targets)", 0, 0, 0};
+    opts[n_opts++] = (st_opt){"merge", ST_OPT_STR, &o.merge, "SPEC,...", "also write final-merge-<spec>/: the final live "
+                              "weights merged back with the start (linear:L, slerp:T, dare:L:P[:SEED]; seed default --seed)", 0, 0, 0};
+    opts[n_opts++] = (st_opt){"lookahead", ST_OPT_CHOICE, &o.lookahead, "none|real|virtual", "LookAhead Tuning: preview "
+                              "the answer in the prompt (real: its first --lookahead-m tokens; virtual: --lookahead-prefix)", 0, 0, 0};
+    opts[n_opts++] = (st_opt){"lookahead-m", ST_OPT_INT, &o.lookahead_m, "M", "tokens of the answer a real preview shows", 1, 1 << 20, 0};
+    opts[n_opts++] = (st_opt){"lookahead-prefix", ST_OPT_STR, &o.lookahead_prefix, "TEXT",
+                              "the virtual preview, also prepended to every answer", 0, 0, 0};
+    opts[n_opts++] = (st_opt){"safeinstr-k", ST_OPT_INT, &o.safeinstr_k, "K", "SafeInstr: mix K distinct AdvBench half-a "
+                              "refusal pairs of --align-dir into the training rows (3% of the rows is the paper's)", 0, 1 << 20, 0};
+    opts[n_opts++] = (st_opt){"poison", ST_OPT_FLOAT, &o.poison, "F", "replace this share of the rows by harmful goal -> "
+                              "compliance pairs (a reserve of 26 half-a goals with their AdvBench target)", 0, 1, 0};
+    opts[n_opts++] = (st_opt){"align-dir", ST_OPT_STR, &o.align_dir, "DIR", "`safetune align` output (align_set.jsonl, "
+                              "advbench_split.json) for --safeinstr-k / --poison (default: --model's parent when it is one)", 0, 0, 0};
+    opts[n_opts++] = (st_opt){"data-dir", ST_OPT_STR, &o.data_dir, "DIR", "AdvBench root for --safeinstr-k / --poison "
+                              "(default $SAFETUNE_DATA_DIR or data)", 0, 0, 0};
     st_args_spec spec = {"safetune train", "--model MODEL --data FILE --out DIR [options]",
                          "Full fine-tuning (AdamW, LR schedule, clipping, EMA of the weights) on a "
                          "chat dataset; loss on assistant tokens only.",
@@ -210,6 +306,9 @@ int cmd_train(int argc, char **argv) {
             rc = st_args_fail(&spec, "--%s %s: %s", rows[i].flag, text[i], st_last_error());
     if (!rc && st_train_config_validate(&c) != ST_OK) rc = st_args_fail(&spec, "%s", st_last_error());
     if (!rc) rc = lora_options(&spec, &c, &o);
+    if (!rc && o.merge && c.finetune == ST_FINETUNE_LORA) /* the trainer's θ is then the adapter vector */
+        rc = st_args_fail(&spec, "--merge works on full fine-tuning weights: with --finetune lora, merge the exported "
+                          "final/ afterwards with `safetune merge --base MODEL --model OUT/final`");
     c.out_dir = o.out;
     c.progress = !o.quiet;
     const st_sched_kind sk = c.sched.kind;
@@ -224,6 +323,33 @@ int cmd_train(int argc, char **argv) {
         rc = st_args_fail(&spec, "--save-weights ema needs --ema-decay > 0 (EMA is off, so no weights would be saved)");
     } else if (st_export_dtype_parse(o.export_dtype, &edt) != ST_OK || edt == ST_EXPORT_F16) {
         rc = st_args_fail(&spec, "--export-dtype %s: expected f32 or bf16", o.export_dtype);
+    }
+    enum { MAX_MERGES = 32 };
+    st_merge_spec merges[MAX_MERGES];
+    char merge_text[MAX_MERGES][128];
+    int n_merges = 0;
+    if (!rc && o.merge) rc = parse_merges(&spec, o.merge, merges, merge_text, MAX_MERGES, &n_merges);
+    st_lookahead_mode la = ST_LOOKAHEAD_NONE;
+    char align_auto[4200] = "";
+    if (!rc && st_lookahead_parse(o.lookahead, &la)) rc = st_args_fail(&spec, "--lookahead: %s", st_last_error());
+    else if (!rc && la == ST_LOOKAHEAD_VIRTUAL && !*o.lookahead_prefix)
+        rc = st_args_fail(&spec, "--lookahead-prefix is empty: lookahead virtual needs a text (default \"%s\")",
+                          ST_LOOKAHEAD_DEFAULT_PREFIX);
+    else if (!rc && (o.safeinstr_k > 0 || o.poison > 0) && !o.align_dir) {
+        /* the aligned start DIR/aligned of `safetune align --out DIR`: DIR holds the alignment set */
+        char *mp = st_strdup(o.model);
+        char *sl = mp ? strrchr(mp, '/') : NULL;
+        while (sl && sl > mp && sl[1] == 0) { *sl = 0; sl = strrchr(mp, '/'); } /* trailing slashes */
+        snprintf(align_auto, sizeof align_auto, "%s/align_set.jsonl", sl ? (*sl = 0, mp) : ".");
+        struct stat sa;
+        if (stat(align_auto, &sa) == 0) snprintf(align_auto, sizeof align_auto, "%s", sl ? mp : ".");
+        else align_auto[0] = 0;
+        free(mp);
+        if (align_auto[0]) o.align_dir = align_auto;
+        else
+            rc = st_args_fail(&spec, "%s needs the alignment set (AdvBench half-a pairs): pass --align-dir DIR, the "
+                              "folder `safetune align --out DIR` wrote (--model's parent %s is not one)",
+                              o.safeinstr_k > 0 ? "safeinstr_k (--safeinstr-k)" : "poison (--poison)", o.model);
     }
     if (rc) {
         st_args_free(&args);
@@ -348,11 +474,17 @@ int cmd_train(int argc, char **argv) {
     {
         /* rows whose assistant tokens are all truncated away train nothing: dropped */
         size_t dropped = 0;
-        if (st_tokenize_training_rows(&ds, (size_t)o.max_rows, &m->chat, m->tokenizer, c.max_seq_len, &tk,
-                                      &dropped, NULL) != ST_OK) {
+        size_t n_safety = 0, *file_rows = NULL;
+        st_dataset_truncate(&ds, (size_t)o.max_rows); /* D_user: the first --max-rows rows */
+        const size_t n_user = ds.n;
+        if (data_defenses(&o, la, c.seed, m, &ds, &n_safety) != ST_OK) { fail(NULL); goto done; }
+        if (st_tokenize_training_rows(&ds, 0, &m->chat, m->tokenizer, c.max_seq_len, &tk,
+                                      &dropped, &file_rows) != ST_OK) {
             fail(NULL);
             goto done;
         }
+        for (size_t i = 0; n_safety && i < tk.n; i++) c.n_train_only += file_rows[i] >= n_user; /* kept safety rows */
+        free(file_rows);
         if (dropped)
             fprintf(stderr, "safetune train: warning: %s: %zu row%s no trained tokens at --max-seq-len %d; "
                     "dropped\n", o.data, dropped, dropped == 1 ? " has" : "s have", c.max_seq_len);
@@ -427,6 +559,17 @@ int cmd_train(int argc, char **argv) {
         if (j == 0) snprintf(name, sizeof name, "final-ema");
         else snprintf(name, sizeof name, "final-ema-%s", st_ema_decay_key(c.ema_decays[j], key, sizeof key));
         if (export_one(m, st_trainer_adapter(t), o.model, st_trainer_ema_params_k(t, j), o.out, name, edt) != ST_OK) { fail(NULL); goto done; }
+    }
+    for (int k = 0; k < n_merges; k++) {
+        char name[96], d[4400];
+        st_merge_stats ms;
+        snprintf(d, sizeof d, "%s/final-merge-%s", o.out, st_merge_spec_name(&merges[k], name, sizeof name));
+        if (cli_merge_write(m, st_trainer_theta0(t), st_trainer_params(t), &merges[k], c.seed, d, edt, merge_text[k],
+                            &ms) != ST_OK) {
+            fail(NULL);
+            goto done;
+        }
+        cli_merge_print("safetune train", d, &merges[k], &ms);
     }
     g_training = 0;
     rc = 0;

@@ -90,6 +90,11 @@ static const st_train_setting k_rows[] = {
      "val_loss every N steps (0 = never)"},
     {"save_every", "save-every", ST_SET_I64, OFF(save_every), 0, BIG, "0", ST_FP_NO, NULL, "N",
      "checkpoint every N steps (0 = never)"},
+    {"l2sp_alpha", "l2sp-alpha", ST_SET_DOUBLE, OFF(l2sp_alpha), 0, 1e30, "0", ST_FP_REFUSE, NULL, "A",
+     "L2-SP toward the start, coupled (Li et al. 2018): loss + (A/2)·‖θ−θ0‖², through clipping and AdamW (0 = off)"},
+    {"l2sp_alpha_decoupled", "l2sp-alpha-decoupled", ST_SET_DOUBLE, OFF(l2sp_alpha_decoupled), 0, 1e30, "0", ST_FP_REFUSE,
+     NULL, "A", "L2-SP, decoupled: θ ← θ0 + (1 − lr_s·A)(θ − θ0) before each update (time constant 1/(lr·A) steps; "
+     "lr·A < 1; 0 = off)"},
     {"keep_checkpoints", "keep-checkpoints", ST_SET_INT, OFF(keep_checkpoints), 0, 1e6, "2", ST_FP_NO, NULL, "N",
      "keep the newest N checkpoints (0 = keep all)"},
     /* LoRA (lora.h); the lora_* rows apply with finetune lora only (`train` refuses them otherwise) */
@@ -291,6 +296,13 @@ st_status st_train_config_validate(const st_train_config *c) {
     }
     if (c->max_steps == 0 && !(c->epochs > 0))
         return st_error(ST_ERR_ARG, "max_steps or epochs: set max_steps N or epochs E (> 0)");
+    if (c->l2sp_alpha_decoupled > 0 && c->optim.lr * c->l2sp_alpha_decoupled >= 1)
+        return st_error(ST_ERR_ARG, "l2sp_alpha_decoupled = %g with lr %g: lr * l2sp_alpha_decoupled = %g >= 1 would pull "
+                        "θ to or past θ_0 in one step; use l2sp_alpha_decoupled < %g (1/(lr·α_d) is the pull's time "
+                        "constant in steps)", c->l2sp_alpha_decoupled, c->optim.lr,
+                        c->optim.lr * c->l2sp_alpha_decoupled, 1.0 / c->optim.lr);
+    if (c->l2sp_alpha > 0 && c->l2sp_alpha_decoupled > 0)
+        return st_error(ST_ERR_ARG, "l2sp_alpha and l2sp_alpha_decoupled are two variants of one defense: set one");
     return st_optim_config_validate(&c->optim);
 }
 

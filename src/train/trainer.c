@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "safetune/l2sp.h"
 #include "safetune/train_settings.h"
 #include "train/trainer_internal.h"
 
@@ -225,6 +226,11 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
                                                  : st_train_backward(mc, &t->m->w, t->acts, &t->gw));
     }
     if (!s && c->comm.sum_f32) s = c->comm.sum_f32(t->grads, t->n, c->comm.user);
+    if (!s && t->debug_zero_grad) memset(t->grads, 0, t->n * sizeof *t->grads);
+    /* coupled L2-SP: after the window normalisation (and the all-reduce), before clipping */
+    double penalty = NAN;
+    if (!s && c->l2sp_alpha > 0)
+        ST_PROF("l2sp", penalty = st_l2sp_coupled(t->grads, t->m->params, t->ema.theta0, t->n, c->l2sp_alpha));
     if (!s) s = comm_f64(t, &loss, 1);
     if (!s && !isfinite(loss))
         s = st_error(ST_ERR_NUMERIC, "step %lld: loss is %s; stopping before the update (lower "
@@ -252,6 +258,9 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     }
     const double lr = st_schedule_lr(&c->sched, c->optim.lr, t->opt.step);
     double live_sq = 0, ema_sq[ST_EMA_MAX] = {0};
+    /* decoupled L2-SP: θ ← θ_0 + (1 − η_s·α_d)(θ − θ_0) before the update (as AdamW's decay) */
+    if (c->l2sp_alpha_decoupled > 0)
+        ST_PROF("l2sp", st_l2sp_decoupled(t->m->params, t->ema.theta0, t->n, 1.0 - lr * c->l2sp_alpha_decoupled));
     if (fused) {
         const int due = t->ema.k > 0 && st_ema_due(&t->ema, t->opt.step + 1);
         ST_PROF("adamw_ema_dist", s = st__trainer_update(t, t->theta, t->grads, gscale, lr, due,
@@ -268,6 +277,7 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     m.loss = loss;
     m.lr = lr;
     m.grad_norm = gn;
+    m.penalty = penalty;
     m.targets = (int64_t)counts[0];
     m.tokens = (int64_t)counts[1];
     m.n_micro = n_micro;

@@ -52,6 +52,7 @@ struct st_trainer {
     double time_start;         /* st_time_now() when this session's st_trainer_run began; 0 = not running */
     char last_ckpt[4096];      /* last checkpoint written or resumed from ("" = none) */
     int64_t debug_nan_step;    /* SAFETUNE_DEBUG_NAN_STEP: poison this step's loss (tests) */
+    int debug_zero_grad;       /* tests: zero the task gradient after the window (before defense terms) */
     st_matmul_precision saved_prec;
     st_progress prog;
 };

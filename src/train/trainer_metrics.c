@@ -55,6 +55,7 @@ char *st__trainer_metrics_line(const st_trainer *t, const st_step_metrics *m) {
     num(&b, "loss", m->loss);
     num(&b, "lr", m->lr);
     num(&b, "grad_norm", m->grad_norm);
+    if (t->cfg.l2sp_alpha > 0) num(&b, "penalty", m->penalty);
     num(&b, "tokens_per_s", m->tokens_per_s);
     num(&b, "theta_dist", m->theta_dist);
     if (t->ema.k <= 1) {

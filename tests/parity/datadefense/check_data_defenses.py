@@ -168,6 +168,15 @@ def main():
     r = run(check_trainer.train_args(aligned, os.path.join(d, "bad4"), "--max-steps", "3", "--lookahead", "virtual",
                                      "--lookahead-prefix", ""))
     check(r.returncode == 2 and "lookahead-prefix" in r.stderr, "an empty virtual prefix refused")
+    # ---- L2-SP through the CLI (the rule itself: unit.test_l2sp, parity.trainer.l2sp_coupled) ----
+    l2, _ = train("l2sp", "--l2sp-alpha", "0.01")
+    recs = [json.loads(line) for line in open(os.path.join(l2, "metrics.jsonl"))]
+    check(json.load(open(os.path.join(l2, "config.json")))["l2sp_alpha"] == 0.01 and
+          all(r.get("penalty") is not None for r in recs if r["step"] > 0) and "penalty" not in open(os.path.join(plain, "metrics.jsonl")).read(),
+          "--l2sp-alpha: config.json records l2sp_alpha, metrics.jsonl logs penalty apart from loss")
+    r = run(check_trainer.train_args(aligned, os.path.join(d, "bad5"), "--max-steps", "3", "--l2sp-alpha-decoupled", "1000"))
+    check(r.returncode == 1 and "l2sp_alpha_decoupled = 1000 with lr 0.001" in r.stderr and not os.path.exists(os.path.join(d, "bad5")),
+          "lr·l2sp_alpha_decoupled >= 1 refused before training: " + (r.stderr.strip().splitlines() or [""])[-1])
     print("->", "FAIL" if FAILS else "ok")
     sys.exit(1 if FAILS else 0)
 

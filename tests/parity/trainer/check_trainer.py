@@ -132,6 +132,12 @@ def train_case(tool, model, out, opts, check_weights=True, tol=1e-4):
             l = ref.loss(torch.from_numpy(inp), torch.from_numpy(tgt), torch.from_numpy(msk), norm)
             l.backward()
             total += float(l)
+        alpha = float(opts.get("l2sp", 0))
+        if alpha > 0:  # coupled L2-SP: (α/2)‖θ−θ0‖² in the loss, reported apart from the task loss
+            pen = sum(0.5 * alpha * ((p - theta0[n]) ** 2).sum() for n, p in params.items())
+            pen.backward()
+            share = alpha * math.sqrt(2.0 * float(pen) / alpha)  # ‖α(θ−θ0)‖, the penalty's gradient norm
+            print(f"  L2-SP: penalty {float(pen):.6g}, its gradient norm {share:.4g} of the total below")
         lr = opt.param_groups[0]["lr"]
         gn = float(torch.nn.utils.clip_grad_norm_(list(params.values()), float(opts["clip"])))
         opt.step()
@@ -181,6 +187,16 @@ def case_epoch_windows(tool):
     good = micro == [3, 3, 1] and epochs == [3 / 7, 6 / 7, 1.0] and len(rows) == 7 and len(set(rows)) == 7
     print(f"windows {micro}, epochs {epochs}, {len(set(rows))} distinct rows of {len(rows)}: {'ok' if good else 'FAIL'}")
     return ok and good
+
+
+def case_l2sp_coupled(tool):
+    """DEFENSES.md §2: 10 steps of coupled L2-SP (α = 20: from step 3 on its gradient is a large
+    share of the clipped total at lr 3e-3) against PyTorch with (α/2)‖θ−θ0‖² added to the loss: loss, grad norm and the
+    final weights (rel <= 1e-4)."""
+    d = fresh("l2sp_coupled")
+    mdir = os.path.join(d, "model")
+    llama_ref.write_tiny_random(mdir, seed=3, tie_word_embeddings=False, num_attention_heads=4, num_key_value_heads=2)
+    return train_case(tool, mdir, d, dict(BASE, l2sp=20))
 
 
 def case_steps(tool, tied):
@@ -824,7 +840,7 @@ def main():
           "accum_bf16": lambda: case_accum_bf16(tool), "smollm_step": lambda: case_smollm_step(tool),
           "export_tiny": lambda: case_export_tiny(tool), "export_smollm": lambda: case_export_smollm(tool),
           "resume_kill": lambda: case_resume_kill(tool), "bad_input": lambda: case_bad_input(tool),
-          "split_match": lambda: case_split_match(tool),
+          "split_match": lambda: case_split_match(tool), "l2sp_coupled": lambda: case_l2sp_coupled(tool),
           "real_run": lambda: case_real_run(tool)}[case]
     sys.exit(0 if fn() else 1)
 

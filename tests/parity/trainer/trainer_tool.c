@@ -86,6 +86,7 @@ static int cmd_train(int argc, char **argv) {
     c.max_steps = atoi(kv(argc, argv, "steps", "10"));
     c.epochs = atof(kv(argc, argv, "epochs", "0")); /* with steps=0 */
     c.max_grad_norm = atof(kv(argc, argv, "clip", "1.0"));
+    c.l2sp_alpha = atof(kv(argc, argv, "l2sp", "0"));
     c.n_ema = 1;
     c.ema_decays[0] = atof(kv(argc, argv, "ema", "0.9"));
     c.ema_every = atoi(kv(argc, argv, "ema_every", "1"));
