@@ -175,8 +175,8 @@ def main():
           all(r.get("penalty") is not None for r in recs if r["step"] > 0) and "penalty" not in open(os.path.join(plain, "metrics.jsonl")).read(),
           "--l2sp-alpha: config.json records l2sp_alpha, metrics.jsonl logs penalty apart from loss")
     r = run(check_trainer.train_args(aligned, os.path.join(d, "bad5"), "--max-steps", "3", "--l2sp-alpha-decoupled", "1000"))
-    check(r.returncode == 1 and "l2sp_alpha_decoupled = 1000 with lr 0.001" in r.stderr and not os.path.exists(os.path.join(d, "bad5")),
-          "lr·l2sp_alpha_decoupled >= 1 refused before training: " + (r.stderr.strip().splitlines() or [""])[-1])
+    check(r.returncode == 2 and "l2sp_alpha_decoupled = 1000 with lr 0.001" in r.stderr and not os.path.exists(os.path.join(d, "bad5")),
+          "lr·l2sp_alpha_decoupled >= 1 refused as a usage error: " + (r.stderr.strip().splitlines() or [""])[0])
     print("->", "FAIL" if FAILS else "ok")
     sys.exit(1 if FAILS else 0)
 
