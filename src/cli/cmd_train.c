@@ -287,8 +287,8 @@ int cmd_train(int argc, char **argv) {
     opts[n_opts++] = (st_opt){"data-dir", ST_OPT_STR, &o.data_dir, "DIR", "AdvBench root for --safeinstr-k / --poison "
                               "(default $SAFETUNE_DATA_DIR or data)", 0, 0, 0};
     st_args_spec spec = {"safetune train", "--model MODEL --data FILE --out DIR [options]",
-                         "Full fine-tuning (AdamW, LR schedule, clipping, EMA of the weights) on a "
-                         "chat dataset; loss on assistant tokens only.",
+                         "Fine-tuning, full or LoRA (--finetune), with AdamW, LR schedule, clipping and EMA of "
+                         "the weights, on a chat dataset; loss on assistant tokens only.",
                          opts, n_opts, 0, 0, NULL, 0};
     st_args args;
     int rc = st_args_parse(&spec, argc, argv, &args);
