@@ -230,7 +230,7 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     /* coupled L2-SP: after the window normalisation (and the all-reduce), before clipping */
     double penalty = NAN;
     if (!s && c->l2sp_alpha > 0)
-        ST_PROF("l2sp", penalty = st_l2sp_coupled(t->grads, t->m->params, t->ema.theta0, t->n, c->l2sp_alpha));
+        ST_PROF("l2sp", penalty = st_l2sp_coupled(t->grads, t->theta, t->ema.theta0, t->n, c->l2sp_alpha));
     if (!s) s = comm_f64(t, &loss, 1);
     if (!s && !isfinite(loss))
         s = st_error(ST_ERR_NUMERIC, "step %lld: loss is %s; stopping before the update (lower "
@@ -260,7 +260,7 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     double live_sq = 0, ema_sq[ST_EMA_MAX] = {0};
     /* decoupled L2-SP: θ ← θ_0 + (1 − η_s·α_d)(θ − θ_0) before the update (as AdamW's decay) */
     if (c->l2sp_alpha_decoupled > 0)
-        ST_PROF("l2sp", st_l2sp_decoupled(t->m->params, t->ema.theta0, t->n, 1.0 - lr * c->l2sp_alpha_decoupled));
+        ST_PROF("l2sp", st_l2sp_decoupled(t->theta, t->ema.theta0, t->n, 1.0 - lr * c->l2sp_alpha_decoupled));
     if (fused) {
         const int due = t->ema.k > 0 && st_ema_due(&t->ema, t->opt.step + 1);
         ST_PROF("adamw_ema_dist", s = st__trainer_update(t, t->theta, t->grads, gscale, lr, due,

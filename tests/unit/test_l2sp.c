@@ -140,6 +140,38 @@ static void test_decoupled_scales_distance(void **state) {
     st_tokenized_free(&tk);
 }
 
+/* LoRA: θ is the adapter vector, θ_0 the zero adapter (B = 0). The coupled penalty starts at exactly
+ * 0 and the decoupled pull never touches the frozen base (both read the base weights before). */
+static void test_lora_acts_on_the_adapter(void **state) {
+    (void)state;
+    for (int variant = 0; variant < 2; variant++) {
+        st_model *m;
+        st_tokenized tk;
+        st_trainer *t = make(&m, &tk, 0.0, 0.0, ST_OK);
+        st_train_config c = t->cfg;
+        st_trainer_free(t);
+        c.finetune = ST_FINETUNE_LORA;
+        c.lora.r = 2, c.lora.alpha = 4, c.lora.dropout = 0, c.lora.targets = (1u << ST_LORA_N_TARGETS) - 1;
+        if (variant == 0) c.l2sp_alpha = 0.5;
+        else c.l2sp_alpha_decoupled = 10.0;
+        const size_t nb = m->layout.n_floats;
+        float *base = malloc(nb * sizeof *base);
+        memcpy(base, m->params, nb * sizeof *base);
+        assert_int_equal(st_trainer_new(m, &tk, &c, &t), ST_OK);
+        assert_true(t->n < nb);
+        st_step_metrics sm;
+        assert_int_equal(st_trainer_step(t, &sm), ST_OK);
+        if (variant == 0) assert_true(sm.penalty == 0.0); /* adapter at θ_0 before the first update */
+        for (int s = 1; s < 3; s++) assert_int_equal(st_trainer_step(t, &sm), ST_OK);
+        if (variant == 0) assert_true(sm.penalty > 0.0 && isfinite(sm.penalty)); /* the adapter moved */
+        assert_memory_equal(m->params, base, nb * sizeof *base); /* the frozen base is untouched */
+        free(base);
+        st_trainer_free(t);
+        st_model_free(m);
+        st_tokenized_free(&tk);
+    }
+}
+
 static void test_refused(void **state) {
     (void)state;
     struct { double a, ad; const char *words; } cases[] = {
@@ -163,7 +195,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernels_exact), cmocka_unit_test(test_zero_strength_is_plain_ft),
         cmocka_unit_test(test_coupled_gradient_in_the_step), cmocka_unit_test(test_decoupled_scales_distance),
-        cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_lora_acts_on_the_adapter), cmocka_unit_test(test_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
