@@ -425,6 +425,17 @@ static void run_split_defaults(const char *prog, const char *model, const st_opt
             k += (size_t)snprintf(took + k, sizeof took - k, "%s%s %g", k ? ", " : "", key, v->valuedouble);
     }
     if (k) fprintf(stderr, "%s: held-out split as the run's (%s/config.json): %s\n", prog, model, took);
+    /* LookAhead and poison change the rows before the run's split (lengths, hence the rows dropped
+     * as too long, and the rows themselves), so this split of the plain --data can differ from it */
+    const cJSON *la = cJSON_GetObjectItem(c, "lookahead"), *po = cJSON_GetObjectItem(c, "poison");
+    const int la_on = cJSON_IsString(la) && strcmp(la->valuestring, "none") != 0;
+    const int po_on = cJSON_IsNumber(po) && po->valuedouble > 0;
+    if (la_on || po_on)
+        fprintf(stderr, "%s: warning: the run trained on transformed rows (%s%s%s); its held-out rows were chosen "
+                "among those, so this split of the untransformed data may hold out rows it trained on: use the "
+                "run's own val_loss (%s/metrics.jsonl) or a --data file it never saw\n", prog,
+                la_on ? "lookahead " : "", la_on ? la->valuestring : "", po_on ? (la_on ? ", poison" : "poison") : "",
+                model);
     cJSON_Delete(c);
 }
 

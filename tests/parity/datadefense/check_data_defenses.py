@@ -152,6 +152,15 @@ def main():
     bad = [i for i in range(64) if rows[i] != want[i]]
     check(len(rows) == 64 and not bad, "lookahead real m=6: every row x' = x‖C‖first 6 tokens of y (%d differ%s)" % (
         len(bad), (": %r vs %r" % (rows[bad[0]][0][-60:], want[bad[0]][0][-60:])) if bad else ""))
+    # eval utility on a LookAhead run: its split was made among the transformed rows, so it warns
+    def utility(run_dir, name):
+        return run([CLI, "eval", "utility", "--model", run_dir, "--data", check_trainer.ALPACA, "--data-format",
+                    "alpaca", "--no-mtbench", "--tqa-limit", "2", "--data-dir", DATA, "--quiet", "--out", os.path.join(d, name)])
+    ru, rp_ = utility(re_, "u_real"), utility(plain, "u_plain")
+    ok = (ru.returncode == 0 and "trained on transformed rows (lookahead real)" in ru.stderr
+          and rp_.returncode == 0 and "transformed rows" not in rp_.stderr)
+    check(ok, "eval utility warns that a lookahead run's held-out rows may differ (and not for a plain run)"
+          + ("" if ok else " " + ru.stderr[-300:] + rp_.stderr[-300:]))
     vi, _ = train("virtual", "--lookahead", "virtual")
     rows = rows_of(vi)
     check(rows == [(x + C + P, P + y) for x, y in user], "lookahead virtual: x' = x‖C‖P and y' = P‖y for every row")
