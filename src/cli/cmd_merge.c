@@ -2,6 +2,7 @@
  * start θ0 (linear / SLERP / DARE, merge.h; DEFENSES.md §1), written as a Hugging Face folder
  * with merge.json (the spec and its statistics). cli_merge_write is shared with `train --merge`. */
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +79,29 @@ void cli_merge_print(const char *prog, const char *dir, const st_merge_spec *spe
     fprintf(stderr, ")\n");
 }
 
+/* --model is a train run (its folder, or its final/ or final-ema/ folder): the run's config.json names the start
+ * it trained from; a different --base makes θ−θ0 mix two models, so say which one to pass. */
+static void warn_other_start(const char *base, const char *model) {
+    char *parent = strdup(model);
+    if (!parent) return;
+    size_t n = strlen(parent);
+    while (n > 1 && parent[n - 1] == '/') parent[--n] = 0;
+    char *slash = strrchr(parent, '/');
+    if (slash) *slash = 0;
+    else strcpy(parent, ".");
+    cJSON *c = cli_read_run_config(model);
+    const char *run = model;
+    if (!c) c = cli_read_run_config(parent), run = parent;
+    const cJSON *start = c ? cJSON_GetObjectItemCaseSensitive(c, "model") : NULL;
+    char rb[PATH_MAX], rs[PATH_MAX];
+    if (cJSON_IsString(start) && realpath(base, rb) && realpath(start->valuestring, rs) && strcmp(rb, rs) != 0)
+        fprintf(stderr, "safetune merge: warning: --base %s is not the start this run trained from (%s/config.json: "
+                "model %s); θ−θ0 then mixes two models: pass --base %s\n", base, run, start->valuestring,
+                start->valuestring);
+    cJSON_Delete(c);
+    free(parent);
+}
+
 int cmd_merge(int argc, char **argv) {
     const char *base = NULL, *model = NULL, *out = NULL, *merge = NULL, *weights = "live", *export_dtype = "f32";
     uint64_t seed = 42;
@@ -118,6 +142,7 @@ int cmd_merge(int argc, char **argv) {
         return rc;
     }
     rc = 1;
+    warn_other_start(base, model);
     st_model *m0 = NULL, *mft = NULL;
     char *ft_path = NULL;
     if (cli_check_model_path("safetune merge", base)) goto done;

@@ -206,6 +206,14 @@ def main():
               "DARE seed defaults to the run's --seed; merged folders carry the tokenizer")
         cfg = json.load(open(os.path.join(out, "config.json")))
         check(cfg.get("merge") == "linear:0.5,dare:0.7:0.9,slerp:0.7", "config.json records --merge")
+        # safetune merge on the run: its own start is taken silently, another start is named
+        r = run([CLI, "merge", "--base", model, "--model", os.path.join(out, "final"), "--merge", "linear:0.5",
+                 "--out", os.path.join(d, "m_run")])
+        r2 = run([CLI, "merge", "--base", base, "--model", os.path.join(out, "final"), "--merge", "linear:0.5",
+                  "--out", os.path.join(d, "m_other")])
+        check(r.returncode == 0 and "not the start" not in r.stderr, "merge --base = the run's start: no warning " + r.stderr[-200:])
+        check("is not the start this run trained from" in r2.stderr and model in r2.stderr,
+              "merge --base other than the run's start (its config.json model) is named: " + r2.stderr.strip()[-300:])
         r = run(check_trainer.train_args(model, os.path.join(d, "run_bad"), "--max-steps", "4", "--merge", "linear:0.5,linear:2"))
         check(r.returncode == 2 and "lambda 2 is outside" in r.stderr and not os.path.exists(os.path.join(d, "run_bad")),
               "train --merge with a bad spec refused before training: " + r.stderr.strip().splitlines()[0])
