@@ -19,6 +19,9 @@ if [ "${1:-}" = "--long" ]; then
   long=1; runs=${2:?usage: scripts/fuzz.sh --long RUNS [TARGET...]}; shift 2
 fi
 secs=${FUZZ_SECONDS:-12}
+# FUZZ_SEED: libFuzzer's -seed for the short CI run (default 1, so a run's inputs depend on the code,
+# not on the clock; 0 = a new random seed each run, as the long run uses)
+seed=${FUZZ_SEED:-1}
 jobs=${FUZZ_JOBS:-$(nproc)}; [ "$jobs" -gt 2 ] && [ -z "${FUZZ_JOBS:-}" ] && jobs=2
 export SAFETUNE_MODEL_DIR=${SAFETUNE_MODEL_DIR:-$root/models} SAFETUNE_DATA_DIR=${SAFETUNE_DATA_DIR:-$root/data}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
@@ -73,7 +76,7 @@ run_target() {
     "$bin" "${common[@]}" -runs=0 "${dirs[@]}" >"$log" 2>&1 && rc=0 || rc=$?
     # 2. fuzz for a fixed time from the seeds (and what earlier runs found, kept in build-fuzz/corpus)
     if [ $rc = 0 ]; then
-      "$bin" "${common[@]}" -max_total_time="$secs" "$work" "${dirs[@]}" >>"$log" 2>&1 && rc=0 || rc=$?
+      "$bin" "${common[@]}" -seed="$seed" -max_total_time="$secs" "$work" "${dirs[@]}" >>"$log" 2>&1 && rc=0 || rc=$?
     fi
   fi
   local execs cov ft

@@ -95,7 +95,7 @@ static st_status spm_merges(st_tokenizer *t, const float *scores, int32_t n) {
             m[nm++] = (spm_merge){scores ? scores[id] : 0.0f, id, l, r};
         }
     }
-    qsort(m, nm, sizeof *m, cmp_spm);
+    if (nm) qsort(m, nm, sizeof *m, cmp_spm); /* m is NULL when no merge was found */
     st_status s = ST_OK;
     for (size_t i = 0; i < nm && !s; i++) s = st__pairmap_put(&t->merges, m[i].l, m[i].r, (int32_t)i, m[i].merged);
     free(m);
