@@ -58,6 +58,32 @@ typedef struct {
     long limit;      /* use only the first `limit` rows (0 = all); keeps a tail for `align` */
 } st_study_dataset;
 
+/* One value of the `defense` axis: a name and training settings (DEFENSES.md). keys are rows of
+ * the training settings table (train_settings.h) that the grid does not own (l2sp_alpha, ...: any
+ * row added there works here unchanged) or the data-side keys safeinstr_k, poison, lookahead,
+ * lookahead_m, lookahead_prefix (data_transform.h); values as text, parsed by the row. "none" has
+ * no settings: plain fine-tuning. */
+typedef struct {
+    char *name;                     /* unique; [a-z0-9_.-]; part of run ids */
+    char **keys, **values;
+    size_t n;
+    int safety_data;                /* uses the aligned start's AdvBench half-a refusal pairs
+                                       ("+ safety data"): SafeInstr, and rows flagged ST_SET_SAFETY_DATA */
+    int needs_align;                /* needs the alignment set (safety_data, or poison's goal reserve) */
+} st_study_defense;
+
+/* The value (text) a defense gives key, or NULL. */
+const char *st_study_defense_get(const st_study_defense *d, const char *key);
+
+/* One value of the `finetune` axis: full fine-tuning, or LoRA with its settings (lora.h). */
+typedef struct {
+    char *name;                     /* "full", "lora", or the entry's "name" */
+    int finetune;                   /* ST_FINETUNE_FULL | ST_FINETUNE_LORA */
+    int lora_r;
+    double lora_alpha, lora_dropout;
+    char *lora_targets;             /* "all" or "q_proj,v_proj" */
+} st_study_finetune;
+
 typedef struct {
     char *model;                    /* checkpoint path (GGUF file or HF folder) */
     st_study_dataset *datasets;
@@ -74,6 +100,10 @@ typedef struct {
     char **lr_schedule; size_t n_lr_schedule;    /* constant | linear | cosine */
     int *warmup_steps; size_t n_warmup_steps;
     double *ema_decay; size_t n_ema_decay;       /* 0 = "none" (no EMA weights); else (0, 1) */
+    st_study_defense *defenses; size_t n_defenses; /* the defense axis (default: one, "none") */
+    st_study_finetune *finetunes; size_t n_finetunes; /* the finetune axis (default: one, "full") */
+    double *merge; size_t n_merge;  /* linear merge weights λ ∈ [0, 1] on θ_ft (DEFENSES.md §1): every
+                                       run's live endpoint merged with θ_0 is one more weight set */
     /* fixed */
     double weight_decay, max_grad_norm;
     int max_seq_len;
@@ -106,6 +136,8 @@ typedef struct {
     struct {
         char *utility_metric;       /* val_loss (lower is better) | truthfulqa_mc1 | judge_mean */
         double utility_tolerance;   /* absolute tolerance around the best utility */
+        double distance_tolerance;  /* matched ‖θ−θ0‖: relative tolerance (0.1 = within 10%) */
+        double safety_margin;       /* "at least as safe": non-inferiority margin on the ASR difference */
         int plots;                  /* 1 = make PNGs with gnuplot (checked before training) */
     } report;
     struct {
@@ -152,7 +184,13 @@ typedef struct {
     int warmup_steps;
     double *ema_decays;       /* the EMA decays of this run (no "none"); may be empty */
     size_t n_ema;
-    int has_live;             /* 1 if "none" is in ema_decay or there is no EMA at all */
+    int has_live;             /* 1 if "none" is in ema_decay or there is no EMA at all (always 1
+                                 when the study merges: merges start from the live endpoint) */
+    size_t defense, finetune; /* indices into config defenses / finetunes */
+    size_t base_cell;         /* the cell without defense and finetune: runs that differ only in those
+                                 (and the seed) share it, the unit the defense comparison matches in */
+    const double *merges;     /* borrowed from the config: linear merge λ list */
+    size_t n_merge;
 } st_study_run;
 
 typedef struct {
@@ -214,13 +252,23 @@ void st_study_print_plan(FILE *f, const st_study_config *c, const st_study_plan 
 
 /* ---- runner and hooks ---- */
 
-typedef enum { ST_WEIGHTS_LIVE = 0, ST_WEIGHTS_EMA = 1 } st_weights_kind;
+typedef enum { ST_WEIGHTS_LIVE = 0, ST_WEIGHTS_EMA = 1, ST_WEIGHTS_MERGE = 2 } st_weights_kind;
 
 typedef struct {
     st_weights_kind kind;
     double ema_decay;         /* for ST_WEIGHTS_EMA */
-    char name[40];            /* "live" or "ema0.99" */
+    double merge_lambda;      /* for ST_WEIGHTS_MERGE: θ = (1−λ)·θ0 + λ·θ_live (st_merge_apply linear) */
+    char name[40];            /* "live", "ema0.99" or "merge0.6" */
 } st_study_weights;
+
+/* Names of run r's defense and finetune values ("none" / "full" when the config has no such axis). */
+const char *st_study_defense_name(const st_study_config *c, const st_study_run *r);
+const char *st_study_finetune_name(const st_study_config *c, const st_study_run *r);
+
+/* Weight sets of run r in evaluation order: live (when has_live), EMA decays, merges. *n the count. */
+size_t st_study_run_n_weights(const st_study_run *r);
+/* Weight set k (< st_study_run_n_weights) of r. */
+void st_study_run_weights(const st_study_run *r, size_t k, st_study_weights *w);
 
 /* What the trainer reports. NaN/negative = unknown (the runner fills train_time_s itself). */
 typedef struct {
@@ -323,12 +371,14 @@ typedef struct {
 st_status st_study_results_load(const st_study_config *c, const st_study_plan *p, const char *dir,
                                 st_study_results *out);
 void st_study_results_free(st_study_results *r);
-/* Write results.csv (header + one row per result, with its run's seed; fixed formats; atomic; a
- * function of the inputs and seeds alone, so reruns give identical bytes). Times go to timings.csv
- * (run_id, seed, weights, train_time_s, train_cpu_s, eval_time_s, eval_cpu_s) instead. */
+/* Write results.csv (header + one row per weight set, with its run's seed, defense, finetune, EMA
+ * decay and merge λ; fixed formats; atomic; a function of the inputs and seeds alone, so reruns give
+ * identical bytes). Times go to timings.csv (run_id, seed, weights, train_time_s, train_cpu_s,
+ * eval_time_s, eval_cpu_s, train_multiplier = train wall time ÷ plain fine-tuning's of the same
+ * base cell and seed) instead. */
 st_status st_study_results_write_csv(const st_study_config *c, const st_study_results *r,
                                      const char *path);
-st_status st_study_timings_write_csv(const st_study_results *r, const char *path);
+st_status st_study_timings_write_csv(const st_study_config *c, const st_study_results *r, const char *path);
 
 /* Weight set result files (eval_<w>.json) - written atomically by the runner. cost may be NULL
  * (written as unknown); read fills r (caller frees with st_study_eval_result_free) and cost (may be
@@ -404,6 +454,59 @@ const char *st_finding_verdict_name(st_finding_verdict v);
 st_status st_study_report_write(const st_study_config *c, const st_study_plan *p,
                                 const st_study_results *r, const char *path, int plots_ok,
                                 int synthetic);
+
+/* ---- defenses compared (DEFENSES.md §9): the defense and finetune axes, merges ---- */
+
+/* One weight set of one grid cell, seeds pooled: the unit the defense tables compare. */
+typedef struct {
+    const st_study_run *run;  /* the first seed's run */
+    st_study_weights w;
+    size_t n_seeds;
+    size_t k, n;              /* answered / evaluated AdvBench prompts, pooled over the seeds */
+    double asr;               /* k / n (NaN when n = 0) */
+    double xstest_safe_refusal, utility_raw, theta_dist; /* means over seeds (NaN = not measured);
+                                 utility_raw in report.utility_metric's units */
+    double utility;           /* the same oriented so larger is better (st_study_row_utility) */
+    double wall_multiplier;   /* mean over seeds of train wall time ÷ that of plain fine-tuning (defense
+                                 "none", the first full finetune entry) of the same base cell and seed */
+    long first_row;           /* results row of the first seed */
+} st_study_wset;
+
+/* Index of the value of v[0..n) nearest to target within tol (|v − target| ≤ tol, or ≤ tol·|target|
+ * when relative); ties go to the lower index; NaN values never match; -1 when none is within tol. */
+long st_study_match_nearest(const double *v, size_t n, double target, double tol, int relative);
+
+typedef struct {
+    long anchor;              /* index into sets: an EMA weight set of plain fine-tuning */
+    long matched;             /* index into sets of the compared method's match; -1 = no match */
+    double gap;               /* matched value − anchor's (utility_raw or theta_dist); with no match the
+                                 nearest candidate's gap (NaN: the method has no weight set in the cell) */
+    char method[160];         /* "l2sp / full / live", "none / full / merge" */
+} st_study_match;
+
+typedef struct {
+    st_study_wset *sets;
+    size_t n_sets;
+    st_study_match *by_utility, *by_distance; /* one row per (anchor, method) */
+    size_t n_by_utility, n_by_distance;
+    st_finding ema_vs_defenses; /* "EMA is at least as safe as the defenses that need safety data, at
+                                   similar utility": per base cell, finetune, EMA decay and safety-data
+                                   defense D, EMA of plain fine-tuning against D's live weights, paired
+                                   per prompt and seed; holds when the 95% bootstrap interval of
+                                   ASR(EMA) − ASR(D) lies below report.safety_margin and EMA's utility
+                                   is no worse than D's by more than report.utility_tolerance; not
+                                   testable when plain fine-tuning's live weights show no erosion */
+} st_study_defense_cmp;
+
+/* The method key of a weight set: "<defense> / <finetune> / <live | ema<decay> | merge>" (a merge's
+ * λ values are one method's sweep). */
+void st_study_method_key(const st_study_config *c, const st_study_run *run, const st_study_weights *w, char *buf,
+                         size_t n);
+/* Aggregate the results into weight sets and compare them (rules above; matched utility within
+ * report.utility_tolerance, matched ‖θ−θ0‖ within report.distance_tolerance relative to the
+ * anchor's). Works on any results, with or without the axes. */
+st_status st_study_defense_compare(const st_study_config *c, const st_study_results *r, st_study_defense_cmp *out);
+void st_study_defense_cmp_free(st_study_defense_cmp *d);
 
 /* ---- plots (gnuplot as a subprocess: $SAFETUNE_GNUPLOT or "gnuplot") ---- */
 

@@ -60,6 +60,11 @@ typedef struct {
     const char *metavar, *help;
 } st_train_setting;
 
+/* 1 when a non-zero value of row s makes the run use the alignment set's safety data (the AdvBench
+ * half-a refusal pairs of the aligned start: Lisa, SafeGrad, EWC's Fisher; DEFENSES.md §9): the
+ * study refuses such a defense without an aligned start and labels it "+ safety data". */
+int st_train_setting_safety_data(const st_train_setting *s);
+
 /* The rows, in help order; *n gets their count. */
 const st_train_setting *st_train_settings(size_t *n);
 /* Row by JSON key or flag; NULL if none. */

@@ -42,6 +42,22 @@ static double fake_u(uint64_t seed, uint64_t i) {
 
 static double fake_theta(const st_study_run *r, int step) { return 200.0 * r->lr * step / sqrt((double)r->effective_batch) * 1e2; }
 
+/* The defense and finetune axes: a defense with safety data lowers ASR most, any other defense a
+ * little, LoRA moves less than full fine-tuning; each costs some utility and wall time. */
+static double defense_factor(const st_study_config *c, const st_study_run *r) {
+    double f = 1.0;
+    if (c->n_defenses && c->defenses[r->defense].n) f *= c->defenses[r->defense].safety_data ? 0.55 : 0.8;
+    if (c->n_finetunes && c->finetunes[r->finetune].finetune == ST_FINETUNE_LORA) f *= 0.85;
+    return f;
+}
+
+static double defense_time(const st_study_config *c, const st_study_run *r) {
+    double t = 1.0;
+    if (c->n_defenses) t += 0.1 * (double)c->defenses[r->defense].n;
+    if (c->n_finetunes && c->finetunes[r->finetune].finetune == ST_FINETUNE_LORA) t *= 0.7;
+    return t;
+}
+
 static st_status fake_train(void *user, const st_study_config *cfg, const st_study_run *r, const char *ckpt_dir,
                             const char *metrics_path, int resume, st_study_train_result *out) {
     (void)user;
@@ -96,7 +112,7 @@ static st_status fake_train(void *user, const st_study_config *cfg, const st_stu
         }
     }
     fclose(f);
-    out->train_time_s = 0.01 * steps * r->effective_batch;
+    out->train_time_s = 0.01 * steps * r->effective_batch * defense_time(cfg, r);
     out->steps_done = steps;
     out->stopped_early = 0;
     if (g_fake.stop_after > 0 && ++g_fake.trains >= g_fake.stop_after) _exit(9); /* simulated kill */
@@ -109,8 +125,10 @@ static st_status fake_eval(void *user, const st_study_config *cfg, const st_stud
     (void)ckpt_dir;
     /* the run's seed moves its ASR by up to +-5% (relative); prompt i is answered when its
      * uniform draw (seed, i) is below the ASR, so EMA's answered prompts are a subset of live's */
-    double a = fake_asr_live(r) * (0.95 + 0.1 * fake_u(r->seed, 1u << 20)), x = lrx(r);
-    if (w->kind == ST_WEIGHTS_EMA) a *= ema_factor(w->ema_decay);
+    double a = fake_asr_live(r) * (0.95 + 0.1 * fake_u(r->seed, 1u << 20)) * defense_factor(cfg, r), x = lrx(r);
+    double move = defense_factor(cfg, r); /* how far the weights moved, relative to plain full fine-tuning */
+    if (w->kind == ST_WEIGHTS_EMA) a *= ema_factor(w->ema_decay), move *= ema_factor(w->ema_decay);
+    if (w->kind == ST_WEIGHTS_MERGE) a *= w->merge_lambda, move *= w->merge_lambda;
     int n = strcmp(cfg->eval.advbench_split, "all") ? 260 : 520;
     if (cfg->eval.advbench_limit > 0 && cfg->eval.advbench_limit < n) n = cfg->eval.advbench_limit;
     out->asr_outcomes = malloc((size_t)n + 1);
@@ -128,6 +146,7 @@ static st_status fake_eval(void *user, const st_study_config *cfg, const st_stud
     out->asr_hi = rt.hi;
     out->n_prompts = n;
     double ema = w->kind == ST_WEIGHTS_EMA;
+    out->theta_dist = fake_theta(r, run_steps(r)) * move;
     if (cfg->eval.xstest) {
         out->xstest_safe_refusal = 0.10 - 0.02 * x + 0.01 * ema;
         out->xstest_unsafe_refusal = 0.80 - 0.15 * x + 0.05 * ema;
@@ -142,7 +161,8 @@ static st_status fake_eval(void *user, const st_study_config *cfg, const st_stud
         double f = a * (0.5 + 0.25 * (double)i);
         out->bench_asr[i] = bn ? (double)llround((f > 1 ? 1 : f) * bn) / bn : NAN;
     }
-    out->val_loss = 1.60 - 0.08 * x + 0.01 * ema + 0.02 / sqrt((double)r->effective_batch) +
+    double umove = defense_factor(cfg, r) * (w->kind == ST_WEIGHTS_MERGE ? w->merge_lambda : 1.0);
+    out->val_loss = 1.60 - 0.08 * x * umove + 0.01 * ema + 0.02 / sqrt((double)r->effective_batch) +
                     0.004 * (fake_u(r->seed, 1u << 21) - 0.5);
     if (cfg->eval.truthfulqa) out->truthfulqa_mc1 = 0.25 + 0.01 * x - 0.002 * ema;
     return ST_OK;

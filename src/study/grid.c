@@ -39,9 +39,9 @@ static st_status add_run(st_study_plan *p, size_t *cap, const st_study_run *r) {
     return ST_OK;
 }
 
-/* Fill run r for grid indices ix[] = {dataset, lr, batch, grad_accum, length, schedule, warmup}
- * and seed index sd; id into a heap string. */
-static st_status make_run(const st_study_config *c, const size_t ix[7], size_t sd, size_t cell, size_t n_ema,
+/* Fill run r for grid indices ix[] = {dataset, lr, batch, grad_accum, length, schedule, warmup,
+ * finetune, defense} and seed index sd; id into a heap string. */
+static st_status make_run(const st_study_config *c, const size_t ix[9], size_t sd, size_t cell, size_t n_ema,
                           int has_live, st_study_run *r) {
     memset(r, 0, sizeof *r);
     size_t n_seeds = c->n_seeds ? c->n_seeds : 1;
@@ -73,6 +73,16 @@ static st_status make_run(const st_study_config *c, const size_t ix[7], size_t s
     o += snprintf(id + o, sizeof id - (size_t)o, "lr%s_bs%d_ga%d_%s_%s", st_study_format_lr(r->lr, lr, sizeof lr),
                   r->batch_size, r->grad_accum, steps, r->lr_schedule);
     if (c->n_warmup_steps > 1) o += snprintf(id + o, sizeof id - (size_t)o, "_wu%d", r->warmup_steps);
+    r->finetune = ix[7];
+    r->defense = ix[8];
+    size_t nft = c->n_finetunes ? c->n_finetunes : 1, ndf = c->n_defenses ? c->n_defenses : 1;
+    r->base_cell = cell / (nft * ndf);
+    r->merges = c->merge;
+    r->n_merge = c->n_merge;
+    if (c->n_finetunes && (c->n_finetunes > 1 || strcmp(c->finetunes[0].name, "full")))
+        o += snprintf(id + o, sizeof id - (size_t)o, "_%s", c->finetunes[r->finetune].name);
+    if (c->n_defenses && (c->n_defenses > 1 || strcmp(c->defenses[0].name, "none")))
+        o += snprintf(id + o, sizeof id - (size_t)o, "_%s", c->defenses[r->defense].name);
     if (n_seeds > 1) snprintf(id + o, sizeof id - (size_t)o, "_s%llu", (unsigned long long)r->seed);
     r->id = st_strdup(id);
     r->ema_decays = n_ema ? calloc(n_ema, sizeof(double)) : NULL;
@@ -101,14 +111,16 @@ st_status st_study_plan_build(const st_study_config *c, st_study_plan *out) {
         else n_ema++;
     }
     if (n_ema == 0) has_live = 1;
-    /* nesting: datasets x lr x batch_size x grad_accum x length x schedule x warmup (cells), then seeds */
-    const size_t dims[7] = {c->n_datasets, c->n_lr, c->n_batch_size, c->n_grad_accum, n_len, c->n_lr_schedule,
-                            c->n_warmup_steps};
+    /* nesting: datasets x lr x batch_size x grad_accum x length x schedule x warmup x finetune x defense
+     * (cells), then seeds; the finetune and defense axes innermost, so cell / (their product) is the
+     * base cell the defense comparison matches in */
+    const size_t dims[9] = {c->n_datasets, c->n_lr, c->n_batch_size, c->n_grad_accum, n_len, c->n_lr_schedule,
+                            c->n_warmup_steps, c->n_finetunes ? c->n_finetunes : 1, c->n_defenses ? c->n_defenses : 1};
     size_t n_cells = 1;
-    for (size_t i = 0; i < 7; i++) n_cells *= dims[i];
+    for (size_t i = 0; i < 9; i++) n_cells *= dims[i];
     for (size_t cell = 0; cell < n_cells; cell++) {
-        size_t ix[7], rest = cell;
-        for (size_t i = 7; i-- > 0;) {
+        size_t ix[9], rest = cell;
+        for (size_t i = 9; i-- > 0;) {
             ix[i] = rest % dims[i];
             rest /= dims[i];
         }
@@ -128,7 +140,7 @@ st_status st_study_plan_build(const st_study_config *c, st_study_plan *out) {
                 st_study_plan_free(out);
                 return s;
             }
-            out->n_weight_sets += (size_t)has_live + n_ema;
+            out->n_weight_sets += st_study_run_n_weights(&r);
         }
     }
     return ST_OK;
@@ -208,7 +220,7 @@ st_status st_study_estimate_plan(const st_study_config *c, const st_study_plan *
             if (rows < 0) return st_error(ST_ERR_FORMAT, "%s: cannot count rows for the epochs estimate", c->datasets[r->dataset].path);
             steps = ceil(r->epochs * (double)rows / r->effective_batch);
         }
-        size_t n_w = (size_t)r->has_live + r->n_ema;
+        size_t n_w = st_study_run_n_weights(r);
         e.train_tokens = (long)(steps * r->effective_batch * c->estimate.example_tokens);
         e.train_s = (double)e.train_tokens / tr;
         long gen_per_w = (n_adv + n_xs + n_bench) * (long)c->eval.max_new_tokens;
@@ -274,6 +286,7 @@ void st_study_print_plan(FILE *f, const st_study_config *c, const st_study_plan 
         for (size_t e = 0; e < r->n_ema && o < (int)sizeof ws; e++)
             o += snprintf(ws + o, sizeof ws - (size_t)o, "%sema%s", o ? "," : "",
                           st_study_format_decay(r->ema_decays[e], d, sizeof d));
+        if (r->n_merge && o < (int)sizeof ws) o += snprintf(ws + o, sizeof ws - (size_t)o, "%s%zu merges", o ? "," : "", r->n_merge);
         if (have_est) fmt_dur(per[i].total_s, t, sizeof t);
         if (r->max_steps > 0) snprintf(steps, sizeof steps, "%d", r->max_steps);
         else snprintf(steps, sizeof steps, "%gep", r->epochs);

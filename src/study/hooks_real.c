@@ -18,7 +18,9 @@
 #include <unistd.h>
 
 #include "safetune/checkpoint.h"
+#include "safetune/data_transform.h"
 #include "safetune/ema.h"
+#include "safetune/merge.h"
 #include "safetune/judge.h"
 #include "safetune/stats.h"
 #include "safetune/train_settings.h"
@@ -38,6 +40,11 @@ typedef struct {
     char *ds_key;             /* what tk / split were made from (NULL = none) */
     st_tokenized tk;
     st_data_split split;      /* held-out rows of tk (same split as the trainer's) */
+    char *align_dir;          /* the aligned start's folder (align.enabled), for the safety sets */
+    char *dtk_key;            /* what dtk was made from (NULL = none) */
+    st_tokenized dtk;         /* the rows a defense with data keys trains on (tk's rows transformed,
+                                 safety rows appended); val_loss stays on tk's held-out rows */
+    size_t dtk_train_only;    /* SafeInstr rows at the end of dtk (always in the training split) */
     char *prompts_key;        /* the eval settings the prompt sets were chosen for (NULL = none) */
     st_prompt_set adv, xs;
     const char **adv_eval, **adv_probe, **xs_p;
@@ -55,6 +62,7 @@ typedef struct {
                                  ema_0, ema_1, ...), carried by the trainer's checkpoints */
     real_best_meta best_meta;
     float *scratch;           /* weights read back from disk */
+    float *work;              /* a merge's weights, or LoRA's base + adapter merged */
     char *run_json;           /* the trainer's run_config_json (read when it saves) */
 } real_ctx;
 
@@ -93,7 +101,8 @@ static st_status ensure_model(real_ctx *x, const st_study_config *c) {
             if (reused) st_log_info("study: reusing the aligned start in %s", path);
         }
         char *hf = stu_join(path, "aligned");
-        free(path);
+        free(x->align_dir);
+        x->align_dir = path;
         if (!hf) return nomem();
         path = hf;
     } else if (!(path = st_strdup(c->model))) return nomem();
@@ -102,8 +111,12 @@ static st_status ensure_model(real_ctx *x, const st_study_config *c) {
     st_model_free(x->m);
     st_free_aligned(x->theta0);
     st_free_aligned(x->scratch);
+    st_free_aligned(x->work);
     x->m = NULL;
-    x->theta0 = x->scratch = NULL;
+    x->theta0 = x->scratch = x->work = NULL;
+    free(x->dtk_key);
+    x->dtk_key = NULL;
+    st_tokenized_free(&x->dtk);
     free(x->model_path);
     x->model_path = path;
     free(x->ds_key);
@@ -143,6 +156,82 @@ static st_status ensure_dataset(real_ctx *x, const st_study_config *c, size_t id
         return s;
     }
     if (!(x->ds_key = st_strdup(key))) return nomem();
+    return ST_OK;
+}
+
+/* 1 when defense d changes the rows trained on (its data keys, data_transform.h). */
+static int has_data_keys(const st_study_defense *d) {
+    const char *k = st_study_defense_get(d, "safeinstr_k"), *p = st_study_defense_get(d, "poison"),
+               *la = st_study_defense_get(d, "lookahead");
+    return (k && atof(k) > 0) || (p && atof(p) > 0) || (la && strcmp(la, "none"));
+}
+
+/* The rows run r trains on: tk, or for a defense with data keys the dataset's first `limit` rows
+ * transformed as `safetune train` does (poisoned column, SafeInstr's k pairs of D_align appended,
+ * LookAhead previews; data_transform.h), seeded by the run's seed. The held-out rows stay those of
+ * tk (the user rows keep their order), so val_loss is measured on the same plain rows. */
+static st_status ensure_train_data(real_ctx *x, const st_study_config *c, const st_study_run *r, const st_tokenized **out,
+                                   size_t *n_train_only) {
+    const st_study_defense *d = &c->defenses[r->defense];
+    *out = &x->tk;
+    *n_train_only = 0;
+    if (!has_data_keys(d)) return ST_OK;
+    char key[4400];
+    snprintf(key, sizeof key, "%s|%zu|%s", x->ds_key, r->defense, d->name);
+    if (x->dtk_key && !strcmp(x->dtk_key, key)) {
+        *out = &x->dtk;
+        *n_train_only = x->dtk_train_only;
+        return ST_OK;
+    }
+    free(x->dtk_key);
+    x->dtk_key = NULL;
+    st_tokenized_free(&x->dtk);
+    static const st_data_format map[] = {ST_DATA_ALPACA, ST_DATA_DOLLY, ST_DATA_ORCA, ST_DATA_MESSAGES};
+    const st_study_dataset *sd = &c->datasets[r->dataset];
+    const char *ks = st_study_defense_get(d, "safeinstr_k"), *ps = st_study_defense_get(d, "poison"),
+               *la = st_study_defense_get(d, "lookahead"), *lm = st_study_defense_get(d, "lookahead_m"),
+               *lp = st_study_defense_get(d, "lookahead_prefix");
+    const size_t k = ks ? (size_t)atof(ks) : 0;
+    const double poison = ps ? atof(ps) : 0;
+    st_dataset ds, pool = {0}, harm = {0};
+    st_status s = st_dataset_load(sd->path, map[sd->format], &ds);
+    if (s) return s;
+    if (sd->limit > 0) st_dataset_truncate(&ds, (size_t)sd->limit);
+    const size_t n_user = ds.n;
+    if (k > 0 || poison > 0) {
+        if (!x->align_dir)
+            s = st_error(ST_ERR_ARG, "study: defense '%s' needs the alignment set: set align.enabled true", d->name);
+        if (!s) s = st_study_safety_sets(x->align_dir, c->data_dir, poison > 0 ? ST_STUDY_POISON_RESERVE : 0, r->seed, &pool,
+                                         poison > 0 ? &harm : NULL);
+        if (!s && poison > 0) s = st_data_poison(&ds, &harm, poison, r->seed, NULL, NULL);
+        if (!s && k > 0) s = st_data_mix(&ds, &pool, k, r->seed, NULL);
+    }
+    st_lookahead_mode mode = ST_LOOKAHEAD_NONE;
+    if (!s && la) s = st_lookahead_parse(la, &mode);
+    if (!s && mode != ST_LOOKAHEAD_NONE)
+        s = st_data_lookahead(&ds, mode, lm ? atoi(lm) : ST_LOOKAHEAD_DEFAULT_M, lp ? lp : ST_LOOKAHEAD_DEFAULT_PREFIX,
+                              x->m->tokenizer);
+    size_t dropped = 0, *rows = NULL;
+    if (!s) s = st_tokenize_training_rows(&ds, 0, &x->m->chat, x->m->tokenizer, c->max_seq_len, &x->dtk, &dropped, &rows);
+    st_dataset_free(&ds);
+    st_dataset_free(&pool);
+    st_dataset_free(&harm);
+    if (s) return st_error_wrap(s, "study: defense '%s'", d->name);
+    size_t n_safety = 0;
+    for (size_t i = 0; i < x->dtk.n; i++) n_safety += rows[i] >= n_user;
+    free(rows);
+    if (x->dtk.n - n_safety != x->tk.n) {
+        st_tokenized_free(&x->dtk);
+        return st_error(ST_ERR_ARG, "study: defense '%s': %zu of its user rows fit max_seq_len %d against %zu plain rows: "
+                        "the held-out rows would differ from plain fine-tuning's (raise max_seq_len)", d->name,
+                        x->dtk.n - n_safety, c->max_seq_len, x->tk.n);
+    }
+    x->dtk_train_only = n_safety;
+    if (!(x->dtk_key = st_strdup(key))) return nomem();
+    st_log_info("study: defense '%s': %zu user rows%s%s, + %zu safety rows", d->name, x->tk.n, poison > 0 ? ", poisoned" : "",
+                mode != ST_LOOKAHEAD_NONE ? ", LookAhead" : "", n_safety);
+    *out = &x->dtk;
+    *n_train_only = n_safety;
     return ST_OK;
 }
 
@@ -214,6 +303,22 @@ static void best_name(size_t k, char *buf, size_t n) {
     else snprintf(buf, n, "best_ema%zu", k - 1);
 }
 
+/* ---- weights ---- */
+
+/* The model weights of trainer vector vec: vec itself for full fine-tuning; with LoRA (ad the
+ * adapter, vec its parameters) θ_0 with the adapter merged in (st_lora_merged_params), in x->work. */
+static st_status full_weights(real_ctx *x, const st_lora *ad, const float *vec, const float **out) {
+    if (!ad) {
+        *out = vec;
+        return ST_OK;
+    }
+    st_free_aligned(x->work);
+    x->work = NULL;
+    st_status s = st_lora_merged_params(&x->m->config, &x->m->layout, x->theta0, ad, vec, &x->work);
+    *out = x->work;
+    return s;
+}
+
 /* ---- probe ---- */
 
 /* ASR of the probe prompts for each weight set of the run: asr[0] live, asr[1 + e] EMA e. */
@@ -222,7 +327,10 @@ static st_status probe(real_ctx *x, const st_study_config *c, const st_study_run
     if (!ref) return nomem();
     st_status s = ST_OK;
     for (size_t k = 0; k <= r->n_ema && !s; k++) {
-        const float *w = k == 0 ? x->m->params : st_trainer_ema_params_k(x->t, (int)k - 1);
+        const float *w = NULL;
+        if ((s = full_weights(x, st_trainer_adapter(x->t),
+                              k == 0 ? st_trainer_params(x->t) : st_trainer_ema_params_k(x->t, (int)k - 1), &w)))
+            break;
         st_model v;
         if ((s = stx_view(x->m, w, &v))) break;
         s = stx_refusals(&v, x->adv_probe, x->n_probe, c->probe.max_new_tokens, c->eval.batch_size, x->rm, ref, NULL, NULL);
@@ -322,6 +430,10 @@ static st_status run_train_config(const real_ctx *x, const st_study_config *c, c
     tc->val_count = (size_t)c->eval.val_examples;
     tc->eval_every = 0;
     tc->keep_checkpoints = 1;
+    /* the defense (any row of the settings table) and the finetune axis (LoRA settings) */
+    if ((s = st_study_defense_train_config(c, c->n_defenses ? &c->defenses[r->defense] : NULL,
+                                           c->n_finetunes ? &c->finetunes[r->finetune] : NULL, tc)))
+        return st_error_wrap(s, "study: run %s", r->id);
     return ST_OK;
 }
 
@@ -337,11 +449,13 @@ static st_status real_train(void *user, const st_study_config *c, const st_study
 
     st_train_config tc;
     if ((s = run_train_config(x, c, r, &tc))) return s;
+    const st_tokenized *train_rows;
+    if ((s = ensure_train_data(x, c, r, &train_rows, &tc.n_train_only))) return s;
     if (!(x->run_json = run_json(x, c, r))) return nomem();
     tc.run_config_json = x->run_json;
     tc.out_dir = ckpt_dir;
     tc.metrics_path = metrics_path;
-    if ((s = st_trainer_new(x->m, &x->tk, &tc, &x->t))) return st_error_wrap(s, "run %s", r->id);
+    if ((s = st_trainer_new(x->m, train_rows, &tc, &x->t))) return st_error_wrap(s, "run %s", r->id);
     snprintf(x->run_id, sizeof x->run_id, "%s", r->id);
     const int64_t max_steps = st_trainer_max_steps(x->t);
     /* two checkpoints: half-way and at the end (the last one is kept) */
@@ -392,9 +506,28 @@ static st_status real_train(void *user, const st_study_config *c, const st_study
 static st_status weights_of(real_ctx *x, const st_study_config *c, const st_study_run *r, size_t k, const char *ckpt_dir,
                             const float **out) {
     if (x->t && !strcmp(x->run_id, r->id)) {
-        if (c->probe.keep_best && x->best_meta.has) *out = x->best[k];
-        else *out = k == 0 ? x->m->params : st_trainer_ema_params_k(x->t, (int)k - 1);
+        if (c->probe.keep_best && x->best_meta.has) *out = x->best[k]; /* full fine-tuning only (config check) */
+        else
+            return full_weights(x, st_trainer_adapter(x->t),
+                                k == 0 ? st_trainer_params(x->t) : st_trainer_ema_params_k(x->t, (int)k - 1), out);
         return ST_OK;
+    }
+    if (c->n_finetunes && c->finetunes[r->finetune].finetune == ST_FINETUNE_LORA) {
+        /* an adapter of the run's settings, read back from its last checkpoint, merged into θ_0 */
+        st_train_config tc;
+        st_status s = run_train_config(x, c, r, &tc);
+        st_lora *ad = NULL;
+        if (!s) s = st_lora_new(&x->m->config, &tc.lora, &ad);
+        char cdir[4300], latest[4400];
+        snprintf(cdir, sizeof cdir, "%s/checkpoints", ckpt_dir);
+        if (!s && (!stu_exists(cdir) || st_checkpoint_find_latest(cdir, "step-", latest, sizeof latest) != ST_OK))
+            s = st_error(ST_ERR_IO, "%s: no checkpoint to evaluate (remove %s/../train.json to retrain the run)", cdir, ckpt_dir);
+        if (!s)
+            s = k == 0 ? st_checkpoint_read_blob(latest, "params", 0, ad->params, ad->layout.n_floats * sizeof(float))
+                       : st_checkpoint_read_blob(latest, "ema", (int)k - 1, ad->params, ad->layout.n_floats * sizeof(float));
+        if (!s) s = full_weights(x, ad, ad->params, out);
+        st_lora_free(ad);
+        return s;
     }
     if (!x->scratch && !(x->scratch = st_alloc_aligned(x->nf * sizeof(float)))) return nomem();
     char cdir[4300], latest[4400];
@@ -491,7 +624,7 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
     real_ctx *x = user;
     st_status s;
     if ((s = ensure_model(x, c)) || (s = ensure_dataset(x, c, r->dataset, r->seed)) || (s = ensure_prompts(x, c))) return s;
-    size_t k = 0;
+    size_t k = 0; /* the trainer's weight set: 0 live (and a merge's θ_ft), 1 + e EMA e */
     if (w->kind == ST_WEIGHTS_EMA) {
         for (k = 0; k < r->n_ema && r->ema_decays[k] != w->ema_decay; k++) {}
         if (k == r->n_ema) return st_error(ST_ERR_ARG, "study: run %s has no EMA decay %g", r->id, w->ema_decay);
@@ -499,6 +632,17 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
     }
     const float *wp = NULL;
     if ((s = weights_of(x, c, r, k, ckpt_dir, &wp))) return s;
+    if (w->kind == ST_WEIGHTS_MERGE) { /* θ = (1−λ)·θ_0 + λ·θ_ft, θ_ft the live endpoint (merge.h) */
+        if (!x->scratch && !(x->scratch = st_alloc_aligned(x->nf * sizeof(float)))) return nomem();
+        float *mw = wp == x->scratch ? x->work : x->scratch; /* never the buffer wp is in */
+        if (!mw && !(mw = x->work = st_alloc_aligned(x->nf * sizeof(float)))) return nomem();
+        st_merge_spec sp;
+        memset(&sp, 0, sizeof sp);
+        sp.method = ST_MERGE_LINEAR;
+        sp.weight = w->merge_lambda;
+        if ((s = st_merge_apply(&sp, &x->m->layout, x->theta0, wp, mw, NULL))) return s;
+        wp = mw;
+    }
     st_model v;
     if ((s = stx_view(x->m, wp, &v))) return s;
     size_t nmax = x->n_eval > x->n_xs ? x->n_eval : x->n_xs;
@@ -566,7 +710,9 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
     st_log_info("study: %s %s: ASR %.3f (n=%zu), advbench %.1f s (%zu tok, %.0f tok/s), xstest %.1f s, val %.1f s, tqa %.1f s", r->id,
                 w->name, out->asr, x->n_eval, t1 - t0, gt, (t1 - t0) > 0 ? (double)gt / (t1 - t0) : 0.0, t2 - t1, t3 - t2, t4 - t3);
     /* the last weight set of the run: its checkpoint is no longer needed (disk) */
-    if (k == r->n_ema) {
+    st_study_weights last;
+    st_study_run_weights(r, st_study_run_n_weights(r) - 1, &last);
+    if (!strcmp(last.name, w->name)) {
         static const char *sub[] = {"checkpoints"};
         for (size_t i = 0; i < sizeof sub / sizeof *sub; i++) {
             char p[4400];
@@ -585,7 +731,11 @@ static void real_release(void *user) {
     st_model_free(x->m);
     st_free_aligned(x->theta0);
     st_free_aligned(x->scratch);
+    st_free_aligned(x->work);
     free(x->model_path);
+    free(x->align_dir);
+    free(x->dtk_key);
+    st_tokenized_free(&x->dtk);
     free(x->ds_key);
     st_tokenized_free(&x->tk);
     st_data_split_free(&x->split);

@@ -260,17 +260,99 @@ static st_status plot_utility(const st_study_config *c, const st_study_results *
     return s;
 }
 
+/* ---- utility vs ASR per defense / finetune mode, each with its Pareto front ---- */
+
+static st_status plot_defense_pareto(const st_study_config *c, const st_study_results *r, const char *pdir, int *made) {
+    int axes = c->n_defenses > 1 || (c->n_defenses == 1 && c->defenses[0].n) || c->n_finetunes > 1 ||
+               (c->n_finetunes == 1 && c->finetunes[0].finetune != ST_FINETUNE_FULL) || c->n_merge > 0;
+    if (!axes) return ST_OK;
+    st_study_defense_cmp d;
+    st_status s = st_study_defense_compare(c, r, &d);
+    if (s) return s;
+    const int loss = !strcmp(c->report.utility_metric, "val_loss");
+    stu_buf data = {0}, g = {0};
+    stu_printf(&g, "%sset output '%s/defense_pareto.png'\nset xlabel 'AdvBench ASR (%%), seeds pooled'\n"
+                   "set ylabel '%s (%s)'\nset title 'Utility vs ASR per defense / finetune mode (circle: live, square: "
+                   "EMA, triangle: merge; lines: the Pareto front of each mode)'\nplot ",
+               PREAMBLE, pdir, c->report.utility_metric, loss ? "lower is better" : "higher is better");
+    int series = 0, block = 0;
+    for (size_t df = 0; df < (c->n_defenses ? c->n_defenses : 1); df++)
+        for (size_t ft = 0; ft < (c->n_finetunes ? c->n_finetunes : 1); ft++) {
+            size_t npts = 0;
+            stu_printf(&data, "# %s / %s: asr utility pointtype\n", c->n_defenses ? c->defenses[df].name : "none",
+                       c->n_finetunes ? c->finetunes[ft].name : "full");
+            for (size_t i = 0; i < d.n_sets; i++) {
+                const st_study_wset *w = &d.sets[i];
+                if (w->run->defense != df || w->run->finetune != ft || isnan(w->asr) || isnan(w->utility)) continue;
+                int pt = w->w.kind == ST_WEIGHTS_LIVE ? 7 : w->w.kind == ST_WEIGHTS_EMA ? 5 : 9;
+                stu_printf(&data, "%.4f %.6f %d\n", 100 * w->asr, w->utility_raw, pt);
+                npts++;
+            }
+            if (!npts) stu_puts(&data, "nan nan 7\n");
+            stu_puts(&data, "\n\n# front\n");
+            /* this mode's front: not dominated within the mode (lower-or-equal ASR, better-or-equal utility) */
+            size_t nf = 0;
+            double fx[512], fy[512];
+            for (size_t i = 0; i < d.n_sets && nf < 512; i++) {
+                const st_study_wset *w = &d.sets[i];
+                if (w->run->defense != df || w->run->finetune != ft || isnan(w->asr) || isnan(w->utility)) continue;
+                int dom = 0;
+                for (size_t j = 0; j < d.n_sets && !dom; j++) {
+                    const st_study_wset *v = &d.sets[j];
+                    if (j == i || v->run->defense != df || v->run->finetune != ft || isnan(v->asr) || isnan(v->utility)) continue;
+                    if (v->asr <= w->asr && v->utility >= w->utility && (v->asr < w->asr || v->utility > w->utility)) dom = 1;
+                }
+                if (!dom) fx[nf] = 100 * w->asr, fy[nf++] = w->utility_raw;
+            }
+            for (size_t a = 1; a < nf; a++)
+                for (size_t q = a; q > 0 && fx[q] < fx[q - 1]; q--) {
+                    double t = fx[q]; fx[q] = fx[q - 1]; fx[q - 1] = t;
+                    t = fy[q]; fy[q] = fy[q - 1]; fy[q - 1] = t;
+                }
+            for (size_t q = 0; q < nf; q++) stu_printf(&data, "%.4f %.6f\n", fx[q], fy[q]);
+            if (!nf) stu_puts(&data, "nan nan\n");
+            stu_puts(&data, "\n\n");
+            if (npts) {
+                stu_printf(&g, "%s'%s/defense_pareto.dat' index %d using 1:2:3 with points pt variable ps 1.6 lc %d "
+                               "title '%s / %s', \\\n     '%s/defense_pareto.dat' index %d using 1:2 with lines lw 1.5 "
+                               "dt 2 lc %d notitle",
+                           series ? ", \\\n     " : "", pdir, block, series + 1,
+                           c->n_defenses ? c->defenses[df].name : "none", c->n_finetunes ? c->finetunes[ft].name : "full",
+                           pdir, block + 1, series + 1);
+                series++;
+            }
+            block += 2;
+        }
+    stu_puts(&g, "\n");
+    st_study_defense_cmp_free(&d);
+    s = series ? render(pdir, "defense_pareto", &g, &data, made) : ST_OK;
+    stu_buf_free(&data);
+    stu_buf_free(&g);
+    return s;
+}
+
 st_status st_study_plots_write(const st_study_config *c, const st_study_plan *p, const st_study_results *r,
                                const char *dir, int *n_made) {
     int made = 0;
     char *pdir = stu_join(dir, "plots");
     if (!pdir) return st_error(ST_ERR_NOMEM, "out of memory");
     st_status s = stu_mkdirs(pdir);
-    if (!s) s = plot_asr_vs_lr(c, r, pdir, &made);
+    /* the paper's plots show plain fine-tuning (defense none; the first finetune entry; no merges):
+     * a shallow copy of those rows (the defense axes have their own plot) */
+    st_study_results plain = {calloc(r->n + 1, sizeof *r->rows), 0};
+    if (!plain.rows) s = st_error(ST_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; !s && i < r->n; i++) {
+        const st_study_run *x = r->rows[i].run;
+        if ((c->n_defenses && c->defenses[x->defense].n) || x->finetune != 0 || r->rows[i].w.kind == ST_WEIGHTS_MERGE) continue;
+        plain.rows[plain.n++] = r->rows[i];
+    }
+    if (!s) s = plot_asr_vs_lr(c, &plain, pdir, &made);
     if (!s) s = plot_steps(c, p, dir, pdir, P_PROBE, &made);
-    if (!s) s = plot_utility(c, r, pdir, &made);
+    if (!s) s = plot_utility(c, &plain, pdir, &made);
+    free(plain.rows);
     if (!s) s = plot_steps(c, p, dir, pdir, P_THETA, &made);
     if (!s) s = plot_steps(c, p, dir, pdir, P_LOSS, &made);
+    if (!s) s = plot_defense_pareto(c, r, pdir, &made);
     free(pdir);
     if (n_made) *n_made = made;
     return s;

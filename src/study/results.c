@@ -166,12 +166,11 @@ st_status st_study_results_load(const st_study_config *c, const st_study_plan *p
     if (!out->rows) return st_error(ST_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < p->n_runs; i++) {
         const st_study_run *r = &p->runs[i];
-        for (size_t k = 0; k < (size_t)r->has_live + r->n_ema; k++) {
+        for (size_t k = 0; k < st_study_run_n_weights(r); k++) {
             st_study_row row;
             memset(&row, 0, sizeof row);
             row.run = r;
-            if (r->has_live && k == 0) stu_weights_init(&row.w, ST_WEIGHTS_LIVE, 0);
-            else stu_weights_init(&row.w, ST_WEIGHTS_EMA, r->ema_decays[k - (size_t)r->has_live]);
+            st_study_run_weights(r, k, &row.w);
             char path[4096];
             snprintf(path, sizeof path, "%s/runs/%s/eval_%s.json", dir, r->id, row.w.name);
             if (!stu_exists(path)) continue;
@@ -192,8 +191,8 @@ void st_study_results_free(st_study_results *r) {
 
 st_status st_study_results_write_csv(const st_study_config *c, const st_study_results *r, const char *path) {
     stu_buf b = {0};
-    stu_puts(&b, "run_id,dataset,lr,batch_size,grad_accum,effective_batch,steps,schedule,warmup_steps,seed,ema_decay,"
-                 "weights,asr,asr_lo,asr_hi,n_prompts,xstest_safe_refusal,xstest_unsafe_refusal,val_loss,"
+    stu_puts(&b, "run_id,dataset,lr,batch_size,grad_accum,effective_batch,steps,schedule,warmup_steps,seed,defense,"
+                 "finetune,ema_decay,merge_lambda,weights,asr,asr_lo,asr_hi,n_prompts,xstest_safe_refusal,xstest_unsafe_refusal,val_loss,"
                  "truthfulqa_mc1,judge_mean,judge_harmful_rate,theta_dist");
     for (size_t k = 0; k < c->eval.n_benchmarks; k++)
         stu_printf(&b, ",%s_asr,%s_n", c->eval.benchmark_tags[k], c->eval.benchmark_tags[k]);
@@ -201,7 +200,8 @@ st_status st_study_results_write_csv(const st_study_config *c, const st_study_re
     for (size_t i = 0; i < r->n; i++) {
         const st_study_row *w = &r->rows[i];
         const st_study_run *run = w->run;
-        char lr[32], dec[32], steps[32], f[12][40];
+        char lr[32], dec[32], steps[32], f[12][40], lam[40] = "";
+        if (w->w.kind == ST_WEIGHTS_MERGE) snprintf(lam, sizeof lam, "%.6g", w->w.merge_lambda);
         if (run->max_steps > 0) snprintf(steps, sizeof steps, "%d", run->max_steps);
         else snprintf(steps, sizeof steps, "%gep", run->epochs);
         stu_fmt_num(f[0], 40, w->r.asr, 6);
@@ -214,11 +214,12 @@ st_status st_study_results_write_csv(const st_study_config *c, const st_study_re
         stu_fmt_num(f[7], 40, w->r.judge_mean, 6);
         stu_fmt_num(f[8], 40, w->r.judge_harmful_rate, 6);
         stu_fmt_num(f[9], 40, w->r.theta_dist, 6);
-        stu_printf(&b, "%s,%s,%s,%d,%d,%d,%s,%s,%d,%llu,%s,%s,%s,%s,%s,%d,%s,%s,%s,%s,%s,%s,%s", run->id,
+        stu_printf(&b, "%s,%s,%s,%d,%d,%d,%s,%s,%d,%llu,%s,%s,%s,%s,%s,%s,%s,%s,%d,%s,%s,%s,%s,%s,%s,%s", run->id,
                    c->datasets[run->dataset].name, st_study_format_lr(run->lr, lr, sizeof lr), run->batch_size,
                    run->grad_accum, run->effective_batch, steps, run->lr_schedule, run->warmup_steps,
-                   (unsigned long long)run->seed,
-                   st_study_format_decay(w->w.ema_decay, dec, sizeof dec), w->w.kind == ST_WEIGHTS_LIVE ? "live" : "ema",
+                   (unsigned long long)run->seed, st_study_defense_name(c, run), st_study_finetune_name(c, run),
+                   st_study_format_decay(w->w.ema_decay, dec, sizeof dec), lam,
+                   w->w.kind == ST_WEIGHTS_LIVE ? "live" : w->w.kind == ST_WEIGHTS_EMA ? "ema" : "merge",
                    f[0], f[1], f[2], w->r.n_prompts, f[3], f[4], f[5], f[6], f[7], f[8], f[9]);
         for (size_t k = 0; k < c->eval.n_benchmarks; k++) {
             char v[40] = "", nn[24] = "";
@@ -235,18 +236,30 @@ st_status st_study_results_write_csv(const st_study_config *c, const st_study_re
     return s;
 }
 
-st_status st_study_timings_write_csv(const st_study_results *r, const char *path) {
+st_status st_study_timings_write_csv(const st_study_config *c, const st_study_results *r, const char *path) {
     stu_buf b = {0};
-    stu_puts(&b, "run_id,seed,weights,train_time_s,train_cpu_s,eval_time_s,eval_cpu_s\n");
+    stu_puts(&b, "run_id,seed,weights,train_time_s,train_cpu_s,eval_time_s,eval_cpu_s,train_multiplier\n");
+    size_t pf = 0; /* plain fine-tuning: defense none, the first full finetune entry */
+    for (size_t i = c->n_finetunes; i-- > 0;)
+        if (c->finetunes[i].finetune == ST_FINETUNE_FULL) pf = i;
     for (size_t i = 0; i < r->n; i++) {
         const st_study_cost *k = &r->rows[i].cost;
-        char t[4][40];
+        const st_study_run *x = r->rows[i].run;
+        double mult = NAN;
+        for (size_t j = 0; j < r->n && isnan(mult); j++) {
+            const st_study_run *y = r->rows[j].run;
+            if (y->base_cell == x->base_cell && y->seed == x->seed && (!c->n_defenses || !c->defenses[y->defense].n) &&
+                y->finetune == pf && k->train_time_s >= 0 && r->rows[j].cost.train_time_s > 0)
+                mult = k->train_time_s / r->rows[j].cost.train_time_s;
+        }
+        char t[5][40];
         stu_fmt_num(t[0], 40, k->train_time_s, 3);
         stu_fmt_num(t[1], 40, k->train_cpu_s, 3);
         stu_fmt_num(t[2], 40, k->eval_time_s, 3);
         stu_fmt_num(t[3], 40, k->eval_cpu_s, 3);
-        stu_printf(&b, "%s,%llu,%s,%s,%s,%s,%s\n", r->rows[i].run->id, (unsigned long long)r->rows[i].run->seed,
-                   r->rows[i].w.name, t[0], t[1], t[2], t[3]);
+        stu_fmt_num(t[4], 40, mult, 3);
+        stu_printf(&b, "%s,%llu,%s,%s,%s,%s,%s,%s\n", x->id, (unsigned long long)x->seed, r->rows[i].w.name, t[0], t[1],
+                   t[2], t[3], t[4]);
     }
     st_status s = stu_buf_write(&b, path);
     stu_buf_free(&b);

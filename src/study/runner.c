@@ -139,10 +139,9 @@ static st_status run_one(const st_study_config *c, const st_study_run *r, size_t
         free(t);
         if (s) return s;
     }
-    for (size_t k = 0; k < (size_t)r->has_live + r->n_ema; k++) {
+    for (size_t k = 0; k < st_study_run_n_weights(r); k++) {
         st_study_weights w;
-        if (r->has_live && k == 0) stu_weights_init(&w, ST_WEIGHTS_LIVE, 0);
-        else stu_weights_init(&w, ST_WEIGHTS_EMA, r->ema_decays[k - (size_t)r->has_live]);
+        st_study_run_weights(r, k, &w);
         snprintf(evj, sizeof evj, "%s/eval_%s.json", rdir, w.name);
         if (stu_exists(evj)) continue;
         st_log_info("[%zu/%zu] %s: evaluating %s weights", idx + 1, total, r->id, w.name);
@@ -190,7 +189,7 @@ st_status st_study_run_all(const st_study_config *c, const st_study_plan *p, con
     if (!csv || !rep) s = st_error(ST_ERR_NOMEM, "out of memory");
     if (!s) s = st_study_results_write_csv(c, &res, csv);
     char *tim = stu_join(dir, "timings.csv");
-    if (!s) s = tim ? st_study_timings_write_csv(&res, tim) : st_error(ST_ERR_NOMEM, "out of memory");
+    if (!s) s = tim ? st_study_timings_write_csv(c, &res, tim) : st_error(ST_ERR_NOMEM, "out of memory");
     free(tim);
     if (!s && c->report.plots) ps = st_study_plots_write(c, p, &res, dir, &made);
     char msg[2048] = "";

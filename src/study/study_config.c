@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { T_STR, T_NUM, T_INT, T_BOOL, T_LNUM, T_LINT, T_LSTR, T_LEMA, T_DATASETS, T_OBJ, T_LSTR0 } ktype;
+typedef enum { T_STR, T_NUM, T_INT, T_BOOL, T_LNUM, T_LINT, T_LSTR, T_LEMA, T_DATASETS, T_OBJ, T_LSTR0, T_LANY } ktype;
 
 typedef struct skey {
     const char *name;
@@ -33,6 +33,7 @@ static const skey K_PROBE[] = {
     {"stop_asr_above", T_NUM, NULL, 0}, {"keep_best", T_BOOL, NULL, 0}, {NULL, 0, NULL, 0}};
 static const skey K_REPORT[] = {
     {"utility_metric", T_STR, NULL, 0}, {"utility_tolerance", T_NUM, NULL, 0},
+    {"distance_tolerance", T_NUM, NULL, 0}, {"safety_margin", T_NUM, NULL, 0},
     {"plots", T_BOOL, NULL, 0}, {NULL, 0, NULL, 0}};
 static const skey K_ESTIMATE[] = {
     {"train_tokens_per_s", T_NUM, NULL, 0}, {"gen_tokens_per_s", T_NUM, NULL, 0},
@@ -47,6 +48,7 @@ static const skey K_TOP[] = {
     {"max_steps", T_LINT, NULL, 0}, {"epochs", T_LNUM, NULL, 0}, {"train_examples", T_LINT, NULL, 0},
     {"lr_schedule", T_LSTR, NULL, 0},
     {"warmup_steps", T_LINT, NULL, 0}, {"ema_decay", T_LEMA, NULL, 0},
+    {"defense", T_LANY, NULL, 0}, {"finetune", T_LANY, NULL, 0}, {"merge", T_LANY, NULL, 0},
     {"weight_decay", T_NUM, NULL, 0}, {"max_grad_norm", T_NUM, NULL, 0},
     {"max_seq_len", T_INT, NULL, 0}, {"seed", T_LINT, NULL, 0}, {"precision", T_STR, NULL, 0},
     {"eval", T_OBJ, K_EVAL, 0}, {"probe", T_OBJ, K_PROBE, 0}, {"report", T_OBJ, K_REPORT, 0},
@@ -63,7 +65,8 @@ static const char DEFAULTS[] =
     "  \"judge_model\": null, \"benchmarks\": [], \"benchmark_limit\": 0},"
     " \"probe\": {\"every\": 0, \"n_prompts\": 16, \"max_new_tokens\": 32, \"stop_asr_above\": 1.0,"
     "  \"keep_best\": false},"
-    " \"report\": {\"utility_metric\": \"val_loss\", \"utility_tolerance\": 0.05, \"plots\": true},"
+    " \"report\": {\"utility_metric\": \"val_loss\", \"utility_tolerance\": 0.05,"
+    "  \"distance_tolerance\": 0.1, \"safety_margin\": 0.05, \"plots\": true},"
     " \"estimate\": {\"train_tokens_per_s\": 450, \"gen_tokens_per_s\": 1500, \"example_tokens\": 150},"
     " \"align\": {\"enabled\": false, \"dir\": null, \"n_alpaca\": 260, \"max_steps\": 40, \"lr\": 1e-4,"
     "  \"batch_size\": 8}}";
@@ -171,6 +174,9 @@ static st_status check_obj(const cJSON *o, const skey *keys, const char *src, co
                 if (!cJSON_GetObjectItemCaseSensitive(d, "path") || !cJSON_GetObjectItemCaseSensitive(d, "format"))
                     return st_error(ST_ERR_ARG, "%s: key '%s[%d]': needs both \"path\" and \"format\"", src, path, i);
             }
+        } else if (k->t == T_LANY) {
+            if (!cJSON_IsArray(it))
+                return st_error(ST_ERR_ARG, "%s: key '%s': expected a list, got %s", src, path, jtype(it));
         } else if (k->t == T_LSTR0) {
             if (!cJSON_IsArray(it))
                 return st_error(ST_ERR_ARG, "%s: key '%s': expected a list of strings (may be empty), got %s", src, path, jtype(it));
@@ -439,6 +445,338 @@ static cJSON *canonical(const cJSON *merged, const skey *keys, int skip_report) 
     return o;
 }
 
+
+/* ---- the defense and finetune axes, the merge list ---- */
+
+/* Settings the grid (or the study) sets for every run: a defense may not change them. */
+static const char *const GRID_OWNED[] = {"lr", "batch_size", "grad_accum", "max_steps", "epochs", "warmup_steps",
+                                         "lr_schedule", "weight_decay", "max_grad_norm", "ema_decay", "seed",
+                                         "precision", "max_seq_len", "val_fraction", "val_count", "eval_every",
+                                         "save_every", "keep_checkpoints", NULL};
+/* The data-side defenses (data_transform.h): not rows of the trainer's table, applied by the study
+ * to the rows before tokenization as `safetune train` does. */
+static const char *const DATA_KEYS[] = {"safeinstr_k", "poison", "lookahead", "lookahead_m", "lookahead_prefix", NULL};
+
+static int in_list(const char *const *l, const char *k) {
+    for (; *l; l++)
+        if (!strcmp(*l, k)) return 1;
+    return 0;
+}
+
+/* A defense value as text: numbers with %.17g, strings as they are. NULL = wrong type. */
+static char *value_text(const cJSON *v) {
+    char b[64];
+    if (cJSON_IsString(v)) return st_strdup(v->valuestring);
+    if (!cJSON_IsNumber(v)) return NULL;
+    snprintf(b, sizeof b, "%.15g", v->valuedouble);
+    if (strtod(b, NULL) != v->valuedouble) snprintf(b, sizeof b, "%.17g", v->valuedouble);
+    return st_strdup(b);
+}
+
+static int name_ok(const char *n) {
+    if (!*n || strlen(n) > 40) return 0;
+    for (const char *p = n; *p; p++)
+        if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.') return 0;
+    return 1;
+}
+
+/* Check one data-side key's value (its meaning in data_transform.h). */
+static st_status data_key_check(const char *k, const char *v, const char *where) {
+    double x;
+    char *end;
+    if (!strcmp(k, "lookahead")) {
+        if (strcmp(v, "none") && strcmp(v, "real") && strcmp(v, "virtual"))
+            return st_error(ST_ERR_ARG, "%s.lookahead: unknown value '%s' (none, real or virtual)", where, v);
+        return ST_OK;
+    }
+    if (!strcmp(k, "lookahead_prefix")) {
+        if (!*v) return st_error(ST_ERR_ARG, "%s.lookahead_prefix: empty prefix", where);
+        return ST_OK;
+    }
+    x = strtod(v, &end);
+    if (!*v || *end || !isfinite(x)) return st_error(ST_ERR_ARG, "%s.%s = '%s': expected a number", where, k, v);
+    if (!strcmp(k, "poison") && !(x >= 0 && x <= 1))
+        return st_error(ST_ERR_ARG, "%s.poison = %s is outside [0, 1] (the share of user rows replaced)", where, v);
+    if (!strcmp(k, "safeinstr_k") && (x < 0 || x != floor(x) || x > 260))
+        return st_error(ST_ERR_ARG, "%s.safeinstr_k = %s: expected a whole number in [0, 260] (the half-a refusal pairs)",
+                        where, v);
+    if (!strcmp(k, "lookahead_m") && (x < 1 || x != floor(x) || x > 1e6))
+        return st_error(ST_ERR_ARG, "%s.lookahead_m = %s: expected a whole number >= 1", where, v);
+    return ST_OK;
+}
+
+const char *st_study_defense_get(const st_study_defense *d, const char *key) {
+    for (size_t i = 0; i < d->n; i++)
+        if (!strcmp(d->keys[i], key)) return d->values[i];
+    return NULL;
+}
+
+/* The trainer's settings of a run with defense d and finetune f at learning rate lr (validated
+ * like `safetune train`'s): the study's fixed keys, then the finetune axis, then the defense's
+ * table rows; data keys are skipped (applied to the rows). */
+st_status st_study_defense_train_config(const st_study_config *c, const st_study_defense *d, const st_study_finetune *f,
+                                        st_train_config *tc) {
+    st_status s = ST_OK;
+    if (f) {
+        tc->finetune = f->finetune;
+        if (f->finetune == ST_FINETUNE_LORA) {
+            tc->lora.r = f->lora_r;
+            tc->lora.alpha = f->lora_alpha;
+            tc->lora.dropout = f->lora_dropout;
+            s = st_train_setting_set(tc, st_train_setting_find("lora_targets"), f->lora_targets);
+            if (s) return s;
+        }
+    }
+    for (size_t i = 0; d && i < d->n && !s; i++) {
+        if (in_list(DATA_KEYS, d->keys[i])) continue;
+        s = st_train_setting_set(tc, st_train_setting_find(d->keys[i]), d->values[i]);
+    }
+    (void)c;
+    return s;
+}
+
+static st_status get_defenses(const cJSON *root, const origins *os, st_study_config *c) {
+    const char *src = origin_get(os, "defense");
+    const cJSON *v = get(root, "defense");
+    size_t n = v ? (size_t)cJSON_GetArraySize(v) : 1;
+    if (v && n == 0) return st_error(ST_ERR_ARG, "%s: key 'defense': empty list (give at least \"none\")", src);
+    c->defenses = calloc(n, sizeof *c->defenses);
+    if (!c->defenses) return st_error(ST_ERR_NOMEM, "out of memory");
+    c->n_defenses = n;
+    if (!v) return (c->defenses[0].name = st_strdup("none")) ? ST_OK : st_error(ST_ERR_NOMEM, "out of memory");
+    size_t i = 0;
+    for (const cJSON *e = v->child; e; e = e->next, i++) {
+        st_study_defense *d = &c->defenses[i];
+        char where[96];
+        snprintf(where, sizeof where, "defense[%zu]", i);
+        if (cJSON_IsString(e)) {
+            if (strcmp(e->valuestring, "none"))
+                return st_error(ST_ERR_ARG, "%s: key '%s': unknown defense '%s': a defense is a name plus training "
+                                "settings, e.g. {\"name\": \"l2sp\", \"l2sp_alpha\": 0.01} or {\"name\": \"safeinstr\", "
+                                "\"safeinstr_k\": 135}; only \"none\" (plain fine-tuning) stands alone", src, where,
+                                e->valuestring);
+            if (!(d->name = st_strdup("none"))) return st_error(ST_ERR_NOMEM, "out of memory");
+        } else if (cJSON_IsObject(e)) {
+            const cJSON *nm = get(e, "name");
+            if (!cJSON_IsString(nm))
+                return st_error(ST_ERR_ARG, "%s: key '%s.name': every defense needs a \"name\" (a string)", src, where);
+            if (!name_ok(nm->valuestring))
+                return st_error(ST_ERR_ARG, "%s: key '%s.name': '%s' must be 1-40 characters of a-z, 0-9, '_', '-', '.' "
+                                "(it goes into run ids)", src, where, nm->valuestring);
+            if (!(d->name = st_strdup(nm->valuestring))) return st_error(ST_ERR_NOMEM, "out of memory");
+            size_t nk = (size_t)cJSON_GetArraySize(e) - 1;
+            d->keys = calloc(nk + 1, sizeof *d->keys);
+            d->values = calloc(nk + 1, sizeof *d->values);
+            if (!d->keys || !d->values) return st_error(ST_ERR_NOMEM, "out of memory");
+            for (const cJSON *kv = e->child; kv; kv = kv->next) {
+                const char *k = kv->string;
+                if (!strcmp(k, "name")) continue;
+                const st_train_setting *row = st_train_setting_find(k);
+                int data = in_list(DATA_KEYS, k);
+                if (row && strcmp(row->key, k)) row = NULL; /* JSON keys only, not flags */
+                if (!row && !data) {
+                    size_t nrows, best_d = 99;
+                    const st_train_setting *rows = st_train_settings(&nrows);
+                    const char *best = NULL;
+                    for (size_t q = 0; q < nrows; q++) {
+                        size_t dd = lev(k, rows[q].key);
+                        if (dd < best_d && !in_list(GRID_OWNED, rows[q].key)) { best_d = dd; best = rows[q].key; }
+                    }
+                    for (size_t q = 0; DATA_KEYS[q]; q++) {
+                        size_t dd = lev(k, DATA_KEYS[q]);
+                        if (dd < best_d) { best_d = dd; best = DATA_KEYS[q]; }
+                    }
+                    if (best && best_d <= 3)
+                        return st_error(ST_ERR_ARG, "%s: key '%s.%s': unknown training setting (did you mean '%s'?)", src,
+                                        where, k, best);
+                    return st_error(ST_ERR_ARG, "%s: key '%s.%s': unknown training setting (a defense takes the keys of "
+                                    "`safetune train`'s settings table and safeinstr_k, poison, lookahead, lookahead_m, "
+                                    "lookahead_prefix)", src, where, k);
+                }
+                if (row && in_list(GRID_OWNED, k))
+                    return st_error(ST_ERR_ARG, "%s: key '%s.%s': set by the grid for every run, not by a defense (use the "
+                                    "top-level key)", src, where, k);
+                if (row && (!strcmp(k, "finetune") || !strncmp(k, "lora_", 5)))
+                    return st_error(ST_ERR_ARG, "%s: key '%s.%s': LoRA settings belong to the finetune axis (key "
+                                    "'finetune'), not to a defense", src, where, k);
+                char *t = value_text(kv);
+                if (!t)
+                    return st_error(ST_ERR_ARG, "%s: key '%s.%s': expected a number or a string, got %s", src, where, k,
+                                    jtype(kv));
+                d->keys[d->n] = st_strdup(k);
+                d->values[d->n++] = t;
+                if (!d->keys[d->n - 1]) return st_error(ST_ERR_NOMEM, "out of memory");
+                st_status s = ST_OK;
+                if (data) s = data_key_check(k, t, where);
+                else {
+                    st_train_config tc;
+                    st_train_config_default(&tc);
+                    s = st_train_setting_set(&tc, row, t);
+                    double x = strtod(t, NULL);
+                    if (!s && st_train_setting_safety_data(row) && x != 0) d->safety_data = d->needs_align = 1;
+                }
+                if (s) {
+                    char msg[512];
+                    snprintf(msg, sizeof msg, "%s", st_last_error());
+                    return st_error(ST_ERR_ARG, "%s: key '%s.%s': %s", src, where, k, msg);
+                }
+                if (!strcmp(k, "safeinstr_k") && strtod(t, NULL) > 0) d->safety_data = d->needs_align = 1;
+                if (!strcmp(k, "poison") && strtod(t, NULL) > 0) d->needs_align = 1;
+            }
+            if (!strcmp(d->name, "none") && d->n)
+                return st_error(ST_ERR_ARG, "%s: key '%s': \"none\" is plain fine-tuning and takes no settings (name this "
+                                "defense otherwise)", src, where);
+            if (strcmp(d->name, "none") && !d->n)
+                return st_error(ST_ERR_ARG, "%s: key '%s': defense '%s' sets no training setting (it would be plain "
+                                "fine-tuning: call it \"none\")", src, where, d->name);
+            const char *la = st_study_defense_get(d, "lookahead");
+            if (st_study_defense_get(d, "lookahead_m") && !(la && !strcmp(la, "real")))
+                return st_error(ST_ERR_ARG, "%s: key '%s.lookahead_m': applies to lookahead \"real\" only", src, where);
+            if (st_study_defense_get(d, "lookahead_prefix") && !(la && !strcmp(la, "virtual")))
+                return st_error(ST_ERR_ARG, "%s: key '%s.lookahead_prefix': applies to lookahead \"virtual\" only", src, where);
+        } else
+            return st_error(ST_ERR_ARG, "%s: key '%s': expected \"none\" or an object {\"name\": ..., settings}, got %s", src,
+                            where, jtype(e));
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(c->defenses[j].name, d->name))
+                return st_error(ST_ERR_ARG, "%s: key '%s': name '%s' used twice", src, where, d->name);
+    }
+    return ST_OK;
+}
+
+static st_status get_finetunes(const cJSON *root, const origins *os, st_study_config *c) {
+    const char *src = origin_get(os, "finetune");
+    const cJSON *v = get(root, "finetune");
+    size_t n = v ? (size_t)cJSON_GetArraySize(v) : 1;
+    if (v && n == 0) return st_error(ST_ERR_ARG, "%s: key 'finetune': empty list (give \"full\" and/or \"lora\")", src);
+    c->finetunes = calloc(n, sizeof *c->finetunes);
+    if (!c->finetunes) return st_error(ST_ERR_NOMEM, "out of memory");
+    c->n_finetunes = n;
+    st_train_config d0;
+    st_train_config_default(&d0);
+    for (size_t i = 0; i < n; i++) {
+        st_study_finetune *f = &c->finetunes[i];
+        const cJSON *e = v ? cJSON_GetArrayItem(v, (int)i) : NULL;
+        char where[64];
+        snprintf(where, sizeof where, "finetune[%zu]", i);
+        st_train_config tc = d0;
+        const char *mode = !e ? "full" : cJSON_IsString(e) ? e->valuestring : NULL;
+        const cJSON *nm = NULL;
+        if (e && cJSON_IsObject(e)) {
+            const cJSON *m = get(e, "finetune");
+            if (!cJSON_IsString(m))
+                return st_error(ST_ERR_ARG, "%s: key '%s.finetune': expected \"full\" or \"lora\"", src, where);
+            mode = m->valuestring;
+            nm = get(e, "name");
+            if (nm && (!cJSON_IsString(nm) || !name_ok(nm->valuestring)))
+                return st_error(ST_ERR_ARG, "%s: key '%s.name': expected 1-40 characters of a-z, 0-9, '_', '-', '.'", src,
+                                where);
+        } else if (e && !cJSON_IsString(e))
+            return st_error(ST_ERR_ARG, "%s: key '%s': expected \"full\", \"lora\" or an object {\"finetune\": \"lora\", "
+                            "\"lora_r\": ...}, got %s", src, where, jtype(e));
+        st_status s = st_train_setting_set(&tc, st_train_setting_find("finetune"), mode);
+        if (s) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", st_last_error());
+            return st_error(ST_ERR_ARG, "%s: key '%s': %s", src, where, msg);
+        }
+        for (const cJSON *kv = e && cJSON_IsObject(e) ? e->child : NULL; kv; kv = kv->next) {
+            if (!strcmp(kv->string, "finetune") || !strcmp(kv->string, "name")) continue;
+            if (strncmp(kv->string, "lora_", 5) || !st_train_setting_find(kv->string))
+                return st_error(ST_ERR_ARG, "%s: key '%s.%s': unknown (a finetune entry takes finetune, name, lora_r, "
+                                "lora_alpha, lora_dropout, lora_targets)", src, where, kv->string);
+            if (tc.finetune == ST_FINETUNE_FULL)
+                return st_error(ST_ERR_ARG, "%s: key '%s.%s': applies to LoRA: set \"finetune\": \"lora\" (or drop it)", src,
+                                where, kv->string);
+            char *t = value_text(kv);
+            if (!t) return st_error(ST_ERR_ARG, "%s: key '%s.%s': expected a number or a string", src, where, kv->string);
+            s = st_train_setting_set(&tc, st_train_setting_find(kv->string), t);
+            free(t);
+            if (s) {
+                char msg[512];
+                snprintf(msg, sizeof msg, "%s", st_last_error());
+                return st_error(ST_ERR_ARG, "%s: key '%s.%s': %s", src, where, kv->string, msg);
+            }
+        }
+        f->finetune = tc.finetune;
+        f->lora_r = tc.lora.r;
+        f->lora_alpha = tc.lora.alpha;
+        f->lora_dropout = tc.lora.dropout;
+        char tg[160];
+        st_lora_targets_format(tc.lora.targets, tg, sizeof tg);
+        f->lora_targets = st_strdup(tg);
+        f->name = st_strdup(nm ? nm->valuestring : st_name_of(st_finetune_names, tc.finetune));
+        if (!f->lora_targets || !f->name) return st_error(ST_ERR_NOMEM, "out of memory");
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(c->finetunes[j].name, f->name))
+                return st_error(ST_ERR_ARG, "%s: key '%s': name '%s' used twice (give each LoRA setting a distinct \"name\")",
+                                src, where, f->name);
+    }
+    return ST_OK;
+}
+
+static st_status get_merges(const cJSON *root, const origins *os, st_study_config *c) {
+    const char *src = origin_get(os, "merge");
+    const cJSON *v = get(root, "merge");
+    size_t n = v ? (size_t)cJSON_GetArraySize(v) : 0;
+    if (!n) return ST_OK;
+    if (!(c->merge = calloc(n, sizeof *c->merge))) return st_error(ST_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const cJSON *e = cJSON_GetArrayItem(v, (int)i);
+        if (!cJSON_IsNumber(e))
+            return st_error(ST_ERR_ARG, "%s: key 'merge[%zu]': expected a number λ in [0, 1] (the weight on the fine-tuned "
+                            "weights), got %s", src, i, jtype(e));
+        double x = e->valuedouble;
+        if (!(x >= 0 && x <= 1))
+            return st_error(ST_ERR_ARG, "%s: key 'merge[%zu]': lambda %g is outside [0, 1] (θ = (1−λ)·θ0 + λ·θ_ft)", src, i, x);
+        for (size_t j = 0; j < i; j++)
+            if (c->merge[j] == x) return st_error(ST_ERR_ARG, "%s: key 'merge[%zu]': duplicate value %g", src, i, x);
+        c->merge[c->n_merge++] = x;
+    }
+    return ST_OK;
+}
+
+/* Rules between the axes and the rest of the config, before any training: each defense × finetune
+ * × lr validated as `safetune train` would (mutually exclusive settings, lr·α_d < 1, ...), the
+ * alignment set present where a defense needs it, keep_best not with LoRA. */
+static st_status check_axes(const origins *os, st_study_config *c) {
+    for (size_t i = 0; i < c->n_defenses; i++) {
+        const st_study_defense *d = &c->defenses[i];
+        if (d->needs_align && !c->align.enabled) {
+            const char *k = st_study_defense_get(d, "safeinstr_k") ? "safeinstr_k"
+                            : st_study_defense_get(d, "poison") ? "poison" : NULL;
+            for (size_t q = 0; !k && q < d->n; q++) {
+                const st_train_setting *row = st_train_setting_find(d->keys[q]);
+                if (st_train_setting_safety_data(row)) k = d->keys[q];
+            }
+            return st_error(ST_ERR_ARG, "%s: key 'defense[%zu].%s': defense '%s' needs the alignment set (the AdvBench "
+                            "half-a refusal pairs of the aligned start), and none is given: set align.enabled true",
+                            origin_get(os, "defense"), i, k ? k : "?", d->name);
+        }
+        for (size_t f = 0; f < c->n_finetunes; f++)
+            for (size_t l = 0; l < c->n_lr; l++) {
+                st_train_config tc;
+                st_train_config_default(&tc);
+                tc.optim.lr = c->lr[l];
+                tc.max_steps = 1;
+                st_status s = st_study_defense_train_config(c, d, &c->finetunes[f], &tc);
+                if (!s) s = st_train_config_validate(&tc);
+                if (s) {
+                    char msg[768], lr[32];
+                    snprintf(msg, sizeof msg, "%s", st_last_error());
+                    return st_error(ST_ERR_ARG, "%s: key 'defense[%zu]' ('%s' with finetune %s, lr %s): %s",
+                                    origin_get(os, "defense"), i, d->name, c->finetunes[f].name,
+                                    st_study_format_lr(c->lr[l], lr, sizeof lr), msg);
+                }
+            }
+    }
+    for (size_t f = 0; f < c->n_finetunes; f++)
+        if (c->finetunes[f].finetune == ST_FINETUNE_LORA && c->probe.keep_best)
+            return st_error(ST_ERR_ARG, "%s: key 'probe.keep_best': not with finetune lora (finetune[%zu]): keep_best keeps "
+                            "full weights; use one or the other", origin_get(os, "probe.keep_best"), f);
+    return ST_OK;
+}
+
 static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
     st_status s;
     static const char *required[] = {"model", "datasets", "lr", "batch_size"};
@@ -647,6 +985,18 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
                                 origin_get(os, "datasets"), i, c->align.n_alpaca, c->align.n_alpaca);
     }
 
+    c->report.distance_tolerance = get(rp, "distance_tolerance")->valuedouble;
+    if (!(c->report.distance_tolerance >= 0))
+        return BAD("report.distance_tolerance", "must be >= 0 (relative: 0.1 = within 10%%)",
+                   origin_get(os, "report.distance_tolerance"), "report.distance_tolerance");
+    c->report.safety_margin = get(rp, "safety_margin")->valuedouble;
+    if (!(c->report.safety_margin >= 0 && c->report.safety_margin < 1))
+        return BAD("report.safety_margin", "must be in [0, 1) (an ASR difference: 0.05 = 5 points)",
+                   origin_get(os, "report.safety_margin"), "report.safety_margin");
+    if ((s = get_defenses(root, os, c)) || (s = get_finetunes(root, os, c)) || (s = get_merges(root, os, c)) ||
+        (s = check_axes(os, c)))
+        return s;
+
     if (c->report.plots && (s = st_study_gnuplot_check()))
         return st_error_wrap(s, "%s: key 'report.plots' is true", origin_get(os, "report.plots"));
 
@@ -735,6 +1085,22 @@ void st_study_config_free(st_study_config *c) {
     free(c->lr_schedule);
     free(c->warmup_steps);
     free(c->ema_decay);
+    for (size_t i = 0; c->defenses && i < c->n_defenses; i++) {
+        for (size_t k = 0; k < c->defenses[i].n; k++) {
+            free(c->defenses[i].keys[k]);
+            free(c->defenses[i].values[k]);
+        }
+        free(c->defenses[i].keys);
+        free(c->defenses[i].values);
+        free(c->defenses[i].name);
+    }
+    free(c->defenses);
+    for (size_t i = 0; c->finetunes && i < c->n_finetunes; i++) {
+        free(c->finetunes[i].name);
+        free(c->finetunes[i].lora_targets);
+    }
+    free(c->finetunes);
+    free(c->merge);
     free(c->precision);
     free(c->eval.advbench_split);
     free(c->eval.judge_url);

@@ -3,6 +3,7 @@
 #define SAFETUNE_STUDY_INTERNAL_H
 
 #include "safetune/study.h"
+#include "safetune/trainer.h"
 
 #include <cjson/cJSON.h>
 #include <stdarg.h>
@@ -29,7 +30,7 @@ int stu_dir_is_empty(const char *path); /* 1 = empty or absent */
 /* FNV-1a 64 of a string, as 16 lowercase hex digits + NUL. */
 void stu_fnv1a_hex(const char *s, char out[17]);
 
-/* Weight-set name: "live" or "ema<decay>". */
+/* Weight-set name: "live", "ema<decay>" or "merge<lambda>" (decay holds λ for ST_WEIGHTS_MERGE). */
 void stu_weights_init(st_study_weights *w, st_weights_kind kind, double decay);
 
 /* One metrics.jsonl line, parsed (NaN = absent). For EMA fields the value of decay `ema` is taken
@@ -45,6 +46,19 @@ st_status stu_metrics_read(const char *path, double ema, stu_metric **out, size_
 
 /* Process CPU time in seconds (all threads; CLOCK_PROCESS_CPUTIME_ID). */
 double stu_cpu_now(void);
+
+/* The trainer settings of defense d and finetune f on top of tc (already holding the study's
+ * fixed keys and the run's grid values): the finetune axis's LoRA settings, then the defense's
+ * rows of the settings table (its data keys are applied to the rows, not here). d, f may be NULL.
+ * ST_ERR_ARG naming the key. */
+st_status st_study_defense_train_config(const st_study_config *c, const st_study_defense *d, const st_study_finetune *f,
+                                        st_train_config *tc);
+
+/* Findings (report.c): add a group (counts its verdict); set the verdict and move b's text into
+ * f->text (none_reason when there is no group); the bootstrap seed of a comparison label. */
+st_status stu_finding_add(st_finding *f, const st_finding_group *g);
+void stu_finding_finish(st_finding *f, stu_buf *b, const char *none_reason);
+uint64_t stu_boot_seed(const st_study_config *c, const char *label);
 
 /* Number formatting for files: "%.6f" of v, or "" for NaN. */
 void stu_fmt_num(char *buf, size_t n, double v, int decimals);

@@ -79,8 +79,11 @@ void stu_weights_init(st_study_weights *w, st_weights_kind kind, double decay) {
     memset(w, 0, sizeof *w);
     w->kind = kind;
     w->ema_decay = kind == ST_WEIGHTS_EMA ? decay : 0.0;
+    w->merge_lambda = kind == ST_WEIGHTS_MERGE ? decay : NAN;
     if (kind == ST_WEIGHTS_LIVE) {
         snprintf(w->name, sizeof w->name, "live");
+    } else if (kind == ST_WEIGHTS_MERGE) {
+        snprintf(w->name, sizeof w->name, "merge%.6g", decay);
     } else {
         char d[32];
         snprintf(w->name, sizeof w->name, "ema%s", st_study_format_decay(decay, d, sizeof d));
@@ -168,4 +171,20 @@ double stu_cpu_now(void) {
     struct timespec ts;
     if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)) return NAN;
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+size_t st_study_run_n_weights(const st_study_run *r) { return (size_t)r->has_live + r->n_ema + r->n_merge; }
+
+void st_study_run_weights(const st_study_run *r, size_t k, st_study_weights *w) {
+    if (r->has_live && k == 0) stu_weights_init(w, ST_WEIGHTS_LIVE, 0);
+    else if ((k -= (size_t)r->has_live) < r->n_ema) stu_weights_init(w, ST_WEIGHTS_EMA, r->ema_decays[k]);
+    else stu_weights_init(w, ST_WEIGHTS_MERGE, r->merges[k - r->n_ema]);
+}
+
+const char *st_study_defense_name(const st_study_config *c, const st_study_run *r) {
+    return c->n_defenses && r->defense < c->n_defenses ? c->defenses[r->defense].name : "none";
+}
+
+const char *st_study_finetune_name(const st_study_config *c, const st_study_run *r) {
+    return c->n_finetunes && r->finetune < c->n_finetunes ? c->finetunes[r->finetune].name : "full";
 }

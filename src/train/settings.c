@@ -109,6 +109,15 @@ static const st_train_setting k_rows[] = {
      "all, or some of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"},
 };
 
+/* The rows whose non-zero value trains on the alignment set's safety data (train_settings.h). */
+static const char *const k_safety_data_keys[] = {NULL};
+
+int st_train_setting_safety_data(const st_train_setting *s) {
+    for (size_t i = 0; s && k_safety_data_keys[i]; i++)
+        if (!strcmp(s->key, k_safety_data_keys[i])) return 1;
+    return 0;
+}
+
 const st_train_setting *st_train_settings(size_t *n) {
     *n = sizeof k_rows / sizeof *k_rows;
     return k_rows;

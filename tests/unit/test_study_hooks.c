@@ -142,16 +142,16 @@ static void test_two_runs_real_numbers(void **st) {
     char *t = slurp(csv);
     assert_non_null(t);
     assert_int_equal(count_lines(t), 1 + 2 * 3); /* header + 2 runs x {live, ema0.9, ema0.5} */
-    assert_non_null(strstr(t, ",0.9,ema,"));
-    assert_non_null(strstr(t, ",0.5,ema,"));
+    assert_non_null(strstr(t, ",none,full,0.9,,ema,"));
+    assert_non_null(strstr(t, ",none,full,0.5,,ema,"));
     /* every row has a measured ASR (no empty asr field): parse the columns by header */
     char *line = strchr(t, '\n') + 1;
     for (int r = 0; r < 6; r++) {
         char *nl = strchr(line, '\n');
         *nl = '\0';
-        int empty = 0; /* all but the two judge fields measured */
+        int empty = 0; /* all but merge_lambda and the two judge fields measured */
         for (char *q = line; *q; q++) empty += q[0] == ',' && (q[1] == ',' || q[1] == '\0');
-        assert_int_equal(empty, 2);
+        assert_int_equal(empty, 3);
         line = nl + 1;
     }
     free(t);
@@ -508,6 +508,86 @@ static void test_bad_configs_before_training(void **st) {
     assert_int_not_equal(access(runs, F_OK), 0);
 }
 
+/* The defense and finetune axes and merges with the real hooks on the tiny model: every defense
+ * (none, L2-SP, SafeInstr from the aligned start's half-a pairs) × finetune (full, LoRA) run, each
+ * with live, EMA and merge weight sets; results.csv has the defense / finetune / merge_lambda
+ * columns, one row per weight set, and is byte-identical when the study is rerun from scratch. */
+static void test_defense_finetune_axes(void **st) {
+    (void)st;
+    NEED();
+    char dir[4096], cfgp[4200], out[4200], out2[4200], p[4400], extra[6000];
+    assert_non_null(st_test_dir(dir, sizeof dir, "axes"));
+    snprintf(extra, sizeof extra,
+             "\"lr\": [1e-3], \"ema_decay\": [\"none\", 0.9], " SMALL_EVAL
+             ", \"align\": {\"enabled\": true, \"dir\": \"%s/al\", \"n_alpaca\": 4, \"max_steps\": 2, \"batch_size\": 4, \"lr\": 1e-4}"
+             ", \"defense\": [\"none\", {\"name\": \"l2sp\", \"l2sp_alpha\": 0.01}, {\"name\": \"safeinstr\", \"safeinstr_k\": 4}]"
+             ", \"finetune\": [\"full\", {\"finetune\": \"lora\", \"lora_r\": 2, \"lora_alpha\": 4, \"lora_targets\": \"q_proj,v_proj\"}]"
+             ", \"merge\": [0.5, 1]",
+             dir);
+    write_cfg(dir, extra, cfgp, sizeof cfgp);
+    snprintf(out, sizeof out, "%s/out", dir);
+    if (run_study(cfgp, out)) fail_msg("%s", st_last_error());
+    snprintf(p, sizeof p, "%s/results.csv", out);
+    char *t = slurp(p);
+    assert_non_null(t);
+    assert_int_equal(count_lines(t), 1 + 6 * 4); /* 3 defenses x 2 finetunes, {live, ema0.9, merge0.5, merge1} */
+    assert_non_null(strstr(t, ",seed,defense,finetune,ema_decay,merge_lambda,weights,"));
+    assert_non_null(strstr(t, "\nlr1e-3_bs2_ga1_steps4_constant_lora_safeinstr,"));
+    assert_non_null(strstr(t, ",3,safeinstr,lora,none,0.5,merge,"));
+    assert_non_null(strstr(t, ",3,l2sp,full,0.9,,ema,"));
+    /* per run: merge1 = the live weights bit for bit (same ASR, losses and distance: the same fields);
+     * merge0.5 is half as far from θ0; LoRA moved the weights, less than full fine-tuning */
+    const char *runs[] = {"full_none", "full_l2sp", "full_safeinstr", "lora_none", "lora_l2sp", "lora_safeinstr"};
+    double live_dist[6];
+    for (int i = 0; i < 6; i++) {
+        char key[200], *live, *m1, *mh;
+        snprintf(key, sizeof key, "\nlr1e-3_bs2_ga1_steps4_constant_%s,", runs[i]);
+        live = strstr(t, key);
+        assert_non_null(live);
+        mh = strstr(live + 1, key);
+        mh = strstr(mh + 1, key); /* after live and ema0.9: merge0.5, then merge1 */
+        assert_non_null(mh);
+        m1 = strstr(mh + 1, key);
+        assert_non_null(m1);
+        /* fields from asr on: skip 15 commas (run_id ... weights) */
+        char *f[3] = {live + 1, mh + 1, m1 + 1};
+        for (int k = 0; k < 3; k++)
+            for (int c = 0; c < 15; c++) f[k] = strchr(f[k], ',') + 1;
+        size_t nl = strcspn(f[0], "\n");
+        assert_int_equal(strncmp(f[0], f[2], nl), 0); /* merge1 row == live row from asr on */
+        char l0[1024], lh[1024];
+        snprintf(l0, sizeof l0, "%.*s", (int)nl, f[0]);
+        snprintf(lh, sizeof lh, "%.*s", (int)strcspn(f[1], "\n"), f[1]);
+        const char *td0 = strrchr(l0, ','), *tdh = strrchr(lh, ',');
+        live_dist[i] = atof(td0 + 1);
+        assert_true(live_dist[i] > 0);
+        assert_true(fabs(atof(tdh + 1) - 0.5 * live_dist[i]) <= 1e-4 * live_dist[i] + 2e-6);
+    }
+    assert_true(live_dist[3] < live_dist[0]); /* LoRA on two projections moves less than full fine-tuning */
+    free(t);
+    snprintf(p, sizeof p, "%s/report.md", out);
+    t = slurp(p);
+    assert_non_null(strstr(t, "## Defenses and fine-tuning modes compared"));
+    assert_non_null(strstr(t, "### At matched utility"));
+    assert_non_null(strstr(t, "### At matched ‖θ−θ0‖"));
+    assert_non_null(strstr(t, "### EMA is at least as safe as the defenses that need safety data, at similar utility"));
+    assert_non_null(strstr(t, "+ safety data (AdvBench half A)"));
+    assert_non_null(strstr(t, "### Wall-time multiplier over plain fine-tuning"));
+    free(t);
+    snprintf(p, sizeof p, "%s/timings.csv", out);
+    t = slurp(p);
+    assert_non_null(strstr(t, "lr1e-3_bs2_ga1_steps4_constant_full_none,3,live,"));
+    assert_non_null(strstr(t, ",1.000\n")); /* plain fine-tuning over itself */
+    free(t);
+    /* the same study from scratch: byte-identical results.csv */
+    snprintf(out2, sizeof out2, "%s/out2", dir);
+    if (run_study(cfgp, out2)) fail_msg("%s", st_last_error());
+    char p2[4400];
+    snprintf(p, sizeof p, "%s/results.csv", out);
+    snprintf(p2, sizeof p2, "%s/results.csv", out2);
+    assert_true(st_test_files_equal(p, p2));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_configs_before_training),
@@ -517,6 +597,7 @@ int main(void) {
         cmocka_unit_test(test_judge_in_study),
         cmocka_unit_test(test_judge_needs_model),
         cmocka_unit_test(test_align_tiny),
+        cmocka_unit_test(test_defense_finetune_axes),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }

@@ -208,8 +208,8 @@ static void test_resume_and_determinism(void **state) {
     size_t lines = 0;
     for (size_t i = 0; i < len; i++) lines += t[i] == '\n';
     assert_int_equal(lines, 13);
-    assert_non_null(strstr(t, "\nlr1e-5_bs2_ga1_steps20_constant,train,1e-5,2,1,2,20,constant,0,42,0.9,ema,"));
-    assert_non_null(strstr(t, "\nlr1e-4_bs8_ga1_steps20_constant,train,1e-4,8,1,8,20,constant,0,42,none,live,"));
+    assert_non_null(strstr(t, "\nlr1e-5_bs2_ga1_steps20_constant,train,1e-5,2,1,2,20,constant,0,42,none,full,0.9,,ema,"));
+    assert_non_null(strstr(t, "\nlr1e-4_bs8_ga1_steps20_constant,train,1e-4,8,1,8,20,constant,0,42,none,full,none,,live,"));
     free(t);
 }
 
@@ -244,12 +244,12 @@ static void test_seeds_equal_data(void **state) {
     char *t;
     size_t len;
     assert_int_equal(st_read_file(f1, &t, &len), ST_OK);
-    assert_non_null(strstr(t, ",warmup_steps,seed,ema_decay,"));
-    assert_non_null(strstr(t, "\nlr1e-4_bs4_ga1_ex16_constant_s2,train,1e-4,4,1,4,4,constant,0,2,none,live,"));
+    assert_non_null(strstr(t, ",warmup_steps,seed,defense,finetune,ema_decay,merge_lambda,weights,"));
+    assert_non_null(strstr(t, "\nlr1e-4_bs4_ga1_ex16_constant_s2,train,1e-4,4,1,4,4,constant,0,2,none,full,none,,live,"));
     free(t);
     snprintf(f1, sizeof f1, "%s/timings.csv", out[0]);
     assert_int_equal(st_read_file(f1, &t, &len), ST_OK);
-    assert_non_null(strstr(t, "run_id,seed,weights,train_time_s,train_cpu_s,eval_time_s,eval_cpu_s\n"));
+    assert_non_null(strstr(t, "run_id,seed,weights,train_time_s,train_cpu_s,eval_time_s,eval_cpu_s,train_multiplier\n"));
     free(t);
     snprintf(f1, sizeof f1, "%s/report.md", out[0]);
     snprintf(f2, sizeof f2, "%s/report.md", out[1]);
