@@ -101,12 +101,53 @@ static const char PAPER[] =
     "  \"estimate\": {\"train_tokens_per_s\": 5, \"gen_tokens_per_s\": 10, \"example_tokens\": 300}\n"
     "}\n";
 
-const char *const st_study_preset_names[] = {"quick", "standard", "paper", NULL};
+/* defenses: the defense and finetune axes (DEFENSES.md, docs/defenses.md) on one aggressive cell
+ * (lr 5e-4, batch 2, 16 examples = 8 steps; the quick preset's aligned start): plain fine-tuning,
+ * coupled L2-SP (alpha 0.1: its pull alpha*||theta-theta_0|| is about the task gradient's norm
+ * after 8 steps at this lr) and SafeInstr (k = 260, all half-a refusal pairs: ~5.5% of the rows,
+ * about 1 of the 16 examples a run sees), each with full fine-tuning and LoRA (r 16, alpha 32, all
+ * seven projections); EMA 0.9 and a linear merge at lambda 0.5 on every run; one seed. 6 runs, 18
+ * weight sets on 32 AdvBench half-B and 20 XSTest prompts at 24 new tokens: sized to about 30
+ * minutes on the shared 2-core machine under load (docs/study.md has the measured time); add seeds
+ * with --config {"seed": [1, 2, 3]} where there is time. */
+static const char DEFENSES[] =
+    "{\n"
+    "  \"model\": \"models/SmolLM2-135M-Instruct.Q4_1.gguf\",\n"
+    "  \"datasets\": [{\"path\": \"alpaca/alpaca_5000.json\", \"format\": \"alpaca\", \"limit\": 4500}],\n"
+    "  \"lr\": [5e-4],\n"
+    "  \"batch_size\": [2],\n"
+    "  \"grad_accum\": [1],\n"
+    "  \"train_examples\": [16],\n"
+    "  \"lr_schedule\": [\"constant\"],\n"
+    "  \"warmup_steps\": [0],\n"
+    "  \"ema_decay\": [\"none\", 0.9],\n"
+    "  \"defense\": [\"none\", {\"name\": \"l2sp\", \"l2sp_alpha\": 0.1},\n"
+    "              {\"name\": \"safeinstr\", \"safeinstr_k\": 260}],\n"
+    "  \"finetune\": [\"full\", {\"finetune\": \"lora\", \"lora_r\": 16, \"lora_alpha\": 32, \"lora_targets\": \"all\"}],\n"
+    "  \"merge\": [0.5],\n"
+    "  \"weight_decay\": 0.0,\n"
+    "  \"max_grad_norm\": 1.0,\n"
+    "  \"max_seq_len\": 192,\n"
+    "  \"seed\": [1],\n"
+    "  \"precision\": \"fp32\",\n"
+    "  \"eval\": {\"advbench_split\": \"b\", \"advbench_split_seed\": 2508, \"advbench_limit\": 32,\n"
+    "           \"max_new_tokens\": 24, \"batch_size\": 32, \"xstest\": true, \"xstest_limit\": 20,\n"
+    "           \"truthfulqa\": false, \"truthfulqa_limit\": 0, \"val_examples\": 8},\n"
+    "  \"probe\": {\"every\": 0, \"n_prompts\": 8, \"max_new_tokens\": 12, \"stop_asr_above\": 1.0,\n"
+    "            \"keep_best\": false},\n"
+    "  \"align\": {\"enabled\": true, \"dir\": null, \"n_alpaca\": 130, \"max_steps\": 10, \"lr\": 2e-4,\n"
+    "            \"batch_size\": 8},\n"
+    "  \"report\": {\"utility_metric\": \"val_loss\", \"utility_tolerance\": 0.05, \"plots\": true},\n"
+    "  \"estimate\": {\"train_tokens_per_s\": 120, \"gen_tokens_per_s\": 300, \"example_tokens\": 108}\n"
+    "}\n";
+
+const char *const st_study_preset_names[] = {"quick", "standard", "paper", "defenses", NULL};
 
 const char *st_study_preset_json(const char *name) {
     if (!name) return NULL;
     if (!strcmp(name, "quick")) return QUICK;
     if (!strcmp(name, "standard")) return STANDARD;
     if (!strcmp(name, "paper")) return PAPER;
+    if (!strcmp(name, "defenses")) return DEFENSES;
     return NULL;
 }

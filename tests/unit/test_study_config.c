@@ -261,9 +261,94 @@ static void test_gnuplot_missing(void **state) {
     unsetenv("SAFETUNE_GNUPLOT");
 }
 
+/* The defense and finetune axes and the merge list: a valid config with all three (the plan crosses
+ * them with the grid; ids name them), and every bad value refused before training, naming the key. */
+#define AX "\"lr\": [1e-4], \"batch_size\": 2, \"max_steps\": [4], "
+#define ALIGN ", \"eval\": {\"advbench_split\": \"b\"}, \"align\": {\"enabled\": true, \"n_alpaca\": 0}"
+static void test_defense_axes(void **state) {
+    (void)state;
+    st_study_config c;
+    char path[4200];
+    st_status s = load_extra(AX "\"ema_decay\": [\"none\", 0.9], \"defense\": [\"none\", {\"name\": \"l2sp\", \"l2sp_alpha\": 0.01},"
+                             " {\"name\": \"si\", \"safeinstr_k\": 135}, {\"name\": \"la\", \"lookahead\": \"real\", \"lookahead_m\": 3}],"
+                             " \"finetune\": [\"full\", {\"finetune\": \"lora\", \"lora_r\": 4, \"lora_targets\": \"q_proj,v_proj\"}],"
+                             " \"merge\": [0, 0.5, 1]" ALIGN,
+                             &c, path, sizeof path);
+    if (s) fail_msg("%s", st_last_error());
+    assert_int_equal(c.n_defenses, 4);
+    assert_int_equal(c.n_finetunes, 2);
+    assert_int_equal(c.n_merge, 3);
+    assert_true(c.defenses[2].safety_data && !c.defenses[1].safety_data);
+    assert_string_equal(st_study_defense_get(&c.defenses[1], "l2sp_alpha"), "0.01");
+    assert_string_equal(c.finetunes[1].name, "lora");
+    assert_int_equal(c.finetunes[1].lora_r, 4);
+    st_study_plan p;
+    assert_int_equal(st_study_plan_build(&c, &p), ST_OK);
+    assert_int_equal(p.n_runs, 8); /* 1 cell x 2 finetunes x 4 defenses */
+    assert_int_equal(p.n_weight_sets, 8 * 5); /* live, ema0.9, 3 merges */
+    assert_string_equal(p.runs[0].id, "lr1e-4_bs2_ga1_steps4_constant_full_none");
+    assert_string_equal(p.runs[7].id, "lr1e-4_bs2_ga1_steps4_constant_lora_la");
+    for (size_t i = 0; i < p.n_runs; i++) assert_int_equal(p.runs[i].base_cell, 0);
+    assert_int_equal(p.runs[5].finetune, 1);
+    assert_int_equal(p.runs[5].defense, 1);
+    st_study_weights w;
+    st_study_run_weights(&p.runs[0], 4, &w);
+    assert_string_equal(w.name, "merge1");
+    assert_int_equal(w.kind, ST_WEIGHTS_MERGE);
+    st_study_plan_free(&p);
+    st_study_config_free(&c);
+    /* without the axes the run ids are what they were */
+    assert_int_equal(load_extra(AX "\"ema_decay\": [0.9]", &c, path, sizeof path), ST_OK);
+    assert_int_equal(st_study_plan_build(&c, &p), ST_OK);
+    assert_string_equal(p.runs[0].id, "lr1e-4_bs2_ga1_steps4_constant");
+    st_study_plan_free(&p);
+    st_study_config_free(&c);
+
+    expect_error(AX "\"defense\": [\"none\", \"l2sp\"]", "defense[1]", "unknown defense 'l2sp'");
+    expect_error(AX "\"defense\": [{\"name\": \"x\", \"l2sp_alfa\": 1}]", "defense[0].l2sp_alfa", "did you mean 'l2sp_alpha'");
+    expect_error(AX "\"defense\": [{\"name\": \"x\", \"lr\": 1e-3}]", "defense[0].lr", "set by the grid");
+    expect_error(AX "\"defense\": [{\"name\": \"x\", \"lora_r\": 8}]", "defense[0].lora_r", "finetune axis");
+    expect_error(AX "\"defense\": [{\"name\": \"x\", \"l2sp_alpha\": -1}]", "defense[0].l2sp_alpha", "out of range");
+    expect_error(AX "\"defense\": [{\"name\": \"none\", \"l2sp_alpha\": 1}]", "defense[0]", "takes no settings");
+    expect_error(AX "\"defense\": [{\"name\": \"x\"}]", "defense[0]", "sets no training setting");
+    expect_error(AX "\"defense\": [{\"name\": \"A B\", \"l2sp_alpha\": 1}]", "defense[0].name", "a-z");
+    expect_error(AX "\"defense\": [{\"name\": \"x\", \"l2sp_alpha\": 1}, {\"name\": \"x\", \"l2sp_alpha\": 2}]", "defense[1]",
+                 "used twice");
+    expect_error(AX "\"defense\": [{\"name\": \"x\", \"l2sp_alpha\": 1, \"l2sp_alpha_decoupled\": 1}]", "defense[0]",
+                 "two variants of one defense");
+    expect_error(AX "\"defense\": [{\"name\": \"x\", \"l2sp_alpha_decoupled\": 1e4}]", "defense[0]", "l2sp_alpha_decoupled");
+    expect_error(AX "\"defense\": [{\"name\": \"si\", \"safeinstr_k\": 135}]", "defense[0].safeinstr_k", "align.enabled");
+    expect_error(AX "\"defense\": [{\"name\": \"p\", \"poison\": 0.1}]", "defense[0].poison", "alignment set");
+    expect_error(AX "\"defense\": [{\"name\": \"p\", \"poison\": 1.5}]" ALIGN, "defense[0].poison", "outside [0, 1]");
+    expect_error(AX "\"defense\": [{\"name\": \"la\", \"lookahead\": \"both\"}]", "defense[0].lookahead", "unknown value");
+    expect_error(AX "\"defense\": [{\"name\": \"la\", \"lookahead\": \"virtual\", \"lookahead_m\": 3}]",
+                 "defense[0].lookahead_m", "real");
+    expect_error(AX "\"defense\": []", "'defense'", "empty list");
+    expect_error(AX "\"defense\": \"none\"", "'defense'", "expected a list");
+    expect_error(AX "\"merge\": [0.5, 1.5]", "merge[1]", "outside [0, 1]");
+    expect_error(AX "\"merge\": [-0.1]", "merge[0]", "outside [0, 1]");
+    expect_error(AX "\"merge\": [0.5, 0.5]", "merge[1]", "duplicate");
+    expect_error(AX "\"finetune\": [{\"finetune\": \"full\", \"lora_r\": 8}]", "finetune[0].lora_r", "applies to LoRA");
+    expect_error(AX "\"finetune\": [\"qlora\"]", "finetune[0]", "unknown value 'qlora'");
+    expect_error(AX "\"finetune\": [{\"finetune\": \"lora\", \"lora_targets\": \"q_proj,w_proj\"}]", "finetune[0].lora_targets", "w_proj");
+    expect_error(AX "\"finetune\": [{\"finetune\": \"lora\", \"lora_r\": 0}]", "finetune[0].lora_r", "out of range");
+    expect_error(AX "\"finetune\": [\"lora\", {\"finetune\": \"lora\", \"lora_r\": 4}]", "finetune[1]", "used twice");
+    expect_error(AX "\"finetune\": [\"lora\"], \"probe\": {\"every\": 2, \"keep_best\": true}", "probe.keep_best", "lora");
+}
+
+static void test_preset_defenses(void **state) {
+    (void)state;
+    const char *j = st_study_preset_json("defenses");
+    assert_non_null(j);
+    assert_non_null(strstr(j, "\"defense\""));
+    assert_non_null(strstr(j, "\"finetune\""));
+    assert_non_null(strstr(j, "\"merge\""));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_minimal),     cmocka_unit_test(test_unknown_key),
+        cmocka_unit_test(test_defense_axes),      cmocka_unit_test(test_preset_defenses),
         cmocka_unit_test(test_wrong_type),        cmocka_unit_test(test_empty_list),
         cmocka_unit_test(test_bad_values),        cmocka_unit_test(test_missing_files),
         cmocka_unit_test(test_bad_json_and_preset), cmocka_unit_test(test_preset_override),
