@@ -611,9 +611,12 @@ static st_status get_defenses(const cJSON *root, const origins *os, st_study_con
                 else {
                     st_train_config tc;
                     st_train_config_default(&tc);
+                    char def[128], now[128];
+                    st_train_setting_text(&tc, row, def, sizeof def);
                     s = st_train_setting_set(&tc, row, t);
-                    double x = strtod(t, NULL);
-                    if (!s && st_train_setting_safety_data(row) && x != 0) d->safety_data = d->needs_align = 1;
+                    st_train_setting_text(&tc, row, now, sizeof now);
+                    /* a safety-data row set away from its default (off / 0) trains on the alignment set */
+                    if (!s && st_train_setting_safety_data(row) && strcmp(def, now)) d->safety_data = d->needs_align = 1;
                 }
                 if (s) {
                     char msg[512];
