@@ -25,6 +25,7 @@ typedef struct {
 extern const st_name_value st_lr_schedule_names[]; /* constant, constant_with_warmup, linear, cosine, step */
 extern const st_name_value st_precision_names[];   /* fp32 (0), bf16 (1) */
 extern const st_name_value st_finetune_names[];    /* full (0), lora (1) */
+extern const st_name_value st_off_on_names[];      /* off (ST_OFF), on (ST_ON) */
 
 /* ST_OK and *value, or ST_ERR_ARG naming `what` and every accepted name. */
 st_status st_name_lookup(const st_name_value *t, const char *what, const char *name, int *value);

@@ -67,6 +67,17 @@ typedef struct {
     double l2sp_alpha;         /* coupled L2-SP toward θ_0 (l2sp.h): g += α(θ−θ_0) before clipping; 0 = off */
     double l2sp_alpha_decoupled; /* decoupled L2-SP: θ ← θ_0 + (1−η_s·α_d)(θ−θ_0) before the update;
                                     lr·α_d < 1; 0 = off */
+    /* Lisa (lisa.h, DEFENSES.md §6) and SafeGrad (safegrad.h, §7); both need align_data */
+    int lisa;                  /* ST_OFF (default) or ST_ON */
+    double lisa_rho;           /* ρ of the proximal term ρ(θ−a), >= 0 */
+    double lisa_align_share;   /* alignment steps' share of a cycle, [0, 1] */
+    int64_t lisa_cycle_steps;  /* K1 + K2 (scaled down to T when T is shorter) */
+    int safegrad;              /* ST_OFF (default) or ST_ON */
+    double safegrad_rho;       /* ρ of g = g_u + ρ·g_a, >= 0 */
+    int safegrad_project;      /* ST_ON: project g_u when ⟨g_u, g_a⟩ < 0 */
+    size_t safegrad_align_rows; /* n_a: the rows of D_align SafeGrad cycles through */
+    const st_tokenized *align_data; /* D_align, tokenized (borrowed; not a setting): the AdvBench
+                                  half-a refusal pairs of the aligned start's align_set.jsonl */
     size_t n_train_only;       /* the last n_train_only rows of data always train, never held out
                                   (SafeInstr's safety rows); the split covers the others; 0 = none */
     int64_t eval_every;        /* val_loss every N steps (and at the last step); 0 = never */
@@ -88,6 +99,7 @@ typedef struct {
                                   NULL = PEFT's initialisation drawn from seed */
 } st_train_config;
 enum { ST_FINETUNE_FULL = 0, ST_FINETUNE_LORA = 1 };
+enum { ST_OFF = 0, ST_ON = 1 };
 
 /* Defaults of every setting from the table in train_settings.h (AdamW lr 1e-5 wd 0 betas (0.9,
  * 0.999) eps 1e-8, constant schedule, batch 8, accum 1, clip 1.0, one EMA of decay 0.99 every
@@ -104,7 +116,12 @@ typedef struct {
     double loss;               /* window loss: Σ masked CE / normaliser */
     double lr;                 /* lr used by this step */
     double grad_norm;          /* pre-clip global L2 norm (the L2-SP term included) */
-    double penalty;            /* coupled L2-SP: (α/2)‖θ−θ_0‖² before the step (loss excludes it); NaN off */
+    double penalty;            /* coupled L2-SP: (α/2)‖θ−θ_0‖², Lisa: (ρ/2)‖θ−a‖², before the step (loss
+                                  excludes it); NaN off */
+    int phase;                 /* Lisa: 1 alignment step, 2 task step; 0 without Lisa */
+    double loss_align;         /* SafeGrad: L_a (KL to θ_0 on the alignment batch); NaN off */
+    double align_dot;          /* SafeGrad: ⟨g_u, g_a⟩ before projection; NaN off */
+    double proj_coef;          /* SafeGrad: d/‖g_a‖² when projected, else 0; NaN off */
     double tokens_per_s;       /* non-pad input tokens of the window / step wall time */
     double theta_dist, theta_ema_dist; /* theta_ema_dist: the first decay's (NaN without EMA) */
     double theta_ema_dists[ST_EMA_MAX]; /* ||θ_ema_j − θ_0|| per decay */

@@ -206,6 +206,23 @@ static st_status data_defenses(const train_opts *o, st_lookahead_mode la, uint64
     return s;
 }
 
+/* D_align for the defenses inside the training step (Lisa, SafeGrad): the half-a refusal pairs of
+ * --align-dir (as SafeInstr's pool; without the poison reserve when --poison is set), rendered
+ * and truncated as the training rows. */
+static st_status load_align_rows(const train_opts *o, uint64_t seed, int max_seq_len, const st_model *m,
+                                 st_tokenized *out) {
+    st_dataset pool = {0};
+    const char *dd = o->data_dir ? o->data_dir : st_prompts_default_data_dir();
+    st_status s = st_study_safety_sets(o->align_dir, dd, o->poison > 0 ? ST_STUDY_POISON_RESERVE : 0, seed, &pool, NULL);
+    size_t dropped = 0;
+    if (!s) s = st_tokenize_training_rows(&pool, 0, &m->chat, m->tokenizer, max_seq_len, out, &dropped, NULL);
+    if (!s)
+        fprintf(stderr, "safetune train: alignment set: %zu refusal pairs of %s%s\n", out->n, o->align_dir,
+                dropped ? " (some had no response token within --max-seq-len: dropped)" : "");
+    st_dataset_free(&pool);
+    return s;
+}
+
 /* final weights: an HF folder, or with LoRA a PEFT adapter folder over the base (absolute path
  * recorded, so the folder loads as a model: base + adapter merged) */
 static st_status export_one(const st_model *m, const st_lora *ad, const char *model_path,
@@ -283,8 +300,8 @@ int cmd_train(int argc, char **argv) {
     opts[n_opts++] = (st_opt){"poison", ST_OPT_FLOAT, &o.poison, "F", "replace this share of the rows by harmful goal -> "
                               "compliance pairs (a reserve of 26 half-a goals with their AdvBench target)", 0, 1, 0};
     opts[n_opts++] = (st_opt){"align-dir", ST_OPT_STR, &o.align_dir, "DIR", "`safetune align` output (align_set.jsonl, "
-                              "advbench_split.json) for --safeinstr-k / --poison (default: --model's parent when it is one)", 0, 0, 0};
-    opts[n_opts++] = (st_opt){"data-dir", ST_OPT_STR, &o.data_dir, "DIR", "AdvBench root for --safeinstr-k / --poison "
+                              "advbench_split.json) for --safeinstr-k / --poison / --lisa / --safegrad (default: --model's parent when it is one)", 0, 0, 0};
+    opts[n_opts++] = (st_opt){"data-dir", ST_OPT_STR, &o.data_dir, "DIR", "AdvBench root for --safeinstr-k / --poison / --lisa / --safegrad "
                               "(default $SAFETUNE_DATA_DIR or data)", 0, 0, 0};
     st_args_spec spec = {"safetune train", "--model MODEL --data FILE --out DIR [options]",
                          "Fine-tuning, full or LoRA (--finetune), with AdamW, LR schedule, clipping and EMA of "
@@ -332,10 +349,11 @@ int cmd_train(int argc, char **argv) {
     st_lookahead_mode la = ST_LOOKAHEAD_NONE;
     char align_auto[4200] = "";
     if (!rc && st_lookahead_parse(o.lookahead, &la)) rc = st_args_fail(&spec, "--lookahead: %s", st_last_error());
-    else if (!rc && la == ST_LOOKAHEAD_VIRTUAL && !*o.lookahead_prefix)
+    if (!rc && la == ST_LOOKAHEAD_VIRTUAL && !*o.lookahead_prefix)
         rc = st_args_fail(&spec, "--lookahead-prefix is empty: lookahead virtual needs a text (default \"%s\")",
                           ST_LOOKAHEAD_DEFAULT_PREFIX);
-    else if (!rc && (o.safeinstr_k > 0 || o.poison > 0) && !o.align_dir) {
+    const int align_step = c.lisa == ST_ON || c.safegrad == ST_ON; /* train on D_align inside the step */
+    if (!rc && (o.safeinstr_k > 0 || o.poison > 0 || align_step) && !o.align_dir) {
         /* the aligned start DIR/aligned of `safetune align --out DIR`: DIR holds the alignment set */
         char *mp = st_strdup(o.model);
         char *sl = mp ? strrchr(mp, '/') : NULL;
@@ -349,7 +367,8 @@ int cmd_train(int argc, char **argv) {
         else
             rc = st_args_fail(&spec, "%s needs the alignment set (AdvBench half-a pairs): pass --align-dir DIR, the "
                               "folder `safetune align --out DIR` wrote (--model's parent %s is not one)",
-                              o.safeinstr_k > 0 ? "safeinstr_k (--safeinstr-k)" : "poison (--poison)", o.model);
+                              o.safeinstr_k > 0 ? "safeinstr_k (--safeinstr-k)" : o.poison > 0 ? "poison (--poison)"
+                              : c.lisa == ST_ON ? "lisa (--lisa on)" : "safegrad (--safegrad on)", o.model);
     }
     if (rc) {
         st_args_free(&args);
@@ -359,7 +378,7 @@ int cmd_train(int argc, char **argv) {
 
     st_model *m = NULL;
     st_dataset ds = {0};
-    st_tokenized tk = {0};
+    st_tokenized tk = {0}, align_tk = {0};
     st_trainer *t = NULL;
     st_lora *init_adapter = NULL;
     char *cfg_json = NULL;
@@ -494,6 +513,10 @@ int cmd_train(int argc, char **argv) {
                 "positions past %d were never trained\n", c.max_seq_len, m->config.max_position_embeddings,
                 m->config.max_position_embeddings);
     c.pad_id = st_train_pad_id(m);
+    if (align_step) { /* Lisa / SafeGrad: D_align (minus the poison reserve in a poisoned run), tokenized */
+        if (load_align_rows(&o, c.seed, c.max_seq_len, m, &align_tk) != ST_OK) { fail("--align-dir"); goto done; }
+        c.align_data = &align_tk;
+    }
     if (c.finetune == ST_FINETUNE_LORA && o.lora_init) { /* an adapter for this base, or refused */
         const double dropout = c.lora.dropout;
         if (st_lora_load_peft(o.lora_init, &m->config, &init_adapter) != ST_OK) { fail("--lora-init"); goto done; }
@@ -578,6 +601,7 @@ done:
     st_trainer_free(t);
     st_lora_free(init_adapter);
     st_tokenized_free(&tk);
+    st_tokenized_free(&align_tk);
     st_dataset_free(&ds);
     st_model_free(m);
     free(cfg_json);

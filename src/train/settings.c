@@ -20,6 +20,7 @@ const st_name_value st_lr_schedule_names[] = {
 
 const st_name_value st_precision_names[] = {{"fp32", 0}, {"bf16", 1}, {NULL, 0}};
 const st_name_value st_finetune_names[] = {{"full", ST_FINETUNE_FULL}, {"lora", ST_FINETUNE_LORA}, {NULL, 0}};
+const st_name_value st_off_on_names[] = {{"off", ST_OFF}, {"on", ST_ON}, {NULL, 0}};
 
 st_status st_name_lookup(const st_name_value *t, const char *what, const char *name, int *value) {
     for (const st_name_value *e = t; e->name; e++)
@@ -95,6 +96,25 @@ static const st_train_setting k_rows[] = {
     {"l2sp_alpha_decoupled", "l2sp-alpha-decoupled", ST_SET_DOUBLE, OFF(l2sp_alpha_decoupled), 0, 1e30, "0", ST_FP_REFUSE,
      NULL, "A", "L2-SP, decoupled: θ ← θ0 + (1 − lr_s·A)(θ − θ0) before each update (time constant 1/(lr·A) steps; "
      "lr·A < 1; 0 = off)"},
+    /* Lisa (lisa.h, DEFENSES.md §6) and SafeGrad (safegrad.h, §7): need the alignment set */
+    {"lisa", "lisa", ST_SET_ENUM, OFF(lisa), 0, 0, "off", ST_FP_REFUSE, st_off_on_names, "off|on",
+     "Lisa (Huang et al. 2024): alternate alignment steps on the alignment set and task steps, with a proximal "
+     "pull toward the other phase's last weights (needs the alignment set)"},
+    {"lisa_rho", "lisa-rho", ST_SET_DOUBLE, OFF(lisa_rho), 0, 1e6, "1", ST_FP_REFUSE, NULL, "R",
+     "Lisa: proximal strength, loss + (R/2)·‖θ−anchor‖² after the first 10% of the steps"},
+    {"lisa_align_share", "lisa-align-share", ST_SET_DOUBLE, OFF(lisa_align_share), 0, 1, "0.1", ST_FP_REFUSE, NULL, "F",
+     "Lisa: alignment steps' share of each cycle (K1 = round(F·C), at least 1 when F > 0)"},
+    {"lisa_cycle_steps", "lisa-cycle-steps", ST_SET_I64, OFF(lisa_cycle_steps), 1, BIG, "1000", ST_FP_REFUSE, NULL, "C",
+     "Lisa: steps per alignment + task cycle, K1 + K2 (min(C, max_steps): the paper's 100/900 scaled to short runs)"},
+    {"safegrad", "safegrad", ST_SET_ENUM, OFF(safegrad), 0, 0, "off", ST_FP_REFUSE, st_off_on_names, "off|on",
+     "SafeGrad (Yi et al. 2025): add the gradient of KL(p_θ0 ‖ p_θ) on an alignment batch and project the task "
+     "gradient off it when they conflict (needs the alignment set; full fine-tuning)"},
+    {"safegrad_rho", "safegrad-rho", ST_SET_DOUBLE, OFF(safegrad_rho), 0, 1e6, "1", ST_FP_REFUSE, NULL, "R",
+     "SafeGrad: weight of the alignment gradient, g = g_u + R·g_a"},
+    {"safegrad_project", "safegrad-project", ST_SET_ENUM, OFF(safegrad_project), 0, 0, "on", ST_FP_REFUSE,
+     st_off_on_names, "off|on", "SafeGrad: project the task gradient when ⟨g_u, g_a⟩ < 0"},
+    {"safegrad_align_rows", "safegrad-align-rows", ST_SET_SIZE, OFF(safegrad_align_rows), 1, BIG, "100", ST_FP_REFUSE,
+     NULL, "N", "SafeGrad: alignment rows cycled through, n_a (a seeded choice among the alignment set's rows)"},
     {"keep_checkpoints", "keep-checkpoints", ST_SET_INT, OFF(keep_checkpoints), 0, 1e6, "2", ST_FP_NO, NULL, "N",
      "keep the newest N checkpoints (0 = keep all)"},
     /* LoRA (lora.h); the lora_* rows apply with finetune lora only (`train` refuses them otherwise) */
@@ -277,6 +297,27 @@ static double as_double(const st_train_config *c, const st_train_setting *s) {
     }
 }
 
+/* Lisa and SafeGrad against each other and the other training-step defenses: each is one value of
+ * the study's defense axis (DEFENSES.md §9), and two pulls or two alignment signals in one step
+ * have no defined rule (Lisa with K1 = 0 is coupled L2-SP; SafeGrad's guarantee ⟨g, g_a⟩ >= 0
+ * needs its term last). */
+static st_status lisa_safegrad_rules(const st_train_config *c) {
+    const char *other = c->l2sp_alpha > 0 ? "l2sp_alpha" : c->l2sp_alpha_decoupled > 0 ? "l2sp_alpha_decoupled" : NULL;
+    if (c->lisa == ST_ON && c->safegrad == ST_ON)
+        return st_error(ST_ERR_ARG, "lisa and safegrad are two defenses of the training step: set one (each is one "
+                        "value of the study's defense axis)");
+    if (c->lisa == ST_ON && other)
+        return st_error(ST_ERR_ARG, "lisa with %s: Lisa's proximal term already pulls toward an anchor (with "
+                        "lisa_align_share 0 it is coupled L2-SP at alpha = lisa_rho): set one", other);
+    if (c->safegrad == ST_ON && other)
+        return st_error(ST_ERR_ARG, "safegrad with %s: SafeGrad's projection must see the whole gradient; set one",
+                        other);
+    if (c->safegrad == ST_ON && c->finetune == ST_FINETUNE_LORA)
+        return st_error(ST_ERR_ARG, "safegrad works on full fine-tuning (its θ_0 forward uses the model weights): "
+                        "set finetune full, or safegrad off");
+    return ST_OK;
+}
+
 st_status st_train_config_validate(const st_train_config *c) {
     for (size_t i = 0; i < sizeof k_rows / sizeof *k_rows; i++) {
         const st_train_setting *s = &k_rows[i];
@@ -312,6 +353,8 @@ st_status st_train_config_validate(const st_train_config *c) {
                         c->optim.lr * c->l2sp_alpha_decoupled, 1.0 / c->optim.lr);
     if (c->l2sp_alpha > 0 && c->l2sp_alpha_decoupled > 0)
         return st_error(ST_ERR_ARG, "l2sp_alpha and l2sp_alpha_decoupled are two variants of one defense: set one");
+    const st_status rs = lisa_safegrad_rules(c);
+    if (rs) return rs;
     return st_optim_config_validate(&c->optim);
 }
 

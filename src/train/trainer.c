@@ -18,6 +18,7 @@ static int world_of(const st_trainer_comm *c) { return c->world > 0 ? c->world :
 
 void st_trainer_free(st_trainer *t) {
     if (!t) return;
+    st__align_free(t);
     st_matmul_set_precision(t->saved_prec);
     if (t->batches)
         for (int i = 0; i < t->cfg.grad_accum; i++) st_batch_free(&t->batches[i]);
@@ -144,6 +145,7 @@ st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_c
     for (int i = 0; i < cfg->grad_accum && !s; i++)
         s = st_batch_init(&t->batches[i], cfg->batch_size, cfg->max_seq_len);
     if (!s) s = st_batch_init(&t->eval_batch, cfg->batch_size, cfg->max_seq_len);
+    if (!s) s = st__align_new(t); /* Lisa / SafeGrad: alignment set, anchor, θ_0 view */
     if (s) goto fail;
     const char *dbg = getenv("SAFETUNE_DEBUG_NAN_STEP");
     t->debug_nan_step = dbg ? atoll(dbg) : 0;
@@ -175,18 +177,25 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     const int64_t step_no = t->step + 1;
     /* collate the whole window first: the normaliser needs its target count */
     st_data_sampler saved_pos = t->sampler; /* (epoch, pos) restored on failure */
+    const uint64_t align_pos0 = st__align_mark(t); /* D_align stream, likewise */
+    const int lisa_align = st__lisa_align_step(t); /* Lisa: this window comes from D_align */
     uint32_t *rows = st_malloc((size_t)c->batch_size * sizeof *rows);
     if (!rows) return ST_ERR_NOMEM;
     double counts[2] = {0, 0}; /* targets, tokens */
     st_status s = ST_OK;
-    if (t->sampler.pos >= t->sampler.n_shard) /* the last window ended the epoch: next one */
+    if (!lisa_align && t->sampler.pos >= t->sampler.n_shard) /* the last window ended the epoch: next one */
         s = st_data_sampler_seek(&t->sampler, t->sampler.epoch + 1, 0);
-    /* the rows of this window: grad_accum micro-batches, or what is left of the epoch */
+    /* the rows of this window: grad_accum micro-batches, or what is left of the epoch (a Lisa
+     * alignment window: grad_accum micro-batches of D_align; the user stream waits) */
     size_t left = t->sampler.n_shard - t->sampler.pos, want = (size_t)c->batch_size * (size_t)c->grad_accum;
     if (want > left) want = left;
-    const int n_micro = (int)((want + (size_t)c->batch_size - 1) / (size_t)c->batch_size);
+    int n_micro = (int)((want + (size_t)c->batch_size - 1) / (size_t)c->batch_size);
     t->n_micro = 0;
-    for (int i = 0; i < n_micro && !s; i++) {
+    if (lisa_align) {
+        if (!s) s = st__lisa_window(t, &t->n_micro, counts);
+        n_micro = t->n_micro;
+    }
+    for (int i = 0; i < n_micro && !s && !lisa_align; i++) {
         const size_t done = (size_t)i * (size_t)c->batch_size;
         const int nb = (int)(want - done < (size_t)c->batch_size ? want - done : (size_t)c->batch_size);
         for (int r = 0; r < nb; r++) rows[r] = st_data_sampler_next(&t->sampler);
@@ -227,6 +236,13 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     }
     if (!s && c->comm.sum_f32) s = c->comm.sum_f32(t->grads, t->n, c->comm.user);
     if (!s && t->debug_zero_grad) memset(t->grads, 0, t->n * sizeof *t->grads);
+    /* SafeGrad: g_a on an alignment batch, projection, g = g_u' + ρ·g_a (before clipping) */
+    double loss_align = NAN;
+    st_safegrad_info sgi = {NAN, NAN, NAN, 0};
+    if (!s && c->safegrad == ST_ON && isfinite(loss)) s = st__safegrad(t, step_no, &loss_align, &sgi);
+    /* Lisa: ρ(θ−a) toward the other phase's last weights, after the first 10% of the steps */
+    double lisa_pen = NAN;
+    if (!s && c->lisa == ST_ON) ST_PROF("lisa", lisa_pen = st__lisa_prox(t));
     /* coupled L2-SP: after the window normalisation (and the all-reduce), before clipping */
     double penalty = NAN;
     if (!s && c->l2sp_alpha > 0)
@@ -254,6 +270,7 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     if (s) {
         st_status s2 = st_data_sampler_seek(&t->sampler, epoch0, pos0);
         (void)s2;
+        st__align_rewind(t, align_pos0);
         return s;
     }
     const double lr = st_schedule_lr(&c->sched, c->optim.lr, t->opt.step);
@@ -271,13 +288,18 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     if (s) return s;
     if (!fused && t->ema.k > 0) ST_PROF("ema", st_ema_step(&t->ema, t->theta, t->opt.step));
     t->step = step_no;
+    st__lisa_after_update(t); /* a ← θ after a phase's last step */
     st_step_metrics m;
     memset(&m, 0, sizeof m);
     m.step = t->step;
     m.loss = loss;
     m.lr = lr;
     m.grad_norm = gn;
-    m.penalty = penalty;
+    m.penalty = c->lisa == ST_ON ? lisa_pen : penalty;
+    m.phase = c->lisa == ST_ON ? (lisa_align ? 1 : 2) : 0;
+    m.loss_align = loss_align;
+    m.align_dot = c->safegrad == ST_ON ? sgi.dot : NAN;
+    m.proj_coef = c->safegrad == ST_ON ? sgi.coef : NAN;
     m.targets = (int64_t)counts[0];
     m.tokens = (int64_t)counts[1];
     m.n_micro = n_micro;

@@ -6,6 +6,8 @@
 #include "safetune/checkpoint.h"
 #include "safetune/ema.h"
 #include "safetune/kernels.h"
+#include "safetune/lisa.h"
+#include "safetune/safegrad.h"
 #include "safetune/trainer.h"
 
 #define ST_TRAINER_MAX_EXTRA 64
@@ -55,6 +57,7 @@ struct st_trainer {
     int debug_zero_grad;       /* tests: zero the task gradient after the window (before defense terms) */
     st_matmul_precision saved_prec;
     st_progress prog;
+    struct st__align_defense *adf; /* Lisa / SafeGrad state (trainer_align.c); NULL = neither */
 };
 
 /* trainer_metrics.c: one metrics.jsonl line (heap string with '\n'). */
@@ -78,6 +81,30 @@ int st__trainer_update_fusable(const st_trainer *t);
 st_status st__trainer_update(st_trainer *t, float *params, const float *grads, float gscale,
                              double lr, int ema_due, double *live_sq, double *ema_sq);
 /* ema_sq[t->ema.k]: ‖θ_ema_j−θ_0‖² per decay. */
+
+/* trainer_align.c: Lisa and SafeGrad inside the step (lisa.h, safegrad.h). st__align_new checks
+ * the alignment set and registers the checkpoint state (call once the optimiser, EMA and
+ * batches exist); NULL t->adf = neither defense, and every call below is then a no-op. */
+typedef struct st__align_defense st__align_defense;
+st_status st__align_new(st_trainer *t);
+void st__align_free(st_trainer *t);
+uint64_t st__align_hash(const st_trainer *t);         /* D_align rows' FNV-1a (0 = none) */
+uint64_t st__align_mark(const st_trainer *t);         /* stream position, for a rewind on failure */
+void st__align_rewind(st_trainer *t, uint64_t pos);
+int st__lisa_align_step(const st_trainer *t);          /* the coming step (t->step) is an alignment step */
+const st_lisa_schedule *st__lisa_schedule(const st_trainer *t); /* NULL without Lisa */
+const float *st__lisa_anchor(const st_trainer *t);     /* [n]; NULL without Lisa */
+/* Collate one Lisa alignment window (grad_accum micro-batches of batch_size D_align rows) into
+ * t->batches; counts[0] += targets, counts[1] += tokens. */
+st_status st__lisa_window(st_trainer *t, int *n_micro, double counts[2]);
+/* g += ρ(θ−a) when due; returns (ρ/2)‖θ−a‖² or NaN when not applied. */
+double st__lisa_prox(st_trainer *t);
+/* After the update of step t->step: the anchor becomes θ at a phase's last step. */
+void st__lisa_after_update(st_trainer *t);
+/* t->grads holds g_u (window-normalised, summed over ranks): computes g_a on the next alignment
+ * batch and leaves g = g_u' + ρ·g_a in t->grads (g_u' in st__safegrad_gu). */
+st_status st__safegrad(st_trainer *t, int64_t step_no, double *loss_align, st_safegrad_info *info);
+const float *st__safegrad_gu(const st_trainer *t);
 
 /* trainer_run.c: remove stale folders, then keep the newest `keep` step-* folders under dir. */
 void st__trainer_prune_checkpoints(const char *dir, int keep);

@@ -1,6 +1,8 @@
 /* trainer_metrics.c - metrics.jsonl records (one JSON object per line, flushed each step).
  * Field names are the interface read by the study module: step, loss, lr, grad_norm,
- * tokens_per_s, theta_dist, theta_ema_dist, epoch, val_loss + hook fields. Non-finite -> null.
+ * tokens_per_s, theta_dist, theta_ema_dist, epoch, val_loss + hook fields; with the defenses penalty
+ * (L2-SP, Lisa), phase ("align" | "task", Lisa), loss_align, align_dot, proj_coef (SafeGrad).
+ * Non-finite -> null.
  * A per-decay field is a number with one EMA decay and an object keyed by st_ema_decay_key
  * ({"0.9": ..., "0.5": ...}) with several. */
 #include <cjson/cJSON.h>
@@ -55,7 +57,13 @@ char *st__trainer_metrics_line(const st_trainer *t, const st_step_metrics *m) {
     num(&b, "loss", m->loss);
     num(&b, "lr", m->lr);
     num(&b, "grad_norm", m->grad_norm);
-    if (t->cfg.l2sp_alpha > 0) num(&b, "penalty", m->penalty);
+    if (t->cfg.l2sp_alpha > 0 || t->cfg.lisa == ST_ON) num(&b, "penalty", m->penalty);
+    if (t->cfg.lisa == ST_ON && m->step > 0) put(&b, ",\"phase\":\"%s\"", m->phase == 1 ? "align" : "task");
+    if (t->cfg.safegrad == ST_ON && m->step > 0) {
+        num(&b, "loss_align", m->loss_align);
+        num(&b, "align_dot", m->align_dot);
+        num(&b, "proj_coef", m->proj_coef);
+    }
     num(&b, "tokens_per_s", m->tokens_per_s);
     num(&b, "theta_dist", m->theta_dist);
     if (t->ema.k <= 1) {

@@ -34,6 +34,10 @@ static cJSON *fingerprint(const st_trainer *t) {
     char h[24];
     snprintf(h, sizeof h, "%016llx", (unsigned long long)t->data_hash);
     cJSON_AddStringToObject(o, "data_hash", h); /* the same rows, tokens and loss mask */
+    if (st__align_hash(t)) { /* Lisa / SafeGrad: the same alignment set */
+        snprintf(h, sizeof h, "%016llx", (unsigned long long)st__align_hash(t));
+        cJSON_AddStringToObject(o, "align_data_hash", h);
+    }
     cJSON_AddStringToObject(o, "optim", c->optim.kind == ST_OPTIM_SGD ? "sgd" : "adamw");
     cJSON_AddNumberToObject(o, "momentum", c->optim.momentum);
     st_train_config_to_json(c, o, 1);
