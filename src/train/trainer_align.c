@@ -210,3 +210,4 @@ st_status st__safegrad(st_trainer *t, int64_t step_no, double *loss_align, st_sa
 }
 
 const float *st__safegrad_gu(const st_trainer *t) { return t->adf ? t->adf->gu : NULL; }
+const st_batch *st__safegrad_batch(const st_trainer *t) { return t->adf && t->adf->gu ? &t->adf->batch : NULL; }

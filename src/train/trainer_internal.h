@@ -105,6 +105,7 @@ void st__lisa_after_update(st_trainer *t);
  * batch and leaves g = g_u' + ρ·g_a in t->grads (g_u' in st__safegrad_gu). */
 st_status st__safegrad(st_trainer *t, int64_t step_no, double *loss_align, st_safegrad_info *info);
 const float *st__safegrad_gu(const st_trainer *t);
+const st_batch *st__safegrad_batch(const st_trainer *t); /* the last alignment batch A (tests) */
 
 /* trainer_run.c: remove stale folders, then keep the newest `keep` step-* folders under dir. */
 void st__trainer_prune_checkpoints(const char *dir, int keep);
