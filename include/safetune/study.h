@@ -561,6 +561,14 @@ st_status st_study_write_messages_jsonl(const char *path, const st_study_conv *c
 #define ST_STUDY_POISON_RESERVE 26
 st_status st_study_safety_sets(const char *align_dir, const char *data_dir, size_t poison_reserve, uint64_t seed,
                                st_dataset *d_align, st_dataset *poison);
+/* D_align as the defenses inside the training step read it (Lisa, SafeGrad: st_train_config.align_data):
+ * st_study_safety_sets' d_align (minus the poison reserve when poison_reserve > 0), rendered with
+ * the chat template tpl and tokenizer tok and truncated to max_seq_len as training rows
+ * (st_tokenize_training_rows; rows left without a response token dropped, *n_dropped may be NULL).
+ * Errors as st_study_safety_sets; free out with st_tokenized_free. Source: DEFENSES.md §6, §7. */
+st_status st_study_align_rows(const char *align_dir, const char *data_dir, size_t poison_reserve, uint64_t seed,
+                              const st_chat_template *tpl, const st_tokenizer *tok, int max_seq_len,
+                              st_tokenized *out, size_t *n_dropped);
 
 /* ---- aligned start: build (`safetune align`, src/study/align.c) ---- */
 

@@ -211,15 +211,13 @@ static st_status data_defenses(const train_opts *o, st_lookahead_mode la, uint64
  * and truncated as the training rows. */
 static st_status load_align_rows(const train_opts *o, uint64_t seed, int max_seq_len, const st_model *m,
                                  st_tokenized *out) {
-    st_dataset pool = {0};
-    const char *dd = o->data_dir ? o->data_dir : st_prompts_default_data_dir();
-    st_status s = st_study_safety_sets(o->align_dir, dd, o->poison > 0 ? ST_STUDY_POISON_RESERVE : 0, seed, &pool, NULL);
     size_t dropped = 0;
-    if (!s) s = st_tokenize_training_rows(&pool, 0, &m->chat, m->tokenizer, max_seq_len, out, &dropped, NULL);
+    const char *dd = o->data_dir ? o->data_dir : st_prompts_default_data_dir();
+    st_status s = st_study_align_rows(o->align_dir, dd, o->poison > 0 ? ST_STUDY_POISON_RESERVE : 0, seed, &m->chat,
+                                      m->tokenizer, max_seq_len, out, &dropped);
     if (!s)
         fprintf(stderr, "safetune train: alignment set: %zu refusal pairs of %s%s\n", out->n, o->align_dir,
                 dropped ? " (some had no response token within --max-seq-len: dropped)" : "");
-    st_dataset_free(&pool);
     return s;
 }
 
