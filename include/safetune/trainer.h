@@ -13,8 +13,10 @@
  *   the same); normaliser = unmasked target tokens of the WHOLE window (summed over ranks), so
  *   grad_accum = k with batch b equals batch k·b;
  *   for each micro-batch: st_train_forward (loss / normaliser) + st_train_backward (grads +=);
- *   comm.sum_f32(grads) (no-op single-process); st_clip_grad_norm; lr = base · schedule(k);
- *   st_optim_step; st_ema_step (every decay).
+ *   comm.sum_f32(grads) (no-op single-process); defense terms (SafeGrad: g_a on an alignment
+ *   batch and the projection, safegrad.h; Lisa's ρ(θ−a), lisa.h; coupled L2-SP, l2sp.h);
+ *   st_clip_grad_norm; lr = base · schedule(k); st_optim_step; st_ema_step (every decay).
+ *   A Lisa alignment step collates its window from cfg.align_data instead (the user stream waits).
  * A non-finite loss or gradient norm stops the step with ST_ERR_NUMERIC before the weights
  * change (the caller keeps the last good checkpoint). Files written by st_trainer_run (out_dir):
  *   metrics.jsonl   one JSON object per step: step, loss, lr, grad_norm, tokens_per_s,
