@@ -45,6 +45,7 @@ typedef struct {
     st_tokenized dtk;         /* the rows a defense with data keys trains on (tk's rows transformed,
                                  safety rows appended); val_loss stays on tk's held-out rows */
     size_t dtk_train_only;    /* SafeInstr rows at the end of dtk (always in the training split) */
+    st_tokenized atk;         /* D_align of the run (Lisa, SafeGrad: st_train_config.align_data) */
     char *prompts_key;        /* the eval settings the prompt sets were chosen for (NULL = none) */
     st_prompt_set adv, xs;
     const char **adv_eval, **adv_probe, **xs_p;
@@ -71,6 +72,7 @@ static st_status nomem(void) { return st_error(ST_ERR_NOMEM, "study: out of memo
 static void free_run(real_ctx *x) {
     st_trainer_free(x->t);
     x->t = NULL;
+    st_tokenized_free(&x->atk);
     if (x->best) {
         for (size_t k = 0; x->best[k]; k++) st_free_aligned(x->best[k]);
         free(x->best);
@@ -451,6 +453,16 @@ static st_status real_train(void *user, const st_study_config *c, const st_study
     if ((s = run_train_config(x, c, r, &tc))) return s;
     const st_tokenized *train_rows;
     if ((s = ensure_train_data(x, c, r, &train_rows, &tc.n_train_only))) return s;
+    if (tc.lisa == ST_ON || tc.safegrad == ST_ON) { /* they train on D_align inside the step */
+        const char *ps = c->n_defenses ? st_study_defense_get(&c->defenses[r->defense], "poison") : NULL;
+        if (!x->align_dir)
+            return st_error(ST_ERR_ARG, "study: run %s: %s needs the alignment set: set align.enabled true", r->id,
+                            tc.lisa == ST_ON ? "lisa" : "safegrad");
+        if ((s = st_study_align_rows(x->align_dir, c->data_dir, ps && atof(ps) > 0 ? ST_STUDY_POISON_RESERVE : 0, r->seed,
+                                     &x->m->chat, x->m->tokenizer, c->max_seq_len, &x->atk, NULL)))
+            return st_error_wrap(s, "study: run %s", r->id);
+        tc.align_data = &x->atk;
+    }
     if (!(x->run_json = run_json(x, c, r))) return nomem();
     tc.run_config_json = x->run_json;
     tc.out_dir = ckpt_dir;

@@ -130,7 +130,7 @@ static const st_train_setting k_rows[] = {
 };
 
 /* The rows whose non-zero value trains on the alignment set's safety data (train_settings.h). */
-static const char *const k_safety_data_keys[] = {NULL};
+static const char *const k_safety_data_keys[] = {"lisa", "safegrad", NULL};
 
 int st_train_setting_safety_data(const st_train_setting *s) {
     for (size_t i = 0; s && k_safety_data_keys[i]; i++)
