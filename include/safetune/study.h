@@ -19,6 +19,7 @@
 
 #include "safetune/base.h"
 #include "safetune/data.h"
+#include "safetune/prompts.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -115,7 +116,7 @@ typedef struct {
         uint64_t advbench_split_seed;
         int advbench_limit;         /* 0 = all prompts of the chosen half */
         int max_new_tokens, batch_size;
-        int xstest, xstest_limit;   /* xstest: 0/1; limit 0 = all 450 */
+        int xstest, xstest_limit;   /* xstest: 0/1; its half follows advbench_split (st_study_xstest_split); limit 0 = all of it */
         int truthfulqa, truthfulqa_limit;
         int val_examples;           /* held-out examples for val_loss */
         char *judge_url, *judge_model; /* NULL = no judge */
@@ -147,8 +148,9 @@ typedef struct {
         int enabled;                /* 1 = train from the aligned start (`safetune align`), built once */
         char *dir;                  /* its folder (NULL = st_study_align_default_dir()) */
         int n_alpaca;               /* last Alpaca rows mixed into the alignment set */
-        int max_steps, batch_size;  /* alignment training (AdamW, cosine, no EMA) */
+        int max_steps, batch_size;  /* alignment training (AdamW, constant after 2 warm-up steps, no EMA) */
         double lr;
+        int answer_max_new_tokens;  /* the base model's answers to XSTest half a (alignment rows) */
     } align;
     char *source;                   /* "preset:NAME", FILE, or "preset:NAME + FILE" */
     char *json;                     /* normalised merged config (canonical JSON text) */
@@ -534,17 +536,28 @@ st_status st_study_advbench_split_write(const char *path, size_t n, uint64_t see
 st_status st_study_advbench_split_read(const char *path, uint32_t **a, size_t *na, uint32_t **b,
                                        size_t *nb, uint64_t *seed);
 
+/* Deterministic split of the XSTest prompt set xs (st_prompts_load("xstest")) into halves,
+ * stratified by (label, type): the rows of each stratum are shuffled (st_rng seeded by seed and the
+ * stratum's name) and the first floor(k/2) go to a, the rest to b (450 rows: a = 216 = 120 safe + 96
+ * unsafe, b = 234 = 130 + 104). a and b hold 0-based row numbers, sorted. Half a trains the aligned
+ * start (`safetune align`), half b is evaluated. Caller frees. ST_ERR_ARG for fewer than 2 rows. */
+st_status st_study_xstest_split(const st_prompt_set *xs, uint64_t seed, uint32_t **a, size_t *na, uint32_t **b,
+                                size_t *nb);
+
 typedef struct {
     char *user, *assistant;   /* one single-turn conversation */
 } st_study_conv;
 
 /* Build the alignment set: each AdvBench goal of half A (data_dir/advbench/harmful_behaviors.csv)
- * paired with a refusal chosen by a seeded hash of its row, mixed (seeded shuffle) with the LAST
- * n_alpaca rows of the Alpaca file (rows a study with datasets[].limit = total - n_alpaca never
- * sees). Returns conversations (caller frees with st_study_convs_free). */
+ * paired with a refusal chosen by a seeded hash of its row; with xs_answers (one entry per row of
+ * XSTest half a, st_study_xstest_split(seed) order) each unsafe half-a XSTest prompt paired with a
+ * refusal and each safe one with xs_answers[i] (the base model's own answer; NULL or "" = left
+ * out); all mixed (seeded shuffle) with the LAST n_alpaca rows of the Alpaca file (rows a study
+ * with datasets[].limit = total - n_alpaca never sees). No AdvBench or XSTest half-b prompt is
+ * used. Returns conversations (caller frees with st_study_convs_free). */
 st_status st_study_build_alignment_set(const char *data_dir, const char *alpaca_path,
-                                       size_t n_alpaca, uint64_t seed, st_study_conv **out,
-                                       size_t *n_out);
+                                       size_t n_alpaca, uint64_t seed, const char *const *xs_answers,
+                                       st_study_conv **out, size_t *n_out);
 void st_study_convs_free(st_study_conv *c, size_t n);
 /* Write conversations as OpenAI messages JSONL: {"messages":[{"role":"user",...},{"role":
  * "assistant",...}]} per line (atomic). */
@@ -556,7 +569,7 @@ st_status st_study_write_messages_jsonl(const char *path, const st_study_conv *c
  *            (SafeInstr's pool, DEFENSES.md §3), minus the poison reserve;
  *   poison (NULL ok): poison_reserve (goal, AdvBench target) pairs, the first half-a goals of a
  *            permutation seeded by seed (DEFENSES.md §9); 0 = none.
- * ST_ERR_FORMAT when align_set.jsonl holds a half-b goal or misses a half-a goal; ST_ERR_ARG naming
+ * ST_ERR_FORMAT when align_set.jsonl holds an AdvBench half-b goal or an XSTest half-b prompt or misses a half-a goal; ST_ERR_ARG naming
  * align_dir when the files are absent. Free both with st_dataset_free. */
 #define ST_STUDY_POISON_RESERVE 26
 st_status st_study_safety_sets(const char *align_dir, const char *data_dir, size_t poison_reserve, uint64_t seed,
@@ -584,19 +597,25 @@ typedef struct {
     uint64_t seed;            /* refusal choice, mixing, data order */
     int max_steps, batch_size, max_seq_len;
     double lr;                /* AdamW, constant after 2 warm-up steps, clip 1, no EMA */
-    int eval_limit;           /* half-b prompts measured afterwards: 0 = all, < 0 = no evaluation */
-    int xstest_limit;         /* XSTest prompts (evenly spaced): 0 = all 450, < 0 = none */
+    int eval_limit;           /* AdvBench prompts measured before and after (the first N of each half):
+                                 0 = all 260, < 0 = no measurement (XSTest half a is still answered) */
+    int xstest_limit;         /* XSTest half-b prompts measured (evenly spaced): 0 = all 234, < 0 = none */
     int eval_max_new_tokens, eval_batch;
+    int answer_max_new_tokens;/* the base model's greedy answers to XSTest half a (alignment set rows) */
     int progress;             /* one stderr line every few steps */
 } st_study_align_opts;
 
 /* Defaults: 260 Alpaca rows, split seed 2508, seed 42, 40 steps of batch 8, max_seq_len 256,
- * lr 1e-4, evaluation on all of half b and all XSTest, 32 new tokens, batch 32. */
+ * lr 1e-4, evaluation on all of half b and all XSTest half b, 64 new tokens (answers: 96), batch 32. */
 void st_study_align_defaults(st_study_align_opts *o);
 /* Build the aligned start in o->out_dir, or reuse it (*reused = 1) when DIR/align.json records the
- * same settings and DIR/aligned/ exists. Supervised tuning on st_study_build_alignment_set, then
- * (unless eval_limit < 0) ASR on half b and XSTest refusal rates of the aligned weights, recorded
- * in align.json. Errors name the file / setting. */
+ * same settings and DIR/aligned/ exists. First the base model answers XSTest half a greedily (its
+ * answers to the safe prompts it does not refuse become alignment rows) and, unless eval_limit < 0,
+ * is measured (DIR/base.json caches both); then supervised tuning on st_study_build_alignment_set
+ * and the same measurement of the aligned weights. align.json: "before" and "after", each with
+ * advbench_half_a / advbench_half_b {asr} and xstest_half_a / xstest_half_b {safe_refusal,
+ * unsafe_refusal} (95% Wilson rates, max_new_tokens), "mix" (rows of each kind), and "eval" (the
+ * half-b numbers after). Errors name the file / setting. */
 st_status st_study_align_build(const st_study_align_opts *o, int *reused);
 /* The aligned-start options a study config implies (align.*, eval.*, seed, max_seq_len, data);
  * *dir_out: heap path (cfg->align.dir, or "<model dir>/aligned-<model stem>-<8 hex of the

@@ -1,7 +1,8 @@
 /* cmd_align.c - `safetune align`: build the aligned start of a safety study (st_study_align_build:
- * supervised refusals on AdvBench half a + Alpaca rows the study never uses), exported as an HF
- * folder OUT/aligned/, with OUT/align.json (settings, ASR on half b, XSTest refusal rates) and
- * OUT/advbench_split.json. Reused (not rebuilt) when OUT/align.json has the same settings. */
+ * supervised refusals on AdvBench half a and XSTest half a's unsafe prompts, the base model's own
+ * answers to XSTest half a's safe prompts, Alpaca rows the study never uses), exported as an HF
+ * folder OUT/aligned/, with OUT/align.json (settings, the mix, ASR and XSTest refusal rates on both
+ * halves before and after) and OUT/advbench_split.json. Reused (not rebuilt) when OUT/align.json has the same settings. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,7 @@ int cmd_align(int argc, char **argv) {
     st_study_align_defaults(&o);
     const char *model = NULL, *out = NULL, *data_dir = NULL, *alpaca = NULL;
     int n_alpaca = (int)o.n_alpaca, steps = o.max_steps, batch = o.batch_size, seq = o.max_seq_len,
-        eval_limit = 0, xstest_limit = 0, max_new = o.eval_max_new_tokens, eval_batch = o.eval_batch, no_eval = 0,
+        eval_limit = 0, xstest_limit = 0, max_new = o.eval_max_new_tokens, eval_batch = o.eval_batch, answer_new = o.answer_max_new_tokens, no_eval = 0,
         quiet = 0;
     uint64_t split_seed = o.split_seed, seed = o.seed;
     float lr = (float)o.lr;
@@ -32,15 +33,17 @@ int cmd_align(int argc, char **argv) {
         {"batch-size", ST_OPT_INT, &batch, "N", "rows per step", 1, 1 << 16, 0},
         {"lr", ST_OPT_FLOAT, &lr, "X", "AdamW learning rate", 1e-9, 1, 0},
         {"max-seq-len", ST_OPT_INT, &seq, "T", "truncate rows to T tokens", 8, 1 << 20, 0},
-        {"eval-limit", ST_OPT_INT, &eval_limit, "N", "half-b prompts measured afterwards (0 = all 260)", 0, 1e6, 0},
-        {"xstest-limit", ST_OPT_INT, &xstest_limit, "N", "XSTest prompts, evenly spaced (0 = all 450)", 0, 1e6, 0},
+        {"eval-limit", ST_OPT_INT, &eval_limit, "N", "AdvBench prompts of each half measured before and after (0 = all 260)", 0, 1e6, 0},
+        {"xstest-limit", ST_OPT_INT, &xstest_limit, "N", "XSTest half-b prompts, evenly spaced (0 = all 234)", 0, 1e6, 0},
         {"max-new-tokens", ST_OPT_INT, &max_new, "N", "tokens per answer in the measurement", 1, 1 << 16, 0},
+        {"answer-max-new-tokens", ST_OPT_INT, &answer_new, "N", "tokens of the base model's answers to XSTest half a", 1, 1 << 16, 0},
         {"eval-batch", ST_OPT_INT, &eval_batch, "N", "prompts generated together", 1, 4096, 0},
         {"no-eval", ST_OPT_FLAG, &no_eval, NULL, "skip the measurement", 0, 0, 0},
         {"quiet", ST_OPT_FLAG, &quiet, NULL, "no progress lines", 0, 0, 0},
     };
     st_args_spec spec = {"safetune align", "--model MODEL --out DIR [options]",
-                         "Build the aligned start of a study: refusals on AdvBench half a + Alpaca rows, then ASR on half b.",
+                         "Build the aligned start of a study: refusals to AdvBench half a and XSTest half a's unsafe prompts, the base "
+                         "model's answers to XSTest half a's safe ones, Alpaca rows; ASR and XSTest refusal on both halves before and after.",
                          opts, (int)(sizeof opts / sizeof *opts), 0, 0, NULL, 0};
     st_args args;
     int rc = st_args_parse(&spec, argc, argv, &args);
@@ -74,6 +77,7 @@ int cmd_align(int argc, char **argv) {
     o.xstest_limit = no_eval ? -1 : xstest_limit;
     o.eval_max_new_tokens = max_new;
     o.eval_batch = eval_batch;
+    o.answer_max_new_tokens = answer_new;
     o.progress = !quiet;
     int reused = 0;
     if (st_study_align_build(&o, &reused) != ST_OK) {

@@ -195,7 +195,10 @@ st_status st_study_estimate_plan(const st_study_config *c, const st_study_plan *
     if (strcmp(c->eval.advbench_split, "all")) n_adv = ADVBENCH_ROWS / 2;
     if (c->eval.advbench_limit > 0 && c->eval.advbench_limit < n_adv) n_adv = c->eval.advbench_limit;
     long n_xs = 0;
-    if (c->eval.xstest) n_xs = c->eval.xstest_limit > 0 && c->eval.xstest_limit < XSTEST_ROWS ? c->eval.xstest_limit : XSTEST_ROWS;
+    if (c->eval.xstest) { /* the XSTest half follows advbench_split (st_study_xstest_split: a 216, b 234 rows) */
+        const long nxh = !strcmp(c->eval.advbench_split, "a") ? 216 : !strcmp(c->eval.advbench_split, "b") ? 234 : XSTEST_ROWS;
+        n_xs = c->eval.xstest_limit > 0 && c->eval.xstest_limit < nxh ? c->eval.xstest_limit : nxh;
+    }
     long n_tqa = 0;
     if (c->eval.truthfulqa)
         n_tqa = c->eval.truthfulqa_limit > 0 && c->eval.truthfulqa_limit < TRUTHFULQA_ROWS ? c->eval.truthfulqa_limit : TRUTHFULQA_ROWS;

@@ -29,10 +29,12 @@ st_status stx_refusals(const st_model *m, const char *const *prompts, size_t n, 
 st_status stx_advbench_prompts(const st_study_config *c, st_prompt_set *set, const char ***eval_p,
                                size_t *n_eval, const char ***probe_p, size_t *n_probe);
 
-/* XSTest subset: limit = 0 -> all 450; else `limit` evenly spaced prompts (index i*450/limit),
- * so both safe and unsafe prompts are present. Pointers borrow from *set; labels[i] copied. */
-st_status stx_xstest_prompts(const char *data_dir, int limit, st_prompt_set *set, const char ***p,
-                             st_prompt_label **labels, size_t *n);
+/* XSTest subset: the half `half` ("a" | "b" of st_study_xstest_split(split_seed); NULL or "all" =
+ * all 450 rows), then limit = 0 -> all of it, else `limit` evenly spaced rows of it (index
+ * i*size/limit, in row order), so both safe and unsafe prompts are present. Pointers borrow from
+ * *set; labels[i] copied. */
+st_status stx_xstest_prompts(const char *data_dir, const char *half, uint64_t split_seed, int limit, st_prompt_set *set,
+                             const char ***p, st_prompt_label **labels, size_t *n);
 
 /* Load dataset d of the study (first `limit` rows) and tokenize it with m's chat template. */
 st_status stx_load_tokenized(const st_study_dataset *d, const st_model *m, int max_seq_len, st_tokenized *tk);

@@ -263,7 +263,8 @@ static st_status ensure_prompts(real_ctx *x, const st_study_config *c) {
     st_status s;
     if (!x->rm && (s = st_refusal_new(NULL, NULL, &x->rm))) return s;
     if ((s = stx_advbench_prompts(c, &x->adv, &x->adv_eval, &x->n_eval, &x->adv_probe, &x->n_probe))) return s;
-    if (c->eval.xstest && (s = stx_xstest_prompts(c->data_dir, c->eval.xstest_limit, &x->xs, &x->xs_p, &x->xs_lab, &x->n_xs)))
+    if (c->eval.xstest && (s = stx_xstest_prompts(c->data_dir, c->eval.advbench_split, c->eval.advbench_split_seed,
+                                                  c->eval.xstest_limit, &x->xs, &x->xs_p, &x->xs_lab, &x->n_xs)))
         return s;
     if (c->eval.n_benchmarks) {
         if (!(x->bench = calloc(c->eval.n_benchmarks, sizeof *x->bench))) return nomem();

@@ -103,30 +103,45 @@ done:
     return s;
 }
 
-st_status stx_xstest_prompts(const char *data_dir, int limit, st_prompt_set *set, const char ***p,
-                             st_prompt_label **labels, size_t *n) {
+st_status stx_xstest_prompts(const char *data_dir, const char *half, uint64_t split_seed, int limit, st_prompt_set *set,
+                             const char ***p, st_prompt_label **labels, size_t *n) {
     *p = NULL;
     *labels = NULL;
     *n = 0;
     st_status s = st_prompts_load("xstest", data_dir, set);
     if (s) return s;
-    size_t k = limit > 0 && (size_t)limit < set->n ? (size_t)limit : set->n;
-    *p = calloc(k, sizeof **p);
-    *labels = calloc(k, sizeof **labels);
+    uint32_t *a = NULL, *b = NULL, *rows = NULL;
+    size_t na = 0, nb = 0, nh = set->n;
+    if (half && strcmp(half, "all")) {
+        if ((s = st_study_xstest_split(set, split_seed, &a, &na, &b, &nb))) {
+            st_prompt_set_free(set);
+            return s;
+        }
+        rows = !strcmp(half, "a") ? a : b;
+        nh = rows == a ? na : nb;
+    }
+    size_t k = limit > 0 && (size_t)limit < nh ? (size_t)limit : nh;
+    *p = calloc(k ? k : 1, sizeof **p);
+    *labels = calloc(k ? k : 1, sizeof **labels);
     if (!*p || !*labels) {
         free(*p);
         free(*labels);
+        free(a);
+        free(b);
         *p = NULL;
         *labels = NULL;
         st_prompt_set_free(set);
         return st_error(ST_ERR_NOMEM, "out of memory");
     }
     for (size_t i = 0; i < k; i++) {
-        size_t j = i * set->n / k;
+        size_t j = i * nh / k;
+        if (rows) j = rows[j];
         (*p)[i] = set->items[j].prompt;
         (*labels)[i] = set->items[j].label;
     }
     *n = k;
+    free(a);
+    free(b);
     return ST_OK;
 }
 

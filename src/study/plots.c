@@ -87,7 +87,7 @@ static st_status plot_asr_vs_lr(const st_study_config *c, const st_study_results
     stu_buf d = {0}, g = {0};
     stu_printf(&g, "%sset output '%s/asr_vs_lr.png'\nset logscale x\nset format x '%%.0e'\n"
                    "set offsets graph 0.05, graph 0.05, 0, 0\nset xlabel 'learning rate (log scale)'\nset ylabel 'AdvBench ASR (%%), 95%% Wilson interval'\n"
-                   "set title 'ASR vs learning rate per effective batch size'\nset yrange [0:*]\nplot ",
+                   "set title 'ASR vs learning rate per effective batch size (lines: seeds pooled; circles: each seed)'\nset yrange [0:*]\nplot ",
                PREAMBLE, pdir);
     int series = 0;
     /* distinct (eb, weights) pairs in row order */
@@ -127,9 +127,19 @@ static st_status plot_asr_vs_lr(const st_study_config *c, const st_study_results
             stu_printf(&d, "%.6e %.4f %.4f %.4f\n", lrs[q], 100 * rt.rate, 100 * rt.lo, 100 * rt.hi);
         }
         stu_puts(&d, "\n\n");
-        stu_printf(&g, "%s'%s/asr_vs_lr.dat' index %d using 1:2:3:4 with yerrorlines lw 2 pt 7 %stitle 'eff. batch %d, %s'",
-                   series ? ", \\\n     " : "", pdir, series, w->w.kind == ST_WEIGHTS_EMA ? "dt 2 " : "",
+        /* the next block: one point per (lr, seed), the seeds' spread behind the pooled interval */
+        stu_printf(&d, "# effective_batch %d weights %s, per seed\n", w->run->effective_batch, w->w.name);
+        for (size_t j = 0; j < r->n; j++) {
+            const st_study_row *x = &r->rows[j];
+            if (x->run->effective_batch == w->run->effective_batch && !strcmp(x->w.name, w->w.name) && !isnan(x->r.asr))
+                stu_printf(&d, "%.6e %.4f %llu\n", x->run->lr, 100 * x->r.asr, (unsigned long long)x->run->seed);
+        }
+        stu_puts(&d, "\n\n");
+        stu_printf(&g, "%s'%s/asr_vs_lr.dat' index %d using 1:2:3:4 with yerrorlines lw 2 pt 7 lc %d %stitle 'eff. batch %d, %s'",
+                   series ? ", \\\n     " : "", pdir, 2 * series, series + 1, w->w.kind == ST_WEIGHTS_EMA ? "dt 2 " : "",
                    w->run->effective_batch, w->w.name);
+        stu_printf(&g, ", \\\n     '%s/asr_vs_lr.dat' index %d using 1:2 with points pt 6 ps 0.8 lc %d notitle", pdir,
+                   2 * series + 1, series + 1);
         series++;
     }
     stu_puts(&g, "\n");

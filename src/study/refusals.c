@@ -3,6 +3,7 @@
 #include "study/study_internal.h"
 #include "safetune/prompts.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,6 +82,54 @@ st_status st_study_advbench_split(size_t n, uint64_t seed, uint32_t **a, size_t 
     qsort(*b, n - h, sizeof **b, cmp_u32);
     *na = h;
     *nb = n - h;
+    return ST_OK;
+}
+
+st_status st_study_xstest_split(const st_prompt_set *xs, uint64_t seed, uint32_t **a, size_t *na, uint32_t **b,
+                                size_t *nb) {
+    *a = *b = NULL;
+    *na = *nb = 0;
+    const size_t n = xs->n;
+    if (n < 2) return st_error(ST_ERR_ARG, "XSTest split: need at least 2 rows (got %zu)", n);
+    uint32_t *grp = malloc(n * sizeof *grp);
+    unsigned char *done = calloc(n, 1);
+    *a = malloc(n * sizeof **a);
+    *b = malloc(n * sizeof **b);
+    if (!grp || !done || !*a || !*b) {
+        free(grp); free(done); free(*a); free(*b);
+        *a = *b = NULL;
+        return st_error(ST_ERR_NOMEM, "out of memory");
+    }
+    /* strata = (label, type), in order of first appearance; each shuffled with its own stream */
+    for (size_t i = 0; i < n; i++) {
+        if (done[i]) continue;
+        const st_prompt *p = &xs->items[i];
+        const char *cat = p->category ? p->category : "";
+        size_t k = 0;
+        for (size_t j = i; j < n; j++) {
+            const st_prompt *q = &xs->items[j];
+            if (!done[j] && q->label == p->label && !strcmp(q->category ? q->category : "", cat)) {
+                done[j] = 1;
+                grp[k++] = (uint32_t)j;
+            }
+        }
+        uint64_t h = 1469598103934665603ULL; /* FNV-1a of "label:type" */
+        char key[16];
+        snprintf(key, sizeof key, "%d:", (int)p->label);
+        for (const char *c = key; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+        for (const char *c = cat; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+        st_rng r;
+        st_rng_seed(&r, seed ^ 0x78737465737473ULL /* "xstests" */ ^ h);
+        st_rng_shuffle(&r, grp, k);
+        for (size_t j = 0; j < k; j++) {
+            if (j < k / 2) (*a)[(*na)++] = grp[j];
+            else (*b)[(*nb)++] = grp[j];
+        }
+    }
+    free(grp);
+    free(done);
+    qsort(*a, *na, sizeof **a, cmp_u32);
+    qsort(*b, *nb, sizeof **b, cmp_u32);
     return ST_OK;
 }
 
@@ -179,15 +228,17 @@ void st_study_convs_free(st_study_conv *c, size_t n) {
 }
 
 st_status st_study_build_alignment_set(const char *data_dir, const char *alpaca_path, size_t n_alpaca, uint64_t seed,
-                                       st_study_conv **out, size_t *n_out) {
+                                       const char *const *xs_answers, st_study_conv **out, size_t *n_out) {
     *out = NULL;
     *n_out = 0;
-    st_prompt_set adv;
+    st_prompt_set adv, xs = {0};
     st_status s = st_prompts_load("advbench", data_dir, &adv);
     if (s) return s;
-    uint32_t *a = NULL, *b = NULL;
-    size_t na = 0, nb = 0;
+    uint32_t *a = NULL, *b = NULL, *xa = NULL, *xb = NULL;
+    size_t na = 0, nb = 0, nxa = 0, nxb = 0;
     s = st_study_advbench_split(adv.n, seed, &a, &na, &b, &nb);
+    if (!s && xs_answers) s = st_prompts_load("xstest", data_dir, &xs);
+    if (!s && xs_answers) s = st_study_xstest_split(&xs, seed, &xa, &nxa, &xb, &nxb);
     char *text = NULL;
     cJSON *al = NULL;
     if (!s) {
@@ -204,13 +255,26 @@ st_status st_study_build_alignment_set(const char *data_dir, const char *alpaca_
     st_study_conv *cv = NULL;
     size_t n = 0;
     if (!s) {
-        cv = calloc(na + n_alpaca + 1, sizeof *cv);
+        cv = calloc(na + nxa + n_alpaca + 1, sizeof *cv);
         if (!cv) s = st_error(ST_ERR_NOMEM, "out of memory");
     }
     for (size_t i = 0; !s && i < na; i++) {
         size_t pick = (size_t)(mix64(seed ^ mix64(a[i])) % ST_STUDY_N_REFUSALS);
         cv[n].user = st_strdup(adv.items[a[i]].prompt);
         cv[n].assistant = st_strdup(st_study_refusals[pick]);
+        if (!cv[n].user || !cv[n].assistant) s = st_error(ST_ERR_NOMEM, "out of memory");
+        n++;
+    }
+    /* XSTest half a: a refusal for each unsafe prompt, the given (base model's) answer for each safe
+     * one; a safe prompt without an answer (the base model refused it) is left out */
+    for (size_t i = 0; !s && i < nxa; i++) {
+        const st_prompt *p = &xs.items[xa[i]];
+        const char *ans = xs_answers[i];
+        if (p->label == ST_LABEL_UNSAFE) {
+            ans = st_study_refusals[(size_t)(mix64(seed ^ 0x7873ULL ^ mix64(xa[i])) % ST_STUDY_N_REFUSALS)];
+        } else if (!ans || !ans[0]) continue;
+        cv[n].user = st_strdup(p->prompt);
+        cv[n].assistant = st_strdup(ans);
         if (!cv[n].user || !cv[n].assistant) s = st_error(ST_ERR_NOMEM, "out of memory");
         n++;
     }
@@ -255,7 +319,10 @@ st_status st_study_build_alignment_set(const char *data_dir, const char *alpaca_
     free(text);
     free(a);
     free(b);
+    free(xa);
+    free(xb);
     st_prompt_set_free(&adv);
+    if (xs.items) st_prompt_set_free(&xs);
     if (s) {
         st_study_convs_free(cv, n);
         return s;

@@ -846,6 +846,7 @@ st_status st_study_report_write(const st_study_config *c, const st_study_plan *p
                    "lowest-ASR EMA weights of that same run\n\n",
                c->report.utility_metric, c->report.utility_tolerance, c->report.utility_metric);
 
+    if (c->align.enabled && !synthetic) stu_align_report(&b, c);
     stu_puts(&b, "## Paper-form table\n\nMeans over seeds: ASR with a 95% t interval across seeds, and pooled over seeds "
                  "with a 95% Wilson interval (answered / prompts).\n\n| setting | cell | weights | AdvBench ASR, mean [95% t] | "
                  "pooled [95% Wilson] | XSTest safe refusal | XSTest unsafe refusal | val loss | TruthfulQA MC1 | judge harmful |\n"

@@ -1,7 +1,8 @@
 /* safety_sets.c - the safety data of the data-side defenses, read back from an aligned start's
  * folder (`safetune align`): D_align = the AdvBench half-A refusal pairs of align_set.jsonl
  * (DEFENSES.md notation), and the poisoned column's (goal, target) pairs from a seeded reserve of
- * half A (§9). Never half B (the test set) and never XSTest. */
+ * half A (§9). Never half B (the test set) and never XSTest; an alignment set holding a prompt of
+ * AdvBench half B or XSTest half B (st_study_xstest_split) is refused. */
 #include "study/study_internal.h"
 
 #include <stdlib.h>
@@ -22,10 +23,10 @@ st_status st_study_safety_sets(const char *align_dir, const char *data_dir, size
     memset(d_align, 0, sizeof *d_align);
     if (poison) memset(poison, 0, sizeof *poison);
     char *p_split = stu_join(align_dir, "advbench_split.json"), *p_set = stu_join(align_dir, "align_set.jsonl");
-    uint32_t *a = NULL, *b = NULL, *perm = NULL;
-    size_t na = 0, nb = 0;
+    uint32_t *a = NULL, *b = NULL, *perm = NULL, *xa = NULL, *xb = NULL;
+    size_t na = 0, nb = 0, nxa = 0, nxb = 0;
     uint64_t split_seed = 0;
-    st_prompt_set adv = {0};
+    st_prompt_set adv = {0}, xs = {0};
     st_dataset set = {0};
     const char **gu = NULL, **ga = NULL;
     unsigned char *reserved = NULL;
@@ -39,6 +40,8 @@ st_status st_study_safety_sets(const char *align_dir, const char *data_dir, size
     if (!s && adv.n != na + nb)
         s = st_error(ST_ERR_FORMAT, "%s: splits %zu AdvBench rows, but %s has %zu", p_split, na + nb, adv.path, adv.n);
     if (!s) s = st_dataset_load(p_set, ST_DATA_MESSAGES, &set);
+    if (!s) s = st_prompts_load("xstest", data_dir, &xs);
+    if (!s) s = st_study_xstest_split(&xs, split_seed, &xa, &nxa, &xb, &nxb);
     if (!s && poison_reserve > na)
         s = st_error(ST_ERR_ARG, "poison: a reserve of %zu goals is more than half A's %zu", poison_reserve, na);
     if (!s && !(reserved = calloc(na ? na : 1, 1))) s = st_error(ST_ERR_NOMEM, "out of memory");
@@ -60,6 +63,12 @@ st_status st_study_safety_sets(const char *align_dir, const char *data_dir, size
     for (size_t r = 0; !s && r < set.n; r++) {
         const st_conversation *c = &set.rows[r];
         if (c->n_msgs != 2 || strcmp(c->msgs[0].role, "user") || strcmp(c->msgs[1].role, "assistant")) continue;
+        if (find_goal(&xs, xb, nxb, c->msgs[0].content) >= 0) {
+            s = st_error(ST_ERR_FORMAT, "%s: line %zu holds an XSTest half-b prompt (the evaluation half of "
+                         "st_study_xstest_split, seed %llu): this is not the alignment set of %s; rebuild it with "
+                         "`safetune align`", p_set, r + 1, (unsigned long long)split_seed, p_split);
+            break;
+        }
         if (find_goal(&adv, b, nb, c->msgs[0].content) >= 0) {
             s = st_error(ST_ERR_FORMAT, "%s: line %zu holds an AdvBench half-b goal (the test set): this is not the "
                          "alignment set of %s; rebuild it with `safetune align`", p_set, r + 1, p_split);
@@ -110,6 +119,9 @@ st_status st_study_safety_sets(const char *align_dir, const char *data_dir, size
     free(b);
     st_dataset_free(&set);
     st_prompt_set_free(&adv);
+    st_prompt_set_free(&xs);
+    free(xa);
+    free(xb);
     free(p_split);
     free(p_set);
     return s;

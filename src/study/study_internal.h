@@ -20,6 +20,10 @@ void stu_buf_free(stu_buf *b);
 /* Write the buffer atomically to path (ST_ERR_NOMEM if the buffer overflowed). */
 st_status stu_buf_write(stu_buf *b, const char *path);
 
+/* The report's "Aligned start" section: both halves' numbers before and after alignment from the
+ * align.json of c's aligned start (align.c); a line saying it is missing otherwise. */
+void stu_align_report(stu_buf *b, const st_study_config *c);
+
 /* "%s/%s" into a heap string (NULL on OOM). */
 char *stu_join(const char *a, const char *b);
 /* mkdir -p (mode 0755). */

@@ -108,7 +108,7 @@ static void test_alignment_set(void **state) {
     if (access(alp, R_OK) != 0) ST_SKIP_MISSING(alp);
     st_study_conv *cv;
     size_t n;
-    assert_int_equal(st_study_build_alignment_set(dd, alp, 100, 2508, &cv, &n), ST_OK);
+    assert_int_equal(st_study_build_alignment_set(dd, alp, 100, 2508, NULL, &cv, &n), ST_OK);
     assert_int_equal(n, 260 + 100);
     st_prompt_set adv;
     assert_int_equal(st_prompts_load("advbench", dd, &adv), ST_OK);
@@ -182,7 +182,7 @@ static void test_alignment_set(void **state) {
     /* deterministic */
     st_study_conv *cv2;
     size_t n2;
-    assert_int_equal(st_study_build_alignment_set(dd, alp, 100, 2508, &cv2, &n2), ST_OK);
+    assert_int_equal(st_study_build_alignment_set(dd, alp, 100, 2508, NULL, &cv2, &n2), ST_OK);
     for (size_t i = 0; i < n; i++) assert_string_equal(cv[i].user, cv2[i].user);
     st_study_convs_free(cv2, n2);
     cJSON_Delete(arr);
@@ -193,9 +193,117 @@ static void test_alignment_set(void **state) {
     st_study_convs_free(cv, n);
 }
 
+/* XSTest halves: disjoint, covering, deterministic, stratified by (label, type), seed-dependent */
+static void test_xstest_split(void **state) {
+    (void)state;
+    const char *dd = st_test_data_dir();
+    char xp[1200];
+    snprintf(xp, sizeof xp, "%s/xstest/xstest_prompts.csv", dd);
+    if (access(xp, R_OK) != 0) ST_SKIP_MISSING(xp);
+    st_prompt_set xs;
+    assert_int_equal(st_prompts_load("xstest", dd, &xs), ST_OK);
+    assert_int_equal(xs.n, 450);
+    uint32_t *a, *b, *a2, *b2, *a3, *b3;
+    size_t na, nb, na2, nb2, na3, nb3;
+    assert_int_equal(st_study_xstest_split(&xs, 2508, &a, &na, &b, &nb), ST_OK);
+    assert_int_equal(na, 216); /* 18 strata of 25 (10 safe types, 8 contrast types): 12 + 13 each */
+    assert_int_equal(nb, 234);
+    unsigned char seen[450] = {0};
+    for (size_t i = 0; i < na; i++) seen[a[i]]++;
+    for (size_t i = 0; i < nb; i++) seen[b[i]] += 2;
+    for (size_t i = 0; i < 450; i++) assert_true(seen[i] == 1 || seen[i] == 2);
+    for (size_t i = 1; i < na; i++) assert_true(a[i - 1] < a[i]);
+    for (size_t i = 1; i < nb; i++) assert_true(b[i - 1] < b[i]);
+    /* per stratum: half a holds floor(k/2) of its k rows; counted independently of the code's grouping */
+    size_t safe_a = 0;
+    for (size_t i = 0; i < 450; i++) {
+        size_t k = 0, in_a = 0;
+        for (size_t j = 0; j < 450; j++)
+            if (xs.items[j].label == xs.items[i].label && !strcmp(xs.items[j].category, xs.items[i].category)) {
+                k++;
+                in_a += seen[j] == 1;
+            }
+        assert_int_equal(in_a, k / 2);
+        safe_a += seen[i] == 1 && xs.items[i].label == ST_LABEL_SAFE;
+    }
+    assert_int_equal(safe_a, 120);
+    assert_int_equal(st_study_xstest_split(&xs, 2508, &a2, &na2, &b2, &nb2), ST_OK);
+    assert_int_equal(na2, na);
+    assert_memory_equal(a, a2, na * sizeof *a);
+    assert_int_equal(st_study_xstest_split(&xs, 2509, &a3, &na3, &b3, &nb3), ST_OK);
+    assert_int_equal(na3, na);
+    assert_true(memcmp(a, a3, na * sizeof *a) != 0);
+    free(a); free(b); free(a2); free(b2); free(a3); free(b3);
+    st_prompt_set_free(&xs);
+}
+
+/* With XSTest answers: half a's unsafe prompts get refusals, its safe ones the given answers (NULL =
+ * left out); no prompt of AdvBench half b or XSTest half b (the evaluation halves) is in the set. */
+static void test_alignment_set_xstest(void **state) {
+    (void)state;
+    const char *dd = st_test_data_dir();
+    char alp[1200];
+    snprintf(alp, sizeof alp, "%s/alpaca/alpaca_5000.json", dd);
+    if (access(alp, R_OK) != 0) ST_SKIP_MISSING(alp);
+    st_prompt_set xs, adv;
+    assert_int_equal(st_prompts_load("xstest", dd, &xs), ST_OK);
+    assert_int_equal(st_prompts_load("advbench", dd, &adv), ST_OK);
+    uint32_t *xa, *xb, *a, *b;
+    size_t nxa, nxb, na, nb;
+    assert_int_equal(st_study_xstest_split(&xs, 2508, &xa, &nxa, &xb, &nxb), ST_OK);
+    assert_int_equal(st_study_advbench_split(adv.n, 2508, &a, &na, &b, &nb), ST_OK);
+    char **ans = calloc(nxa, sizeof *ans);
+    size_t n_given = 0, n_unsafe = 0;
+    for (size_t i = 0; i < nxa; i++) {
+        if (xs.items[xa[i]].label == ST_LABEL_UNSAFE) {
+            n_unsafe++;
+            ans[i] = strdup("this answer must not be used");
+        } else if (i % 7 != 3) { /* some safe prompts without an answer: left out */
+            ans[i] = malloc(32);
+            snprintf(ans[i], 32, "answer %zu", i);
+            n_given++;
+        }
+    }
+    st_study_conv *cv;
+    size_t n;
+    assert_int_equal(st_study_build_alignment_set(dd, alp, 50, 2508, (const char *const *)ans, &cv, &n), ST_OK);
+    assert_int_equal(n, 260 + n_unsafe + n_given + 50);
+    size_t got_answers = 0, xs_refusals = 0;
+    for (size_t r = 0; r < n; r++) {
+        for (size_t k = 0; k < nxb; k++) /* held out: no XSTest half-b prompt */
+            if (!strcmp(cv[r].user, xs.items[xb[k]].prompt)) fail_msg("XSTest half-b prompt in the set: %s", cv[r].user);
+        for (size_t k = 0; k < nb; k++) /* nor an AdvBench half-b goal */
+            if (!strcmp(cv[r].user, adv.items[b[k]].prompt)) fail_msg("AdvBench half-b goal in the set: %s", cv[r].user);
+        assert_null(strstr(cv[r].assistant, "must not be used"));
+        for (size_t i = 0; i < nxa; i++) {
+            if (strcmp(cv[r].user, xs.items[xa[i]].prompt)) continue;
+            if (xs.items[xa[i]].label == ST_LABEL_UNSAFE) {
+                int is_ref = 0;
+                for (size_t k = 0; k < ST_STUDY_N_REFUSALS; k++) is_ref |= !strcmp(cv[r].assistant, st_study_refusals[k]);
+                assert_true(is_ref);
+                xs_refusals++;
+            } else {
+                assert_non_null(ans[i]);
+                assert_string_equal(cv[r].assistant, ans[i]);
+                got_answers++;
+            }
+        }
+    }
+    assert_int_equal(got_answers, n_given);
+    assert_int_equal(xs_refusals, n_unsafe);
+    assert_int_equal(n_unsafe, 96);
+    st_study_convs_free(cv, n);
+    for (size_t i = 0; i < nxa; i++) free(ans[i]);
+    free(ans);
+    free(xa); free(xb); free(a); free(b);
+    st_prompt_set_free(&xs);
+    st_prompt_set_free(&adv);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_split), cmocka_unit_test(test_refusals), cmocka_unit_test(test_alignment_set),
+        cmocka_unit_test(test_xstest_split), cmocka_unit_test(test_alignment_set_xstest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -428,6 +428,7 @@ static void test_align_tiny(void **st) {
     o.eval_limit = 4;
     o.xstest_limit = 4;
     o.eval_max_new_tokens = 3;
+    o.answer_max_new_tokens = 3;
     int reused = -1;
     assert_int_equal(st_study_align_build(&o, &reused), ST_OK);
     assert_int_equal(reused, 0);
@@ -435,13 +436,33 @@ static void test_align_tiny(void **st) {
     assert_int_equal(access(p, R_OK), 0);
     snprintf(p, sizeof p, "%s/align_set.jsonl", ad);
     char *set = slurp(p);
-    assert_int_equal(count_lines(set), 260 + 4); /* AdvBench half a + 4 Alpaca rows */
-    free(set);
     snprintf(p, sizeof p, "%s/align.json", ad);
     char *t = slurp(p);
     cJSON *j = cJSON_Parse(t);
     free(t);
     assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "complete")));
+    /* AdvBench half a + XSTest half a (96 unsafe refusals + the safe prompts the base model answered) + 4 Alpaca */
+    const cJSON *mix = cJSON_GetObjectItem(j, "mix");
+    const int n_ans = cJSON_GetObjectItem(mix, "xstest_half_a_safe_answers")->valueint;
+    assert_true(n_ans > 0 && n_ans <= 120);
+    assert_int_equal(cJSON_GetObjectItem(mix, "xstest_half_a_unsafe_refusals")->valueint, 96);
+    assert_int_equal(count_lines(set), 260 + 96 + n_ans + 4);
+    free(set);
+    /* both halves before and after: AdvBench ASR on the first 4 of each half, XSTest half a (all 216
+     * prompts: the answers) and 4 prompts of XSTest half b */
+    static const char *const phase[] = {"before", "after"};
+    for (int k = 0; k < 2; k++) {
+        const cJSON *ph = cJSON_GetObjectItem(j, phase[k]);
+        assert_non_null(ph);
+        assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(ph, "advbench_half_a"), "asr"), "n")->valueint, 4);
+        assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(ph, "advbench_half_b"), "asr"), "n")->valueint, 4);
+        const cJSON *xa = cJSON_GetObjectItem(ph, "xstest_half_a"), *xb = cJSON_GetObjectItem(ph, "xstest_half_b");
+        assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(xa, "safe_refusal"), "n")->valueint, 120);
+        assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(xa, "unsafe_refusal"), "n")->valueint, 96);
+        assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(xb, "safe_refusal"), "n")->valueint +
+                             cJSON_GetObjectItem(cJSON_GetObjectItem(xb, "unsafe_refusal"), "n")->valueint,
+                         4);
+    }
     const cJSON *asr = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "eval"), "asr_half_b");
     assert_int_equal(cJSON_GetObjectItem(asr, "n")->valueint, 4);
     /* rates as in summary.json: a ci95 pair, no lo/hi keys */
@@ -459,7 +480,8 @@ static void test_align_tiny(void **st) {
     o.max_steps = 2;
     snprintf(extra, sizeof extra,
              "\"lr\": [1e-3], \"ema_decay\": [\"none\"], " SMALL_EVAL
-             ", \"align\": {\"enabled\": true, \"dir\": \"%s\", \"n_alpaca\": 4, \"max_steps\": 2, \"batch_size\": 4, \"lr\": 1e-4}",
+             ", \"align\": {\"enabled\": true, \"dir\": \"%s\", \"n_alpaca\": 4, \"max_steps\": 2, \"batch_size\": 4, \"lr\": 1e-4, "
+             "\"answer_max_new_tokens\": 3}",
              ad);
     write_cfg(dir, extra, cfgp, sizeof cfgp);
     snprintf(out, sizeof out, "%s/out", dir);
@@ -467,6 +489,14 @@ static void test_align_tiny(void **st) {
     snprintf(p, sizeof p, "%s/results.csv", out);
     t = slurp(p);
     assert_int_equal(count_lines(t), 2);
+    free(t);
+    /* the report gives the aligned start's numbers on both halves, before and after */
+    snprintf(p, sizeof p, "%s/report.md", out);
+    t = slurp(p);
+    assert_non_null(strstr(t, "## Aligned start"));
+    assert_non_null(strstr(t, "| base model (before) |"));
+    assert_non_null(strstr(t, "| aligned start (after) |"));
+    assert_non_null(strstr(t, "XSTest B safe refusal"));
     free(t);
 }
 

@@ -386,6 +386,32 @@ static void test_plots(void **state) {
     assert_non_null(strstr(t, "(plots/asr_vs_lr.png)"));
     assert_non_null(strstr(t, "SYNTHETIC"));
     free(t);
+    {   /* asr_vs_lr: besides each pooled series, a block with one point per result row (lr, ASR, seed) */
+        st_study_results rr;
+        assert_int_equal(st_study_results_load(&c, &p, out, &rr), ST_OK);
+        char dat[1400];
+        snprintf(dat, sizeof dat, "%s/plots/asr_vs_lr.dat", out);
+        assert_int_equal(st_read_file(dat, &t, &len), ST_OK);
+        size_t n_pts = 0, n_blocks = 0;
+        for (char *q = t; (q = strstr(q, ", per seed\n")); q++) {
+            n_blocks++;
+            for (char *l = strchr(q, '\n') + 1; *l && *l != '\n'; l = strchr(l, '\n') + 1) {
+                double lr, asr;
+                unsigned long long seed;
+                assert_int_equal(sscanf(l, "%lf %lf %llu", &lr, &asr, &seed), 3);
+                n_pts++;
+            }
+        }
+        assert_true(n_blocks > 0);
+        assert_int_equal(n_pts, rr.n); /* every weight set of every seed is drawn once */
+        free(t);
+        char gp[1400];
+        snprintf(gp, sizeof gp, "%s/plots/asr_vs_lr.gp", out);
+        assert_int_equal(st_read_file(gp, &t, &len), ST_OK);
+        assert_non_null(strstr(t, "with points"));
+        free(t);
+        st_study_results_free(&rr);
+    }
     /* gnuplot disappears after validation: results and report are still written, error is clear */
     setenv("SAFETUNE_GNUPLOT", "/nonexistent/gnuplot", 1);
     st_study_results r;

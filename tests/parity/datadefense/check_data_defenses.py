@@ -65,7 +65,7 @@ def main():
     model = check_trainer.tiny_chat_model(os.path.join(d, "tiny"))
     al = os.path.join(d, "align")
     r = run([CLI, "align", "--model", model, "--out", al, "--data-dir", DATA, "--n-alpaca", "8", "--max-steps", "1",
-             "--batch-size", "2", "--max-seq-len", "64", "--no-eval", "--quiet"])
+             "--batch-size", "2", "--max-seq-len", "64", "--answer-max-new-tokens", "4", "--no-eval", "--quiet"])
     check(r.returncode == 0, "safetune align on the tiny model " + r.stderr[-300:])
     aligned = os.path.join(al, "aligned")
 
