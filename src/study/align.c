@@ -269,6 +269,27 @@ st_status st_study_align_build(const st_study_align_opts *o, int *reused) {
         }
     }
     if (!s) s = prompts_load(o, &pr);
+    if (!s) { /* the XSTest halves, for the record (row numbers of xstest_prompts.csv, 0-based) */
+        uint32_t *xa = NULL, *xb = NULL;
+        size_t nxa = 0, nxb = 0;
+        char *p_xs = stu_join(o->out_dir, "xstest_split.json");
+        s = p_xs ? st_study_xstest_split(&pr.xs_a, o->split_seed, &xa, &nxa, &xb, &nxb) : st_error(ST_ERR_NOMEM, "out of memory");
+        if (!s) {
+            stu_buf j = {0};
+            stu_printf(&j, "{\"seed\": %llu, \"n\": %zu, \"rule\": \"st_study_xstest_split: per (label, type), a seeded "
+                           "shuffle; the first floor(k/2) rows to a\",\n \"a\": [",
+                       (unsigned long long)o->split_seed, nxa + nxb);
+            for (size_t i = 0; i < nxa; i++) stu_printf(&j, "%s%u", i ? "," : "", xa[i]);
+            stu_puts(&j, "],\n \"b\": [");
+            for (size_t i = 0; i < nxb; i++) stu_printf(&j, "%s%u", i ? "," : "", xb[i]);
+            stu_puts(&j, "]}\n");
+            s = stu_buf_write(&j, p_xs);
+            stu_buf_free(&j);
+        }
+        free(xa);
+        free(xb);
+        free(p_xs);
+    }
     if (!s && (!(answers = calloc(pr.n_xs_a + 1, sizeof *answers)) || !(aref = calloc(pr.n_xs_a + 1, sizeof *aref))))
         s = st_error(ST_ERR_NOMEM, "out of memory");
     if (!s) s = st_model_load(o->model, &m);

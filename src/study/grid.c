@@ -206,11 +206,12 @@ st_status st_study_estimate_plan(const st_study_config *c, const st_study_plan *
     for (size_t i = 0; i < c->eval.n_benchmarks; i++)
         n_bench += c->eval.benchmark_limit > 0 && c->eval.benchmark_limit < c->eval.benchmark_n[i] ? c->eval.benchmark_limit
                                                                                                    : c->eval.benchmark_n[i];
-    const double prompt_fwd_s = (double)(n_adv + n_xs) * PROMPT_TOKENS / fwd;
-    if (c->align.enabled) { /* built once (reused later): tuning, then ASR/XSTest of the result */
+    if (c->align.enabled) { /* built once (reused later): the base model and the aligned one each answer
+                               AdvBench half a and b (n_adv each), XSTest half b (n_xs) and all 216 prompts of
+                               XSTest half a (answer_max_new_tokens; the base model's answers are rows), plus tuning */
         const long at = (long)c->align.max_steps * c->align.batch_size * (long)c->estimate.example_tokens;
-        const long ag = (n_adv + n_xs) * (long)c->eval.max_new_tokens;
-        total->align_s = (double)at / tr + (double)ag / gen + prompt_fwd_s;
+        const long ag = 2 * ((2 * n_adv + n_xs) * (long)c->eval.max_new_tokens + 216L * c->align.answer_max_new_tokens);
+        total->align_s = (double)at / tr + (double)ag / gen + 2.0 * (double)(2 * n_adv + n_xs + 216) * PROMPT_TOKENS / fwd;
         total->total_s += total->align_s;
     }
     for (size_t i = 0; i < p->n_runs; i++) {
