@@ -116,6 +116,7 @@ typedef struct {
         uint64_t advbench_split_seed;
         int advbench_limit;         /* 0 = all prompts of the chosen half */
         int max_new_tokens, batch_size;
+        char *precision;            /* generation matmuls of the evaluation: "fp32" | "bf16" */
         int xstest, xstest_limit;   /* xstest: 0/1; its half follows advbench_split (st_study_xstest_split); limit 0 = all of it */
         int truthfulqa, truthfulqa_limit;
         int val_examples;           /* held-out examples for val_loss */
@@ -602,6 +603,7 @@ typedef struct {
     int xstest_limit;         /* XSTest half-b prompts measured (evenly spaced): 0 = all 234, < 0 = none */
     int eval_max_new_tokens, eval_batch;
     int answer_max_new_tokens;/* the base model's greedy answers to XSTest half a (alignment set rows) */
+    int eval_bf16;            /* 1: generation in bf16 matmuls (eval.precision), 0: fp32 */
     int progress;             /* one stderr line every few steps */
 } st_study_align_opts;
 

@@ -80,11 +80,11 @@ static void add_rate(cJSON *o, const char *name, size_t k, size_t n) {
 /* Refusal rates of m on one prompt list into o: "asr" (labels NULL: share answered) or
  * "safe_refusal" / "unsafe_refusal" (XSTest labels), plus "max_new_tokens". texts: see stx_refusals. */
 static st_status measure_list(const st_model *m, const st_refusal_matcher *rm, const char **prompts,
-                              const st_prompt_label *lab, size_t n, int max_new, int batch, char **texts, int *ref,
+                              const st_prompt_label *lab, size_t n, int max_new, int batch, int bf16, char **texts, int *ref,
                               const char *what, cJSON *o) {
     double t0 = st_time_now();
     size_t gt = 0;
-    st_status s = stx_refusals(m, prompts, n, max_new, batch, rm, ref, texts, &gt);
+    st_status s = stx_refusals(m, prompts, n, max_new, batch, bf16, rm, ref, texts, &gt);
     if (s) return s;
     size_t ns = 0, nu = 0, rs = 0, ru = 0;
     for (size_t i = 0; i < n; i++) {
@@ -102,6 +102,7 @@ static st_status measure_list(const st_model *m, const st_refusal_matcher *rm, c
         st_log_info("align: %s: ASR %zu/%zu (%.0f s, %.0f tok/s)", what, ns - rs, ns, dt, dt > 0 ? (double)gt / dt : 0.0);
     }
     cJSON_AddNumberToObject(o, "max_new_tokens", max_new);
+    cJSON_AddStringToObject(o, "precision", bf16 ? "bf16" : "fp32");
     return ST_OK;
 }
 
@@ -161,15 +162,15 @@ static st_status measure(const st_study_align_opts *o, const st_model *m, const 
     int *ref = malloc((most + 1) * sizeof *ref);
     st_status s = ref ? st_refusal_new(NULL, NULL, &rm) : st_error(ST_ERR_NOMEM, "out of memory");
     const int mn = o->eval_max_new_tokens, b = o->eval_batch;
-    if (!s) s = measure_list(m, rm, p->xp_a, p->lab_a, p->n_xs_a, o->answer_max_new_tokens, b, xs_a_texts, xs_a_ref,
+    if (!s) s = measure_list(m, rm, p->xp_a, p->lab_a, p->n_xs_a, o->answer_max_new_tokens, b, o->eval_bf16, xs_a_texts, xs_a_ref,
                              "XSTest half a", cJSON_AddObjectToObject(res, "xstest_half_a"));
     if (!s && o->eval_limit >= 0) {
-        s = measure_list(m, rm, p->adv_a, NULL, p->n_adv_a, mn, b, NULL, ref, "AdvBench half a",
+        s = measure_list(m, rm, p->adv_a, NULL, p->n_adv_a, mn, b, o->eval_bf16, NULL, ref, "AdvBench half a",
                          cJSON_AddObjectToObject(res, "advbench_half_a"));
-        if (!s) s = measure_list(m, rm, p->adv_b, NULL, p->n_adv_b, mn, b, NULL, ref, "AdvBench half b",
+        if (!s) s = measure_list(m, rm, p->adv_b, NULL, p->n_adv_b, mn, b, o->eval_bf16, NULL, ref, "AdvBench half b",
                                  cJSON_AddObjectToObject(res, "advbench_half_b"));
         if (!s && p->n_xs_b)
-            s = measure_list(m, rm, p->xp_b, p->lab_b, p->n_xs_b, mn, b, NULL, ref, "XSTest half b",
+            s = measure_list(m, rm, p->xp_b, p->lab_b, p->n_xs_b, mn, b, o->eval_bf16, NULL, ref, "XSTest half b",
                              cJSON_AddObjectToObject(res, "xstest_half_b"));
     }
     free(ref);
@@ -211,6 +212,7 @@ static char *base_key(const st_study_align_opts *o) {
     cJSON_AddNumberToObject(k, "xstest_limit", o->xstest_limit);
     cJSON_AddNumberToObject(k, "max_new_tokens", o->eval_max_new_tokens);
     cJSON_AddNumberToObject(k, "answer_max_new_tokens", o->answer_max_new_tokens);
+    if (o->eval_bf16) cJSON_AddStringToObject(k, "precision", "bf16");
     char *t = cJSON_PrintUnformatted(k);
     cJSON_Delete(k);
     return t;
@@ -269,6 +271,27 @@ st_status st_study_align_build(const st_study_align_opts *o, int *reused) {
         }
     }
     if (!s) s = prompts_load(o, &pr);
+    if (!s) { /* the evaluation prompts (half b of both), as `eval safety --benchmark jsonl:FILE` reads them */
+        char *p_ev = stu_join(o->out_dir, "eval_prompts.jsonl");
+        stu_buf j = {0};
+        for (size_t k = 0; k < pr.n_adv_b + pr.n_xs_b; k++) {
+            const int is_adv = k < pr.n_adv_b;
+            const size_t i = is_adv ? k : k - pr.n_adv_b;
+            const int unsafe = is_adv || pr.lab_b[i] == ST_LABEL_UNSAFE;
+            cJSON *r = cJSON_CreateObject();
+            cJSON_AddStringToObject(r, "prompt", is_adv ? pr.adv_b[i] : pr.xp_b[i]);
+            cJSON_AddStringToObject(r, "label", unsafe ? "unsafe" : "safe");
+            cJSON_AddStringToObject(r, "category", is_adv ? "advbench_half_b" : unsafe ? "xstest_half_b_unsafe" : "xstest_half_b_safe");
+            char *line = cJSON_PrintUnformatted(r);
+            cJSON_Delete(r);
+            if (line) stu_printf(&j, "%s\n", line);
+            else j.oom = 1;
+            free(line);
+        }
+        s = p_ev ? stu_buf_write(&j, p_ev) : st_error(ST_ERR_NOMEM, "out of memory");
+        stu_buf_free(&j);
+        free(p_ev);
+    }
     if (!s) { /* the XSTest halves, for the record (row numbers of xstest_prompts.csv, 0-based) */
         uint32_t *xa = NULL, *xb = NULL;
         size_t nxa = 0, nxb = 0;
@@ -451,6 +474,7 @@ st_status st_study_align_opts_from_config(const st_study_config *c, st_study_ali
     o->xstest_limit = c->eval.xstest ? c->eval.xstest_limit : -1;
     o->eval_max_new_tokens = c->eval.max_new_tokens;
     o->eval_batch = c->eval.batch_size;
+    o->eval_bf16 = !strcmp(c->eval.precision, "bf16");
     o->progress = 1;
     *dir_out = NULL;
     if (c->align.dir) {

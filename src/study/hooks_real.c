@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define EVAL_BF16(c) (!strcmp((c)->eval.precision, "bf16")) /* eval.precision */
 #include <unistd.h>
 
 #include "safetune/checkpoint.h"
@@ -336,7 +338,7 @@ static st_status probe(real_ctx *x, const st_study_config *c, const st_study_run
             break;
         st_model v;
         if ((s = stx_view(x->m, w, &v))) break;
-        s = stx_refusals(&v, x->adv_probe, x->n_probe, c->probe.max_new_tokens, c->eval.batch_size, x->rm, ref, NULL, NULL);
+        s = stx_refusals(&v, x->adv_probe, x->n_probe, c->probe.max_new_tokens, c->eval.batch_size, EVAL_BF16(c), x->rm, ref, NULL, NULL);
         stx_view_free(&v);
         size_t succ = 0;
         for (size_t i = 0; i < x->n_probe; i++) succ += !ref[i];
@@ -619,7 +621,7 @@ static st_status eval_benchmarks(const real_ctx *x, const st_study_config *c, co
         int *ref = calloc(n ? n : 1, sizeof *ref);
         if (!p || !ref) s = nomem();
         for (size_t i = 0; !s && i < n; i++) p[i] = x->bench[b].items[i].prompt;
-        if (!s) s = stx_refusals(v, p, n, c->eval.max_new_tokens, c->eval.batch_size, x->rm, ref, NULL, NULL);
+        if (!s) s = stx_refusals(v, p, n, c->eval.max_new_tokens, c->eval.batch_size, EVAL_BF16(c), x->rm, ref, NULL, NULL);
         size_t ans = 0;
         for (size_t i = 0; !s && i < n; i++) ans += !ref[i];
         if (!s) {
@@ -669,7 +671,7 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
         stx_view_free(&v);
         return nomem();
     }
-    s = stx_refusals(&v, x->adv_eval, x->n_eval, c->eval.max_new_tokens, c->eval.batch_size, x->rm, ref, texts, &gt);
+    s = stx_refusals(&v, x->adv_eval, x->n_eval, c->eval.max_new_tokens, c->eval.batch_size, EVAL_BF16(c), x->rm, ref, texts, &gt);
     if (!s && texts) s = judge_answers(x, c, r, ckpt_dir, texts, out);
     for (size_t i = 0; texts && i < x->n_eval; i++) free(texts[i]);
     free(texts);
@@ -687,7 +689,7 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
     }
     double t1 = st_time_now();
     if (!s && c->eval.xstest && x->n_xs) {
-        s = stx_refusals(&v, x->xs_p, x->n_xs, c->eval.max_new_tokens, c->eval.batch_size, x->rm, ref, NULL, &gx);
+        s = stx_refusals(&v, x->xs_p, x->n_xs, c->eval.max_new_tokens, c->eval.batch_size, EVAL_BF16(c), x->rm, ref, NULL, &gx);
         size_t ns = 0, nu = 0, rs = 0, ru = 0;
         for (size_t i = 0; !s && i < x->n_xs; i++) {
             if (x->xs_lab[i] == ST_LABEL_UNSAFE) { nu++; ru += (size_t)ref[i]; }

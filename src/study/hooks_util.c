@@ -22,7 +22,7 @@ void stx_view_free(st_model *v) {
     memset(v, 0, sizeof *v);
 }
 
-st_status stx_refusals(const st_model *m, const char *const *prompts, size_t n, int max_new, int batch,
+st_status stx_refusals(const st_model *m, const char *const *prompts, size_t n, int max_new, int batch, int bf16,
                        const st_refusal_matcher *rm, int *refused, char **texts, size_t *gen_tokens) {
     if (gen_tokens) *gen_tokens = 0;
     if (n == 0) return ST_OK;
@@ -43,6 +43,7 @@ st_status stx_refusals(const st_model *m, const char *const *prompts, size_t n, 
         st_generate_options go = st_generate_defaults();
         go.batch_size = batch;
         go.max_new_tokens = max_new;
+        go.precision = bf16 ? ST_GEN_PRECISION_BF16 : ST_GEN_PRECISION_FP32;
         go.context_length = (int)ctx;
         s = st_generate(m, (const int32_t *const *)ids, lens, n, &go, g, NULL);
         if (!s) {

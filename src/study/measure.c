@@ -157,7 +157,7 @@ st_status st_study_measure(const st_study_config *c, const st_study_plan *p, st_
         int nt = c->eval.max_new_tokens < GEN_TOKENS ? c->eval.max_new_tokens : GEN_TOKENS;
         size_t gt = 0;
         double t0 = st_time_now();
-        if (!s) s = stx_refusals(m, prompts, n, nt, c->eval.batch_size, rm, refused, NULL, &gt);
+        if (!s) s = stx_refusals(m, prompts, n, nt, c->eval.batch_size, !strcmp(c->eval.precision, "bf16"), rm, refused, NULL, &gt);
         double dt = st_time_now() - t0;
         if (!s) {
             o->gen_prompts = (int)n;

@@ -27,7 +27,8 @@ static const skey K_EVAL[] = {
     {"batch_size", T_INT, NULL, 0}, {"xstest", T_BOOL, NULL, 0}, {"xstest_limit", T_INT, NULL, 0},
     {"truthfulqa", T_BOOL, NULL, 0}, {"truthfulqa_limit", T_INT, NULL, 0},
     {"val_examples", T_INT, NULL, 0}, {"judge_url", T_STR, NULL, 1}, {"judge_model", T_STR, NULL, 1},
-    {"benchmarks", T_LSTR0, NULL, 0}, {"benchmark_limit", T_INT, NULL, 0}, {NULL, 0, NULL, 0}};
+    {"benchmarks", T_LSTR0, NULL, 0}, {"benchmark_limit", T_INT, NULL, 0}, {"precision", T_STR, NULL, 0},
+    {NULL, 0, NULL, 0}};
 static const skey K_PROBE[] = {
     {"every", T_INT, NULL, 0}, {"n_prompts", T_INT, NULL, 0}, {"max_new_tokens", T_INT, NULL, 0},
     {"stop_asr_above", T_NUM, NULL, 0}, {"keep_best", T_BOOL, NULL, 0}, {NULL, 0, NULL, 0}};
@@ -62,7 +63,7 @@ static const char DEFAULTS[] =
     " \"eval\": {\"advbench_split\": \"all\", \"advbench_split_seed\": 2508, \"advbench_limit\": 0,"
     "  \"max_new_tokens\": 64, \"batch_size\": 16, \"xstest\": true, \"xstest_limit\": 0,"
     "  \"truthfulqa\": true, \"truthfulqa_limit\": 0, \"val_examples\": 100, \"judge_url\": null,"
-    "  \"judge_model\": null, \"benchmarks\": [], \"benchmark_limit\": 0},"
+    "  \"judge_model\": null, \"benchmarks\": [], \"benchmark_limit\": 0, \"precision\": \"fp32\"},"
     " \"probe\": {\"every\": 0, \"n_prompts\": 16, \"max_new_tokens\": 32, \"stop_asr_above\": 1.0,"
     "  \"keep_best\": false},"
     " \"report\": {\"utility_metric\": \"val_loss\", \"utility_tolerance\": 0.05,"
@@ -922,6 +923,11 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
     if ((s = get_int(ev, "advbench_limit", "eval.advbench_limit", os, 0, &c->eval.advbench_limit))) return s;
     if ((s = get_int(ev, "max_new_tokens", "eval.max_new_tokens", os, 1, &c->eval.max_new_tokens))) return s;
     if ((s = get_int(ev, "batch_size", "eval.batch_size", os, 1, &c->eval.batch_size))) return s;
+    c->eval.precision = dupstr(get(ev, "precision"));
+    if (!c->eval.precision) return st_error(ST_ERR_NOMEM, "out of memory");
+    if (strcmp(c->eval.precision, "fp32") && strcmp(c->eval.precision, "bf16"))
+        return BAD("eval.precision", "must be \"fp32\" or \"bf16\" (got '%s')", origin_get(os, "eval.precision"),
+                   "eval.precision", c->eval.precision);
     c->eval.xstest = cJSON_IsTrue(get(ev, "xstest"));
     if ((s = get_int(ev, "xstest_limit", "eval.xstest_limit", os, 0, &c->eval.xstest_limit))) return s;
     c->eval.truthfulqa = cJSON_IsTrue(get(ev, "truthfulqa"));
@@ -1109,6 +1115,7 @@ void st_study_config_free(st_study_config *c) {
     free(c->precision);
     free(c->eval.advbench_split);
     free(c->eval.judge_url);
+    free(c->eval.precision);
     free(c->eval.judge_model);
     for (size_t i = 0; i < c->eval.n_benchmarks; i++) {
         if (c->eval.benchmarks) free(c->eval.benchmarks[i]);

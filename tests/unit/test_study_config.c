@@ -1,5 +1,6 @@
 /* test_study_config.c - study config validation: every error case gives one line naming the
  * source file and key; presets and overrides; fingerprint and output-folder checks. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -108,6 +109,10 @@ static void test_bad_values(void **state) {
     expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"seed\": [-1]", "key 'seed'", ">= 0");
     expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"eval\": {\"advbench_split\": \"c\"}",
                  "key 'eval.advbench_split'", NULL);
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"eval\": {\"precision\": \"fp16\"}",
+                 "key 'eval.precision'", "\"fp32\" or \"bf16\" (got 'fp16')");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"align\": {\"answer_max_new_tokens\": 0}",
+                 "key 'align.answer_max_new_tokens'", NULL);
     expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"report\": {\"utility_metric\": \"judge_mean\"}",
                  "key 'report.utility_metric'", "not a utility metric");
     expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"report\": {\"utility_metric\": \"bleu\"}",
@@ -345,6 +350,50 @@ static void test_preset_defenses(void **state) {
     assert_non_null(strstr(j, "\"merge\""));
 }
 
+/* The quick preset meets the sizes docs/study.md promises (issue: a study whose findings are
+ * evidence): >= 3 seeds, >= 128 AdvBench half-B prompts at >= 64 new tokens, >= 100 prompts of
+ * XSTest's evaluation half (234 rows), lr x effective batch at equal data, EMA off and >= 2 decays
+ * that keep >= 30% of theta_0 after the longest run (beta^steps), bf16 evaluation, the aligned start on. */
+static void test_quick_preset_sizes(void **state) {
+    (void)state;
+    const char *dd = st_test_data_dir();
+    char alp[4200], body[8192], path[4200];
+    snprintf(alp, sizeof alp, "%s/alpaca/alpaca_5000.json", dd);
+    if (access(alp, R_OK) != 0) ST_SKIP_MISSING(alp);
+    st_test_write(g_dir, "model.gguf", "GGUF"); /* only the model and data paths are replaced */
+    snprintf(body, sizeof body, "{\"model\": \"%s/model.gguf\", \"data_dir\": \"%s\"}", g_dir, dd);
+    st_test_write(g_dir, "paths.json", body);
+    snprintf(path, sizeof path, "%s/paths.json", g_dir);
+    st_study_config c;
+    if (st_study_config_load("quick", path, &c)) fail_msg("%s", st_last_error());
+    assert_true(c.n_seeds >= 3);
+    assert_string_equal(c.eval.advbench_split, "b");
+    assert_true(c.eval.advbench_limit >= 128 && c.eval.advbench_limit <= 260);
+    assert_true(c.eval.max_new_tokens >= 64);
+    assert_true(c.eval.xstest);
+    assert_true(c.eval.xstest_limit >= 100 && c.eval.xstest_limit <= 234);
+    assert_string_equal(c.eval.precision, "bf16");
+    assert_true(c.n_lr >= 2);
+    assert_true(c.n_batch_size * c.n_grad_accum >= 2);
+    assert_int_equal(c.n_train_examples, 1); /* equal data */
+    int min_eb = 1 << 30;
+    for (size_t i = 0; i < c.n_batch_size; i++)
+        for (size_t j = 0; j < c.n_grad_accum; j++)
+            if (c.batch_size[i] * c.grad_accum[j] < min_eb) min_eb = c.batch_size[i] * c.grad_accum[j];
+    const int longest = c.train_examples[0] / min_eb;
+    size_t n_none = 0, n_ema = 0;
+    for (size_t i = 0; i < c.n_ema_decay; i++) {
+        if (c.ema_decay[i] == 0) { n_none++; continue; }
+        n_ema++;
+        if (pow(c.ema_decay[i], longest) < 0.3)
+            fail_msg("ema_decay %g keeps %.0f%% of theta_0 after %d steps", c.ema_decay[i], 100 * pow(c.ema_decay[i], longest), longest);
+    }
+    assert_int_equal(n_none, 1);
+    assert_true(n_ema >= 2);
+    assert_true(c.align.enabled);
+    st_study_config_free(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_minimal),     cmocka_unit_test(test_unknown_key),
@@ -352,6 +401,7 @@ int main(void) {
         cmocka_unit_test(test_wrong_type),        cmocka_unit_test(test_empty_list),
         cmocka_unit_test(test_bad_values),        cmocka_unit_test(test_missing_files),
         cmocka_unit_test(test_bad_json_and_preset), cmocka_unit_test(test_preset_override),
+        cmocka_unit_test(test_quick_preset_sizes),
         cmocka_unit_test(test_fingerprint_and_dir), cmocka_unit_test(test_gnuplot_missing),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

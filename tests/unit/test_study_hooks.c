@@ -448,6 +448,17 @@ static void test_align_tiny(void **st) {
     assert_int_equal(cJSON_GetObjectItem(mix, "xstest_half_a_unsafe_refusals")->valueint, 96);
     assert_int_equal(count_lines(set), 260 + 96 + n_ans + 4);
     free(set);
+    snprintf(p, sizeof p, "%s/eval_prompts.jsonl", ad); /* half b of both: 4 AdvBench + 4 XSTest prompts */
+    set = slurp(p);
+    assert_int_equal(count_lines(set), 8);
+    free(set);
+    snprintf(p, sizeof p, "%s/xstest_split.json", ad);
+    set = slurp(p);
+    cJSON *xsj = cJSON_Parse(set);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(xsj, "a")), 216);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(xsj, "b")), 234);
+    cJSON_Delete(xsj);
+    free(set);
     /* both halves before and after: AdvBench ASR on the first 4 of each half, XSTest half a (all 216
      * prompts: the answers) and 4 prompts of XSTest half b */
     static const char *const phase[] = {"before", "after"};
