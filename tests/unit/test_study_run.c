@@ -100,8 +100,10 @@ static void test_estimate(void **state) {
     assert_true(fabs(e.total_s - e.train_s - e.eval_s) < 1e-9);
     st_study_plan_free(&p);
     st_study_config_free(&c);
-    /* the aligned start: 5 steps x batch 2 x 100 tokens / 400 tok/s = 2.5 s, plus one evaluation
-     * on AdvBench half b: 260 x 10 / 1000 = 2.6 s generation + 260 x 40 / 1200 = 8.667 s prefill */
+    /* the aligned start: 5 steps x batch 2 x 100 tokens / 400 tok/s = 2.5 s, plus the base and the
+     * aligned model each answering AdvBench half a and b (2 x 260 x 10 tokens) and the 216 prompts of
+     * XSTest half a (x 96 tokens): 2 x (5200 + 20736) / 1000 = 51.872 s generation, and their
+     * prefill 2 x (520 + 216) x 40 / 1200 s */
     load("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [10], \"eval\": {\"max_new_tokens\": 10, \"xstest\": false,"
          " \"advbench_split\": \"b\","
          " \"truthfulqa\": false, \"val_examples\": 0}, \"estimate\": {\"train_tokens_per_s\": 400, \"gen_tokens_per_s\": 1000,"
@@ -111,7 +113,7 @@ static void test_estimate(void **state) {
     c.align.batch_size = 2;
     assert_int_equal(st_study_plan_build(&c, &p), ST_OK);
     assert_int_equal(st_study_estimate_plan(&c, &p, NULL, &e), ST_OK);
-    assert_true(fabs(e.align_s - (2.5 + 2.6 + 260.0 * 40 / 1200)) < 1e-9);
+    assert_true(fabs(e.align_s - (2.5 + 51.872 + 2.0 * 736 * 40 / 1200)) < 1e-9);
     assert_true(fabs(e.total_s - (10.0 + 2.6 + 260.0 * 40 / 1200) - e.align_s) < 1e-9);
     assert_int_equal(e.train_tokens, 4000);
     st_study_plan_free(&p);
