@@ -162,17 +162,18 @@ static st_status measure(const st_study_align_opts *o, const st_model *m, const 
     int *ref = malloc((most + 1) * sizeof *ref);
     st_status s = ref ? st_refusal_new(NULL, NULL, &rm) : st_error(ST_ERR_NOMEM, "out of memory");
     const int mn = o->eval_max_new_tokens, b = o->eval_batch;
-    if (!s) s = measure_list(m, rm, p->xp_a, p->lab_a, p->n_xs_a, o->answer_max_new_tokens, b, o->eval_bf16, xs_a_texts, xs_a_ref,
-                             "XSTest half a", cJSON_AddObjectToObject(res, "xstest_half_a"));
+    /* half b first: the numbers the calibration is judged by appear in the log first */
     if (!s && o->eval_limit >= 0) {
-        s = measure_list(m, rm, p->adv_a, NULL, p->n_adv_a, mn, b, o->eval_bf16, NULL, ref, "AdvBench half a",
-                         cJSON_AddObjectToObject(res, "advbench_half_a"));
-        if (!s) s = measure_list(m, rm, p->adv_b, NULL, p->n_adv_b, mn, b, o->eval_bf16, NULL, ref, "AdvBench half b",
-                                 cJSON_AddObjectToObject(res, "advbench_half_b"));
+        s = measure_list(m, rm, p->adv_b, NULL, p->n_adv_b, mn, b, o->eval_bf16, NULL, ref, "AdvBench half b",
+                         cJSON_AddObjectToObject(res, "advbench_half_b"));
         if (!s && p->n_xs_b)
             s = measure_list(m, rm, p->xp_b, p->lab_b, p->n_xs_b, mn, b, o->eval_bf16, NULL, ref, "XSTest half b",
                              cJSON_AddObjectToObject(res, "xstest_half_b"));
+        if (!s) s = measure_list(m, rm, p->adv_a, NULL, p->n_adv_a, mn, b, o->eval_bf16, NULL, ref, "AdvBench half a",
+                                 cJSON_AddObjectToObject(res, "advbench_half_a"));
     }
+    if (!s) s = measure_list(m, rm, p->xp_a, p->lab_a, p->n_xs_a, o->answer_max_new_tokens, b, o->eval_bf16, xs_a_texts,
+                             xs_a_ref, "XSTest half a", cJSON_AddObjectToObject(res, "xstest_half_a"));
     free(ref);
     st_refusal_free(rm);
     return s;
