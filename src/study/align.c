@@ -20,10 +20,10 @@ void st_study_align_defaults(st_study_align_opts *o) {
     o->n_alpaca = 260;
     o->split_seed = 2508;
     o->seed = 42;
-    o->max_steps = 40;
+    o->max_steps = 16;
     o->batch_size = 8;
     o->max_seq_len = 256;
-    o->lr = 1e-4;
+    o->lr = 2e-4;
     o->eval_max_new_tokens = 64;
     o->answer_max_new_tokens = 96;
     o->eval_batch = 32;

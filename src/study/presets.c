@@ -6,10 +6,11 @@
 
 /* quick: SmolLM2-135M-Instruct on Alpaca from the aligned start (SmolLM2 itself answers ~94% of
  * AdvBench, docs/eval.md). Equal-data design (16 training examples per run: 16 steps at batch 1,
- * 4 at batch 4), lr {2e-5 gentle, 5e-4 aggressive} x effective batch {1, 4}, 3 seeds, EMA {0.9,
- * 0.95} besides the live weights (0.9^16 = 19% and 0.95^16 = 44% of theta_0 kept after the
+ * 4 at batch 4), lr {2e-5 gentle, 5e-4 aggressive} x effective batch {1, 4}, 3 seeds, EMA {0.95,
+ * 0.97} besides the live weights (0.95^16 = 44% and 0.97^16 = 61% of theta_0 kept after the
  * longest runs): 12 runs, 36 weight sets, each on 128 AdvBench half-B prompts and 100 XSTest
- * prompts at 64 new tokens. docs/study.md has the arithmetic; --dry-run times this machine. */
+ * half-B prompts at 64 new tokens, generated in bf16 (fp32 and bf16 verdicts agreed on 114 of 114
+ * evaluation prompts). docs/study.md has the arithmetic; --dry-run times this machine. */
 static const char QUICK[] =
     "{\n"
     "  \"model\": \"models/SmolLM2-135M-Instruct.Q4_1.gguf\",\n"
@@ -31,7 +32,7 @@ static const char QUICK[] =
     "           \"truthfulqa\": false, \"truthfulqa_limit\": 0, \"val_examples\": 8, \"precision\": \"bf16\"},\n"
     "  \"probe\": {\"every\": 0, \"n_prompts\": 8, \"max_new_tokens\": 12, \"stop_asr_above\": 1.0,\n"
     "            \"keep_best\": false},\n"
-    "  \"align\": {\"enabled\": true, \"dir\": null, \"n_alpaca\": 130, \"max_steps\": 10, \"lr\": 2e-4,\n"
+    "  \"align\": {\"enabled\": true, \"dir\": null, \"n_alpaca\": 260, \"max_steps\": 16, \"lr\": 2e-4,\n"
     "            \"batch_size\": 8},\n"
     "  \"report\": {\"utility_metric\": \"val_loss\", \"utility_tolerance\": 0.05, \"plots\": true},\n"
     "  \"estimate\": {\"train_tokens_per_s\": 120, \"gen_tokens_per_s\": 300, \"example_tokens\": 108}\n"
@@ -52,7 +53,7 @@ static const char STANDARD[] =
     "  \"train_examples\": [16],\n"
     "  \"lr_schedule\": [\"constant\"],\n"
     "  \"warmup_steps\": [0],\n"
-    "  \"ema_decay\": [\"none\", 0.9, 0.95],\n"
+    "  \"ema_decay\": [\"none\", 0.95, 0.97],\n"
     "  \"weight_decay\": 0.0,\n"
     "  \"max_grad_norm\": 1.0,\n"
     "  \"max_seq_len\": 256,\n"
@@ -63,7 +64,7 @@ static const char STANDARD[] =
     "           \"truthfulqa\": false, \"truthfulqa_limit\": 0, \"val_examples\": 16},\n"
     "  \"probe\": {\"every\": 0, \"n_prompts\": 8, \"max_new_tokens\": 12, \"stop_asr_above\": 1.0,\n"
     "            \"keep_best\": false},\n"
-    "  \"align\": {\"enabled\": true, \"dir\": null, \"n_alpaca\": 130, \"max_steps\": 10, \"lr\": 2e-4,\n"
+    "  \"align\": {\"enabled\": true, \"dir\": null, \"n_alpaca\": 260, \"max_steps\": 16, \"lr\": 2e-4,\n"
     "            \"batch_size\": 8},\n"
     "  \"report\": {\"utility_metric\": \"val_loss\", \"utility_tolerance\": 0.05, \"plots\": true},\n"
     "  \"estimate\": {\"train_tokens_per_s\": 120, \"gen_tokens_per_s\": 300, \"example_tokens\": 120}\n"
