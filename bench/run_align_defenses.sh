@@ -17,12 +17,13 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 echo "# CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$cli" align --model "$model" --out "$out/al" --data-dir "$data" --n-alpaca 8 --max-steps 1 --batch-size 2 \
-  --max-seq-len 64 --no-eval --quiet >/dev/null 2>&1
+  --max-seq-len 64 --no-eval --quiet >"$out/align.log" 2>&1 || { tail -3 "$out/align.log" >&2; exit 1; }
 run() { # name extra...
   name=$1; shift
   "$cli" train --model "$out/al/aligned" --data "$data/alpaca/alpaca_5000.json" --data-format alpaca \
     --out "$out/$name" --max-rows 400 --max-seq-len "$T" --batch-size "$B" --max-steps "$steps" --lr 1e-5 \
-    --ema-decay 0.99 --val-fraction 0 --save-weights live --quiet "$@" >/dev/null 2>&1
+    --ema-decay 0.99 --val-fraction 0 --save-weights live --quiet "$@" >"$out/$name.log" 2>&1 ||
+    { echo "$name: safetune train failed:" >&2; tail -3 "$out/$name.log" >&2; return 1; }
   "$py" - "$out/$name/metrics.jsonl" "$name" <<'PY'
 import json, sys
 r = [json.loads(l) for l in open(sys.argv[1])]
