@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake pkg-config libdnnl-dev ocl-icd-opencl-dev libpcre2-dev libutf8proc-dev libcjson-dev
       libcsv-dev libcmocka-dev libcurl4-openssl-dev libmicrohttpd-dev gnuplot-nox
+      libopenmpi-dev openmpi-bin   # mpirun -np N safetune train|study (docs/mpi.md)
       python3 python3-venv python3-torch python3-numpy python3-pip
       libopenblas0-pthread    # torch 1.13 otherwise falls back to netlib BLAS (~50x slower)
       clang libclang-rt-14-dev libomp-dev)   # scripts/fuzz.sh only: libFuzzer, its sanitizers, OpenMP for clang

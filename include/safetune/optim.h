@@ -61,6 +61,12 @@ typedef struct {
  * no_decay flags; when given, lay->n_floats must equal n. Free with st_optim_free. */
 st_status st_optim_init(st_optimizer *opt, const st_optim_config *cfg, const st_layout *lay,
                         size_t n);
+/* The same for the slice [off, off + len) of an n-float vector (ZeRO-1: each rank keeps the
+ * moments of its slice): moments of len floats, weight-decay segments of lay cut to the slice and
+ * shifted to start at 0, so st_optim_step(opt, params + off, grads + off, lr) updates the slice
+ * exactly as the full optimizer would. */
+st_status st_optim_init_slice(st_optimizer *opt, const st_optim_config *cfg, const st_layout *lay, size_t n,
+                              size_t off, size_t len);
 void st_optim_free(st_optimizer *opt);
 /* One update of params[n] with grads[n] at learning rate lr (the scheduled value: base lr times
  * the schedule factor). Increments opt->step first, as torch does. */

@@ -41,12 +41,24 @@
 
 typedef struct st_trainer st_trainer;
 
-/* Data-parallel seam: sums over ranks, in place. NULL functions = one process. */
+/* Data-parallel seam (dist.h gives the MPI one): collectives over the ranks, called by every
+ * rank in the same order. NULL functions = one process. Each rank collates only its own
+ * micro-batches of a window (micro-batch i goes to rank i % world) from the one global data
+ * order, so a window holds the same rows for any world. */
 typedef struct {
-    st_status (*sum_f32)(float *x, size_t n, void *user);  /* gradients */
-    st_status (*sum_f64)(double *x, size_t n, void *user); /* loss sums, token counts */
+    st_status (*sum_f32)(float *x, size_t n, void *user);  /* gradients: sum in place */
+    st_status (*sum_f64)(double *x, size_t n, void *user); /* loss sums, token counts: sum in place,
+                                                              the same bits on every rank */
+    /* ZeRO-1 (zero1 below): rs_f32 leaves this rank's slice (st_dist_slice) of the sum in
+     * x[off, off + len); ag_f32 copies every rank's slice of x to all ranks */
+    st_status (*rs_f32)(float *x, size_t n, void *user);
+    st_status (*ag_f32)(float *x, size_t n, void *user);
+    /* every rank passes its status; all get ST_OK or the first failing rank's (message too) */
+    st_status (*agree)(st_status s, void *user);
     void *user;
     int rank, world;                                      /* world 0 is read as 1 */
+    int zero1;  /* ZeRO stage 1 (Rajbhandari et al. 2020): moments, EMAs and θ_0 kept only for
+                   this rank's slice; needs rs_f32 and ag_f32 */
 } st_trainer_comm;
 
 typedef struct {
@@ -190,7 +202,13 @@ st_status st_trainer_resume(st_trainer *t, const char *dir);
 /* Newest valid checkpoint under out_dir/checkpoints into buf; ST_ERR_IO if none. */
 st_status st_trainer_latest_checkpoint(const st_trainer *t, char *buf, size_t cap);
 
-/* Accessors. Buffers have the model's flat layout (m->layout.n_floats floats). */
+/* The whole θ_0 (what = "theta0") or θ_ema_j ("ema", j) into dst[n] (n = the trained vector's
+ * floats). Collective under ZeRO-1 (every rank calls it; the slices are gathered), a copy
+ * otherwise. ST_ERR_ARG for another name or j >= n_ema. */
+st_status st_trainer_full_vector(st_trainer *t, const char *what, int j, float *dst);
+
+/* Accessors. Buffers have the model's flat layout (m->layout.n_floats floats); under ZeRO-1
+ * (comm.zero1) the EMA and θ_0 buffers hold only this rank's slice: use st_trainer_full_vector. */
 int64_t st_trainer_steps_done(const st_trainer *t);
 int64_t st_trainer_max_steps(const st_trainer *t);
 const st_model *st_trainer_model(const st_trainer *t);

@@ -20,6 +20,7 @@
 #include "safetune/checkpoint.h"
 #include "safetune/data.h"
 #include "safetune/data_transform.h"
+#include "safetune/dist.h"
 #include "safetune/export.h"
 #include "safetune/merge.h"
 #include "safetune/prompts.h"
@@ -32,7 +33,7 @@
  * train_settings.h, one option per row). */
 typedef struct {
     const char *model, *data, *data_format, *out, *resume, *save_weights, *export_dtype, *lora_init;
-    int max_rows, quiet, overwrite;
+    int max_rows, quiet, overwrite, zero1;
     /* defenses outside the training step (docs/defenses.md): post-hoc merges, data transforms */
     const char *merge, *lookahead, *lookahead_prefix, *align_dir, *data_dir;
     float poison;
@@ -251,6 +252,61 @@ static int lora_options(const st_args_spec *spec, const st_train_config *c, cons
     return 0;
 }
 
+/* 64-bit hash of the model's weights (8-byte words, FNV-style): ranks compare it (mpirun). */
+static uint64_t params_hash(const st_model *m) {
+    const unsigned char *p = (const unsigned char *)m->params;
+    const size_t n = m->layout.n_floats * sizeof(float);
+    uint64_t h = ST_FNV_INIT, w;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0x100000001b3ULL;
+        h = (h << 29) | (h >> 35);
+    }
+    return st_fnv1a64(h, p + i, n - i);
+}
+
+/* final/, final-ema(-B)/ and final-merge-SPEC/ from rank 0 (every rank takes part in the gathers of a
+ * ZeRO-1 run); every rank returns the same status. */
+static st_status export_all(const train_opts *o, const st_train_config *c, st_trainer *t, const st_model *m,
+                            st_export_dtype edt, int want_live, int want_ema, const st_merge_spec *merges,
+                            char (*merge_text)[128], int n_merges) {
+    const int lead = st_dist_rank() == 0;
+    const st_lora *ad = st_trainer_adapter(t);
+    const size_t n = ad ? ad->layout.n_floats : m->layout.n_floats;
+    st_status s = ST_OK;
+    float *buf = NULL;
+    if ((want_ema && c->n_ema > 0) || n_merges > 0) {
+        buf = st_alloc_aligned(n * sizeof *buf);
+        if (!buf) s = st_error(ST_ERR_NOMEM, "exporting: cannot allocate %zu MiB", n * sizeof *buf >> 20);
+    }
+    if ((s = st_dist_agree(s))) goto out;
+    if (lead && want_live) s = export_one(m, ad, o->model, st_trainer_params(t), o->out, "final", edt);
+    for (int j = 0; want_ema && j < c->n_ema; j++) { /* final-ema/: the first decay; final-ema-B/: the others */
+        char name[64], key[32];
+        if (j == 0) snprintf(name, sizeof name, "final-ema");
+        else snprintf(name, sizeof name, "final-ema-%s", st_ema_decay_key(c->ema_decays[j], key, sizeof key));
+        st_status g = st_trainer_full_vector(t, "ema", j, buf); /* collective under ZeRO-1 */
+        if (!s) s = g;
+        if (lead && !s) s = export_one(m, ad, o->model, buf, o->out, name, edt);
+    }
+    if (n_merges > 0) {
+        st_status g = st_trainer_full_vector(t, "theta0", 0, buf);
+        if (!s) s = g;
+    }
+    for (int k = 0; lead && !s && k < n_merges; k++) {
+        char name[96], d[4400];
+        st_merge_stats ms;
+        snprintf(d, sizeof d, "%s/final-merge-%s", o->out, st_merge_spec_name(&merges[k], name, sizeof name));
+        if (!(s = cli_merge_write(m, buf, st_trainer_params(t), &merges[k], c->seed, d, edt, merge_text[k], &ms)))
+            cli_merge_print("safetune train", d, &merges[k], &ms);
+    }
+    s = st_dist_agree(s);
+out:
+    st_free_aligned(buf);
+    return s;
+}
+
 int cmd_train(int argc, char **argv) {
     train_opts o = {.data_format = "auto", .save_weights = "both", .export_dtype = "f32", .lookahead = "none",
                     .lookahead_m = ST_LOOKAHEAD_DEFAULT_M, .lookahead_prefix = ST_LOOKAHEAD_DEFAULT_PREFIX};
@@ -283,6 +339,8 @@ int cmd_train(int argc, char **argv) {
                               "safetensors dtype of final/ and final-ema*/", 0, 0, 0};
     opts[n_opts++] = (st_opt){"max-rows", ST_OPT_INT, &o.max_rows, "N", "use only the first N data rows (0 = all)", 0, 1e9, 0};
     opts[n_opts++] = (st_opt){"quiet", ST_OPT_FLAG, &o.quiet, NULL, "no progress bar", 0, 0, 0};
+    opts[n_opts++] = (st_opt){"zero1", ST_OPT_FLAG, &o.zero1, NULL, "under mpirun: ZeRO stage 1, each rank keeps the AdamW "
+                              "moments, EMAs and theta_0 of its slice only (docs/mpi.md)", 0, 0, 0};
     opts[n_opts++] = (st_opt){"overwrite", ST_OPT_FLAG, &o.overwrite, NULL, "replace a finished run / checkpoints already in --out", 0, 0, 0};
     opts[n_opts++] = (st_opt){"lora-init", ST_OPT_STR, &o.lora_init, "DIR", "with --finetune lora: start from this PEFT "
                               "adapter folder (its r, alpha and targets)", 0, 0, 0};
@@ -325,7 +383,13 @@ int cmd_train(int argc, char **argv) {
         rc = st_args_fail(&spec, "--merge works on full fine-tuning weights: with --finetune lora, merge the exported "
                           "final/ afterwards with `safetune merge --base MODEL --model OUT/final`");
     c.out_dir = o.out;
-    c.progress = !o.quiet;
+    const int rank = st_dist_rank(), world = st_dist_world(); /* mpirun -np N: rank 0 writes (docs/mpi.md) */
+    c.comm = st_dist_trainer_comm();
+    c.comm.zero1 = o.zero1;
+    c.progress = !o.quiet && rank == 0;
+    if (o.zero1 && world == 1)
+        fprintf(stderr, "safetune train: warning: --zero1 shards the optimiser state over MPI ranks; in one process "
+                "it changes nothing (start with mpirun -np N)\n");
     const st_sched_kind sk = c.sched.kind;
     st_data_format fmt;
     st_export_dtype edt;
@@ -470,18 +534,31 @@ int cmd_train(int argc, char **argv) {
         }
     }
     if (cli_check_model_path("safetune train", o.model)) goto done;
-    if (cli_out_create(o.out, &made_out)) {
-        fprintf(stderr, "safetune train: --out: %s\n", st_last_error());
-        goto done;
+    { /* rank 0 creates --out; then every rank must be able to write it (one folder for all ranks) */
+        st_status so = rank == 0 && cli_out_create(o.out, &made_out) ? st_error_wrap(ST_ERR_IO, "--out") : ST_OK;
+        if (!so) so = st_dist_agree(so);
+        if (so) {
+            fprintf(stderr, "safetune train: %s\n", st_last_error());
+            goto done;
+        }
     }
     if (!(cfg_json = run_config(&o, &c))) goto done;
     /* writable? (config.json itself is written only once training starts) */
-    snprintf(path, sizeof path, "%s/.write-test", o.out);
-    if (st_write_file_atomic(path, "", 0) != ST_OK) {
-        fprintf(stderr, "safetune train: --out %s is not writable: %s\n", o.out, st_last_error());
-        goto done;
+    if (world > 1) snprintf(path, sizeof path, "%s/.write-test.rank%d", o.out, rank);
+    else snprintf(path, sizeof path, "%s/.write-test", o.out);
+    {
+        st_status sw = st_write_file_atomic(path, "", 0);
+        if (sw) {
+            char why[1024];
+            snprintf(why, sizeof why, "%s", st_last_error());
+            st_error(sw, "--out %s is not writable: %s", o.out, why);
+        }
+        unlink(path);
+        if ((sw = st_dist_agree(sw))) {
+            fprintf(stderr, "safetune train: %s\n", st_last_error());
+            goto done;
+        }
     }
-    unlink(path);
     st_remove_stale_temp_dirs(o.out, "final"); /* final*.tmp.PID of an export that was killed */
     c.run_config_json = cfg_json;
     c.stop = &g_stop;
@@ -522,7 +599,16 @@ int cmd_train(int argc, char **argv) {
         c.lora.dropout = dropout;
         c.lora_init = init_adapter->params;
     }
-    if (st_trainer_new(m, &tk, &c, &t) != ST_OK) { fail(NULL); goto done; }
+    if (st_dist_agree(st_trainer_new(m, &tk, &c, &t)) != ST_OK) { fail(NULL); goto done; }
+    if (world > 1) { /* every rank must train the same thing: the settings, the rows, the weights */
+        uint64_t h = st_fnv1a64(ST_FNV_INIT, cfg_json, strlen(cfg_json));
+        if (st_dist_check_same(h, "settings (command line or --config)") != ST_OK) { fail(NULL); goto done; }
+        h = st_fnv1a64(ST_FNV_INIT, tk.offsets, (tk.n + 1) * sizeof *tk.offsets);
+        h = st_fnv1a64(h, tk.ids, tk.offsets[tk.n] * sizeof *tk.ids);
+        h = st_fnv1a64(h, tk.mask, tk.offsets[tk.n] * sizeof *tk.mask);
+        if (st_dist_check_same(h, "training rows (--data file, its format or the tokenizer)") != ST_OK) { fail(NULL); goto done; }
+        if (st_dist_check_same(params_hash(m), "model weights (--model)") != ST_OK) { fail(NULL); goto done; }
+    }
     if (o.resume) {
         char dir[4400];
         int have = 1;
@@ -534,8 +620,10 @@ int cmd_train(int argc, char **argv) {
         } else {
             snprintf(dir, sizeof dir, "%s", o.resume);
         }
+        if (st_dist_check_same((uint64_t)have, "checkpoints (--resume auto found one on some ranks only: a "
+                               "shared --out folder?)") != ST_OK) { fail("--resume"); goto done; }
         if (have) {
-            if (st_trainer_resume(t, dir) != ST_OK) { fail("--resume"); goto done; }
+            if (st_dist_agree(st_trainer_resume(t, dir)) != ST_OK) { fail("--resume"); goto done; }
             fprintf(stderr, "safetune train: resumed from %s at step %lld%s\n", dir,
                     (long long)st_trainer_steps_done(t),
                     st_trainer_steps_done(t) >= st_trainer_max_steps(t)
@@ -553,7 +641,7 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "safetune train: warning: --warmup-steps %lld is more than the run's %lld step%s: the "
                 "learning rate never reaches --lr %g\n", (long long)c.sched.warmup_steps, (long long)st_trainer_max_steps(t),
                 st_trainer_max_steps(t) == 1 ? "" : "s", c.optim.lr);
-    if (st_trainer_steps_done(t) == 0) {
+    if (st_trainer_steps_done(t) == 0 && rank == 0) {
         snprintf(path, sizeof path, "%s/metrics.jsonl", o.out);
         unlink(path); /* a fresh run starts a fresh log */
     }
@@ -562,7 +650,10 @@ int cmd_train(int argc, char **argv) {
             (long long)st_trainer_max_steps(t), st_trainer_max_steps(t) == 1 ? "" : "s", c.grad_accum, c.batch_size, c.optim.lr,
             c.bf16 ? "bf16" : "fp32");
     snprintf(path, sizeof path, "%s/config.json", o.out);
-    if (st_write_file_atomic(path, cfg_json, strlen(cfg_json)) != ST_OK) { fail(NULL); goto done; }
+    if (st_dist_agree(rank == 0 ? st_write_file_atomic(path, cfg_json, strlen(cfg_json)) : ST_OK) != ST_OK) {
+        fail(NULL);
+        goto done;
+    }
     g_training = 1;
     st_status rs = st_trainer_run(t);
     g_training = 0;
@@ -574,28 +665,14 @@ int cmd_train(int argc, char **argv) {
     }
     if (rs != ST_OK) { fail(NULL); goto done; }
     g_training = 2; /* an interrupt now lets the export finish: the run is complete */
-    if (want_live && export_one(m, st_trainer_adapter(t), o.model, st_trainer_params(t), o.out, "final", edt) != ST_OK) { fail(NULL); goto done; }
-    for (int j = 0; want_ema && j < c.n_ema; j++) { /* final-ema/: the first decay; final-ema-B/: the others */
-        char name[64], key[32];
-        if (j == 0) snprintf(name, sizeof name, "final-ema");
-        else snprintf(name, sizeof name, "final-ema-%s", st_ema_decay_key(c.ema_decays[j], key, sizeof key));
-        if (export_one(m, st_trainer_adapter(t), o.model, st_trainer_ema_params_k(t, j), o.out, name, edt) != ST_OK) { fail(NULL); goto done; }
-    }
-    for (int k = 0; k < n_merges; k++) {
-        char name[96], d[4400];
-        st_merge_stats ms;
-        snprintf(d, sizeof d, "%s/final-merge-%s", o.out, st_merge_spec_name(&merges[k], name, sizeof name));
-        if (cli_merge_write(m, st_trainer_theta0(t), st_trainer_params(t), &merges[k], c.seed, d, edt, merge_text[k],
-                            &ms) != ST_OK) {
-            fail(NULL);
-            goto done;
-        }
-        cli_merge_print("safetune train", d, &merges[k], &ms);
+    if (export_all(&o, &c, t, m, edt, want_live, want_ema, merges, merge_text, n_merges) != ST_OK) {
+        fail(NULL);
+        goto done;
     }
     g_training = 0;
     rc = 0;
 done:
-    if (rc) cli_out_abandon(o.out, made_out);
+    if (rc && rank == 0) cli_out_abandon(o.out, made_out);
     st_trainer_free(t);
     st_lora_free(init_adapter);
     st_tokenized_free(&tk);

@@ -6,7 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
+
+#include "safetune/dist.h"
 
 #ifndef SAFETUNE_VERSION
 #define SAFETUNE_VERSION "unknown"
@@ -44,6 +47,66 @@ static void prefer_passive_openmp(char **argv) {
     execv("/proc/self/exe", argv);
 }
 
+/* Commands that run as the ranks of one MPI job (docs/mpi.md); the others refuse mpirun -np > 1. */
+static int mpi_command(const char *name) { return !strcmp(name, "train"); }
+
+/* The last non-empty line of the text held by fd (a rank's captured stderr), into buf. */
+static void last_line(int fd, char *buf, size_t cap) {
+    buf[0] = '\0';
+    off_t end = lseek(fd, 0, SEEK_END);
+    if (end <= 0) return;
+    size_t n = (size_t)end < cap - 1 ? (size_t)end : cap - 1;
+    ssize_t got = pread(fd, buf, n, end - (off_t)n);
+    if (got <= 0) return;
+    buf[got] = '\0';
+    while (got > 0 && (buf[got - 1] == '\n' || buf[got - 1] == ' ')) buf[--got] = '\0';
+    char *nl = strrchr(buf, '\n');
+    if (nl) memmove(buf, nl + 1, strlen(nl + 1) + 1);
+    char *colon = strstr(buf, ": ");
+    if (!strncmp(buf, "safetune ", 9) && colon) memmove(buf, colon + 2, strlen(colon + 2) + 1); /* "safetune CMD: " */
+}
+
+/* One rank of `mpirun -np N safetune CMD`. Rank 0 alone speaks: the others' stderr goes to a
+ * memory file (SAFETUNE_MPI_ALL_STDERR=1 keeps it). A command ends every run, good or bad, with
+ * st_dist_agree, so a rank that fails alone is never waited for: it agrees here, with its last
+ * message line, and the others stop at their next agreement, rank 0 printing that line. */
+static int run_mpi(const st_command *cmd, int argc, char **argv) {
+    const int rank = st_dist_rank();
+    int cap = -1, keep = -1;
+    if (rank > 0 && !getenv("SAFETUNE_MPI_ALL_STDERR") && (cap = memfd_create("safetune-stderr", 0)) >= 0) {
+        fflush(stderr);
+        keep = dup(STDERR_FILENO);
+        dup2(cap, STDERR_FILENO);
+    }
+    int rc;
+    if (!mpi_command(cmd->name)) {
+        st_error(ST_ERR_ARG, "safetune %s runs in one process: start it without mpirun (or with -np 1); "
+                 "train runs over MPI ranks", cmd->name);
+        fprintf(stderr, "%s\n", st_last_error());
+        rc = 2;
+    } else {
+        rc = cmd->run(argc, argv);
+    }
+    /* failed without an agreement every rank saw: one agreement here, which the ranks still
+     * running meet at their next st_dist_agree (all agreements are the same collectives) */
+    if (rc != 0 && st_dist_failed_rank() < 0) {
+        char line[1024];
+        if (cap >= 0) last_line(cap, line, sizeof line);
+        else snprintf(line, sizeof line, "%s", st_last_error());
+        st_error(ST_ERR_ARG, "%s", line[0] ? line : "failed (SAFETUNE_MPI_ALL_STDERR=1 shows its stderr)");
+        st_status s = st_dist_agree(ST_ERR_ARG);
+        (void)s;
+    }
+    if (keep >= 0) {
+        fflush(stderr);
+        dup2(keep, STDERR_FILENO);
+        close(keep);
+    }
+    if (cap >= 0) close(cap);
+    st_dist_finalize();
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
@@ -60,7 +123,12 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         if (!strcmp(argv[1], COMMANDS[i].name)) {
             prefer_passive_openmp(argv);
-            return COMMANDS[i].run(argc - 1, argv + 1);
+            if (st_dist_init(&argc, &argv) != ST_OK) {
+                fprintf(stderr, "safetune %s: %s\n", argv[1], st_last_error());
+                st_dist_abort(1);
+            }
+            if (st_dist_world() == 1) return COMMANDS[i].run(argc - 1, argv + 1);
+            return run_mpi(&COMMANDS[i], argc - 1, argv + 1);
         }
     fprintf(stderr, "safetune: unknown command '%s'\n", argv[1]);
     usage(stderr);

@@ -123,6 +123,36 @@ nomem:
     return ST_ERR_NOMEM;
 }
 
+st_status st_optim_init_slice(st_optimizer *opt, const st_optim_config *cfg, const st_layout *lay, size_t n,
+                              size_t off, size_t len) {
+    if (off > n || len > n - off)
+        return st_error(ST_ERR_ARG, "optimizer: slice [%zu, %zu) outside the %zu floats", off, off + len, n);
+    st_optimizer full;
+    memset(&full, 0, sizeof full);
+    full.cfg = *cfg;
+    full.n = n;
+    st_status s = st_optim_config_validate(cfg);
+    if (!s && lay && lay->n_floats != n)
+        s = st_error(ST_ERR_ARG, "optimizer: layout has %zu floats but n = %zu", lay->n_floats, n);
+    if (!s) s = build_segments(&full, lay);
+    if (!s) s = st_optim_init(opt, cfg, NULL, len); /* moments of the slice only */
+    if (s) {
+        free(full.segs);
+        return s;
+    }
+    /* the segments that meet [off, off + len), shifted to slice coordinates */
+    size_t k = 0;
+    for (size_t i = 0; i < full.n_segs; i++) {
+        const size_t b = full.segs[i].begin > off ? full.segs[i].begin : off;
+        const size_t e = full.segs[i].end < off + len ? full.segs[i].end : off + len;
+        if (b < e) full.segs[k++] = (st_optim_segment){b - off, e - off, full.segs[i].weight_decay};
+    }
+    free(opt->segs);
+    opt->segs = full.segs;
+    opt->n_segs = k;
+    return ST_OK;
+}
+
 void st_optim_free(st_optimizer *opt) {
     st_free_aligned(opt->m);
     st_free_aligned(opt->v);

@@ -5,8 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "safetune/dist.h"
 #include "safetune/l2sp.h"
 #include "safetune/train_settings.h"
+#include "train/reduce.h"
 #include "train/trainer_internal.h"
 
 int32_t st_train_pad_id(const st_model *m) {
@@ -83,6 +85,27 @@ st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_c
         t->n = m->layout.n_floats;
     }
     const int world = world_of(&cfg->comm);
+    t->world = world;
+    t->rank = cfg->comm.rank;
+    if (world > 1 && (!cfg->comm.sum_f32 || !cfg->comm.sum_f64 || cfg->comm.rank < 0 || cfg->comm.rank >= world)) {
+        s = st_error(ST_ERR_ARG, "trainer: world %d needs sum_f32, sum_f64 and a rank in [0, %d)", world, world);
+        goto fail;
+    }
+    t->zero1 = cfg->comm.zero1 && world > 1;
+    if (t->zero1 && (!cfg->comm.rs_f32 || !cfg->comm.ag_f32)) {
+        s = st_error(ST_ERR_ARG, "trainer: zero1 needs the reduce-scatter and allgather of the comm");
+        goto fail;
+    }
+    if (world > 1 && (cfg->lisa == ST_ON || cfg->safegrad == ST_ON)) {
+        s = st_error(ST_ERR_ARG, "%s: not implemented over MPI ranks (its alignment batches are not split over "
+                     "the ranks); run it in one process", cfg->lisa == ST_ON ? "lisa" : "safegrad");
+        goto fail;
+    }
+    if (t->zero1 && cfg->optim.kind != ST_OPTIM_ADAMW) {
+        s = st_error(ST_ERR_ARG, "zero1: sharded optimiser state is implemented for AdamW only (optim = sgd); "
+                     "run without --zero1");
+        goto fail;
+    }
     if (cfg->n_train_only > data->n) {
         s = st_error(ST_ERR_ARG, "n_train_only %zu is more than the %zu rows", cfg->n_train_only, data->n);
         goto fail;
@@ -96,24 +119,19 @@ st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_c
         t->split.train = tr;
         for (size_t i = data->n - cfg->n_train_only; i < data->n; i++) tr[t->split.n_train++] = (uint32_t)i;
     }
-    /* each rank needs batch_size rows per micro-batch from its shard */
-    size_t per_rank = t->split.n_train / (size_t)world;
-    if ((size_t)cfg->batch_size > per_rank) {
-        s = st_error(ST_ERR_ARG, "batch_size = %d is larger than the %zu training rows%s "
+    if ((size_t)cfg->batch_size > t->split.n_train) {
+        s = st_error(ST_ERR_ARG, "batch_size = %d is larger than the %zu training rows "
                      "(%zu rows, %zu held out for validation); lower batch_size or add data",
-                     cfg->batch_size, per_rank, world > 1 ? " per rank" : "", data->n,
-                     t->split.n_val);
+                     cfg->batch_size, t->split.n_train, data->n, t->split.n_val);
         goto fail;
     }
-    if ((s = st_data_sampler_init(&t->sampler, t->split.train, t->split.n_train, cfg->seed + 1, 1,
-                             cfg->comm.rank, world)))
+    /* one global data order on every rank: the ranks share out each window's micro-batches */
+    if ((s = st_data_sampler_init(&t->sampler, t->split.train, t->split.n_train, cfg->seed + 1, 1, 0, 1)))
         goto fail;
     st_rng_seed(&t->rng, cfg->seed ^ 0x5EEDULL);
-    /* windows per epoch: a window never crosses an epoch's end (trainer.h); ranks' shards
-     * differ by at most one row, the largest decides */
+    /* windows per epoch: a window never crosses an epoch's end (trainer.h) */
     const size_t window = (size_t)cfg->batch_size * (size_t)cfg->grad_accum;
-    const size_t shard = (t->split.n_train + (size_t)world - 1) / (size_t)world;
-    const int64_t per_epoch = (int64_t)((shard + window - 1) / window);
+    const int64_t per_epoch = (int64_t)((t->split.n_train + window - 1) / window);
     t->max_steps = cfg->max_steps;
     if (t->max_steps == 0) t->max_steps = (int64_t)ceil(cfg->epochs * (double)per_epoch - 1e-9);
     if (t->max_steps < 1) t->max_steps = 1;
@@ -130,13 +148,17 @@ st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_c
     if ((s = lora ? st_lora_bind(&t->lgw, &m->config, &cfg->lora, &t->adapter->layout, t->grads)
                   : st_weights_bind(&t->gw, &m->config, &m->layout, t->grads)))
         goto fail;
-    if ((s = st_optim_init(&t->opt, &cfg->optim, lora ? &t->adapter->layout : &m->layout, t->n)))
+    t->off = 0;
+    t->len = t->n;
+    if (t->zero1) st_dist_slice(t->n, t->rank, world, &t->off, &t->len);
+    if ((s = st_optim_init_slice(&t->opt, &cfg->optim, lora ? &t->adapter->layout : &m->layout, t->n, t->off,
+                                 t->len)))
         goto fail;
     {
         float dec[ST_EMA_MAX];
         for (int j = 0; j < cfg->n_ema; j++) dec[j] = (float)cfg->ema_decays[j];
-        if ((s = st_ema_init(&t->ema, t->theta, t->n, dec, cfg->n_ema, cfg->ema_start > 0 ? cfg->ema_start : 1,
-                             cfg->ema_every > 0 ? cfg->ema_every : 1)))
+        if ((s = st_ema_init(&t->ema, t->theta + t->off, t->len, dec, cfg->n_ema,
+                             cfg->ema_start > 0 ? cfg->ema_start : 1, cfg->ema_every > 0 ? cfg->ema_every : 1)))
             goto fail;
     }
     if ((s = st_train_acts_new(&m->config, cfg->batch_size, cfg->max_seq_len, &t->acts))) goto fail;
@@ -170,20 +192,25 @@ static uint64_t lora_dropout_seed(uint64_t seed, int64_t step, int i) {
     return z ? z : 1;
 }
 
+/* Collective agreement on a status (every rank calls it; world 1: s itself). */
+static st_status agree(st_trainer *t, st_status s) {
+    return t->world > 1 && t->cfg.comm.agree ? t->cfg.comm.agree(s, t->cfg.comm.user) : s;
+}
+
 st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     const st_train_config *c = &t->cfg;
     const st_config *mc = &t->m->config;
     const double t0 = st_time_now();
     const int64_t step_no = t->step + 1;
-    /* collate the whole window first: the normaliser needs its target count */
+    /* collate the whole window first: the normaliser needs its target count. Every rank walks
+     * the one global order; micro-batch i is collated and run by rank i % world */
     st_data_sampler saved_pos = t->sampler; /* (epoch, pos) restored on failure */
     const uint64_t align_pos0 = st__align_mark(t); /* D_align stream, likewise */
     const int lisa_align = st__lisa_align_step(t); /* Lisa: this window comes from D_align */
     uint32_t *rows = st_malloc((size_t)c->batch_size * sizeof *rows);
-    if (!rows) return ST_ERR_NOMEM;
-    double counts[2] = {0, 0}; /* targets, tokens */
-    st_status s = ST_OK;
-    if (!lisa_align && t->sampler.pos >= t->sampler.n_shard) /* the last window ended the epoch: next one */
+    double counts[2] = {0, 0}; /* targets, tokens (this rank's micro-batches) */
+    st_status s = rows ? ST_OK : ST_ERR_NOMEM;
+    if (!s && !lisa_align && t->sampler.pos >= t->sampler.n_shard) /* the last window ended the epoch: next one */
         s = st_data_sampler_seek(&t->sampler, t->sampler.epoch + 1, 0);
     /* the rows of this window: grad_accum micro-batches, or what is left of the epoch (a Lisa
      * alignment window: grad_accum micro-batches of D_align; the user stream waits) */
@@ -199,6 +226,7 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
         const size_t done = (size_t)i * (size_t)c->batch_size;
         const int nb = (int)(want - done < (size_t)c->batch_size ? want - done : (size_t)c->batch_size);
         for (int r = 0; r < nb; r++) rows[r] = st_data_sampler_next(&t->sampler);
+        if (i % t->world != t->rank) continue;
         s = st_collate(t->data, rows, nb, c->max_seq_len, c->pad_id, 0, &t->batches[i]);
         if (s) break;
         t->n_micro = i + 1;
@@ -208,14 +236,15 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     free(rows);
     const int64_t epoch0 = saved_pos.epoch;
     const size_t pos0 = saved_pos.pos;
+    s = agree(t, s);
     if (!s) s = comm_f64(t, counts, 2);
     if (!s && counts[0] <= 0)
         s = st_error(ST_ERR_ARG, "step %lld: the accumulation window has 0 trained target tokens "
                      "(rows truncated at max_seq_len %d?)", (long long)step_no, c->max_seq_len);
     double normaliser = counts[0] > 0 ? counts[0] : 1.0;
-    ST_PROF("grad_zero", memset(t->grads, 0, t->n * sizeof(float)));
+    if (!s) ST_PROF("grad_zero", memset(t->grads, 0, t->n * sizeof(float)));
     double loss = 0.0;
-    for (int i = 0; i < n_micro && !s; i++) {
+    for (int i = t->rank; i < n_micro && !s; i += t->world) {
         const st_batch *b = &t->batches[i];
         float l = 0;
         if (t->adapter) /* dropout masks: a function of (seed, step, micro-batch), as on resume */
@@ -234,8 +263,23 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
         ST_PROF("backward_total", s = t->adapter ? st_lora_train_backward(mc, &t->m->w, t->acts, &t->lgw)
                                                  : st_train_backward(mc, &t->m->w, t->acts, &t->gw));
     }
-    if (!s && c->comm.sum_f32) s = c->comm.sum_f32(t->grads, t->n, c->comm.user);
-    if (!s && t->debug_zero_grad) memset(t->grads, 0, t->n * sizeof *t->grads);
+    /* the loss first: a non-finite one stops every rank before the gradient traffic */
+    if (t->world > 1) s = agree(t, s);
+    if (!s) s = comm_f64(t, &loss, 1);
+    if (!s && !isfinite(loss))
+        s = st_error(ST_ERR_NUMERIC, "step %lld: loss is %s; stopping before the update (lower "
+                     "--lr, check the data and the model weights)", (long long)step_no,
+                     isnan(loss) ? "nan" : "inf");
+    const size_t off = t->off, len = t->len; /* the slice this rank updates (all of it without ZeRO-1) */
+    t->comm_s = 0;
+    if (!s && t->world > 1) {
+        const double tc = st_time_now();
+        ST_PROF("allreduce", s = t->zero1 ? c->comm.rs_f32(t->grads, t->n, c->comm.user)
+                                          : c->comm.sum_f32(t->grads, t->n, c->comm.user));
+        t->comm_s += st_time_now() - tc;
+    }
+    if (!s && t->debug_zero_grad) memset(t->grads + off, 0, len * sizeof *t->grads);
+    float *g = t->grads + off, *th = t->theta + off;
     /* SafeGrad: g_a on an alignment batch, projection, g = g_u' + ρ·g_a (before clipping) */
     double loss_align = NAN;
     st_safegrad_info sgi = {NAN, NAN, NAN, 0};
@@ -245,24 +289,27 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     if (!s && c->lisa == ST_ON) ST_PROF("lisa", lisa_pen = st__lisa_prox(t));
     /* coupled L2-SP: after the window normalisation (and the all-reduce), before clipping */
     double penalty = NAN;
-    if (!s && c->l2sp_alpha > 0)
-        ST_PROF("l2sp", penalty = st_l2sp_coupled(t->grads, t->theta, t->ema.theta0, t->n, c->l2sp_alpha));
-    if (!s) s = comm_f64(t, &loss, 1);
-    if (!s && !isfinite(loss))
-        s = st_error(ST_ERR_NUMERIC, "step %lld: loss is %s; stopping before the update (lower "
-                     "--lr, check the data and the model weights)", (long long)step_no,
-                     isnan(loss) ? "nan" : "inf");
+    if (!s && c->l2sp_alpha > 0) {
+        ST_PROF("l2sp", penalty = st_l2sp_coupled(g, th, t->ema.theta0, len, c->l2sp_alpha));
+        if (t->zero1) s = comm_f64(t, &penalty, 1);
+    }
     double gn = 0;
     float gscale = 1.0f;
     const int fused = st__trainer_update_fusable(t);
     if (!s) {
         /* the fused update applies the clipping factor itself (one pass less over the grads) */
-        if (fused)
+        if (t->zero1) { /* ‖g‖² of the slices, summed over ranks (AdamW only: always fused) */
+            double sq = st_reduce_sqdiff(g, NULL, len);
+            if (!(s = comm_f64(t, &sq, 1))) {
+                gn = sqrt(sq);
+                gscale = st_clip_grad_scale(gn, c->max_grad_norm);
+            }
+        } else if (fused)
             ST_PROF("clip", gn = st_grad_norm(t->grads, t->n);
                     gscale = st_clip_grad_scale(gn, c->max_grad_norm));
         else
             ST_PROF("clip", gn = st_clip_grad_norm(t->grads, t->n, c->max_grad_norm));
-        if (!isfinite(gn))
+        if (!s && !isfinite(gn))
             s = st_error(ST_ERR_NUMERIC, "step %lld: gradient norm is %s (loss %g); stopping "
                          "before the update (lower --lr or set --max-grad-norm)",
                          (long long)step_no, isnan(gn) ? "nan" : "inf", loss);
@@ -277,13 +324,24 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     double live_sq = 0, ema_sq[ST_EMA_MAX] = {0};
     /* decoupled L2-SP: θ ← θ_0 + (1 − η_s·α_d)(θ − θ_0) before the update (as AdamW's decay) */
     if (c->l2sp_alpha_decoupled > 0)
-        ST_PROF("l2sp", st_l2sp_decoupled(t->theta, t->ema.theta0, t->n, 1.0 - lr * c->l2sp_alpha_decoupled));
+        ST_PROF("l2sp", st_l2sp_decoupled(th, t->ema.theta0, len, 1.0 - lr * c->l2sp_alpha_decoupled));
     if (fused) {
         const int due = t->ema.k > 0 && st_ema_due(&t->ema, t->opt.step + 1);
-        ST_PROF("adamw_ema_dist", s = st__trainer_update(t, t->theta, t->grads, gscale, lr, due,
-                                                          &live_sq, ema_sq));
+        ST_PROF("adamw_ema_dist", s = st__trainer_update(t, th, g, gscale, lr, due, &live_sq, ema_sq));
     } else {
         ST_PROF("adamw", s = st_optim_step(&t->opt, t->theta, t->grads, lr));
+    }
+    if (t->zero1) { /* every rank's updated slice to every rank; drifts summed over the slices */
+        double sq[1 + ST_EMA_MAX];
+        sq[0] = live_sq;
+        for (int j = 0; j < t->ema.k; j++) sq[1 + j] = ema_sq[j];
+        s = agree(t, s);
+        const double tc = st_time_now();
+        if (!s) ST_PROF("allgather", s = c->comm.ag_f32(t->theta, t->n, c->comm.user));
+        t->comm_s += st_time_now() - tc;
+        if (!s) s = comm_f64(t, sq, 1 + (size_t)t->ema.k);
+        live_sq = sq[0];
+        for (int j = 0; j < t->ema.k; j++) ema_sq[j] = sq[1 + j];
     }
     if (s) return s;
     if (!fused && t->ema.k > 0) ST_PROF("ema", st_ema_step(&t->ema, t->theta, t->opt.step));
@@ -334,7 +392,9 @@ st_status st_trainer_eval(st_trainer *t, const float *params, double *val_loss) 
     if (s) return s;
     st_batch *b = &t->eval_batch;
     double sum = 0, count = 0;
-    for (size_t r0 = 0; r0 < t->split.n_val && !s; r0 += (size_t)c->batch_size) {
+    /* chunk k of the validation rows is scored by rank k % world; the sums are added over ranks */
+    for (size_t r0 = (size_t)t->rank * (size_t)c->batch_size; r0 < t->split.n_val && !s;
+         r0 += (size_t)c->batch_size * (size_t)t->world) {
         int nb = (int)(t->split.n_val - r0 < (size_t)c->batch_size ? t->split.n_val - r0
                                                                    : (size_t)c->batch_size);
         if ((s = st_collate(t->data, t->split.val + r0, nb, c->max_seq_len, c->pad_id, 0, b)))
@@ -353,6 +413,13 @@ st_status st_trainer_eval(st_trainer *t, const float *params, double *val_loss) 
     }
     if (t->adapter) st_lora_unbind(&lw);
     else st_weights_unbind(&w);
+    if (t->world > 1) {
+        double sc[2] = {sum, count};
+        if (!(s = agree(t, s)) && !(s = comm_f64(t, sc, 2))) {
+            sum = sc[0];
+            count = sc[1];
+        }
+    }
     if (s) return s;
     if (count == 0)
         return st_error(ST_ERR_ARG, "evaluation: the %zu validation rows have no trained tokens "

@@ -28,6 +28,10 @@ struct st_trainer {
     float *theta;              /* the trained vector: m->params, or adapter->params (LoRA) */
     st_lora *adapter;          /* LoRA: the adapter (owned); NULL = full fine-tuning */
     float *grads;
+    int world, rank;           /* cfg.comm (world >= 1) */
+    int zero1;                 /* ZeRO-1: opt and ema hold only [off, off + len) of the vector */
+    size_t off, len;           /* this rank's slice (0, n without ZeRO-1) */
+    double comm_s;             /* seconds in the gradient / weight collectives, last step */
     st_weights gw;             /* views into grads (full fine-tuning) */
     st_lora_weights lgw;       /* views into grads (LoRA) */
     st_optimizer opt;

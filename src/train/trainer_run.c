@@ -18,7 +18,8 @@
 
 
 /* Settings that must agree between a checkpoint and the run resuming from it: the data and its
- * order (row counts, split, world, parameter count, a hash of the tokens), and every training
+ * order (row counts, split, parameter count, a hash of the tokens; not the number of ranks: every
+ * rank walks one global order and checkpoints hold the whole state, so any world resumes), and every training
  * setting marked "in fingerprint" in the settings table (train_settings.h): a resumed run
  * continues the same trajectory, so its saved config stays true. max_steps (the run's derived
  * count) may grow. */
@@ -28,7 +29,6 @@ static cJSON *fingerprint(const st_trainer *t) {
     cJSON_AddNumberToObject(o, "n_rows", (double)t->data->n);
     cJSON_AddNumberToObject(o, "n_train", (double)t->split.n_train);
     cJSON_AddNumberToObject(o, "n_val", (double)t->split.n_val);
-    cJSON_AddNumberToObject(o, "world", c->comm.world > 0 ? c->comm.world : 1);
     cJSON_AddNumberToObject(o, "n_params", (double)t->n);
     cJSON_AddBoolToObject(o, "ema", c->n_ema > 0);
     char h[24];
@@ -56,14 +56,79 @@ static char *state_json(const st_trainer *t) {
     return txt;
 }
 
+/* ZeRO-1: the optimiser and EMA state as full vectors (every rank's slice gathered), in *opt and
+ * *ema (free with full_state_free). Transient: (3 + n_ema) vectors of n floats on each rank. */
+static void full_state_free(st_optimizer *opt, st_ema *ema) {
+    st_free_aligned(opt->m);
+    st_free_aligned(opt->v);
+    for (int j = 0; j < ema->k; j++) st_free_aligned(ema->ema[j]);
+    st_free_aligned(ema->theta0);
+}
+
+static st_status full_state_alloc(const st_trainer *t, st_optimizer *opt, st_ema *ema) {
+    *opt = t->opt;
+    *ema = t->ema;
+    opt->n = ema->n = t->n;
+    opt->segs = NULL;
+    opt->n_segs = 0;
+    opt->m = opt->v = ema->theta0 = NULL;
+    for (int j = 0; j < ema->k; j++) ema->ema[j] = NULL;
+    int ok = 1;
+    const size_t b = t->n * sizeof(float);
+    if (t->opt.m) ok &= (opt->m = st_alloc_aligned(b)) != NULL;
+    if (t->opt.v) ok &= (opt->v = st_alloc_aligned(b)) != NULL;
+    for (int j = 0; j < ema->k; j++) ok &= (ema->ema[j] = st_alloc_aligned(b)) != NULL;
+    ok &= (ema->theta0 = st_alloc_aligned(b)) != NULL;
+    if (ok) return ST_OK;
+    full_state_free(opt, ema);
+    return st_error(ST_ERR_NOMEM, "checkpoint: cannot allocate the %zu MiB to gather the ZeRO-1 state",
+                    (size_t)(3 + ema->k) * (b >> 20));
+}
+
+/* slice[len] of this rank into full[n] at off, then every rank's slice gathered (collective) */
+static st_status gather_slice(st_trainer *t, const float *slice, float *full) {
+    memcpy(full + t->off, slice, t->len * sizeof *full);
+    return t->cfg.comm.ag_f32(full, t->n, t->cfg.comm.user);
+}
+
+st_status st_trainer_full_vector(st_trainer *t, const char *what, int j, float *dst) {
+    const float *src = !strcmp(what, "theta0") ? t->ema.theta0
+                     : !strcmp(what, "ema") && j >= 0 && j < t->ema.k ? t->ema.ema[j] : NULL;
+    if (!src) return st_error(ST_ERR_ARG, "trainer: no state vector \"%s\" %d", what, j);
+    if (!t->zero1) {
+        memcpy(dst, src, t->n * sizeof *dst);
+        return ST_OK;
+    }
+    return gather_slice(t, src, dst);
+}
+
 st_status st_trainer_save_checkpoint(st_trainer *t, const char *dir) {
-    char *cj = state_json(t);
-    if (!cj) return ST_ERR_NOMEM;
-    st_train_state st = {.step = t->step, .params = t->theta, .n_floats = t->n,
-                         .opt = &t->opt, .ema = &t->ema, .sampler = &t->sampler, .rng = &t->rng,
-                         .config_json = cj, .extra = t->state, .n_extra = t->n_state};
-    st_status s = st_checkpoint_save(dir, &st);
-    free(cj);
+    st_optimizer fo;
+    st_ema fe;
+    st_status s = ST_OK;
+    if (t->zero1) { /* every rank takes part in the gathers; rank 0 writes */
+        const st_status a = full_state_alloc(t, &fo, &fe);
+        if ((s = t->cfg.comm.agree(a, t->cfg.comm.user))) {
+            if (!a) full_state_free(&fo, &fe);
+            return s;
+        }
+        if (fo.m) s = gather_slice(t, t->opt.m, fo.m);
+        if (!s && fo.v) s = gather_slice(t, t->opt.v, fo.v);
+        for (int j = 0; !s && j < fe.k; j++) s = gather_slice(t, t->ema.ema[j], fe.ema[j]);
+        if (!s) s = gather_slice(t, t->ema.theta0, fe.theta0);
+    }
+    if (!s && t->rank == 0) {
+        char *cj = state_json(t);
+        if (!cj) s = ST_ERR_NOMEM;
+        st_train_state st = {.step = t->step, .params = t->theta, .n_floats = t->n,
+                             .opt = t->zero1 ? &fo : &t->opt, .ema = t->zero1 ? &fe : &t->ema,
+                             .sampler = &t->sampler, .rng = &t->rng,
+                             .config_json = cj, .extra = t->state, .n_extra = t->n_state};
+        if (!s) s = st_checkpoint_save(dir, &st);
+        free(cj);
+    }
+    if (t->zero1) full_state_free(&fo, &fe);
+    if (t->world > 1) s = t->cfg.comm.agree(s, t->cfg.comm.user);
     if (!s) snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", dir);
     return s;
 }
@@ -122,14 +187,29 @@ st_status st_trainer_resume(st_trainer *t, const char *dir) {
     cJSON_Delete(mine);
     cJSON_Delete(root);
     if (s) return s;
-    st_train_state st = {.params = t->theta, .n_floats = t->n, .opt = &t->opt, .ema = &t->ema,
-                         .sampler = &t->sampler, .rng = &t->rng, .extra = t->state, .n_extra = t->n_state};
-    if ((s = st_checkpoint_load(dir, &st, NULL))) return s;
+    st_optimizer fo;
+    st_ema fe;
+    if (t->zero1 && (s = full_state_alloc(t, &fo, &fe))) return s;
+    st_train_state st = {.params = t->theta, .n_floats = t->n, .opt = t->zero1 ? &fo : &t->opt,
+                         .ema = t->zero1 ? &fe : &t->ema, .sampler = &t->sampler, .rng = &t->rng,
+                         .extra = t->state, .n_extra = t->n_state};
+    s = st_checkpoint_load(dir, &st, NULL);
+    if (!s && t->zero1) { /* keep this rank's slice of the whole state */
+        const size_t b = t->len * sizeof(float);
+        if (fo.m) memcpy(t->opt.m, fo.m + t->off, b);
+        if (fo.v) memcpy(t->opt.v, fo.v + t->off, b);
+        t->opt.step = fo.step;
+        for (int j = 0; j < fe.k; j++) memcpy(t->ema.ema[j], fe.ema[j] + t->off, b);
+        memcpy(t->ema.theta0, fe.theta0 + t->off, b);
+        t->ema.n_updates = fe.n_updates;
+    }
+    if (t->zero1) full_state_free(&fo, &fe);
+    if (s) return s;
     t->step = st.step;
     t->time_prior = prior;
     if (t->time_start > 0) t->time_start = st_time_now();
     snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", dir);
-    if (t->cfg.out_dir || t->cfg.metrics_path) s = st__trainer_truncate_metrics(t, t->step);
+    if (t->rank == 0 && (t->cfg.out_dir || t->cfg.metrics_path)) s = st__trainer_truncate_metrics(t, t->step);
     return s;
 }
 
@@ -147,7 +227,7 @@ static int due(int64_t step, int64_t every, int64_t last) {
 }
 
 static st_status emit(st_trainer *t, const st_step_metrics *m) {
-    if (!t->cfg.out_dir && !t->cfg.metrics_path) return ST_OK;
+    if (t->rank != 0 || (!t->cfg.out_dir && !t->cfg.metrics_path)) return ST_OK; /* rank 0 writes */
     char *line = st__trainer_metrics_line(t, m);
     if (!line) return ST_ERR_NOMEM;
     st_status s = st__trainer_append_metrics(t, line);
@@ -156,6 +236,12 @@ static st_status emit(st_trainer *t, const st_step_metrics *m) {
 }
 
 static st_status run_loop(st_trainer *t);
+
+/* emit on rank 0, then every rank learns whether it worked */
+static st_status agree_emit(st_trainer *t, const st_step_metrics *m) {
+    st_status s = emit(t, m);
+    return t->world > 1 ? t->cfg.comm.agree(s, t->cfg.comm.user) : s;
+}
 
 st_status st_trainer_run(st_trainer *t) {
     t->time_start = st_time_now();
@@ -170,13 +256,16 @@ static st_status run_loop(st_trainer *t) {
     st_status s = ST_OK;
     char ckdir[4096];
     t->stop_requested = t->stopped_early = 0;
-    if (c->out_dir) {
-        snprintf(ckdir, sizeof ckdir, "%s/checkpoints", c->out_dir);
-        if ((s = st_mkdir_p(c->out_dir)) || (c->save_every > 0 && (s = st_mkdir_p(ckdir)))) return s;
+    const int lead = t->rank == 0; /* rank 0 alone writes files and the progress bar */
+    if (c->out_dir) snprintf(ckdir, sizeof ckdir, "%s/checkpoints", c->out_dir);
+    if (c->out_dir && lead) {
+        if (!(s = st_mkdir_p(c->out_dir)) && c->save_every > 0) s = st_mkdir_p(ckdir);
         /* a resumed run that is already finished saves nothing, so pruning alone would never
          * see what a killed save or prune left */
-        st_remove_stale_temp_dirs(ckdir, CKPT_PREFIX);
+        if (!s) st_remove_stale_temp_dirs(ckdir, CKPT_PREFIX);
     }
+    if (t->world > 1) s = t->cfg.comm.agree(s, t->cfg.comm.user);
+    if (s) return s;
     st__progress_start(&t->prog, t->step);
     const int do_val = c->eval_every > 0 && t->split.n_val > 0;
     if (t->step == 0) { /* θ_0: baseline held-out loss and the hook's step-0 fields */
@@ -191,7 +280,7 @@ static st_status run_loop(st_trainer *t) {
             if ((s = st_trainer_eval(t, t->theta, &m0.val_loss))) return s;
         }
         if (t->hook && (s = t->hook(t, 0, t->hook_user))) return s;
-        if ((do_val || t->n_extra > 0) && (s = emit(t, &m0))) return s;
+        if ((do_val || t->n_extra > 0) && (s = agree_emit(t, &m0))) return s;
         if (t->stop_requested) { /* stopped before any step: nothing to save */
             t->stopped_early = 1;
             return ST_OK;
@@ -209,15 +298,22 @@ static st_status run_loop(st_trainer *t) {
             t->last = m;
         }
         if (t->hook && (s = t->hook(t, m.step, t->hook_user))) break;
-        if ((s = emit(t, &m))) break;
-        if (c->progress) st__progress_update(&t->prog, &m, t->max_steps, m.step == t->max_steps);
+        if ((s = agree_emit(t, &m))) break;
+        if (c->progress && lead) st__progress_update(&t->prog, &m, t->max_steps, m.step == t->max_steps);
         const int early = t->stop_requested && t->step < t->max_steps;
-        const int stop = (c->stop && *c->stop) || early;
+        int stop = (c->stop && *c->stop) || early;
+        if (t->world > 1) { /* a signal reaches the ranks at different moments: stop together */
+            double any = stop;
+            if ((s = t->cfg.comm.sum_f64(&any, 1, t->cfg.comm.user))) break;
+            stop = any > 0;
+        }
         if (c->out_dir && (stop || due(m.step, c->save_every, t->max_steps))) {
             char d[4200];
             snprintf(d, sizeof d, "%s/" CKPT_PREFIX "%08lld", ckdir, (long long)m.step);
-            if ((s = st_mkdir_p(ckdir)) || (s = st_trainer_save_checkpoint(t, d))) break;
-            st__trainer_prune_checkpoints(ckdir, c->keep_checkpoints);
+            if (lead) s = st_mkdir_p(ckdir);
+            if (t->world > 1) s = t->cfg.comm.agree(s, t->cfg.comm.user);
+            if (s || (s = st_trainer_save_checkpoint(t, d))) break;
+            if (lead) st__trainer_prune_checkpoints(ckdir, c->keep_checkpoints);
         }
         if (early) {
             if (c->progress) fputc('\n', stderr);
@@ -235,7 +331,7 @@ static st_status run_loop(st_trainer *t) {
     }
     /* a run killed between a save and its prune, then resumed when already finished, saves
      * nothing: prune here too so --keep-checkpoints holds */
-    if (!s && c->out_dir && c->save_every > 0) st__trainer_prune_checkpoints(ckdir, c->keep_checkpoints);
+    if (!s && lead && c->out_dir && c->save_every > 0) st__trainer_prune_checkpoints(ckdir, c->keep_checkpoints);
     if (!s && t->stop_requested) t->stopped_early = 1; /* asked at the last step too */
     if (s)
         st_error_wrap(s, "training stopped at step %lld of %lld (%s%s)", cur,
