@@ -50,6 +50,16 @@ st_trainer_comm st_dist_trainer_comm(void);
  * one more for the first n % world ranks (the counts MPI_Reduce_scatter uses here). */
 void st_dist_slice(size_t n, int rank, int world, size_t *off, size_t *len);
 
+/* A shared counter for dynamic dispatch (MPI-3 one-sided: MPI_Fetch_and_op on a window of rank
+ * 0): each st_dist_counter_next returns the next unclaimed value 0, 1, 2, ... to whichever rank
+ * asks first. open and close are collective. Without MPI the counter is a plain variable. */
+typedef struct st_dist_counter st_dist_counter;
+st_status st_dist_counter_open(st_dist_counter **out);
+st_status st_dist_counter_next(st_dist_counter *c, int64_t *value);
+void st_dist_counter_close(st_dist_counter *c);
+/* Collective: x[n] summed over the ranks in place, in rank order (the same bits everywhere). */
+st_status st_dist_sum_f64(double *x, size_t n);
+
 /* 64-bit FNV-1a of bytes, continuing from h (start with ST_FNV_INIT). */
 #define ST_FNV_INIT 0xcbf29ce484222325ULL
 uint64_t st_fnv1a64(uint64_t h, const void *p, size_t n);

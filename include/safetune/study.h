@@ -325,6 +325,9 @@ typedef struct {
     /* Evaluate weight set w of the trained run (weights in ckpt_dir). Fill out (cleared to NaN). */
     st_status (*eval)(void *user, const st_study_config *cfg, const st_study_run *run,
                       const st_study_weights *w, const char *ckpt_dir, st_study_eval_result *out);
+    /* Build what every run shares (the aligned start) once, before runs are handed out to MPI
+     * ranks (rank 0 calls it; the others then find it built); NULL = nothing to build. */
+    st_status (*prepare)(void *user, const st_study_config *cfg);
     void *user;
     void (*release)(void *user); /* frees user (NULL: nothing to free); see st_study_hooks_release */
     int synthetic;            /* 1 = fake numbers: report.md says so in its first line */

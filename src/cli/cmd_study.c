@@ -2,6 +2,7 @@
  * estimate (--dry-run), or run the grid and write results.csv, report.md and plots. */
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "safetune/dist.h"
 #include "safetune/study.h"
 
 #include <stdio.h>
@@ -50,6 +51,9 @@ int cmd_study(int argc, char **argv) {
     if (prc) return prc < 0 ? 0 : prc;
     if (!config && !preset) return st_args_fail(&spec, "give --config FILE or --preset NAME");
     if (!out && !dry && !print_cfg) return st_args_fail(&spec, "--out DIR is required (or use --dry-run)");
+    const int rank = st_dist_rank();
+    if (st_dist_world() > 1 && (dry || print_cfg)) /* mpirun -np N: the runs are handed out to the ranks */
+        return st_args_fail(&spec, "--%s runs in one process: start it without mpirun", dry ? "dry-run" : "print-config");
     st_study_config cfg;
     if (preset && !st_study_preset_json(preset)) { /* a bad option value: usage error */
         char known[256] = "";
@@ -120,12 +124,17 @@ int cmd_study(int argc, char **argv) {
             fprintf(stderr, "safetune study: %s\n", st_last_error());
             rc = 1;
         }
+        if (!rc && st_dist_check_same(st_fnv1a64(ST_FNV_INIT, cfg.json, strlen(cfg.json)),
+                                      "study config (--config / --preset)")) {
+            fprintf(stderr, "safetune study: %s\n", st_last_error());
+            rc = 1;
+        }
         if (!rc) {
             st_study_run_stats stats;
             if (st_study_run_all(&cfg, &plan, out, &h, &stats)) {
                 fprintf(stderr, "safetune study: %s\n", st_last_error());
                 rc = 1;
-            } else {
+            } else if (rank == 0) {
                 printf("study done: %zu runs trained (%zu resumed), %zu skipped as finished, %zu weight sets evaluated\n",
                        stats.trained, stats.resumed, stats.skipped_runs, stats.evaluated);
                 print_summary(out);

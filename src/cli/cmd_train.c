@@ -22,6 +22,7 @@
 #include "safetune/data_transform.h"
 #include "safetune/dist.h"
 #include "safetune/export.h"
+#include "safetune/kernels.h"
 #include "safetune/merge.h"
 #include "safetune/prompts.h"
 #include "safetune/study.h"
@@ -671,6 +672,12 @@ int cmd_train(int argc, char **argv) {
     }
     g_training = 0;
     rc = 0;
+    if (getenv("SAFETUNE_PROFILE")) { /* time per kernel and collective, each rank on stdout (bench/run_mpi.sh) */
+        char title[64];
+        snprintf(title, sizeof title, "safetune train rank %d of %d", rank, world);
+        st_prof_report(stdout, title);
+        fflush(stdout);
+    }
 done:
     if (rc && rank == 0) cli_out_abandon(o.out, made_out);
     st_trainer_free(t);

@@ -48,7 +48,7 @@ static void prefer_passive_openmp(char **argv) {
 }
 
 /* Commands that run as the ranks of one MPI job (docs/mpi.md); the others refuse mpirun -np > 1. */
-static int mpi_command(const char *name) { return !strcmp(name, "train"); }
+static int mpi_command(const char *name) { return !strcmp(name, "train") || !strcmp(name, "study"); }
 
 /* The last non-empty line of the text held by fd (a rank's captured stderr), into buf. */
 static void last_line(int fd, char *buf, size_t cap) {
@@ -81,7 +81,7 @@ static int run_mpi(const st_command *cmd, int argc, char **argv) {
     int rc;
     if (!mpi_command(cmd->name)) {
         st_error(ST_ERR_ARG, "safetune %s runs in one process: start it without mpirun (or with -np 1); "
-                 "train runs over MPI ranks", cmd->name);
+                 "train and study run over MPI ranks", cmd->name);
         fprintf(stderr, "%s\n", st_last_error());
         rc = 2;
     } else {

@@ -766,12 +766,15 @@ static void real_release(void *user) {
     free(x);
 }
 
+static st_status real_prepare(void *user, const st_study_config *c) { return ensure_model(user, c); }
+
 st_status st_study_real_hooks(st_study_hooks *h) {
     memset(h, 0, sizeof *h);
     real_ctx *x = calloc(1, sizeof *x);
     if (!x) return nomem();
     h->train = real_train;
     h->eval = real_eval;
+    h->prepare = real_prepare;
     h->release = real_release;
     h->user = x;
     h->synthetic = 0;

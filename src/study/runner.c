@@ -1,5 +1,6 @@
 /* runner.c - runs the plan through the hooks with resume/skip markers, then writes results.csv,
  * plots and report.md (see study.h for the folder layout). */
+#include "safetune/dist.h"
 #include "study/study_internal.h"
 #include "safetune/prompts.h"
 
@@ -119,7 +120,9 @@ static st_status run_one(const st_study_config *c, const st_study_run *r, size_t
         if ((s = read_train_json(trainj, &train_time, &train_cpu))) return s;
     } else {
         int resume = !stu_dir_is_empty(ckpt);
-        st_log_info("[%zu/%zu] %s: %s training", idx + 1, total, r->id, resume ? "resuming" : "starting");
+        char who[32] = ""; /* over MPI: which rank took the run */
+        if (st_dist_world() > 1) snprintf(who, sizeof who, " (rank %d)", st_dist_rank());
+        st_log_info("[%zu/%zu] %s: %s training%s", idx + 1, total, r->id, resume ? "resuming" : "starting", who);
         st_study_train_result tr = {NAN, 0, 0};
         double t0 = st_time_now(), c0 = stu_cpu_now();
         s = h->train(h->user, c, r, ckpt, metrics, resume, &tr);
@@ -163,23 +166,51 @@ static st_status run_one(const st_study_config *c, const st_study_run *r, size_t
     return st_write_file_atomic(done, "done\n", 5);
 }
 
+/* The runs of the plan, handed out dynamically over the MPI ranks (docs/mpi.md): each rank
+ * claims the next unstarted run from a shared counter when it is free, and runs it whole (its
+ * own threads); one process takes them in order. A rank that fails stops claiming; the failure
+ * reaches every rank at the agreement after the loop. */
+static st_status run_runs(const st_study_config *c, const st_study_plan *p, const char *dir,
+                          const st_study_hooks *h, st_study_run_stats *stats) {
+    st_dist_counter *ctr = NULL;
+    st_status s = st_dist_counter_open(&ctr);
+    for (int64_t i = 0; !s;) {
+        if ((s = st_dist_counter_next(ctr, &i)) || i >= (int64_t)p->n_runs) break;
+        s = run_one(c, &p->runs[i], (size_t)i, p->n_runs, dir, h, stats);
+    }
+    s = st_dist_agree(s);
+    st_dist_counter_close(ctr);
+    double v[3] = {(double)stats->trained, (double)stats->resumed, (double)stats->skipped_runs};
+    double e = (double)stats->evaluated;
+    if (!s && !(s = st_dist_sum_f64(v, 3)) && !(s = st_dist_sum_f64(&e, 1))) {
+        stats->trained = (size_t)v[0];
+        stats->resumed = (size_t)v[1];
+        stats->skipped_runs = (size_t)v[2];
+        stats->evaluated = (size_t)e;
+    }
+    return s;
+}
+
 st_status st_study_run_all(const st_study_config *c, const st_study_plan *p, const char *dir,
                            const st_study_hooks *h, st_study_run_stats *stats) {
     st_study_run_stats local;
     if (!stats) stats = &local;
     memset(stats, 0, sizeof *stats);
     if (!h || !h->train || !h->eval) return st_error(ST_ERR_ARG, "study: no training/evaluation hooks");
-    int resumable;
-    st_status s = st_study_check_dir(c, dir, &resumable);
-    if (s) return s;
-    char *runs = stu_join(dir, "runs");
-    if (!runs) return st_error(ST_ERR_NOMEM, "out of memory");
-    s = stu_mkdirs(runs);
-    free(runs);
-    if (!s) s = write_study_json(c, dir);
-    if (!s) s = write_split(c, dir);
-    for (size_t i = 0; !s && i < p->n_runs; i++) s = run_one(c, &p->runs[i], i, p->n_runs, dir, h, stats);
-    if (s) return s;
+    const int lead = st_dist_rank() == 0, ranks = st_dist_world() > 1;
+    st_status s = ST_OK;
+    if (lead) { /* the folder, study.json, the split and (over MPI) the shared inputs: rank 0 */
+        int resumable;
+        s = st_study_check_dir(c, dir, &resumable);
+        char *runs = s ? NULL : stu_join(dir, "runs");
+        if (!s && !runs) s = st_error(ST_ERR_NOMEM, "out of memory");
+        if (!s) s = stu_mkdirs(runs);
+        free(runs);
+        if (!s) s = write_study_json(c, dir);
+        if (!s) s = write_split(c, dir);
+        if (!s && ranks && h->prepare) s = h->prepare(h->user, c);
+    }
+    if ((s = st_dist_agree(s)) || (s = run_runs(c, p, dir, h, stats)) || !lead) return s;
 
     st_study_results res;
     if ((s = st_study_results_load(c, p, dir, &res))) return s;

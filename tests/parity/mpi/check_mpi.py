@@ -8,6 +8,8 @@ Cases (one ctest test each; 2 ranks x 1 thread, --oversubscribe for 2-core machi
   kill  SIGKILL one rank of a 2-rank --zero1 run after a checkpoint, `--resume auto`: remaining
         losses and final weights bit-identical to the uninterrupted 2-rank run; its checkpoint
         resumed by one process (another world) continues within rel 1e-6 of it.
+  study `mpirun -np 2 safetune study --fake`: results.csv byte-identical to the 1-process study;
+        a rank that dies mid-study, then the restarted study resumes to the same results.
   bad   bad launches end every rank with one clear message, not a hang: ranks with other
         settings, other data, a rank that cannot write --out, --resume of a checkpoint with a
         shard missing, --resume auto where one rank sees no checkpoint, `eval` under mpirun.
@@ -247,9 +249,51 @@ def case_bad():
     return ok
 
 
+def case_study():
+    """`mpirun -np 2 safetune study --fake` (the deterministic fake hooks, 12 runs) against the
+    one-process study: results.csv byte-identical, report.md identical before its cost section;
+    both ranks took runs; a rank that dies mid-study (--fake-stop-after: exit 9) ends the job, and
+    the restarted 2-rank study resumes it to the same results.csv."""
+    if not MPIRUN:
+        ct.skip("mpirun absent (scripts/install_deps.sh installs openmpi-bin)")
+    work = ct.fresh("mpi_study")
+    open(os.path.join(work, "model.gguf"), "w").write("GGUF")
+    json.dump([{"instruction": "hi", "input": "", "output": "hello"}], open(os.path.join(work, "train.json"), "w"))
+    cfg = {"model": os.path.join(work, "model.gguf"), "data_dir": work,
+           "datasets": [{"path": "train.json", "format": "alpaca", "name": "toy"}],
+           "lr": [1e-5, 3e-5, 1e-4], "batch_size": [2, 8], "max_steps": [30], "ema_decay": ["none", 0.9],
+           "seed": [1, 2], "probe": {"every": 10}, "report": {"plots": False, "utility_tolerance": 0.05}}
+    path = os.path.join(work, "study.json")
+    json.dump(cfg, open(path, "w"))
+    one_out, two_out, killed = (os.path.join(work, x) for x in ("one", "two", "killed"))
+    must(one(["study", "--config", path, "--out", one_out, "--fake"]), "1-process study")
+    ENV["SAFETUNE_MPI_ALL_STDERR"] = "1"
+    try:
+        r = mpi(2, ["study", "--config", path, "--out", two_out, "--fake"])
+    finally:
+        ENV.pop("SAFETUNE_MPI_ALL_STDERR")
+    must(r, "2-rank study")
+    took = [sum(f"training (rank {k})" in l for l in r.stderr.splitlines()) for k in (0, 1)]
+    read = lambda d, f: open(os.path.join(d, f), "rb").read()
+    cut = lambda d: read(d, "report.md").split(b"## Cost of the search")[0]
+    same = read(one_out, "results.csv") == read(two_out, "results.csv") and cut(one_out) == cut(two_out)
+    print(f"2-rank study: runs trained per rank {took}; results.csv byte-identical and report.md identical "
+          f"(before its cost section) to the 1-process study: {same}; 'study done' printed once: "
+          f"{r.stdout.count('study done:') == 1}")
+    ok = same and min(took) >= 1 and sum(took) == 12 and r.stdout.count("study done:") == 1
+    r = mpi(2, ["study", "--config", path, "--out", killed, "--fake", "--fake-stop-after", "3"])
+    done = sum(os.path.exists(os.path.join(killed, "runs", d, "done")) for d in os.listdir(os.path.join(killed, "runs")))
+    print(f"a rank exits (--fake-stop-after 3) mid-study: mpirun exit {r.returncode}, {done} of 12 runs finished")
+    r = mpi(2, ["study", "--config", path, "--out", killed, "--fake"])
+    same = r.returncode == 0 and read(one_out, "results.csv") == read(killed, "results.csv")
+    print(f"restarted 2-rank study: {r.stdout.strip().splitlines()[0] if r.stdout.strip() else r.stderr}; "
+          f"results.csv byte-identical: {same}")
+    return ok and same and done < 12 and "resumed" in r.stdout
+
+
 if __name__ == "__main__":
     case = sys.argv[1] if len(sys.argv) > 1 else ""
-    fn = {"dp": case_dp, "kill": case_kill, "bad": case_bad}.get(case)
+    fn = {"dp": case_dp, "kill": case_kill, "bad": case_bad, "study": case_study}.get(case)
     if not fn:
         print(__doc__)
         sys.exit(2)
