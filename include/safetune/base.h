@@ -75,6 +75,9 @@ st_status st_write_file_atomic(const char *path, const void *data, size_t len);
 st_status st_mkdir_p(const char *path);
 /* "dir/name" in a new heap string (trailing slashes of dir dropped); NULL (ST_ERR_NOMEM) on OOM. */
 char *st_path_join(const char *dir, const char *name);
+/* fsync folder `dir` so the renames and removals made in it survive a crash (POSIX leaves them in
+ * the page cache until then). Best effort: a folder that cannot be opened is skipped. */
+void st_fsync_dir(const char *dir);
 void st_remove_flat_dir(const char *dir);
 /* Remove the flat folders (or files) dir/PREFIX*.{partial,old,tmp}.PID whose process PID no
  * longer exists: what a save, export or prune killed mid-way leaves behind. Never the caller's

@@ -16,6 +16,8 @@
 #include "safetune/model.h"
 #include "safetune/sampler.h"
 
+#include <signal.h>
+
 typedef enum { ST_FINISH_STOP = 0, ST_FINISH_LENGTH = 1 } st_finish_reason;
 /* "stop" | "length" (OpenAI finish_reason names). */
 const char *st_finish_reason_name(st_finish_reason r);
@@ -27,6 +29,10 @@ typedef void (*st_generate_token_fn)(void *ud, size_t prompt_idx, int32_t token)
 /* Called after every generated token with the ids so far; nonzero ends that prompt now with
  * finish "stop" (the last id is then not a stop id). Serves OpenAI's "stop" strings. */
 typedef int (*st_generate_stop_fn)(void *ud, size_t prompt_idx, const int32_t *ids, size_t n_ids);
+struct st_generation;
+/* Called once a prompt's answer is complete (in finishing order; st_generate: text decoded and cut
+ * at a stop text). A non-OK status ends the generation with it (e.g. the answer could not be saved). */
+typedef st_status (*st_generate_finish_fn)(void *ud, size_t prompt_idx, const struct st_generation *g);
 
 /* Matmul precision of generation (st_generate only; st_generate_ids leaves it to the backend). */
 typedef enum {
@@ -58,6 +64,13 @@ typedef struct {
     st_generate_precision precision; /* default ST_GEN_PRECISION_DEFAULT */
     int share_prefix;        /* 1 (default): reuse a live slot's cached common prompt prefix of
                                 >= ST_GEN_MIN_SHARED_PREFIX tokens (needs backend copy_prefix) */
+    st_generate_finish_fn on_finish; /* NULL, or told of each finished answer (with ud) */
+    const uint64_t *rng_stream; /* NULL: prompt i samples with st_sampler_seed_rng(seed, i); else
+                                   with stream rng_stream[i] (a resumed run generating only the
+                                   prompts it lacks keeps each prompt's own stream) */
+    const volatile sig_atomic_t *cancel; /* NULL, or set (from a signal-taking thread): generation
+                                   ends after the current step with ST_ERR_INTERRUPTED; answers
+                                   already finished went to on_finish */
 } st_generate_options;
 
 /* Shortest common prompt prefix worth copying between slots, in tokens. */
@@ -66,7 +79,7 @@ enum { ST_GEN_MIN_SHARED_PREFIX = 4 };
 /* Defaults listed above (greedy sampling). */
 st_generate_options st_generate_defaults(void);
 
-typedef struct {
+typedef struct st_generation {
     int32_t *ids;            /* generated ids, ending with the stop id when finish == STOP
                                 (unless stop_check ended it) */
     size_t n_ids;
@@ -105,6 +118,11 @@ st_status st_generate_ids(const st_infer_backend *be, const int32_t *const *prom
  * (2048 when unknown), or requested when 0 < requested < that; a larger request warns and gets
  * the model's. Shared by st_generate and the safety eval. */
 long st_generate_context_length(const st_model *m, int requested);
+
+/* g->ids -> g->text as st_generate makes it: decoded with special tokens skipped, then cut before
+ * the first of opt's stop_texts (finish becomes "stop"). Replaces g->text. For answers kept by an
+ * interrupted run (ids saved, text rebuilt byte-identical). ST_ERR_NOMEM or a decode error. */
+st_status st_generate_decode(const st_model *m, const st_generate_options *opt, st_generation *g);
 
 /* Same on a loaded model: sizes a KV cache for the batch (only as long as the longest prompt +
  * max_new_tokens needs), fills default stop ids, and decodes each result's text. */

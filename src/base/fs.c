@@ -3,11 +3,20 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+void st_fsync_dir(const char *dir) {
+    int fd = open(dir && dir[0] ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    if (fsync(fd) != 0) { /* best effort (some filesystems refuse fsync on a folder) */
+    }
+    close(fd);
+}
 
 st_status st_mkdir_p(const char *path) {
     char tmp[4096];

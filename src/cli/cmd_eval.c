@@ -15,6 +15,7 @@
 #include "safetune/utility.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,18 +92,91 @@ static st_status judge_open(const judge_cli *jc, const char *out, const char *ca
 
 /* ============================ eval safety ============================ */
 
-/* settings.prompt_set: what was read and with which options. */
-static void add_prompt_set(cJSON *st, const st_prompt_set *ps, const st_prompt_opts *po) {
+/* settings.prompt_set: the options that choose the prompts (path and count added once read). */
+static void add_prompt_opts(cJSON *st, const char *bench, const st_prompt_opts *po) {
     cJSON *o = cJSON_AddObjectToObject(st, "prompt_set");
-    cJSON_AddStringToObject(o, "path", ps->path);
-    cJSON_AddNumberToObject(o, "excluded", (double)ps->n_excluded);
-    if (!strncmp(ps->name, "harmbench:", 10))
+    if (!strncmp(bench, "harmbench:", 10))
         cJSON_AddStringToObject(o, "harmbench_functional", po->harmbench_functional ? po->harmbench_functional : "standard");
-    if (!strncmp(ps->name, "csv:", 4)) {
+    if (!strncmp(bench, "csv:", 4)) {
         if (po->prompt_column) cJSON_AddStringToObject(o, "prompt_column", po->prompt_column);
         if (po->category_column) cJSON_AddStringToObject(o, "category_column", po->category_column);
         if (po->label != ST_LABEL_NONE) cJSON_AddStringToObject(o, "label", po->label == ST_LABEL_SAFE ? "safe" : "unsafe");
     }
+}
+
+/* settings: refusal matching and judge. */
+static void add_refusal_judge(cJSON *st, const char *list, const st_refusal_opts *ro, const judge_cli *jc) {
+    cJSON_AddStringToObject(st, "refusal_list", list ? list : "default (Qi et al. 2023, 29 strings)");
+    cJSON_AddStringToObject(st, "refusal_mode", ro->mode == ST_REFUSAL_PREFIX ? "prefix" : "substring");
+    cJSON_AddBoolToObject(st, "normalize_apostrophes", ro->normalize_apostrophes);
+    if (jc->url) {
+        cJSON *j = cJSON_AddObjectToObject(st, "judge");
+        cJSON_AddStringToObject(j, "url", jc->url);
+        cJSON_AddStringToObject(j, "model", jc->model);
+    } else {
+        cJSON_AddNullToObject(st, "judge");
+    }
+}
+
+/* 1 when path and DIR/name are the same file. */
+static int same_file(const char *path, const char *dir, const char *name) {
+    char p[4200];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    struct stat a, b;
+    return stat(path, &a) == 0 && stat(p, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+enum { EARLIER_NONE = 0, EARLIER_RESUME = 1, EARLIER_COMPLETE = 2 };
+
+/* What --out already holds, for a run with settings st: an unfinished run's answers (partial) or a
+ * finished result (summary.json + responses.jsonl). Made with other settings: -1 after printing
+ * which one differs (its summary is never silently replaced). EARLIER_RESUME: answers to continue
+ * from; EARLIER_COMPLETE: a whole result with these settings (generating runs only); else NONE. */
+static int earlier_result(const char *prog, const char *out, const char *partial, const cJSON *st, int generating) {
+    char sp[4200], rp[4200], what[1024];
+    snprintf(sp, sizeof sp, "%s/summary.json", out);
+    snprintf(rp, sizeof rp, "%s/responses.jsonl", out);
+    cJSON *have = NULL;
+    if (st_safety_partial_settings(partial, &have)) {
+        fprintf(stderr, "%s: %s\n", prog, st_last_error());
+        return -1;
+    }
+    if (have) {
+        const int d = st_safety_settings_diff(st, have, 1, what, sizeof what);
+        cJSON_Delete(have);
+        if (!d) return generating ? EARLIER_RESUME : EARLIER_NONE;
+        fprintf(stderr, "%s: %s holds the answers of an unfinished run with other settings (%s): rerun with its "
+                "options to continue it, or choose another --out\n", prog, out, what);
+        return -1;
+    }
+    if (access(sp, F_OK) == 0) {
+        char *txt = NULL;
+        cJSON *sum = NULL;
+        if (st_read_json_text_file(sp, &txt, NULL) == ST_OK) sum = cJSON_Parse(txt);
+        free(txt);
+        const cJSON *ss = cJSON_GetObjectItemCaseSensitive(sum, "settings");
+        int d = -1;
+        if (cJSON_IsObject(ss) && cJSON_GetObjectItemCaseSensitive(sum, "asr"))
+            d = st_safety_settings_diff(st, ss, 0, what, sizeof what);
+        cJSON_Delete(sum);
+        if (d < 0) {
+            fprintf(stderr, "%s: %s is not the summary of a safetune eval safety run; it is left alone: choose "
+                    "another --out\n", prog, sp);
+            return -1;
+        }
+        if (d) {
+            fprintf(stderr, "%s: %s holds a result made with other settings (%s); it is left alone: choose another "
+                    "--out, or remove it to replace it\n", prog, out, what);
+            return -1;
+        }
+        return generating && access(rp, F_OK) == 0 ? EARLIER_COMPLETE : EARLIER_NONE;
+    }
+    if (access(rp, F_OK) == 0) {
+        fprintf(stderr, "%s: %s holds %s without a summary.json (not a result of this command); it is left alone: "
+                "choose another --out\n", prog, out, rp);
+        return -1;
+    }
+    return EARLIER_NONE;
 }
 
 static int write_safety(const char *out, const st_eval_record *recs, size_t n, cJSON *settings, int verbose) {
@@ -122,6 +196,9 @@ static int write_safety(const char *out, const st_eval_record *recs, size_t n, c
     st_eval_summary_free(&s);
     return ws ? 1 : 0;
 }
+
+/* SIGINT/SIGTERM while answers are generated: stop after the current step (cli_stop_signals_start) */
+static volatile sig_atomic_t g_eval_stop, g_eval_phase;
 
 static int eval_safety(int argc, char **argv) {
     const char *responses = NULL, *out = "out/eval", *list = NULL, *bench = NULL, *prompts_alias = NULL;
@@ -206,6 +283,12 @@ static int eval_safety(int argc, char **argv) {
     cJSON *st = NULL;
     st_eval_record *recs = NULL;
     size_t n = 0;
+    st_safety_partial *partial = NULL;
+    char partial_path[4200];
+    /* before any thread exists, so every thread inherits the blocked signals */
+    cli_stop_signals_start(&g_eval_stop, &g_eval_phase,
+                           "\nsafetune eval safety: stopping after the current step; the answers so far are kept "
+                           "(interrupt again to quit now)\n");
 
     if (prompts_alias && bench && strcmp(prompts_alias, bench)) {
         rc = st_args_fail(&spec, "--prompts is another name for --benchmark: pass one (got %s and %s)", prompts_alias, bench);
@@ -245,7 +328,7 @@ static int eval_safety(int argc, char **argv) {
     }
     if (st_refusal_new(&ro, list, &m)) goto fail;
     if (cli_out_create(out, &made_out)) goto fail;
-    st = cJSON_CreateObject();
+    snprintf(partial_path, sizeof partial_path, "%s/responses.partial.jsonl", out);
     if (model) {
         /* bad prompt files and weights fail before the model is loaded */
         st_prompt_set probe;
@@ -271,25 +354,22 @@ static int eval_safety(int argc, char **argv) {
         if ((rc = cli_apply_stops(&spec, &stop_ids, &stop_texts, extra_ids, &so.gen))) goto out;
         rc = 1;
         if (st_sampler_params_check(&so.gen.sampling)) goto fail;
-        progress_state ps = {st_time_now(), 0, !quiet && isatty(2), "generate"};
-        so.gen.progress = gen_progress;
-        so.gen.ud = &ps;
-        if (st_safety_generate(mdl, &so, m, &run)) goto fail;
-        recs = run.recs;
-        n = run.n;
+        /* the settings that make the answers and the summary: an earlier result in --out made
+         * with others is refused, one made with these is continued (or is complete) */
+        st = cJSON_CreateObject();
         cJSON_AddStringToObject(st, "model", model);
         cJSON_AddStringToObject(st, "weights", weights);
         cJSON_AddStringToObject(st, "model_path", model_path);
+        char mh[17];
+        st_safety_model_hash(mdl, mh);
+        cJSON_AddStringToObject(st, "model_hash", mh);
         cJSON_AddStringToObject(st, "benchmark", bench);
-        add_prompt_set(st, &run.prompts, &po);
-        if (run.prompts.n_excluded && !quiet)
-            fprintf(stderr, "%s: %zu behaviours of other functional categories left out (--harmbench-functional %s)\n",
-                    bench, run.prompts.n_excluded, po.harmbench_functional ? po.harmbench_functional : "standard");
+        add_prompt_opts(st, bench, &po);
         cJSON *g = cJSON_AddObjectToObject(st, "generation");
         cJSON_AddNumberToObject(g, "max_new_tokens", max_new);
         cJSON_AddNumberToObject(g, "batch_size", batch);
         cJSON_AddStringToObject(g, "precision", precision);
-        cJSON_AddNumberToObject(g, "context_length", (double)run.context_length);
+        cJSON_AddNumberToObject(g, "context_length", (double)st_generate_context_length(mdl, ctxlen));
         cJSON_AddStringToObject(g, "decoding", st_sampler_is_greedy(&so.gen.sampling) ? "greedy" : "sampling");
         cJSON_AddNumberToObject(g, "temperature", temperature);
         cJSON_AddNumberToObject(g, "top_p", top_p);
@@ -299,6 +379,49 @@ static int eval_safety(int argc, char **argv) {
         if (system) cJSON_AddStringToObject(g, "system_prompt", system);
         else cJSON_AddNullToObject(g, "system_prompt");
         cJSON_AddNumberToObject(g, "limit", limit);
+        cJSON_AddItemToObject(g, "stop_ids", cJSON_CreateIntArray(extra_ids, stop_ids.n));
+        cJSON_AddItemToObject(g, "stop", cJSON_CreateStringArray((const char *const *)stop_texts.v, stop_texts.n));
+        if (date) cJSON_AddStringToObject(g, "date_string", date);
+        else cJSON_AddNullToObject(g, "date_string");
+        add_refusal_judge(st, list, &ro, &jc);
+        const int earlier = earlier_result(spec.prog, out, partial_path, st, 1);
+        if (earlier < 0) goto out;
+        if (earlier == EARLIER_COMPLETE) {
+            printf("%s: complete: its answers and summary were made with these same settings; nothing to do "
+                   "(choose another --out to evaluate again)\n", out);
+            rc = 0;
+            goto out;
+        }
+        if (st_safety_partial_open(partial_path, st, &partial)) goto fail;
+        if (st_safety_partial_count(partial) && !quiet)
+            fprintf(stderr, "%s: continuing an interrupted run: %zu answers kept\n", partial_path,
+                    st_safety_partial_count(partial));
+        so.resume = st_safety_partial_resume;
+        so.on_answer = st_safety_partial_append;
+        so.ud = partial;
+        so.gen.cancel = &g_eval_stop;
+        progress_state ps = {st_time_now(), 0, !quiet && isatty(2), "generate"};
+        so.gen.progress = gen_progress;
+        so.gen.ud = &ps;
+        g_eval_phase = 1;
+        st_status gs = st_safety_generate(mdl, &so, m, &run);
+        g_eval_phase = 0;
+        if (gs == ST_ERR_INTERRUPTED) {
+            const size_t kept = st_safety_partial_count(partial) + st_safety_partial_appended(partial);
+            fprintf(stderr, "\nsafetune eval safety: interrupted; %zu answers kept in %s: rerun the same command "
+                    "to continue from them\n", kept, partial_path);
+            rc = 128 + (int)g_eval_stop; /* as the shell reports a death by that signal: 130, 143 */
+            goto out;
+        }
+        if (gs) goto fail;
+        recs = run.recs;
+        n = run.n;
+        cJSON *pso = cJSON_GetObjectItemCaseSensitive(st, "prompt_set");
+        cJSON_AddStringToObject(pso, "path", run.prompts.path);
+        cJSON_AddNumberToObject(pso, "excluded", (double)run.prompts.n_excluded);
+        if (run.prompts.n_excluded && !quiet)
+            fprintf(stderr, "%s: %zu behaviours of other functional categories left out (--harmbench-functional %s)\n",
+                    bench, run.prompts.n_excluded, po.harmbench_functional ? po.harmbench_functional : "standard");
         cJSON_AddNumberToObject(g, "prompt_tokens", (double)run.prompt_tokens);
         cJSON_AddNumberToObject(g, "completion_tokens", (double)run.gen_tokens);
         size_t nlen = 0;
@@ -309,32 +432,32 @@ static int eval_safety(int argc, char **argv) {
         for (size_t i = 0; i < n; i++)
             if (run.truncated[i]) cJSON_AddItemToArray(ti, cJSON_CreateString(recs[i].id));
         if (!quiet)
-            fprintf(stderr, "generated %zu answers (%zu tokens) in %.1f s (%.1f tok/s)%s\n", n, run.gen_tokens,
-                    run.seconds, run.seconds > 0 ? run.gen_tokens / run.seconds : 0.0,
+            fprintf(stderr, "generated %zu answers (%zu tokens) in %.1f s (%.1f tok/s)%s%s\n", n - run.n_resumed,
+                    run.gen_tokens, run.seconds, run.seconds > 0 ? run.gen_tokens / run.seconds : 0.0,
+                    run.n_resumed ? "; the others were kept from the interrupted run" : "",
                     run.n_truncated ? "; some prompts were truncated (see warnings)" : "");
         if (run.n_truncated) fprintf(stderr, "warning: %zu prompt(s) were left-truncated to fit the context\n", run.n_truncated);
     } else {
+        st = cJSON_CreateObject();
+        cJSON_AddStringToObject(st, "responses", responses);
+        add_refusal_judge(st, list, &ro, &jc);
+        /* scoring OUT's own answers again (e.g. with a judge) replaces its summary knowingly */
+        if (!same_file(responses, out, "responses.jsonl") && earlier_result(spec.prog, out, partial_path, st, 0) < 0)
+            goto out;
         if (st_eval_read_responses(responses, &set)) goto fail;
         st_eval_apply_refusal(m, set.recs, set.n);
         recs = set.recs;
         n = set.n;
-        cJSON_AddStringToObject(st, "responses", responses);
     }
-    cJSON_AddStringToObject(st, "refusal_list", list ? list : "default (Qi et al. 2023, 29 strings)");
-    cJSON_AddStringToObject(st, "refusal_mode", ro.mode == ST_REFUSAL_PREFIX ? "prefix" : "substring");
-    cJSON_AddBoolToObject(st, "normalize_apostrophes", ro.normalize_apostrophes);
     if (jc.url) {
         if (model) {
             /* keep the (expensive) generations whatever the judge does */
             cJSON *tmp = cJSON_Duplicate(st, 1);
-            cJSON_AddNullToObject(tmp, "judge");
+            cJSON_ReplaceItemInObjectCaseSensitive(tmp, "judge", cJSON_CreateNull());
             int w = write_safety(out, recs, n, tmp, 0);
             cJSON_Delete(tmp);
             if (w) goto fail;
         }
-        cJSON *j = cJSON_AddObjectToObject(st, "judge");
-        cJSON_AddStringToObject(j, "url", jc.url);
-        cJSON_AddStringToObject(j, "model", jc.model);
         if (judge_open(&jc, out, "judge_cache.jsonl", NULL, 5, &judge)) goto fail;
         reasons = calloc(n ? n : 1, sizeof *reasons);
         if (!reasons) { st_error(ST_ERR_NOMEM, "out of memory"); goto fail; }
@@ -343,7 +466,7 @@ static int eval_safety(int argc, char **argv) {
             if (st_judge_score(judge, recs[i].prompt, recs[i].response, &r)) {
                 if (model)
                     st_error_wrap(ST_ERR_NET, "judge failed at answer %zu of %zu (answers and unjudged summary kept in %s; "
-                                  "rerun with --responses %s/responses.jsonl to judge them)", i + 1, n, out, out);
+                                  "rerun the same command to judge them: replies so far are cached)", i + 1, n, out);
                 goto fail;
             }
             recs[i].judged = 1;
@@ -353,16 +476,26 @@ static int eval_safety(int argc, char **argv) {
             if (!quiet && ((i + 1) % 25 == 0 || i + 1 == n)) fprintf(stderr, "\rjudge: %zu/%zu", i + 1, n);
         }
         if (!quiet) fprintf(stderr, "\n");
-    } else {
-        cJSON_AddNullToObject(st, "judge");
     }
     if (write_safety(out, recs, n, st, 1)) goto fail;
+    if (partial) { /* the result is whole: the answers of the unfinished run are in responses.jsonl */
+        st_safety_partial_close(partial);
+        partial = NULL;
+        if (unlink(partial_path) != 0) {
+            st_error(ST_ERR_IO, "%s: cannot remove: %s", partial_path, strerror(errno));
+            goto fail;
+        }
+        st_fsync_dir(out);
+    }
     rc = 0;
     goto out;
 fail:
     fprintf(stderr, "safetune eval safety: %s\n", st_last_error());
     rc = 1;
 out:
+    if (partial && rc == 1 && st_safety_partial_count(partial) + st_safety_partial_appended(partial) == 0)
+        unlink(partial_path); /* it holds no answer: nothing to keep */
+    st_safety_partial_close(partial);
     if (rc) cli_out_abandon(out, made_out);
     if (reasons)
         for (size_t i = 0; i < n; i++) free(reasons[i]);

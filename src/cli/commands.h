@@ -94,6 +94,12 @@ int cli_out_create(const char *out, int *made);
  * with sigwait): first removes the --out folder cli_out_create made if it is still empty. */
 void cli_signal_exit(int sig);
 
+/* SIGINT/SIGTERM blocked in every thread (call it while the process has one thread) and taken by
+ * one thread with sigwait: while *phase == 1 the first signal sets *stop = sig and prints msg (the
+ * work then ends itself after its current step); otherwise, or on a second signal, the process
+ * ends at once (cli_signal_exit). No handler returns into compute code (src/cli/stopsig.c). */
+void cli_stop_signals_start(volatile sig_atomic_t *stop, volatile sig_atomic_t *phase, const char *msg);
+
 /* On failure: removes OUT again if this command created it and it is still empty. */
 void cli_out_abandon(const char *out, int made);
 

@@ -26,6 +26,81 @@ void st_safety_run_free(st_safety_run *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* Maps the answers of the prompts generated now (a subset when resuming) to their prompt index. */
+typedef struct {
+    const st_safety_opts *o;
+    const st_prompt_set *ps;
+    const size_t *map;      /* [subset] -> prompt index */
+    size_t n_have, n_total;
+} subset_ctx;
+
+static st_status sub_finish(void *ud, size_t j, const st_generation *g) {
+    const subset_ctx *c = ud;
+    const size_t i = c->map[j];
+    return c->o->on_answer(c->o->ud, i, &c->ps->items[i], g);
+}
+
+static void sub_progress(void *ud, size_t done, size_t total, size_t tokens) {
+    const subset_ctx *c = ud;
+    (void)total;
+    c->o->gen.progress(c->o->gen.ud, c->n_have + done, c->n_total, tokens);
+}
+
+/* out->gens[i] for every prompt: from o->resume where it has them (text rebuilt), the rest
+ * generated with their own RNG streams. */
+static st_status generate_missing(const st_model *model, const st_safety_opts *o, st_generate_options *go,
+                                  const int32_t **starts, const size_t *lens, st_safety_run *out) {
+    const size_t n = out->n;
+    unsigned char *have = calloc(n ? n : 1, 1);
+    size_t *map = calloc(n ? n : 1, sizeof *map);
+    uint64_t *stream = calloc(n ? n : 1, sizeof *stream);
+    const int32_t **sp = calloc(n ? n : 1, sizeof *sp);
+    size_t *sl = calloc(n ? n : 1, sizeof *sl);
+    st_generation *sg = calloc(n ? n : 1, sizeof *sg);
+    st_status s = ST_OK;
+    size_t m = 0;
+    if (!have || !map || !stream || !sp || !sl || !sg) {
+        s = st_error(ST_ERR_NOMEM, "safety eval: out of memory (%zu prompts)", n);
+        goto out;
+    }
+    if (o->resume && (s = o->resume(o->ud, &out->prompts, out->gens, have))) goto out;
+    for (size_t i = 0; i < n; i++) {
+        if (have[i]) {
+            out->gens[i].text = NULL;
+            out->gens[i].truncated = 0;
+            if ((s = st_generate_decode(model, go, &out->gens[i]))) goto out;
+            out->n_resumed++;
+            continue;
+        }
+        map[m] = i;
+        stream[m] = (uint64_t)i;
+        sp[m] = starts[i];
+        sl[m] = lens[i];
+        m++;
+    }
+    subset_ctx c = {o, &out->prompts, map, out->n_resumed, n};
+    go->rng_stream = stream;
+    if (o->on_answer) go->on_finish = sub_finish;
+    if (o->gen.progress) go->progress = sub_progress;
+    go->on_token = NULL; /* they would get c as ud: not used by safety evaluation */
+    go->stop_check = NULL;
+    go->ud = &c;
+    size_t extra_trunc = 0;
+    if (m && (s = st_generate(model, sp, sl, m, go, sg, &extra_trunc))) goto out;
+    for (size_t j = 0; j < m; j++) {
+        out->gens[map[j]] = sg[j];
+        memset(&sg[j], 0, sizeof sg[j]);
+    }
+out:
+    free(have);
+    free(map);
+    free(stream);
+    free(sp);
+    free(sl);
+    free(sg); /* st_generate freed its arrays on error; moved on success */
+    return s;
+}
+
 st_status st_safety_generate(const st_model *model, const st_safety_opts *o, const st_refusal_matcher *m,
                              st_safety_run *out) {
     memset(out, 0, sizeof *out);
@@ -94,9 +169,10 @@ st_status st_safety_generate(const st_model *model, const st_safety_opts *o, con
     }
     st_generate_options go = o->gen;
     go.context_length = (int)ctx;
-    size_t extra_trunc = 0;
+    go.on_finish = NULL;
+    go.rng_stream = NULL;
     double t0 = st_time_now();
-    if ((s = st_generate(model, starts, lens, n, &go, out->gens, &extra_trunc))) goto done;
+    if ((s = generate_missing(model, o, &go, starts, lens, out))) goto done;
     out->seconds = st_time_now() - t0;
     for (size_t i = 0; i < n; i++) {
         const st_prompt *p = &ps->items[i];
@@ -120,11 +196,6 @@ done:
     free(ids);
     free(starts);
     free(lens);
-    if (s) {
-        /* gens were not filled (or were freed by st_generate on error) */
-        free(out->gens);
-        out->gens = NULL;
-        st_safety_run_free(out);
-    }
+    if (s) st_safety_run_free(out); /* gens: resumed ones owned here, generated ones freed by st_generate */
     return s;
 }

@@ -164,7 +164,7 @@ st_status st_generate_ids(const st_infer_backend *be, const int32_t *const *prom
             s->fed = 0;
             s->cap = 0;
             out[i].prompt_tokens = s->plen;
-            st_sampler_seed_rng(&s->rng, opt->sampling.seed, (uint64_t)i);
+            st_sampler_seed_rng(&s->rng, opt->sampling.seed, opt->rng_stream ? opt->rng_stream[i] : (uint64_t)i);
             be->clear(be->ctx, k);
         }
         /* build one forward call: every decoding slot + prefill chunks within the budget */
@@ -233,11 +233,17 @@ st_status st_generate_ids(const st_infer_backend *be, const int32_t *const *prom
                 fin = ST_FINISH_LENGTH;
             if (fin >= 0) {
                 g->finish = (st_finish_reason)fin;
+                const size_t done_i = (size_t)s->prompt;
                 s->prompt = -1;
                 n_done++;
+                if (opt->on_finish && (st = opt->on_finish(opt->ud, done_i, g))) goto done;
             }
         }
         if (opt->progress) opt->progress(opt->ud, n_done, n_prompts, n_tokens);
+        if (opt->cancel && *opt->cancel && n_done < n_prompts) {
+            st = st_error(ST_ERR_INTERRUPTED, "generation interrupted after %zu of %zu answers", n_done, n_prompts);
+            goto done;
+        }
     }
     if (n_truncated) *n_truncated = n_trunc; /* the caller reports the count */
     else if (n_trunc) st_log_warn("%zu of %zu prompts were left-truncated to fit the context", n_trunc, n_prompts);

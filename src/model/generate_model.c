@@ -27,10 +27,12 @@ static st_status mb_copy_prefix(void *ctx, int dst, int src, int n) {
     return st_kv_cache_copy_prefix(b->c, dst, src, n);
 }
 
-/* Stop strings (opt->stop_texts): a wrapper around the caller's callbacks and ud. */
+/* Stop strings (opt->stop_texts) and finished answers (opt->on_finish): a wrapper around the
+ * caller's callbacks and ud. */
 typedef struct {
     const st_generate_options *user;
-    const st_tokenizer *tok;
+    const st_model *m;
+    st_generation *out;
 } text_stop;
 
 static void ts_progress(void *ud, size_t d, size_t t, size_t n) {
@@ -57,12 +59,35 @@ static char *find_stop(char *text, const char *const *stops, int n) {
 static int ts_check(void *ud, size_t i, const int32_t *ids, size_t n) {
     const text_stop *c = ud;
     if (c->user->stop_check && c->user->stop_check(c->user->ud, i, ids, n)) return 1;
+    if (c->user->n_stop_texts <= 0) return 0;
     char *text = NULL;
     size_t len = 0;
-    if (st_tokenizer_decode(c->tok, ids, n, 1, &text, &len) != ST_OK) return 0;
+    if (st_tokenizer_decode(c->m->tokenizer, ids, n, 1, &text, &len) != ST_OK) return 0;
     int hit = find_stop(text, c->user->stop_texts, c->user->n_stop_texts) != NULL;
     free(text);
     return hit;
+}
+
+/* The answer's text now, then the caller's callback. */
+static st_status ts_finish(void *ud, size_t i, const st_generation *g) {
+    const text_stop *c = ud;
+    (void)g; /* == &c->out[i], which gets its text */
+    st_status s = st_generate_decode(c->m, c->user, &c->out[i]);
+    return s ? s : c->user->on_finish(c->user->ud, i, &c->out[i]);
+}
+
+st_status st_generate_decode(const st_model *m, const st_generate_options *opt, st_generation *g) {
+    free(g->text);
+    g->text = NULL;
+    size_t len;
+    st_status st = st_tokenizer_decode(m->tokenizer, g->ids, g->n_ids, 1, &g->text, &len);
+    if (st) return st;
+    char *cut = opt->n_stop_texts > 0 ? find_stop(g->text, opt->stop_texts, opt->n_stop_texts) : NULL;
+    if (cut) { /* the stop string and what follows it are not part of the reply */
+        *cut = '\0';
+        g->finish = ST_FINISH_STOP;
+    }
+    return ST_OK;
 }
 
 long st_generate_context_length(const st_model *m, int requested) {
@@ -116,11 +141,12 @@ st_status st_generate(const st_model *m, const int32_t *const *prompts, const si
         o.stop_ids = all;
         o.n_stop_ids += o.n_extra_stop_ids;
     }
-    text_stop tsc = {opt, m->tokenizer};
-    if (o.n_stop_texts > 0) {
-        o.stop_check = ts_check;
+    text_stop tsc = {opt, m, out};
+    if (o.n_stop_texts > 0 || o.on_finish) {
+        o.stop_check = o.n_stop_texts > 0 || opt->stop_check ? ts_check : NULL;
         o.progress = opt->progress ? ts_progress : NULL;
         o.on_token = opt->on_token ? ts_token : NULL;
+        o.on_finish = opt->on_finish ? ts_finish : NULL;
         o.ud = &tsc;
     }
 
@@ -139,15 +165,10 @@ st_status st_generate(const st_model *m, const int32_t *const *prompts, const si
     free(all);
     if (st) return st;
     for (size_t i = 0; i < n_prompts; i++) {
-        size_t len;
-        if ((st = st_tokenizer_decode(m->tokenizer, out[i].ids, out[i].n_ids, 1, &out[i].text, &len))) {
+        if (out[i].text) continue; /* decoded when it finished (on_finish) */
+        if ((st = st_generate_decode(m, &o, &out[i]))) {
             st_generations_free(out, n_prompts);
             return st;
-        }
-        char *cut = o.n_stop_texts > 0 ? find_stop(out[i].text, o.stop_texts, o.n_stop_texts) : NULL;
-        if (cut) { /* the stop string and what follows it are not part of the reply */
-            *cut = '\0';
-            out[i].finish = ST_FINISH_STOP;
         }
     }
     return ST_OK;
