@@ -160,5 +160,10 @@ st_status st_write_file_atomic(const char *path, const void *data, size_t len) {
         unlink(tmp);
         return s;
     }
+    char dir[4096]; /* the rename itself survives a crash once its folder is synced */
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *(slash == dir ? slash + 1 : slash) = '\0';
+    st_fsync_dir(slash ? dir : ".");
     return ST_OK;
 }

@@ -466,7 +466,8 @@ static int eval_safety(int argc, char **argv) {
             if (st_judge_score(judge, recs[i].prompt, recs[i].response, &r)) {
                 if (model)
                     st_error_wrap(ST_ERR_NET, "judge failed at answer %zu of %zu (answers and unjudged summary kept in %s; "
-                                  "rerun the same command to judge them: replies so far are cached)", i + 1, n, out);
+                                  "rerun the same command to judge them, replies so far are cached; or score them with "
+                                  "--responses %s/responses.jsonl)", i + 1, n, out, out);
                 goto fail;
             }
             recs[i].judged = 1;

@@ -236,6 +236,28 @@ static st_status export_one(const st_model *m, const st_lora *ad, const char *mo
     return s;
 }
 
+/* A final export failed (a full disk...): the trained weights must outlive it. When no checkpoint
+ * holds the last step (--save-every 0), one is saved now (the failed export removed its temp
+ * folder, so that space is back), and `--resume auto` writes the final folders once space is
+ * freed. Prints the export's error and what to do; returns 1. */
+static int fail_export(st_trainer *t, const char *out) {
+    char err[2048], d[4400];
+    const int lead = st_dist_rank() == 0; /* every rank calls this (export_all agrees on failure) */
+    snprintf(err, sizeof err, "%s", st_last_error());
+    fprintf(stderr, "safetune train: %s\n", err);
+    snprintf(d, sizeof d, "%s/checkpoints/step-%08lld", out, (long long)st_trainer_steps_done(t));
+    int kept = st_dist_agree(lead ? st_checkpoint_verify(d, NULL) : ST_OK) == ST_OK;
+    if (!kept) kept = st_trainer_save_checkpoint(t, d) == ST_OK; /* collective; rank 0 writes */
+    if (!lead) return 1;
+    if (kept)
+        fprintf(stderr, "safetune train: the trained weights are kept in %s: free space, then continue with "
+                "`safetune train --config %s/config.json --resume auto` (it writes the final folders)\n", d, out);
+    else
+        fprintf(stderr, "safetune train: no checkpoint of the last step could be saved either (%s): the "
+                "training must be run again once space is freed\n", st_last_error());
+    return 1;
+}
+
 /* LoRA settings apply with --finetune lora only; --lora-init takes r, alpha and targets from its
  * folder. Usage errors (exit 2) before anything loads. */
 static int lora_options(const st_args_spec *spec, const st_train_config *c, const train_opts *o) {
@@ -667,7 +689,7 @@ int cmd_train(int argc, char **argv) {
     if (rs != ST_OK) { fail(NULL); goto done; }
     g_training = 2; /* an interrupt now lets the export finish: the run is complete */
     if (export_all(&o, &c, t, m, edt, want_live, want_ema, merges, merge_text, n_merges) != ST_OK) {
-        fail(NULL);
+        rc = fail_export(t, o.out);
         goto done;
     }
     g_training = 0;

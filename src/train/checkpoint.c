@@ -307,7 +307,10 @@ st_status st_checkpoint_save(const char *dir, const st_train_state *s) {
             fsync_dir(parent);
         }
     }
-    if (st) st_remove_flat_dir(partial);
+    if (st) {
+        st_remove_flat_dir(partial);
+        st_error_wrap(st, "saving checkpoint %s", dir);
+    }
     return st;
 }
 

@@ -158,11 +158,20 @@ with open(scored_path, "w") as f:
     for r, s in zip(sub, scores):
         if s is not None:
             f.write(json.dumps({"prompt": r["prompt"], "response": r["response"]}) + "\n")
+# (into another --out: a result made from other --responses is never replaced; the cache is named)
 cmd[4] = scored_path
+cmd[6] = os.path.join(work, "judge_scored")
+cmd += ["--judge-cache", os.path.join(jout, "judge_cache.jsonl")]
 p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 check(p.returncode == 0, "cached rerun needed the (stopped) judge: " + p.stderr)
+# the same --out with other --responses is refused, naming the setting; its summary is kept
+before = open(os.path.join(jout, "summary.json"), "rb").read()
+p = subprocess.run(cmd[:6] + [jout] + cmd[7:], capture_output=True, text=True, timeout=60)
+check(p.returncode == 1 and "other settings (responses:" in p.stderr, "--out onto other --responses: " + p.stderr)
+check(open(os.path.join(jout, "summary.json"), "rb").read() == before, "refused: summary.json untouched")
 # and with an unscored one included it must fail cleanly (judge unreachable), exit 1
 cmd[4] = sub_path
+cmd[6] = os.path.join(work, "judge_sub")
 p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 check(p.returncode == 1 and "judge" in p.stderr and "attempt" in p.stderr, "unreachable judge: " + p.stderr)
 print("unreachable judge:", p.stderr.strip().splitlines()[-1])

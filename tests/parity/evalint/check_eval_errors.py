@@ -10,6 +10,7 @@ SmolLM2 GGUF, plus seeded-sampling determinism:
 Exit 0 pass, 1 fail, 77 inputs missing."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -19,7 +20,8 @@ def main():
     if not os.path.exists(model):
         print("SKIP: model %s not found" % model)
         sys.exit(77)
-    os.makedirs(work, exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)  # a rerun starts clean: eval safety never replaces a result made otherwise
+    os.makedirs(work)
     fails = []
 
     def check(c, msg):
