@@ -408,8 +408,11 @@ static int eval_safety(int argc, char **argv) {
         g_eval_phase = 0;
         if (gs == ST_ERR_INTERRUPTED) {
             const size_t kept = st_safety_partial_count(partial) + st_safety_partial_appended(partial);
-            fprintf(stderr, "\nsafetune eval safety: interrupted; %zu answers kept in %s: rerun the same command "
-                    "to continue from them\n", kept, partial_path);
+            if (kept)
+                fprintf(stderr, "\nsafetune eval safety: interrupted; %zu answers kept in %s: rerun the same "
+                        "command to continue from them\n", kept, partial_path);
+            else
+                fprintf(stderr, "\nsafetune eval safety: interrupted before any answer was finished\n");
             rc = 128 + (int)g_eval_stop; /* as the shell reports a death by that signal: 130, 143 */
             goto out;
         }
@@ -494,8 +497,8 @@ fail:
     fprintf(stderr, "safetune eval safety: %s\n", st_last_error());
     rc = 1;
 out:
-    if (partial && rc == 1 && st_safety_partial_count(partial) + st_safety_partial_appended(partial) == 0)
-        unlink(partial_path); /* it holds no answer: nothing to keep */
+    if (partial && rc && st_safety_partial_count(partial) + st_safety_partial_appended(partial) == 0)
+        unlink(partial_path); /* it holds no answer: nothing to keep (and an empty --out it made goes) */
     st_safety_partial_close(partial);
     if (rc) cli_out_abandon(out, made_out);
     if (reasons)

@@ -139,9 +139,14 @@ def main():
     time.sleep(0.2)  # well inside generation (the handler is armed before the folder exists anyway)
     pr.send_signal(signal.SIGINT)
     rc = pr.wait()
-    check(seen and rc != 0 and not os.path.exists(o),
-          f"SIGINT: folder seen {seen}, exit {rc}, left behind: {os.path.exists(o)}")
-    print(f"SIGINT while generating: exit {rc}, empty --out removed: {seen and not os.path.exists(o)}")
+    # either no answer was finished (the folder is empty and goes) or the finished ones are kept
+    # for a rerun (exit 130, only responses.partial.jsonl there; parity.eval_resume continues it)
+    left = sorted(os.listdir(o)) if os.path.isdir(o) else []
+    kept = left == ["responses.partial.jsonl"] and rc == 130
+    check(seen and rc != 0 and (not os.path.exists(o) or kept),
+          f"SIGINT: folder seen {seen}, exit {rc}, left behind: {left}")
+    print(f"SIGINT while generating: exit {rc}, empty --out removed: {seen and not os.path.exists(o)}, "
+          f"answers kept: {kept}")
 
     # --- options that a switch makes meaningless: usage errors, not silently ignored ---
     for args, needle in ((["eval", "utility", "--model", model, "--no-truthfulqa", "--tqa-limit", "3"], "--no-truthfulqa"),
