@@ -331,6 +331,10 @@ typedef struct {
     void *user;
     void (*release)(void *user); /* frees user (NULL: nothing to free); see st_study_hooks_release */
     int synthetic;            /* 1 = fake numbers: report.md says so in its first line */
+    /* Optional (NULL: nothing): called once every weight set's result of `run` is written (before
+     * its done marker; again after a kill in between), to free what only evaluation needed (the
+     * real hooks remove ckpt_dir/checkpoints). Must be safe to kill at any moment and to repeat. */
+    void (*run_done)(void *user, const st_study_run *run, const char *ckpt_dir);
 } st_study_hooks;
 
 /* Free what the hooks hold (loaded model, data, prompts) and clear h; safe on cleared hooks. */

@@ -214,15 +214,22 @@ st_status st_study_estimate_plan(const st_study_config *c, const st_study_plan *
         total->align_s = (double)at / tr + (double)ag / gen + 2.0 * (double)(2 * n_adv + n_xs + 216) * PROMPT_TOKENS / fwd;
         total->total_s += total->align_s;
     }
+    /* rows of each dataset, counted once (not once per run: a grid has many runs per dataset) */
+    long *rows = calloc(c->n_datasets ? c->n_datasets : 1, sizeof *rows);
+    if (!rows) return st_error(ST_ERR_NOMEM, "out of memory");
+    for (size_t d = 0; d < c->n_datasets; d++) rows[d] = -2; /* not counted yet */
     for (size_t i = 0; i < p->n_runs; i++) {
         const st_study_run *r = &p->runs[i];
         st_study_estimate e;
         memset(&e, 0, sizeof e);
         double steps = r->max_steps;
         if (r->max_steps < 0) {
-            long rows = count_rows(&c->datasets[r->dataset]);
-            if (rows < 0) return st_error(ST_ERR_FORMAT, "%s: cannot count rows for the epochs estimate", c->datasets[r->dataset].path);
-            steps = ceil(r->epochs * (double)rows / r->effective_batch);
+            if (rows[r->dataset] == -2) rows[r->dataset] = count_rows(&c->datasets[r->dataset]);
+            if (rows[r->dataset] < 0) {
+                free(rows);
+                return st_error(ST_ERR_FORMAT, "%s: cannot count rows for the epochs estimate", c->datasets[r->dataset].path);
+            }
+            steps = ceil(r->epochs * (double)rows[r->dataset] / r->effective_batch);
         }
         size_t n_w = st_study_run_n_weights(r);
         e.train_tokens = (long)(steps * r->effective_batch * c->estimate.example_tokens);
@@ -247,6 +254,7 @@ st_status st_study_estimate_plan(const st_study_config *c, const st_study_plan *
         total->train_tokens += e.train_tokens;
         total->gen_tokens += e.gen_tokens;
     }
+    free(rows);
     return ST_OK;
 }
 

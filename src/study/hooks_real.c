@@ -724,19 +724,26 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
     if (s) return s;
     st_log_info("study: %s %s: ASR %.3f (n=%zu), advbench %.1f s (%zu tok, %.0f tok/s), xstest %.1f s, val %.1f s, tqa %.1f s", r->id,
                 w->name, out->asr, x->n_eval, t1 - t0, gt, (t1 - t0) > 0 ? (double)gt / (t1 - t0) : 0.0, t2 - t1, t3 - t2, t4 - t3);
-    /* the last weight set of the run: its checkpoint is no longer needed (disk) */
+    /* the last weight set of the run: its trainer is no longer needed (memory); its checkpoints
+     * go in real_run_done, once the runner has written this result */
     st_study_weights last;
     st_study_run_weights(r, st_study_run_n_weights(r) - 1, &last);
-    if (!strcmp(last.name, w->name)) {
-        static const char *sub[] = {"checkpoints"};
-        for (size_t i = 0; i < sizeof sub / sizeof *sub; i++) {
-            char p[4400];
-            snprintf(p, sizeof p, "%s/%s", ckpt_dir, sub[i]);
-            remove_tree(p);
-        }
-        if (x->t && !strcmp(x->run_id, r->id)) free_run(x);
-    }
+    if (!strcmp(last.name, w->name) && x->t && !strcmp(x->run_id, r->id)) free_run(x);
     return ST_OK;
+}
+
+/* Every weight set of run r is evaluated and its result written: its checkpoints are no longer
+ * needed (disk). The folder leaves under its name in one rename, then its files go: a kill during
+ * the deletion cannot leave a checkpoint with missing files under its final name (which a rerun
+ * would read); a leftover checkpoints.deleting is finished by the next call. */
+static void real_run_done(void *user, const st_study_run *r, const char *ckpt_dir) {
+    (void)user;
+    (void)r;
+    char p[4400], q[4500];
+    snprintf(p, sizeof p, "%s/checkpoints", ckpt_dir);
+    snprintf(q, sizeof q, "%s/checkpoints.deleting", ckpt_dir);
+    remove_tree(q);
+    if (rename(p, q) == 0) remove_tree(q);
 }
 
 static void real_release(void *user) {
@@ -776,6 +783,7 @@ st_status st_study_real_hooks(st_study_hooks *h) {
     h->eval = real_eval;
     h->prepare = real_prepare;
     h->release = real_release;
+    h->run_done = real_run_done;
     h->user = x;
     h->synthetic = 0;
     return ST_OK;

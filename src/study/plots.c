@@ -59,24 +59,53 @@ static const char PREAMBLE[] =
     "set grid\n"
     "set key outside right top\n";
 
-/* Write script + data (already in bufs) and run gnuplot; *made += 1 on success. */
+/* Write script + data (already in bufs) and run gnuplot; *made += 1 on success. Nothing is visible
+ * half-written under a final name, even when the study is killed while gnuplot runs (gnuplot, a
+ * child, may outlive it): gnuplot draws into NAME.png.tmp.PID from a copy of the script that names
+ * that file (NAME.gp.tmp.PID), and the PNG is renamed into place once gnuplot succeeded; its
+ * messages go to NAME.log.tmp.PID, kept as NAME.log only when it failed. The kept NAME.gp names
+ * NAME.png, to re-make the plot by hand. */
 static st_status render(const char *pdir, const char *name, stu_buf *script, stu_buf *data, int *made) {
-    char gp[4200], dat[4200], png[4200], log[4200];
+    char gp[4200], dat[4200], png[4200], log[4200], out[4300], tpng[4300], tgp[4300], tlog[4300];
+    const long pid = (long)getpid();
     snprintf(gp, sizeof gp, "%s/%s.gp", pdir, name);
     snprintf(dat, sizeof dat, "%s/%s.dat", pdir, name);
     snprintf(png, sizeof png, "%s/%s.png", pdir, name);
     snprintf(log, sizeof log, "%s/%s.log", pdir, name);
+    snprintf(out, sizeof out, "set output '%s'\n", png);
+    snprintf(tpng, sizeof tpng, "%s.tmp.%ld", png, pid);
+    snprintf(tgp, sizeof tgp, "%s.tmp.%ld", gp, pid);
+    snprintf(tlog, sizeof tlog, "%s.tmp.%ld", log, pid);
+    if (script->oom) return st_error(ST_ERR_NOMEM, "%s: out of memory while building the file", gp);
+    const char *at = script->p ? strstr(script->p, out) : NULL;
+    if (!at) return st_error(ST_ERR_INTERNAL, "%s: the script does not set its output to %s", gp, png);
+    stu_buf run = {0}; /* the script with the temporary output */
+    stu_printf(&run, "%.*sset output '%s'\n%s", (int)(at - script->p), script->p, tpng, at + strlen(out));
     st_status s = stu_buf_write(data, dat);
     if (!s) s = stu_buf_write(script, gp);
+    if (!s) s = stu_buf_write(&run, tgp);
+    stu_buf_free(&run);
     if (s) return s;
-    char *args[] = {(char *)gnuplot_bin(), gp, NULL};
+    char *args[] = {(char *)gnuplot_bin(), tgp, NULL};
     int err = 0;
-    int rc = run_gnuplot(args, log, &err);
-    if (rc < 0) return st_error(ST_ERR_UNSUPPORTED, "gnuplot not found ('%s'): install gnuplot-nox or set SAFETUNE_GNUPLOT", gnuplot_bin());
+    int rc = run_gnuplot(args, tlog, &err);
+    unlink(tgp);
+    if (rc < 0) {
+        unlink(tlog);
+        return st_error(ST_ERR_UNSUPPORTED, "gnuplot not found ('%s'): install gnuplot-nox or set SAFETUNE_GNUPLOT", gnuplot_bin());
+    }
     struct stat st;
-    if (rc != 0 || stat(png, &st) != 0 || st.st_size == 0)
+    if (rc != 0 || stat(tpng, &st) != 0 || st.st_size == 0) {
+        unlink(tpng);
+        rename(tlog, log);
         return st_error(ST_ERR_INTERNAL, "%s: gnuplot failed (exit %d); see %s", gp, rc, log);
-    unlink(log);
+    }
+    unlink(tlog);
+    if (rename(tpng, png) != 0) {
+        s = st_error(ST_ERR_IO, "%s: cannot rename %s into place: %s", png, tpng, strerror(errno));
+        unlink(tpng);
+        return s;
+    }
     (*made)++;
     return ST_OK;
 }

@@ -163,6 +163,9 @@ static st_status run_one(const st_study_config *c, const st_study_run *r, size_t
         if (s) return s;
         stats->evaluated++;
     }
+    /* only now, with every result on disk, may the hooks drop what evaluation read (a kill before
+     * this point re-evaluates from it) */
+    if (h->run_done) h->run_done(h->user, r, ckpt);
     return st_write_file_atomic(done, "done\n", 5);
 }
 
