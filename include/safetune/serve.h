@@ -34,6 +34,12 @@ typedef struct {
     int raw_prompt;     /* 1: /v1/completions: msgs[0].content is a plain prompt (no chat template) */
     const char *const *stops; /* "stop" strings (n_stops <= 4): generation may end at the first one */
     int n_stops;
+    /* the server's own stops (serve --stop-id / --stop, st_serve_opts), for every request: token
+     * ids and texts as st_generate_options' extra_stop_ids / stop_texts (generate.h) */
+    const int32_t *extra_stop_ids;
+    int n_extra_stop_ids;
+    const char *const *stop_texts;
+    int n_stop_texts;
 } st_serve_params;
 
 typedef struct {
@@ -59,6 +65,12 @@ typedef struct {
     int default_max_tokens;    /* used when the request has none (default 256) */
     size_t max_body_bytes;     /* larger bodies get 413 (default 8 MiB) */
     unsigned timeout_s;        /* idle connection timeout (default 60) */
+    unsigned max_connections;  /* open connections at most, one thread each (default 64); more are
+                                  closed at once: bounds threads and memory under slow clients */
+    const int32_t *extra_stop_ids; /* passed to the backend with every request (st_serve_params) */
+    int n_extra_stop_ids;
+    const char *const *stop_texts;
+    int n_stop_texts;
 } st_serve_opts;
 
 typedef struct st_server st_server;

@@ -26,11 +26,12 @@ static st_status echo_backend(void *ctx, const st_chat_message *msgs, size_t n, 
 }
 
 static int serve_main(const st_args_spec *spec, int echo, const char *model, const char *weights, const char *host,
-                      int port, int max_tokens, const char *name, const char *date);
+                      int port, int max_tokens, const char *name, const char *date, const st_generate_options *stops);
 
 int cmd_serve(int argc, char **argv) {
     int port = 8080, echo = 0, max_tokens = 256;
     const char *name = NULL, *model = NULL, *weights = "live", *host = "127.0.0.1", *date = NULL;
+    st_opt_multi stop_ids = {0}, stop_texts = {0};
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "serve this model (.gguf, HF folder, or training output folder)", 0, 0, 0},
         {"weights", ST_OPT_CHOICE, &weights, "live|ema", "final/ or final-ema/ of a training output folder", 0, 0, 0},
@@ -39,6 +40,7 @@ int cmd_serve(int argc, char **argv) {
         {"port", ST_OPT_INT, &port, "N", "TCP port (0 = pick a free port, printed on start)", 0, 65535, 0},
         {"model-name", ST_OPT_STR, &name, "S", "model id reported to clients (default: MODEL's file name, or safetune)", 0, 0, 0},
         CLI_DATE_OPT(date),
+        CLI_STOP_OPTS(stop_ids, stop_texts),
         {"echo", ST_OPT_FLAG, &echo, NULL, "reply with the last user message / the prompt (testing the HTTP layer)", 0, 0, 0},
     };
     st_args_spec spec = {"safetune serve", "(--model MODEL | --echo) [--port N] [options]",
@@ -51,13 +53,16 @@ int cmd_serve(int argc, char **argv) {
         st_args_free(&args);
         return prc < 0 ? 0 : prc;
     }
-    int rc = serve_main(&spec, echo, model, weights, host, port, max_tokens, name, date);
+    int32_t extra_ids[ST_OPT_MULTI_MAX];
+    st_generate_options go = st_generate_defaults();
+    int rc = cli_apply_stops(&spec, &stop_ids, &stop_texts, extra_ids, &go);
+    if (!rc) rc = serve_main(&spec, echo, model, weights, host, port, max_tokens, name, date, &go);
     st_args_free(&args);
     return rc;
 }
 
 static int serve_main(const st_args_spec *spec, int echo, const char *model, const char *weights, const char *host,
-                      int port, int max_tokens, const char *name, const char *date) {
+                      int port, int max_tokens, const char *name, const char *date, const st_generate_options *stops) {
     if (!echo == !model) return st_args_fail(spec, "give exactly one of --model MODEL or --echo");
     if (strcmp(host, "127.0.0.1") && strcmp(host, "localhost")) {
         return st_args_fail(spec, "--host %s: only 127.0.0.1 (loopback) is supported", host);
@@ -79,6 +84,12 @@ static int serve_main(const st_args_spec *spec, int echo, const char *model, con
             st_model_free(m);
             return 1;
         }
+        for (int i = 0; i < stops->n_extra_stop_ids; i++)
+            if (stops->extra_stop_ids[i] >= st_tokenizer_vocab_size(m->tokenizer)) {
+                st_model_free(m);
+                return st_args_fail(spec, "--stop-id %d: not a token id of this model (vocabulary of %d)",
+                                    (int)stops->extra_stop_ids[i], (int)st_tokenizer_vocab_size(m->tokenizer));
+            }
         if (!name) {
             const char *b = strrchr(model, '/');
             name = b && b[1] ? b + 1 : model;
@@ -96,6 +107,10 @@ static int serve_main(const st_args_spec *spec, int echo, const char *model, con
     o.backend = m ? st_serve_model_backend : echo_backend;
     o.backend_ctx = m;
     o.default_max_tokens = max_tokens;
+    o.extra_stop_ids = stops->extra_stop_ids;
+    o.n_extra_stop_ids = stops->n_extra_stop_ids;
+    o.stop_texts = stops->stop_texts;
+    o.n_stop_texts = stops->n_stop_texts;
     st_server *s;
     if (st_serve_start(&o, &s)) {
         fprintf(stderr, "safetune serve: %s\n", st_last_error());

@@ -76,6 +76,10 @@ st_status st_serve_model_backend(void *ctx, const st_chat_message *msgs, size_t 
         return st_error(ST_ERR_ARG, "max_tokens %d + prompt %zu tokens exceeds the context length %ld",
                         go.max_new_tokens, nid, ctxlen);
     }
+    go.extra_stop_ids = p->extra_stop_ids;
+    go.n_extra_stop_ids = p->n_extra_stop_ids;
+    go.stop_texts = p->stop_texts;
+    go.n_stop_texts = p->n_stop_texts;
     stop_ctx sc = {m->tokenizer, p->stops, p->n_stops};
     if (p->n_stops > 0) {
         go.stop_check = hit_stop;

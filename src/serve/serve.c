@@ -168,7 +168,7 @@ static enum MHD_Result handle_completion(st_server *s, st__serve_answer *c, cons
         return send_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request_error", NULL, "invalid_json", m, NULL);
     }
     enum MHD_Result ret;
-    st_serve_params p = {s->o.default_max_tokens, 1.0f, 1.0f, 0, 0, 0, !chat, NULL, 0};
+    st_serve_params p = {s->o.default_max_tokens, 1.0f, 1.0f, 0, 0, 0, !chat, NULL, 0, NULL, 0, NULL, 0};
     const char *stops[MAX_STOPS];
     int n_stops = 0;
     size_t nm = 0;
@@ -260,6 +260,10 @@ static enum MHD_Result handle_completion(st_server *s, st__serve_answer *c, cons
     }
     p.stops = stops;
     p.n_stops = n_stops;
+    p.extra_stop_ids = s->o.extra_stop_ids;
+    p.n_extra_stop_ids = s->o.n_extra_stop_ids;
+    p.stop_texts = s->o.stop_texts;
+    p.n_stop_texts = s->o.n_stop_texts;
     nm = chat ? (size_t)cJSON_GetArraySize(msgs) : 1;
     cm = calloc(nm, sizeof *cm);
     texts = calloc(nm, sizeof *texts);
@@ -379,9 +383,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         rc = calloc(1, sizeof *rc);
         if (!rc) return MHD_NO;
         *con_cls = rc;
-        return MHD_YES;
-    }
-    if (*upload_size) {
+        /* a declared body past the limit is refused before it is read (the client need not send it) */
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        char *end = NULL;
+        unsigned long long n = cl ? strtoull(cl, &end, 10) : 0;
+        if (!cl || end == cl || *end || n <= s->o.max_body_bytes) return MHD_YES;
+        rc->too_large = 1;
+    } else if (*upload_size) {
         if (!rc->too_large) {
             if (rc->body.n + *upload_size > s->o.max_body_bytes) {
                 rc->too_large = 1;
@@ -434,6 +442,7 @@ st_status st__serve_new(const st_serve_opts *opts, st_server **out) {
     if (!s->o.default_max_tokens) s->o.default_max_tokens = 256;
     if (!s->o.max_body_bytes) s->o.max_body_bytes = 8u << 20;
     if (!s->o.timeout_s) s->o.timeout_s = 60;
+    if (!s->o.max_connections) s->o.max_connections = 64;
     s->model = st_strdup(opts->model_name && *opts->model_name ? opts->model_name : "safetune");
     pthread_mutex_init(&s->mu, NULL);
     *out = s;
@@ -453,6 +462,7 @@ st_status st_serve_start(const st_serve_opts *opts, st_server **out) {
     s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL, NULL,
                             on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&a,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->o.timeout_s,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->o.max_connections,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     if (!s->d) {
         e = st_error(ST_ERR_NET, "cannot listen on 127.0.0.1:%d (port in use or not permitted): choose another --port",

@@ -374,7 +374,7 @@ static void test_model_backend_context(void **state) {
     assert_int_equal(st_model_load(path, &m), ST_OK);
     assert_int_equal(m->config.max_position_embeddings, 8192);
     st_chat_message msg = {"user", "Hi"};
-    st_serve_params p = {9000, 0.0f, 1.0f, 0, 0, 1, 0, NULL, 0};
+    st_serve_params p = {9000, 0.0f, 1.0f, 0, 0, 1, 0, NULL, 0, NULL, 0, NULL, 0};
     st_serve_reply r;
     assert_int_equal(st_serve_model_backend(m, &msg, 1, &p, &r), ST_ERR_ARG);
     const char *e = st_last_error();
