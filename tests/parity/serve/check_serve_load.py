@@ -22,6 +22,7 @@ Prints requests served, errors by kind, peak RSS, crashes.
 
 usage: check_serve_load.py SAFETUNE_EXE MODEL [--seconds S] [--clients N] [--seed K] [--json OUT]"""
 import argparse
+import atexit
 import http.client
 import json
 import os
@@ -47,6 +48,7 @@ if not os.path.exists(a.model):
 MAX_BODY = 8 << 20
 srv = subprocess.Popen([a.exe, "serve", "--model", a.model, "--port", "0", "--max-tokens", "8"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+atexit.register(lambda: srv.poll() is None and srv.kill())  # never leave the server behind
 line = srv.stdout.readline()
 if "127.0.0.1:" not in line:
     print("FAIL: server did not start:", line, srv.stderr.read() if srv.poll() is not None else "")
@@ -77,8 +79,11 @@ def rss_kib():
     return -1
 
 
-def request(method, path, body=None, headers=None, timeout=60):
-    c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=timeout)
+PATIENCE = [60.0]  # seconds a client waits for an answer (set after the warm-up)
+
+
+def request(method, path, body=None, headers=None, timeout=None):
+    c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=timeout or PATIENCE[0])
     try:
         h = {"Content-Type": "application/json"}
         h.update(headers or {})
@@ -176,7 +181,7 @@ def oversized_sent(rng):
 
 
 def oversized_declared(rng):
-    s = socket.create_connection(("127.0.0.1", PORT), timeout=30)
+    s = socket.create_connection(("127.0.0.1", PORT), timeout=PATIENCE[0])
     try:
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   b"Content-Length: 1000000000000\r\n\r\n{\"messages\"")
@@ -223,7 +228,7 @@ BAD_HTTP = [
 
 def bad_http(rng):
     name, data = rng.choice(BAD_HTTP)
-    s = socket.create_connection(("127.0.0.1", PORT), timeout=30)
+    s = socket.create_connection(("127.0.0.1", PORT), timeout=PATIENCE[0])
     try:
         s.sendall(data)
         try:
@@ -238,7 +243,7 @@ def bad_http(rng):
 
 # ---- slow clients and disconnects ----
 def slow_headers(rng):
-    s = socket.create_connection(("127.0.0.1", PORT), timeout=30)
+    s = socket.create_connection(("127.0.0.1", PORT), timeout=PATIENCE[0])
     try:
         req = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         for i in range(0, len(req), 3):
@@ -254,7 +259,7 @@ def slow_headers(rng):
 
 
 def slow_body(rng):
-    s = socket.create_connection(("127.0.0.1", PORT), timeout=30)
+    s = socket.create_connection(("127.0.0.1", PORT), timeout=PATIENCE[0])
     try:
         body = json.dumps({"messages": msgs(rng), "max_tokens": 2}).encode()
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -277,7 +282,7 @@ def slow_body(rng):
 def disconnect(rng):
     stream = rng.random() < 0.3
     body = json.dumps({"messages": msgs(rng), "max_tokens": 8, "stream": stream}).encode()
-    s = socket.create_connection(("127.0.0.1", PORT), timeout=30)
+    s = socket.create_connection(("127.0.0.1", PORT), timeout=PATIENCE[0])
     try:
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   b"Content-Length: %d\r\n\r\n" % len(body) + body)
@@ -322,7 +327,7 @@ probe_fail = [0, 0]
 def prober():
     while time.time() < stop_at[0]:
         try:
-            st, _ = request("GET", "/v1/models", timeout=30)
+            st, _ = request("GET", "/v1/models", timeout=60)
             probe_fail[1] += 1
             if st != 200:
                 probe_fail[0] += 1
@@ -332,9 +337,18 @@ def prober():
         time.sleep(0.5)
 
 
-# warm-up: a few completions load the caches, then the baseline RSS
+# warm-up: a few completions load the caches, then the baseline RSS; a completion's time sets the
+# clients' patience (completions are served one at a time: a client may wait for all the others,
+# and a sanitizer build or a loaded machine is many times slower)
+tw = time.time()
 for i in range(3):
-    request("POST", "/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}))
+    request("POST", "/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}),
+            timeout=900)
+per = (time.time() - tw) / 3
+if per > 0.5:  # a slow build (sanitizers) or machine: fewer clients, so that the run ends in time
+    a.clients = min(a.clients, max(4, int(6 / per)))
+PATIENCE[0] = max(60.0, 4 * per * (a.clients + 2))
+print("warm-up: %.2f s per completion; %d clients, request timeout %.0f s" % (per, a.clients, PATIENCE[0]), flush=True)
 base = rss_kib()
 t0 = time.time()
 stop_at[0] = t0 + a.seconds
