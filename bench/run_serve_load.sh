@@ -11,4 +11,4 @@ clients=${CLIENTS:-32}
 mkdir -p build/bench
 py=.venv/bin/python; [ -x "$py" ] || py=python3
 exec "$py" tests/parity/serve/check_serve_load.py build/safetune models/SmolLM2-135M-Instruct.Q4_1.gguf \
-  --seconds "$secs" --clients "$clients" --seed "${SEED:-16}" --json build/bench/serve_load.json
+  --seconds "$secs" --clients "$clients" --seed "${SEED:-16}" --json build/bench/serve_load.json --fixed-clients

@@ -20,7 +20,7 @@ above, the prober never failed, and memory stayed bounded: peak RSS at most the 
 + 256 MiB, and the last third of the run no more than 32 MiB above the middle third (no growth).
 Prints requests served, errors by kind, peak RSS, crashes.
 
-usage: check_serve_load.py SAFETUNE_EXE MODEL [--seconds S] [--clients N] [--seed K] [--json OUT]"""
+usage: check_serve_load.py SAFETUNE_EXE MODEL [--seconds S] [--clients N] [--seed K] [--json OUT] [--fixed-clients]"""
 import argparse
 import atexit
 import http.client
@@ -40,6 +40,7 @@ ap.add_argument("--seconds", type=float, default=60)
 ap.add_argument("--clients", type=int, default=12)
 ap.add_argument("--seed", type=int, default=16)
 ap.add_argument("--json", default=None, help="write the counts here")
+ap.add_argument("--fixed-clients", action="store_true", help="keep --clients even when completions are slow")
 a = ap.parse_args()
 if not os.path.exists(a.model):
     print("SKIP: model missing:", a.model)
@@ -345,7 +346,7 @@ for i in range(3):
     request("POST", "/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}),
             timeout=900)
 per = (time.time() - tw) / 3
-if per > 0.5:  # a slow build (sanitizers) or machine: fewer clients, so that the run ends in time
+if per > 0.5 and not a.fixed_clients:  # a slow build (sanitizers) or machine: fewer clients, so that the run ends in time
     a.clients = min(a.clients, max(4, int(6 / per)))
 PATIENCE[0] = max(60.0, 4 * per * (a.clients + 2))
 print("warm-up: %.2f s per completion; %d clients, request timeout %.0f s" % (per, a.clients, PATIENCE[0]), flush=True)
