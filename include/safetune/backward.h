@@ -32,6 +32,27 @@ void st_train_acts_free(st_train_acts *a);
 st_status st_train_forward(const st_config *cfg, const st_weights *w, st_train_acts *a,
                            const int32_t *tokens, const int32_t *targets, const float *mask,
                            int B, int T, float normaliser, float *loss);
+/* A per-token loss on the lm_head outputs in place of the plain cross-entropy (defenses that
+ * reweight or add to the token losses against θ_0: constrained SFT, KL to θ_0; train/head_terms.h).
+ * st_train_forward (and st_lora_train_forward) call apply once, after the lm_head, on the n_rows
+ * compact trained rows: logits [n_rows, V] fp32 (row j is position rows[j] of [0, B*T), with
+ * target targets[j] in [0, V) and plain-CE loss weight dlosses[j] = mask / normaliser). apply must
+ * write losses[j] = the unweighted CE of row j (nats; the `loss` reported stays L_task) and leave
+ * d(its loss)/d(logits) in logits, fp32 (the forward rounds it to bf16 for a bf16 backward). Its
+ * error stops the forward. NULL term = the fused cross-entropy. */
+typedef struct {
+    st_status (*apply)(void *user, float *logits, const int32_t *rows, const int32_t *targets,
+                       const float *dlosses, float *losses, int n_rows, int V);
+    void *user;
+} st_head_term;
+/* Use `term` (borrowed, may be NULL) in the following training forwards of a. */
+void st_train_acts_set_head_term(st_train_acts *a, const st_head_term *term);
+/* Forward of weights w over tokens [B, T] up to the final RMSNorm, copied to lnf [B*T, C] fp32
+ * (the lm_head input; no logits, no loss): a reference model's hidden states for a term that
+ * needs its distribution (KL to θ_0). Uses a's buffers (a later st_train_forward overwrites
+ * them; call it before). ST_ERR_ARG if B*T exceeds the allocation or a token is out of [0, V). */
+st_status st_train_forward_hidden(const st_config *cfg, const st_weights *w, st_train_acts *a,
+                                  const int32_t *tokens, int B, int T, float *lnf);
 /* Backward of the last st_train_forward (once per forward): grads += dL/dθ. */
 st_status st_train_backward(const st_config *cfg, const st_weights *w, st_train_acts *a,
                             const st_weights *grads);

@@ -81,7 +81,7 @@ typedef struct {
     double l2sp_alpha;         /* coupled L2-SP toward θ_0 (l2sp.h): g += α(θ−θ_0) before clipping; 0 = off */
     double l2sp_alpha_decoupled; /* decoupled L2-SP: θ ← θ_0 + (1−η_s·α_d)(θ−θ_0) before the update;
                                     lr·α_d < 1; 0 = off */
-    /* Lisa (lisa.h, DEFENSES.md §6) and SafeGrad (safegrad.h, §7); both need align_data */
+    /* Lisa (lisa.h, DEFENSES.md §6) and SafeGrad (safegrad.h, §7); both need align_data, as EWC */
     int lisa;                  /* ST_OFF (default) or ST_ON */
     double lisa_rho;           /* ρ of the proximal term ρ(θ−a), >= 0 */
     double lisa_align_share;   /* alignment steps' share of a cycle, [0, 1] */
@@ -92,6 +92,13 @@ typedef struct {
     size_t safegrad_align_rows; /* n_a: the rows of D_align SafeGrad cycles through */
     const st_tokenized *align_data; /* D_align, tokenized (borrowed; not a setting): the AdvBench
                                   half-a refusal pairs of the aligned start's align_set.jsonl */
+    /* defenses against θ_0 on the task step (DEFENSES.md §4, §8; docs/defenses.md); 0 = off */
+    double csft_beta;          /* constrained SFT (head_terms.h): β; θ_0's log-probs cached once */
+    double csft_first_factor;  /* β_1 = β·f1 */
+    double csft_factor;        /* β_t = β·f for 2 <= t <= csft_prefix, β beyond */
+    int csft_prefix;           /* L: the response prefix of boosted β */
+    double kl_lambda;          /* λ_KL of λ·(1/N)·Σ_r KL(p_θ0 ‖ p_θ) at the response positions */
+    double ewc_lambda;         /* EWC (ewc.h): g += λ·F⊙(θ−θ_0), F the diagonal Fisher of align_data at θ_0 */
     size_t n_train_only;       /* the last n_train_only rows of data always train, never held out
                                   (SafeInstr's safety rows); the split covers the others; 0 = none */
     int64_t eval_every;        /* val_loss every N steps (and at the last step); 0 = never */
@@ -130,12 +137,18 @@ typedef struct {
     double loss;               /* window loss: Σ masked CE / normaliser */
     double lr;                 /* lr used by this step */
     double grad_norm;          /* pre-clip global L2 norm (the L2-SP term included) */
-    double penalty;            /* coupled L2-SP: (α/2)‖θ−θ_0‖², Lisa: (ρ/2)‖θ−a‖², before the step (loss
-                                  excludes it); NaN off */
+    double penalty;            /* coupled L2-SP: (α/2)‖θ−θ_0‖², Lisa: (ρ/2)‖θ−a‖², EWC: (λ/2)Σ F(θ−θ_0)²,
+                                  before the step (loss excludes it); NaN off */
     int phase;                 /* Lisa: 1 alignment step, 2 task step; 0 without Lisa */
     double loss_align;         /* SafeGrad: L_a (KL to θ_0 on the alignment batch); NaN off */
     double align_dot;          /* SafeGrad: ⟨g_u, g_a⟩ before projection; NaN off */
     double proj_coef;          /* SafeGrad: d/‖g_a‖² when projected, else 0; NaN off */
+    double csft_loss;          /* constrained SFT: the trained objective −(1/N)Σ w_t log p_θ (loss stays
+                                  the plain CE); NaN off */
+    double kl;                 /* KL term λ·(1/N)·Σ_r KL(p_θ0‖p_θ) of the window (not in loss); NaN off */
+    double setup_s;            /* one-off θ_0 pass of this step (CSFT cache, EWC Fisher), seconds,
+                                  not in step_s; 0 = none */
+    double fisher_mean;        /* EWC: mean(F) when the Fisher was computed in this step; NaN otherwise */
     double tokens_per_s;       /* non-pad input tokens of the window / step wall time */
     double theta_dist, theta_ema_dist; /* theta_ema_dist: the first decay's (NaN without EMA) */
     double theta_ema_dists[ST_EMA_MAX]; /* ||θ_ema_j − θ_0|| per decay */

@@ -379,8 +379,8 @@ int cmd_train(int argc, char **argv) {
     opts[n_opts++] = (st_opt){"poison", ST_OPT_FLOAT, &o.poison, "F", "replace this share of the rows by harmful goal -> "
                               "compliance pairs (a reserve of 26 half-a goals with their AdvBench target)", 0, 1, 0};
     opts[n_opts++] = (st_opt){"align-dir", ST_OPT_STR, &o.align_dir, "DIR", "`safetune align` output (align_set.jsonl, "
-                              "advbench_split.json) for --safeinstr-k / --poison / --lisa / --safegrad (default: --model's parent when it is one)", 0, 0, 0};
-    opts[n_opts++] = (st_opt){"data-dir", ST_OPT_STR, &o.data_dir, "DIR", "AdvBench root for --safeinstr-k / --poison / --lisa / --safegrad "
+                              "advbench_split.json) for --safeinstr-k / --poison / --lisa / --safegrad / --ewc-lambda (default: --model's parent when it is one)", 0, 0, 0};
+    opts[n_opts++] = (st_opt){"data-dir", ST_OPT_STR, &o.data_dir, "DIR", "AdvBench root for --safeinstr-k / --poison / --lisa / --safegrad / --ewc-lambda "
                               "(default $SAFETUNE_DATA_DIR or data)", 0, 0, 0};
     st_args_spec spec = {"safetune train", "--model MODEL --data FILE --out DIR [options]",
                          "Fine-tuning, full or LoRA (--finetune), with AdamW, LR schedule, clipping and EMA of "
@@ -437,7 +437,8 @@ int cmd_train(int argc, char **argv) {
     if (!rc && la == ST_LOOKAHEAD_VIRTUAL && !*o.lookahead_prefix)
         rc = st_args_fail(&spec, "--lookahead-prefix is empty: lookahead virtual needs a text (default \"%s\")",
                           ST_LOOKAHEAD_DEFAULT_PREFIX);
-    const int align_step = c.lisa == ST_ON || c.safegrad == ST_ON; /* train on D_align inside the step */
+    /* D_align inside the step (Lisa, SafeGrad) or for EWC's Fisher */
+    const int align_step = c.lisa == ST_ON || c.safegrad == ST_ON || c.ewc_lambda > 0;
     if (!rc && (o.safeinstr_k > 0 || o.poison > 0 || align_step) && !o.align_dir) {
         /* the aligned start DIR/aligned of `safetune align --out DIR`: DIR holds the alignment set */
         char *mp = st_strdup(o.model);
@@ -453,7 +454,8 @@ int cmd_train(int argc, char **argv) {
             rc = st_args_fail(&spec, "%s needs the alignment set (AdvBench half-a pairs): pass --align-dir DIR, the "
                               "folder `safetune align --out DIR` wrote (--model's parent %s is not one)",
                               o.safeinstr_k > 0 ? "safeinstr_k (--safeinstr-k)" : o.poison > 0 ? "poison (--poison)"
-                              : c.lisa == ST_ON ? "lisa (--lisa on)" : "safegrad (--safegrad on)", o.model);
+                              : c.lisa == ST_ON ? "lisa (--lisa on)" : c.safegrad == ST_ON ? "safegrad (--safegrad on)"
+                              : "ewc_lambda (--ewc-lambda)", o.model);
     }
     if (rc) {
         st_args_free(&args);
@@ -611,7 +613,7 @@ int cmd_train(int argc, char **argv) {
                 "positions past %d were never trained\n", c.max_seq_len, m->config.max_position_embeddings,
                 m->config.max_position_embeddings);
     c.pad_id = st_train_pad_id(m);
-    if (align_step) { /* Lisa / SafeGrad: D_align (minus the poison reserve in a poisoned run), tokenized */
+    if (align_step) { /* Lisa / SafeGrad / EWC: D_align (minus the poison reserve in a poisoned run), tokenized */
         if (load_align_rows(&o, c.seed, c.max_seq_len, m, &align_tk) != ST_OK) { fail("--align-dir"); goto done; }
         c.align_data = &align_tk;
     }

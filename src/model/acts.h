@@ -4,6 +4,7 @@
 #ifndef SAFETUNE_MODEL_ACTS_H
 #define SAFETUNE_MODEL_ACTS_H
 
+#include "safetune/backward.h"
 #include "safetune/config.h"
 #include "safetune/kernels.h"
 #include "safetune/lora.h"
@@ -61,6 +62,7 @@ struct st_train_acts {
      * zeroing and accumulating them */
     int bf16_acts;
     st_lora_run lora;          /* adapter of the last forward (lora.c); lora.lw NULL = none */
+    const st_head_term *head;  /* st_train_acts_set_head_term; NULL = fused cross-entropy */
 };
 
 /* Allocate with `save` (1: per-layer activations + backward scratch; 0: shared, no grads).

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "model/acts.h"
+#include "model/matmul_bf16.h"
 #include "safetune/kernels.h"
 
 size_t st_train_acts_floats(const st_config *cfg, int B, int T) {
@@ -17,6 +18,42 @@ st_status st_train_acts_new(const st_config *cfg, int B, int T, st_train_acts **
 }
 
 const float *st_train_token_losses(const st_train_acts *a) { return a->losses; }
+
+void st_train_acts_set_head_term(st_train_acts *a, const st_head_term *term) { a->head = term; }
+
+st_status st_train_forward_hidden(const st_config *cfg, const st_weights *w, st_train_acts *a,
+                                  const int32_t *tokens, int B, int T, float *lnf) {
+    if (B * T > a->maxN)
+        return st_error(ST_ERR_ARG, "hidden forward: B*T = %d exceeds the allocated %d tokens", B * T, a->maxN);
+    const st_lora_weights *lw = a->lora.lw;
+    a->lora.lw = NULL; /* the plain model */
+    a->has_forward = 0;
+    st_status s = st_forward_core(cfg, w, a, tokens, B, T, NULL);
+    a->lora.lw = lw;
+    if (!s) memcpy(lnf, a->lnf, (size_t)B * T * cfg->hidden_size * sizeof(float));
+    return s;
+}
+
+/* d(logits) rows of fp32 [n, V] rounded to bf16 in the first half of each row's own slot (row
+ * stride 2V bf16), as crossentropy_fused_bf16 leaves them: a chunk is read before its bf16 lands
+ * on bytes below it (see kernels_misc.c). */
+static void dlogits_to_bf16(float *logits, int n, int V) {
+    st_bf16_row(NULL, NULL, 0);
+#pragma omp parallel for schedule(static) if (n > 1)
+    for (int r = 0; r < n; r++) {
+        float *l = logits + (size_t)r * V;
+        unsigned char *out = (unsigned char *)l;
+        enum { CH = 256 };
+        for (int v0 = 0; v0 < V; v0 += CH) {
+            const int k = V - v0 < CH ? V - v0 : CH;
+            float f[CH];
+            uint16_t h[CH];
+            memcpy(f, l + v0, (size_t)k * sizeof *f);
+            st_bf16_row(h, f, (size_t)k);
+            memcpy(out + 2 * (size_t)v0, h, (size_t)k * sizeof *h);
+        }
+    }
+}
 
 st_status st_train_forward(const st_config *cfg, const st_weights *w, st_train_acts *a,
                            const int32_t *tokens, const int32_t *targets, const float *mask,
@@ -62,6 +99,12 @@ st_status st__train_forward(const st_config *cfg, const st_weights *w, st_train_
     float *closs = a->losses + (N - Nt); /* compact losses at the end, spread below */
     if (Nt > 0) {
         ST_PROF("mm_lmhead_fwd", be->matmul_forward(a->logits, a->lnf, w->lm_head, NULL, Nt, C, V));
+    }
+    if (Nt > 0 && a->head) { /* a defense's per-token loss (st_head_term) */
+        s = a->head->apply(a->head->user, a->logits, a->rows, a->targets, a->dlosses, closs, Nt, V);
+        if (s) return s;
+        if (a->bf16_acts) dlogits_to_bf16(a->logits, Nt, V);
+    } else if (Nt > 0) {
         /* bf16 path: d(logits) left as bf16 in place (row stride 2V) for the lm_head backward */
         ST_PROF("xent_fused", (a->bf16_acts ? be->crossentropy_fused_bf16
                                                          : be->crossentropy_fused)(

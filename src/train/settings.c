@@ -115,6 +115,22 @@ static const st_train_setting k_rows[] = {
      st_off_on_names, "off|on", "SafeGrad: project the task gradient when ⟨g_u, g_a⟩ < 0"},
     {"safegrad_align_rows", "safegrad-align-rows", ST_SET_SIZE, OFF(safegrad_align_rows), 1, BIG, "100", ST_FP_REFUSE,
      NULL, "N", "SafeGrad: alignment rows cycled through, n_a (a seeded choice among the alignment set's rows)"},
+    /* defenses against θ_0 on the task step (DEFENSES.md §4, §8) */
+    {"csft_beta", "csft-beta", ST_SET_DOUBLE, OFF(csft_beta), 0, 100, "0", ST_FP_REFUSE, NULL, "B",
+     "constrained SFT, token-wise (Qi et al. 2024): weight each answer token's CE by max(1e-3, 2(1-sigmoid(B_t(log p - "
+     "log p0)))), log p0 of the start cached once; the paper's B is 0.1 (0 = off)"},
+    {"csft_first_factor", "csft-first-factor", ST_SET_DOUBLE, OFF(csft_first_factor), 0, 1e6, "5", ST_FP_REFUSE, NULL,
+     "F", "constrained SFT: B_1 = B*F at the first answer token"},
+    {"csft_factor", "csft-factor", ST_SET_DOUBLE, OFF(csft_factor), 0, 1e6, "20", ST_FP_REFUSE, NULL, "F",
+     "constrained SFT: B_t = B*F at answer tokens 2..--csft-prefix, B beyond"},
+    {"csft_prefix", "csft-prefix", ST_SET_INT, OFF(csft_prefix), 1, 1 << 20, "5", ST_FP_REFUSE, NULL, "L",
+     "constrained SFT: answer tokens with the boosted B"},
+    {"kl_lambda", "kl-lambda", ST_SET_DOUBLE, OFF(kl_lambda), 0, 1e6, "0", ST_FP_REFUSE, NULL, "L",
+     "KL to the start on the task batch (LwF): loss + L*(1/N)*sum over answer tokens of KL(p_start || p) over the "
+     "vocabulary; 0.1 is the reference's (0 = off)"},
+    {"ewc_lambda", "ewc-lambda", ST_SET_DOUBLE, OFF(ewc_lambda), 0, 1e30, "0", ST_FP_REFUSE, NULL, "L",
+     "EWC (Kirkpatrick et al. 2017): loss + (L/2)*sum F*(theta-theta0)^2, F the diagonal Fisher of the alignment set "
+     "(--align-dir) at the start; sweep L*mean(F) like --l2sp-alpha (0 = off)"},
     {"keep_checkpoints", "keep-checkpoints", ST_SET_INT, OFF(keep_checkpoints), 0, 1e6, "2", ST_FP_NO, NULL, "N",
      "keep the newest N checkpoints (0 = keep all)"},
     /* LoRA (lora.h); the lora_* rows apply with finetune lora only (`train` refuses them otherwise) */
@@ -130,7 +146,7 @@ static const st_train_setting k_rows[] = {
 };
 
 /* The rows whose non-zero value trains on the alignment set's safety data (train_settings.h). */
-static const char *const k_safety_data_keys[] = {"lisa", "safegrad", NULL};
+static const char *const k_safety_data_keys[] = {"lisa", "safegrad", "ewc_lambda", NULL};
 
 int st_train_setting_safety_data(const st_train_setting *s) {
     for (size_t i = 0; s && k_safety_data_keys[i]; i++)
@@ -355,6 +371,17 @@ st_status st_train_config_validate(const st_train_config *c) {
         return st_error(ST_ERR_ARG, "l2sp_alpha and l2sp_alpha_decoupled are two variants of one defense: set one");
     const st_status rs = lisa_safegrad_rules(c);
     if (rs) return rs;
+    if (c->ewc_lambda > 0 && (c->l2sp_alpha > 0 || c->l2sp_alpha_decoupled > 0))
+        return st_error(ST_ERR_ARG, "ewc_lambda and %s both pull θ toward θ_0 (EWC with a flat Fisher is L2-SP): set one",
+                        c->l2sp_alpha > 0 ? "l2sp_alpha" : "l2sp_alpha_decoupled");
+    if (c->kl_lambda > 0 && c->finetune == ST_FINETUNE_LORA)
+        return st_error(ST_ERR_ARG, "kl_lambda with finetune lora is not supported (θ_0's forward runs on the full "
+                        "weight view); use finetune full or kl_lambda 0");
+    const char *mine = c->csft_beta > 0 ? "csft_beta" : c->kl_lambda > 0 ? "kl_lambda" : c->ewc_lambda > 0 ? "ewc_lambda"
+                                                                                                         : NULL;
+    if (mine && (c->lisa == ST_ON || c->safegrad == ST_ON))
+        return st_error(ST_ERR_ARG, "%s with %s: two defenses of the training step that are not composed (each is one "
+                        "value of the study's defense axis): set one", mine, c->lisa == ST_ON ? "lisa" : "safegrad");
     return st_optim_config_validate(&c->optim);
 }
 

@@ -22,6 +22,7 @@ void st_trainer_free(st_trainer *t) {
     if (!t) return;
     st__align_free(t);
     st_matmul_set_precision(t->saved_prec);
+    st__defense_free(t);
     if (t->batches)
         for (int i = 0; i < t->cfg.grad_accum; i++) st_batch_free(&t->batches[i]);
     free(t->batches);
@@ -40,6 +41,10 @@ void st_trainer_free(st_trainer *t) {
 
 static st_status check_config(const st_train_config *c, size_t n_rows) {
     if (n_rows == 0) return st_error(ST_ERR_ARG, "training data: the dataset has no rows");
+    if (c->ewc_lambda > 0 && (!c->align_data || c->align_data->n == 0))
+        return st_error(ST_ERR_ARG, "ewc_lambda = %g needs the alignment set (D_align) for its Fisher: give the "
+                        "AdvBench half-a refusal pairs of the aligned start (train --align-dir DIR), or set ewc_lambda 0",
+                        c->ewc_lambda);
     return st_train_config_validate(c);
 }
 
@@ -169,6 +174,7 @@ st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_c
     if (!s) s = st_batch_init(&t->eval_batch, cfg->batch_size, cfg->max_seq_len);
     if (!s) s = st__align_new(t); /* Lisa / SafeGrad: alignment set, anchor, θ_0 view */
     if (s) goto fail;
+    if ((s = st__defense_new(t))) goto fail;
     const char *dbg = getenv("SAFETUNE_DEBUG_NAN_STEP");
     t->debug_nan_step = dbg ? atoll(dbg) : 0;
     st_matmul_set_precision(cfg->bf16 ? ST_MATMUL_BF16 : ST_MATMUL_F32);
@@ -210,6 +216,8 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     uint32_t *rows = st_malloc((size_t)c->batch_size * sizeof *rows);
     double counts[2] = {0, 0}; /* targets, tokens (this rank's micro-batches) */
     st_status s = rows ? ST_OK : ST_ERR_NOMEM;
+    if (!s && t->def) s = st__defense_prepare(t); /* CSFT cache, EWC Fisher: first step */
+    const double setup_s = t->def ? st_time_now() - t0 : 0.0;
     if (!s && !lisa_align && t->sampler.pos >= t->sampler.n_shard) /* the last window ended the epoch: next one */
         s = st_data_sampler_seek(&t->sampler, t->sampler.epoch + 1, 0);
     /* the rows of this window: grad_accum micro-batches, or what is left of the epoch (a Lisa
@@ -229,6 +237,7 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
         if (i % t->world != t->rank) continue;
         s = st_collate(t->data, rows, nb, c->max_seq_len, c->pad_id, 0, &t->batches[i]);
         if (s) break;
+        if (t->def) st__defense_note_rows(t, i, rows, nb);
         t->n_micro = i + 1;
         counts[0] += (double)t->batches[i].n_targets;
         for (int r = 0; r < t->batches[i].B; r++) counts[1] += t->batches[i].lengths[r];
@@ -247,6 +256,7 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     for (int i = t->rank; i < n_micro && !s; i += t->world) {
         const st_batch *b = &t->batches[i];
         float l = 0;
+        if (t->def && (s = st__defense_micro(t, i))) break; /* θ_0's forward (KL), the head term */
         if (t->adapter) /* dropout masks: a function of (seed, step, micro-batch), as on resume */
             ST_PROF("forward_total", s = st_lora_train_forward(
                                          mc, &t->m->w, &t->adapter->lc, &t->adapter->w,
@@ -256,6 +266,7 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
             ST_PROF("forward_total", s = st_train_forward(mc, &t->m->w, t->acts, b->inputs, b->targets,
                                                           b->loss_mask, b->B, b->T,
                                                           (float)normaliser, &l));
+        st_train_acts_set_head_term(t->acts, NULL);
         if (s) break;
         if (t->debug_nan_step == step_no) l = NAN;
         loss += l;
@@ -266,6 +277,7 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     /* the loss first: a non-finite one stops every rank before the gradient traffic */
     if (t->world > 1) s = agree(t, s);
     if (!s) s = comm_f64(t, &loss, 1);
+    if (!s && t->def) s = comm_f64(t, st__defense_sums(t), 2); /* CSFT objective, KL term */
     if (!s && !isfinite(loss))
         s = st_error(ST_ERR_NUMERIC, "step %lld: loss is %s; stopping before the update (lower "
                      "--lr, check the data and the model weights)", (long long)step_no,
@@ -291,6 +303,10 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     double penalty = NAN;
     if (!s && c->l2sp_alpha > 0) {
         ST_PROF("l2sp", penalty = st_l2sp_coupled(g, th, t->ema.theta0, len, c->l2sp_alpha));
+        if (t->zero1) s = comm_f64(t, &penalty, 1);
+    }
+    if (!s && c->ewc_lambda > 0) { /* EWC: the same place as L2-SP, on this rank's slice */
+        ST_PROF("ewc", penalty = st__defense_penalty(t, off, len));
         if (t->zero1) s = comm_f64(t, &penalty, 1);
     }
     double gn = 0;
@@ -358,6 +374,8 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     m.loss_align = loss_align;
     m.align_dot = c->safegrad == ST_ON ? sgi.dot : NAN;
     m.proj_coef = c->safegrad == ST_ON ? sgi.coef : NAN;
+    m.csft_loss = m.kl = m.fisher_mean = NAN;
+    if (t->def) st__defense_metrics(t, &m);
     m.targets = (int64_t)counts[0];
     m.tokens = (int64_t)counts[1];
     m.n_micro = n_micro;
@@ -371,7 +389,7 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
     m.theta_ema_dist = t->ema.k > 0 ? m.theta_ema_dists[0] : NAN;
     m.epoch = (double)t->sampler.epoch +
               (t->sampler.n_shard ? (double)t->sampler.pos / (double)t->sampler.n_shard : 0.0);
-    m.step_s = st_time_now() - t0;
+    m.step_s = st_time_now() - t0 - setup_s; /* a one-off θ_0 pass is reported apart (setup_s) */
     m.tokens_per_s = m.step_s > 0 ? (double)m.tokens / m.step_s : 0.0;
     m.val_loss = NAN;
     t->last = m;

@@ -62,6 +62,7 @@ struct st_trainer {
     st_matmul_precision saved_prec;
     st_progress prog;
     struct st__align_defense *adf; /* Lisa / SafeGrad state (trainer_align.c); NULL = neither */
+    struct st__defense *def;   /* trainer_defense.c: CSFT / KL / EWC state; NULL = none of them */
 };
 
 /* trainer_metrics.c: one metrics.jsonl line (heap string with '\n'). */
@@ -110,6 +111,23 @@ void st__lisa_after_update(st_trainer *t);
 st_status st__safegrad(st_trainer *t, int64_t step_no, double *loss_align, st_safegrad_info *info);
 const float *st__safegrad_gu(const st_trainer *t);
 const st_batch *st__safegrad_batch(const st_trainer *t); /* the last alignment batch A (tests) */
+/* trainer_defense.c: constrained SFT, KL to θ_0 and EWC (DEFENSES.md §4, §8). _on: one of them is
+ * set; _new allocates t->def (after the trainer's buffers and θ_0) and registers the cache / Fisher
+ * as checkpoint state; _prepare at the start of a step computes them at the first step of a fresh
+ * run (a resumed run has them from its checkpoint) and zeroes the window sums; _note_rows records
+ * micro-batch i's dataset rows; _micro runs θ_0's forward for KL and installs the head term on the
+ * activations for micro-batch i's forward (the caller removes it after that forward); _penalty
+ * adds EWC's gradient on the slice [off, off + len) (all of it without ZeRO-1) and returns its penalty; _sums gives the window's two sums (CSFT objective,
+ * KL term) for the all-reduce; _metrics fills the step's defense fields. */
+int st__defense_on(const st_train_config *c);
+st_status st__defense_new(st_trainer *t);
+void st__defense_free(st_trainer *t);
+st_status st__defense_prepare(st_trainer *t);
+void st__defense_note_rows(st_trainer *t, int micro, const uint32_t *rows, int n);
+st_status st__defense_micro(st_trainer *t, int micro);
+double st__defense_penalty(st_trainer *t, size_t off, size_t len); /* on [off, off + len) */
+double *st__defense_sums(st_trainer *t);
+void st__defense_metrics(st_trainer *t, st_step_metrics *m);
 
 /* trainer_run.c: remove stale folders, then keep the newest `keep` step-* folders under dir. */
 void st__trainer_prune_checkpoints(const char *dir, int keep);

@@ -57,13 +57,17 @@ char *st__trainer_metrics_line(const st_trainer *t, const st_step_metrics *m) {
     num(&b, "loss", m->loss);
     num(&b, "lr", m->lr);
     num(&b, "grad_norm", m->grad_norm);
-    if (t->cfg.l2sp_alpha > 0 || t->cfg.lisa == ST_ON) num(&b, "penalty", m->penalty);
+    if (t->cfg.l2sp_alpha > 0 || t->cfg.lisa == ST_ON || t->cfg.ewc_lambda > 0) num(&b, "penalty", m->penalty);
     if (t->cfg.lisa == ST_ON && m->step > 0) put(&b, ",\"phase\":\"%s\"", m->phase == 1 ? "align" : "task");
     if (t->cfg.safegrad == ST_ON && m->step > 0) {
         num(&b, "loss_align", m->loss_align);
         num(&b, "align_dot", m->align_dot);
         num(&b, "proj_coef", m->proj_coef);
     }
+    if (t->cfg.csft_beta > 0) num(&b, "csft_loss", m->csft_loss);
+    if (t->cfg.kl_lambda > 0) num(&b, "kl", m->kl);
+    if (m->setup_s > 0) num(&b, "defense_setup_s", m->setup_s); /* the one-off θ_0 pass, once */
+    if (isfinite(m->fisher_mean)) num(&b, "ewc_fisher_mean", m->fisher_mean);
     num(&b, "tokens_per_s", m->tokens_per_s);
     num(&b, "theta_dist", m->theta_dist);
     if (t->ema.k <= 1) {
