@@ -10,9 +10,10 @@
 
 #include "safetune/base.h"
 
-/* fisher[i] += g[i]² (one example's gradient, fp32). */
+/* fisher[i] += g[i]² in fp32 (g: one example's gradient [n]); Kirkpatrick et al. 2017, DEFENSES.md §8b. */
 void st_ewc_fisher_add(float *fisher, const float *g, size_t n);
-/* fisher[i] *= 1/n_examples (n_examples >= 1). Returns mean(F) over the n entries (double). */
+/* fisher[i] *= 1/n_examples in fp32 (n_examples 0 is read as 1): the mean over examples. Returns
+ * mean_i(F_i) (double, units of squared loss gradient), 0 for n = 0. */
 double st_ewc_fisher_finish(float *fisher, size_t n, size_t n_examples);
 /* g[i] += (float)lambda · fisher[i] · (theta[i] − theta0[i]) in fp32; returns
  * (lambda/2)·Σ F_i(θ_i − θ0_i)² summed in double in fixed blocks (independent of the thread

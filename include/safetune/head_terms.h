@@ -20,9 +20,12 @@
 #define ST_CSFT_CLAMP 1e-3
 
 /* β_t of response position t >= 1 (1-based): beta·first_factor at t = 1, beta·factor for
- * 2 <= t <= prefix_len, beta beyond (DEFENSES.md §4; prefix_len 0 or 1: only t = 1 differs). */
+ * 2 <= t <= prefix_len, beta beyond (prefix_len 0 or 1: only t = 1 differs). Source: DEFENSES.md §4,
+ * the reference's schedule (Unispac/shallow-vs-deep-alignment). Never fails. */
 double st_csft_beta_t(double beta, double first_factor, double factor, int prefix_len, int t);
-/* w = max(1e-3, 2·(1 − σ(beta_t·delta))) in double: 1 at delta 0, in (0, 2); delta in nats. */
+/* w = max(1e-3, 2·(1 − σ(beta_t·delta))) in double: 1 at delta 0, in [1e-3, 2); delta in nats.
+ * Source: Qi et al. 2025 eq. (token-wise constrained objective); its gradient equals that of
+ * −(2/β_t)·log σ(β_t·Δ_t) where the clamp is inactive. Never fails. */
 double st_csft_weight(double beta_t, double delta);
 
 /* One trained row. l: θ's logits [V] (overwritten with d(loss)/d(logits)); target in [0, V);
@@ -30,7 +33,8 @@ double st_csft_weight(double beta_t, double delta);
  * becomes g·w with w = st_csft_weight(beta_t, log p_θ(target) − ref_logp) (*w_out = w, else 1).
  * KL when l0 (θ_0's logits [V]) is not NULL: adds k·(softmax(l) − softmax(l0)) and sets *kl_out =
  * KL(softmax(l0) ‖ softmax(l)) in nats (else 0). Returns the unweighted CE −log p_θ(target).
- * Shapes: V >= 1; nothing is allocated; never fails. */
+ * Shapes: V >= 1; nothing is allocated; never fails. Source: DEFENSES.md §4 and §8a (vocabulary-axis
+ * KL, direction KL(p_θ0 ‖ p_θ)); checked against PyTorch autograd in tests/parity/regdefense. */
 float st_head_row(float *l, const float *l0, int V, int32_t target, float g, double beta_t,
                   float ref_logp, float k, double *kl_out, double *w_out);
 

@@ -224,6 +224,10 @@ st_status st__defense_prepare(st_trainer *t) {
     d->setup_s = 0;
     d->win[0] = d->win[1] = 0;
     if (d->ready) return ST_OK;
+    if (!d->csft && !d->ewc) { /* KL alone: nothing to compute once */
+        d->ready = 1;
+        return ST_OK;
+    }
     if (t->step > 0) { /* resumed: the checkpoint restored the cache and the Fisher */
         d->ready = 1;
         if (d->ewc) d->fisher_mean = st_ewc_fisher_finish(d->fisher, t->n, 1);

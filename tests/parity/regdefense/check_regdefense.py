@@ -7,7 +7,8 @@
               detached (rel <= 1e-4); the θ0 cache equals a fresh θ0 forward; at θ0 loss and
               gradient equal plain CE (rel <= 1e-6)
   kl_grad     the KL term λ·(1/N)Σ_r KL(p_θ0‖p_θ) over the vocabulary axis and every gradient
-              tensor (rel <= 1e-4); at θ0 the term is exactly 0 and the gradient is plain CE's
+              tensor, with CSFT on too (rel <= 1e-4); at θ0 the term is exactly 0 and the gradient
+              is plain CE's; bf16 matmuls within 3e-2 of fp32
   ewc         F = mean over alignment rows of the squared gradient of each row's mean NLL at θ0
               (rel <= 1e-4), unchanged when the set is listed twice; the penalty (λ/2)ΣF(θ−θ0)²
               and the step's gradient (task + λF(θ−θ0)) (rel <= 1e-4)
@@ -232,7 +233,19 @@ def case_csft_grad(tool):
 
 
 def case_kl_grad(tool):
-    ok = grads_check(tool, "kl", dict(kl_lambda=0.5), "KL λ 0.5")[0]
+    ok, d, _, _, _, _ = grads_check(tool, "kl", dict(kl_lambda=0.5, csft_beta=0.3), "KL λ 0.5 + CSFT β 0.3")
+    # bf16 matmuls: the head term's fp32 d(logits) rounded to bf16 for the lm_head backward
+    b16 = os.path.join(d, "bf16")
+    os.makedirs(b16)
+    mdir = os.path.join(d, "model")
+    run_tool(tool, mdir, b16, dict(max_steps=1, max_grad_norm=0, perturb=0.05, kl_lambda=0.5, csft_beta=0.3,
+                                   precision="bf16"))
+    g32 = torch.from_numpy(np.fromfile(os.path.join(d, "grad1.bin"), np.float32)).to(F64)
+    g16 = torch.from_numpy(np.fromfile(os.path.join(b16, "grad1.bin"), np.float32)).to(F64)
+    k32, k16 = steps_of(d)[0][8], steps_of(b16)[0][8]
+    eg, ek = rel(g16, g32), abs(k16 - k32) / k32
+    print(f"bf16 matmuls: gradient rel {eg:.2e}, KL term rel {ek:.2e} vs fp32 (tol 3e-2)")
+    ok = ok and eg <= 3e-2 and ek <= 3e-2
     ok0 = at_theta0(tool, "kl", dict(kl_lambda=0.5), exact_kl=True)
     print("->", "ok" if ok and ok0 else "FAIL")
     return ok and ok0
