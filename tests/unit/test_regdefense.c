@@ -216,6 +216,20 @@ static void test_refused(void **state) {
         st_model_free(m);
         st_tokenized_free(&tk);
     }
+    { /* not composed with Lisa / SafeGrad: refused naming both keys */
+        st_train_config c;
+        st_train_config_default(&c);
+        c.max_steps = 3;
+        c.csft_beta = 0.1;
+        c.safegrad = ST_ON;
+        assert_int_equal(st_train_config_validate(&c), ST_ERR_ARG);
+        assert_non_null(strstr(st_last_error(), "csft_beta with safegrad"));
+        c.csft_beta = 0, c.safegrad = ST_OFF, c.ewc_lambda = 1, c.lisa = ST_ON;
+        assert_int_equal(st_train_config_validate(&c), ST_ERR_ARG);
+        assert_non_null(strstr(st_last_error(), "ewc_lambda with lisa"));
+        assert_true(st_train_setting_safety_data(st_train_setting_find("ewc_lambda")));
+        assert_false(st_train_setting_safety_data(st_train_setting_find("kl_lambda")));
+    }
     /* the table's rows parse and bound the flags */
     st_train_config c;
     st_train_config_default(&c);
