@@ -47,7 +47,7 @@ typedef struct {
     st_tokenized dtk;         /* the rows a defense with data keys trains on (tk's rows transformed,
                                  safety rows appended); val_loss stays on tk's held-out rows */
     size_t dtk_train_only;    /* SafeInstr rows at the end of dtk (always in the training split) */
-    st_tokenized atk;         /* D_align of the run (Lisa, SafeGrad: st_train_config.align_data) */
+    st_tokenized atk;         /* D_align of the run (Lisa, SafeGrad, EWC: st_train_config.align_data) */
     char *prompts_key;        /* the eval settings the prompt sets were chosen for (NULL = none) */
     st_prompt_set adv, xs;
     const char **adv_eval, **adv_probe, **xs_p;
@@ -456,11 +456,11 @@ static st_status real_train(void *user, const st_study_config *c, const st_study
     if ((s = run_train_config(x, c, r, &tc))) return s;
     const st_tokenized *train_rows;
     if ((s = ensure_train_data(x, c, r, &train_rows, &tc.n_train_only))) return s;
-    if (tc.lisa == ST_ON || tc.safegrad == ST_ON) { /* they train on D_align inside the step */
+    if (tc.lisa == ST_ON || tc.safegrad == ST_ON || tc.ewc_lambda > 0) { /* D_align inside the step, EWC's Fisher */
         const char *ps = c->n_defenses ? st_study_defense_get(&c->defenses[r->defense], "poison") : NULL;
         if (!x->align_dir)
             return st_error(ST_ERR_ARG, "study: run %s: %s needs the alignment set: set align.enabled true", r->id,
-                            tc.lisa == ST_ON ? "lisa" : "safegrad");
+                            tc.lisa == ST_ON ? "lisa" : tc.safegrad == ST_ON ? "safegrad" : "ewc_lambda");
         if ((s = st_study_align_rows(x->align_dir, c->data_dir, ps && atof(ps) > 0 ? ST_STUDY_POISON_RESERVE : 0, r->seed,
                                      &x->m->chat, x->m->tokenizer, c->max_seq_len, &x->atk, NULL)))
             return st_error_wrap(s, "study: run %s", r->id);
