@@ -42,6 +42,18 @@ void st_matmul_backward_bf16(float *din, float *dw, const float *dout, const uin
                              int ld16, const float *in, const uint16_t *in16, const float *w,
                              int M, int K, int N);
 
+/* Products with a bf16 weight w16 [N,K] (a frozen base held in bf16, lora.h st_lora_base):
+ * numerically the ST_MATMUL_BF16 products with a weight already representable in bf16 (its
+ * rounding is exact). Forward: out[M,N] = in·Wᵀ (+ bias) written; the input fp32 (in, rounded
+ * to bf16 here) or bf16 (in16): exactly one non-NULL. Backward (input gradient only; a frozen
+ * weight has none): din[M,K] = dout·W WRITTEN, dout fp32 [M,N] or bf16 (dout16, row stride
+ * ld16 >= N, 0 = N). oneDNN bf16 matmul; fp32 sgemm on the widened
+ * operands where it has none. */
+void st_matmul_forward_w16(float *out, const float *in, const uint16_t *in16, const uint16_t *w16,
+                           const float *bias, int M, int K, int N);
+void st_matmul_backward_w16(float *din, const float *dout, const uint16_t *dout16, int ld16,
+                            const uint16_t *w16, int M, int K, int N);
+
 /* ---- RMSNorm: out = x / sqrt(mean(x²) + eps) * w; saves rstd[N] ------------------------- */
 void st_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C,
                         float eps);
@@ -122,6 +134,9 @@ void st_swiglu_backward_bf16(uint16_t *dgu, const float *dout, const float *gu, 
 
 /* ---- token embedding: out[N,C] = table[tokens[n]] (tokens must be in [0, V)) ------------ */
 void st_embedding_forward(float *out, const int32_t *tokens, const float *table, int N, int C);
+/* As st_embedding_forward from a bf16 table [V, C] (widened exactly). */
+void st_embedding_forward_w16(float *out, const int32_t *tokens, const uint16_t *table, int N,
+                              int C);
 void st_embedding_backward(float *dtable, const float *dout, const int32_t *tokens, int N, int C);
 
 /* ---- cross-entropy ---------------------------------------------------------------------- */
@@ -210,6 +225,12 @@ typedef struct {
     void (*rmsnorm_backward_bf16)(float *, uint16_t *, float *, const float *, const float *,
                                   const float *, const float *, int, int);
     void (*crossentropy_fused_bf16)(float *, float *, const int32_t *, const float *, int, int);
+    /* bf16-weight products (frozen bf16 base); NULL: such a base is refused */
+    void (*matmul_forward_w16)(float *, const float *, const uint16_t *, const uint16_t *,
+                               const float *, int, int, int);
+    void (*matmul_backward_w16)(float *, const float *, const uint16_t *, int, const uint16_t *,
+                                int, int, int);
+    void (*embedding_forward_w16)(float *, const int32_t *, const uint16_t *, int, int);
     /* optional (NULL: rope_backward in place, then the matmul rounds dqkv itself) */
     void (*rope_backward_bf16)(uint16_t *, const float *, int, int, int, int, const float *,
                                const float *);

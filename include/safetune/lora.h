@@ -18,6 +18,7 @@
 
 #include "safetune/backward.h"
 #include "safetune/config.h"
+#include "safetune/model.h"
 #include "safetune/weights.h"
 
 typedef enum {
@@ -96,6 +97,51 @@ st_status st_lora_train_forward(const st_config *cfg, const st_weights *w,
  * adapter layout); the base gets none (frozen). */
 st_status st_lora_train_backward(const st_config *cfg, const st_weights *w, st_train_acts *a,
                                  const st_lora_weights *lg);
+
+/* ---- the frozen base (bf16 or fp32) --------------------------------------------------------
+ * The base weights a LoRA run reads and never writes, with one owner: trainers and evaluators
+ * borrow it (const) for as long as they run, so one base serves any number of them without a
+ * copy or a cast per call. The adapter (st_lora) and the activations (st_train_acts) are
+ * separate objects; nothing here holds either.
+ *   fp32: views of the model's own flat buffer (the model must outlive the base; no copy).
+ *   bf16: the matrices (embed_tokens, q|k|v, o, gate|up, down, lm_head) rounded to bf16
+ *         (round-to-nearest-even) in one owned buffer (2 bytes a weight), the norms and biases
+ *         kept fp32; every base product then takes bf16 operands with fp32 accumulation (the
+ *         ST_MATMUL_BF16 products, whose weight rounding is then exact), the adapter products
+ *         stay fp32. The model's fp32 weights may be freed after st_lora_base_new. */
+typedef enum { ST_BASE_F32 = 0, ST_BASE_BF16 = 1 } st_base_precision;
+typedef struct {
+    st_config config;
+    st_layout layout;          /* the base model's layout (owned copy) */
+    st_base_precision precision;
+    st_weights w;              /* fp32 views (bf16 base: norms and biases only, matrices NULL) */
+    st_weights16 w16;          /* bf16 views into buf16 (bf16 base) */
+    uint16_t *buf16;           /* bf16 base: layout.n_floats elements, owned */
+    float *small;              /* bf16 base: the fp32 norms and biases, owned */
+} st_lora_base;
+/* Frozen base of model m in precision prec (m's fp32 weights read once for bf16; viewed in
+ * place for fp32). ST_ERR_NOMEM names the size. Free with st_lora_base_free. */
+st_status st_lora_base_new(const st_model *m, st_base_precision prec, st_lora_base **out);
+/* A bf16 base of config cfg with zero matrices, norms 1 and biases 0, for the caller to fill
+ * through buf16 / w16 (random-weight benchmarks) without an fp32 copy ever existing. */
+st_status st_lora_base_new_bf16(const st_config *cfg, st_lora_base **out);
+void st_lora_base_free(st_lora_base *b);
+/* Training activations for LoRA over [B, T] micro-batches with a chunked lm_head: the head's
+ * logits, loss and d(logits) are made for head_rows trained rows at a time (0: as many as fit
+ * 64 MiB of fp32 logits) and their d(ln_f) taken at once (the head is frozen), so no
+ * [tokens, vocab] buffer exists (128256-token vocabularies). Works with st_lora_train_forward
+ * too (not with the full-weight st_train_forward). Free with st_train_acts_free. */
+st_status st_lora_train_acts_new(const st_config *cfg, int B, int T, int head_rows,
+                                 st_train_acts **out);
+/* st_lora_train_forward / st_lora_train_backward over a frozen base (a bf16 base needs the
+ * activations of st_lora_train_acts_new). */
+st_status st_lora_base_train_forward(const st_lora_base *base, const st_lora_config *lc,
+                                     const st_lora_weights *lw, uint64_t dropout_seed,
+                                     st_train_acts *a, const int32_t *tokens,
+                                     const int32_t *targets, const float *mask, int B, int T,
+                                     float normaliser, float *loss);
+st_status st_lora_base_train_backward(const st_lora_base *base, st_train_acts *a,
+                                      const st_lora_weights *lg);
 
 /* Merge: every targeted projection W += (alpha/r)·B·A, in place on the views w (fp32, the
  * order of PEFT's merge_and_unload: delta computed in fp32, then added). */

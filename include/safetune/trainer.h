@@ -118,6 +118,8 @@ typedef struct {
     st_lora_config lora;       /* rank, alpha, dropout, targets (finetune == LORA) */
     const float *lora_init;    /* adapter to start from (lora layout, e.g. a loaded PEFT folder);
                                   NULL = PEFT's initialisation drawn from seed */
+    int base_bf16;             /* LoRA: the frozen base held in bf16 (st_lora_base, bf16 base
+                                  products) instead of read in fp32 from the model */
 } st_train_config;
 enum { ST_FINETUNE_FULL = 0, ST_FINETUNE_LORA = 1 };
 enum { ST_OFF = 0, ST_ON = 1 };

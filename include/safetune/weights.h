@@ -57,4 +57,21 @@ const st_param_info *st_layout_find(const st_layout *lay, const char *name);
 st_status st_weights_bind(st_weights *w, const st_config *cfg, const st_layout *lay, float *flat);
 void st_weights_unbind(st_weights *w);
 
+/* bf16 views of the matrices of a flat bf16 buffer laid out by the same st_layout (element
+ * offsets = the fp32 layout's float offsets): a frozen base held in bf16 (lora.h
+ * st_lora_base). q_proj starts the adjacent q|k|v rows [(H+2KV)·D, C], gate_proj the adjacent
+ * gate|up rows [2I, C]; lm_head == embed_tokens when tied. Norms and biases stay fp32
+ * (st_weights). */
+typedef struct {
+    const uint16_t *q_proj, *o_proj, *gate_proj, *down_proj;
+} st_layer_weights16;
+typedef struct {
+    const uint16_t *embed_tokens;
+    st_layer_weights16 *layers; /* [num_hidden_layers], owned by the view */
+    const uint16_t *lm_head;
+} st_weights16;
+st_status st_weights16_bind(st_weights16 *w, const st_config *cfg, const st_layout *lay,
+                            const uint16_t *flat);
+void st_weights16_unbind(st_weights16 *w);
+
 #endif

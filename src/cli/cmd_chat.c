@@ -32,7 +32,7 @@ static void stream_token(void *ud, size_t prompt_idx, int32_t tok) {
 }
 
 int cmd_chat(int argc, char **argv) {
-    const char *model = NULL, *system = NULL, *weights = "live", *date = NULL;
+    const char *model = NULL, *system = NULL, *weights = "live", *date = NULL, *adapter = NULL;
     st_generate_options go = st_generate_defaults();
     float temperature = 0.0f, top_p = 1.0f;
     int top_k = 0;
@@ -43,6 +43,7 @@ int cmd_chat(int argc, char **argv) {
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "a .gguf file, a Hugging Face checkpoint folder or a training output folder", 0, 0, 0},
         CLI_WEIGHTS_OPT(weights),
+        CLI_ADAPTER_OPT(adapter),
         {"system-prompt", ST_OPT_STR, &system, "S", "system prompt (default: the template's)", 0, 0, 0},
         CLI_DATE_OPT(date),
         {"max-new-tokens", ST_OPT_INT, &go.max_new_tokens, "N", "max tokens per reply", 1, 1 << 20, 0},
@@ -70,7 +71,7 @@ int cmd_chat(int argc, char **argv) {
     rc = 1;
     go.sampling = (st_sampler_params){temperature, top_k, top_p, seed};
     if (st_sampler_params_check(&go.sampling)) { rc = st_args_fail(&spec, "%s", st_last_error()); goto out; }
-    if (cli_load_model(spec.prog, model, weights, &m) || cli_apply_date(spec.prog, m, date)) goto out;
+    if (cli_load_model_adapter(spec.prog, model, weights, adapter, &m) || cli_apply_date(spec.prog, m, date)) goto out;
     int ns = st_chat_stop_ids(&m->chat, m->tokenizer, stops, 15);
     int32_t eos = st_tokenizer_eos_id(m->tokenizer);
     if (eos >= 0) stops[ns++] = eos;

@@ -202,7 +202,7 @@ static volatile sig_atomic_t g_eval_stop, g_eval_phase;
 
 static int eval_safety(int argc, char **argv) {
     const char *responses = NULL, *out = "out/eval", *list = NULL, *bench = NULL, *prompts_alias = NULL;
-    const char *data_dir = NULL, *model = NULL, *weights = "live", *system = NULL;
+    const char *data_dir = NULL, *model = NULL, *weights = "live", *system = NULL, *adapter = NULL;
     const char *precision = "fp32", *label = NULL, *date = NULL;
     st_prompt_opts po = {0};
     st_opt_multi stop_ids = {0}, stop_texts = {0};
@@ -214,6 +214,7 @@ static int eval_safety(int argc, char **argv) {
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "generate answers with this model (.gguf, HF folder, or training output folder)", 0, 0, 0},
         CLI_WEIGHTS_OPT(weights),
+        CLI_ADAPTER_OPT(adapter),
         {"benchmark", ST_OPT_STR, &bench, "SPEC", "advbench | xstest | harmbench:FILE | strongreject:FILE | jbb:FILE | "
                                                    "jbb-benign:FILE | hexphi:DIR | csv:FILE | jsonl:FILE (default advbench; "
                                                    "Benchmarks above)", 0, 0, 0},
@@ -327,6 +328,7 @@ static int eval_safety(int argc, char **argv) {
         }
     }
     if (st_refusal_new(&ro, list, &m)) goto fail;
+    if (cli_check_adapter(NULL, adapter)) goto fail; /* before the --out folder exists */
     if (cli_out_create(out, &made_out)) goto fail;
     snprintf(partial_path, sizeof partial_path, "%s/responses.partial.jsonl", out);
     if (model) {
@@ -336,7 +338,8 @@ static int eval_safety(int argc, char **argv) {
         st_prompt_set_free(&probe);
         if (cli_resolve_weights(model, weights, &model_path)) goto fail;
         if (cli_check_model_path(spec.prog, model_path)) goto out;
-        if (st_model_load(model_path, &mdl)) goto fail;
+        if (cli_check_adapter(model_path, adapter)) goto fail;
+        if (cli_model_load(spec.prog, model_path, adapter, &mdl)) goto fail;
         if (cli_apply_date(spec.prog, mdl, date)) goto out;
         st_safety_opts so = st_safety_defaults();
         so.benchmark = bench;
@@ -363,6 +366,7 @@ static int eval_safety(int argc, char **argv) {
         char mh[17];
         st_safety_model_hash(mdl, mh);
         cJSON_AddStringToObject(st, "model_hash", mh);
+        if (adapter) cJSON_AddStringToObject(st, "adapter", adapter);
         cJSON_AddStringToObject(st, "benchmark", bench);
         add_prompt_opts(st, bench, &po);
         cJSON *g = cJSON_AddObjectToObject(st, "generation");
@@ -577,7 +581,7 @@ static void run_split_defaults(const char *prog, const char *model, const st_opt
 }
 
 static int eval_utility(int argc, char **argv) {
-    const char *model = NULL, *weights = "live", *out = "out/utility", *data = NULL, *fmt = "auto";
+    const char *model = NULL, *weights = "live", *out = "out/utility", *data = NULL, *fmt = "auto", *adapter = NULL;
     const char *data_dir = NULL, *tqa_path = NULL, *mt_path = NULL, *system = NULL;
     judge_cli jc = {NULL, NULL, NULL, NULL, 60.0f, 3, 0};
     float val_fraction = 0.05f;
@@ -588,6 +592,7 @@ static int eval_utility(int argc, char **argv) {
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "a .gguf file, HF folder, or training output folder", 0, 0, 0},
         CLI_WEIGHTS_OPT(weights),
+        CLI_ADAPTER_OPT(adapter),
         {"out", ST_OPT_STR, &out, "DIR", "output folder", 0, 0, 0},
         {"data", ST_OPT_STR, &data, "FILE", "instruction dataset for held-out loss (omit to skip)", 0, 0, 0},
         {"data-format", ST_OPT_CHOICE, &fmt, "auto|alpaca|dolly|orca|messages", "format of --data", 0, 0, 0},
@@ -666,6 +671,7 @@ static int eval_utility(int argc, char **argv) {
         rc = st_args_fail(&spec, "--data-format %s: expected auto, alpaca, dolly, orca or messages", fmt);
         goto out;
     }
+    if (cli_check_adapter(NULL, adapter)) goto fail; /* before the --out folder exists */
     if (cli_out_create(out, &made_out)) goto fail;
     /* read every input before the (slow) model work, so bad input fails fast */
     if (data && st_dataset_load(data, df, &ds)) goto fail;
@@ -676,10 +682,11 @@ static int eval_utility(int argc, char **argv) {
     if (!no_mt && st_mtbench_load(mt_path ? mt_path : mt_default, &mt)) goto fail;
     if (cli_resolve_weights(model, weights, &model_path)) goto fail;
     if (cli_check_model_path(spec.prog, model_path)) goto out;
-    if (st_model_load(model_path, &m)) goto fail;
+    if (cli_model_load(spec.prog, model_path, adapter, &m)) goto fail;
     cJSON_AddStringToObject(sum, "model", model);
     cJSON_AddStringToObject(sum, "weights", weights);
     cJSON_AddStringToObject(sum, "model_path", model_path);
+    if (adapter) cJSON_AddStringToObject(sum, "adapter", adapter);
 
     /* (a) held-out loss */
     if (data) {

@@ -155,7 +155,7 @@ static void draw_progress(void *ud, size_t done, size_t total, size_t tokens) {
 
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *prompts_file = NULL, *system = NULL, *output = NULL;
-    const char *precision = "fp32", *weights = "live", *prompts_format = "auto", *date = NULL;
+    const char *precision = "fp32", *weights = "live", *prompts_format = "auto", *date = NULL, *adapter = NULL;
     int chat = 0, quiet = 0, with_ids = 0;
     st_generate_options go = st_generate_defaults();
     float temperature = 0.0f, top_p = 1.0f;
@@ -166,6 +166,7 @@ int cmd_generate(int argc, char **argv) {
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "a .gguf file, a Hugging Face checkpoint folder or a training output folder", 0, 0, 0},
         CLI_WEIGHTS_OPT(weights),
+        CLI_ADAPTER_OPT(adapter),
         {"prompt", ST_OPT_STR, &prompt, "TEXT", "one prompt", 0, 0, 0},
         {"prompts", ST_OPT_STR, &prompts_file, "FILE", "one prompt per line, or JSONL with \"prompt\" (and \"id\") when the first line is a JSON object", 0, 0, 0},
         {"prompts-format", ST_OPT_CHOICE, &prompts_format, "auto|text|jsonl", "how to read --prompts (auto: by its first line)", 0, 0, 0},
@@ -236,7 +237,7 @@ int cmd_generate(int argc, char **argv) {
         free(pl.text[i]);
         pl.text[i] = fixed;
     }
-    if (cli_load_model(spec.prog, model, weights, &m) || cli_apply_date(spec.prog, m, date)) goto out;
+    if (cli_load_model_adapter(spec.prog, model, weights, adapter, &m) || cli_apply_date(spec.prog, m, date)) goto out;
     ids = calloc(pl.n, sizeof *ids);
     lens = calloc(pl.n, sizeof *lens);
     res = calloc(pl.n, sizeof *res);

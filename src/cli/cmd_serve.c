@@ -26,15 +26,17 @@ static st_status echo_backend(void *ctx, const st_chat_message *msgs, size_t n, 
 }
 
 static int serve_main(const st_args_spec *spec, int echo, const char *model, const char *weights, const char *host,
-                      int port, int max_tokens, const char *name, const char *date, const st_generate_options *stops);
+                      int port, int max_tokens, const char *name, const char *date, const st_generate_options *stops,
+                      const char *adapter);
 
 int cmd_serve(int argc, char **argv) {
     int port = 8080, echo = 0, max_tokens = 256;
-    const char *name = NULL, *model = NULL, *weights = "live", *host = "127.0.0.1", *date = NULL;
+    const char *name = NULL, *model = NULL, *weights = "live", *host = "127.0.0.1", *date = NULL, *adapter = NULL;
     st_opt_multi stop_ids = {0}, stop_texts = {0};
     st_opt opts[] = {
         {"model", ST_OPT_STR, &model, "MODEL", "serve this model (.gguf, HF folder, or training output folder)", 0, 0, 0},
         {"weights", ST_OPT_CHOICE, &weights, "live|ema", "final/ or final-ema/ of a training output folder", 0, 0, 0},
+        CLI_ADAPTER_OPT(adapter),
         {"max-tokens", ST_OPT_INT, &max_tokens, "N", "reply budget when a request has no max_tokens", 1, 1 << 20, 0},
         {"host", ST_OPT_STR, &host, "H", "127.0.0.1 only (loopback; the server never binds other addresses)", 0, 0, 0},
         {"port", ST_OPT_INT, &port, "N", "TCP port (0 = pick a free port, printed on start)", 0, 65535, 0},
@@ -56,14 +58,16 @@ int cmd_serve(int argc, char **argv) {
     int32_t extra_ids[ST_OPT_MULTI_MAX];
     st_generate_options go = st_generate_defaults();
     int rc = cli_apply_stops(&spec, &stop_ids, &stop_texts, extra_ids, &go);
-    if (!rc) rc = serve_main(&spec, echo, model, weights, host, port, max_tokens, name, date, &go);
+    if (!rc) rc = serve_main(&spec, echo, model, weights, host, port, max_tokens, name, date, &go, adapter);
     st_args_free(&args);
     return rc;
 }
 
 static int serve_main(const st_args_spec *spec, int echo, const char *model, const char *weights, const char *host,
-                      int port, int max_tokens, const char *name, const char *date, const st_generate_options *stops) {
+                      int port, int max_tokens, const char *name, const char *date, const st_generate_options *stops,
+                      const char *adapter) {
     if (!echo == !model) return st_args_fail(spec, "give exactly one of --model MODEL or --echo");
+    if (adapter && !model) return st_args_fail(spec, "--adapter applies on top of --model; drop it with --echo");
     if (strcmp(host, "127.0.0.1") && strcmp(host, "localhost")) {
         return st_args_fail(spec, "--host %s: only 127.0.0.1 (loopback) is supported", host);
     }
@@ -74,7 +78,7 @@ static int serve_main(const st_args_spec *spec, int echo, const char *model, con
             free(mp);
             return 1;
         }
-        if (!mp || st_model_load(mp, &m)) {
+        if (!mp || cli_model_load("safetune serve", mp, adapter, &m)) {
             fprintf(stderr, "safetune serve: %s\n", st_last_error());
             free(mp);
             return 1;

@@ -33,7 +33,7 @@
 /* The options of `train` that are not training settings (those come from the settings table,
  * train_settings.h, one option per row). */
 typedef struct {
-    const char *model, *data, *data_format, *out, *resume, *save_weights, *export_dtype, *lora_init;
+    const char *model, *data, *data_format, *out, *resume, *save_weights, *export_dtype, *lora_init, *adapter;
     int max_rows, quiet, overwrite, zero1;
     /* defenses outside the training step (docs/defenses.md): post-hoc merges, data transforms */
     const char *merge, *lookahead, *lookahead_prefix, *align_dir, *data_dir;
@@ -265,11 +265,12 @@ static int lora_options(const st_args_spec *spec, const st_train_config *c, cons
     st_train_config_default(&d);
     const char *changed = c->lora.r != d.lora.r ? "lora-r" : c->lora.alpha != d.lora.alpha ? "lora-alpha"
                           : c->lora.targets != d.lora.targets ? "lora-targets"
-                          : c->lora.dropout != d.lora.dropout ? "lora-dropout" : NULL;
+                          : c->lora.dropout != d.lora.dropout ? "lora-dropout"
+                          : c->base_bf16 != d.base_bf16 ? "base-precision" : NULL;
     if (c->finetune == ST_FINETUNE_FULL) {
         if (changed) return st_args_fail(spec, "--%s applies to LoRA: add --finetune lora (or drop it)", changed);
         if (o->lora_init) return st_args_fail(spec, "--lora-init applies to LoRA: add --finetune lora (or drop it)");
-    } else if (o->lora_init && changed && strcmp(changed, "lora-dropout")) {
+    } else if (o->lora_init && changed && strcmp(changed, "lora-dropout") && strcmp(changed, "base-precision")) {
         return st_args_fail(spec, "--lora-init takes r, alpha and targets from the adapter folder: drop --%s", changed);
     }
     return 0;
@@ -367,6 +368,8 @@ int cmd_train(int argc, char **argv) {
     opts[n_opts++] = (st_opt){"overwrite", ST_OPT_FLAG, &o.overwrite, NULL, "replace a finished run / checkpoints already in --out", 0, 0, 0};
     opts[n_opts++] = (st_opt){"lora-init", ST_OPT_STR, &o.lora_init, "DIR", "with --finetune lora: start from this PEFT "
                               "adapter folder (its r, alpha and targets)", 0, 0, 0};
+    opts[n_opts++] = (st_opt){"adapter", ST_OPT_STR, &o.adapter, "DIR", "same as --lora-init (the --adapter of generate, "
+                              "eval and serve)", 0, 0, 0};
     opts[n_opts++] = (st_opt){"merge", ST_OPT_STR, &o.merge, "SPEC,...", "also write final-merge-<spec>/: the final live "
                               "weights merged back with the start (linear:L, slerp:T, dare:L:P[:SEED]; seed default --seed)", 0, 0, 0};
     opts[n_opts++] = (st_opt){"lookahead", ST_OPT_CHOICE, &o.lookahead, "none|real|virtual", "LookAhead Tuning: preview "
@@ -401,6 +404,11 @@ int cmd_train(int argc, char **argv) {
         if (opts[first_setting + (int)i].seen && st_train_setting_set(&c, &rows[i], text[i]) != ST_OK)
             rc = st_args_fail(&spec, "--%s %s: %s", rows[i].flag, text[i], st_last_error());
     if (!rc && st_train_config_validate(&c) != ST_OK) rc = st_args_fail(&spec, "%s", st_last_error());
+    if (!rc && o.adapter && o.lora_init && strcmp(o.adapter, o.lora_init))
+        rc = st_args_fail(&spec, "--adapter and --lora-init name two folders: give one");
+    if (!rc && o.adapter) o.lora_init = o.adapter;
+    if (!rc && o.lora_init && cli_check_adapter(NULL, o.lora_init))
+        rc = st_args_fail(&spec, "%s", st_last_error());
     if (!rc) rc = lora_options(&spec, &c, &o);
     if (!rc && o.merge && c.finetune == ST_FINETUNE_LORA) /* the trainer's θ is then the adapter vector */
         rc = st_args_fail(&spec, "--merge works on full fine-tuning weights: with --finetune lora, merge the exported "

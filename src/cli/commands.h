@@ -85,6 +85,22 @@ st_status cli_resolve_weights(const char *model, const char *weights, char **out
 /* MODEL (+ --weights, cli_resolve_weights) -> checked (cli_check_model_path) and loaded
  * model in *m. 0, or 1 after printing "PROG: message" (src/cli/modelpath.c). */
 int cli_load_model(const char *prog, const char *model, const char *weights, st_model **m);
+/* As cli_load_model with --adapter DIR (NULL = none): the PEFT LoRA folder merged into the
+ * model's weights (st_model_load_with_adapter). */
+int cli_load_model_adapter(const char *prog, const char *model, const char *weights,
+                           const char *adapter, st_model **m);
+
+/* Option row --adapter DIR (generate, chat, eval, serve). */
+#define CLI_ADAPTER_OPT(adapter)                                                                          \
+    {"adapter", ST_OPT_STR, &(adapter), "DIR", "a PEFT LoRA adapter folder (adapter_config.json + "        \
+     "adapter_model.safetensors) applied on top of --model (merged into its weights); one made for another " \
+     "base model is refused", 0, 0, 0}
+/* Checks --adapter DIR against the resolved model path before any loading: DIR must be a PEFT
+ * adapter folder and model_path not one itself. ST_ERR_ARG naming the path and the fix. */
+st_status cli_check_adapter(const char *model_path, const char *adapter);
+/* st_model_load(model_path), or with adapter (non-NULL) st_model_load_with_adapter after
+ * cli_check_adapter; warns on stderr when adapter_config.json names another local base. */
+st_status cli_model_load(const char *prog, const char *model_path, const char *adapter, st_model **m);
 
 /* Creates the --out folder OUT (and its parents) if needed; *made = 1 when it did not exist.
  * 0 on success, 1 with st_last_error() naming the folder (src/cli/outdir.c). */

@@ -4,6 +4,7 @@
  * folder is and which path to pass instead. */
 #include "cli/commands.h"
 #include "safetune/base.h"
+#include "safetune/lora.h"
 #include "safetune/model.h"
 
 #include <cjson/cJSON.h>
@@ -147,17 +148,55 @@ int cli_model_hint(const char *path, char *msg, size_t cap) {
     return 0;
 }
 
-int cli_load_model(const char *prog, const char *model, const char *weights, st_model **m) {
+st_status cli_check_adapter(const char *model_path, const char *adapter) {
+    if (!adapter) return ST_OK;
+    struct stat sb;
+    if (stat(adapter, &sb) != 0)
+        return st_error(ST_ERR_IO, "--adapter %s: no such folder (a PEFT adapter folder: adapter_config.json + "
+                        "adapter_model.safetensors)", adapter);
+    if (!S_ISDIR(sb.st_mode) || !st_lora_is_adapter_dir(adapter))
+        return st_error(ST_ERR_ARG, "--adapter %s: not a PEFT adapter folder (no adapter_config.json); a "
+                        "`safetune train --finetune lora` run writes them as OUT/final and OUT/final-ema", adapter);
+    if (model_path && is_dir_path(model_path) && st_lora_is_adapter_dir(model_path) && !has(model_path, "config.json", 0))
+        return st_error(ST_ERR_ARG, "--model %s is an adapter folder itself (it loads its own base with it "
+                        "merged): pass the base model as --model and the adapter as --adapter, or drop --adapter",
+                        model_path);
+    return ST_OK;
+}
+
+st_status cli_model_load(const char *prog, const char *model_path, const char *adapter, st_model **m) {
+    *m = NULL;
+    if (!adapter) return st_model_load(model_path, m);
+    st_status s = cli_check_adapter(model_path, adapter);
+    if (s) return s;
+    char *named = NULL, a[4200], b[4200];
+    if (st_lora_base_model_path(adapter, &named) == ST_OK) {
+        if (realpath(named, a) && realpath(model_path, b) && strcmp(a, b))
+            fprintf(stderr, "%s: warning: %s/adapter_config.json names base model %s; applying it to %s (its tensor "
+                    "shapes are checked)\n", prog, adapter, named, model_path);
+    } else {
+        st_clear_error();
+    }
+    free(named);
+    return st_model_load_with_adapter(model_path, adapter, m);
+}
+
+int cli_load_model_adapter(const char *prog, const char *model, const char *weights, const char *adapter,
+                           st_model **m) {
     char *path = NULL;
     *m = NULL;
     int rc = 1;
     if (cli_resolve_weights(model, weights, &path)) fprintf(stderr, "%s: %s\n", prog, st_last_error());
     else if (!cli_check_model_path(prog, path)) {
-        if (st_model_load(path, m)) fprintf(stderr, "%s: %s\n", prog, st_last_error());
+        if (cli_model_load(prog, path, adapter, m)) fprintf(stderr, "%s: %s\n", prog, st_last_error());
         else rc = 0;
     }
     free(path);
     return rc;
+}
+
+int cli_load_model(const char *prog, const char *model, const char *weights, st_model **m) {
+    return cli_load_model_adapter(prog, model, weights, NULL, m);
 }
 
 int cli_apply_date(const char *prog, st_model *m, const char *date) {

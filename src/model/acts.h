@@ -63,12 +63,22 @@ struct st_train_acts {
     int bf16_acts;
     st_lora_run lora;          /* adapter of the last forward (lora.c); lora.lw NULL = none */
     const st_head_term *head;  /* st_train_acts_set_head_term; NULL = fused cross-entropy */
+    /* frozen bf16 base of the running forward/backward (borrowed for the call, lora.c): its
+     * matrices replace the fp32 ones of `w` (which then holds norms and biases only) */
+    const st_weights16 *w16;
+    /* > 0: the lm_head and cross-entropy run over chunks of head_rows trained rows (logits
+     * holds [head_rows, V]), each chunk's d(ln_f) computed in the forward (frozen head only:
+     * LoRA), so no [tokens, V] buffer exists; 0: logits holds every row */
+    int head_rows;
 };
 
 /* Allocate with `save` (1: per-layer activations + backward scratch; 0: shared, no grads).
  * logits_external = 1 skips the logits buffer (caller provides it). */
 st_status st_acts_alloc(const st_config *cfg, int B, int T, int save, int logits_external,
                         struct st_train_acts **out);
+/* As st_acts_alloc(save = 1) with a chunked head of head_rows rows (> 0). */
+st_status st_acts_alloc_chunked(const st_config *cfg, int B, int T, int head_rows,
+                                struct st_train_acts **out);
 /* Floats acts_alloc would allocate (without the attention scratch). */
 size_t st_acts_floats(const st_config *cfg, int B, int T, int save, int logits_external);
 /* Make sure the attention scratch fits the current thread count, T and head_dim D. */
@@ -80,6 +90,10 @@ st_status st_forward_core(const st_config *cfg, const st_weights *w, struct st_t
 /* 1 when the forward keeps bf16 matmul operands (ST_MATMUL_BF16 mode and `be` has every
  * bf16 entry). */
 int st_backend_bf16_ready(const st_backend *be);
+/* 1 when `be` has every bf16-operand entry (whatever the process precision). */
+int st_backend_bf16_entries(const st_backend *be);
+/* ... and the bf16-weight entries (a frozen bf16 base). */
+int st_backend_w16_entries(const st_backend *be);
 /* LoRA hooks (lora.c), called by st_forward_core / the backward when a->lora.lw is set.
  * Forward: y[:, 0:out] (row stride ldy) += scale·U·Bᵀ with U = dropout(x)·Aᵀ saved, for target t
  * of layer l; x is fp32 [N, in] or bf16 (x16). Backward: from dy (fp32, stride ldy) or dy16

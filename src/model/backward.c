@@ -62,6 +62,8 @@ st_status st_train_forward(const st_config *cfg, const st_weights *w, st_train_a
     return st__train_forward(cfg, w, a, tokens, targets, mask, B, T, normaliser, loss);
 }
 
+static float *closs_of(st_train_acts *a, int N, int Nt) { return a->losses + (N - Nt); }
+
 st_status st__train_forward(const st_config *cfg, const st_weights *w, st_train_acts *a,
                             const int32_t *tokens, const int32_t *targets, const float *mask,
                             int B, int T, float normaliser, float *loss) {
@@ -76,6 +78,8 @@ st_status st__train_forward(const st_config *cfg, const st_weights *w, st_train_
         if (targets[n] >= V)
             return st_error(ST_ERR_ARG, "train forward: target %d at position %d outside [0, %d)",
                             targets[n], n, V);
+    if (a->head_rows > 0 && !a->lora.lw)
+        return st_error(ST_ERR_ARG, "train forward: a chunked lm_head needs a frozen head (LoRA)");
     a->has_forward = 0;
     st_status s = st_forward_core(cfg, w, a, tokens, B, T, NULL);
     if (s) return s;
@@ -96,11 +100,49 @@ st_status st__train_forward(const st_config *cfg, const st_weights *w, st_train_
     }
     a->n_rows = Nt;
     const st_backend *be = st_backend_get();
-    float *closs = a->losses + (N - Nt); /* compact losses at the end, spread below */
-    if (Nt > 0) {
+    float *closs = closs_of(a, N, Nt); /* compact losses at the end, spread below */
+    const st_weights16 *w16 = a->w16;
+    if (Nt > 0 && a->head_rows > 0) {
+        /* frozen head, chunked: logits, loss and d(logits) of head_rows rows at a time, then at
+         * once their d(ln_f) (= d(logits)·W, the lm_head backward) into the compact rows of
+         * a->dln, so no [rows, V] buffer is kept for the backward */
+        for (int j0 = 0; j0 < Nt; j0 += a->head_rows) {
+            const int R = Nt - j0 < a->head_rows ? Nt - j0 : a->head_rows;
+            const float *x = a->lnf + (size_t)j0 * C;
+            float *dx = a->dln + (size_t)j0 * C;
+            const uint16_t *dl16 = (const uint16_t *)a->logits; /* bf16 d(logits), stride 2V */
+            if (w16)
+                ST_PROF("mm_lmhead_fwd", be->matmul_forward_w16(a->logits, x, NULL, w16->lm_head, NULL, R, C, V));
+            else
+                ST_PROF("mm_lmhead_fwd", be->matmul_forward(a->logits, x, w->lm_head, NULL, R, C, V));
+            if (a->head) { /* a defense's per-token loss (st_head_term), chunk by chunk */
+                s = a->head->apply(a->head->user, a->logits, a->rows + j0, a->targets + j0,
+                                   a->dlosses + j0, closs_of(a, N, Nt) + j0, R, V);
+                if (s) return s;
+                if (a->bf16_acts) dlogits_to_bf16(a->logits, R, V);
+            } else {
+                ST_PROF("xent_fused", (a->bf16_acts ? be->crossentropy_fused_bf16 : be->crossentropy_fused)(
+                                          closs_of(a, N, Nt) + j0, a->logits, a->targets + j0,
+                                          a->dlosses + j0, R, V));
+            }
+            if (w16) {
+                ST_PROF("mm_lmhead_bwd", be->matmul_backward_w16(dx, NULL, dl16, 2 * V, w16->lm_head, R, C, V));
+            } else if (a->bf16_acts) {
+                ST_PROF("mm_lmhead_bwd", be->matmul_backward_bf16(dx, NULL, NULL, dl16, 2 * V, NULL, NULL,
+                                                                  w->lm_head, R, C, V));
+            } else {
+                memset(dx, 0, (size_t)R * C * sizeof(float));
+                ST_PROF("mm_lmhead_bwd", be->matmul_backward(dx, NULL, NULL, a->logits, NULL, w->lm_head, R, C, V));
+            }
+        }
+    } else if (Nt > 0) {
+        if (w16) /* unchunked with a bf16 base: refused by st_lora_base_train_forward */
+            return st_error(ST_ERR_INTERNAL, "train forward: a bf16 base needs a chunked head");
         ST_PROF("mm_lmhead_fwd", be->matmul_forward(a->logits, a->lnf, w->lm_head, NULL, Nt, C, V));
     }
-    if (Nt > 0 && a->head) { /* a defense's per-token loss (st_head_term) */
+    if (a->head_rows > 0) {
+        /* chunked: losses and d(ln_f) made above */
+    } else if (Nt > 0 && a->head) { /* a defense's per-token loss (st_head_term) */
         s = a->head->apply(a->head->user, a->logits, a->rows, a->targets, a->dlosses, closs, Nt, V);
         if (s) return s;
         if (a->bf16_acts) dlogits_to_bf16(a->logits, Nt, V);
@@ -153,7 +195,12 @@ st_status st__train_backward(const st_config *c, const st_weights *w, st_train_a
      * rows, then d(ln_f) spread back to [N, C] with zeros for the untrained rows (back to front:
      * rows[j] >= j, so a moved row never lands on one still to be moved) */
     const int Nt = a->n_rows, b16 = a->bf16_acts;
-    if (b16) {
+    const st_weights16 *w16 = a->w16;
+    if (w16 && (g || !b16))
+        return st_error(ST_ERR_INTERNAL, "train backward: a bf16 base is frozen (bf16 path, no base gradients)");
+    if (a->head_rows > 0) {
+        /* chunked head: the forward left d(ln_f) of the compact rows in a->dln */
+    } else if (b16) {
         if (Nt > 0)
             ST_PROF("mm_lmhead_bwd", be->matmul_backward_bf16(a->dln, g ? g->lm_head : NULL, NULL,
                                                               (const uint16_t *)a->logits, 2 * V,
@@ -190,16 +237,23 @@ st_status st__train_backward(const st_config *c, const st_weights *w, st_train_a
     for (int l = c->num_hidden_layers - 1; l >= 0; l--) {
         const st_layer_weights *Lw = &w->layers[l];
         const st_layer_weights *Lg = g ? &g->layers[l] : &frozen;
+        const st_layer_weights16 *L16 = w16 ? &w16->layers[l] : NULL;
         st_layer_acts *A = &a->layers[l];
         /* MLP: x_out = x_mid + down(swiglu(gate|up(ln2(x_mid)))) */
         if (b16) { /* bf16 operands held by the forward; input gradients written */
             uint16_t *dgu16 = (uint16_t *)a->dgu;
-            ST_PROF("mm_down_bwd", be->matmul_backward_bf16(a->dh, Lg->down_proj, NULL, dres16, 0, NULL,
-                                                            (const uint16_t *)A->hmlp, Lw->down_proj, N, I, C));
+            if (L16)
+                ST_PROF("mm_down_bwd", be->matmul_backward_w16(a->dh, NULL, dres16, 0, L16->down_proj, N, I, C));
+            else
+                ST_PROF("mm_down_bwd", be->matmul_backward_bf16(a->dh, Lg->down_proj, NULL, dres16, 0, NULL,
+                                                                (const uint16_t *)A->hmlp, Lw->down_proj, N, I, C));
             if (lora) st__lora_bwd(a, c, l, ST_LORA_DOWN, NULL, (const uint16_t *)A->hmlp, a->dres, NULL, C, a->dh);
             ST_PROF("swiglu_bwd", be->swiglu_backward_bf16(dgu16, a->dh, A->gu, N, I));
-            ST_PROF("mm_gateup_bwd", be->matmul_backward_bf16(a->dln, Lg->gate_proj, NULL, dgu16, 0, NULL,
-                                                              (const uint16_t *)A->ln2, Lw->gate_proj, N, C, 2 * I));
+            if (L16)
+                ST_PROF("mm_gateup_bwd", be->matmul_backward_w16(a->dln, NULL, dgu16, 0, L16->gate_proj, N, C, 2 * I));
+            else
+                ST_PROF("mm_gateup_bwd", be->matmul_backward_bf16(a->dln, Lg->gate_proj, NULL, dgu16, 0, NULL,
+                                                                  (const uint16_t *)A->ln2, Lw->gate_proj, N, C, 2 * I));
             if (lora) {
                 const uint16_t *ln2 = (const uint16_t *)A->ln2;
                 st__lora_bwd(a, c, l, ST_LORA_GATE, NULL, ln2, NULL, dgu16, 2 * I, a->dln);
@@ -227,7 +281,10 @@ st_status st__train_backward(const st_config *c, const st_weights *w, st_train_a
                                                         Lw->post_attention_layernorm, A->rstd2, N, C));
         /* attention: x_mid = x_in + o(attn(rope(qkv(ln1(x_in))))) */
         if (b16) {
-            ST_PROF("mm_o_bwd", be->matmul_backward_bf16(a->datt, Lg->o_proj, NULL, dres16, 0, A->att, NULL, Lw->o_proj, N, HD, C));
+            if (L16)
+                ST_PROF("mm_o_bwd", be->matmul_backward_w16(a->datt, NULL, dres16, 0, L16->o_proj, N, HD, C));
+            else
+                ST_PROF("mm_o_bwd", be->matmul_backward_bf16(a->datt, Lg->o_proj, NULL, dres16, 0, A->att, NULL, Lw->o_proj, N, HD, C));
         } else {
             memset(a->datt, 0, (size_t)N * HD * sizeof(float));
             ST_PROF("mm_o_bwd", be->matmul_backward(a->datt, Lg->o_proj, NULL, a->dres, A->att, Lw->o_proj, N, HD, C));
@@ -240,11 +297,16 @@ st_status st__train_backward(const st_config *c, const st_weights *w, st_train_a
             /* RoPE backward writes the bf16 d(qkv) the matmul needs (into the free dgu) */
             uint16_t *dqkv16 = (uint16_t *)a->dgu;
             ST_PROF("rope_bwd", be->rope_backward_bf16(dqkv16, a->dqkv, N, H + KV, D, Wd, a->rope_cos, a->rope_sin));
-            ST_PROF("mm_qkv_bwd", be->matmul_backward_bf16(a->dln, Lg->q_proj, NULL, dqkv16, 0, NULL,
-                                                           (const uint16_t *)A->ln1, Lw->q_proj, N, C, Wd));
+            if (L16)
+                ST_PROF("mm_qkv_bwd", be->matmul_backward_w16(a->dln, NULL, dqkv16, 0, L16->q_proj, N, C, Wd));
+            else
+                ST_PROF("mm_qkv_bwd", be->matmul_backward_bf16(a->dln, Lg->q_proj, NULL, dqkv16, 0, NULL,
+                                                               (const uint16_t *)A->ln1, Lw->q_proj, N, C, Wd));
         } else {
             ST_PROF("rope_bwd", be->rope_backward(a->dqkv, N, H + KV, D, Wd, a->rope_cos, a->rope_sin));
-            if (b16) {
+            if (L16) {
+                ST_PROF("mm_qkv_bwd", be->matmul_backward_w16(a->dln, a->dqkv, NULL, 0, L16->q_proj, N, C, Wd));
+            } else if (b16) {
                 ST_PROF("mm_qkv_bwd", be->matmul_backward_bf16(a->dln, Lg->q_proj, a->dqkv, NULL, 0, NULL,
                                                                (const uint16_t *)A->ln1, Lw->q_proj, N, C, Wd));
                 if (Lg->q_bias) be->matmul_backward(NULL, NULL, Lg->q_bias, a->dqkv, NULL, NULL, N, C, Wd);

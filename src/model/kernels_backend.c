@@ -29,6 +29,9 @@ static const st_backend cpu = {
     .rmsnorm_backward_bf16 = st_rmsnorm_backward_bf16,
     .crossentropy_fused_bf16 = st_crossentropy_fused_bf16,
     .rope_backward_bf16 = st_rope_backward_bf16,
+    .matmul_forward_w16 = st_matmul_forward_w16,
+    .matmul_backward_w16 = st_matmul_backward_w16,
+    .embedding_forward_w16 = st_embedding_forward_w16,
 };
 
 static const st_backend *g_backend = &cpu;

@@ -133,3 +133,76 @@ void st_matmul_backward_bf16(float *din, float *dw, const float *dout, const uin
     free(d32);
     free(i32);
 }
+
+/* ---- bf16 weights (a frozen base held in bf16) ------------------------------------------ */
+
+/* rows of W widened per fallback chunk */
+static int w16_chunk_rows(int N, int K) {
+    size_t r = ((size_t)4 << 20) / (size_t)(K > 0 ? K : 1);
+    if (r < 1) r = 1;
+    return r > (size_t)N ? N : (int)r;
+}
+
+static void add_bias(float *out, const float *bias, int M, int N) {
+    if (!bias) return;
+#pragma omp parallel for if ((size_t)M * N > 65536)
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) out[(size_t)i * N + j] += bias[j];
+}
+
+void st_matmul_forward_w16(float *out, const float *in, const uint16_t *in16, const uint16_t *w16,
+                           const float *bias, int M, int K, int N) {
+    if (st_mm_forward_w16(out, in, in16, w16, M, K, N) == 0) {
+        add_bias(out, bias, M, N);
+        return;
+    }
+    /* fallback: the same bf16 operands, widened (exact), fp32 sgemm over row chunks of W */
+    float *i32 = in16 ? widen(in16, (size_t)M * K) : NULL;
+    if (in16 && !i32) oom_abort("matmul forward (bf16 weights)");
+    float *a = i32;
+    if (!in16) { /* round the fp32 input to bf16 as the oneDNN path does */
+        uint16_t *t = malloc((size_t)M * K * sizeof *t);
+        if (!t) oom_abort("matmul forward (bf16 weights)");
+        st_bf16_row(NULL, NULL, 0);
+        for (int m = 0; m < M; m++) st_bf16_row(t + (size_t)m * K, in + (size_t)m * K, (size_t)K);
+        a = widen(t, (size_t)M * K);
+        free(t);
+        if (!a) oom_abort("matmul forward (bf16 weights)");
+    }
+    const int R = w16_chunk_rows(N, K);
+    for (int n0 = 0; n0 < N; n0 += R) {
+        const int nc = N - n0 < R ? N - n0 : R;
+        float *wc = widen(w16 + (size_t)n0 * K, (size_t)nc * K);
+        if (!wc) oom_abort("matmul forward (bf16 weights)");
+        sgemm('N', 'T', M, nc, K, 1.0f, a, K, wc, K, 0.0f, out + n0, N);
+        free(wc);
+    }
+    free(a);
+    add_bias(out, bias, M, N);
+}
+
+void st_matmul_backward_w16(float *din, const float *dout, const uint16_t *dout16, int ld16,
+                            const uint16_t *w16, int M, int K, int N) {
+    if (st_mm_backward_w16(din, dout, dout16, ld16, w16, M, K, N) == 0) return;
+    float *d32 = NULL;
+    if (dout16) {
+        d32 = widen_rows(dout16, M, N, ld16 > 0 ? ld16 : N);
+    } else { /* dout rounded to bf16 as the oneDNN path does */
+        uint16_t *t = malloc((size_t)M * N * sizeof *t);
+        if (!t) oom_abort("matmul backward (bf16 weights)");
+        st_bf16_row(NULL, NULL, 0);
+        for (int m = 0; m < M; m++) st_bf16_row(t + (size_t)m * N, dout + (size_t)m * N, (size_t)N);
+        d32 = widen(t, (size_t)M * N);
+        free(t);
+    }
+    if (!d32) oom_abort("matmul backward (bf16 weights)");
+    const int R = w16_chunk_rows(N, K);
+    for (int n0 = 0; n0 < N; n0 += R) {
+        const int nc = N - n0 < R ? N - n0 : R;
+        float *wc = widen(w16 + (size_t)n0 * K, (size_t)nc * K);
+        if (!wc) oom_abort("matmul backward (bf16 weights)");
+        sgemm('N', 'N', M, K, nc, 1.0f, d32 + n0, N, wc, K, n0 ? 1.0f : 0.0f, din, K);
+        free(wc);
+    }
+    free(d32);
+}

@@ -261,8 +261,8 @@ void st_bf16_row(uint16_t *dst, const float *src, size_t n) {
 /* The backward products; dout16 / in16 (bf16, when given) replace dout / in and skip their
  * conversion; din_write: din is written (no sum post-op) instead of accumulated. */
 static int bwd(float *din, float *dw, const float *dout, const uint16_t *dout16, int ld16,
-               const float *in, const uint16_t *in16, const float *w, int M, int K, int N,
-               int bf16, int din_write) {
+               const float *in, const uint16_t *in16, const float *w, const uint16_t *w16, int M,
+               int K, int N, int bf16, int din_write) {
     if (M <= 0 || N <= 0 || K <= 0) return -1;
     const int kdin = din_write ? ST_MM_DINW : ST_MM_DIN;
     int rc = -1;
@@ -290,10 +290,11 @@ static int bwd(float *din, float *dw, const float *dout, const uint16_t *dout16,
         goto done;
     }
     if ((!dout16 && grow(&g_a, &g_acap, (size_t)M * cols)) ||
-        (din && grow(&g_b, &g_bcap, (size_t)N * K)) ||
+        (din && !w16 && grow(&g_b, &g_bcap, (size_t)N * K)) ||
         (dw && !in16 && grow(&g_c, &g_ccap, (size_t)M * K)))
         goto done;
-    if (din) to_bf16(g_b, w, (size_t)N * K);
+    if (din && !w16) to_bf16(g_b, w, (size_t)N * K);
+    const uint16_t *b16 = w16 ? w16 : g_b; /* the bf16 weight: held by the caller or converted */
     const uint16_t *c16 = in16;
     if (dw && !in16) {
         to_bf16(g_c, in, (size_t)M * K);
@@ -313,7 +314,7 @@ static int bwd(float *din, float *dw, const float *dout, const uint16_t *dout16,
                 st_bf16_row(g_a + (size_t)m * nc, dout + (size_t)m * N + n0, (size_t)nc);
             a16 = g_a;
         }
-        if (din) exec(n0 == 0 ? kdin : ST_MM_DIN, 1, M, K, nc, ld, a16, g_b + n0 * K, din);
+        if (din) exec(n0 == 0 ? kdin : ST_MM_DIN, 1, M, K, nc, ld, a16, b16 + n0 * K, din);
         if (dw) exec(ST_MM_DW, 1, M, K, nc, ld, a16, c16, dw + n0 * K);
     }
 done:
@@ -323,13 +324,32 @@ done:
 
 int st_mm_backward(float *din, float *dw, const float *dout, const float *in, const float *w,
                    int M, int K, int N, int bf16) {
-    return bwd(din, dw, dout, NULL, 0, in, NULL, w, M, K, N, bf16, 0);
+    return bwd(din, dw, dout, NULL, 0, in, NULL, w, NULL, M, K, N, bf16, 0);
 }
 
 int st_mm_backward_b(float *din, float *dw, const float *dout, const uint16_t *dout16, int ld16,
                      const float *in, const uint16_t *in16, const float *w, int M, int K, int N) {
     if ((!dout) == (!dout16) || (dw && (!in) == (!in16)) || (ld16 && ld16 < N)) return -1;
-    return bwd(din, dw, dout, dout16, ld16, in, in16, w, M, K, N, 1, 1);
+    return bwd(din, dw, dout, dout16, ld16, in, in16, w, NULL, M, K, N, 1, 1);
+}
+
+int st_mm_backward_w16(float *din, const float *dout, const uint16_t *dout16, int ld16,
+                       const uint16_t *w16, int M, int K, int N) {
+    if ((!dout) == (!dout16) || !w16 || !din || (ld16 && ld16 < N)) return -1;
+    return bwd(din, NULL, dout, dout16, ld16, NULL, NULL, NULL, w16, M, K, N, 1, 1);
+}
+
+int st_mm_forward_w16(float *out, const float *in, const uint16_t *in16, const uint16_t *w16,
+                      int M, int K, int N) {
+    if (M <= 0 || N <= 0 || K <= 0 || (!in) == (!in16) || !w16) return -1;
+    int rc = -1;
+    pthread_mutex_lock(&g_mu);
+    if (ready() && (in16 || !grow(&g_a, &g_acap, (size_t)M * K)) && get(ST_MM_FWD, 1, M, K, N, 0)) {
+        if (!in16) to_bf16(g_a, in, (size_t)M * K);
+        rc = exec(ST_MM_FWD, 1, M, K, N, 0, in16 ? in16 : g_a, w16, out);
+    }
+    pthread_mutex_unlock(&g_mu);
+    return rc;
 }
 
 void st_mm_set_chunk_elems(size_t n) {

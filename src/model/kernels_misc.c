@@ -81,6 +81,19 @@ void st_embedding_forward(float *out, const int32_t *tokens, const float *table,
         memcpy(out + (size_t)n * C, table + (size_t)tokens[n] * C, (size_t)C * sizeof *out);
 }
 
+void st_embedding_forward_w16(float *out, const int32_t *tokens, const uint16_t *table, int N,
+                              int C) {
+#pragma omp parallel for if ((size_t)N * C > 65536)
+    for (int n = 0; n < N; n++) {
+        const uint16_t *t = table + (size_t)tokens[n] * C;
+        float *o = out + (size_t)n * C;
+        for (int c = 0; c < C; c++) {
+            const uint32_t u = (uint32_t)t[c] << 16; /* bf16 -> fp32, exact */
+            memcpy(&o[c], &u, 4);
+        }
+    }
+}
+
 void st_embedding_backward(float *dtable, const float *dout, const int32_t *tokens, int N, int C) {
     /* tokens repeat, so rows may collide: parallelise over channel blocks instead of rows */
     const int CB = 64;

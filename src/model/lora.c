@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "model/acts.h"
+#include "safetune/model.h"
 #include "model/fastmath.h"
 #include "model/matmul_bf16.h"
 
@@ -363,6 +364,21 @@ st_status st_lora_train_forward(const st_config *cfg, const st_weights *w,
     return s;
 }
 
+static st_status base_forward(const st_config *cfg, const st_weights *w, const st_weights16 *w16,
+                              const st_lora_config *lc, const st_lora_weights *lw,
+                              uint64_t dropout_seed, st_train_acts *a, const int32_t *tokens,
+                              const int32_t *targets, const float *mask, int B, int T,
+                              float normaliser, float *loss) {
+    if (w16 && a->head_rows <= 0)
+        return st_error(ST_ERR_ARG, "lora forward: a bf16 base needs activations from "
+                        "st_lora_train_acts_new (chunked lm_head)");
+    a->w16 = w16; /* borrowed for this call only */
+    st_status s = st_lora_train_forward(cfg, w, lc, lw, dropout_seed, a, tokens, targets, mask, B,
+                                        T, normaliser, loss);
+    a->w16 = NULL;
+    return s;
+}
+
 st_status st_lora_train_backward(const st_config *cfg, const st_weights *w, st_train_acts *a,
                                  const st_lora_weights *lg) {
     if (!a->lora.lw)
@@ -370,6 +386,156 @@ st_status st_lora_train_backward(const st_config *cfg, const st_weights *w, st_t
     a->lora.lg = lg;
     st_status s = st__train_backward(cfg, w, a, NULL);
     a->lora.lg = NULL;
+    return s;
+}
+
+st_status st_lora_train_acts_new(const st_config *cfg, int B, int T, int head_rows,
+                                 st_train_acts **out) {
+    *out = NULL;
+    if (head_rows < 0) return st_error(ST_ERR_ARG, "lora activations: head_rows %d < 0", head_rows);
+    if (head_rows == 0) { /* logits [rows, V] of at most 16 Mi floats (64 MiB) */
+        const size_t cap = ((size_t)16 << 20) / (size_t)(cfg->vocab_size > 0 ? cfg->vocab_size : 1);
+        head_rows = cap < 1 ? 1 : cap > (size_t)INT32_MAX ? INT32_MAX : (int)cap;
+    }
+    return st_acts_alloc_chunked(cfg, B, T, head_rows, out);
+}
+
+/* ---- the frozen base ---------------------------------------------------------------------- */
+
+/* bf16 base: the fp32 views of its 1-D tensors (norms, biases) packed in b->small in layout
+ * order with no padding (so q|k|v biases stay adjacent), the matrices' views NULL; src (a
+ * model-layout fp32 buffer) fills them, or NULL leaves norms 1 and biases 0. */
+static st_status bind_small(st_lora_base *b, const float *src) {
+    const st_layout *lay = &b->layout;
+    size_t n = 0;
+    for (size_t i = 0; i < lay->n_tensors; i++)
+        if (lay->params[i].n_dims == 1) n += lay->params[i].numel;
+    b->small = st_alloc_aligned((n ? n : 1) * sizeof(float));
+    if (!b->small) return ST_ERR_NOMEM;
+    memset(&b->w, 0, sizeof b->w);
+    b->w.layers = st_calloc((size_t)b->config.num_hidden_layers, sizeof *b->w.layers);
+    if (!b->w.layers) return ST_ERR_NOMEM;
+    size_t off = 0;
+    for (size_t i = 0; i < lay->n_tensors; i++) {
+        const st_param_info *p = &lay->params[i];
+        if (p->n_dims != 1) continue;
+        float *d = b->small + off;
+        off += p->numel;
+        if (src) memcpy(d, src + p->offset, p->numel * sizeof *d);
+        else
+            for (size_t j = 0; j < p->numel; j++) d[j] = strstr(p->name, "norm") ? 1.0f : 0.0f;
+        int l = -1;
+        char what[96] = "";
+        if (sscanf(p->name, "model.layers.%d.%95s", &l, what) == 2) {
+            if (l < 0 || l >= b->config.num_hidden_layers) continue;
+            st_layer_weights *L = &b->w.layers[l];
+            if (!strcmp(what, "input_layernorm.weight")) L->input_layernorm = d;
+            else if (!strcmp(what, "post_attention_layernorm.weight")) L->post_attention_layernorm = d;
+            else if (!strcmp(what, "self_attn.q_proj.bias")) L->q_bias = d;
+            else if (!strcmp(what, "self_attn.k_proj.bias")) L->k_bias = d;
+            else if (!strcmp(what, "self_attn.v_proj.bias")) L->v_bias = d;
+        } else if (!strcmp(p->name, "model.norm.weight")) {
+            b->w.norm = d;
+        }
+    }
+    return ST_OK;
+}
+
+static st_status base_alloc(const st_config *cfg, st_base_precision prec, st_lora_base **out) {
+    *out = NULL;
+    if (prec != ST_BASE_F32 && prec != ST_BASE_BF16)
+        return st_error(ST_ERR_ARG, "base_precision: %d is neither fp32 nor bf16", (int)prec);
+    st_lora_base *b = st_calloc(1, sizeof *b);
+    if (!b) return ST_ERR_NOMEM;
+    b->config = *cfg;
+    b->precision = prec;
+    st_status s = st_layout_init(&b->layout, cfg);
+    if (s) {
+        free(b);
+        return s;
+    }
+    *out = b;
+    return ST_OK;
+}
+
+st_status st_lora_base_new(const st_model *m, st_base_precision prec, st_lora_base **out) {
+    st_lora_base *b;
+    st_status s = base_alloc(&m->config, prec, &b);
+    if (s) return s;
+    *out = NULL;
+    if (prec == ST_BASE_F32) { /* the model's own fp32 weights, read in place */
+        s = st_weights_bind(&b->w, &b->config, &m->layout, m->params);
+    } else {
+        const st_layout *lay = &b->layout;
+        b->buf16 = st_alloc_aligned((lay->n_floats ? lay->n_floats : 1) * sizeof *b->buf16);
+        if (!b->buf16) {
+            s = st_error(ST_ERR_NOMEM, "lora: cannot allocate %zu MiB for the bf16 base",
+                         lay->n_floats * sizeof *b->buf16 >> 20);
+        } else {
+            st_bf16_row(NULL, NULL, 0); /* ISA decided before the threads run */
+            for (size_t i = 0; i < lay->n_tensors; i++) {
+                const st_param_info *p = &lay->params[i];
+                if (p->n_dims != 2) continue;
+                const size_t rows = (size_t)p->shape[0], cols = (size_t)p->shape[1];
+#pragma omp parallel for schedule(static) if (p->numel > 65536)
+                for (size_t r = 0; r < rows; r++)
+                    st_bf16_row(b->buf16 + p->offset + r * cols, m->params + p->offset + r * cols, cols);
+            }
+            s = bind_small(b, m->params);
+            if (!s) s = st_weights16_bind(&b->w16, &b->config, lay, b->buf16);
+        }
+    }
+    if (s) {
+        st_lora_base_free(b);
+        return s;
+    }
+    *out = b;
+    return ST_OK;
+}
+
+st_status st_lora_base_new_bf16(const st_config *cfg, st_lora_base **out) {
+    st_lora_base *b;
+    st_status s = base_alloc(cfg, ST_BASE_BF16, &b);
+    if (s) return s;
+    *out = NULL;
+    b->buf16 = st_alloc_aligned((b->layout.n_floats ? b->layout.n_floats : 1) * sizeof *b->buf16);
+    if (!b->buf16)
+        s = st_error(ST_ERR_NOMEM, "lora: cannot allocate %zu MiB for the bf16 base",
+                     b->layout.n_floats * sizeof *b->buf16 >> 20);
+    if (!s) s = bind_small(b, NULL);
+    if (!s) s = st_weights16_bind(&b->w16, &b->config, &b->layout, b->buf16);
+    if (s) {
+        st_lora_base_free(b);
+        return s;
+    }
+    *out = b;
+    return ST_OK;
+}
+
+void st_lora_base_free(st_lora_base *b) {
+    if (!b) return;
+    st_weights_unbind(&b->w);
+    st_weights16_unbind(&b->w16);
+    st_free_aligned(b->buf16);
+    st_free_aligned(b->small);
+    st_layout_free(&b->layout);
+    free(b);
+}
+
+st_status st_lora_base_train_forward(const st_lora_base *base, const st_lora_config *lc,
+                                     const st_lora_weights *lw, uint64_t dropout_seed,
+                                     st_train_acts *a, const int32_t *tokens,
+                                     const int32_t *targets, const float *mask, int B, int T,
+                                     float normaliser, float *loss) {
+    return base_forward(&base->config, &base->w, base->buf16 ? &base->w16 : NULL, lc, lw,
+                        dropout_seed, a, tokens, targets, mask, B, T, normaliser, loss);
+}
+
+st_status st_lora_base_train_backward(const st_lora_base *base, st_train_acts *a,
+                                      const st_lora_weights *lg) {
+    a->w16 = base->buf16 ? &base->w16 : NULL;
+    st_status s = st_lora_train_backward(&base->config, &base->w, a, lg);
+    a->w16 = NULL;
     return s;
 }
 

@@ -22,6 +22,14 @@ int st_mm_forward_b(float *out, const uint16_t *in16, const float *w, int M, int
  * Returns 0, or -1 with nothing written. */
 int st_mm_backward_b(float *din, float *dw, const float *dout, const uint16_t *dout16, int ld16,
                      const float *in, const uint16_t *in16, const float *w, int M, int K, int N);
+/* Products with the weight already bf16 (w16 [N,K], a frozen base held in bf16): forward
+ * out[M,N] = in·Wᵀ written, the input fp32 (in, rounded here) or bf16 (in16), exactly one;
+ * backward din[M,K] = dout·W WRITTEN, dout fp32 (rounded in column chunks) or bf16 (dout16,
+ * row stride ld16 >= N, 0 = N). Return 0, or -1 with nothing written (fall back). */
+int st_mm_forward_w16(float *out, const float *in, const uint16_t *in16, const uint16_t *w16,
+                      int M, int K, int N);
+int st_mm_backward_w16(float *din, const float *dout, const uint16_t *dout16, int ld16,
+                       const uint16_t *w16, int M, int K, int N);
 /* dst[i] = bf16(src[i]) (RNE, the rounding of every bf16 product here), one thread; call it
  * once with n = 0 before a parallel region (it detects the ISA on first use). */
 void st_bf16_row(uint16_t *dst, const float *src, size_t n);

@@ -122,3 +122,40 @@ void st_weights_unbind(st_weights *w) {
     free(w->layers);
     w->layers = NULL;
 }
+
+static const uint16_t *view16(const st_layout *lay, const uint16_t *flat, const char *fmt, int l,
+                              st_status *s) {
+    char n[96];
+    snprintf(n, sizeof n, fmt, l);
+    const st_param_info *p = st_layout_find(lay, n);
+    if (!p) {
+        if (!*s) *s = st_error(ST_ERR_INTERNAL, "weights: layout has no tensor %s", n);
+        return NULL;
+    }
+    return flat + p->offset;
+}
+
+st_status st_weights16_bind(st_weights16 *w, const st_config *cfg, const st_layout *lay,
+                            const uint16_t *flat) {
+    memset(w, 0, sizeof *w);
+    w->layers = st_calloc((size_t)cfg->num_hidden_layers, sizeof *w->layers);
+    if (!w->layers) return ST_ERR_NOMEM;
+    st_status s = ST_OK;
+    w->embed_tokens = view16(lay, flat, "model.embed_tokens.weight", 0, &s);
+    for (int l = 0; l < cfg->num_hidden_layers; l++) {
+        st_layer_weights16 *L = &w->layers[l];
+        L->q_proj = view16(lay, flat, "model.layers.%d.self_attn.q_proj.weight", l, &s);
+        L->o_proj = view16(lay, flat, "model.layers.%d.self_attn.o_proj.weight", l, &s);
+        L->gate_proj = view16(lay, flat, "model.layers.%d.mlp.gate_proj.weight", l, &s);
+        L->down_proj = view16(lay, flat, "model.layers.%d.mlp.down_proj.weight", l, &s);
+    }
+    w->lm_head = cfg->tie_word_embeddings ? w->embed_tokens
+                                          : view16(lay, flat, "lm_head.weight", 0, &s);
+    if (s) st_weights16_unbind(w);
+    return s;
+}
+
+void st_weights16_unbind(st_weights16 *w) {
+    free(w->layers);
+    w->layers = NULL;
+}

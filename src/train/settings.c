@@ -143,6 +143,8 @@ static const st_train_setting k_rows[] = {
      "dropout on the adapter input"},
     {"lora_targets", "lora-targets", ST_SET_LORA_TARGETS, OFF(lora.targets), 0, 0, "all", ST_FP_REFUSE, NULL, "LIST",
      "all, or some of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"},
+    {"base_precision", "base-precision", ST_SET_ENUM, OFF(base_bf16), 0, 0, "fp32", ST_FP_REFUSE, st_precision_names,
+     "fp32|bf16", "LoRA: the frozen base in fp32, or held in bf16 (2 bytes a weight; its products take bf16 operands)"},
 };
 
 /* The rows whose non-zero value trains on the alignment set's safety data (train_settings.h). */

@@ -35,6 +35,7 @@ void st_trainer_free(st_trainer *t) {
     st_weights_unbind(&t->gw);
     st_lora_unbind(&t->lgw);
     st_lora_free(t->adapter);
+    st_lora_base_free(t->base);
     st_free_aligned(t->grads);
     free(t);
 }
@@ -79,6 +80,7 @@ st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_c
     }
     if (lora) { /* the adapter is the trained vector; the base stays as loaded */
         if ((s = st_lora_new(&m->config, &cfg->lora, &t->adapter))) goto fail;
+        if ((s = st_lora_base_new(m, cfg->base_bf16 ? ST_BASE_BF16 : ST_BASE_F32, &t->base))) goto fail;
         if (cfg->lora_init)
             memcpy(t->adapter->params, cfg->lora_init, t->adapter->layout.n_floats * sizeof(float));
         else
@@ -86,6 +88,10 @@ st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_c
         t->theta = t->adapter->params;
         t->n = t->adapter->layout.n_floats;
     } else {
+        if (cfg->base_bf16) {
+            s = st_error(ST_ERR_ARG, "base_precision: bf16 holds a frozen base; it needs finetune lora");
+            goto fail;
+        }
         t->theta = m->params;
         t->n = m->layout.n_floats;
     }
@@ -166,7 +172,10 @@ st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_c
                              cfg->ema_start > 0 ? cfg->ema_start : 1, cfg->ema_every > 0 ? cfg->ema_every : 1)))
             goto fail;
     }
-    if ((s = st_train_acts_new(&m->config, cfg->batch_size, cfg->max_seq_len, &t->acts))) goto fail;
+    /* LoRA: a chunked lm_head (its head is frozen), no [tokens, vocab] logits buffer */
+    if ((s = lora ? st_lora_train_acts_new(&m->config, cfg->batch_size, cfg->max_seq_len, 0, &t->acts)
+                  : st_train_acts_new(&m->config, cfg->batch_size, cfg->max_seq_len, &t->acts)))
+        goto fail;
     t->batches = st_calloc((size_t)cfg->grad_accum, sizeof *t->batches);
     if (!t->batches) { s = ST_ERR_NOMEM; goto fail; }
     for (int i = 0; i < cfg->grad_accum && !s; i++)
@@ -258,8 +267,8 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
         float l = 0;
         if (t->def && (s = st__defense_micro(t, i))) break; /* θ_0's forward (KL), the head term */
         if (t->adapter) /* dropout masks: a function of (seed, step, micro-batch), as on resume */
-            ST_PROF("forward_total", s = st_lora_train_forward(
-                                         mc, &t->m->w, &t->adapter->lc, &t->adapter->w,
+            ST_PROF("forward_total", s = st_lora_base_train_forward(
+                                         t->base, &t->adapter->lc, &t->adapter->w,
                                          lora_dropout_seed(c->seed, step_no, i), t->acts, b->inputs,
                                          b->targets, b->loss_mask, b->B, b->T, (float)normaliser, &l));
         else
@@ -271,7 +280,7 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
         if (t->debug_nan_step == step_no) l = NAN;
         loss += l;
         if (!isfinite(l)) break;
-        ST_PROF("backward_total", s = t->adapter ? st_lora_train_backward(mc, &t->m->w, t->acts, &t->lgw)
+        ST_PROF("backward_total", s = t->adapter ? st_lora_base_train_backward(t->base, t->acts, &t->lgw)
                                                  : st_train_backward(mc, &t->m->w, t->acts, &t->gw));
     }
     /* the loss first: a non-finite one stops every rank before the gradient traffic */
@@ -418,9 +427,9 @@ st_status st_trainer_eval(st_trainer *t, const float *params, double *val_loss) 
         if ((s = st_collate(t->data, t->split.val + r0, nb, c->max_seq_len, c->pad_id, 0, b)))
             break;
         if (b->n_targets == 0) continue;
-        if ((s = t->adapter ? st_lora_train_forward(mc, &t->m->w, &t->adapter->lc, &lw, 0, t->acts,
-                                                    b->inputs, b->targets, b->loss_mask, b->B,
-                                                    b->T, 1.0f, NULL)
+        if ((s = t->adapter ? st_lora_base_train_forward(t->base, &t->adapter->lc, &lw, 0, t->acts,
+                                                         b->inputs, b->targets, b->loss_mask, b->B,
+                                                         b->T, 1.0f, NULL)
                             : st_train_forward(mc, &w, t->acts, b->inputs, b->targets, b->loss_mask,
                                                b->B, b->T, 1.0f, NULL)))
             break;

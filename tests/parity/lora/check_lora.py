@@ -5,12 +5,15 @@ CASE: tiny     tiny random HF checkpoints (GQA + llama3 RoPE untied, Qwen2 q/k/v
                MQA bf16 checkpoint): loss and every adapter gradient (all seven targets, B ≠ 0),
                a target subset with seeded dropout (masks rebuilt by llama_ref.lora_dropout_mask),
                PEFT's initialisation (B = 0, A ~ U(−1/√in, 1/√in)), no base gradient computed
-      bf16     the ST_MATMUL_BF16 training path against the float64 reference (bf16 bound)
+      bf16     the ST_MATMUL_BF16 training path against the float64 reference (bf16 bound); a frozen
+               base held in bf16 against the reference with its matrices rounded to bf16 (same
+               bound), and bit for bit equal to the bf16 path on a bf16 checkpoint
       smollm   SmolLM2-135M-Instruct GGUF: every adapter gradient, r 8, all targets
       train    ten AdamW steps of LoRA (PEFT init) + EMA over a frozen base vs torch.optim.AdamW
                and a manual EMA in float32: losses, live and EMA adapters
 Bounds: loss ≤ 1e-5 relative; every adapter gradient tensor ≤ 1e-4 relative (fp32); training:
 losses ≤ 1e-5, adapters ≤ 1e-4 relative. Exit 77 when the SmolLM2 file is absent (smollm)."""
+import json
 import math
 import os
 import subprocess
@@ -80,11 +83,13 @@ def dropout_fn(seed, p, B, T, dtype):
 
 
 def grads(model_path, ref, toks, tgts, mask, norm, tag, d, r=4, alpha=8.0, p=0.0,
-          targets="all", seed=7, drop_seed=0, b_std=0.05, prec="f32", tol=1e-4):
+          targets="all", seed=7, drop_seed=0, b_std=0.05, prec="f32", tol=1e-4, head_rows=0):
     B, T = toks.shape
     f = write_batch(d, toks, tgts, mask)
     spec = f"{r}:{alpha}:{p}:{targets}:{seed}:{drop_seed}:{b_std}:{prec}"
+    os.environ["LORA_HEAD_ROWS"] = str(head_rows)
     run("grads", model_path, spec, f["tok.i32"], f["tgt.i32"], f["mask.f32"], B, T, norm, d)
+    os.environ["LORA_HEAD_ROWS"] = "0"
     lay = layout(d)
     ad = unflat(np.fromfile(os.path.join(d, "params.f32"), np.float32), lay)
     ref.set_lora(ad, alpha / r, dropout_fn(drop_seed, p, B, T, ref.dtype))
@@ -159,6 +164,10 @@ def tiny():
                   alpha=2.0, p=0.1, targets="o_proj,gate_proj,up_proj,k_proj", drop_seed=99)
             # dropout seed 0 = the deterministic forward even with lora_dropout > 0
             grads(d, ref, toks, tgts, mask, norm, f"{tag} dropout 0.3, seed 0 (eval)", d, p=0.3)
+            # the chunked lm_head + cross-entropy over 14 chunks of 11 trained rows (and a last
+            # short one): d(ln_f) of each chunk taken in the forward
+            grads(d, ref, toks, tgts, mask, norm, f"{tag} r4 all, head in chunks of 11 rows", d,
+                  head_rows=11)
     # PEFT's initialisation: B = 0, A ~ kaiming_uniform(a=√5) = U(−1/√in, 1/√in)
     tag, d = tiny_model(0)
     f = write_batch(d, *batch(rng, 128, 1, 8)[:3])
@@ -191,6 +200,37 @@ def bf16():
     grads(d, ref, toks, tgts, mask, norm, f"{tag} bf16 path, all targets", d, prec="bf16", tol=3e-2)
     grads(d, ref, toks, tgts, mask, norm, f"{tag} bf16 path, dropout 0.2", d, prec="bf16", tol=3e-2,
           p=0.2, drop_seed=5)
+    # A frozen base held in bf16 (st_lora_base ST_BASE_BF16): against the float64 reference with
+    # every base matrix rounded to bf16 (what the base holds; norms and biases stay fp32), so the
+    # remaining error is the bf16 rounding of the activation operands (8 significant bits,
+    # relative 2^-9 per operand, through 2 layers and the head): the bf16 path's bound above.
+    ref16 = R.load(d, torch.float64)
+    with torch.no_grad():
+        for name, v in ref16.params.items():
+            if v.dim() == 2:
+                v.copy_(v.to(torch.bfloat16).to(torch.float64))
+    for hr in (0, 7):
+        grads(d, ref16, toks, tgts, mask, norm, f"{tag} bf16 base, head chunks {hr or 'all'}", d,
+              prec="bf16base", tol=3e-2, head_rows=hr)
+    grads(d, ref16, toks, tgts, mask, norm, f"{tag} bf16 base, dropout 0.2", d, prec="bf16base",
+          tol=3e-2, p=0.2, drop_seed=5)
+    # On a checkpoint whose weights are bf16 already, holding the base in bf16 changes nothing:
+    # the bf16 path on the fp32 base (weights rounded per product, exactly) gives the same
+    # loss and adapter gradients bit for bit
+    tag3, d3 = tiny_model(3)
+    ref3 = R.load(d3, torch.float64)
+    toks, tgts, mask, norm = batch(rng, ref3.cfg["vocab_size"], 2, 40)
+    f = write_batch(d3, toks, tgts, mask)
+    out = {}
+    for prec in ("bf16", "bf16base"):
+        spec = f"4:8.0:0.1:all:7:11:0.05:{prec}"
+        run("grads", d3, spec, f["tok.i32"], f["tgt.i32"], f["mask.f32"], 2, 40, norm, d3)
+        out[prec] = (open(os.path.join(d3, "loss.txt")).read(),
+                     np.fromfile(os.path.join(d3, "grads.f32"), np.float32))
+    check(f"{tag3} bf16 base = bf16 path on bf16 weights: loss", 0.0 if out["bf16"][0] == out["bf16base"][0] else 1.0, 0.0)
+    check(f"{tag3} bf16 base = bf16 path on bf16 weights: max |grad diff|",
+          float(np.abs(out["bf16"][1] - out["bf16base"][1]).max()), 0.0)
+    assert np.abs(out["bf16"][1]).max() > 0, "zero gradients (test cannot fail)"
 
 
 def smollm():
@@ -528,7 +568,75 @@ def bad_adapter():
     expect(os.path.join(out, "absent"), d, "no adapter_config.json")
 
 
-{"tiny": tiny, "bf16": bf16, "smollm": smollm, "train": train, "peft": peft, "peft_package": peft_package, "load_adapter": load_adapter, "train_cli": train_cli,
+def adapter_cli():
+    """--adapter DIR on generate / eval / serve / train: SmolLM2 + a PEFT folder gives the same
+    greedy text as the adapter folder given as --model (and not the base's); an adapter for
+    another base model, a folder that is no adapter, and an adapter folder as --model with
+    --adapter are refused naming the cause, with no output written."""
+    import shutil
+    cli = os.environ.get("SAFETUNE_CLI")
+    path = smol_path()
+    data = os.path.join(os.environ.get("SAFETUNE_DATA_DIR", "data"), "alpaca", "alpaca_5000.json")
+    if not cli or not os.path.exists(data):
+        print("skip: SAFETUNE_CLI or the Alpaca data absent")
+        sys.exit(77)
+    base = os.path.join(TMP, "lora_adapter_cli")
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
+    run("peft", path, "4:8.0:0:all:3:0:0.5:f32", base)  # B ~ N(0, 0.5²): changes greedy text
+    ad = os.path.join(base, "adapter")
+    tag, d = tiny_model(1)
+    other = os.path.join(base, "other")
+    os.makedirs(other)
+    run("peft", d, "3:6:0:all:9:0:0.05:f32", other)
+    other_ad = os.path.join(other, "adapter")
+
+    def gen(out, *extra):
+        r = subprocess.run([cli, "generate", *extra, "--prompt", "Name a colour.", "--chat",
+                            "--max-new-tokens", "8", "--quiet", "--output", out], capture_output=True, text=True)
+        txt = open(out).read() if os.path.exists(out) else None
+        return r, txt
+
+    r1, with_flag = gen(os.path.join(base, "a.jsonl"), "--model", path, "--adapter", ad)
+    check(f"generate --adapter exit ({r1.stderr.strip()[-200:]})", r1.returncode, 0)
+    r2, as_model = gen(os.path.join(base, "b.jsonl"), "--model", ad)
+    r3, plain = gen(os.path.join(base, "c.jsonl"), "--model", path)
+    resp = [json.loads(t)["response"] if t else None for t in (with_flag, as_model, plain)]
+    print("responses:", resp)
+    check("generate --model BASE --adapter AD = --model AD (greedy text)", 0.0 if resp[0] == resp[1] else 1.0, 0.0)
+    check("the adapter changes the greedy text (it was applied)", 0.0 if resp[0] != resp[2] else 1.0, 0.0)
+
+    def refused(what, args, want, out=None):
+        r = subprocess.run([cli, *args], capture_output=True, text=True, timeout=300)
+        ok = r.returncode != 0 and want in r.stderr and (out is None or not os.path.exists(out))
+        print(f"{'ok  ' if ok else 'FAIL'} {what}: exit {r.returncode}: {r.stderr.strip()[-300:]}")
+        if not ok:
+            failures.append(what)
+
+    o = os.path.join(base, "x.jsonl")
+    refused("generate --adapter for another base model", ["generate", "--model", path, "--adapter", other_ad,
+            "--prompt", "Hi", "--output", o], "lora_A", o)
+    refused("generate --adapter not a folder", ["generate", "--model", path, "--adapter", os.path.join(base, "nope"),
+            "--prompt", "Hi", "--output", o], "--adapter", o)
+    refused("generate --adapter a model folder", ["generate", "--model", path, "--adapter", base,
+            "--prompt", "Hi", "--output", o], "not a PEFT adapter folder", o)
+    refused("generate --model ADAPTER --adapter ADAPTER", ["generate", "--model", ad, "--adapter", ad,
+            "--prompt", "Hi", "--output", o], "adapter folder itself", o)
+    eo = os.path.join(base, "eval_out")
+    refused("eval utility --adapter not an adapter (no --out folder made)",
+            ["eval", "utility", "--model", path, "--adapter", base, "--out", eo, "--no-truthfulqa",
+             "--no-mtbench", "--data", data, "--max-rows", "20", "--quiet"], "not a PEFT adapter folder", eo)
+    refused("eval utility --adapter for another base model", ["eval", "utility", "--model", path, "--adapter",
+            other_ad, "--out", eo, "--no-truthfulqa", "--no-mtbench", "--data", data, "--max-rows", "20",
+            "--quiet"], "lora_A")
+    refused("serve --adapter for another base model", ["serve", "--model", path, "--adapter", other_ad,
+            "--port", "0"], "lora_A")
+    to = os.path.join(base, "train_out")
+    refused("train --finetune lora --adapter for another base model", ["train", "--model", path, "--data", data,
+            "--out", to, "--finetune", "lora", "--adapter", other_ad, "--max-steps", "1", "--quiet"], "lora_A")
+
+
+{"tiny": tiny, "bf16": bf16, "adapter_cli": adapter_cli, "smollm": smollm, "train": train, "peft": peft, "peft_package": peft_package, "load_adapter": load_adapter, "train_cli": train_cli,
  "bad_adapter": bad_adapter}[CASE]()
 print("PASS" if not failures else f"FAIL: {len(failures)} check(s)")
 sys.exit(1 if failures else 0)

@@ -2,7 +2,9 @@
  * EMA steps on adapters over a frozen base, writing raw float32 results.
  * SPEC = r:alpha:dropout:targets:init_seed:dropout_seed:b_std:precision (targets "q_proj,v_proj"
  * or "all"; b_std > 0 replaces PEFT's B = 0 by N(0, b_std²) so that every gradient is nonzero;
- * precision f32|bf16).
+ * precision f32|bf16|bf16base: fp32 products, bf16 products on the fp32 base, or a frozen base
+ * held in bf16 (st_lora_base) with the bf16 products). Activations from st_lora_train_acts_new (chunked lm_head) with
+ * LORA_HEAD_ROWS (environment) rows per chunk, default 0 (64 MiB).
  *   lora_tool grads MODEL SPEC TOK.i32 TGT.i32 MASK.f32 B T NORM OUT_DIR
  *       OUT_DIR/loss.txt, params.f32, grads.f32, layout.tsv (name offset numel r0 r1)
  *   lora_tool train MODEL SPEC TOK.i32 TGT.i32 MASK.f32 B T NORM LR WD EMA_DECAY STEPS OUT_DIR
@@ -63,6 +65,7 @@ typedef struct {
     st_lora_config lc;
     uint64_t init_seed, drop_seed;
     double b_std;
+    int bf16_base;
 } spec;
 
 static spec parse_spec(const char *s) {
@@ -77,7 +80,12 @@ static spec parse_spec(const char *s) {
     if (st_lora_targets_parse(targets, &sp.lc.targets)) die();
     sp.init_seed = is;
     sp.drop_seed = ds;
-    st_matmul_set_precision(strcmp(prec, "bf16") ? ST_MATMUL_F32 : ST_MATMUL_BF16);
+    sp.bf16_base = !strcmp(prec, "bf16base");
+    if (strcmp(prec, "f32") && strcmp(prec, "bf16") && !sp.bf16_base) {
+        fprintf(stderr, "bad precision %s\n", prec);
+        exit(2);
+    }
+    st_matmul_set_precision(strcmp(prec, "f32") ? ST_MATMUL_BF16 : ST_MATMUL_F32);
     return sp;
 }
 
@@ -175,16 +183,19 @@ int main(int argc, char **argv) {
     float *grads = st_alloc_aligned(n * sizeof(float));
     st_lora_weights gw;
     st_train_acts *a = NULL;
+    st_lora_base *base = NULL;
+    const char *hr = getenv("LORA_HEAD_ROWS");
     if (!grads || st_lora_bind(&gw, &m->config, &sp.lc, &ad->layout, grads) ||
-        st_train_acts_new(&m->config, B, T, &a))
+        st_lora_train_acts_new(&m->config, B, T, hr ? atoi(hr) : 0, &a) ||
+        st_lora_base_new(m, sp.bf16_base ? ST_BASE_BF16 : ST_BASE_F32, &base))
         die();
     write_layout(out, &ad->layout);
     if (is_grads) {
         memset(grads, 0, n * sizeof(float));
         float loss = 0;
-        if (st_lora_train_forward(&m->config, &m->w, &sp.lc, &ad->w, sp.drop_seed, a, tok, tgt,
-                                  mask, B, T, norm, &loss) ||
-            st_lora_train_backward(&m->config, &m->w, a, &gw))
+        if (st_lora_base_train_forward(base, &sp.lc, &ad->w, sp.drop_seed, a, tok, tgt, mask, B, T,
+                                       norm, &loss) ||
+            st_lora_base_train_backward(base, a, &gw))
             die();
         char p[4096], buf[64];
         snprintf(p, sizeof p, "%s/loss.txt", out);
@@ -212,9 +223,9 @@ int main(int argc, char **argv) {
             memset(grads, 0, n * sizeof(float));
             float loss = 0;
             const uint64_t ds = sp.drop_seed ? sp.drop_seed + (uint64_t)s : 0;
-            if (st_lora_train_forward(&m->config, &m->w, &sp.lc, &ad->w, ds, a, tok, tgt, mask, B,
-                                      T, norm, &loss) ||
-                st_lora_train_backward(&m->config, &m->w, a, &gw) ||
+            if (st_lora_base_train_forward(base, &sp.lc, &ad->w, ds, a, tok, tgt, mask, B, T, norm,
+                                           &loss) ||
+                st_lora_base_train_backward(base, a, &gw) ||
                 st_optim_step(&opt, ad->params, grads, oc.lr))
                 die();
             st_ema_step(&ema, ad->params, opt.step);
@@ -227,6 +238,7 @@ int main(int argc, char **argv) {
         st_optim_free(&opt);
     }
     st_train_acts_free(a);
+    st_lora_base_free(base);
     st_lora_unbind(&gw);
     st_free_aligned(grads);
     st_lora_free(ad);
