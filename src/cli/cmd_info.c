@@ -3,6 +3,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "safetune/gguf.h"
+#include "safetune/lora.h"
 #include "safetune/model.h"
 #include "safetune/quant.h"
 #include "safetune/safetensors.h"
@@ -82,7 +83,7 @@ int cmd_info(int argc, char **argv) {
     const char *arg = args.pos[0], *path = arg;
     st_model *m = NULL;
     cJSON *root = NULL;
-    char *cfg_json = NULL, *resolved = NULL;
+    char *cfg_json = NULL, *resolved = NULL, *adapter_file = NULL;
     rc = 1;
     /* a `safetune train` output folder: its final/ (or final-ema/) */
     if (cli_resolve_weights(arg, weights, &resolved)) {
@@ -94,6 +95,13 @@ int cmd_info(int argc, char **argv) {
     struct stat sb;
     stat(path, &sb);
     int is_dir = S_ISDIR(sb.st_mode);
+    /* a PEFT adapter folder (a LoRA run's final/): its base with the adapter merged; the tensor
+     * table is the adapter's */
+    char *cfg_path = is_dir ? st_path_join(path, "config.json") : NULL;
+    struct stat cs;
+    const int adapter = is_dir && st_lora_is_adapter_dir(path) && cfg_path && stat(cfg_path, &cs) != 0;
+    free(cfg_path);
+    if (adapter) adapter_file = st_path_join(path, "adapter_model.safetensors");
     if (st_model_load(path, &m)) {
         fprintf(stderr, "safetune info: %s\n", st_last_error());
         goto out;
@@ -101,7 +109,25 @@ int cmd_info(int argc, char **argv) {
     root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "path", path);
     if (strcmp(path, arg)) cJSON_AddStringToObject(root, "training_output", arg);
-    cJSON_AddStringToObject(root, "format", is_dir ? "safetensors" : "gguf");
+    cJSON_AddStringToObject(root, "format", adapter ? "peft-lora" : is_dir ? "safetensors" : "gguf");
+    if (adapter) {
+        st_lora *ad = NULL;
+        char *bp = NULL, tg[128];
+        if (st_lora_base_model_path(path, &bp) || st_lora_load_peft(path, &m->config, &ad)) {
+            fprintf(stderr, "safetune info: %s\n", st_last_error());
+            free(bp);
+            goto out;
+        }
+        cJSON *a = cJSON_AddObjectToObject(root, "adapter");
+        cJSON_AddStringToObject(a, "base_model", bp);
+        cJSON_AddNumberToObject(a, "r", ad->lc.r);
+        cJSON_AddNumberToObject(a, "lora_alpha", ad->lc.alpha);
+        st_lora_targets_format(ad->lc.targets, tg, sizeof tg);
+        cJSON_AddStringToObject(a, "target_modules", tg);
+        cJSON_AddNumberToObject(a, "parameters", (double)ad->layout.n_floats);
+        st_lora_free(ad);
+        free(bp);
+    }
     if (st_config_to_hf_json(&m->config, &cfg_json)) {
         fprintf(stderr, "safetune info: %s\n", st_last_error());
         goto out;
@@ -140,7 +166,7 @@ int cmd_info(int argc, char **argv) {
     cJSON *sa = cJSON_AddArrayToObject(ch, "stop_ids");
     for (int i = 0; i < ns; i++) cJSON_AddItemToArray(sa, cJSON_CreateNumber(stops[i]));
     cJSON *tens = cJSON_AddArrayToObject(root, "tensors");
-    if (tensor_table(path, is_dir, tens)) {
+    if (tensor_table(adapter ? adapter_file : path, is_dir, tens)) {
         fprintf(stderr, "safetune info: %s\n", st_last_error());
         goto out;
     }
@@ -153,7 +179,15 @@ int cmd_info(int argc, char **argv) {
         goto out;
     }
     if (strcmp(path, arg)) printf("training output folder %s: %s weights\n", arg, strcmp(weights, "ema") ? "live" : "EMA");
-    printf("model: %s (%s)\n\nconfig (Hugging Face names):\n", path, is_dir ? "Hugging Face safetensors" : "GGUF");
+    printf("model: %s (%s)\n", path, adapter ? "PEFT LoRA adapter, shown merged into its base" : is_dir ? "Hugging Face safetensors" : "GGUF");
+    if (adapter) {
+        const cJSON *a = cJSON_GetObjectItem(root, "adapter");
+        printf("  base model %s, r %d, lora_alpha %g, target_modules %s (%.0f adapter parameters)\n",
+               cJSON_GetObjectItem(a, "base_model")->valuestring, cJSON_GetObjectItem(a, "r")->valueint,
+               cJSON_GetObjectItem(a, "lora_alpha")->valuedouble, cJSON_GetObjectItem(a, "target_modules")->valuestring,
+               cJSON_GetObjectItem(a, "parameters")->valuedouble);
+    }
+    printf("\nconfig (Hugging Face names):\n");
     for (cJSON *it = cfg->child; it; it = it->next) {
         char *v = cJSON_PrintUnformatted(it);
         printf("  %-26s %s\n", it->string, v ? v : "?");
@@ -201,6 +235,7 @@ out:
     cJSON_Delete(root);
     free(cfg_json);
     free(resolved);
+    free(adapter_file);
     st_model_free(m);
     st_args_free(&args);
     return rc;

@@ -4,6 +4,7 @@
  * tokenizer and chat template (st_model_load_tokenizer), never the weights. */
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "safetune/lora.h"
 #include "safetune/chat.h"
 
 #include <cjson/cJSON.h>
@@ -146,8 +147,35 @@ int cmd_tokenize(int argc, char **argv) {
         in_len = input ? strlen(input) : 0;
     }
     if (!input) goto done;
-    if (st_model_load_tokenizer(model, &m)) {
-        fprintf(stderr, "%s: %s\n", spec.prog, st_last_error());
+    /* a `safetune train` output folder: its final/ (or final-ema/); a PEFT adapter folder (a
+     * LoRA run's final/): the tokenizer of its base model */
+    char *resolved = NULL, *adapter_base = NULL;
+    if (cli_resolve_weights(model, "live", &resolved) != ST_OK) {
+        st_clear_error();
+        free(resolved);
+        resolved = NULL;
+        if (cli_resolve_weights(model, "ema", &resolved) != ST_OK) {
+            st_clear_error();
+            free(resolved);
+            resolved = NULL;
+        }
+    }
+    const char *tok_path = resolved ? resolved : model;
+    if (st_lora_is_adapter_dir(tok_path) && !cli_dir_has_tokenizer(tok_path)) {
+        if (st_lora_base_model_path(tok_path, &adapter_base)) {
+            fprintf(stderr, "%s: %s\n", spec.prog, st_last_error());
+            free(resolved);
+            goto done;
+        }
+        tok_path = adapter_base;
+    }
+    const st_status ls = st_model_load_tokenizer(tok_path, &m);
+    free(resolved);
+    free(adapter_base);
+    if (ls) {
+        char hint[4 * 4200];
+        if (cli_model_hint(model, hint, sizeof hint)) fprintf(stderr, "%s: %s\n", spec.prog, hint);
+        else fprintf(stderr, "%s: %s\n", spec.prog, st_last_error());
         goto done;
     }
     if (tpl_name) {

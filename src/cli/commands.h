@@ -90,6 +90,9 @@ int cli_load_model(const char *prog, const char *model, const char *weights, st_
 int cli_load_model_adapter(const char *prog, const char *model, const char *weights,
                            const char *adapter, st_model **m);
 
+/* 1 when folder dir holds tokenizer.json. */
+int cli_dir_has_tokenizer(const char *dir);
+
 /* Option row --adapter DIR (generate, chat, eval, serve). */
 #define CLI_ADAPTER_OPT(adapter)                                                                          \
     {"adapter", ST_OPT_STR, &(adapter), "DIR", "a PEFT LoRA adapter folder (adapter_config.json + "        \

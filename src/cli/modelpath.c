@@ -148,6 +148,8 @@ int cli_model_hint(const char *path, char *msg, size_t cap) {
     return 0;
 }
 
+int cli_dir_has_tokenizer(const char *dir) { return has(dir, "tokenizer.json", 0); }
+
 st_status cli_check_adapter(const char *model_path, const char *adapter) {
     if (!adapter) return ST_OK;
     struct stat sb;

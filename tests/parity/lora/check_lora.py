@@ -606,6 +606,21 @@ def adapter_cli():
     check("generate --model BASE --adapter AD = --model AD (greedy text)", 0.0 if resp[0] == resp[1] else 1.0, 0.0)
     check("the adapter changes the greedy text (it was applied)", 0.0 if resp[0] != resp[2] else 1.0, 0.0)
 
+    r = subprocess.run([cli, "info", "--json", ad], capture_output=True, text=True)
+    j = json.loads(r.stdout) if r.returncode == 0 else {}
+    a = j.get("adapter", {})
+    ok = (j.get("format") == "peft-lora" and a.get("r") == 4 and a.get("lora_alpha") == 8 and
+          len(j.get("tensors", [])) == 2 * 7 * j["config"]["num_hidden_layers"])
+    print(f"{'ok  ' if ok else 'FAIL'} info on an adapter folder: {r.stderr.strip()} {a}")
+    if not ok:
+        failures.append("info adapter")
+    tk = [subprocess.run([cli, "tokenize", "--model", m, "Hello there"], capture_output=True, text=True)
+          for m in (ad, path)]
+    ok = tk[0].returncode == 0 and tk[0].stdout == tk[1].stdout
+    print(f"{'ok  ' if ok else 'FAIL'} tokenize on an adapter folder = on its base: {tk[0].stderr.strip()}")
+    if not ok:
+        failures.append("tokenize adapter")
+
     def refused(what, args, want, out=None):
         r = subprocess.run([cli, *args], capture_output=True, text=True, timeout=300)
         ok = r.returncode != 0 and want in r.stderr and (out is None or not os.path.exists(out))
