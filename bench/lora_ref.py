@@ -2,7 +2,9 @@
 """PyTorch reference for bench_lora: LoRA optimiser steps (forward with adapters, loss,
 backward into the adapters only, AdamW) on tests/reference/llama_ref.py with set_lora (PEFT's
 lora.Linear.forward, frozen base), fp32 or bf16 autocast, all cores, random tokens.
-Usage: lora_ref.py MODEL|llama-1b [B] [T] [steps] [r] [fp32|bf16]
+Usage: lora_ref.py MODEL|llama-1b [B] [T] [steps] [r] [fp32|bf16] [base fp32|bf16]
+base bf16: the frozen base's matrices stored as bf16 tensors (with bf16 autocast), as safetune's
+--base-precision bf16.
 llama-1b: random weights of the Llama-3.2-1B shape (as bench_lora). Prints tokens/s and the
 process's peak RSS."""
 import math
@@ -24,6 +26,9 @@ T = int(sys.argv[3]) if len(sys.argv) > 3 else 512
 steps = int(sys.argv[4]) if len(sys.argv) > 4 else 2
 r = int(sys.argv[5]) if len(sys.argv) > 5 else 16
 prec = sys.argv[6] if len(sys.argv) > 6 else "fp32"
+base_prec = sys.argv[7] if len(sys.argv) > 7 else "fp32"
+if base_prec == "bf16":
+    prec = "bf16"
 if model == "llama-1b":
     cfg = llama_ref.normalise_config(dict(
         model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
@@ -38,6 +43,10 @@ if model == "llama-1b":
     del w
 else:
     m = llama_ref.load(model)
+if base_prec == "bf16":  # frozen matrices held in bf16 (norms fp32)
+    for k in list(m.params):
+        if m.params[k].dim() == 2:
+            m.params[k] = m.params[k].to(torch.bfloat16)
 c = m.cfg
 C, I, L = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
 HD, KD = c["num_attention_heads"] * c["head_dim"], c["num_key_value_heads"] * c["head_dim"]
@@ -83,5 +92,5 @@ for s in range(steps):
         n += B * T
     print(f"  step {s + 1}: {time.time() - ts:.2f} s, loss {float(loss):.4f}", flush=True)
     del loss
-print(f"pytorch lora {prec}: {n / (time.time() - t0) if steps > 1 else 0:.1f} tokens/s")
+print(f"pytorch lora {prec}{' (bf16 base)' if base_prec == 'bf16' else ''}: {n / (time.time() - t0) if steps > 1 else 0:.1f} tokens/s")
 print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
