@@ -147,7 +147,7 @@ for cmd in (["generate", "--prompt", "hi"], ["chat"]):
 
 # ---- --help of every subcommand: exit 0, each option's default ----
 NO_DEFAULT = {"model", "prompt", "prompts", "output", "data", "out", "resume", "responses", "judge-url",
-              "judge-model", "config", "preset", "base", "merge", "lora-init"}
+              "judge-model", "config", "preset", "base", "merge", "lora-init", "adapter"}
 for cmd in (["info"], ["generate"], ["chat"], ["tokenize"], ["eval", "safety"], ["eval", "utility"], ["serve"],
             ["train"], ["align"], ["study"], ["merge"]):
     r = run(cmd + ["--help"])
