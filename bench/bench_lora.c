@@ -118,6 +118,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_lora: %s\n", st_last_error());
         return 1;
     }
+    { /* what the step holds, by owner (the allocations; peak RSS below is what was touched) */
+        const double mib = 1.0 / (1 << 20);
+        const double base_b = base->buf16 ? (double)base->layout.n_floats * 2.0 : (double)base->layout.n_floats * 4.0;
+        const double ad_b = (double)ad->layout.n_floats * 4.0 * 5.0; /* params, grads, 2 moments, EMA */
+        printf("holds: base %.0f MiB (%s), adapter + grads + AdamW moments + EMA %.0f MiB, "
+               "activations %.0f MiB (chunked head)\n", base_b * mib, base->buf16 ? "bf16" : "fp32",
+               ad_b * mib, (double)st_lora_train_acts_floats(c, &lc, B, T, 0) * 4.0 * mib);
+    }
     st_lora_init_params(&ad->layout, ad->params, 3);
     const float decay = 0.99f;
     if (st_ema_init(&ema, ad->params, ad->layout.n_floats, &decay, 1, 1, 1)) return 1;

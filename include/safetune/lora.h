@@ -133,6 +133,12 @@ void st_lora_base_free(st_lora_base *b);
  * too (not with the full-weight st_train_forward). Free with st_train_acts_free. */
 st_status st_lora_train_acts_new(const st_config *cfg, int B, int T, int head_rows,
                                  st_train_acts **out);
+/* Floats those activations hold once a forward with adapter lc has run (the buffer plus the
+ * adapter's saved products and scratch; without the per-thread attention scratch). In the bf16
+ * path ln1, ln2 and the MLP product are stored as bf16 in the first half of their fp32 slots,
+ * so the pages touched are fewer than this. */
+size_t st_lora_train_acts_floats(const st_config *cfg, const st_lora_config *lc, int B, int T,
+                                 int head_rows);
 /* st_lora_train_forward / st_lora_train_backward over a frozen base (a bf16 base needs the
  * activations of st_lora_train_acts_new). */
 st_status st_lora_base_train_forward(const st_lora_base *base, const st_lora_config *lc,

@@ -81,6 +81,8 @@ st_status st_acts_alloc_chunked(const st_config *cfg, int B, int T, int head_row
                                 struct st_train_acts **out);
 /* Floats acts_alloc would allocate (without the attention scratch). */
 size_t st_acts_floats(const st_config *cfg, int B, int T, int save, int logits_external);
+/* Floats st_acts_alloc_chunked would allocate (without the attention scratch). */
+size_t st_acts_floats_chunked(const st_config *cfg, int B, int T, int head_rows);
 /* Make sure the attention scratch fits the current thread count, T and head_dim D. */
 st_status st_acts_ensure_scratch(struct st_train_acts *a, int T, int D);
 /* Full forward to logits (written to `logits`, [B*T, V]); logits NULL stops after the final

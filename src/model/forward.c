@@ -70,6 +70,11 @@ size_t st_acts_floats(const st_config *cfg, int B, int T, int save, int logits_e
     return acts_layout(cfg, B * T, B, T, save, logits_external, 0, &probe, NULL);
 }
 
+size_t st_acts_floats_chunked(const st_config *cfg, int B, int T, int head_rows) {
+    struct st_train_acts probe = {0};
+    return acts_layout(cfg, B * T, B, T, 1, 0, head_rows, &probe, NULL);
+}
+
 static st_status acts_alloc(const st_config *cfg, int B, int T, int save, int logits_external,
                             int head_rows, struct st_train_acts **out) {
     *out = NULL;

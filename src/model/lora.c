@@ -389,15 +389,34 @@ st_status st_lora_train_backward(const st_config *cfg, const st_weights *w, st_t
     return s;
 }
 
-st_status st_lora_train_acts_new(const st_config *cfg, int B, int T, int head_rows,
-                                 st_train_acts **out) {
-    *out = NULL;
-    if (head_rows < 0) return st_error(ST_ERR_ARG, "lora activations: head_rows %d < 0", head_rows);
+static int head_rows_of(const st_config *cfg, int head_rows) {
     if (head_rows == 0) { /* logits [rows, V] of at most 16 Mi floats (64 MiB) */
         const size_t cap = ((size_t)16 << 20) / (size_t)(cfg->vocab_size > 0 ? cfg->vocab_size : 1);
         head_rows = cap < 1 ? 1 : cap > (size_t)INT32_MAX ? INT32_MAX : (int)cap;
     }
-    return st_acts_alloc_chunked(cfg, B, T, head_rows, out);
+    return head_rows;
+}
+
+st_status st_lora_train_acts_new(const st_config *cfg, int B, int T, int head_rows,
+                                 st_train_acts **out) {
+    *out = NULL;
+    if (head_rows < 0) return st_error(ST_ERR_ARG, "lora activations: head_rows %d < 0", head_rows);
+    return st_acts_alloc_chunked(cfg, B, T, head_rows_of(cfg, head_rows), out);
+}
+
+size_t st_lora_train_acts_floats(const st_config *cfg, const st_lora_config *lc, int B, int T,
+                                 int head_rows) {
+    int max_in = 0, max_out = 0;
+    for (int t = 0; t < ST_LORA_N_TARGETS; t++) {
+        int in, out;
+        st_lora_target_dims(cfg, (st_lora_target)t, &in, &out);
+        if (in > max_in) max_in = in;
+        if (out > max_out) max_out = out;
+    }
+    const size_t N = (size_t)B * (size_t)T, r = (size_t)lc->r;
+    const size_t lora = (size_t)cfg->num_hidden_layers * ST_LORA_N_TARGETS * N * r +
+                        N * (size_t)max_in + N * (size_t)max_out + N * r; /* lora_scratch */
+    return st_acts_floats_chunked(cfg, B, T, head_rows_of(cfg, head_rows < 0 ? 0 : head_rows)) + lora;
 }
 
 /* ---- the frozen base ---------------------------------------------------------------------- */
