@@ -22,6 +22,8 @@ static st_status head_logits(const st_config *cfg, const st_weights *w, st_train
     for (int n = 0; n < N; n++)
         if (targets[n] >= V)
             return st_error(ST_ERR_ARG, "KL forward: target %d at position %d outside [0, %d)", targets[n], n, V);
+    if (a->head_rows > 0) /* st_lora_train_acts_new: logits hold one chunk of rows only */
+        return st_error(ST_ERR_ARG, "KL forward: activations with a chunked lm_head (LoRA) keep no logits of every row");
     a->has_forward = 0;
     a->lora.lw = NULL; /* no adapter */
     st_status s = st_forward_core(cfg, w, a, tokens, B, T, NULL);
