@@ -88,11 +88,12 @@ static int serve_main(const st_args_spec *spec, int echo, const char *model, con
             st_model_free(m);
             return 1;
         }
+        const int vocab = (int)st_tokenizer_vocab_size(m->tokenizer);
         for (int i = 0; i < stops->n_extra_stop_ids; i++)
-            if (stops->extra_stop_ids[i] >= st_tokenizer_vocab_size(m->tokenizer)) {
-                st_model_free(m);
+            if (stops->extra_stop_ids[i] >= vocab) {
+                st_model_free(m); /* the message reads vocab, not m (freed) */
                 return st_args_fail(spec, "--stop-id %d: not a token id of this model (vocabulary of %d)",
-                                    (int)stops->extra_stop_ids[i], (int)st_tokenizer_vocab_size(m->tokenizer));
+                                    (int)stops->extra_stop_ids[i], vocab);
             }
         if (!name) {
             const char *b = strrchr(model, '/');
