@@ -149,6 +149,8 @@ typedef struct {
         int enabled;                /* 1 = train from the aligned start (`safetune align`), built once */
         char *dir;                  /* its folder (NULL = st_study_align_default_dir()) */
         int n_alpaca;               /* last Alpaca rows mixed into the alignment set */
+        int n_advbench;             /* AdvBench half-a refusals in it (0 = all 260) */
+        int xstest_safe_repeat;     /* copies of each XSTest half-a safe answer in it (>= 1) */
         int max_steps, batch_size;  /* alignment training (AdamW, constant after 2 warm-up steps, no EMA) */
         double lr;
         int answer_max_new_tokens;  /* the base model's answers to XSTest half a (alignment rows) */
@@ -556,15 +558,17 @@ typedef struct {
     char *user, *assistant;   /* one single-turn conversation */
 } st_study_conv;
 
-/* Build the alignment set: each AdvBench goal of half A (data_dir/advbench/harmful_behaviors.csv)
- * paired with a refusal chosen by a seeded hash of its row; with xs_answers (one entry per row of
+/* Build the alignment set: n_advbench AdvBench goals of half A (0 = all 260; else evenly spaced over
+ * half A; data_dir/advbench/harmful_behaviors.csv) each paired with a refusal chosen by a seeded hash
+ * of its row; with xs_answers (one entry per row of
  * XSTest half a, st_study_xstest_split(seed) order) each unsafe half-a XSTest prompt paired with a
  * refusal and each safe one with xs_answers[i] (the base model's own answer; NULL or "" = left
- * out); all mixed (seeded shuffle) with the LAST n_alpaca rows of the Alpaca file (rows a study
+ * out), safe_repeat (>= 1) times; all mixed (seeded shuffle) with the LAST n_alpaca rows of the Alpaca file (rows a study
  * with datasets[].limit = total - n_alpaca never sees). No AdvBench or XSTest half-b prompt is
  * used. Returns conversations (caller frees with st_study_convs_free). */
 st_status st_study_build_alignment_set(const char *data_dir, const char *alpaca_path,
-                                       size_t n_alpaca, uint64_t seed, const char *const *xs_answers,
+                                       size_t n_alpaca, size_t n_advbench, int safe_repeat, uint64_t seed,
+                                       const char *const *xs_answers,
                                        st_study_conv **out, size_t *n_out);
 void st_study_convs_free(st_study_conv *c, size_t n);
 /* Write conversations as OpenAI messages JSONL: {"messages":[{"role":"user",...},{"role":
@@ -601,6 +605,8 @@ typedef struct {
     const char *data_dir;     /* AdvBench / XSTest / Alpaca root */
     const char *alpaca_path;  /* NULL = data_dir/alpaca/alpaca_5000.json */
     size_t n_alpaca;          /* last Alpaca rows mixed in (rows a study with limit = N - n never sees) */
+    size_t n_advbench;        /* AdvBench half-a refusals (0 = all 260, else evenly spaced) */
+    int xstest_safe_repeat;   /* copies of each XSTest half-a safe answer (>= 1) */
     uint64_t split_seed;      /* AdvBench halves (st_study_advbench_split); half a is trained on */
     uint64_t seed;            /* refusal choice, mixing, data order */
     int max_steps, batch_size, max_seq_len;

@@ -16,7 +16,7 @@ int cmd_align(int argc, char **argv) {
     st_study_align_opts o;
     st_study_align_defaults(&o);
     const char *model = NULL, *out = NULL, *data_dir = NULL, *alpaca = NULL;
-    int n_alpaca = (int)o.n_alpaca, steps = o.max_steps, batch = o.batch_size, seq = o.max_seq_len,
+    int n_alpaca = (int)o.n_alpaca, n_advbench = (int)o.n_advbench, safe_repeat = o.xstest_safe_repeat, steps = o.max_steps, batch = o.batch_size, seq = o.max_seq_len,
         eval_limit = 0, xstest_limit = 0, max_new = o.eval_max_new_tokens, eval_batch = o.eval_batch, answer_new = o.answer_max_new_tokens, no_eval = 0,
         quiet = 0;
     uint64_t split_seed = o.split_seed, seed = o.seed;
@@ -27,6 +27,8 @@ int cmd_align(int argc, char **argv) {
         {"data-dir", ST_OPT_STR, &data_dir, "DIR", "AdvBench/XSTest/Alpaca root (default $SAFETUNE_DATA_DIR or data)", 0, 0, 0},
         {"alpaca", ST_OPT_STR, &alpaca, "FILE", "Alpaca JSON (default DATA/alpaca/alpaca_5000.json)", 0, 0, 0},
         {"n-alpaca", ST_OPT_INT, &n_alpaca, "N", "last N Alpaca rows mixed in", 0, 1e7, 0},
+        {"n-advbench", ST_OPT_INT, &n_advbench, "N", "AdvBench half-a refusals in the set, evenly spaced (0 = all 260)", 0, 1e6, 0},
+        {"xstest-safe-repeat", ST_OPT_INT, &safe_repeat, "K", "copies of each XSTest half-a safe answer in the set", 1, 100, 0},
         {"split-seed", ST_OPT_U64, &split_seed, "S", "AdvBench halves seed; train on half a", 0, 0, 0},
         {"seed", ST_OPT_U64, &seed, "S", "data order", 0, 0, 0},
         {"max-steps", ST_OPT_INT, &steps, "N", "optimiser steps", 1, 1e7, 0},
@@ -67,6 +69,8 @@ int cmd_align(int argc, char **argv) {
     o.data_dir = data_dir ? data_dir : st_prompts_default_data_dir();
     o.alpaca_path = alpaca;
     o.n_alpaca = (size_t)n_alpaca;
+    o.n_advbench = (size_t)n_advbench;
+    o.xstest_safe_repeat = safe_repeat;
     o.split_seed = split_seed;
     o.seed = seed;
     o.max_steps = steps;

@@ -18,6 +18,8 @@
 void st_study_align_defaults(st_study_align_opts *o) {
     memset(o, 0, sizeof *o);
     o->n_alpaca = 260;
+    o->n_advbench = 0;
+    o->xstest_safe_repeat = 1;
     o->split_seed = 2508;
     o->seed = 42;
     o->max_steps = 16;
@@ -35,6 +37,8 @@ static char *settings_json(const st_study_align_opts *o, const char *alpaca) {
     cJSON_AddStringToObject(r, "model", o->model);
     cJSON_AddStringToObject(r, "alpaca", alpaca);
     cJSON_AddNumberToObject(r, "n_alpaca", (double)o->n_alpaca);
+    cJSON_AddNumberToObject(r, "n_advbench", (double)o->n_advbench);
+    cJSON_AddNumberToObject(r, "xstest_safe_repeat", o->xstest_safe_repeat);
     cJSON_AddNumberToObject(r, "split_seed", (double)o->split_seed);
     cJSON_AddNumberToObject(r, "seed", (double)o->seed);
     cJSON_AddNumberToObject(r, "max_steps", o->max_steps);
@@ -238,8 +242,8 @@ static cJSON *base_cached(const char *path, const char *key, size_t n_answers) {
 st_status st_study_align_build(const st_study_align_opts *o, int *reused) {
     if (reused) *reused = 0;
     if (!o->model || !o->out_dir || !o->data_dir) return st_error(ST_ERR_ARG, "align: model, out_dir and data_dir are required");
-    if (o->max_steps < 1 || o->batch_size < 1 || !(o->lr > 0) || o->answer_max_new_tokens < 1)
-        return st_error(ST_ERR_ARG, "align: max_steps, batch_size, lr and answer_max_new_tokens must be > 0");
+    if (o->max_steps < 1 || o->batch_size < 1 || !(o->lr > 0) || o->answer_max_new_tokens < 1 || o->xstest_safe_repeat < 1)
+        return st_error(ST_ERR_ARG, "align: max_steps, batch_size, lr, answer_max_new_tokens and xstest_safe_repeat must be > 0");
     char *alpaca = o->alpaca_path ? st_strdup(o->alpaca_path) : stu_join(o->data_dir, "alpaca/alpaca_5000.json");
     char *settings = alpaca ? settings_json(o, alpaca) : NULL;
     if (!settings) { free(alpaca); return st_error(ST_ERR_NOMEM, "out of memory"); }
@@ -352,7 +356,7 @@ st_status st_study_align_build(const st_study_align_opts *o, int *reused) {
         n_xs_unsafe += pr.lab_a[i] == ST_LABEL_UNSAFE;
     }
     if (!s)
-        s = st_study_build_alignment_set(o->data_dir, alpaca, o->n_alpaca, o->split_seed, (const char *const *)answers,
+        s = st_study_build_alignment_set(o->data_dir, alpaca, o->n_alpaca, o->n_advbench, o->xstest_safe_repeat, o->split_seed, (const char *const *)answers,
                                          &cv, &ncv);
     if (!s) s = st_study_write_messages_jsonl(p_set, cv, ncv);
     if (!s) s = st_dataset_load(p_set, ST_DATA_MESSAGES, &ds);
@@ -382,8 +386,9 @@ st_status st_study_align_build(const st_study_align_opts *o, int *reused) {
         tc.val_count = 0;
         s = st_trainer_new(m, &tk, &tc, &t);
         st_log_info("align: %zu conversations (refusals: %zu AdvBench half a + %zu XSTest half a unsafe; answers: %zu "
-                    "XSTest half a safe (the base model's) + %zu Alpaca), %d steps of %d, lr %g",
-                    ncv, ncv - o->n_alpaca - n_xs_unsafe - n_answers, n_xs_unsafe, n_answers, o->n_alpaca, o->max_steps,
+                    "XSTest half a safe (the base model's) x %d + %zu Alpaca), %d steps of %d, lr %g",
+                    ncv, ncv - o->n_alpaca - n_xs_unsafe - n_answers * (size_t)o->xstest_safe_repeat, n_xs_unsafe, n_answers,
+                    o->xstest_safe_repeat, o->n_alpaca, o->max_steps,
                     o->batch_size, o->lr);
         if (!s && o->progress) st_trainer_set_hook(t, log_hook, NULL);
         if (!s) s = st_trainer_run(t);
@@ -396,9 +401,10 @@ st_status st_study_align_build(const st_study_align_opts *o, int *reused) {
         cJSON_AddItemToObject(rec, "settings", cJSON_Parse(settings));
         cJSON_AddNumberToObject(rec, "n_conversations", (double)ncv);
         cJSON *mix = cJSON_AddObjectToObject(rec, "mix");
-        cJSON_AddNumberToObject(mix, "advbench_half_a_refusals", (double)(ncv - o->n_alpaca - n_xs_unsafe - n_answers));
+        cJSON_AddNumberToObject(mix, "advbench_half_a_refusals", (double)(ncv - o->n_alpaca - n_xs_unsafe - n_answers * (size_t)o->xstest_safe_repeat));
         cJSON_AddNumberToObject(mix, "xstest_half_a_unsafe_refusals", (double)n_xs_unsafe);
         cJSON_AddNumberToObject(mix, "xstest_half_a_safe_answers", (double)n_answers);
+        cJSON_AddNumberToObject(mix, "xstest_safe_repeat", o->xstest_safe_repeat);
         cJSON_AddNumberToObject(mix, "alpaca_answers", (double)o->n_alpaca);
         cJSON_AddNumberToObject(mix, "rows_trained", (double)o->max_steps * o->batch_size);
         cJSON_AddNumberToObject(rec, "final_loss", isfinite(last_loss) ? last_loss : -1);
@@ -407,7 +413,7 @@ st_status st_study_align_build(const st_study_align_opts *o, int *reused) {
                                 "AdvBench half a (advbench_split.json) with refusals; XSTest half a "
                                 "(st_study_xstest_split, seed split_seed): refusals to its unsafe prompts and the base "
                                 "model's own greedy answers (answer_max_new_tokens, cut at the last full sentence) to "
-                                "the safe prompts it did not refuse; the last n_alpaca Alpaca rows. Half b of both is "
+                                "the safe prompts it did not refuse, each xstest_safe_repeat times; the last n_alpaca Alpaca rows. Half b of both is "
                                 "never trained on");
         cJSON_AddItemToObject(rec, "before", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(base, "before"), 1));
         if (o->eval_limit >= 0) {
@@ -464,6 +470,8 @@ st_status st_study_align_opts_from_config(const st_study_config *c, st_study_ali
     for (size_t i = 0; i < c->n_datasets; i++)
         if (c->datasets[i].format == ST_FMT_ALPACA) { o->alpaca_path = c->datasets[i].path; break; }
     o->n_alpaca = (size_t)c->align.n_alpaca;
+    o->n_advbench = (size_t)c->align.n_advbench;
+    o->xstest_safe_repeat = c->align.xstest_safe_repeat;
     o->split_seed = c->eval.advbench_split_seed;
     o->seed = c->seed;
     o->max_steps = c->align.max_steps;
@@ -530,12 +538,13 @@ void stu_align_report(stu_buf *b, const st_study_config *c) {
 #define NUM(o, k) (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(o, k)) ? cJSON_GetObjectItemCaseSensitive(o, k)->valuedouble : -1)
     stu_printf(b, "## Aligned start\n\n`%s` (`align.json`): the base model tuned for %.0f steps of %.0f rows at lr %g on "
                   "refusals to %.0f AdvBench half-A goals and %.0f XSTest half-A unsafe prompts, the base model's own "
-                  "greedy answers to %.0f XSTest half-A safe prompts, and %.0f Alpaca rows. AdvBench and XSTest are "
+                  "greedy answers to %.0f XSTest half-A safe prompts (each %.0f times), and %.0f Alpaca rows. AdvBench and XSTest are "
                   "each split in halves (seed %.0f; XSTest stratified by label and type); the study evaluates only "
                   "half B of both, which the alignment never sees. Half A's numbers show the fit, half B's the "
                   "calibration.\n\n",
                path, NUM(st, "max_steps"), NUM(st, "batch_size"), NUM(st, "lr"), NUM(mix, "advbench_half_a_refusals"),
-               NUM(mix, "xstest_half_a_unsafe_refusals"), NUM(mix, "xstest_half_a_safe_answers"), NUM(mix, "alpaca_answers"),
+               NUM(mix, "xstest_half_a_unsafe_refusals"), NUM(mix, "xstest_half_a_safe_answers"),
+               NUM(mix, "xstest_safe_repeat") > 0 ? NUM(mix, "xstest_safe_repeat") : 1, NUM(mix, "alpaca_answers"),
                NUM(st, "split_seed"));
     stu_puts(b, "| weights | AdvBench A ASR | AdvBench B ASR | XSTest A safe refusal | XSTest A unsafe refusal | "
                 "XSTest B safe refusal | XSTest B unsafe refusal |\n|---|---|---|---|---|---|---|\n");

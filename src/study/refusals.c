@@ -227,8 +227,9 @@ void st_study_convs_free(st_study_conv *c, size_t n) {
     free(c);
 }
 
-st_status st_study_build_alignment_set(const char *data_dir, const char *alpaca_path, size_t n_alpaca, uint64_t seed,
-                                       const char *const *xs_answers, st_study_conv **out, size_t *n_out) {
+st_status st_study_build_alignment_set(const char *data_dir, const char *alpaca_path, size_t n_alpaca, size_t n_advbench,
+                                       int safe_repeat, uint64_t seed, const char *const *xs_answers,
+                                       st_study_conv **out, size_t *n_out) {
     *out = NULL;
     *n_out = 0;
     st_prompt_set adv, xs = {0};
@@ -255,10 +256,14 @@ st_status st_study_build_alignment_set(const char *data_dir, const char *alpaca_
     st_study_conv *cv = NULL;
     size_t n = 0;
     if (!s) {
-        cv = calloc(na + nxa + n_alpaca + 1, sizeof *cv);
+        if (safe_repeat < 1) safe_repeat = 1;
+        cv = calloc(na + nxa * (size_t)safe_repeat + n_alpaca + 1, sizeof *cv);
         if (!cv) s = st_error(ST_ERR_NOMEM, "out of memory");
     }
-    for (size_t i = 0; !s && i < na; i++) {
+    /* n_advbench of half a's goals (0 = all), evenly spaced over half a */
+    const size_t n_adv = n_advbench && n_advbench < na ? n_advbench : na;
+    for (size_t j = 0; !s && j < n_adv; j++) {
+        const size_t i = j * na / n_adv;
         size_t pick = (size_t)(mix64(seed ^ mix64(a[i])) % ST_STUDY_N_REFUSALS);
         cv[n].user = st_strdup(adv.items[a[i]].prompt);
         cv[n].assistant = st_strdup(st_study_refusals[pick]);
@@ -273,10 +278,14 @@ st_status st_study_build_alignment_set(const char *data_dir, const char *alpaca_
         if (p->label == ST_LABEL_UNSAFE) {
             ans = st_study_refusals[(size_t)(mix64(seed ^ 0x7873ULL ^ mix64(xa[i])) % ST_STUDY_N_REFUSALS)];
         } else if (!ans || !ans[0]) continue;
-        cv[n].user = st_strdup(p->prompt);
-        cv[n].assistant = st_strdup(ans);
-        if (!cv[n].user || !cv[n].assistant) s = st_error(ST_ERR_NOMEM, "out of memory");
-        n++;
+        /* the base model's answers to safe prompts safe_repeat times each: they teach that a request
+         * which merely looks harmful gets an answer */
+        for (int r = 0; !s && r < (p->label == ST_LABEL_UNSAFE ? 1 : safe_repeat); r++) {
+            cv[n].user = st_strdup(p->prompt);
+            cv[n].assistant = st_strdup(ans);
+            if (!cv[n].user || !cv[n].assistant) s = st_error(ST_ERR_NOMEM, "out of memory");
+            n++;
+        }
     }
     int total = al ? cJSON_GetArraySize(al) : 0;
     for (size_t i = 0; !s && i < n_alpaca; i++) {

@@ -42,7 +42,8 @@ static const skey K_ESTIMATE[] = {
 static const skey K_ALIGN[] = {
     {"enabled", T_BOOL, NULL, 0}, {"dir", T_STR, NULL, 1}, {"n_alpaca", T_INT, NULL, 0},
     {"max_steps", T_INT, NULL, 0}, {"lr", T_NUM, NULL, 0}, {"batch_size", T_INT, NULL, 0},
-    {"answer_max_new_tokens", T_INT, NULL, 0}, {NULL, 0, NULL, 0}};
+    {"answer_max_new_tokens", T_INT, NULL, 0}, {"n_advbench", T_INT, NULL, 0},
+    {"xstest_safe_repeat", T_INT, NULL, 0}, {NULL, 0, NULL, 0}};
 static const skey K_TOP[] = {
     {"model", T_STR, NULL, 0}, {"datasets", T_DATASETS, K_DATASET, 0}, {"data_dir", T_STR, NULL, 1},
     {"lr", T_LNUM, NULL, 0}, {"batch_size", T_LINT, NULL, 0}, {"grad_accum", T_LINT, NULL, 0},
@@ -70,7 +71,7 @@ static const char DEFAULTS[] =
     "  \"distance_tolerance\": 0.1, \"safety_margin\": 0.05, \"plots\": true},"
     " \"estimate\": {\"train_tokens_per_s\": 450, \"gen_tokens_per_s\": 1500, \"example_tokens\": 150},"
     " \"align\": {\"enabled\": false, \"dir\": null, \"n_alpaca\": 260, \"max_steps\": 16, \"lr\": 2e-4,"
-    "  \"batch_size\": 8, \"answer_max_new_tokens\": 96}}";
+    "  \"batch_size\": 8, \"answer_max_new_tokens\": 96, \"n_advbench\": 0, \"xstest_safe_repeat\": 1}}";
 
 /* ---- "did you mean" ---- */
 
@@ -978,6 +979,8 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
     const cJSON *al = get(root, "align");
     c->align.enabled = cJSON_IsTrue(get(al, "enabled"));
     if ((s = get_int(al, "n_alpaca", "align.n_alpaca", os, 0, &c->align.n_alpaca))) return s;
+    if ((s = get_int(al, "n_advbench", "align.n_advbench", os, 0, &c->align.n_advbench))) return s;
+    if ((s = get_int(al, "xstest_safe_repeat", "align.xstest_safe_repeat", os, 1, &c->align.xstest_safe_repeat))) return s;
     if ((s = get_int(al, "max_steps", "align.max_steps", os, 1, &c->align.max_steps))) return s;
     if ((s = get_int(al, "batch_size", "align.batch_size", os, 1, &c->align.batch_size))) return s;
     if ((s = get_int(al, "answer_max_new_tokens", "align.answer_max_new_tokens", os, 1, &c->align.answer_max_new_tokens)))

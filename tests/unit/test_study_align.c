@@ -108,7 +108,7 @@ static void test_alignment_set(void **state) {
     if (access(alp, R_OK) != 0) ST_SKIP_MISSING(alp);
     st_study_conv *cv;
     size_t n;
-    assert_int_equal(st_study_build_alignment_set(dd, alp, 100, 2508, NULL, &cv, &n), ST_OK);
+    assert_int_equal(st_study_build_alignment_set(dd, alp, 100, 0, 1, 2508, NULL, &cv, &n), ST_OK);
     assert_int_equal(n, 260 + 100);
     st_prompt_set adv;
     assert_int_equal(st_prompts_load("advbench", dd, &adv), ST_OK);
@@ -182,7 +182,7 @@ static void test_alignment_set(void **state) {
     /* deterministic */
     st_study_conv *cv2;
     size_t n2;
-    assert_int_equal(st_study_build_alignment_set(dd, alp, 100, 2508, NULL, &cv2, &n2), ST_OK);
+    assert_int_equal(st_study_build_alignment_set(dd, alp, 100, 0, 1, 2508, NULL, &cv2, &n2), ST_OK);
     for (size_t i = 0; i < n; i++) assert_string_equal(cv[i].user, cv2[i].user);
     st_study_convs_free(cv2, n2);
     cJSON_Delete(arr);
@@ -266,7 +266,7 @@ static void test_alignment_set_xstest(void **state) {
     }
     st_study_conv *cv;
     size_t n;
-    assert_int_equal(st_study_build_alignment_set(dd, alp, 50, 2508, (const char *const *)ans, &cv, &n), ST_OK);
+    assert_int_equal(st_study_build_alignment_set(dd, alp, 50, 0, 1, 2508, (const char *const *)ans, &cv, &n), ST_OK);
     assert_int_equal(n, 260 + n_unsafe + n_given + 50);
     size_t got_answers = 0, xs_refusals = 0;
     for (size_t r = 0; r < n; r++) {
@@ -292,6 +292,27 @@ static void test_alignment_set_xstest(void **state) {
     assert_int_equal(got_answers, n_given);
     assert_int_equal(xs_refusals, n_unsafe);
     assert_int_equal(n_unsafe, 96);
+    st_study_convs_free(cv, n);
+
+    /* the mix settings: 100 AdvBench half-a refusals (distinct, all from half a), each safe answer 3 times */
+    assert_int_equal(st_study_build_alignment_set(dd, alp, 50, 100, 3, 2508, (const char *const *)ans, &cv, &n), ST_OK);
+    assert_int_equal(n, 100 + n_unsafe + 3 * n_given + 50);
+    size_t n_adv = 0, n_ans = 0;
+    for (size_t r = 0; r < n; r++) {
+        for (size_t k = 0; k < na; k++)
+            if (!strcmp(cv[r].user, adv.items[a[k]].prompt)) {
+                n_adv++;
+                for (size_t q = 0; q < r; q++) /* each goal once */
+                    if (!strcmp(cv[q].user, cv[r].user)) fail_msg("AdvBench goal twice: %s", cv[r].user);
+            }
+        n_ans += !strncmp(cv[r].assistant, "answer ", 7);
+    }
+    assert_int_equal(n_adv, 100);
+    assert_int_equal(n_ans, 3 * n_given);
+    st_study_convs_free(cv, n);
+    /* n_advbench past half a's size means all of it */
+    assert_int_equal(st_study_build_alignment_set(dd, alp, 50, 100000, 1, 2508, (const char *const *)ans, &cv, &n), ST_OK);
+    assert_int_equal(n, 260 + n_unsafe + n_given + 50);
     st_study_convs_free(cv, n);
     for (size_t i = 0; i < nxa; i++) free(ans[i]);
     free(ans);
