@@ -125,6 +125,18 @@ st_status st_lora_base_new(const st_model *m, st_base_precision prec, st_lora_ba
 /* A bf16 base of config cfg with zero matrices, norms 1 and biases 0, for the caller to fill
  * through buf16 / w16 (random-weight benchmarks) without an fp32 copy ever existing. */
 st_status st_lora_base_new_bf16(const st_config *cfg, st_lora_base **out);
+/* MODEL (a .gguf file or a Hugging Face folder, not an adapter folder) loaded straight into a
+ * bf16 base, with no fp32 copy of the model: each tensor is read (GGUF dequantised, Q/K
+ * un-permuted) into one fp32 scratch the size of the largest tensor, rounded into *base as
+ * st_lora_base_new(ST_BASE_BF16) rounds it (so the base is bit for bit the same), and the file's
+ * pages of that tensor released; the scratch is freed before return. *m gets the config, layout,
+ * tokenizer (with_tokenizer) and chat template with params NULL and w unbound: it serves the
+ * tokenizer and config, never as weights (fine-tuning it fully or merging into it is refused
+ * where it matters). The caller owns both; a trainer borrows *base (st_train_config.base).
+ * Peak: the bf16 base (2 bytes a weight) + the largest tensor in fp32 + the file's pages of one
+ * tensor. Errors as st_model_load (file, tensor, shape). An adapter trained on it is merged into
+ * the file's fp32 weights, read again (st_model_load of the adapter folder), not into this base. */
+st_status st_lora_base_load(const char *path, int with_tokenizer, st_model **m, st_lora_base **base);
 void st_lora_base_free(st_lora_base *b);
 /* Training activations for LoRA over [B, T] micro-batches with a chunked lm_head: the head's
  * logits, loss and d(logits) are made for head_rows trained rows at a time (0: as many as fit

@@ -120,6 +120,10 @@ typedef struct {
                                   NULL = PEFT's initialisation drawn from seed */
     int base_bf16;             /* LoRA: the frozen base held in bf16 (st_lora_base, bf16 base
                                   products) instead of read in fp32 from the model */
+    const st_lora_base *base;  /* LoRA: a frozen base made by the caller (its precision
+                                  base_bf16's; e.g. st_lora_base_load, the model then without
+                                  fp32 weights), borrowed: it must outlive the trainer. NULL =
+                                  the trainer makes (and owns) one from the model's weights */
 } st_train_config;
 enum { ST_FINETUNE_FULL = 0, ST_FINETUNE_LORA = 1 };
 enum { ST_OFF = 0, ST_ON = 1 };

@@ -276,11 +276,21 @@ static int lora_options(const st_args_spec *spec, const st_train_config *c, cons
     return 0;
 }
 
-/* 64-bit hash of the model's weights (8-byte words, FNV-style): ranks compare it (mpirun). */
-static uint64_t params_hash(const st_model *m) {
-    const unsigned char *p = (const unsigned char *)m->params;
-    const size_t n = m->layout.n_floats * sizeof(float);
-    uint64_t h = ST_FNV_INIT, w;
+/* SAFETUNE_LORA_BASE_VIA_FP32=1, or a PEFT adapter folder as the model (its base is merged
+ * with the adapter in fp32 on load): a bf16 base is rounded from the fp32 model */
+static int lora_base_via_fp32(const char *model) {
+    const char *e = getenv("SAFETUNE_LORA_BASE_VIA_FP32");
+    if (e && !strcmp(e, "1")) return 1;
+    struct stat sb;
+    char cj[4200];
+    snprintf(cj, sizeof cj, "%s/config.json", model);
+    return st_lora_is_adapter_dir(model) && stat(cj, &sb) != 0;
+}
+
+/* 64-bit hash of n bytes at p (8-byte words, FNV-style), continuing h */
+static uint64_t bytes_hash(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    uint64_t w;
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         memcpy(&w, p + i, 8);
@@ -288,6 +298,20 @@ static uint64_t params_hash(const st_model *m) {
         h = (h << 29) | (h >> 35);
     }
     return st_fnv1a64(h, p + i, n - i);
+}
+
+/* Hash of the model's weights: ranks compare it (mpirun). A model loaded as a bf16 base (params
+ * NULL): the base's bf16 matrices and fp32 norms and biases, tensor by tensor. */
+static uint64_t params_hash(const st_model *m, const st_lora_base *base) {
+    if (m->params) return bytes_hash(ST_FNV_INIT, m->params, m->layout.n_floats * sizeof(float));
+    uint64_t h = ST_FNV_INIT;
+    size_t small = 0;
+    for (size_t i = 0; i < base->layout.n_tensors; i++) {
+        const st_param_info *p = &base->layout.params[i];
+        if (p->n_dims == 2) h = bytes_hash(h, base->buf16 + p->offset, p->numel * sizeof *base->buf16);
+        else small += p->numel;
+    }
+    return bytes_hash(h, base->small, small * sizeof(float));
 }
 
 /* final/, final-ema(-B)/ and final-merge-SPEC/ from rank 0 (every rank takes part in the gathers of a
@@ -476,6 +500,7 @@ int cmd_train(int argc, char **argv) {
     st_tokenized tk = {0}, align_tk = {0};
     st_trainer *t = NULL;
     st_lora *init_adapter = NULL;
+    st_lora_base *base = NULL; /* LoRA on a bf16 base loaded from the file: owned here, the trainer borrows it */
     char *cfg_json = NULL;
     rc = 1;
     start_stop_signal_thread();
@@ -595,7 +620,17 @@ int cmd_train(int argc, char **argv) {
     st_remove_stale_temp_dirs(o.out, "final"); /* final*.tmp.PID of an export that was killed */
     c.run_config_json = cfg_json;
     c.stop = &g_stop;
-    if (st_model_load(o.model, &m) != ST_OK) { fail("loading the model"); goto done; }
+    /* LoRA on a bf16 base: the model file goes straight into the frozen bf16 base (one tensor in
+     * fp32 at a time), m keeps config and tokenizer only; an adapter folder as --model (merged into
+     * its base on load) and SAFETUNE_LORA_BASE_VIA_FP32=1 (tests: the fp32 model first, the base
+     * rounded from it) take the fp32 load */
+    if (c.finetune == ST_FINETUNE_LORA && c.base_bf16 && !lora_base_via_fp32(o.model)) {
+        if (st_lora_base_load(o.model, 1, &m, &base) != ST_OK) { fail("loading the model"); goto done; }
+        c.base = base;
+    } else if (st_model_load(o.model, &m) != ST_OK) {
+        fail("loading the model");
+        goto done;
+    }
     if (!m->tokenizer) { fprintf(stderr, "safetune train: %s: no tokenizer\n", o.model); goto done; }
     if (st_dataset_load(o.data, fmt, &ds) != ST_OK) { fail(NULL); goto done; }
     {
@@ -640,7 +675,7 @@ int cmd_train(int argc, char **argv) {
         h = st_fnv1a64(h, tk.ids, tk.offsets[tk.n] * sizeof *tk.ids);
         h = st_fnv1a64(h, tk.mask, tk.offsets[tk.n] * sizeof *tk.mask);
         if (st_dist_check_same(h, "training rows (--data file, its format or the tokenizer)") != ST_OK) { fail(NULL); goto done; }
-        if (st_dist_check_same(params_hash(m), "model weights (--model)") != ST_OK) { fail(NULL); goto done; }
+        if (st_dist_check_same(params_hash(m, base), "model weights (--model)") != ST_OK) { fail(NULL); goto done; }
     }
     if (o.resume) {
         char dir[4400];
@@ -713,6 +748,7 @@ int cmd_train(int argc, char **argv) {
 done:
     if (rc && rank == 0) cli_out_abandon(o.out, made_out);
     st_trainer_free(t);
+    st_lora_base_free(base);
     st_lora_free(init_adapter);
     st_tokenized_free(&tk);
     st_tokenized_free(&align_tk);

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,6 +36,24 @@ void st_model_set_chat_template(st_model *m, const char *jinja, size_t len) {
 }
 
 static st_status load(const char *path, int with_tok, st_model **out);
+
+float *st__sink_scratch(float **buf, size_t *cap, const st_param_info *p) {
+    if (p->numel > *cap) {
+        st_free_aligned(*buf);
+        *buf = st_alloc_aligned(p->numel * sizeof **buf);
+        *cap = *buf ? p->numel : 0;
+        if (!*buf) st_error(ST_ERR_NOMEM, "loading: cannot allocate %zu MiB for tensor %s", p->numel * 4 >> 20, p->name);
+    }
+    return *buf;
+}
+
+void st__drop_mapped(const void *data, size_t nbytes) {
+    const long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0 || !data || !nbytes) return;
+    const uintptr_t a = (uintptr_t)data, e = a + nbytes;
+    const uintptr_t lo = (a + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1), hi = e & ~((uintptr_t)pg - 1);
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED); /* whole pages inside the tensor only */
+}
 
 /* Base model + PEFT adapter merged into its weights (W += alpha/r · B·A). */
 static st_status load_merged(const char *base, const char *adapter_dir, int with_tok,
@@ -94,8 +113,8 @@ static st_status load(const char *path, int with_tok, st_model **out) {
         free(cj);
         if (!has_cfg) return load_adapter_dir(path, with_tok, out);
     }
-    st_status s = S_ISDIR(sb.st_mode) ? st_model_load_hf(path, with_tok, out)
-                                      : st_model_load_gguf(path, with_tok, out);
+    st_status s = S_ISDIR(sb.st_mode) ? st_model_load_hf(path, with_tok, NULL, out)
+                                      : st_model_load_gguf(path, with_tok, NULL, out);
     if (!s && *out && !(*out)->source_path) (*out)->source_path = st_strdup(path);
     return s;
 }

@@ -165,15 +165,19 @@ static st_status unpermute(float *w, int n_head, int D, int64_t cols) {
     return ST_OK;
 }
 
-st_status st_model_load_gguf(const char *path, int with_tok, st_model **out) {
+st_status st_model_load_gguf(const char *path, int with_tok, const st__tensor_sink *sink,
+                             st_model **out) {
     *out = NULL;
     st_gguf *g = NULL;
     st_status s = st_gguf_open(path, &g);
     if (s) return s;
     st_config cfg;
     st_model *m = NULL;
+    float *scratch = NULL;
+    size_t cap = 0;
     if ((s = config_from_gguf(g, &cfg))) goto done;
-    if ((s = st_model_new(&cfg, &m))) goto done;
+    if ((s = sink ? st__model_new_shell(&cfg, &m) : st_model_new(&cfg, &m))) goto done;
+    if (sink && (s = sink->begin(sink->user, &cfg))) goto done;
     m->source_path = st_strdup(path);
     for (size_t i = 0; i < m->layout.n_tensors && !s; i++) {
         const st_param_info *p = &m->layout.params[i];
@@ -205,13 +209,21 @@ st_status st_model_load_gguf(const char *path, int with_tok, st_model **out) {
                          "metadata (expected %s)", path, gn, p->name, got, want);
             break;
         }
-        float *dst = m->params + p->offset;
+        float *dst = sink ? st__sink_scratch(&scratch, &cap, p) : m->params + p->offset;
+        if (!dst) {
+            s = ST_ERR_NOMEM;
+            break;
+        }
         if ((s = st_gguf_tensor_to_f32(g, t, dst))) break;
         if (cfg.arch == ST_ARCH_LLAMA) {
             int isq = strstr(gn, ".attn_q.") != NULL, isk = strstr(gn, ".attn_k.") != NULL;
             if (isq || isk)
                 s = unpermute(dst, isq ? cfg.num_attention_heads : cfg.num_key_value_heads,
                               cfg.head_dim, p->n_dims == 2 ? p->shape[1] : 1);
+        }
+        if (!s && sink) {
+            s = sink->put(sink->user, i, p, dst);
+            st__drop_mapped(t->data, t->nbytes);
         }
     }
     if (!s && with_tok) {
@@ -226,6 +238,7 @@ st_status st_model_load_gguf(const char *path, int with_tok, st_model **out) {
         }
     }
 done:
+    st_free_aligned(scratch);
     st_gguf_close(g);
     if (s) st_model_free(m);
     else *out = m;

@@ -81,7 +81,8 @@ static st_status stored_head(const char *dir, const st_safetensors *st, st_confi
     return s;
 }
 
-st_status st_model_load_hf(const char *dir, int with_tok, st_model **out) {
+st_status st_model_load_hf(const char *dir, int with_tok, const st__tensor_sink *sink,
+                           st_model **out) {
     *out = NULL;
     char *cpath = join(dir, "config.json");
     if (!cpath) return ST_ERR_NOMEM;
@@ -97,8 +98,11 @@ st_status st_model_load_hf(const char *dir, int with_tok, st_model **out) {
     st_safetensors *st = NULL;
     if ((s = st_safetensors_open(dir, &st))) return s;
     st_model *m = NULL;
+    float *scratch = NULL;
+    size_t cap = 0;
     if (cfg.tie_word_embeddings && (s = stored_head(dir, st, &cfg))) goto done;
-    if ((s = st_model_new(&cfg, &m))) goto done;
+    if ((s = sink ? st__model_new_shell(&cfg, &m) : st_model_new(&cfg, &m))) goto done;
+    if (sink && (s = sink->begin(sink->user, &cfg))) goto done;
     m->source_path = st_strdup(dir);
     for (size_t i = 0; i < m->layout.n_tensors && !s; i++) {
         const st_param_info *p = &m->layout.params[i];
@@ -122,8 +126,19 @@ st_status st_model_load_hf(const char *dir, int with_tok, st_model **out) {
                          st_shape_str(want, sizeof want, p->n_dims, p->shape));
             break;
         }
-        if ((s = st_safetensors_to_f32(t, m->params + p->offset)))
+        float *dst = sink ? st__sink_scratch(&scratch, &cap, p) : m->params + p->offset;
+        if (!dst) {
+            s = ST_ERR_NOMEM;
+            break;
+        }
+        if ((s = st_safetensors_to_f32(t, dst))) {
             st_error_wrap(s, "%s: tensor %s", dir, p->name);
+            break;
+        }
+        if (sink) {
+            s = sink->put(sink->user, i, p, dst);
+            st__drop_mapped(t->data, t->nbytes);
+        }
     }
     if (!s && with_tok) {
         char *tp = join(dir, "tokenizer.json");
@@ -132,6 +147,7 @@ st_status st_model_load_hf(const char *dir, int with_tok, st_model **out) {
         if (!s) st_model_load_chat_template_dir(m, dir);
     }
 done:
+    st_free_aligned(scratch);
     st_safetensors_close(st);
     if (s) st_model_free(m);
     else *out = m;

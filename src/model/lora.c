@@ -9,8 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "model/acts.h"
+#include "model/load.h"
 #include "safetune/model.h"
 #include "model/fastmath.h"
 #include "model/matmul_bf16.h"
@@ -528,6 +530,60 @@ st_status st_lora_base_new_bf16(const st_config *cfg, st_lora_base **out) {
         return s;
     }
     *out = b;
+    return ST_OK;
+}
+
+/* the sink of st_lora_base_load: the base made from the final config, matrices rounded to bf16
+ * row by row from the loader's one-tensor scratch, 1-D tensors copied into their fp32 slot */
+typedef struct {
+    st_lora_base *b;
+} base_sink;
+
+static st_status sink_begin(void *user, const st_config *cfg) {
+    base_sink *k = user;
+    return st_lora_base_new_bf16(cfg, &k->b);
+}
+
+static st_status sink_put(void *user, size_t idx, const st_param_info *p, const float *data) {
+    st_lora_base *b = ((base_sink *)user)->b;
+    const st_layout *lay = &b->layout;
+    if (idx >= lay->n_tensors || lay->params[idx].numel != p->numel || lay->params[idx].n_dims != p->n_dims)
+        return st_error(ST_ERR_INTERNAL, "bf16 base: tensor %s does not match the base's layout", p->name);
+    if (p->n_dims == 2) {
+        const size_t rows = (size_t)p->shape[0], cols = (size_t)p->shape[1];
+        uint16_t *dst = b->buf16 + lay->params[idx].offset;
+#pragma omp parallel for schedule(static) if (p->numel > 65536)
+        for (size_t r = 0; r < rows; r++) st_bf16_row(dst + r * cols, data + r * cols, cols);
+        return ST_OK;
+    }
+    size_t off = 0; /* bind_small's packing: the 1-D tensors in layout order */
+    for (size_t i = 0; i < idx; i++)
+        if (lay->params[i].n_dims == 1) off += lay->params[i].numel;
+    memcpy(b->small + off, data, p->numel * sizeof *data);
+    return ST_OK;
+}
+
+st_status st_lora_base_load(const char *path, int with_tokenizer, st_model **m, st_lora_base **out) {
+    *m = NULL;
+    *out = NULL;
+    base_sink k = {NULL};
+    const st__tensor_sink sink = {sink_begin, sink_put, &k};
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return st_error(ST_ERR_IO, "%s: no such file or folder (expected a .gguf file or a Hugging Face "
+                        "checkpoint folder)", path);
+    st_bf16_row(NULL, NULL, 0); /* ISA decided before the threads run */
+    st_status s = S_ISDIR(sb.st_mode) ? st_model_load_hf(path, with_tokenizer, &sink, m)
+                                      : st_model_load_gguf(path, with_tokenizer, &sink, m);
+    if (!s && !k.b) s = st_error(ST_ERR_INTERNAL, "%s: the loader made no bf16 base", path);
+    if (s) {
+        st_model_free(*m);
+        *m = NULL;
+        st_lora_base_free(k.b);
+        return s;
+    }
+    if (!(*m)->source_path) (*m)->source_path = st_strdup(path);
+    *out = k.b;
     return ST_OK;
 }
 

@@ -6,6 +6,7 @@
 #include "safetune/model.h"
 
 #include "model/infer_weights.h"
+#include "model/load.h"
 
 st_status st_model_new(const st_config *cfg, st_model **out) {
     *out = NULL;
@@ -28,6 +29,21 @@ st_status st_model_new(const st_config *cfg, st_model **out) {
 fail:
     st_model_free(m);
     return s;
+}
+
+st_status st__model_new_shell(const st_config *cfg, st_model **out) {
+    *out = NULL;
+    st_status s = st_config_validate(cfg, "config");
+    if (s) return s;
+    st_model *m = st_calloc(1, sizeof *m);
+    if (!m) return ST_ERR_NOMEM;
+    m->config = *cfg;
+    if ((s = st_layout_init(&m->layout, cfg))) {
+        st_model_free(m);
+        return s;
+    }
+    *out = m;
+    return ST_OK;
 }
 
 void st_model_free(st_model *m) {

@@ -35,7 +35,7 @@ void st_trainer_free(st_trainer *t) {
     st_weights_unbind(&t->gw);
     st_lora_unbind(&t->lgw);
     st_lora_free(t->adapter);
-    st_lora_base_free(t->base);
+    st_lora_base_free(t->own_base);
     st_free_aligned(t->grads);
     free(t);
 }
@@ -80,7 +80,27 @@ st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_c
     }
     if (lora) { /* the adapter is the trained vector; the base stays as loaded */
         if ((s = st_lora_new(&m->config, &cfg->lora, &t->adapter))) goto fail;
-        if ((s = st_lora_base_new(m, cfg->base_bf16 ? ST_BASE_BF16 : ST_BASE_F32, &t->base))) goto fail;
+        if (cfg->base) { /* the caller's base (borrowed): the model's shape and the asked precision */
+            const st_lora_base *b = cfg->base;
+            if (b->precision != (cfg->base_bf16 ? ST_BASE_BF16 : ST_BASE_F32) ||
+                b->layout.n_floats != m->layout.n_floats || b->config.hidden_size != m->config.hidden_size ||
+                b->config.num_hidden_layers != m->config.num_hidden_layers ||
+                b->config.vocab_size != m->config.vocab_size) {
+                s = st_error(ST_ERR_ARG, "trainer: the given frozen base (%s, %zu weights) is not the model's "
+                             "(%s asked, %zu weights)", b->precision == ST_BASE_BF16 ? "bf16" : "fp32",
+                             b->layout.n_floats, cfg->base_bf16 ? "bf16" : "fp32", m->layout.n_floats);
+                goto fail;
+            }
+            t->base = b;
+        } else {
+            if (!m->params) {
+                s = st_error(ST_ERR_ARG, "trainer: the model has no fp32 weights (loaded as a bf16 base): "
+                             "pass that base as st_train_config.base");
+                goto fail;
+            }
+            if ((s = st_lora_base_new(m, cfg->base_bf16 ? ST_BASE_BF16 : ST_BASE_F32, &t->own_base))) goto fail;
+            t->base = t->own_base;
+        }
         if (cfg->lora_init)
             memcpy(t->adapter->params, cfg->lora_init, t->adapter->layout.n_floats * sizeof(float));
         else
@@ -90,6 +110,11 @@ st_status st_trainer_new(st_model *m, const st_tokenized *data, const st_train_c
     } else {
         if (cfg->base_bf16) {
             s = st_error(ST_ERR_ARG, "base_precision: bf16 holds a frozen base; it needs finetune lora");
+            goto fail;
+        }
+        if (!m->params) {
+            s = st_error(ST_ERR_ARG, "finetune full: the model has no fp32 weights (loaded as a bf16 base for "
+                         "LoRA); load it with st_model_load");
             goto fail;
         }
         t->theta = m->params;

@@ -159,8 +159,8 @@ st_status st__defense_new(st_trainer *t) {
 static st_status forward0(st_trainer *t, const st_batch *b, float normaliser) {
     const st_config *mc = &t->m->config;
     if (t->adapter)
-        return st_lora_train_forward(mc, &t->m->w, &t->adapter->lc, &t->def->lw0, 0, t->acts, b->inputs, b->targets,
-                                     b->loss_mask, b->B, b->T, normaliser, NULL);
+        return st_lora_base_train_forward(t->base, &t->adapter->lc, &t->def->lw0, 0, t->acts, b->inputs,
+                                          b->targets, b->loss_mask, b->B, b->T, normaliser, NULL);
     return st_train_forward(mc, &t->def->w0, t->acts, b->inputs, b->targets, b->loss_mask, b->B, b->T, normaliser,
                             NULL);
 }
@@ -204,7 +204,7 @@ static st_status ewc_fisher(st_trainer *t) {
         if (b->n_targets == 0) continue; /* all its answer truncated away */
         memset(t->grads, 0, t->n * sizeof(float));
         if ((s = forward0(t, b, (float)b->n_targets))) break;
-        s = t->adapter ? st_lora_train_backward(mc, &t->m->w, t->acts, &t->lgw)
+        s = t->adapter ? st_lora_base_train_backward(t->base, t->acts, &t->lgw)
                        : st_train_backward(mc, &d->w0, t->acts, &t->gw);
         if (s) break;
         st_ewc_fisher_add(d->fisher, t->grads, t->n);

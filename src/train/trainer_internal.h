@@ -27,7 +27,8 @@ struct st_trainer {
     size_t n;                  /* floats of the trained vector (model or adapter layout) */
     float *theta;              /* the trained vector: m->params, or adapter->params (LoRA) */
     st_lora *adapter;          /* LoRA: the adapter (owned); NULL = full fine-tuning */
-    st_lora_base *base;        /* LoRA: the frozen base it reads (owned; fp32 views of m or bf16) */
+    const st_lora_base *base;  /* LoRA: the frozen base it reads: cfg.base (borrowed) or own_base */
+    st_lora_base *own_base;    /* LoRA without cfg.base: made from m (fp32 views of m, or bf16), owned */
     float *grads;
     int world, rank;           /* cfg.comm (world >= 1) */
     int zero1;                 /* ZeRO-1: opt and ema hold only [off, off + len) of the vector */

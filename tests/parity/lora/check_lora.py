@@ -11,6 +11,10 @@ CASE: tiny     tiny random HF checkpoints (GQA + llama3 RoPE untied, Qwen2 q/k/v
       smollm   SmolLM2-135M-Instruct GGUF: every adapter gradient, r 8, all targets
       train    ten AdamW steps of LoRA (PEFT init) + EMA over a frozen base vs torch.optim.AdamW
                and a manual EMA in float32: losses, live and EMA adapters
+      cli_bf16 `train --finetune lora --base-precision bf16` loading the file straight into the bf16
+               base (GGUF Q4_1 and a bf16 HF folder) against the fp32-model-first path
+               (SAFETUNE_LORA_BASE_VIA_FP32=1): losses, val_loss and adapters bit for bit, a peak
+               RSS lower by at least half the fp32 matrices, resume bit-identical
 Bounds: loss ≤ 1e-5 relative; every adapter gradient tensor ≤ 1e-4 relative (fp32); training:
 losses ≤ 1e-5, adapters ≤ 1e-4 relative. Exit 77 when the SmolLM2 file is absent (smollm)."""
 import json
@@ -651,7 +655,96 @@ def adapter_cli():
             "--out", to, "--finetune", "lora", "--adapter", other_ad, "--max-steps", "1", "--quiet"], "lora_A")
 
 
-{"tiny": tiny, "bf16": bf16, "adapter_cli": adapter_cli, "smollm": smollm, "train": train, "peft": peft, "peft_package": peft_package, "load_adapter": load_adapter, "train_cli": train_cli,
+
+def cli_bf16():
+    """train --finetune lora --base-precision bf16 from the CLI: the base loaded straight into bf16
+    (st_lora_base_load, one fp32 tensor at a time) gives bit for bit the losses, val_loss and the
+    live and EMA adapters of the path that loads the fp32 model first and rounds it
+    (SAFETUNE_LORA_BASE_VIA_FP32=1), from a GGUF (Q4_1, dequantised per tensor) and from a bf16 HF
+    folder; its peak RSS is lower by at least half of the fp32 matrices (it fails when they are
+    allocated); a run resumed from its step-2 checkpoint ends bit-identical; its EMA adapter
+    folder loads as a model (the base file reloaded in fp32, the adapter merged)."""
+    import shutil
+    cli = os.environ.get("SAFETUNE_CLI")
+    data = os.path.join(os.environ.get("SAFETUNE_DATA_DIR", "data"), "alpaca", "alpaca_5000.json")
+    path = smol_path()
+    if not cli or not os.path.exists(data):
+        print("skip: SAFETUNE_CLI or the Alpaca data absent")
+        sys.exit(77)
+    base = os.path.join(TMP, "lora_cli_bf16")
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
+    hf = os.path.join(base, "hf")  # SmolLM2 as a bf16 Hugging Face folder (θ0 merged with itself)
+    r = subprocess.run([cli, "merge", "--base", path, "--model", path, "--merge", "linear:0", "--out", hf,
+                        "--export-dtype", "bf16"], capture_output=True, text=True)
+    check(f"merge to a bf16 HF folder exit ({r.stderr.strip()[-200:]})", r.returncode, 0)
+    from safetensors import safe_open
+    with safe_open(os.path.join(hf, "model.safetensors"), "np") as f:
+        mat = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys() if len(f.get_slice(k).get_shape()) == 2)
+    args = ["train", "--data", data, "--finetune", "lora", "--base-precision", "bf16", "--lora-r", "4",
+            "--lora-dropout", "0.1", "--max-steps", "4", "--batch-size", "2", "--max-seq-len", "64",
+            "--max-rows", "40", "--lr", "1e-3", "--ema-decay", "0.9", "--eval-every", "2",
+            "--val-fraction", "0.1", "--save-every", "2", "--quiet"]
+
+    def train(model, out, via_fp32, extra=()):
+        env = dict(os.environ)
+        env.pop("SAFETUNE_LORA_BASE_VIA_FP32", None)
+        if via_fp32:
+            env["SAFETUNE_LORA_BASE_VIA_FP32"] = "1"
+        errf = out + ".stderr"
+        with open(errf, "w") as ef:
+            p = subprocess.Popen([cli, *args, "--model", model, "--out", out, *extra], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=ef)
+            _, status, ru = os.wait4(p.pid, 0)  # this child's own rusage: its peak RSS (KiB)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        return p.returncode, open(errf).read(), ru.ru_maxrss
+
+    def metrics(out):
+        return [(j.get("loss"), j.get("val_loss")) for j in map(json.loads, open(os.path.join(out, "metrics.jsonl")))]
+
+    for tag, model in (("GGUF Q4_1", path), ("HF bf16 folder", hf)):
+        runs = {}
+        for via in (0, 1):
+            out = os.path.join(base, f"{'gguf' if model == path else 'hf'}-{via}")
+            rc, err, peak = train(model, out, via)
+            check(f"{tag}: train {'via fp32' if via else 'straight to bf16'} exit ({err.strip()[-200:]})", rc, 0)
+            if rc:
+                return
+            runs[via] = (out, peak)
+        (a, pa), (b, pb) = runs[0], runs[1]
+        check(f"{tag}: losses and val_loss bit for bit ({metrics(a)[-1]} vs {metrics(b)[-1]})",
+              0 if metrics(a) == metrics(b) and len(metrics(a)) >= 4 else 1, 0)
+        for f in ("final", "final-ema"):
+            x = open(os.path.join(a, f, "adapter_model.safetensors"), "rb").read()
+            y = open(os.path.join(b, f, "adapter_model.safetensors"), "rb").read()
+            check(f"{tag}: {f}/ adapter bit for bit (differs)", 0 if x == y else 1, 0)
+        saved = (pb - pa) * 1024
+        print(f"  peak RSS: straight {pa / 1024:.0f} MiB, via fp32 {pb / 1024:.0f} MiB; fp32 matrices "
+              f"{mat * 4 / 2**20:.0f} MiB")
+        check(f"{tag}: 1 − (peak RSS saved) / (fp32 matrices)", 1.0 - saved / (4.0 * mat), 0.5)
+    # resume: the GGUF run's step-2 checkpoint continued (straight to bf16) ends bit-identical
+    a = os.path.join(base, "gguf-0")
+    run2 = os.path.join(base, "resumed")
+    os.makedirs(run2)
+    shutil.copy(os.path.join(a, "config.json"), run2)
+    shutil.copytree(os.path.join(a, "checkpoints", "step-00000002"), os.path.join(run2, "checkpoints", "step-00000002"))
+    with open(os.path.join(run2, "metrics.jsonl"), "w") as f:
+        f.writelines(l for l in open(os.path.join(a, "metrics.jsonl")) if json.loads(l).get("step", 9) <= 2)
+    r = subprocess.run([cli, "train", "--config", os.path.join(run2, "config.json"), "--out", run2, "--resume", "auto",
+                        "--quiet"], capture_output=True, text=True)
+    check(f"resume from step 2 exit ({r.stderr.strip()[-200:]})", r.returncode, 0)
+    for f in ("final", "final-ema"):
+        x = open(os.path.join(a, f, "adapter_model.safetensors"), "rb").read()
+        q = os.path.join(run2, f, "adapter_model.safetensors")
+        check(f"resumed run's {f}/ adapter bit-identical (differs)", 0 if os.path.exists(q) and open(q, "rb").read() == x else 1, 0)
+    prompts = os.path.join(base, "p.txt")
+    open(prompts, "w").write("What is the capital of France?\n")
+    r = subprocess.run([cli, "generate", "--model", a, "--weights", "ema", "--chat", "--prompts", prompts,
+                        "--max-new-tokens", "8"], capture_output=True, text=True)
+    check(f"generate --weights ema on the run ({r.stdout.strip()[:80]!r}; {r.stderr.strip()[-120:]})", r.returncode, 0)
+
+
+{"tiny": tiny, "bf16": bf16, "cli_bf16": cli_bf16, "adapter_cli": adapter_cli, "smollm": smollm, "train": train, "peft": peft, "peft_package": peft_package, "load_adapter": load_adapter, "train_cli": train_cli,
  "bad_adapter": bad_adapter}[CASE]()
 print("PASS" if not failures else f"FAIL: {len(failures)} check(s)")
 sys.exit(1 if failures else 0)
