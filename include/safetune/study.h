@@ -620,8 +620,9 @@ typedef struct {
     int progress;             /* one stderr line every few steps */
 } st_study_align_opts;
 
-/* Defaults: 260 Alpaca rows, split seed 2508, seed 42, 16 steps of batch 8, max_seq_len 256,
- * lr 2e-4, evaluation on all of half b and all XSTest half b, 64 new tokens (answers: 96), batch 32. */
+/* Defaults: 260 Alpaca rows, all 260 AdvBench half-a refusals, each XSTest half-a safe answer 3
+ * times, split seed 2508, seed 42, 32 steps of batch 8, max_seq_len 256, lr 2e-4 (calibrated:
+ * docs/study.md), evaluation on all of half b and all XSTest half b, 64 new tokens (answers: 96), batch 32. */
 void st_study_align_defaults(st_study_align_opts *o);
 /* Build the aligned start in o->out_dir, or reuse it (*reused = 1) when DIR/align.json records the
  * same settings and DIR/aligned/ exists. First the base model answers XSTest half a greedily (its

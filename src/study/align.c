@@ -19,10 +19,10 @@ void st_study_align_defaults(st_study_align_opts *o) {
     memset(o, 0, sizeof *o);
     o->n_alpaca = 260;
     o->n_advbench = 0;
-    o->xstest_safe_repeat = 1;
+    o->xstest_safe_repeat = 3;
     o->split_seed = 2508;
     o->seed = 42;
-    o->max_steps = 16;
+    o->max_steps = 32;
     o->batch_size = 8;
     o->max_seq_len = 256;
     o->lr = 2e-4;

@@ -32,8 +32,8 @@ static const char QUICK[] =
     "           \"truthfulqa\": false, \"truthfulqa_limit\": 0, \"val_examples\": 8, \"precision\": \"bf16\"},\n"
     "  \"probe\": {\"every\": 0, \"n_prompts\": 8, \"max_new_tokens\": 12, \"stop_asr_above\": 1.0,\n"
     "            \"keep_best\": false},\n"
-    "  \"align\": {\"enabled\": true, \"dir\": null, \"n_alpaca\": 260, \"max_steps\": 16, \"lr\": 2e-4,\n"
-    "            \"batch_size\": 8},\n"
+    "  \"align\": {\"enabled\": true, \"dir\": null, \"n_alpaca\": 260, \"max_steps\": 32, \"lr\": 2e-4,\n"
+    "            \"batch_size\": 8, \"n_advbench\": 0, \"xstest_safe_repeat\": 3},\n"
     "  \"report\": {\"utility_metric\": \"val_loss\", \"utility_tolerance\": 0.05, \"plots\": true},\n"
     "  \"estimate\": {\"train_tokens_per_s\": 120, \"gen_tokens_per_s\": 300, \"example_tokens\": 108}\n"
     "}\n";
@@ -64,8 +64,8 @@ static const char STANDARD[] =
     "           \"truthfulqa\": false, \"truthfulqa_limit\": 0, \"val_examples\": 16},\n"
     "  \"probe\": {\"every\": 0, \"n_prompts\": 8, \"max_new_tokens\": 12, \"stop_asr_above\": 1.0,\n"
     "            \"keep_best\": false},\n"
-    "  \"align\": {\"enabled\": true, \"dir\": null, \"n_alpaca\": 260, \"max_steps\": 16, \"lr\": 2e-4,\n"
-    "            \"batch_size\": 8},\n"
+    "  \"align\": {\"enabled\": true, \"dir\": null, \"n_alpaca\": 260, \"max_steps\": 32, \"lr\": 2e-4,\n"
+    "            \"batch_size\": 8, \"n_advbench\": 0, \"xstest_safe_repeat\": 3},\n"
     "  \"report\": {\"utility_metric\": \"val_loss\", \"utility_tolerance\": 0.05, \"plots\": true},\n"
     "  \"estimate\": {\"train_tokens_per_s\": 120, \"gen_tokens_per_s\": 300, \"example_tokens\": 120}\n"
     "}\n";
@@ -136,8 +136,8 @@ static const char DEFENSES[] =
     "           \"truthfulqa\": false, \"truthfulqa_limit\": 0, \"val_examples\": 8},\n"
     "  \"probe\": {\"every\": 0, \"n_prompts\": 8, \"max_new_tokens\": 12, \"stop_asr_above\": 1.0,\n"
     "            \"keep_best\": false},\n"
-    "  \"align\": {\"enabled\": true, \"dir\": null, \"n_alpaca\": 130, \"max_steps\": 10, \"lr\": 2e-4,\n"
-    "            \"batch_size\": 8},\n"
+    "  \"align\": {\"enabled\": true, \"dir\": null, \"n_alpaca\": 260, \"max_steps\": 32, \"lr\": 2e-4,\n"
+    "            \"batch_size\": 8, \"n_advbench\": 0, \"xstest_safe_repeat\": 3},\n"
     "  \"report\": {\"utility_metric\": \"val_loss\", \"utility_tolerance\": 0.05, \"plots\": true},\n"
     "  \"estimate\": {\"train_tokens_per_s\": 120, \"gen_tokens_per_s\": 300, \"example_tokens\": 108}\n"
     "}\n";

@@ -70,8 +70,8 @@ static const char DEFAULTS[] =
     " \"report\": {\"utility_metric\": \"val_loss\", \"utility_tolerance\": 0.05,"
     "  \"distance_tolerance\": 0.1, \"safety_margin\": 0.05, \"plots\": true},"
     " \"estimate\": {\"train_tokens_per_s\": 450, \"gen_tokens_per_s\": 1500, \"example_tokens\": 150},"
-    " \"align\": {\"enabled\": false, \"dir\": null, \"n_alpaca\": 260, \"max_steps\": 16, \"lr\": 2e-4,"
-    "  \"batch_size\": 8, \"answer_max_new_tokens\": 96, \"n_advbench\": 0, \"xstest_safe_repeat\": 1}}";
+    " \"align\": {\"enabled\": false, \"dir\": null, \"n_alpaca\": 260, \"max_steps\": 32, \"lr\": 2e-4,"
+    "  \"batch_size\": 8, \"answer_max_new_tokens\": 96, \"n_advbench\": 0, \"xstest_safe_repeat\": 3}}";
 
 /* ---- "did you mean" ---- */
 

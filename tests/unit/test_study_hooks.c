@@ -441,12 +441,14 @@ static void test_align_tiny(void **st) {
     cJSON *j = cJSON_Parse(t);
     free(t);
     assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "complete")));
-    /* AdvBench half a + XSTest half a (96 unsafe refusals + the safe prompts the base model answered) + 4 Alpaca */
+    /* AdvBench half a + XSTest half a (96 unsafe refusals + the safe prompts the base model answered,
+     * each xstest_safe_repeat times) + 4 Alpaca */
     const cJSON *mix = cJSON_GetObjectItem(j, "mix");
     const int n_ans = cJSON_GetObjectItem(mix, "xstest_half_a_safe_answers")->valueint;
     assert_true(n_ans > 0 && n_ans <= 120);
     assert_int_equal(cJSON_GetObjectItem(mix, "xstest_half_a_unsafe_refusals")->valueint, 96);
-    assert_int_equal(count_lines(set), 260 + 96 + n_ans + 4);
+    assert_int_equal(cJSON_GetObjectItem(mix, "xstest_safe_repeat")->valueint, o.xstest_safe_repeat);
+    assert_int_equal(count_lines(set), 260 + 96 + o.xstest_safe_repeat * n_ans + 4);
     free(set);
     snprintf(p, sizeof p, "%s/eval_prompts.jsonl", ad); /* half b of both: 4 AdvBench + 4 XSTest prompts */
     set = slurp(p);
