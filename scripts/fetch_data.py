@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Fetch the datasets listed in scripts/data_sources.tsv into a data directory, checking sha256.
 
-From a mirror directory with the same layout when one is given (--mirror or SAFETUNE_DATA_MIRROR,
-e.g. ../shared/data), otherwise from each file's public origin. Files already present with the
+From a mirror directory with the same layout when one is given (--mirror or SAFETUNE_DATA_MIRROR;
+without either, ../shared/data beside the checkout when it holds a MANIFEST.tsv), otherwise from
+each file's public origin. Files already present with the
 right sha256 are kept. Each file is written to a temp name and renamed, so a failed run leaves no
 partial file. Usage: scripts/fetch_data.py [--dest data] [--mirror DIR] [--only advbench,alpaca]
 """
@@ -53,7 +54,9 @@ def download(origin, how):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dest", default=os.path.join(HERE, "..", "data"))
-    ap.add_argument("--mirror", default=os.environ.get("SAFETUNE_DATA_MIRROR"))
+    beside = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data"))
+    ap.add_argument("--mirror", default=os.environ.get("SAFETUNE_DATA_MIRROR") or
+                    (beside if os.path.isfile(os.path.join(beside, "MANIFEST.tsv")) else None))
     ap.add_argument("--only", default="", help="comma-separated dataset folders (default: all)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
