@@ -2,6 +2,7 @@
 #include "cli/args.h"
 
 #include "safetune/base.h"
+#include "safetune/json_check.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -53,12 +54,13 @@ double st_args_decimal(float f) {
 }
 
 int st_args_fail(const st_args_spec *spec, const char *fmt, ...) {
+    char msg[2048]; /* formatted first: the arguments may be st_last_error() itself */
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", spec->prog);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n(see %s --help)\n", spec->prog);
+    fprintf(stderr, "%s: %s\n(see %s --help)\n", spec->prog, msg, spec->prog);
+    st_error(ST_ERR_ARG, "%s", msg); /* st_last_error(): what an MPI agreement hands the other ranks */
     return 2;
 }
 
@@ -75,6 +77,31 @@ static st_opt *find_opt(st_args_spec *spec, const char *name, size_t len) {
         if (k == len) return &spec->opts[i];
     }
     return NULL;
+}
+
+/* " (did you mean 'max_steps'?)" for the option closest to name (json_check.h st_closest_name),
+ * spelled with '_' (config keys written that way) or '-', after prefix ("--" for flags); "" when
+ * none is close. */
+static void closest_hint(const st_args_spec *spec, const char *name, int underscores, const char *prefix, char *buf,
+                         size_t cap) {
+    buf[0] = '\0';
+    char norm[64];
+    snprintf(norm, sizeof norm, "%s", name);
+    for (char *p = norm; *p; p++)
+        if (*p == '_') *p = '-';
+    const char **names = malloc((size_t)(spec->n_opts ? spec->n_opts : 1) * sizeof *names);
+    if (!names) return;
+    size_t n = 0;
+    for (int i = 0; i < spec->n_opts; i++)
+        if (strcmp(spec->opts[i].name, "config") && strcmp(spec->opts[i].name, "help")) names[n++] = spec->opts[i].name;
+    const char *best = st_closest_name(norm, names, n);
+    free(names);
+    if (!best) return;
+    char b[64];
+    snprintf(b, sizeof b, "%s", best);
+    for (char *p = b; underscores && *p; p++)
+        if (*p == '-') *p = '_';
+    snprintf(buf, cap, " (did you mean '%s%s'?)", prefix, b);
 }
 
 /* Whether v is one of the '|'-separated words of list. */
@@ -166,12 +193,18 @@ static int apply_config(st_args_spec *spec, const char *path, st_args *out) {
         fprintf(stderr, "%s: --config: %s\n", spec->prog, st_last_error());
         return 1;
     }
-    const char *errp = NULL;
-    cJSON *root = cJSON_ParseWithOpts(text, &errp, 1);
+    cJSON *root = NULL;
     int rc = 0;
-    if (!root || !cJSON_IsObject(root)) {
-        if (root) rc = st_args_fail(spec, "%s: expected a JSON object of option values", path);
-        else rc = st_args_fail(spec, "%s: byte %zu: invalid JSON", path, errp ? (size_t)(errp - text) : 0);
+    if (!(out->config_key = calloc((size_t)(spec->n_opts ? spec->n_opts : 1), sizeof *out->config_key))) {
+        rc = st_args_fail(spec, "out of memory");
+        goto done;
+    }
+    if (st_json_parse_checked(text, path, &root) != ST_OK) {
+        rc = st_args_fail(spec, "%s", st_last_error());
+        goto done;
+    }
+    if (!cJSON_IsObject(root)) {
+        rc = st_args_fail(spec, "%s: expected a JSON object of option values", path);
         goto done;
     }
     for (cJSON *it = root->child; it && !rc; it = it->next) {
@@ -179,9 +212,13 @@ static int apply_config(st_args_spec *spec, const char *path, st_args *out) {
         snprintf(where, sizeof where, "%s: key '%s': ", path, it->string);
         st_opt *o = find_opt(spec, it->string, strlen(it->string));
         if (!o || !strcmp(it->string, "config") || !strcmp(it->string, "help")) {
-            rc = st_args_fail(spec, "%s: unknown key '%s'", path, it->string);
+            char hint[96];
+            closest_hint(spec, it->string, strchr(it->string, '_') != NULL, "", hint, sizeof hint);
+            rc = st_args_fail(spec, "%s: unknown key '%s'%s", path, it->string, hint);
             break;
         }
+        const char *key_copy = NULL;
+        if (keep_string(out, it->string, &key_copy)) { rc = st_args_fail(spec, "out of memory"); break; }
         char buf[64];
         const char *v = NULL;
         if (o->type == ST_OPT_MULTI) { /* an array of strings/numbers, or one */
@@ -201,6 +238,7 @@ static int apply_config(st_args_spec *spec, const char *path, st_args *out) {
                 if (keep_string(out, lv, &lv)) { rc = st_args_fail(spec, "out of memory"); break; }
                 rc = set_value(spec, o, lv, where);
             }
+            out->config_key[o - spec->opts] = key_copy;
             continue;
         }
         if (o->type == ST_OPT_STR || o->type == ST_OPT_CHOICE) {
@@ -228,6 +266,7 @@ static int apply_config(st_args_spec *spec, const char *path, st_args *out) {
             v = buf;
         }
         rc = set_value(spec, o, v, where);
+        out->config_key[o - spec->opts] = key_copy;
     }
 done:
     cJSON_Delete(root);
@@ -255,6 +294,7 @@ int st_args_parse(st_args_spec *spec, int argc, char **argv, st_args *out) {
         }
     }
     if (config) {
+        out->config = config;
         int rc = apply_config(spec, config, out);
         if (rc) return rc;
     }
@@ -277,7 +317,12 @@ int st_args_parse(st_args_spec *spec, int argc, char **argv, st_args *out) {
             continue;
         }
         st_opt *o = find_opt(spec, name, nlen);
-        if (!o || memchr(name, '_', nlen)) return st_args_fail(spec, "unknown option '--%.*s'", (int)nlen, name);
+        if (!o || memchr(name, '_', nlen)) {
+            char nm[64], hint[96];
+            snprintf(nm, sizeof nm, "%.*s", (int)(nlen < 63 ? nlen : 63), name);
+            closest_hint(spec, nm, 0, "--", hint, sizeof hint);
+            return st_args_fail(spec, "unknown option '--%.*s'%s", (int)nlen, name, hint);
+        }
         const char *v;
         if (eq) v = eq + 1;
         else if (o->type == ST_OPT_FLAG) v = "true";
@@ -285,6 +330,7 @@ int st_args_parse(st_args_spec *spec, int argc, char **argv, st_args *out) {
         else return st_args_fail(spec, "--%s needs a value (%s)", o->name, o->metavar ? o->metavar : "VALUE");
         int rc = set_value(spec, o, v, "");
         if (rc) return rc;
+        if (out->config_key) out->config_key[o - spec->opts] = NULL; /* the flag wins over the file */
     }
     if (out->n_pos < spec->min_pos)
         return st_args_fail(spec, "missing %s", spec->pos_names ? spec->pos_names : "argument");
@@ -295,5 +341,7 @@ void st_args_free(st_args *a) {
     for (int i = 0; i < a->n_owned; i++) free(a->owned[i]);
     free(a->owned);
     a->owned = NULL;
+    free(a->config_key);
+    a->config_key = NULL;
     a->n_owned = 0;
 }

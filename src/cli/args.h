@@ -1,7 +1,9 @@
 /* args.h - shared option parsing for CLI subcommands.
  * Long options `--name value` or `--name=value`, `--help`/`-h`, positional arguments, `--` to end
  * options, and `--config FILE`: a JSON object whose keys are option names ("max-new-tokens" or
- * "max_new_tokens"); values given as flags override the file (flags win). */
+ * "max_new_tokens"); values given as flags override the file (flags win). The file is parsed
+ * strictly (json_check.h: invalid JSON located by line:column, a key given twice refused); an
+ * unknown key or option gets the closest known name as a hint. */
 #ifndef SAFETUNE_CLI_ARGS_H
 #define SAFETUNE_CLI_ARGS_H
 
@@ -53,6 +55,10 @@ typedef struct {
 typedef struct {
     char *pos[8];          /* positional arguments (pointers into argv) */
     int n_pos;
+    const char *config;    /* the --config FILE (points into argv), or NULL */
+    const char **config_key; /* [spec->n_opts] or NULL: the key as the --config file wrote it
+                               ("max_steps") where option i's value came from there; NULL where it
+                               is absent or a flag overrode it */
     char **owned;          /* strings copied from a config file */
     int n_owned;
 } st_args;
@@ -68,7 +74,8 @@ const char *st_args_default_text(const st_opt *o, char *buf, size_t cap);
 /* Print usage + options to f; each option's help gets its default appended unless the help text
  * already names one ("default"). */
 void st_args_usage(const st_args_spec *spec, FILE *f);
-/* Print "PROG: MESSAGE" then "(see PROG --help)" to stderr; returns 2. */
+/* Print "PROG: MESSAGE" then "(see PROG --help)" to stderr, record MESSAGE as st_last_error()
+ * (ST_ERR_ARG); returns 2. */
 int st_args_fail(const st_args_spec *spec, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The double the user typed for a float option: any decimal with <= 7 significant digits
  * (0.05, 1e-5) round-trips exactly through %.7g (0.05f widened would be 0.0500000007). */

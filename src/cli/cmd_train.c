@@ -425,8 +425,11 @@ int cmd_train(int argc, char **argv) {
         return rc;
     }
     for (size_t i = 0; i < n_set && !rc; i++)
-        if (opts[first_setting + (int)i].seen && st_train_setting_set(&c, &rows[i], text[i]) != ST_OK)
-            rc = st_args_fail(&spec, "--%s %s: %s", rows[i].flag, text[i], st_last_error());
+        if (opts[first_setting + (int)i].seen && st_train_setting_set(&c, &rows[i], text[i]) != ST_OK) {
+            const char *key = args.config_key ? args.config_key[first_setting + (int)i] : NULL; /* from --config */
+            if (key) rc = st_args_fail(&spec, "%s: key '%s': %s", args.config, key, st_last_error());
+            else rc = st_args_fail(&spec, "--%s %s: %s", rows[i].flag, text[i], st_last_error());
+        }
     if (!rc && st_train_config_validate(&c) != ST_OK) rc = st_args_fail(&spec, "%s", st_last_error());
     if (!rc && o.adapter && o.lora_init && strcmp(o.adapter, o.lora_init))
         rc = st_args_fail(&spec, "--adapter and --lora-init name two folders: give one");

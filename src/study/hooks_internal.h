@@ -8,6 +8,7 @@
 #include "safetune/prompts.h"
 #include "safetune/refusal.h"
 #include "safetune/study.h"
+#include "safetune/trainer.h"
 
 /* A model that shares base's config, tokenizer and chat template but reads its weights from
  * params (same flat layout), with its own inference weight cache (forward.h; built on first
@@ -38,5 +39,14 @@ st_status stx_xstest_prompts(const char *data_dir, const char *half, uint64_t sp
 
 /* Load dataset d of the study (first `limit` rows) and tokenize it with m's chat template. */
 st_status stx_load_tokenized(const st_study_dataset *d, const st_model *m, int max_seq_len, st_tokenized *tk);
+
+/* Test seam (unit tests only; NULL in the program): when set, the real train hook calls it with each
+ * run's trainer settings just before the trainer is made, so a test can check what a run trains
+ * on (tc->align_data: the D_align rows Lisa, SafeGrad and EWC get, or NULL). m: the study's model
+ * (its tokenizer decodes the rows). */
+typedef void (*st__study_train_observer_fn)(void *user, const st_study_run *r, const st_train_config *tc,
+                                            const st_model *m);
+extern st__study_train_observer_fn st__study_train_observer;
+extern void *st__study_train_observer_user;
 
 #endif

@@ -442,6 +442,9 @@ static st_status run_train_config(const real_ctx *x, const st_study_config *c, c
     return ST_OK;
 }
 
+st__study_train_observer_fn st__study_train_observer = NULL;
+void *st__study_train_observer_user = NULL;
+
 static st_status real_train(void *user, const st_study_config *c, const st_study_run *r, const char *ckpt_dir,
                             const char *metrics_path, int resume, st_study_train_result *out) {
     real_ctx *x = user;
@@ -466,6 +469,7 @@ static st_status real_train(void *user, const st_study_config *c, const st_study
             return st_error_wrap(s, "study: run %s", r->id);
         tc.align_data = &x->atk;
     }
+    if (st__study_train_observer) st__study_train_observer(st__study_train_observer_user, r, &tc, x->m);
     if (!(x->run_json = run_json(x, c, r))) return nomem();
     tc.run_config_json = x->run_json;
     tc.out_dir = ckpt_dir;

@@ -1,6 +1,7 @@
 /* report.c - findings computed from the results (Kim et al. 2025's three claims) and report.md. */
 #include "study/study_internal.h"
 #include "safetune/stats.h"
+#include "safetune/train_settings.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -632,6 +633,32 @@ static void defense_settings(const st_study_defense *d, char *buf, size_t n) {
         o += snprintf(buf + o, n - (size_t)o, "%s%s=%s", k ? ", " : "", d->keys[k], d->values[k]);
 }
 
+/* What safety data defense d trains on, and how (DEFENSES.md §3 SafeInstr: k pairs mixed into the
+ * training rows, a replay of what `align` fitted; §6 Lisa: all of D_align, cycled in the alignment
+ * phases; §7 SafeGrad: the first safegrad_align_rows of a seeded order, for the KL-to-θ0 alignment
+ * gradient; §8b EWC: all of D_align, once, for the diagonal Fisher at θ0). "" when it uses none. */
+static void safety_data_text(const st_study_defense *d, char *buf, size_t n) {
+    int o = 0, parts = 0;
+    buf[0] = '\0';
+    if (!d->safety_data) return;
+    const char *k = st_study_defense_get(d, "safeinstr_k"), *lisa = st_study_defense_get(d, "lisa"),
+               *sg = st_study_defense_get(d, "safegrad"), *ewc = st_study_defense_get(d, "ewc_lambda");
+    const char *rows = st_study_defense_get(d, "safegrad_align_rows");
+    if (!rows) rows = st_train_setting_find("safegrad_align_rows")->def;
+#define PART(...)                                                                                  \
+    do {                                                                                           \
+        if (o < (int)n) o += snprintf(buf + o, n - (size_t)o, "%s", parts++ ? "; " : "");        \
+        if (o < (int)n) o += snprintf(buf + o, n - (size_t)o, __VA_ARGS__);                      \
+    } while (0)
+    o += snprintf(buf, n, "; + safety data: AdvBench half-A refusal pairs of the aligned start — ");
+    if (k && strtod(k, NULL) > 0) PART("SafeInstr: %s of them mixed into the training rows, a replay of the alignment set", k);
+    if (lisa && !strcmp(lisa, "on")) PART("Lisa: all of them, cycled in the alignment phases");
+    if (sg && !strcmp(sg, "on"))
+        PART("SafeGrad: the first %s of them in a seeded order, for the KL-to-θ0 alignment gradient", rows);
+    if (ewc && strtod(ewc, NULL) > 0) PART("EWC: all of them, once, for the diagonal Fisher at θ0");
+#undef PART
+}
+
 static const char *extra_data(const st_study_config *c, const st_study_run *r) {
     return c->n_defenses && c->defenses[r->defense].safety_data ? "+ safety data (AdvBench half A)" : "none";
 }
@@ -798,11 +825,10 @@ st_status st_study_report_write(const st_study_config *c, const st_study_plan *p
     if (axes) {
         stu_puts(&b, "- defense axis (crossed with the grid, DEFENSES.md):");
         for (size_t i = 0; i < c->n_defenses; i++) {
-            char set[512];
+            char set[512], data[768];
             defense_settings(&c->defenses[i], set, sizeof set);
-            stu_printf(&b, "%s **%s** (%s%s)", i ? ";" : "", c->defenses[i].name, set,
-                       c->defenses[i].safety_data ? "; + safety data: AdvBench half-A refusal pairs of the aligned start, "
-                                                    "a replay of the alignment set" : "");
+            safety_data_text(&c->defenses[i], data, sizeof data);
+            stu_printf(&b, "%s **%s** (%s%s)", i ? ";" : "", c->defenses[i].name, set, data);
         }
         stu_puts(&b, "\n- finetune axis:");
         for (size_t i = 0; i < c->n_finetunes; i++) {

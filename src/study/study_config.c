@@ -1,6 +1,7 @@
 /* study_config.c - study config: compiled-in preset + JSON file overrides, schema checks with
  * one-line errors naming the source and key, normalisation and fingerprint (see study.h). */
 #include "study/study_internal.h"
+#include "safetune/json_check.h"
 #include "safetune/prompts.h"
 #include "safetune/train_settings.h"
 
@@ -75,27 +76,11 @@ static const char DEFAULTS[] =
 
 /* ---- "did you mean" ---- */
 
-static size_t lev(const char *a, const char *b) {
-    size_t na = strlen(a), nb = strlen(b);
-    if (na > 63 || nb > 63) return 99;
-    size_t d[64][64];
-    for (size_t i = 0; i <= na; i++) d[i][0] = i;
-    for (size_t j = 0; j <= nb; j++) d[0][j] = j;
-    for (size_t i = 1; i <= na; i++)
-        for (size_t j = 1; j <= nb; j++) {
-            size_t c = d[i - 1][j - 1] + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
-            if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
-            d[i][j] = c;
-        }
-    return d[na][nb];
-}
-
 static const char *closest(const skey *keys, const char *name) {
     const char *best = NULL;
     size_t bd = 99, n = strlen(name);
     for (const skey *k = keys; k->name; k++) {
-        size_t d = lev(name, k->name);
+        size_t d = st_edit_distance(name, k->name);
         if (d < bd) { bd = d; best = k->name; }
     }
     size_t lim = n <= 4 ? 1 : (n <= 8 ? 2 : 3);
@@ -281,17 +266,11 @@ static void merge(cJSON *dst, const cJSON *src, origins *os, const char *srcname
     }
 }
 
-/* Parse JSON text with a line:column error. */
+/* Parse JSON text: invalid JSON located by line:column, duplicate keys refused (json_check.h). */
 static st_status parse_json(const char *text, const char *src, cJSON **out) {
-    const char *end = NULL;
-    cJSON *j = cJSON_ParseWithOpts(text, &end, 1);
-    if (!j) {
-        size_t line = 1, col = 1;
-        for (const char *p = text; end && p < end && *p; p++) {
-            if (*p == '\n') { line++; col = 1; } else col++;
-        }
-        return st_error(ST_ERR_FORMAT, "%s: line %zu, column %zu: invalid JSON", src, line, col);
-    }
+    cJSON *j = NULL;
+    st_status s = st_json_parse_checked(text, src, &j);
+    if (s) return s;
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
         return st_error(ST_ERR_FORMAT, "%s: the config must be a JSON object", src);
@@ -581,11 +560,11 @@ static st_status get_defenses(const cJSON *root, const origins *os, st_study_con
                     const st_train_setting *rows = st_train_settings(&nrows);
                     const char *best = NULL;
                     for (size_t q = 0; q < nrows; q++) {
-                        size_t dd = lev(k, rows[q].key);
+                        size_t dd = st_edit_distance(k, rows[q].key);
                         if (dd < best_d && !in_list(GRID_OWNED, rows[q].key)) { best_d = dd; best = rows[q].key; }
                     }
                     for (size_t q = 0; DATA_KEYS[q]; q++) {
-                        size_t dd = lev(k, DATA_KEYS[q]);
+                        size_t dd = st_edit_distance(k, DATA_KEYS[q]);
                         if (dd < best_d) { best_d = dd; best = DATA_KEYS[q]; }
                     }
                     if (best && best_d <= 3)
@@ -741,9 +720,27 @@ static st_status get_merges(const cJSON *root, const origins *os, st_study_confi
     return ST_OK;
 }
 
+/* Rows of D_align (st_study_safety_sets) a run of defense d gets, known from the config: half a of
+ * the AdvBench rows (st_study_advbench_split: n / 2, 260 of 520), align.n_advbench of them when
+ * that is set lower, and never the ST_STUDY_POISON_RESERVE goals a poisoned column keeps apart
+ * (an upper bound when both are set: the reserve is drawn per run seed). */
+static st_status align_set_rows(const st_study_config *c, const st_study_defense *d, size_t *n) {
+    st_prompt_set adv = {0};
+    st_status s = st_prompts_load("advbench", c->data_dir, &adv);
+    if (s) return s;
+    size_t na = adv.n / 2;
+    st_prompt_set_free(&adv);
+    const char *ps = st_study_defense_get(d, "poison");
+    size_t keep = ps && strtod(ps, NULL) > 0 ? (na > ST_STUDY_POISON_RESERVE ? na - ST_STUDY_POISON_RESERVE : 0) : na;
+    if (c->align.n_advbench > 0 && (size_t)c->align.n_advbench < keep) keep = (size_t)c->align.n_advbench;
+    *n = keep;
+    return ST_OK;
+}
+
 /* Rules between the axes and the rest of the config, before any training: each defense × finetune
  * × lr validated as `safetune train` would (mutually exclusive settings, lr·α_d < 1, ...), the
- * alignment set present where a defense needs it, keep_best not with LoRA. */
+ * alignment set present where a defense needs it and large enough for safegrad_align_rows,
+ * keep_best not with LoRA. */
 static st_status check_axes(const origins *os, st_study_config *c) {
     for (size_t i = 0; i < c->n_defenses; i++) {
         const st_study_defense *d = &c->defenses[i];
@@ -757,6 +754,28 @@ static st_status check_axes(const origins *os, st_study_config *c) {
             return st_error(ST_ERR_ARG, "%s: key 'defense[%zu].%s': defense '%s' needs the alignment set (the AdvBench "
                             "half-a refusal pairs of the aligned start), and none is given: set align.enabled true",
                             origin_get(os, "defense"), i, k ? k : "?", d->name);
+        }
+        const char *sg = st_study_defense_get(d, "safegrad");
+        if (sg && !strcmp(sg, "on")) {
+            size_t avail = 0, rows = 0;
+            const char *rt = st_study_defense_get(d, "safegrad_align_rows");
+            st_status s = align_set_rows(c, d, &avail);
+            if (s) {
+                char msg[512];
+                snprintf(msg, sizeof msg, "%s", st_last_error());
+                return st_error(s, "%s: key 'defense[%zu].safegrad': sizing the alignment set: %s", origin_get(os, "defense"),
+                                i, msg);
+            }
+            rows = (size_t)strtod(rt ? rt : st_train_setting_find("safegrad_align_rows")->def, NULL);
+            if (rows > avail)
+                return st_error(ST_ERR_ARG, "%s: key 'defense[%zu].safegrad_align_rows': %zu is more than the %zu rows of "
+                                "the alignment set (the AdvBench half-a refusal pairs of the aligned start%s%s); use at "
+                                "most %zu", origin_get(os, "defense"), i, rows, avail,
+                                c->align.n_advbench > 0 ? ", align.n_advbench" : "",
+                                st_study_defense_get(d, "poison") && strtod(st_study_defense_get(d, "poison"), NULL) > 0
+                                    ? ", less the poisoned column's reserve"
+                                    : "",
+                                avail);
         }
         for (size_t f = 0; f < c->n_finetunes; f++)
             for (size_t l = 0; l < c->n_lr; l++) {

@@ -105,6 +105,79 @@ static void test_config_and_override(void **state) {
     assert_int_equal(parse(&v, &a, 2, nofile), 1);
 }
 
+/* --config messages: invalid JSON located by line:column, a key given twice refused with both
+ * lines (also deep inside, with its path; never for equal keys of sibling objects or text inside
+ * strings), an unknown key or flag with the closest name, and config_key telling which values came
+ * from the file (a flag overrides it). Every message is also st_last_error() (the text an MPI
+ * agreement hands the other ranks). */
+static void test_config_messages(void **state) {
+    (void)state;
+    const char *dir = getenv("SAFETUNE_TEST_TMP");
+    char path[512];
+    snprintf(path, sizeof path, "%s/args_msg.json", dir ? dir : "/tmp");
+    vals v;
+    st_args a;
+    const char *argv[] = {"prog", "--config", path};
+    static const struct {
+        const char *text, *msg;
+    } cases[] = {
+        {"{\"model\": \"a\",\n \"max_new_tokens\": 3,\n \"model\": \"b\"}",
+         "args_msg.json: line 3: key 'model' appears twice in one object (first on line 1); keep one"},
+        {"{\"max_new_tokns\": 3}", "args_msg.json: unknown key 'max_new_tokns' (did you mean 'max_new_tokens'?)"},
+        {"{\"max-new-tokns\": 3}", "unknown key 'max-new-tokns' (did you mean 'max-new-tokens'?)"},
+        {"{\"zzzzzzzz\": 3}", "args_msg.json: unknown key 'zzzzzzzz'"},
+        {"{\n  \"model\": x}", "args_msg.json: line 2, column 12: invalid JSON"},
+        {"{\"model\": \"a\"", "args_msg.json: line 1, column 14: invalid JSON"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_int_equal(st_write_file_atomic(path, cases[i].text, strlen(cases[i].text)), ST_OK);
+        assert_int_equal(parse(&v, &a, 3, argv), 2);
+        if (!strstr(st_last_error(), cases[i].msg)) fail_msg("case %zu: got '%s'", i, st_last_error());
+        st_args_free(&a);
+    }
+    assert_null(strstr(st_last_error(), "did you mean")); /* nothing close to zzzzzzzz... (case 4 checked above) */
+    const char *flag[] = {"prog", "--temprature", "1"};
+    assert_int_equal(parse(&v, &a, 3, flag), 2);
+    assert_non_null(strstr(st_last_error(), "unknown option '--temprature' (did you mean '--temperature'?)"));
+
+    /* which values came from the file */
+    const char *cfg = "{\"max_new_tokens\": 7, \"temperature\": 0.25}";
+    assert_int_equal(st_write_file_atomic(path, cfg, strlen(cfg)), ST_OK);
+    const char *over[] = {"prog", "--config", path, "--temperature", "0.5"};
+    assert_int_equal(parse(&v, &a, 5, over), 0);
+    assert_ptr_equal(a.config, path);
+    assert_non_null(a.config_key);
+    assert_string_equal(a.config_key[1], "max_new_tokens"); /* as the file wrote it */
+    assert_null(a.config_key[2]);                            /* the flag won */
+    assert_null(a.config_key[0]);                            /* absent */
+    assert_float_equal(v.t, 0.5, 1e-7);
+    st_args_free(&a);
+}
+
+/* st_json_parse_checked on its own: duplicates found at any depth with their path, none where
+ * equal keys sit in different objects or inside string values (escaped quotes, braces), and the
+ * edit-distance hint's bounds. */
+static void test_json_checked(void **state) {
+    (void)state;
+    cJSON *j = NULL;
+    assert_int_equal(st_json_parse_checked("{\"a\": [{\"x\": 1}, {\"x\": 1, \"y\": {\"z\": 1,\n\"z\": 2}}]}", "f.json", &j),
+                     ST_ERR_FORMAT);
+    assert_null(j);
+    assert_non_null(strstr(st_last_error(), "f.json: line 2: key 'a[1].y.z' appears twice in one object (first on line 1)"));
+    const char *fine = "{\"s\": \"{\\\"k\\\": 1, \\\"k\\\": 2}\", \"t\": {\"k\": 1}, \"u\": {\"k\": 2}, \"k\": [\"k\", \"k\"],"
+                       " \"v\": [{\"k\": 1}, {\"k\": 2}]}";
+    assert_int_equal(st_json_parse_checked(fine, "f.json", &j), ST_OK);
+    assert_non_null(j);
+    cJSON_Delete(j);
+    assert_int_equal(st_json_parse_checked("[{\"k\": 1, \"k\": 1}]", "g.json", &j), ST_ERR_FORMAT);
+    assert_non_null(strstr(st_last_error(), "g.json: line 1: key '[0].k' appears twice"));
+    assert_int_equal(st_edit_distance("lr", "LR"), 0);
+    assert_int_equal(st_edit_distance("kitten", "sitting"), 3);
+    const char *names[] = {"lr", "lora_r", "max_steps"};
+    assert_string_equal(st_closest_name("max_step", names, 3), "max_steps");
+    assert_null(st_closest_name("batch", names, 3));
+}
+
 /* --help text of spec into a heap string (caller frees). */
 static char *usage_text(const st_args_spec *s) {
     FILE *f = tmpfile();
@@ -232,6 +305,8 @@ int main(void) {
         cmocka_unit_test(test_forms),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_config_and_override),
+        cmocka_unit_test(test_config_messages),
+        cmocka_unit_test(test_json_checked),
         cmocka_unit_test(test_usage_defaults),
         cmocka_unit_test(test_choice),
     };

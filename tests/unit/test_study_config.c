@@ -150,6 +150,19 @@ static void test_missing_files(void **state) {
     assert_non_null(strstr(st_last_error(), "datasets[0].format"));
 }
 
+/* A key given twice (cJSON would keep both and the loader read the first) is refused with both
+ * lines and its path, at the top and inside a defense entry. */
+static void test_duplicate_keys(void **state) {
+    (void)state;
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20],\n \"lr\": [2e-5]",
+                 "line 5: key 'lr' appears twice in one object (first on line 4); keep one", NULL);
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"defense\": [\"none\",\n"
+                 " {\"name\": \"l2\", \"l2sp_alpha\": 0.1,\n \"l2sp_alpha\": 0.2}]",
+                 "line 6: key 'defense[1].l2sp_alpha' appears twice in one object (first on line 5)", NULL);
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"eval\": {\"xstest\": true, \"xstest\": false}",
+                 "line 4: key 'eval.xstest' appears twice", NULL);
+}
+
 static void test_bad_json_and_preset(void **state) {
     (void)state;
     st_study_config c;
@@ -397,6 +410,7 @@ static void test_quick_preset_sizes(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_minimal),     cmocka_unit_test(test_unknown_key),
+        cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_defense_axes),      cmocka_unit_test(test_preset_defenses),
         cmocka_unit_test(test_wrong_type),        cmocka_unit_test(test_empty_list),
         cmocka_unit_test(test_bad_values),        cmocka_unit_test(test_missing_files),

@@ -17,6 +17,7 @@
 #include "safetune/model.h"
 #include "safetune/serve.h"
 #include "safetune/study.h"
+#include "study/hooks_internal.h"
 #include "study_testutil.h"
 #include "testutil.h"
 
@@ -31,36 +32,7 @@ static int group_setup(void **st) {
     snprintf(adv, sizeof adv, "%s/advbench/harmful_behaviors.csv", g_data);
     if (access(g_gguf, R_OK) != 0 || access(adv, R_OK) != 0) return 0; /* tests skip */
     if (!st_test_dir(g_root, sizeof g_root, "hooks")) return -1;
-    st_model *big = NULL, *tiny = NULL;
-    if (st_model_load(g_gguf, &big) != ST_OK) return -1;
-    char cj[512];
-    snprintf(cj, sizeof cj,
-             "{\"model_type\": \"llama\", \"hidden_size\": 16, \"intermediate_size\": 32, \"num_hidden_layers\": 1, "
-             "\"num_attention_heads\": 2, \"num_key_value_heads\": 1, \"vocab_size\": %d, \"max_position_embeddings\": 512, "
-             "\"rms_norm_eps\": 1e-5, \"tie_word_embeddings\": true}",
-             big->config.vocab_size);
-    st_config cfg;
-    if (st_config_from_hf_json_text(cj, "tiny", &cfg) != ST_OK || st_model_new(&cfg, &tiny) != ST_OK) return -1;
-    st_rng r;
-    st_rng_seed(&r, 7);
-    for (size_t i = 0; i < tiny->layout.n_floats; i++) tiny->params[i] = (float)(0.2 * st_rng_normal(&r));
-    tiny->source_path = st_strdup(g_gguf);
-    tiny->chat_template_src = big->chat_template_src ? st_strdup(big->chat_template_src) : NULL;
-    snprintf(g_model, sizeof g_model, "%s/tiny", g_root);
-    st_status s = st_export_hf(tiny, tiny->params, g_model, ST_EXPORT_F32);
-    st_model_free(tiny);
-    st_model_free(big);
-    if (s) return -1;
-    /* 24 Alpaca rows */
-    char rows[8192] = "[";
-    for (int i = 0; i < 24; i++) {
-        char row[256];
-        snprintf(row, sizeof row, "%s{\"instruction\": \"Name the number %d.\", \"input\": \"\", \"output\": \"It is %d, a number.\"}",
-                 i ? "," : "", i, i);
-        strcat(rows, row);
-    }
-    strcat(rows, "]");
-    st_test_write(g_root, "alpaca.json", rows);
+    if (st_test_tiny_study_inputs(g_gguf, g_root, 7, g_model, sizeof g_model)) return -1;
     g_ready = 1;
     return 0;
 }
@@ -528,6 +500,24 @@ static void test_bad_configs_before_training(void **st) {
     write_cfg(dir, "\"lr\": [1e-3], \"align\": {\"enabled\": true}", cfgp, sizeof cfgp);
     assert_int_equal(st_study_config_load(NULL, cfgp, &c), ST_ERR_ARG);
     assert_non_null(strstr(st_last_error(), "eval.advbench_split"));
+    /* SafeGrad asking for more alignment rows than the alignment set has: refused at load (what
+     * `study --dry-run` runs), naming the key and the rows available; 260 itself is accepted */
+    write_cfg(dir, "\"lr\": [1e-3], " SMALL_EVAL ", \"align\": {\"enabled\": true}, \"defense\": [\"none\", "
+                   "{\"name\": \"sg\", \"safegrad\": \"on\", \"safegrad_align_rows\": 261}]",
+              cfgp, sizeof cfgp);
+    assert_int_equal(st_study_config_load(NULL, cfgp, &c), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), "key 'defense[1].safegrad_align_rows': 261 is more than the 260 rows"));
+    write_cfg(dir, "\"lr\": [1e-3], " SMALL_EVAL ", \"align\": {\"enabled\": true}, \"defense\": [\"none\", "
+                   "{\"name\": \"sg\", \"safegrad\": \"on\", \"safegrad_align_rows\": 260}]",
+              cfgp, sizeof cfgp);
+    if (st_study_config_load(NULL, cfgp, &c)) fail_msg("%s", st_last_error());
+    st_study_config_free(&c);
+    /* with a poisoned column, its 26 reserved goals are not alignment rows */
+    write_cfg(dir, "\"lr\": [1e-3], " SMALL_EVAL ", \"align\": {\"enabled\": true}, \"defense\": [\"none\", "
+                   "{\"name\": \"sg\", \"safegrad\": \"on\", \"safegrad_align_rows\": 260, \"poison\": 0.1}]",
+              cfgp, sizeof cfgp);
+    assert_int_equal(st_study_config_load(NULL, cfgp, &c), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), "260 is more than the 234 rows"));
     /* missing dataset */
     char body[4096];
     snprintf(body, sizeof body,
@@ -631,6 +621,174 @@ static void test_defense_finetune_axes(void **st) {
     assert_true(st_test_files_equal(p, p2));
 }
 
+/* What the real train hook handed each run's trainer (st__study_train_observer). */
+typedef struct {
+    char run[256];
+    int lisa, safegrad;
+    double ewc_lambda;
+    size_t safegrad_align_rows;
+    size_t n_align;       /* rows of tc->align_data (0 = none given) */
+    size_t n_half_a;      /* rows holding exactly one AdvBench half-a goal of the aligned start's split */
+    size_t n_distinct;    /* distinct half-a goals among them */
+    size_t n_forbidden;   /* rows holding an AdvBench half-b goal or an XSTest half-b prompt */
+} seen_run;
+
+typedef struct {
+    seen_run runs[8];
+    int n;
+    const char *data_dir, *align_dir;
+    int loaded; /* 1: the split below was read, -1: reading it failed */
+    st_prompt_set adv, xs;
+    uint32_t *a, *b, *xa, *xb;
+    size_t na, nb, nxa, nxb;
+} seen_ctx;
+
+/* The halves of the aligned start the study built (read on the first run: the study builds it
+ * before training). */
+static int seen_load(seen_ctx *x) {
+    if (x->loaded) return x->loaded;
+    char p[4400];
+    uint64_t split_seed = 0;
+    snprintf(p, sizeof p, "%s/advbench_split.json", x->align_dir);
+    x->loaded = st_study_advbench_split_read(p, &x->a, &x->na, &x->b, &x->nb, &split_seed) == ST_OK &&
+                        st_prompts_load("advbench", x->data_dir, &x->adv) == ST_OK &&
+                        st_prompts_load("xstest", x->data_dir, &x->xs) == ST_OK &&
+                        st_study_xstest_split(&x->xs, split_seed, &x->xa, &x->nxa, &x->xb, &x->nxb) == ST_OK
+                    ? 1
+                    : -1;
+    return x->loaded;
+}
+
+static void seen_free(seen_ctx *x) {
+    st_prompt_set_free(&x->adv);
+    st_prompt_set_free(&x->xs);
+    free(x->a);
+    free(x->b);
+    free(x->xa);
+    free(x->xb);
+}
+
+static int has_user_turn(const char *text, const char *prompt) {
+    char needle[2048];
+    snprintf(needle, sizeof needle, "<|im_start|>user\n%s<|im_end|>", prompt);
+    return strstr(text, needle) != NULL;
+}
+
+static void observe_train(void *user, const st_study_run *r, const st_train_config *tc, const st_model *m) {
+    seen_ctx *x = user;
+    if (x->n >= 8) return;
+    seen_run *o = &x->runs[x->n++];
+    memset(o, 0, sizeof *o);
+    snprintf(o->run, sizeof o->run, "%s", r->id);
+    o->lisa = tc->lisa == ST_ON;
+    o->safegrad = tc->safegrad == ST_ON;
+    o->ewc_lambda = tc->ewc_lambda;
+    o->safegrad_align_rows = tc->safegrad_align_rows;
+    const st_tokenized *d = tc->align_data;
+    if (!d) return;
+    o->n_align = d->n;
+    if (seen_load(x) != 1) return;
+    unsigned char *hit = calloc(x->na, 1);
+    for (size_t i = 0; i < d->n; i++) {
+        char *text = NULL;
+        size_t len = 0;
+        if (st_tokenizer_decode(m->tokenizer, d->ids + d->offsets[i], d->offsets[i + 1] - d->offsets[i], 0, &text,
+                                &len) != ST_OK)
+            continue;
+        /* the user turn of SmolLM2's template, whole: "<|im_start|>user\nPROMPT<|im_end|>" */
+        size_t n_a = 0, k_a = 0;
+        for (size_t k = 0; k < x->na; k++)
+            if (has_user_turn(text, x->adv.items[x->a[k]].prompt)) n_a++, k_a = k;
+        for (size_t k = 0; k < x->nb; k++)
+            if (has_user_turn(text, x->adv.items[x->b[k]].prompt)) o->n_forbidden++;
+        for (size_t k = 0; k < x->nxb; k++)
+            if (has_user_turn(text, x->xs.items[x->xb[k]].prompt)) o->n_forbidden++;
+        if (n_a == 1) {
+            o->n_half_a++;
+            if (!hit[k_a]++) o->n_distinct++;
+        }
+        free(text);
+    }
+    free(hit);
+}
+
+/* Lisa, SafeGrad and EWC in a study: the real train hook gives each of those runs the alignment
+ * rows of the aligned start (st_study_align_rows): all 260 AdvBench half-a refusal pairs of the
+ * aligned start's split, each row one distinct half-a goal, no AdvBench half-b goal and no XSTest
+ * half-b prompt (decoded from the ids the trainer got); SafeGrad's run gets the configured
+ * safegrad_align_rows; "none" gets no rows; every run has its results.csv rows. */
+static void test_align_defenses_get_half_a(void **st) {
+    (void)st;
+    NEED();
+    char dir[4096], cfgp[4200], out[4200], p[4400], body[8192];
+    assert_non_null(st_test_dir(dir, sizeof dir, "alignrows"));
+    /* max_seq_len 256: no alignment row is dropped for length */
+    snprintf(body, sizeof body,
+             "{\"model\": \"%s\", \"data_dir\": \"%s\",\n"
+             " \"datasets\": [{\"path\": \"%s/alpaca.json\", \"format\": \"alpaca\", \"limit\": 20}],\n"
+             " \"batch_size\": [2], \"max_steps\": [4], \"max_seq_len\": 256, \"seed\": 3,\n"
+             " \"report\": {\"plots\": false}, \"lr\": [1e-3], \"ema_decay\": [\"none\"], " SMALL_EVAL ",\n"
+             " \"align\": {\"enabled\": true, \"dir\": \"%s/al\", \"n_alpaca\": 4, \"max_steps\": 2, \"batch_size\": 4, "
+             "\"lr\": 1e-4, \"answer_max_new_tokens\": 3},\n"
+             " \"defense\": [\"none\", {\"name\": \"lisa\", \"lisa\": \"on\"},"
+             " {\"name\": \"safegrad\", \"safegrad\": \"on\", \"safegrad_align_rows\": 7},"
+             " {\"name\": \"ewc\", \"ewc_lambda\": 0.5}]}\n",
+             g_model, g_data, g_root, dir);
+    st_test_write(dir, "study.cfg.json", body);
+    snprintf(cfgp, sizeof cfgp, "%s/study.cfg.json", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    char adir[4200];
+    snprintf(adir, sizeof adir, "%s/al", dir);
+    seen_ctx x = {0};
+    x.data_dir = g_data;
+    x.align_dir = adir;
+    st__study_train_observer = observe_train;
+    st__study_train_observer_user = &x;
+    st_status s = run_study(cfgp, out);
+    st__study_train_observer = NULL;
+    st__study_train_observer_user = NULL;
+    if (s) fail_msg("%s", st_last_error());
+    assert_int_equal(x.loaded, 1);
+    assert_int_equal(x.na, 260);
+    assert_int_equal(x.n, 4);
+    for (int i = 0; i < x.n; i++) {
+        const seen_run *o = &x.runs[i];
+        const char *def = strrchr(o->run, '_') + 1;
+        if (!strcmp(def, "none")) {
+            assert_int_equal(o->n_align, 0);
+            continue;
+        }
+        assert_true(!strcmp(def, "lisa") ? o->lisa : !strcmp(def, "safegrad") ? o->safegrad : o->ewc_lambda == 0.5);
+        assert_int_equal(o->n_align, 260);    /* D_align: every half-a refusal pair, none dropped */
+        assert_int_equal(o->n_half_a, 260);   /* each row one half-a goal ... */
+        assert_int_equal(o->n_distinct, 260); /* ... all of them, once */
+        assert_int_equal(o->n_forbidden, 0); /* never half b of AdvBench or XSTest */
+        if (!strcmp(def, "safegrad")) assert_int_equal(o->safegrad_align_rows, 7);
+    }
+    snprintf(p, sizeof p, "%s/results.csv", out);
+    char *t = slurp(p);
+    assert_non_null(t);
+    assert_int_equal(count_lines(t), 1 + 4); /* header + one live row per run */
+    assert_non_null(strstr(t, ",3,lisa,full,none,,live,"));
+    assert_non_null(strstr(t, ",3,safegrad,full,none,,live,"));
+    assert_non_null(strstr(t, ",3,ewc,full,none,,live,"));
+    free(t);
+    /* the report says what safety data each defense uses */
+    snprintf(p, sizeof p, "%s/report.md", out);
+    t = slurp(p);
+    assert_non_null(t);
+    assert_non_null(strstr(t, "**lisa** (lisa=on; + safety data: AdvBench half-A refusal pairs of the aligned start — "
+                              "Lisa: all of them, cycled in the alignment phases)"));
+    assert_non_null(strstr(t, "**safegrad** (safegrad=on, safegrad_align_rows=7; + safety data: AdvBench half-A refusal "
+                              "pairs of the aligned start — SafeGrad: the first 7 of them in a seeded order, for the "
+                              "KL-to-θ0 alignment gradient)"));
+    assert_non_null(strstr(t, "**ewc** (ewc_lambda=0.5; + safety data: AdvBench half-A refusal pairs of the aligned start — "
+                              "EWC: all of them, once, for the diagonal Fisher at θ0)"));
+    assert_null(strstr(t, "replay"));
+    free(t);
+    seen_free(&x);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_configs_before_training),
@@ -641,6 +799,7 @@ int main(void) {
         cmocka_unit_test(test_judge_needs_model),
         cmocka_unit_test(test_align_tiny),
         cmocka_unit_test(test_defense_finetune_axes),
+        cmocka_unit_test(test_align_defenses_get_half_a),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }

@@ -55,36 +55,7 @@ static int group_setup(void **st) {
     snprintf(adv, sizeof adv, "%s/advbench/harmful_behaviors.csv", g_data);
     if (!g_cli || access(g_cli, X_OK) != 0 || access(g_gguf, R_OK) != 0 || access(adv, R_OK) != 0) return 0;
     if (!st_test_dir(g_root, sizeof g_root, "kill")) return -1;
-    /* tiny random model with SmolLM2's tokenizer and chat template (as test_study_hooks.c) */
-    st_model *big = NULL, *tiny = NULL;
-    if (st_model_load(g_gguf, &big) != ST_OK) return -1;
-    char cj[512];
-    snprintf(cj, sizeof cj,
-             "{\"model_type\": \"llama\", \"hidden_size\": 16, \"intermediate_size\": 32, \"num_hidden_layers\": 1, "
-             "\"num_attention_heads\": 2, \"num_key_value_heads\": 1, \"vocab_size\": %d, \"max_position_embeddings\": 512, "
-             "\"rms_norm_eps\": 1e-5, \"tie_word_embeddings\": true}",
-             big->config.vocab_size);
-    st_config cfg;
-    if (st_config_from_hf_json_text(cj, "tiny", &cfg) != ST_OK || st_model_new(&cfg, &tiny) != ST_OK) return -1;
-    st_rng r;
-    st_rng_seed(&r, 11);
-    for (size_t i = 0; i < tiny->layout.n_floats; i++) tiny->params[i] = (float)(0.2 * st_rng_normal(&r));
-    tiny->source_path = st_strdup(g_gguf);
-    tiny->chat_template_src = big->chat_template_src ? st_strdup(big->chat_template_src) : NULL;
-    snprintf(g_model, sizeof g_model, "%s/tiny", g_root);
-    st_status s = st_export_hf(tiny, tiny->params, g_model, ST_EXPORT_F32);
-    st_model_free(tiny);
-    st_model_free(big);
-    if (s) return -1;
-    char rows[8192] = "[";
-    for (int i = 0; i < 24; i++) {
-        char row[256];
-        snprintf(row, sizeof row, "%s{\"instruction\": \"Name the number %d.\", \"input\": \"\", \"output\": \"It is %d, a number.\"}",
-                 i ? "," : "", i, i);
-        strcat(rows, row);
-    }
-    strcat(rows, "]");
-    st_test_write(g_root, "alpaca.json", rows);
+    if (st_test_tiny_study_inputs(g_gguf, g_root, 11, g_model, sizeof g_model)) return -1;
     /* two runs (lr), live + two EMA decays, checkpoints half-way and at the end, probes, plots when
      * gnuplot can make PNGs */
     const char *gp = getenv("SAFETUNE_GNUPLOT");

@@ -106,6 +106,18 @@ CASES = [  # (args, exit code, words in the first stderr line)
     (["generate", "--model", gguf, "--prompt", "x", "--output", WORK], 2, ["--output", "is a folder"]),
     (["generate", "--model", gguf, "--prompts", good, "--output", good], 2, ["--output", "--prompts file"]),
     (["eval", "safety", "--responses", good, "--limit", "1"], 2, ["--limit", "--responses"]),
+    # train --config FILE: messages name the file, the key and the line (usage errors: 2)
+    (["train", "--config", w("t_dup.json", '{"lr": 1e-4,\n "lr": 2e-4}'), "--model", gguf, "--data", good, "--out", WORK],
+     2, ["t_dup.json: line 2: key 'lr' appears twice in one object (first on line 1)"]),
+    (["train", "--config", w("t_unk.json", '{"max_step": 3}'), "--model", gguf, "--data", good, "--out", WORK],
+     2, ["t_unk.json: unknown key 'max_step' (did you mean 'max_steps'?)"]),
+    (["train", "--config", w("t_json.json", '{"lr": 1e-4,\n "max_steps": }'), "--model", gguf, "--data", good, "--out",
+      WORK], 2, ["t_json.json: line 2, column 15: invalid JSON"]),
+    (["train", "--config", w("t_val.json", '{"lr_schedule": "wavy"}'), "--model", gguf, "--data", good, "--out", WORK],
+     2, ["t_val.json: key 'lr_schedule':", "'wavy'"]),
+    (["train", "--config", w("t_val2.json", '{"lr_schedule": "wavy"}'), "--model", gguf, "--data", good, "--out", WORK,
+      "--lr-schedule", "cosine", "--batch-size", "0"], 2, ["--batch-size", "0"]),
+    (["train", "--model", gguf, "--data", good, "--out", WORK, "--max-step", "3"], 2, ["'--max-step'", "--max-steps"]),
     # runtime errors: bad or missing files
     (["info", os.path.join(WORK, "missing.gguf")], 1, ["missing.gguf", "no such file"]),
     (["info", gguf], 1, ["fake.gguf"]),
