@@ -32,6 +32,15 @@ st_status st_dist_agree(st_status s);
 /* The first failing rank of the last st_dist_agree that failed (every rank knows it), or -1 when
  * none failed: a command that returns an error after such an agreement needs no other. */
 int st_dist_failed_rank(void);
+/* The exit code (2: usage error, 1: other) this rank will end with if it fails its next
+ * st_dist_agree; the agreement hands it to every rank, so the same mistake ends every rank (and
+ * mpirun) with the code one process would give. 0 = not set. */
+void st_dist_set_exit_code(int code);
+/* The failing rank's exit code from the last failed st_dist_agree (0 = it set none). */
+int st_dist_failed_exit_code(void);
+/* Collective: rank 0's NUL-terminated text `mine` on every rank, as a heap copy in *out (caller
+ * frees); without MPI a copy of mine. ST_ERR_NOMEM / ST_ERR_IO (MPI failure). */
+st_status st_dist_bcast_text(const char *mine, char **out);
 /* Collective. ST_ERR_ARG on every rank (message names `what` and the first rank whose value
  * differs from rank 0's) unless all ranks pass the same 64-bit value. */
 st_status st_dist_check_same(uint64_t value, const char *what);

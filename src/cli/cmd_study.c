@@ -124,8 +124,9 @@ int cmd_study(int argc, char **argv) {
             fprintf(stderr, "safetune study: %s\n", st_last_error());
             rc = 1;
         }
-        if (!rc && st_dist_check_same(st_fnv1a64(ST_FNV_INIT, cfg.json, strlen(cfg.json)),
-                                      "study config (--config / --preset)")) {
+        if (!rc && (cli_same_as_rank0(cfg.json, "study config (--config / --preset)", 0) ||
+                    st_dist_check_same(st_fnv1a64(ST_FNV_INIT, cfg.json, strlen(cfg.json)),
+                                       "study config (--config / --preset)"))) {
             fprintf(stderr, "safetune study: %s\n", st_last_error());
             rc = 1;
         }

@@ -672,6 +672,8 @@ int cmd_train(int argc, char **argv) {
     }
     if (st_dist_agree(st_trainer_new(m, &tk, &c, &t)) != ST_OK) { fail(NULL); goto done; }
     if (world > 1) { /* every rank must train the same thing: the settings, the rows, the weights */
+        /* a rank whose settings differ names the first key (the hash below is the last word) */
+        if (cli_same_as_rank0(cfg_json, "command line and --config file", 1) != ST_OK) { fail(NULL); goto done; }
         uint64_t h = st_fnv1a64(ST_FNV_INIT, cfg_json, strlen(cfg_json));
         if (st_dist_check_same(h, "settings (command line or --config)") != ST_OK) { fail(NULL); goto done; }
         h = st_fnv1a64(ST_FNV_INIT, tk.offsets, (tk.n + 1) * sizeof *tk.offsets);

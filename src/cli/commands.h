@@ -71,6 +71,14 @@ int cli_check_model_path(const char *prog, const char *path);
 struct cJSON;
 struct cJSON *cli_read_run_config(const char *dir);
 
+/* Collective (`mpirun -np N`; ST_OK at once in one process): ST_OK when this rank's settings
+ * `mine` (a JSON object: train's run config, the study's normalised config) equal rank 0's; else
+ * ST_ERR_ARG on every rank, st_last_error() "rank R of N: key 'lr' (--lr) is 0.0001 here but
+ * 0.002 on rank 0: every rank must get the same WHAT" for the lowest such rank R and the first
+ * key (dotted path) that differs; train_flags: name the `train` flag of a settings-table key
+ * (src/cli/rankcheck.c). */
+st_status cli_same_as_rank0(const char *mine, const char *what, int train_flags);
+
 /* Option row --weights live|ema (a `safetune train` output folder: final/ or final-ema/). */
 #define CLI_WEIGHTS_OPT(weights) \
     {"weights", ST_OPT_CHOICE, &(weights), "live|ema", "with a training output folder: final/ (live) or final-ema/ (ema)", 0, 0, 0}

@@ -50,7 +50,9 @@ static void prefer_passive_openmp(char **argv) {
 /* Commands that run as the ranks of one MPI job (docs/mpi.md); the others refuse mpirun -np > 1. */
 static int mpi_command(const char *name) { return !strcmp(name, "train") || !strcmp(name, "study"); }
 
-/* The last non-empty line of the text held by fd (a rank's captured stderr), into buf. */
+/* The last non-empty line of the text held by fd (a rank's captured stderr), into buf, passing
+ * over the "(see safetune CMD --help)" hint that follows a usage error (st_args_fail): the
+ * message is the line before it. */
 static void last_line(int fd, char *buf, size_t cap) {
     buf[0] = '\0';
     off_t end = lseek(fd, 0, SEEK_END);
@@ -59,7 +61,14 @@ static void last_line(int fd, char *buf, size_t cap) {
     ssize_t got = pread(fd, buf, n, end - (off_t)n);
     if (got <= 0) return;
     buf[got] = '\0';
-    while (got > 0 && (buf[got - 1] == '\n' || buf[got - 1] == ' ')) buf[--got] = '\0';
+    for (;;) {
+        while (got > 0 && (buf[got - 1] == '\n' || buf[got - 1] == ' ')) buf[--got] = '\0';
+        char *nl = strrchr(buf, '\n');
+        const char *line = nl ? nl + 1 : buf;
+        if (!nl || strncmp(line, "(see ", 5)) break;
+        *nl = '\0'; /* the hint: take the line before */
+        got = (ssize_t)(nl - buf);
+    }
     char *nl = strrchr(buf, '\n');
     if (nl) memmove(buf, nl + 1, strlen(nl + 1) + 1);
     char *colon = strstr(buf, ": ");
@@ -94,9 +103,13 @@ static int run_mpi(const st_command *cmd, int argc, char **argv) {
         if (cap >= 0) last_line(cap, line, sizeof line);
         else snprintf(line, sizeof line, "%s", st_last_error());
         st_error(ST_ERR_ARG, "%s", line[0] ? line : "failed (SAFETUNE_MPI_ALL_STDERR=1 shows its stderr)");
+        st_dist_set_exit_code(rc); /* 2 for a usage error: every rank ends with it */
         st_status s = st_dist_agree(ST_ERR_ARG);
         (void)s;
     }
+    /* the ranks stopped by another rank's failure end with that rank's exit code (the same
+     * mistake gives the same code however it is launched) */
+    if (rc != 0 && st_dist_failed_exit_code() > 0) rc = st_dist_failed_exit_code();
     if (keep >= 0) {
         fflush(stderr);
         dup2(keep, STDERR_FILENO);

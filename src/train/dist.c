@@ -12,6 +12,8 @@
 static int g_inited;   /* we called MPI_Init_thread */
 static int g_rank, g_world = 1;
 static int g_failed_rank = -1; /* the first failing rank of the last failed agreement */
+static int g_exit_code;        /* this rank's exit code when it fails its next agreement (0: unknown) */
+static int g_failed_exit;      /* the failing rank's exit code from the last failed agreement */
 
 uint64_t st_fnv1a64(uint64_t h, const void *p, size_t n) {
     const unsigned char *b = p;
@@ -74,14 +76,16 @@ st_status st_dist_agree(st_status s) {
     if (e) return e;
     if (first == g_world) return ST_OK;
     g_failed_rank = first;
-    struct { int code; char msg[2048]; } pkt = {0};
+    struct { int code, exit_code; char msg[2048]; } pkt = {0};
     if (g_rank == first) {
         pkt.code = (int)s;
+        pkt.exit_code = g_exit_code;
         snprintf(pkt.msg, sizeof pkt.msg, "%s", st_last_error());
     }
     if ((e = mpi_err(MPI_Bcast(&pkt, (int)sizeof pkt, MPI_BYTE, first, MPI_COMM_WORLD), "message broadcast")))
         return e;
     pkt.msg[sizeof pkt.msg - 1] = '\0';
+    g_failed_exit = pkt.exit_code;
     return st_error((st_status)pkt.code, "rank %d of %d: %s", first, g_world,
                     pkt.msg[0] ? pkt.msg : st_status_name((st_status)pkt.code));
 }
@@ -107,6 +111,34 @@ st_status st_dist_check_same(uint64_t value, const char *what) {
 }
 
 int st_dist_failed_rank(void) { return g_failed_rank; }
+void st_dist_set_exit_code(int code) { g_exit_code = code; }
+int st_dist_failed_exit_code(void) { return g_failed_exit; }
+
+st_status st_dist_bcast_text(const char *mine, char **out) {
+    *out = NULL;
+    unsigned long long n = g_rank == 0 ? strlen(mine) : 0;
+    if (g_inited && g_world > 1) {
+        st_status s = mpi_err(MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD), "text length broadcast");
+        if (s) return s;
+        if (n > (unsigned long long)INT_MAX) return st_error(ST_ERR_UNSUPPORTED, "MPI: a text of %llu bytes to broadcast", n);
+    } else n = strlen(mine);
+    char *t = malloc((size_t)n + 1);
+    if (g_rank == 0 || !g_inited || g_world == 1) {
+        if (t) memcpy(t, mine, (size_t)n + 1);
+    }
+    if (g_inited && g_world > 1) { /* every rank takes part, also one whose malloc failed */
+        char one;
+        st_status s = mpi_err(MPI_Bcast(t ? t : &one, t ? (int)n : 0, MPI_CHAR, 0, MPI_COMM_WORLD), "text broadcast");
+        if (s) {
+            free(t);
+            return s;
+        }
+        if (t) t[n] = '\0';
+    }
+    if (!t) return st_error(ST_ERR_NOMEM, "out of memory");
+    *out = t;
+    return ST_OK;
+}
 
 void st_dist_slice(size_t n, int rank, int world, size_t *off, size_t *len) {
     if (world < 1) world = 1;

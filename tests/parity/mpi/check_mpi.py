@@ -9,9 +9,11 @@ Cases (one ctest test each; 2 ranks x 1 thread, --oversubscribe for 2-core machi
         losses and final weights bit-identical to the uninterrupted 2-rank run; its checkpoint
         resumed by one process (another world) continues within rel 1e-6 of it.
   study `mpirun -np 2 safetune study --fake`: results.csv byte-identical to the 1-process study;
-        a rank that dies mid-study, then the restarted study resumes to the same results.
+        a rank that dies mid-study, then the restarted study resumes to the same results; a rank
+        with another config is refused naming the key that differs.
   bad   bad launches end every rank with one clear message, not a hang: ranks with other
-        settings, other data, a rank that cannot write --out, --resume of a checkpoint with a
+        settings (the key that differs named), a usage error on one rank or all (its own
+        message, exit 2 as in one process), other data, a rank that cannot write --out, --resume of a checkpoint with a
         shard missing, --resume auto where one rank sees no checkpoint, `eval` under mpirun.
 Usage: check_mpi.py CASE     (exit 77 = skipped: input absent)"""
 import json
@@ -183,7 +185,7 @@ exec "$@"
 """
 
 
-def bad(d, what, args, must_have, n=2, wrapper=None, env=None):
+def bad(d, what, args, must_have, n=2, wrapper=None, env=None, rc=None):
     if env:
         ENV.update(env)
     t0 = time.time()
@@ -198,7 +200,7 @@ def bad(d, what, args, must_have, n=2, wrapper=None, env=None):
     err = r.stderr
     lines = [l for l in err.splitlines() if l.strip()]
     hits = sum(must_have in l for l in lines)
-    good = r.returncode != 0 and hits == 1
+    good = r.returncode != 0 and hits == 1 and (rc is None or r.returncode == rc)
     print(f"{what}: exit {r.returncode} in {time.time() - t0:.1f} s: "
           f"{next((l for l in lines if must_have in l), '(no message)')} -> {'ok' if good else 'FAIL'}")
     if not good:
@@ -216,7 +218,23 @@ def case_bad():
     open(lr_wrap, "w").write('#!/bin/sh\nif [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then\n'
                              '  cmd=$1; shift; exec "$cmd" "$@" --lr 1e-4\nfi\nexec "$@"\n')
     ok &= bad(d, "rank 1 with another --lr", targs(model, os.path.join(d, "o1")),
-              "rank 1 of 2 has other settings (command line or --config) than rank 0", wrapper=lr_wrap)
+              "rank 1 of 2: key 'lr' (--lr) is 0.0001 here but 0.002 on rank 0", wrapper=lr_wrap)
+    # a usage error on rank 1 only: its own message reaches rank 0 (not the "(see --help)" hint
+    # that follows it), and every path ends with the usage exit code 2, as one process does
+    bad_wrap = os.path.join(d, "bad.sh")
+    open(bad_wrap, "w").write('#!/bin/sh\nif [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then\n'
+                              '  cmd=$1; shift; exec "$cmd" "$@" $BAD\nfi\nexec "$@"\n')
+    lr_msg = "--lr abc: lr = 'abc': expected a number"
+    r = one(targs(model, os.path.join(d, "o0")) + ["--lr", "abc"])
+    one_ok = r.returncode == 2 and lr_msg in r.stderr
+    print(f"one process with --lr abc: exit {r.returncode} -> {'ok' if one_ok else 'FAIL'}")
+    ok &= one_ok
+    ok &= bad(d, "rank 1 with --lr abc", targs(model, os.path.join(d, "o0")), "rank 1 of 2: " + lr_msg,
+              wrapper=bad_wrap, env={"BAD": "--lr abc"}, rc=2)
+    ok &= bad(d, "both ranks with --lr abc", targs(model, os.path.join(d, "o0")) + ["--lr", "abc"],
+              lr_msg, rc=2)
+    ok &= bad(d, "rank 1 with an unknown option", targs(model, os.path.join(d, "o0")),
+              "rank 1 of 2: unknown option '--lrr' (did you mean '--lr'?)", wrapper=bad_wrap, env={"BAD": "--lrr 1"}, rc=2)
     # rank 1 reads another data file at the same path
     other = os.path.join(d, "other.json")
     rows = json.load(open(ct.ALPACA))[:64]
@@ -288,7 +306,20 @@ def case_study():
     same = r.returncode == 0 and read(one_out, "results.csv") == read(killed, "results.csv")
     print(f"restarted 2-rank study: {r.stdout.strip().splitlines()[0] if r.stdout.strip() else r.stderr}; "
           f"results.csv byte-identical: {same}")
-    return ok and same and done < 12 and "resumed" in r.stdout
+    resumed = "resumed" in r.stdout
+    # rank 1 reads a config with another lr list: the message names the key and both values
+    other = os.path.join(work, "study_other.json")
+    json.dump(dict(cfg, lr=[1e-5, 3e-5]), open(other, "w"))
+    wrap = os.path.join(work, "cfg.sh")
+    open(wrap, "w").write('#!/bin/sh\nif [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then\n'
+                          f'  cmd=$1; shift; exec "$cmd" study --config {other} --out {os.path.join(work, "differ")} --fake\n'
+                          'fi\nexec "$@"\n')
+    r = mpi(2, ["study", "--config", path, "--out", os.path.join(work, "differ"), "--fake"], wrap)
+    msg = "rank 1 of 2: key 'lr' is [1e-05,3e-05] here but [1e-05,3e-05,0.0001] on rank 0"
+    differ = r.returncode != 0 and sum(msg in l for l in r.stderr.splitlines()) == 1
+    print(f"rank 1 with another study config: exit {r.returncode}: "
+          f"{next((l for l in r.stderr.splitlines() if 'rank 1 of 2' in l), r.stderr)} -> {'ok' if differ else 'FAIL'}")
+    return ok and same and done < 12 and resumed and differ
 
 
 if __name__ == "__main__":
