@@ -274,7 +274,15 @@ done:
     return rc;
 }
 
+static int parse_args(st_args_spec *spec, int argc, char **argv, st_args *out);
+
 int st_args_parse(st_args_spec *spec, int argc, char **argv, st_args *out) {
+    const int rc = parse_args(spec, argc, argv, out);
+    if (rc) st_args_free(out); /* nothing of a failed parse is used: callers may return at once */
+    return rc;
+}
+
+static int parse_args(st_args_spec *spec, int argc, char **argv, st_args *out) {
     memset(out, 0, sizeof *out);
     /* pass 1: --help and --config */
     const char *config = NULL;

@@ -64,7 +64,8 @@ typedef struct {
 } st_args;
 
 /* Parse argv[1..argc). Returns 0 to continue, -1 after printing --help (exit 0), or 2 after
- * printing one error line and a usage hint to stderr (exit 2). */
+ * printing one error line and a usage hint to stderr (exit 2); on any non-zero return *out holds
+ * nothing to free (st_args_free on it is harmless). */
 int st_args_parse(st_args_spec *spec, int argc, char **argv, st_args *out);
 /* Free strings copied from a config file (option values pointing at them become invalid). */
 void st_args_free(st_args *a);
