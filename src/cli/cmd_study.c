@@ -62,9 +62,12 @@ int cmd_study(int argc, char **argv) {
                      st_study_preset_names[i]);
         return st_args_fail(&spec, "--preset: unknown preset '%s' (known: %s)", preset, known);
     }
-    if (st_study_config_load(preset, config, &cfg)) {
+    st_status ls = st_study_config_load(preset, config, &cfg);
+    if (ls) {
         fprintf(stderr, "safetune study: %s\n", st_last_error());
-        return 1;
+        /* a mistake in the config (a key, a value, its JSON) is a usage error, as the same mistake
+         * in `train --config` or a flag (exit 2); a file that cannot be read is a runtime one */
+        return ls == ST_ERR_ARG || ls == ST_ERR_FORMAT ? 2 : 1;
     }
     if (print_cfg) {
         printf("%s\n", cfg.json);

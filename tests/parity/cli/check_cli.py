@@ -118,6 +118,10 @@ CASES = [  # (args, exit code, words in the first stderr line)
     (["train", "--config", w("t_val2.json", '{"lr_schedule": "wavy"}'), "--model", gguf, "--data", good, "--out", WORK,
       "--lr-schedule", "cosine", "--batch-size", "0"], 2, ["--batch-size", "0"]),
     (["train", "--model", gguf, "--data", good, "--out", WORK, "--max-step", "3"], 2, ["'--max-step'", "--max-steps"]),
+    # the same mistakes in a study config: exit 2 too
+    (["study", "--config", w("s_dup.json", '{"lr": [1e-4],\n "lr": [2e-4]}'), "--dry-run"], 2,
+     ["s_dup.json: line 2: key 'lr' appears twice in one object (first on line 1)"]),
+    (["study", "--config", w("s_json.json", '{"lr": [1e-4,\n ]}'), "--dry-run"], 2, ["s_json.json: line 2, column 2: invalid JSON"]),
     # runtime errors: bad or missing files
     (["info", os.path.join(WORK, "missing.gguf")], 1, ["missing.gguf", "no such file"]),
     (["info", gguf], 1, ["fake.gguf"]),

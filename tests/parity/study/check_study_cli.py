@@ -39,14 +39,16 @@ base = {"model": os.path.join(work, "model.gguf"), "data_dir": work,
 cfg = os.path.join(work, "study.json")
 json.dump(base, open(cfg, "w"))
 
-# --- validation errors: one line, names the file and the key, exit 1
-for bad, needle in [({"lr": []}, "key 'lr': empty list"), ({"batchsize": [2]}, "did you mean 'batch_size'"),
-                    ({"lr": "x"}, "key 'lr'"), ({"datasets": [{"path": "no.json", "format": "alpaca"}]}, "does not exist")]:
+# --- validation errors: one line, names the file and the key; exit 2 for a mistake in the config
+# (as `train --config` and flags), 1 for a file it names that cannot be read
+for bad, needle, code in [({"lr": []}, "key 'lr': empty list", 2), ({"batchsize": [2]}, "did you mean 'batch_size'", 2),
+                          ({"lr": "x"}, "key 'lr'", 2),
+                          ({"datasets": [{"path": "no.json", "format": "alpaca"}]}, "does not exist", 1)]:
     c = dict(base); c.update(bad)
     p = os.path.join(work, "bad.json"); json.dump(c, open(p, "w"))
     r = run("--config", p, "--out", os.path.join(work, "o_bad"), "--fake")
     lines = r.stderr.strip().splitlines()
-    check(r.returncode == 1 and len(lines) == 1 and p in lines[0] and needle in lines[0], f"bad config {bad}: {r.returncode} {r.stderr!r}")
+    check(r.returncode == code and len(lines) == 1 and p in lines[0] and needle in lines[0], f"bad config {bad}: {r.returncode} {r.stderr!r}")
     check(not os.path.exists(os.path.join(work, "o_bad")), "an invalid config must not create the output folder")
 
 # --- dry run: plan with 6 runs and an estimate; without --fake, training is reported unavailable
