@@ -39,7 +39,8 @@ void st_dist_set_exit_code(int code);
 /* The failing rank's exit code from the last failed st_dist_agree (0 = it set none). */
 int st_dist_failed_exit_code(void);
 /* Collective: rank 0's NUL-terminated text `mine` on every rank, as a heap copy in *out (caller
- * frees); without MPI a copy of mine. ST_ERR_NOMEM / ST_ERR_IO (MPI failure). */
+ * frees); without MPI a copy of mine. A rank that cannot allocate the copy fails every rank
+ * through st_dist_agree (ST_ERR_NOMEM); ST_ERR_IO when MPI fails. */
 st_status st_dist_bcast_text(const char *mine, char **out);
 /* Collective. ST_ERR_ARG on every rank (message names `what` and the first rank whose value
  * differs from rank 0's) unless all ranks pass the same 64-bit value. */

@@ -51,7 +51,7 @@ static int first_diff(const cJSON *a, const cJSON *b, char *path, size_t cap, ch
 st_status cli_same_as_rank0(const char *mine, const char *what, int train_flags) {
     char *lead = NULL;
     st_status s = st_dist_bcast_text(mine, &lead);
-    if (s) return st_dist_agree(s);
+    if (s) return s; /* already agreed by every rank */
     cJSON *a = cJSON_Parse(mine), *b = cJSON_Parse(lead);
     char path[512] = "", *here = NULL, *there = NULL;
     const int d = a && b ? first_diff(a, b, path, sizeof path, &here, &there) : -1;

@@ -116,26 +116,25 @@ int st_dist_failed_exit_code(void) { return g_failed_exit; }
 
 st_status st_dist_bcast_text(const char *mine, char **out) {
     *out = NULL;
-    unsigned long long n = g_rank == 0 ? strlen(mine) : 0;
-    if (g_inited && g_world > 1) {
+    unsigned long long n = strlen(mine);
+    const int multi = g_inited && g_world > 1;
+    if (multi) {
         st_status s = mpi_err(MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD), "text length broadcast");
         if (s) return s;
         if (n > (unsigned long long)INT_MAX) return st_error(ST_ERR_UNSUPPORTED, "MPI: a text of %llu bytes to broadcast", n);
-    } else n = strlen(mine);
+    }
     char *t = malloc((size_t)n + 1);
-    if (g_rank == 0 || !g_inited || g_world == 1) {
-        if (t) memcpy(t, mine, (size_t)n + 1);
+    /* every rank has its buffer (or all stop here together) before the broadcast */
+    st_status s = st_dist_agree(t ? ST_OK : st_error(ST_ERR_NOMEM, "out of memory (%llu bytes)", n + 1));
+    if (!s && multi) {
+        if (g_rank == 0) memcpy(t, mine, (size_t)n);
+        s = mpi_err(MPI_Bcast(t, (int)n, MPI_CHAR, 0, MPI_COMM_WORLD), "text broadcast");
+    } else if (!s) memcpy(t, mine, (size_t)n);
+    if (s) {
+        free(t);
+        return s;
     }
-    if (g_inited && g_world > 1) { /* every rank takes part, also one whose malloc failed */
-        char one;
-        st_status s = mpi_err(MPI_Bcast(t ? t : &one, t ? (int)n : 0, MPI_CHAR, 0, MPI_COMM_WORLD), "text broadcast");
-        if (s) {
-            free(t);
-            return s;
-        }
-        if (t) t[n] = '\0';
-    }
-    if (!t) return st_error(ST_ERR_NOMEM, "out of memory");
+    t[n] = '\0';
     *out = t;
     return ST_OK;
 }
