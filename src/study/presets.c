@@ -102,15 +102,17 @@ static const char PAPER[] =
     "  \"estimate\": {\"train_tokens_per_s\": 5, \"gen_tokens_per_s\": 10, \"example_tokens\": 300}\n"
     "}\n";
 
-/* defenses: the defense and finetune axes (DEFENSES.md, docs/defenses.md) on one aggressive cell
- * (lr 5e-4, batch 2, 16 examples = 8 steps; the quick preset's aligned start): plain fine-tuning,
- * coupled L2-SP (alpha 0.1: its pull alpha*||theta-theta_0|| is about the task gradient's norm
- * after 8 steps at this lr) and SafeInstr (k = 260, all half-a refusal pairs: ~5.5% of the rows,
- * about 1 of the 16 examples a run sees), each with full fine-tuning and LoRA (r 16, alpha 32, all
- * seven projections); EMA 0.9 and a linear merge at lambda 0.5 on every run; one seed. 6 runs, 18
- * weight sets on 32 AdvBench half-B and 20 XSTest prompts at 24 new tokens: sized to about 30
- * minutes on the shared 2-core machine under load (docs/study.md has the measured time); add seeds
- * with --config {"seed": [1, 2, 3]} where there is time. */
+/* defenses: every defense of DEFENSES.md on one aggressive cell (lr 5e-4, batch 2, 16 examples =
+ * 8 steps) from the quick preset's aligned start, one seed: plain fine-tuning; coupled L2-SP (alpha
+ * 0.1: its pull alpha*||theta-theta_0|| is about the task gradient's norm after 8 steps at this lr);
+ * SafeInstr (k = 260, all half-a refusal pairs: ~5.5% of the rows); constrained SFT (the
+ * reference's beta 0.1); LookAhead (real, m = 6); Lisa (share 0.1 of the 8 steps, rho 1); SafeGrad
+ * (rho 1, 100 alignment rows); KL to theta_0 (lambda 0.1, the reference's); EWC (lambda 2e5, so
+ * lambda*mean(F) ~ 1e-2 at this aligned start, the L2-SP grid's default). EMA 0.9 (0.9^8 = 43% of
+ * theta_0 kept) and a linear merge at lambda 0.5 on every run. 9 runs, 27 weight sets, each on the
+ * quick preset's evaluation (128 AdvBench half-B and 100 XSTest half-B prompts, 64 new tokens,
+ * bf16). Full fine-tuning only: KL and SafeGrad are refused with LoRA (add the finetune axis with
+ * --config for the other defenses). docs/study.md has the measured time. */
 static const char DEFENSES[] =
     "{\n"
     "  \"model\": \"models/SmolLM2-135M-Instruct.Q4_1.gguf\",\n"
@@ -123,17 +125,20 @@ static const char DEFENSES[] =
     "  \"warmup_steps\": [0],\n"
     "  \"ema_decay\": [\"none\", 0.9],\n"
     "  \"defense\": [\"none\", {\"name\": \"l2sp\", \"l2sp_alpha\": 0.1},\n"
-    "              {\"name\": \"safeinstr\", \"safeinstr_k\": 260}],\n"
-    "  \"finetune\": [\"full\", {\"finetune\": \"lora\", \"lora_r\": 16, \"lora_alpha\": 32, \"lora_targets\": \"all\"}],\n"
+    "              {\"name\": \"safeinstr\", \"safeinstr_k\": 260}, {\"name\": \"csft\", \"csft_beta\": 0.1},\n"
+    "              {\"name\": \"lookahead\", \"lookahead\": \"real\"}, {\"name\": \"lisa\", \"lisa\": \"on\"},\n"
+    "              {\"name\": \"safegrad\", \"safegrad\": \"on\"}, {\"name\": \"kl\", \"kl_lambda\": 0.1},\n"
+    "              {\"name\": \"ewc\", \"ewc_lambda\": 2e5}],\n"
+    "  \"finetune\": [\"full\"],\n"
     "  \"merge\": [0.5],\n"
     "  \"weight_decay\": 0.0,\n"
     "  \"max_grad_norm\": 1.0,\n"
     "  \"max_seq_len\": 192,\n"
     "  \"seed\": [1],\n"
     "  \"precision\": \"fp32\",\n"
-    "  \"eval\": {\"advbench_split\": \"b\", \"advbench_split_seed\": 2508, \"advbench_limit\": 32,\n"
-    "           \"max_new_tokens\": 24, \"batch_size\": 32, \"xstest\": true, \"xstest_limit\": 20,\n"
-    "           \"truthfulqa\": false, \"truthfulqa_limit\": 0, \"val_examples\": 8},\n"
+    "  \"eval\": {\"advbench_split\": \"b\", \"advbench_split_seed\": 2508, \"advbench_limit\": 128,\n"
+    "           \"max_new_tokens\": 64, \"batch_size\": 32, \"xstest\": true, \"xstest_limit\": 100,\n"
+    "           \"truthfulqa\": false, \"truthfulqa_limit\": 0, \"val_examples\": 8, \"precision\": \"bf16\"},\n"
     "  \"probe\": {\"every\": 0, \"n_prompts\": 8, \"max_new_tokens\": 12, \"stop_asr_above\": 1.0,\n"
     "            \"keep_best\": false},\n"
     "  \"align\": {\"enabled\": true, \"dir\": null, \"n_alpaca\": 260, \"max_steps\": 32, \"lr\": 2e-4,\n"

@@ -18,6 +18,22 @@ static long find_goal(const st_prompt_set *adv, const uint32_t *idx, size_t n, c
     return -1;
 }
 
+/* The AdvBench half-a goals the alignment set holds: align.json's settings.n_advbench (0 or absent =
+ * all na; an older align.json has no such key), capped at na. */
+static size_t align_n_advbench(const char *align_dir, size_t na) {
+    char *p = stu_join(align_dir, "align.json"), *t = NULL;
+    size_t len, n = na;
+    if (p && st_read_file(p, &t, &len) == ST_OK) {
+        cJSON *j = cJSON_Parse(t);
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "settings"), "n_advbench");
+        if (cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble < (double)na) n = (size_t)v->valuedouble;
+        cJSON_Delete(j);
+    }
+    free(t);
+    free(p);
+    return n;
+}
+
 st_status st_study_safety_sets(const char *align_dir, const char *data_dir, size_t poison_reserve, uint64_t seed,
                                st_dataset *d_align, st_dataset *poison) {
     memset(d_align, 0, sizeof *d_align);
@@ -83,9 +99,10 @@ st_status st_study_safety_sets(const char *align_dir, const char *data_dir, size
     }
     size_t n_found = 0;
     for (size_t i = 0; !s && i < na; i++) n_found += found[i] != 0;
-    if (!s && n_found != na)
-        s = st_error(ST_ERR_FORMAT, "%s: holds %zu of the %zu AdvBench half-a goals of %s; rebuild it with `safetune "
-                     "align`", p_set, n_found, na, p_split);
+    const size_t n_want = s ? na : align_n_advbench(align_dir, na);
+    if (!s && n_found != n_want)
+        s = st_error(ST_ERR_FORMAT, "%s: holds %zu of the %zu AdvBench half-a goals of %s (align.json's n_advbench); "
+                     "rebuild it with `safetune align`", p_set, n_found, n_want, p_split);
     if (!s) {
         char name[4200];
         snprintf(name, sizeof name, "%s (AdvBench half a refusals)", p_set);

@@ -186,6 +186,22 @@ def main():
     r = run(check_trainer.train_args(aligned, os.path.join(d, "bad5"), "--max-steps", "3", "--l2sp-alpha-decoupled", "1000"))
     check(r.returncode == 2 and "l2sp_alpha_decoupled = 1000 with lr 0.001" in r.stderr and not os.path.exists(os.path.join(d, "bad5")),
           "lr·l2sp_alpha_decoupled >= 1 refused as a usage error: " + (r.stderr.strip().splitlines() or [""])[0])
+
+    # ---- an alignment set with 50 of half a's goals (align --n-advbench 50): D_align is those 50 ----
+    al50 = os.path.join(d, "align50")
+    r = run([CLI, "align", "--model", model, "--out", al50, "--data-dir", DATA, "--n-alpaca", "8", "--max-steps", "1",
+             "--batch-size", "2", "--max-seq-len", "64", "--answer-max-new-tokens", "4", "--n-advbench", "50",
+             "--no-eval", "--quiet"])
+    check(r.returncode == 0, "safetune align --n-advbench 50 " + r.stderr[-300:])
+    in50 = {json.loads(line)["messages"][0]["content"] for line in open(os.path.join(al50, "align_set.jsonl"), encoding="utf-8")} & half_a
+    check(len(in50) == 50, "align --n-advbench 50: 50 half-a goals in align_set.jsonl (%d)" % len(in50))
+    out = os.path.join(d, "k50")
+    r = run(check_trainer.train_args(os.path.join(al50, "aligned"), out, "--max-steps", "3", "--safeinstr-k", "50"))
+    check(r.returncode == 0 and {u for u, _ in rows_of(out)[64:]} == in50,
+          "n_advbench 50: safeinstr_k 50 mixes exactly the set's 50 goals " + r.stderr[-300:])
+    r = run(check_trainer.train_args(os.path.join(al50, "aligned"), os.path.join(d, "k51"), "--max-steps", "3", "--safeinstr-k", "51"))
+    check(r.returncode != 0 and "safeinstr_k 51 is more than the 50" in r.stderr,
+          "n_advbench 50: safeinstr_k 51 refused: " + (r.stderr.strip().splitlines() or [""])[-1])
     print("->", "FAIL" if FAILS else "ok")
     sys.exit(1 if FAILS else 0)
 
