@@ -107,8 +107,9 @@ static const char PAPER[] =
  * 0.1: its pull alpha*||theta-theta_0|| is about the task gradient's norm after 8 steps at this lr);
  * SafeInstr (k = 260, all half-a refusal pairs: ~5.5% of the rows); constrained SFT (the
  * reference's beta 0.1); LookAhead (real, m = 6); Lisa (share 0.1 of the 8 steps, rho 1); SafeGrad
- * (rho 1, 100 alignment rows); KL to theta_0 (lambda 0.1, the reference's); EWC (lambda 2e5, so
- * lambda*mean(F) ~ 1e-2 at this aligned start, the L2-SP grid's default). EMA 0.9 (0.9^8 = 43% of
+ * (rho 1, 100 alignment rows); KL to theta_0 (lambda 0.1, the reference's); EWC (lambda 1.3e4:
+ * lambda*mean(F) = 1.0e-2, the L2-SP grid's default, with mean(F) = 7.67e-7 measured on this
+ * aligned start's alignment set). EMA 0.9 (0.9^8 = 43% of
  * theta_0 kept) and a linear merge at lambda 0.5 on every run. 9 runs, 27 weight sets, each on the
  * quick preset's evaluation (128 AdvBench half-B and 100 XSTest half-B prompts, 64 new tokens,
  * bf16). Full fine-tuning only: KL and SafeGrad are refused with LoRA (add the finetune axis with
@@ -128,7 +129,7 @@ static const char DEFENSES[] =
     "              {\"name\": \"safeinstr\", \"safeinstr_k\": 260}, {\"name\": \"csft\", \"csft_beta\": 0.1},\n"
     "              {\"name\": \"lookahead\", \"lookahead\": \"real\"}, {\"name\": \"lisa\", \"lisa\": \"on\"},\n"
     "              {\"name\": \"safegrad\", \"safegrad\": \"on\"}, {\"name\": \"kl\", \"kl_lambda\": 0.1},\n"
-    "              {\"name\": \"ewc\", \"ewc_lambda\": 2e5}],\n"
+    "              {\"name\": \"ewc\", \"ewc_lambda\": 1.3e4}],\n"
     "  \"finetune\": [\"full\"],\n"
     "  \"merge\": [0.5],\n"
     "  \"weight_decay\": 0.0,\n"
