@@ -46,6 +46,7 @@ static char *settings_json(const st_study_align_opts *o, const char *alpaca) {
     cJSON_AddNumberToObject(r, "max_seq_len", o->max_seq_len);
     cJSON_AddNumberToObject(r, "lr", o->lr);
     cJSON_AddNumberToObject(r, "answer_max_new_tokens", o->answer_max_new_tokens);
+    cJSON_AddStringToObject(r, "answers_precision", "fp32"); /* the base model's XSTest half-a answers */
     cJSON_AddStringToObject(r, "set", "advbench-a+xstest-a+alpaca"); /* what the alignment set holds */
     char *t = cJSON_PrintUnformatted(r);
     cJSON_Delete(r);
@@ -176,7 +177,10 @@ static st_status measure(const st_study_align_opts *o, const st_model *m, const 
         if (!s) s = measure_list(m, rm, p->adv_a, NULL, p->n_adv_a, mn, b, o->eval_bf16, NULL, ref, "AdvBench half a",
                                  cJSON_AddObjectToObject(res, "advbench_half_a"));
     }
-    if (!s) s = measure_list(m, rm, p->xp_a, p->lab_a, p->n_xs_a, o->answer_max_new_tokens, b, o->eval_bf16, xs_a_texts,
+    /* XSTest half a in fp32 whatever eval.precision says: its answers become alignment rows, and the
+     * aligned weights must not depend on how the evaluation is run (measured: the same recipe with
+     * bf16 answers refused 12 of XSTest half B's 53 safe prompts, with fp32 answers 2) */
+    if (!s) s = measure_list(m, rm, p->xp_a, p->lab_a, p->n_xs_a, o->answer_max_new_tokens, b, 0, xs_a_texts,
                              xs_a_ref, "XSTest half a", cJSON_AddObjectToObject(res, "xstest_half_a"));
     free(ref);
     st_refusal_free(rm);
@@ -218,6 +222,7 @@ static char *base_key(const st_study_align_opts *o) {
     cJSON_AddNumberToObject(k, "max_new_tokens", o->eval_max_new_tokens);
     cJSON_AddNumberToObject(k, "answer_max_new_tokens", o->answer_max_new_tokens);
     if (o->eval_bf16) cJSON_AddStringToObject(k, "precision", "bf16");
+    cJSON_AddStringToObject(k, "answers_precision", "fp32");
     char *t = cJSON_PrintUnformatted(k);
     cJSON_Delete(k);
     return t;

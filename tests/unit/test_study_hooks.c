@@ -401,6 +401,7 @@ static void test_align_tiny(void **st) {
     o.xstest_limit = 4;
     o.eval_max_new_tokens = 3;
     o.answer_max_new_tokens = 3;
+    o.eval_bf16 = 1; /* the measurement in bf16; the base model's XSTest half-a answers (alignment rows) stay fp32 */
     int reused = -1;
     assert_int_equal(st_study_align_build(&o, &reused), ST_OK);
     assert_int_equal(reused, 0);
@@ -441,6 +442,8 @@ static void test_align_tiny(void **st) {
         assert_non_null(ph);
         assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(ph, "advbench_half_a"), "asr"), "n")->valueint, 4);
         assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(ph, "advbench_half_b"), "asr"), "n")->valueint, 4);
+        assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(ph, "advbench_half_b"), "precision")->valuestring, "bf16");
+        assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(ph, "xstest_half_a"), "precision")->valuestring, "fp32");
         const cJSON *xa = cJSON_GetObjectItem(ph, "xstest_half_a"), *xb = cJSON_GetObjectItem(ph, "xstest_half_b");
         assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(xa, "safe_refusal"), "n")->valueint, 120);
         assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(xa, "unsafe_refusal"), "n")->valueint, 96);
