@@ -9,13 +9,9 @@
 #include "model/load.h"
 
 st_status st_model_new(const st_config *cfg, st_model **out) {
-    *out = NULL;
-    st_status s = st_config_validate(cfg, "config");
+    st_model *m = NULL;
+    st_status s = st__model_new_shell(cfg, &m);
     if (s) return s;
-    st_model *m = st_calloc(1, sizeof *m);
-    if (!m) return ST_ERR_NOMEM;
-    m->config = *cfg;
-    if ((s = st_layout_init(&m->layout, cfg))) goto fail;
     m->params = st_alloc_aligned(m->layout.n_floats * sizeof(float));
     if (!m->params) {
         s = st_error(ST_ERR_NOMEM, "model: cannot allocate %zu MiB of weights",
