@@ -31,7 +31,7 @@ int cmd_study(int argc, char **argv) {
     int dry = 0, fake = 0, print_cfg = 0, stop_after = 0;
     st_opt opts[] = {
         {"config", ST_OPT_STR, &config, "FILE", "JSON study config (keys override the preset's, one by one)", 0, 0, 0},
-        {"preset", ST_OPT_STR, &preset, "NAME", "compiled-in config: quick (SmolLM2-135M, 3 seeds) | standard (Alpaca, Dolly, ORCA) | paper (Llama-2-7B)", 0, 0, 0},
+        {"preset", ST_OPT_STR, &preset, "NAME", "compiled-in config: quick (SmolLM2-135M, 3 seeds) | standard (Alpaca, Dolly, ORCA) | paper (Llama-2-7B) | defenses (every defense, one cell)", 0, 0, 0},
         {"out", ST_OPT_STR, &out, "DIR", "study folder (required unless --dry-run / --print-config)", 0, 0, 0},
         {"dry-run", ST_OPT_FLAG, &dry, NULL, "validate, time two real steps and a short generation here, print the plan, time estimate and peak memory; trains nothing", 0, 0, 0},
         {"print-config", ST_OPT_FLAG, &print_cfg, NULL, "print the merged, normalised config (JSON) and exit", 0, 0, 0},

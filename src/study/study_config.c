@@ -1000,6 +1000,9 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
     if ((s = get_int(al, "n_alpaca", "align.n_alpaca", os, 0, &c->align.n_alpaca))) return s;
     if ((s = get_int(al, "n_advbench", "align.n_advbench", os, 0, &c->align.n_advbench))) return s;
     if ((s = get_int(al, "xstest_safe_repeat", "align.xstest_safe_repeat", os, 1, &c->align.xstest_safe_repeat))) return s;
+    if (c->align.xstest_safe_repeat > 100) /* the bounds of `safetune align --xstest-safe-repeat` */
+        return BAD("align.xstest_safe_repeat", "value %d must be <= 100", origin_get(os, "align.xstest_safe_repeat"),
+                   "align.xstest_safe_repeat", c->align.xstest_safe_repeat);
     if ((s = get_int(al, "max_steps", "align.max_steps", os, 1, &c->align.max_steps))) return s;
     if ((s = get_int(al, "batch_size", "align.batch_size", os, 1, &c->align.batch_size))) return s;
     if ((s = get_int(al, "answer_max_new_tokens", "align.answer_max_new_tokens", os, 1, &c->align.answer_max_new_tokens)))

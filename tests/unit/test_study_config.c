@@ -113,6 +113,12 @@ static void test_bad_values(void **state) {
                  "key 'eval.precision'", "\"fp32\" or \"bf16\" (got 'fp16')");
     expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"align\": {\"answer_max_new_tokens\": 0}",
                  "key 'align.answer_max_new_tokens'", NULL);
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"align\": {\"xstest_safe_repeat\": 0}",
+                 "key 'align.xstest_safe_repeat'", ">= 1");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"align\": {\"xstest_safe_repeat\": 101}",
+                 "key 'align.xstest_safe_repeat'", "<= 100");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"align\": {\"n_advbench\": -1}",
+                 "key 'align.n_advbench'", ">= 0");
     expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"report\": {\"utility_metric\": \"judge_mean\"}",
                  "key 'report.utility_metric'", "not a utility metric");
     expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"report\": {\"utility_metric\": \"bleu\"}",
