@@ -298,6 +298,22 @@ def train():
         check(f"{tag} train: EMA update θ_ema−θ0", rel(cat(cema) - T0, cat(ema) - T0), 1e-4)
 
 
+def cli_inputs(name):
+    """(SAFETUNE_CLI, the Alpaca file, SmolLM2's path, an emptied TMP/name) for the CLI checks; exit 77
+    (skip) when the CLI or the data is absent."""
+    import shutil
+    cli = os.environ.get("SAFETUNE_CLI")
+    data = os.path.join(os.environ.get("SAFETUNE_DATA_DIR", "data"), "alpaca", "alpaca_5000.json")
+    path = smol_path()
+    if not cli or not os.path.exists(data):
+        print("skip: SAFETUNE_CLI or the Alpaca data absent")
+        sys.exit(77)
+    base = os.path.join(TMP, name)
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
+    return cli, data, path, base
+
+
 def smol_path():
     path = os.path.join(os.environ.get("SAFETUNE_MODEL_DIR", "models"), "SmolLM2-135M-Instruct.Q4_1.gguf")
     if not os.path.exists(path):
@@ -457,15 +473,7 @@ def train_cli():
     refused with --finetune full, bad targets / r 0 are usage errors, and nothing is written."""
     import json
     import shutil
-    cli = os.environ.get("SAFETUNE_CLI")
-    data = os.path.join(os.environ.get("SAFETUNE_DATA_DIR", "data"), "alpaca", "alpaca_5000.json")
-    path = smol_path()
-    if not cli or not os.path.exists(data):
-        print("skip: SAFETUNE_CLI or the Alpaca data absent")
-        sys.exit(77)
-    base = os.path.join(TMP, "lora_train_cli")
-    shutil.rmtree(base, ignore_errors=True)
-    os.makedirs(base)
+    cli, data, path, base = cli_inputs("lora_train_cli")
     run1, run2 = os.path.join(base, "run1"), os.path.join(base, "run2")
     args = ["train", "--model", path, "--data", data, "--finetune", "lora", "--lora-r", "8",
             "--lora-alpha", "16", "--lora-dropout", "0.1", "--lora-targets", "all", "--max-steps", "6",
@@ -665,15 +673,7 @@ def cli_bf16():
     allocated); a run resumed from its step-2 checkpoint ends bit-identical; its EMA adapter
     folder loads as a model (the base file reloaded in fp32, the adapter merged)."""
     import shutil
-    cli = os.environ.get("SAFETUNE_CLI")
-    data = os.path.join(os.environ.get("SAFETUNE_DATA_DIR", "data"), "alpaca", "alpaca_5000.json")
-    path = smol_path()
-    if not cli or not os.path.exists(data):
-        print("skip: SAFETUNE_CLI or the Alpaca data absent")
-        sys.exit(77)
-    base = os.path.join(TMP, "lora_cli_bf16")
-    shutil.rmtree(base, ignore_errors=True)
-    os.makedirs(base)
+    cli, data, path, base = cli_inputs("lora_cli_bf16")
     hf = os.path.join(base, "hf")  # SmolLM2 as a bf16 Hugging Face folder (θ0 merged with itself)
     r = subprocess.run([cli, "merge", "--base", path, "--model", path, "--merge", "linear:0", "--out", hf,
                         "--export-dtype", "bf16"], capture_output=True, text=True)
