@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: release build (warnings as errors) and ASan/UBSan build, each running
 # every unit, parity and end-to-end test with ctest. Fetches the model and data first (cached).
+# A kind that passes leaves no scratch files (build*/testtmp; SAFETUNE_KEEP_TESTTMP=1 keeps them).
 # Needs scripts/install_deps.sh to have run once. Exit status is non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,11 @@ for kind in release asan; do
   echo "== ctest ($kind) =="
   # LABEL slow: too slow under the sanitizers (covered by the release run)
   extra=(); [ "$kind" = asan ] && extra=(-LE slow)
-  (cd "$dir" && ctest --output-on-failure -j"$jobs" "${extra[@]}") || status=1
+  if (cd "$dir" && ctest --output-on-failure -j"$jobs" "${extra[@]}"); then
+    # the tests' scratch files (checkpoints: several GB) go once the kind has passed
+    [ -n "${SAFETUNE_KEEP_TESTTMP:-}" ] || { rm -rf "$dir/testtmp" && mkdir "$dir/testtmp"; }
+  else
+    status=1; echo "test.sh: $kind's scratch files kept in $dir/testtmp" >&2
+  fi
 done
 exit $status

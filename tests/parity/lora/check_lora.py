@@ -29,6 +29,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "reference"))
 import llama_ref as R  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import scratch  # noqa: E402
 
 torch.set_num_threads(os.cpu_count() or 1)
 CASE, TOOL = sys.argv[1], sys.argv[2]
@@ -140,7 +142,7 @@ TINY = [
 
 def tiny_model(i):
     tag, cfg = TINY[i]
-    d = os.path.join(TMP, f"lora_parity_{CASE}_{tag}")  # per case: ctest -j runs cases at once
+    d = scratch.made(os.path.join(TMP, f"lora_parity_{CASE}_{tag}"))  # per case: ctest -j runs cases at once
     os.makedirs(d, exist_ok=True)
     R.write_tiny_random(d, seed=i, dtype="BF16" if "bf16" in tag else "F32", **cfg)
     return tag, d
@@ -245,7 +247,7 @@ def smollm():
     ref = R.load(path, torch.float64)
     V = ref.cfg["vocab_size"]
     rng = np.random.default_rng(1)
-    d = os.path.join(TMP, "lora_parity_smollm")
+    d = scratch.made(os.path.join(TMP, "lora_parity_smollm"))
     os.makedirs(d, exist_ok=True)
     toks = rng.integers(0, V, (2, 8))
     tgts = np.concatenate([toks[:, 1:], rng.integers(0, V, (2, 1))], axis=1)
@@ -308,7 +310,7 @@ def cli_inputs(name):
     if not cli or not os.path.exists(data):
         print("skip: SAFETUNE_CLI or the Alpaca data absent")
         sys.exit(77)
-    base = os.path.join(TMP, name)
+    base = scratch.made(os.path.join(TMP, name))
     shutil.rmtree(base, ignore_errors=True)
     os.makedirs(base)
     return cli, data, path, base
@@ -328,7 +330,7 @@ def peft():
     import json
     from safetensors import safe_open
     path = smol_path()
-    d = os.path.join(TMP, "lora_parity_peft")
+    d = scratch.made(os.path.join(TMP, "lora_parity_peft"))
     os.makedirs(d, exist_ok=True)
     r, alpha = 8, 16.0
     res = subprocess.run([TOOL, "peft", path, f"{r}:{alpha}:0.05:q_proj,v_proj,o_proj,down_proj:3:0:0.02:f32", d,
@@ -747,4 +749,4 @@ def cli_bf16():
 {"tiny": tiny, "bf16": bf16, "cli_bf16": cli_bf16, "adapter_cli": adapter_cli, "smollm": smollm, "train": train, "peft": peft, "peft_package": peft_package, "load_adapter": load_adapter, "train_cli": train_cli,
  "bad_adapter": bad_adapter}[CASE]()
 print("PASS" if not failures else f"FAIL: {len(failures)} check(s)")
-sys.exit(1 if failures else 0)
+scratch.finish(not failures)

@@ -17,6 +17,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "reference"))
 import llama_ref as R  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import scratch  # noqa: E402
 
 torch.set_num_threads(os.cpu_count() or 1)
 CASE, TOOL = sys.argv[1], sys.argv[2]
@@ -132,7 +134,7 @@ def smollm(kind):
     ref = R.load(path, torch.float64)
     V = ref.cfg["vocab_size"]
     rng = np.random.default_rng(1)
-    d = os.path.join(TMP, f"model_parity_smollm_{kind}")
+    d = scratch.made(os.path.join(TMP, f"model_parity_smollm_{kind}"))
     os.makedirs(d, exist_ok=True)
     if kind == "logits":
         # "The capital of France is" + random ids: three prompts, one batch
@@ -154,4 +156,4 @@ elif CASE.startswith("smollm_"):
 else:
     sys.exit(f"unknown case {CASE}")
 print("PASS" if not failures else f"FAIL: {len(failures)} check(s)")
-sys.exit(1 if failures else 0)
+scratch.finish(not failures)

@@ -330,4 +330,4 @@ if __name__ == "__main__":
         sys.exit(2)
     ok = fn()
     print("->", "ok" if ok else "FAIL")
-    sys.exit(0 if ok else 1)
+    ct.scratch.finish(ok)

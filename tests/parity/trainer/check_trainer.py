@@ -23,7 +23,9 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.environ.get("SAFETUNE_REPO", os.path.abspath(os.path.join(HERE, "../../..")))
 sys.path.insert(0, os.path.join(REPO, "tests", "reference"))
+sys.path.insert(0, os.path.join(REPO, "tests", "parity"))
 import llama_ref  # noqa: E402
+import scratch  # noqa: E402
 
 torch.set_num_threads(os.cpu_count() or 1)
 TMP = os.environ.get("SAFETUNE_TEST_TMP", "/tmp")
@@ -44,7 +46,7 @@ def fresh(name):
     d = os.path.join(TMP, "trainer_" + name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
-    return d
+    return scratch.made(d)
 
 
 def run(args, **kw):
@@ -842,7 +844,7 @@ def main():
           "resume_kill": lambda: case_resume_kill(tool), "bad_input": lambda: case_bad_input(tool),
           "split_match": lambda: case_split_match(tool), "l2sp_coupled": lambda: case_l2sp_coupled(tool),
           "real_run": lambda: case_real_run(tool)}[case]
-    sys.exit(0 if fn() else 1)
+    scratch.finish(fn())
 
 
 if __name__ == "__main__":
