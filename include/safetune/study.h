@@ -111,6 +111,9 @@ typedef struct {
     uint64_t seed;                  /* seeds[0]: the held-out split, the aligned start, the bootstrap */
     uint64_t *seeds; size_t n_seeds; /* grid: every cell is trained once per seed (data order) */
     char *precision;                /* fp32 | bf16 */
+    int checkpoints;                /* "checkpoints": 1 = "middle" (each run saves at its middle and its end,
+                                       the newest kept); 0 = "none" (no writes; a run stopped before all
+                                       its results are written is trained again from θ_0, bit-identically) */
     struct {
         char *advbench_split;       /* all | a | b (b = the half not used by `safetune align`) */
         uint64_t advbench_split_seed;

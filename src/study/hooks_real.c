@@ -477,8 +477,9 @@ static st_status real_train(void *user, const st_study_config *c, const st_study
     if ((s = st_trainer_new(x->m, train_rows, &tc, &x->t))) return st_error_wrap(s, "run %s", r->id);
     snprintf(x->run_id, sizeof x->run_id, "%s", r->id);
     const int64_t max_steps = st_trainer_max_steps(x->t);
-    /* two checkpoints: half-way and at the end (the last one is kept) */
-    st_trainer_set_save_every(x->t, max_steps >= 4 ? (max_steps + 1) / 2 : max_steps);
+    /* "checkpoints": "middle": two, half-way and at the end (the last one is kept); "none": only
+     * when a signal stops the run (the trainer saves then) */
+    st_trainer_set_save_every(x->t, !c->checkpoints ? 0 : max_steps >= 4 ? (max_steps + 1) / 2 : max_steps);
     x->best_meta.asr = INFINITY;
     x->best_meta.step = -1;
     x->best_meta.has = 0;

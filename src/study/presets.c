@@ -10,7 +10,9 @@
  * 0.97} besides the live weights (0.95^16 = 44% and 0.97^16 = 61% of theta_0 kept after the
  * longest runs): 12 runs, 36 weight sets, each on 128 AdvBench half-B prompts and 100 XSTest
  * half-B prompts at 64 new tokens, generated in bf16 (fp32 and bf16 verdicts agreed on 114 of 114
- * evaluation prompts). docs/study.md has the arithmetic; --dry-run times this machine. */
+ * evaluation prompts). No checkpoints ("none"): a run takes ~30 s to train and a checkpoint of it
+ * (2.7 GB, fsync'd) ~13 s to write; a run stopped early is trained again. docs/study.md has the
+ * arithmetic; --dry-run times this machine. */
 static const char QUICK[] =
     "{\n"
     "  \"model\": \"models/SmolLM2-135M-Instruct.Q4_1.gguf\",\n"
@@ -27,6 +29,7 @@ static const char QUICK[] =
     "  \"max_seq_len\": 192,\n"
     "  \"seed\": [1, 2, 3],\n"
     "  \"precision\": \"fp32\",\n"
+    "  \"checkpoints\": \"none\",\n"
     "  \"eval\": {\"advbench_split\": \"b\", \"advbench_split_seed\": 2508, \"advbench_limit\": 128,\n"
     "           \"max_new_tokens\": 64, \"batch_size\": 32, \"xstest\": true, \"xstest_limit\": 100,\n"
     "           \"truthfulqa\": false, \"truthfulqa_limit\": 0, \"val_examples\": 8, \"precision\": \"bf16\"},\n"
@@ -113,7 +116,7 @@ static const char PAPER[] =
  * theta_0 kept) and a linear merge at lambda 0.5 on every run. 9 runs, 27 weight sets, each on the
  * quick preset's evaluation (128 AdvBench half-B and 100 XSTest half-B prompts, 64 new tokens,
  * bf16). Full fine-tuning only: KL and SafeGrad are refused with LoRA (add the finetune axis with
- * --config for the other defenses). docs/study.md has the measured time. */
+ * --config for the other defenses). No checkpoints, as in quick. docs/study.md has the measured time. */
 static const char DEFENSES[] =
     "{\n"
     "  \"model\": \"models/SmolLM2-135M-Instruct.Q4_1.gguf\",\n"
@@ -137,6 +140,7 @@ static const char DEFENSES[] =
     "  \"max_seq_len\": 192,\n"
     "  \"seed\": [1],\n"
     "  \"precision\": \"fp32\",\n"
+    "  \"checkpoints\": \"none\",\n"
     "  \"eval\": {\"advbench_split\": \"b\", \"advbench_split_seed\": 2508, \"advbench_limit\": 128,\n"
     "           \"max_new_tokens\": 64, \"batch_size\": 32, \"xstest\": true, \"xstest_limit\": 100,\n"
     "           \"truthfulqa\": false, \"truthfulqa_limit\": 0, \"val_examples\": 8, \"precision\": \"bf16\"},\n"

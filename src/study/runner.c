@@ -4,9 +4,11 @@
 #include "study/study_internal.h"
 #include "safetune/prompts.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 st_status st_study_check_dir(const st_study_config *c, const char *dir, int *resumable) {
     *resumable = 0;
@@ -116,6 +118,14 @@ static st_status run_one(const st_study_config *c, const st_study_run *r, size_t
     st_status s = stu_mkdirs(ckpt);
     if (s) return s;
     double train_time = NAN, train_cpu = NAN;
+    char cks[4300];
+    snprintf(cks, sizeof cks, "%s/checkpoints", ckpt);
+    if (!c->checkpoints && stu_exists(trainj) && stu_dir_is_empty(cks)) {
+        /* "checkpoints": "none": the trained weights went with the process that made them */
+        st_log_info("[%zu/%zu] %s: trained earlier without a checkpoint (checkpoints \"none\"): training again", idx + 1,
+                    total, r->id);
+        if (unlink(trainj) != 0) return st_error(ST_ERR_IO, "%s: cannot remove: %s", trainj, strerror(errno));
+    }
     if (stu_exists(trainj)) {
         if ((s = read_train_json(trainj, &train_time, &train_cpu))) return s;
     } else {

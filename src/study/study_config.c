@@ -54,14 +54,14 @@ static const skey K_TOP[] = {
     {"defense", T_LANY, NULL, 0}, {"finetune", T_LANY, NULL, 0}, {"merge", T_LANY, NULL, 0},
     {"weight_decay", T_NUM, NULL, 0}, {"max_grad_norm", T_NUM, NULL, 0},
     {"max_seq_len", T_INT, NULL, 0}, {"seed", T_LINT, NULL, 0}, {"precision", T_STR, NULL, 0},
-    {"eval", T_OBJ, K_EVAL, 0}, {"probe", T_OBJ, K_PROBE, 0}, {"report", T_OBJ, K_REPORT, 0},
+    {"checkpoints", T_STR, NULL, 0}, {"eval", T_OBJ, K_EVAL, 0}, {"probe", T_OBJ, K_PROBE, 0}, {"report", T_OBJ, K_REPORT, 0},
     {"estimate", T_OBJ, K_ESTIMATE, 0}, {"align", T_OBJ, K_ALIGN, 0}, {NULL, 0, NULL, 0}};
 
 /* Defaults applied under the preset and the file. */
 static const char DEFAULTS[] =
     "{\"data_dir\": null, \"grad_accum\": [1], \"lr_schedule\": [\"constant\"], \"warmup_steps\": [0],"
     " \"ema_decay\": [\"none\"], \"weight_decay\": 0.0, \"max_grad_norm\": 1.0, \"max_seq_len\": 512,"
-    " \"seed\": 42, \"precision\": \"fp32\","
+    " \"seed\": 42, \"precision\": \"fp32\", \"checkpoints\": \"middle\","
     " \"eval\": {\"advbench_split\": \"all\", \"advbench_split_seed\": 2508, \"advbench_limit\": 0,"
     "  \"max_new_tokens\": 64, \"batch_size\": 16, \"xstest\": true, \"xstest_limit\": 0,"
     "  \"truthfulqa\": true, \"truthfulqa_limit\": 0, \"val_examples\": 100, \"judge_url\": null,"
@@ -931,6 +931,12 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
         snprintf(why, sizeof why, "%s", st_last_error());
         return BAD("precision", "%s", origin_get(os, "precision"), "precision", why);
     }
+
+    const char *ck = get(root, "checkpoints")->valuestring;
+    if (strcmp(ck, "middle") && strcmp(ck, "none"))
+        return BAD("checkpoints", "must be \"middle\" (save each run at its middle and end) or \"none\" (got '%s')",
+                   origin_get(os, "checkpoints"), "checkpoints", ck);
+    c->checkpoints = strcmp(ck, "middle") == 0;
 
     const cJSON *ev = get(root, "eval");
     c->eval.advbench_split = dupstr(get(ev, "advbench_split"));

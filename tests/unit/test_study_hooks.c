@@ -328,6 +328,42 @@ static st_status judge_backend(void *ctx, const st_chat_message *m, size_t n, co
 
 /* eval.judge_url: every AdvBench answer is judged; results.csv gets the mean score and the share
  * of score 5 over the scored answers (the unscored one left out). */
+/* "checkpoints": "none": nothing is saved, and a run whose results were not all written when the
+ * study stopped (here: its done marker and one result removed) is trained again from θ_0 on the
+ * next start, giving the same results.csv byte for byte. */
+static void test_checkpoints_none(void **st) {
+    (void)st;
+    NEED();
+    char dir[4096], cfgp[4200], out[4200], csv[4300], path[4400];
+    assert_non_null(st_test_dir(dir, sizeof dir, "nockpt"));
+    write_cfg(dir, "\"lr\": [1e-3], \"ema_decay\": [\"none\", 0.9], \"checkpoints\": \"none\", " SMALL_EVAL, cfgp, sizeof cfgp);
+    snprintf(out, sizeof out, "%s/out", dir);
+    assert_int_equal(run_study(cfgp, out), ST_OK);
+    snprintf(csv, sizeof csv, "%s/results.csv", out);
+    char *a = slurp(csv);
+    assert_non_null(a);
+    const char *run = "lr1e-3_bs2_ga1_steps4_constant";
+    snprintf(path, sizeof path, "%s/runs/%s/done", out, run);
+    assert_int_equal(unlink(path), 0);
+    snprintf(path, sizeof path, "%s/runs/%s/eval_ema0.9.json", out, run);
+    assert_int_equal(unlink(path), 0);
+    snprintf(path, sizeof path, "%s/runs/%s/train.json", out, run);
+    assert_int_equal(access(path, R_OK), 0);
+    assert_int_equal(run_study(cfgp, out), ST_OK); /* "middle" would stop: no checkpoint to evaluate */
+    snprintf(path, sizeof path, "%s/runs/%s/eval_ema0.9.json", out, run);
+    assert_int_equal(access(path, R_OK), 0);
+    char *b = slurp(csv);
+    assert_non_null(b);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    /* a bad value is refused with the key named */
+    write_cfg(dir, "\"lr\": [1e-3], \"checkpoints\": \"end\"", cfgp, sizeof cfgp);
+    st_study_config c;
+    assert_int_equal(st_study_config_load(NULL, cfgp, &c), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), "checkpoints"));
+}
+
 static void test_judge_in_study(void **st) {
     (void)st;
     NEED();
@@ -797,6 +833,7 @@ int main(void) {
         cmocka_unit_test(test_bad_configs_before_training),
         cmocka_unit_test(test_two_runs_real_numbers),
         cmocka_unit_test(test_study_equals_train),
+        cmocka_unit_test(test_checkpoints_none),
         cmocka_unit_test(test_stop_asr_above),
         cmocka_unit_test(test_judge_in_study),
         cmocka_unit_test(test_judge_needs_model),
