@@ -16,6 +16,13 @@ int32_t st_train_pad_id(const st_model *m) {
     return eos >= 0 && eos < m->config.vocab_size ? eos : 0;
 }
 
+/* x[0..n) = 0 on every thread (one thread's memset writes ~9 GB/s here; 135M floats per step) */
+static void zero_floats(float *x, size_t n) {
+    const size_t chunk = 1u << 20, nc = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < nc; c++) memset(x + c * chunk, 0, ((c + 1) * chunk < n ? chunk : n - c * chunk) * sizeof *x);
+}
+
 static int world_of(const st_trainer_comm *c) { return c->world > 0 ? c->world : 1; }
 
 void st_trainer_free(st_trainer *t) {
@@ -285,7 +292,7 @@ st_status st_trainer_step(st_trainer *t, st_step_metrics *mo) {
         s = st_error(ST_ERR_ARG, "step %lld: the accumulation window has 0 trained target tokens "
                      "(rows truncated at max_seq_len %d?)", (long long)step_no, c->max_seq_len);
     double normaliser = counts[0] > 0 ? counts[0] : 1.0;
-    if (!s) ST_PROF("grad_zero", memset(t->grads, 0, t->n * sizeof(float)));
+    if (!s) ST_PROF("grad_zero", zero_floats(t->grads, t->n));
     double loss = 0.0;
     for (int i = t->rank; i < n_micro && !s; i += t->world) {
         const st_batch *b = &t->batches[i];

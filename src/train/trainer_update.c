@@ -11,6 +11,32 @@
 #include "reduce.h"
 #include "train/trainer_internal.h"
 
+enum { SUB = 4096 }; /* elements per sub-block: 7 vectors x 16 KB stay in L2 between passes */
+
+typedef struct { float gscale, b1, omb1, b2, omb2, bc2_sqrt, eps, step_size; } adamw_consts;
+
+/* AdamW on n elements of one weight-decay segment (optim.c adamw_step, expression for
+ * expression; restrict and no reduction: the compiler vectorises it) */
+static void adamw_range(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, size_t n,
+                        const adamw_consts *k, int has_decay, float decay) {
+    const adamw_consts c = *k;
+    for (size_t i = 0; i < n; i++) {
+        float pi = p[i], gi = g[i] * c.gscale; /* clip's g *= c (x·1 is exact) */
+        if (has_decay) pi *= decay;
+        const float mi = c.b1 * m[i] + c.omb1 * gi;
+        const float vi = c.b2 * v[i] + c.omb2 * (gi * gi);
+        m[i] = mi;
+        v[i] = vi;
+        const float denom = sqrtf(vi) / c.bc2_sqrt + c.eps;
+        p[i] = pi - c.step_size * (mi / denom);
+    }
+}
+
+/* one EMA decay on n elements (ema.c st_ema_update) */
+static void ema_range(float *restrict e, const float *restrict p, size_t n, float b, float omb) {
+    for (size_t i = 0; i < n; i++) e[i] = b * e[i] + omb * p[i];
+}
+
 int st__trainer_update_fusable(const st_trainer *t) { return t->opt.cfg.kind == ST_OPTIM_ADAMW; }
 
 st_status st__trainer_update(st_trainer *t, float *p, const float *g, float gscale, double lr,
@@ -27,8 +53,8 @@ st_status st__trainer_update(st_trainer *t, float *p, const float *g, float gsca
     const double bc2 = 1.0 - pow((double)c->beta2, ts);
     const float step_size = (float)(lr / bc1);
     const float bc2_sqrt = (float)sqrt(bc2);
-    const float b1 = (float)c->beta1, b2 = (float)c->beta2, omb1 = (float)(1.0 - c->beta1),
-                omb2 = (float)(1.0 - c->beta2), eps = (float)c->eps;
+    const adamw_consts ac = {gscale, (float)c->beta1, (float)(1.0 - c->beta1), (float)c->beta2,
+                             (float)(1.0 - c->beta2), bc2_sqrt, (float)c->eps, step_size};
     const int k = t->ema.k;
     float eb[ST_EMA_MAX], eomb[ST_EMA_MAX];
     for (int j = 0; j < k; j++) {
@@ -45,36 +71,26 @@ st_status st__trainer_update(st_trainer *t, float *p, const float *g, float gsca
         const size_t b = kb * ST_REDUCE_BLOCK, e = b + ST_REDUCE_BLOCK < n ? b + ST_REDUCE_BLOCK : n;
         size_t si = 0;
         while (si < opt->n_segs && opt->segs[si].end <= b) si++;
-        double sl = 0.0, se[ST_EMA_MAX] = {0};
-        for (size_t i0 = b; i0 < e; si++) {
-            /* the part of this block inside segment si (segments tile [0, n)) */
-            const st_optim_segment seg = opt->segs[si];
-            const size_t i1 = seg.end < e ? seg.end : e;
-            const float decay = (float)(1.0 - lr * seg.weight_decay);
-            const int has_decay = seg.weight_decay != 0.0;
-            for (size_t i = i0; i < i1; i++) {
-                float pi = p[i], gi = g[i] * gscale; /* clip's g *= c (x·1 is exact) */
-                if (has_decay) pi *= decay;
-                float mi = b1 * m[i] + omb1 * gi;
-                float vi = b2 * v[i] + omb2 * (gi * gi);
-                m[i] = mi;
-                v[i] = vi;
-                float denom = sqrtf(vi) / bc2_sqrt + eps;
-                const float pn = pi - step_size * (mi / denom);
-                p[i] = pn;
-                const double d = (double)pn - (double)th0[i];
-                sl += d * d;
-                for (int j = 0; j < k; j++) { /* k is small: the element stays in registers */
-                    const float en = ema_due ? eb[j] * ema[j][i] + eomb[j] * pn : ema[j][i];
-                    ema[j][i] = en;
-                    const double de = (double)en - (double)th0[i];
-                    se[j] += de * de;
-                }
+        double al[ST_REDUCE_LANES] = {0}, ae[ST_EMA_MAX][ST_REDUCE_LANES] = {{0}};
+        /* sub-blocks that stay in cache between the update and the sums; SUB is a multiple of
+         * the lanes, so each starts lane-aligned in its block (the lanes of st_reduce_sqdiff) */
+        for (size_t sb = b; sb < e; sb += SUB) {
+            const size_t se = sb + SUB < e ? sb + SUB : e;
+            for (size_t i0 = sb; i0 < se; si++) {
+                /* the part of this sub-block inside segment si (segments tile [0, n)) */
+                const st_optim_segment seg = opt->segs[si];
+                const size_t i1 = seg.end < se ? seg.end : se;
+                adamw_range(p + i0, g + i0, m + i0, v + i0, i1 - i0, &ac, seg.weight_decay != 0.0,
+                            (float)(1.0 - lr * seg.weight_decay));
+                if (i1 < seg.end) break; /* the segment goes on into the next sub-block */
+                i0 = i1;
             }
-            i0 = i1;
+            for (int j = 0; ema_due && j < k; j++) ema_range(ema[j] + sb, p + sb, se - sb, eb[j], eomb[j]);
+            st_reduce_lanes_sqdiff(p + sb, th0 + sb, se - sb, al);
+            for (int j = 0; j < k; j++) st_reduce_lanes_sqdiff(ema[j] + sb, th0 + sb, se - sb, ae[j]);
         }
-        part[w * kb] = sl;
-        for (int j = 0; j < k; j++) part[w * kb + 1 + (size_t)j] = se[j];
+        part[w * kb] = st_reduce_lanes_total(al);
+        for (int j = 0; j < k; j++) part[w * kb + 1 + (size_t)j] = st_reduce_lanes_total(ae[j]);
     }
     double a = 0.0, z[ST_EMA_MAX] = {0};
     for (size_t kb = 0; kb < nb; kb++) {
