@@ -147,6 +147,11 @@ typedef struct {
     } report;
     struct {
         double train_tokens_per_s, gen_tokens_per_s, example_tokens; /* for --dry-run estimates */
+        /* not config keys: set by --dry-run's measurement (0 = not measured: the estimate then
+         * counts only tokens) */
+        double step_overhead_s;     /* per optimiser step beyond its tokens (update, EMAs, norms) */
+        double prompt_s;            /* prefill of one evaluation prompt, batched */
+        double n_params;            /* trainable parameters (checkpoint sizes); 0 = unknown */
     } estimate;
     struct {
         int enabled;                /* 1 = train from the aligned start (`safetune align`), built once */
@@ -224,20 +229,31 @@ typedef struct {
     long train_tokens, gen_tokens;
 } st_study_estimate;
 
-/* Time estimate from config.estimate speeds: train tokens = steps x effective batch x
- * example_tokens; generation = (AdvBench + XSTest prompts) x max_new_tokens per weight set +
- * probes. For epochs-based runs the dataset rows are counted. */
+/* Time estimate from config.estimate speeds: training = steps x (step_overhead_s + effective batch
+ * x example_tokens / train_tokens_per_s); per weight set, every evaluation prompt's prefill
+ * (prompt_s, else PROMPT_TOKENS at 3x the training speed) and ST_STUDY_ANSWER_FILL x max_new_tokens
+ * generated per answer (refusals end early; the quick preset's 36 weight sets measured 0.33 on
+ * AdvBench, about 0.6 on XSTest);
+ * probes; checkpoints ("middle": two per run, written at ST_STUDY_CKPT_BYTES_PER_S). For
+ * epochs-based runs the dataset rows are counted. */
+#define ST_STUDY_ANSWER_FILL 0.5
+#define ST_STUDY_CKPT_BYTES_PER_S 3.0e8 /* fsync'd writes, measured here with dd conv=fsync: 294 MB/s */
 st_status st_study_estimate_plan(const st_study_config *c, const st_study_plan *p,
                                  st_study_estimate *per_run /* n_runs, may be NULL */,
                                  st_study_estimate *total);
 /* What --dry-run measures on this machine before estimating (st_study_measure). */
 typedef struct {
     int measured;                 /* 1 = the speeds below were measured here (else left as the config's) */
-    double train_tokens_per_s;    /* two real optimiser steps of the largest micro-batch of the plan */
-    double train_step_s;          /* their mean wall time */
+    double train_tokens_per_s;    /* marginal: from a timed step at micro-batch 1 and one at the plan's
+                                     largest micro-batch (after an untimed warm-up step) */
+    double step_overhead_s;       /* the fixed part of a step (optimiser, EMAs, norms); 0 when the plan's
+                                     largest micro-batch is 1 (train_tokens_per_s then covers it) */
+    double train_step_s;          /* the timed step at the largest micro-batch */
     int train_batch;              /* that micro-batch */
     double example_tokens;        /* mean tokens per training example of the first dataset */
-    double gen_tokens_per_s;      /* a short greedy generation of eval.batch_size AdvBench prompts */
+    double gen_tokens_per_s;      /* decode: a greedy generation of eval.batch_size AdvBench prompts, less
+                                     the time of their prefill alone */
+    double prompt_s;              /* that prefill (1 new token) per prompt */
     int gen_prompts, gen_tokens;  /* its prompts and new tokens per prompt */
     size_t n_params;              /* trainable parameters */
     double peak_rss_gib;          /* this process's peak resident memory after the timed work */

@@ -97,15 +97,20 @@ int cmd_study(int argc, char **argv) {
             cfg.estimate.train_tokens_per_s = ms.train_tokens_per_s;
             cfg.estimate.gen_tokens_per_s = ms.gen_tokens_per_s;
             cfg.estimate.example_tokens = ms.example_tokens;
+            cfg.estimate.step_overhead_s = ms.step_overhead_s;
+            cfg.estimate.prompt_s = ms.prompt_s;
+            cfg.estimate.n_params = (double)ms.n_params;
         } else if (!fake)
             snprintf(note, sizeof note, "%s", st_last_error());
         st_study_print_plan(stdout, &cfg, &plan);
         if (!mst)
-            printf("measured here: 2 optimiser steps at micro-batch %d took %.2f s each (%.0f training tokens/s, %.0f tokens "
-                   "per example); greedy generation of %d prompts x %d tokens: %.0f tokens/s; %zu parameters; peak memory "
-                   "%.2f GiB, planned peak %.2f GiB of %.1f GiB (the aligned start and prefill are estimated, not timed)\n",
-                   ms.train_batch, ms.train_step_s, ms.train_tokens_per_s, ms.example_tokens, ms.gen_prompts, ms.gen_tokens,
-                   ms.gen_tokens_per_s, ms.n_params, ms.peak_rss_gib, ms.planned_gib, ms.available_gib);
+            printf("measured here: an optimiser step at micro-batch %d took %.2f s (%.0f training tokens/s and %.2f s a step "
+                   "beyond its tokens, with a step at micro-batch 1; %.0f tokens per example); greedy generation of %d prompts "
+                   "x %d tokens: %.3f s a prompt's prefill, %.0f tokens/s after it; %zu parameters; peak memory "
+                   "%.2f GiB, planned peak %.2f GiB of %.1f GiB\n",
+                   ms.train_batch, ms.train_step_s, ms.train_tokens_per_s, ms.step_overhead_s, ms.example_tokens,
+                   ms.gen_prompts, ms.gen_tokens, ms.prompt_s, ms.gen_tokens_per_s, ms.n_params, ms.peak_rss_gib,
+                   ms.planned_gib, ms.available_gib);
         else if (!fake)
             printf("not measured here (%s): the estimate uses the config's 'estimate' speeds\n", note);
         if (out) {

@@ -190,7 +190,10 @@ st_status st_study_estimate_plan(const st_study_config *c, const st_study_plan *
                                  st_study_estimate *per_run, st_study_estimate *total) {
     memset(total, 0, sizeof *total);
     double gen = c->estimate.gen_tokens_per_s, tr = c->estimate.train_tokens_per_s;
-    double fwd = tr * FORWARD_SPEEDUP;
+    double fwd = tr * FORWARD_SPEEDUP, step_s = c->estimate.step_overhead_s > 0 ? c->estimate.step_overhead_s : 0.0;
+    /* one evaluation prompt's prefill: measured, else PROMPT_TOKENS scored at the forward speed */
+    const double prompt_s = c->estimate.prompt_s > 0 ? c->estimate.prompt_s : PROMPT_TOKENS / fwd;
+    const double fill = ST_STUDY_ANSWER_FILL;
     long n_adv = ADVBENCH_ROWS;
     if (strcmp(c->eval.advbench_split, "all")) n_adv = ADVBENCH_ROWS / 2;
     if (c->eval.advbench_limit > 0 && c->eval.advbench_limit < n_adv) n_adv = c->eval.advbench_limit;
@@ -210,8 +213,8 @@ st_status st_study_estimate_plan(const st_study_config *c, const st_study_plan *
                                AdvBench half a and b (n_adv each), XSTest half b (n_xs) and all 216 prompts of
                                XSTest half a (answer_max_new_tokens; the base model's answers are rows), plus tuning */
         const long at = (long)c->align.max_steps * c->align.batch_size * (long)c->estimate.example_tokens;
-        const long ag = 2 * ((2 * n_adv + n_xs) * (long)c->eval.max_new_tokens + 216L * c->align.answer_max_new_tokens);
-        total->align_s = (double)at / tr + (double)ag / gen + 2.0 * (double)(2 * n_adv + n_xs + 216) * PROMPT_TOKENS / fwd;
+        const double ag = 2.0 * fill * ((double)(2 * n_adv + n_xs) * c->eval.max_new_tokens + 216.0 * c->align.answer_max_new_tokens);
+        total->align_s = (double)at / tr + c->align.max_steps * step_s + ag / gen + 2.0 * (double)(2 * n_adv + n_xs + 216) * prompt_s;
         total->total_s += total->align_s;
     }
     /* rows of each dataset, counted once (not once per run: a grid has many runs per dataset) */
@@ -233,12 +236,13 @@ st_status st_study_estimate_plan(const st_study_config *c, const st_study_plan *
         }
         size_t n_w = st_study_run_n_weights(r);
         e.train_tokens = (long)(steps * r->effective_batch * c->estimate.example_tokens);
-        e.train_s = (double)e.train_tokens / tr;
-        long gen_per_w = (n_adv + n_xs + n_bench) * (long)c->eval.max_new_tokens;
-        double score_tokens = (double)(n_adv + n_xs + n_bench) * PROMPT_TOKENS + (double)n_tqa * MC_TOKENS +
-                              (double)c->eval.val_examples * c->estimate.example_tokens;
+        e.train_s = (double)e.train_tokens / tr + steps * step_s;
+        if (c->checkpoints) /* "middle": two saves of the trainer state (weights, theta_0, 2 moments, EMAs) */
+            e.train_s += 2.0 * 4.0 * (double)c->estimate.n_params * (4.0 + (double)r->n_ema) / ST_STUDY_CKPT_BYTES_PER_S;
+        long gen_per_w = (long)(fill * (double)((n_adv + n_xs + n_bench) * (long)c->eval.max_new_tokens));
+        double score_tokens = (double)n_tqa * MC_TOKENS + (double)c->eval.val_examples * c->estimate.example_tokens;
         e.gen_tokens = gen_per_w * (long)n_w;
-        e.eval_s = (double)n_w * ((double)gen_per_w / gen + score_tokens / fwd);
+        e.eval_s = (double)n_w * ((double)gen_per_w / gen + (double)(n_adv + n_xs + n_bench) * prompt_s + score_tokens / fwd);
         if (c->probe.every > 0) {
             double probes = floor(steps / c->probe.every);
             long pg = (long)(probes * c->probe.n_prompts * c->probe.max_new_tokens * (double)n_w);
@@ -318,8 +322,9 @@ void st_study_print_plan(FILE *f, const st_study_config *c, const st_study_plan 
         fprintf(f, "\nestimated time: %s (%straining %s for %ld tokens, evaluation %s, probes %s)\n", g, al, a,
                 tot.train_tokens, b, e3);
         fprintf(f, "assuming %.0f training tokens/s, %.0f generated tokens/s, %.0f tokens per example "
-                   "(config key 'estimate'; see docs/study.md)\n",
-                c->estimate.train_tokens_per_s, c->estimate.gen_tokens_per_s, c->estimate.example_tokens);
+                   "(config key 'estimate'; see docs/study.md), answers %.0f%% of max_new_tokens on average%s\n",
+                c->estimate.train_tokens_per_s, c->estimate.gen_tokens_per_s, c->estimate.example_tokens,
+                100.0 * ST_STUDY_ANSWER_FILL, c->checkpoints ? ", two checkpoints a run" : "");
     }
     free(per);
 }

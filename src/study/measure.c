@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #define GIB (1024.0 * 1024.0 * 1024.0)
-#define GEN_TOKENS 16 /* new tokens of the timed generation */
+#define GEN_TOKENS 32 /* new tokens of the timed generation */
 
 static size_t max_ema(const st_study_plan *p, size_t *run) {
     size_t n = 0;
@@ -96,6 +96,7 @@ st_status st_study_measure(const st_study_config *c, const st_study_plan *p, st_
     st_tokenized tk;
     memset(&tk, 0, sizeof tk);
     st_trainer *t = NULL;
+    st_train_config tc1; /* the micro-batch-1 trainer of the second timed step */
     st_prompt_set adv;
     memset(&adv, 0, sizeof adv);
     st_refusal_matcher *rm = NULL;
@@ -131,19 +132,43 @@ st_status st_study_measure(const st_study_config *c, const st_study_plan *p, st_
         tc.val_count = 0;
         tc.eval_every = 0;
         tc.out_dir = NULL;
+        tc1 = tc;
         s = st_trainer_new(m, &tk, &tc, &t);
     }
-    double tokens = 0, secs = 0;
+    /* an untimed warm-up step (first-touch pages, kernel set-up), a timed one at the largest
+     * micro-batch, and (when that is above 1) a timed one of a trainer at micro-batch 1: a step
+     * costs a fixed part (optimiser, EMAs, norms over every parameter) plus its tokens */
+    double tok_b = 0, sec_b = 0;
     for (int k = 0; !s && k < 2; k++) {
         st_step_metrics sm;
         double t0 = st_time_now();
         s = st_trainer_step(t, &sm);
-        secs += st_time_now() - t0;
-        tokens += (double)sm.tokens;
+        sec_b = st_time_now() - t0;
+        tok_b = (double)sm.tokens;
     }
     if (!s) {
-        o->train_step_s = secs / 2.0;
-        o->train_tokens_per_s = secs > 0 ? tokens / secs : NAN;
+        o->train_step_s = sec_b;
+        o->train_tokens_per_s = sec_b > 0 ? tok_b / sec_b : NAN;
+        o->step_overhead_s = 0.0;
+    }
+    if (!s && o->train_batch > 1) {
+        st_trainer_free(t);
+        t = NULL;
+        tc1.batch_size = 1;
+        st_step_metrics sm;
+        s = st_trainer_new(m, &tk, &tc1, &t);
+        double t0 = st_time_now();
+        if (!s) s = st_trainer_step(t, &sm);
+        const double sec_1 = st_time_now() - t0, tok_1 = s ? 0 : (double)sm.tokens;
+        /* marginal cost per token from the two; kept only when the batches differ enough in tokens
+         * and the parts come out positive (else the whole-step rate stands) */
+        if (!s && tok_b > 1.5 * tok_1 && sec_b > sec_1) {
+            const double per_tok = (sec_b - sec_1) / (tok_b - tok_1), fixed = sec_1 - tok_1 * per_tok;
+            if (fixed > 0) {
+                o->train_tokens_per_s = 1.0 / per_tok;
+                o->step_overhead_s = fixed;
+            }
+        }
     }
     /* 3. a short generation at the evaluation batch (while the trainer holds its precision) */
     if (!s) s = st_prompts_load("advbench", c->data_dir, &adv);
@@ -155,14 +180,22 @@ st_status st_study_measure(const st_study_config *c, const st_study_plan *p, st_
         if (!prompts || !refused) s = st_error(ST_ERR_NOMEM, "out of memory");
         for (size_t i = 0; !s && i < n; i++) prompts[i] = adv.items[i].prompt;
         int nt = c->eval.max_new_tokens < GEN_TOKENS ? c->eval.max_new_tokens : GEN_TOKENS;
-        size_t gt = 0;
+        const int bf = !strcmp(c->eval.precision, "bf16");
+        size_t gt = 0, g1 = 0;
+        /* untimed: one prompt builds the inference weight cache; then the prefill alone (1 new
+         * token), then the whole generation: decode = the difference */
+        if (!s) s = stx_refusals(m, prompts, 1, 1, c->eval.batch_size, bf, rm, refused, NULL, NULL);
         double t0 = st_time_now();
-        if (!s) s = stx_refusals(m, prompts, n, nt, c->eval.batch_size, !strcmp(c->eval.precision, "bf16"), rm, refused, NULL, &gt);
+        if (!s) s = stx_refusals(m, prompts, n, 1, c->eval.batch_size, bf, rm, refused, NULL, &g1);
+        const double dt1 = st_time_now() - t0;
+        t0 = st_time_now();
+        if (!s) s = stx_refusals(m, prompts, n, nt, c->eval.batch_size, bf, rm, refused, NULL, &gt);
         double dt = st_time_now() - t0;
         if (!s) {
             o->gen_prompts = (int)n;
             o->gen_tokens = nt;
-            o->gen_tokens_per_s = dt > 0 ? (double)gt / dt : NAN;
+            o->prompt_s = n ? dt1 / (double)n : NAN;
+            o->gen_tokens_per_s = dt > dt1 && gt > g1 ? (double)(gt - g1) / (dt - dt1) : dt > 0 ? (double)gt / dt : NAN;
         }
     }
     if (!s) {

@@ -403,7 +403,8 @@ static const char *stem_of(const char *path, char *buf, size_t n) {
 static cJSON *canonical(const cJSON *merged, const skey *keys, int skip_report) {
     cJSON *o = cJSON_CreateObject();
     for (const skey *k = keys; k->name; k++) {
-        if (skip_report && (!strcmp(k->name, "report") || !strcmp(k->name, "estimate"))) continue;
+        if (skip_report && (!strcmp(k->name, "report") || !strcmp(k->name, "estimate") || !strcmp(k->name, "checkpoints")))
+            continue;
         const cJSON *v = get(merged, k->name);
         if (!v) continue;
         if (k->t == T_OBJ) cJSON_AddItemToObject(o, k->name, canonical(v, k->sub, 0));
@@ -1042,7 +1043,7 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
     if (c->report.plots && (s = st_study_gnuplot_check()))
         return st_error_wrap(s, "%s: key 'report.plots' is true", origin_get(os, "report.plots"));
 
-    /* normalised JSON and fingerprint (report/estimate settings do not change results) */
+    /* normalised JSON and fingerprint (report, estimate and checkpoints settings do not change results) */
     cJSON *can = canonical(root, K_TOP, 0), *fp = canonical(root, K_TOP, 1);
     char *t = cJSON_PrintUnformatted(can), *tf = cJSON_PrintUnformatted(fp);
     cJSON_Delete(can);
