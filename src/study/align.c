@@ -526,6 +526,32 @@ static void rate_text(const cJSON *r, char *buf, size_t n) {
              100 * cJSON_GetArrayItem(ci, 1)->valuedouble, cJSON_IsNumber(k) ? k->valueint : -1, nn->valueint);
 }
 
+int stu_align_start_asr(const st_study_config *c, size_t *k, size_t *n) {
+    st_study_align_opts o;
+    char *dir = NULL, *path = NULL, *t = NULL;
+    size_t len;
+    int ok = 0;
+    if (c->align.enabled && !st_study_align_opts_from_config(c, &o, &dir) && (path = stu_join(dir, "align.json")) &&
+        st_read_file(path, &t, &len) == ST_OK) {
+        cJSON *j = cJSON_Parse(t);
+        const cJSON *ab = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "after"), "advbench_half_b");
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(ab, "asr"), *kk = cJSON_GetObjectItemCaseSensitive(r, "k"),
+                    *nn = cJSON_GetObjectItemCaseSensitive(r, "n"), *mn = cJSON_GetObjectItemCaseSensitive(ab, "max_new_tokens"),
+                    *pr = cJSON_GetObjectItemCaseSensitive(ab, "precision");
+        if (cJSON_IsNumber(kk) && cJSON_IsNumber(nn) && nn->valueint > 0 && cJSON_IsNumber(mn) &&
+            mn->valueint == c->eval.max_new_tokens && cJSON_IsString(pr) && !strcmp(pr->valuestring, c->eval.precision)) {
+            *k = (size_t)kk->valueint;
+            *n = (size_t)nn->valueint;
+            ok = 1;
+        }
+        cJSON_Delete(j);
+    }
+    free(t);
+    free(path);
+    free(dir);
+    return ok;
+}
+
 void stu_align_report(stu_buf *b, const st_study_config *c) {
     st_study_align_opts o;
     char *dir = NULL, *path = NULL, *t = NULL;

@@ -23,6 +23,10 @@ st_status stu_buf_write(stu_buf *b, const char *path);
 /* The report's "Aligned start" section: both halves' numbers before and after alignment from the
  * align.json of c's aligned start (align.c); a line saying it is missing otherwise. */
 void stu_align_report(stu_buf *b, const st_study_config *c);
+/* The aligned start's own AdvBench ASR on the study's prompts: align.json's "after"
+ * advbench_half_b {k, n}, when c trains from an aligned start, its align.json is readable and it
+ * was measured at the study's eval.max_new_tokens and precision. 1 and *k, *n; else 0. */
+int stu_align_start_asr(const st_study_config *c, size_t *k, size_t *n);
 
 /* "%s/%s" into a heap string (NULL on OOM). */
 char *stu_join(const char *a, const char *b);

@@ -1,5 +1,6 @@
 /* test_study_report.c - the findings' verdict rules on hand-made tables: holds, does not hold and
- * not testable (live 0% -> EMA 0%; too little erosion for McNemar; missing outcomes), better
+ * not testable (live 0% -> EMA 0%; live not above the aligned start's own ASR; too little erosion for
+ * McNemar; missing outcomes), better
  * utility counting as similar (with the signed difference printed), seeds pooled per cell, and the
  * paper-table row selection. Outcomes are built so that prompts 0..k-1 are answered: EMA's answers
  * are then a subset of live's and the McNemar counts are known by hand (live-only = k_live - k_ema,
@@ -11,6 +12,7 @@
 
 #include "safetune/stats.h"
 #include "safetune/study.h"
+#include "study_testutil.h"
 
 #include <math.h>
 #include <string.h>
@@ -278,11 +280,53 @@ static void test_missing_outcomes(void **state) {
     st_study_findings_free(&f);
 }
 
+/* Erosion is judged against the aligned start's own ASR on the same prompts (align.json "after"
+ * advbench_half_b, same max_new_tokens and precision): a live 10/100 over a start at 8/100 (Wilson
+ * lower bound 5.5% < 8%) is not testable, live 40/100 is; a start measured at other settings is
+ * not used (then 10/100 is testable again, as without an aligned start). */
+static void test_erosion_over_aligned_start(void **state) {
+    (void)state;
+    char dir[4096];
+    assert_non_null(st_test_dir(dir, sizeof dir, "erosion"));
+    st_test_write(dir, "align.json",
+                  "{\"after\": {\"advbench_half_b\": {\"asr\": {\"rate\": 0.08, \"k\": 8, \"n\": 100, "
+                  "\"ci95\": [0.04, 0.15]}, \"max_new_tokens\": 64, \"precision\": \"fp32\"}}}");
+    st_study_config c;
+    cfg_init(&c, 1);
+    static char fp32[] = "fp32", model[] = "m.gguf";
+    c.eval.precision = fp32;
+    c.eval.max_new_tokens = 64;
+    c.model = model;
+    c.align.enabled = 1;
+    c.align.dir = dir;
+    static char dpath[] = "alpaca.json", dname[] = "alpaca";
+    st_study_dataset ds = {dpath, dname, ST_FMT_ALPACA, 100};
+    c.datasets = &ds;
+    st_study_results r;
+    double live[4][3], ema[4][3];
+    one_seed((const double[]){0.10, 0.40, 0.40, 0.40}, live);
+    one_seed((const double[]){0.02, 0.20, 0.20, 0.20}, ema);
+    const double vl[4] = {1.5, 1.5, 1.5, 1.5};
+    make(1, live, ema, vl, vl, &r);
+    st_study_findings f;
+    assert_int_equal(st_study_findings_compute(&c, &r, &f), ST_OK);
+    assert_int_equal(f.ema_lower.groups[0].verdict, ST_FINDING_NA);
+    assert_non_null(strstr(f.ema_lower.groups[0].reason, "does not rise above the aligned start's own 8.0% (8/100)"));
+    assert_int_equal(f.ema_lower.groups[1].verdict, ST_FINDING_HOLDS);
+    assert_int_equal(f.ema_lower.verdict, ST_FINDING_HOLDS);
+    st_study_findings_free(&f);
+    c.eval.max_new_tokens = 32; /* the start was measured at 64 tokens: not comparable */
+    assert_int_equal(st_study_findings_compute(&c, &r, &f), ST_OK);
+    assert_int_equal(f.ema_lower.groups[0].verdict, ST_FINDING_HOLDS);
+    st_study_findings_free(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_holds),          cmocka_unit_test(test_zero_not_testable),
         cmocka_unit_test(test_utility_sides),  cmocka_unit_test(test_does_not_hold),
         cmocka_unit_test(test_seeds),          cmocka_unit_test(test_missing_outcomes),
+        cmocka_unit_test(test_erosion_over_aligned_start),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

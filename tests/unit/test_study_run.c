@@ -80,8 +80,10 @@ static void test_grid(void **state) {
 }
 
 /* Estimate arithmetic by hand: 10 steps x eff. batch 4 x 100 tokens / 400 tok/s = 10 s training;
- * eval of 1 weight set: 520 AdvBench x 10 tokens / 1000 tok/s = 5.2 s generation plus prefill
- * 520 x 40 tokens / (3 x 400) = 17.333 s (XSTest, TruthfulQA, val off). */
+ * eval of 1 weight set: 520 AdvBench answers x 10 tokens x ST_STUDY_ANSWER_FILL (0.5) / 1000 tok/s
+ * = 2.6 s generation plus prefill 520 x 40 tokens / (3 x 400) = 17.333 s (XSTest, TruthfulQA, val
+ * off). With measured overheads (0.5 s a step, 10 ms a prompt's prefill) and "checkpoints"
+ * "middle" on 1e6 parameters: + 5 s of steps + 2 saves x 4 B x 1e6 x 4 copies / 3e8 B/s. */
 static void test_estimate(void **state) {
     (void)state;
     st_study_config c;
@@ -94,16 +96,26 @@ static void test_estimate(void **state) {
     assert_int_equal(st_study_estimate_plan(&c, &p, NULL, &e), ST_OK);
     assert_true(fabs(e.train_s - 10.0) < 1e-9);
     assert_int_equal(e.train_tokens, 4000);
-    assert_true(fabs(e.eval_s - (5.2 + 520.0 * 40 / 1200)) < 1e-9);
+    assert_true(fabs(e.eval_s - (2.6 + 520.0 * 40 / 1200)) < 1e-9);
     assert_true(e.probe_s == 0);
     assert_true(e.align_s == 0);
     assert_true(fabs(e.total_s - e.train_s - e.eval_s) < 1e-9);
+    c.estimate.step_overhead_s = 0.5;
+    c.estimate.prompt_s = 0.01;
+    c.estimate.n_params = 1e6;
+    assert_int_equal(c.checkpoints, 1); /* the default, "middle" */
+    assert_int_equal(st_study_estimate_plan(&c, &p, NULL, &e), ST_OK);
+    assert_true(fabs(e.train_s - (10.0 + 5.0 + 2.0 * 4.0 * 1e6 * 4.0 / 3e8)) < 1e-9);
+    assert_true(fabs(e.eval_s - (2.6 + 5.2)) < 1e-9);
+    c.checkpoints = 0;
+    assert_int_equal(st_study_estimate_plan(&c, &p, NULL, &e), ST_OK);
+    assert_true(fabs(e.train_s - 15.0) < 1e-9);
     st_study_plan_free(&p);
     st_study_config_free(&c);
     /* the aligned start: 5 steps x batch 2 x 100 tokens / 400 tok/s = 2.5 s, plus the base and the
      * aligned model each answering AdvBench half a and b (2 x 260 x 10 tokens) and the 216 prompts of
-     * XSTest half a (x 96 tokens): 2 x (5200 + 20736) / 1000 = 51.872 s generation, and their
-     * prefill 2 x (520 + 216) x 40 / 1200 s */
+     * XSTest half a (x 96 tokens) at half length: 2 x 0.5 x (5200 + 20736) / 1000 = 25.936 s
+     * generation, and their prefill 2 x (520 + 216) x 40 / 1200 s */
     load("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [10], \"eval\": {\"max_new_tokens\": 10, \"xstest\": false,"
          " \"advbench_split\": \"b\","
          " \"truthfulqa\": false, \"val_examples\": 0}, \"estimate\": {\"train_tokens_per_s\": 400, \"gen_tokens_per_s\": 1000,"
@@ -113,8 +125,8 @@ static void test_estimate(void **state) {
     c.align.batch_size = 2;
     assert_int_equal(st_study_plan_build(&c, &p), ST_OK);
     assert_int_equal(st_study_estimate_plan(&c, &p, NULL, &e), ST_OK);
-    assert_true(fabs(e.align_s - (2.5 + 51.872 + 2.0 * 736 * 40 / 1200)) < 1e-9);
-    assert_true(fabs(e.total_s - (10.0 + 2.6 + 260.0 * 40 / 1200) - e.align_s) < 1e-9);
+    assert_true(fabs(e.align_s - (2.5 + 25.936 + 2.0 * 736 * 40 / 1200)) < 1e-9);
+    assert_true(fabs(e.total_s - (10.0 + 1.3 + 260.0 * 40 / 1200) - e.align_s) < 1e-9);
     assert_int_equal(e.train_tokens, 4000);
     st_study_plan_free(&p);
     st_study_config_free(&c);
