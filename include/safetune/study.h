@@ -253,7 +253,7 @@ typedef struct {
     double example_tokens;        /* mean tokens per training example of the first dataset */
     double gen_tokens_per_s;      /* decode: a greedy generation of eval.batch_size AdvBench prompts, less
                                      the time of their prefill alone */
-    double prompt_s;              /* that prefill (1 new token) per prompt */
+    double prompt_s;              /* that prefill (timed with 2 new tokens) per prompt */
     int gen_prompts, gen_tokens;  /* its prompts and new tokens per prompt */
     size_t n_params;              /* trainable parameters */
     double peak_rss_gib;          /* this process's peak resident memory after the timed work */

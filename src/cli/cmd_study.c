@@ -81,6 +81,16 @@ int cmd_study(int argc, char **argv) {
         return 1;
     }
     int rc = 0;
+    if (out) { /* a wrong --out is told before anything is measured or trained (every rank reads the same folder) */
+        int resumable;
+        st_status ds = st_study_check_dir(&cfg, out, &resumable);
+        if (ds) {
+            fprintf(stderr, "safetune study: %s\n", st_last_error());
+            st_study_plan_free(&plan);
+            st_study_config_free(&cfg);
+            return ds == ST_ERR_ARG || ds == ST_ERR_FORMAT ? 2 : 1;
+        }
+    }
     if (dry) {
         /* measure this machine first (two real steps, a short generation, peak memory) */
         st_study_measured ms;

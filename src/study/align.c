@@ -249,6 +249,16 @@ st_status st_study_align_build(const st_study_align_opts *o, int *reused) {
     if (!o->model || !o->out_dir || !o->data_dir) return st_error(ST_ERR_ARG, "align: model, out_dir and data_dir are required");
     if (o->max_steps < 1 || o->batch_size < 1 || !(o->lr > 0) || o->answer_max_new_tokens < 1 || o->xstest_safe_repeat < 1)
         return st_error(ST_ERR_ARG, "align: max_steps, batch_size, lr, answer_max_new_tokens and xstest_safe_repeat must be > 0");
+    if (o->n_advbench > 0) { /* more than half a holds would be all of it, under another settings key */
+        st_prompt_set adv;
+        st_status s0 = st_prompts_load("advbench", o->data_dir, &adv);
+        if (s0) return st_error_wrap(s0, "align");
+        const size_t na = adv.n / 2; /* half a: st_study_advbench_split */
+        st_prompt_set_free(&adv);
+        if (o->n_advbench > na)
+            return st_error(ST_ERR_ARG, "align: n_advbench %zu is more than the %zu goals of AdvBench half a: use 0 (all "
+                                        "of them) or at most %zu", o->n_advbench, na, na);
+    }
     char *alpaca = o->alpaca_path ? st_strdup(o->alpaca_path) : stu_join(o->data_dir, "alpaca/alpaca_5000.json");
     char *settings = alpaca ? settings_json(o, alpaca) : NULL;
     if (!settings) { free(alpaca); return st_error(ST_ERR_NOMEM, "out of memory"); }

@@ -302,7 +302,7 @@ void st_study_print_plan(FILE *f, const st_study_config *c, const st_study_plan 
         for (size_t e = 0; e < r->n_ema && o < (int)sizeof ws; e++)
             o += snprintf(ws + o, sizeof ws - (size_t)o, "%sema%s", o ? "," : "",
                           st_study_format_decay(r->ema_decays[e], d, sizeof d));
-        if (r->n_merge && o < (int)sizeof ws) o += snprintf(ws + o, sizeof ws - (size_t)o, "%s%zu merges", o ? "," : "", r->n_merge);
+        if (r->n_merge && o < (int)sizeof ws) o += snprintf(ws + o, sizeof ws - (size_t)o, "%s%zu merge%s", o ? "," : "", r->n_merge, r->n_merge == 1 ? "" : "s");
         if (have_est) fmt_dur(per[i].total_s, t, sizeof t);
         if (r->max_steps > 0) snprintf(steps, sizeof steps, "%d", r->max_steps);
         else snprintf(steps, sizeof steps, "%gep", r->epochs);

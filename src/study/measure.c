@@ -182,11 +182,13 @@ st_status st_study_measure(const st_study_config *c, const st_study_plan *p, st_
         int nt = c->eval.max_new_tokens < GEN_TOKENS ? c->eval.max_new_tokens : GEN_TOKENS;
         const int bf = !strcmp(c->eval.precision, "bf16");
         size_t gt = 0, g1 = 0;
-        /* untimed: one prompt builds the inference weight cache; then the prefill alone (1 new
-         * token), then the whole generation: decode = the difference */
+        /* untimed: one prompt builds the inference weight cache; then the prefill (2 new tokens:
+         * with 1, a prompt's slot ends in the step that prefilled it, before the other slots can
+         * copy the shared system-prompt prefix from it, and the prefills run one after another),
+         * then the whole generation: decode = the difference */
         if (!s) s = stx_refusals(m, prompts, 1, 1, c->eval.batch_size, bf, rm, refused, NULL, NULL);
         double t0 = st_time_now();
-        if (!s) s = stx_refusals(m, prompts, n, 1, c->eval.batch_size, bf, rm, refused, NULL, &g1);
+        if (!s) s = stx_refusals(m, prompts, n, 2, c->eval.batch_size, bf, rm, refused, NULL, &g1);
         const double dt1 = st_time_now() - t0;
         t0 = st_time_now();
         if (!s) s = stx_refusals(m, prompts, n, nt, c->eval.batch_size, bf, rm, refused, NULL, &gt);

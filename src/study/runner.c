@@ -8,10 +8,14 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 st_status st_study_check_dir(const st_study_config *c, const char *dir, int *resumable) {
     *resumable = 0;
+    struct stat st;
+    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+        return st_error(ST_ERR_ARG, "%s: is a file, not a folder; give --out a new or empty folder", dir);
     char *sj = stu_join(dir, "study.json");
     if (!sj) return st_error(ST_ERR_NOMEM, "out of memory");
     if (stu_exists(sj)) {

@@ -439,6 +439,11 @@ static void test_align_tiny(void **st) {
     o.answer_max_new_tokens = 3;
     o.eval_bf16 = 1; /* the measurement in bf16; the base model's XSTest half-a answers (alignment rows) stay fp32 */
     int reused = -1;
+    o.n_advbench = 261; /* half a holds 260: refused before anything is written */
+    assert_int_equal(st_study_align_build(&o, &reused), ST_ERR_ARG);
+    assert_non_null(strstr(st_last_error(), "n_advbench 261 is more than the 260 goals"));
+    assert_int_equal(access(ad, F_OK), -1);
+    o.n_advbench = 0;
     assert_int_equal(st_study_align_build(&o, &reused), ST_OK);
     assert_int_equal(reused, 0);
     snprintf(p, sizeof p, "%s/aligned/config.json", ad);

@@ -84,7 +84,14 @@ for d in os.listdir(os.path.join(out_b, "runs")):
 c = dict(base); c["lr"] = [2e-5]
 p = os.path.join(work, "other.json"); json.dump(c, open(p, "w"))
 r = run("--config", p, "--out", out_a, "--fake")
-check(r.returncode == 1 and "holds another study" in r.stderr, r.stderr)
+check(r.returncode == 2 and "holds another study" in r.stderr, r.stderr)
+# ... before anything is measured (--dry-run) or trained, and a file as --out too (exit 2: usage)
+r = run("--config", p, "--out", out_a, "--dry-run")
+check(r.returncode == 2 and "holds another study" in r.stderr and "measured here" not in r.stdout, r.stdout + r.stderr)
+afile = os.path.join(work, "a_file")
+open(afile, "w").write("x\n")
+r = run("--config", p, "--out", afile, "--fake")
+check(r.returncode == 2 and "is a file, not a folder" in r.stderr, r.stderr)
 
 # --- results.csv against an independent reading
 rows = list(csv.DictReader(open(os.path.join(out_a, "results.csv"))))
