@@ -178,10 +178,12 @@ uint64_t stu_boot_seed(const st_study_config *c, const char *label) { return boo
 static void pct(char *buf, size_t n, st_rate r) { snprintf(buf, n, "%.1f%% [%.1f, %.1f]", 100 * r.rate, 100 * r.lo, 100 * r.hi); }
 
 /* "12.5% [3.1, 21.9]" from a mean over seeds (no interval with one seed). */
+/* A rate's mean over seeds with its t interval, the interval cut to the rates' range [0, 100]%
+ * (with 3 seeds far apart, mean ± t·s/√n reaches past it). */
 static void mean_pct(char *buf, size_t n, st_mean_ci m) {
     if (isnan(m.mean)) snprintf(buf, n, "n/a");
     else if (isnan(m.lo)) snprintf(buf, n, "%.1f%%", 100 * m.mean);
-    else snprintf(buf, n, "%.1f%% [%.1f, %.1f]", 100 * m.mean, 100 * m.lo, 100 * m.hi);
+    else snprintf(buf, n, "%.1f%% [%.1f, %.1f]", 100 * m.mean, 100 * fmax(m.lo, 0.0), 100 * fmin(m.hi, 1.0));
 }
 
 static void effect_text(char *buf, size_t n, const st_finding_group *g) {
@@ -882,7 +884,7 @@ st_status st_study_report_write(const st_study_config *c, const st_study_plan *p
                c->report.utility_metric, c->report.utility_tolerance, c->report.utility_metric);
 
     if (c->align.enabled && !synthetic) stu_align_report(&b, c);
-    stu_puts(&b, "## Paper-form table\n\nMeans over seeds: ASR with a 95% t interval across seeds, and pooled over seeds "
+    stu_puts(&b, "## Paper-form table\n\nMeans over seeds: ASR with a 95% t interval across seeds (cut to [0, 100]), and pooled over seeds "
                  "with a 95% Wilson interval (answered / prompts).\n\n| setting | cell | weights | AdvBench ASR, mean [95% t] | "
                  "pooled [95% Wilson] | XSTest safe refusal | XSTest unsafe refusal | val loss | TruthfulQA MC1 | judge harmful |\n"
                  "|---|---|---|---|---|---|---|---|---|---|\n");

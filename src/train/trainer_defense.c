@@ -1,10 +1,11 @@
 /* trainer_defense.c - the trainer's defenses against θ_0 on the task step (DEFENSES.md §4, §8):
- * constrained SFT (θ_0's log-probabilities of the training targets computed once and cached),
+ * constrained SFT (θ_0's log-probability of each training target computed when its row is first
+ * trained on, and cached; over MPI ranks all of them at the first step),
  * KL(p_θ0 ‖ p_θ) on the task batch (θ_0's hidden states per micro-batch, its distributions in
  * chunks of rows at the response positions only) and EWC (a diagonal Fisher from the alignment set
  * computed once at θ_0). θ_0's forwards run on a second weight view of the θ_0 buffer the trainer
- * keeps (t->ema.theta0), never on a copy. The cache and the Fisher are computed at the first step
- * of a fresh run and saved in every checkpoint (x-csft_logp0.bin, x-ewc_fisher.bin), so a resumed
+ * keeps (t->ema.theta0), never on a copy. The Fisher is computed at the first step of a fresh run;
+ * it and the cache are saved in every checkpoint (x-csft_logp0.bin, x-ewc_fisher.bin), so a resumed
  * run reads them back instead of recomputing: resume stays bit-identical. */
 #include <math.h>
 #include <stdlib.h>
@@ -76,7 +77,7 @@ static st_status apply(void *user, float *logits, const int32_t *rows, const int
             float *l = logits + (size_t)j * V;
             const size_t k = off[d->cur_rows[rows[j] / T]] + (size_t)(rows[j] % T) + 1;
             losses[j] = st_head_row(l, NULL, V, targets[j], 0.0f, 0.0, 0.0f, 0.0f, NULL, NULL);
-            d->logp0[k] = -losses[j];
+            if (isnan(d->logp0[k])) d->logp0[k] = -losses[j]; /* a row keeps the value of its first batch */
         }
         return ST_OK;
     }
@@ -165,8 +166,10 @@ static st_status forward0(st_trainer *t, const st_batch *b, float normaliser) {
                             NULL);
 }
 
-/* CSFT: log p_θ0 of every trained target of the training split, batch_size rows at a time. */
-static st_status csft_cache(st_trainer *t) {
+/* CSFT over MPI ranks: log p_θ0 of every trained target of the training split, batch_size rows at
+ * a time, on every rank. A rank trains only its own micro-batches, so a lazily filled cache would
+ * differ between ranks and rank 0's checkpoint would miss the others' rows. */
+static st_status csft_cache_all(st_trainer *t) {
     struct st__defense *d = t->def;
     const st_train_config *c = &t->cfg;
     st_batch *b = &t->eval_batch;
@@ -182,6 +185,27 @@ static st_status csft_cache(st_trainer *t) {
         d->T = b->T;
         s = forward0(t, b, 1.0f);
     }
+    st_train_acts_set_head_term(t->acts, NULL);
+    d->mode = MODE_TRAIN;
+    return s;
+}
+
+/* CSFT on one rank: log p_θ0 of the trained targets of micro-batch b (rows cur_rows) that are not cached yet,
+ * computed when a row is first trained on: a short run over a large split (the study's 16 rows of
+ * 4,489) caches only what it uses. The cache is checkpointed, so a resumed run keeps the values of
+ * the batches that made them and computes the rest in the same batches as an unbroken run. */
+static st_status csft_cache_batch(st_trainer *t, const st_batch *b) {
+    if (t->world > 1) return ST_OK; /* filled whole in st__defense_prepare (csft_cache_all) */
+    struct st__defense *d = t->def;
+    const size_t *off = t->data->offsets;
+    int need = 0;
+    for (int r = 0; r < b->B && !need; r++)
+        for (int k = 0; k < b->T && !need; k++)
+            need = b->targets[(size_t)r * b->T + k] >= 0 && isnan(d->logp0[off[d->cur_rows[r]] + (size_t)k + 1]);
+    if (!need) return ST_OK;
+    d->mode = MODE_CACHE;
+    st_train_acts_set_head_term(t->acts, &d->term);
+    st_status s = forward0(t, b, 1.0f);
     st_train_acts_set_head_term(t->acts, NULL);
     d->mode = MODE_TRAIN;
     return s;
@@ -235,7 +259,7 @@ st_status st__defense_prepare(st_trainer *t) {
     }
     const double t0 = st_time_now();
     st_status s = ST_OK;
-    if (d->csft && (s = csft_cache(t))) return st_error_wrap(s, "csft_beta: θ_0's log-probability cache");
+    if (d->csft && t->world > 1 && (s = csft_cache_all(t))) return st_error_wrap(s, "csft_beta: θ_0's log-probability cache");
     if (d->ewc && (s = ewc_fisher(t))) return st_error_wrap(s, "ewc_lambda: the Fisher of the alignment set");
     d->ready = 1;
     d->setup_s = st_time_now() - t0;
@@ -252,6 +276,10 @@ st_status st__defense_micro(st_trainer *t, int micro) {
     const st_batch *b = &t->batches[micro];
     d->cur_rows = d->rows + (size_t)micro * (size_t)t->cfg.batch_size;
     d->T = b->T;
+    if (d->csft) {
+        st_status s = csft_cache_batch(t, b);
+        if (s) return st_error_wrap(s, "csft_beta: θ_0's log-probability cache");
+    }
     if (d->csft) /* response position: 1 + the trained targets just before it in the row */
         for (int r = 0; r < b->B; r++)
             for (int k = 0, run = 0; k < b->T; k++) {
