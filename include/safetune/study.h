@@ -318,11 +318,15 @@ typedef struct {
                                    (refused), in the order of the evaluated AdvBench prompts (the same
                                    prompts for every weight set of a study); NULL = not recorded (then
                                    the paired tests of the report cannot use this row) */
+    char *answers_jsonl;        /* heap: one JSON object a line per generated answer (AdvBench, then
+                                   XSTest): {"set", "index", "label" (XSTest), "prompt", "refused",
+                                   "answer"}, for auditing the refusal rule; the runner writes it to
+                                   answers_<weights>.jsonl beside eval_<weights>.json. NULL = none */
 } st_study_eval_result;
 
-/* Set every field of r to NaN (n_prompts = 0, asr_outcomes NULL; frees nothing). */
+/* Set every field of r to NaN (n_prompts = 0, asr_outcomes and answers_jsonl NULL; frees nothing). */
 void st_study_eval_result_clear(st_study_eval_result *r);
-/* Free r->asr_outcomes and the benchmark arrays, and clear r. */
+/* Free r->asr_outcomes, r->answers_jsonl and the benchmark arrays, and clear r. */
 void st_study_eval_result_free(st_study_eval_result *r);
 /* (Re)allocate r->bench_asr (NaN) and r->bench_n (0) for n benchmarks. */
 st_status st_study_eval_result_bench_alloc(st_study_eval_result *r, size_t n);

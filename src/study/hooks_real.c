@@ -639,6 +639,28 @@ static st_status eval_benchmarks(const real_ctx *x, const st_study_config *c, co
     return s;
 }
 
+/* One JSON line per answer of a prompt set to b, taking (and freeing) texts[0..n): set name, index,
+ * the XSTest label when labels is given, prompt, refused (the refusal rule's verdict) and answer. */
+static void answers_add(stu_buf *b, const char *set, const char *const *prompts, const st_prompt_label *labels,
+                        const int *refused, char **texts, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "set", set);
+        cJSON_AddNumberToObject(o, "index", (double)i);
+        if (labels) cJSON_AddStringToObject(o, "label", labels[i] == ST_LABEL_UNSAFE ? "unsafe" : "safe");
+        cJSON_AddStringToObject(o, "prompt", prompts[i]);
+        cJSON_AddBoolToObject(o, "refused", refused[i] != 0);
+        cJSON_AddStringToObject(o, "answer", texts[i] ? texts[i] : "");
+        char *line = o ? cJSON_PrintUnformatted(o) : NULL;
+        if (line) stu_printf(b, "%s\n", line);
+        else b->oom = 1;
+        free(line);
+        cJSON_Delete(o);
+        free(texts[i]);
+        texts[i] = NULL;
+    }
+}
+
 static st_status real_eval(void *user, const st_study_config *c, const st_study_run *r, const st_study_weights *w,
                            const char *ckpt_dir, st_study_eval_result *out) {
     real_ctx *x = user;
@@ -670,16 +692,16 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
     if (!ref) { stx_view_free(&v); return nomem(); }
     double t0 = st_time_now();
     size_t gt = 0, gx = 0;
-    char **texts = c->eval.judge_url && x->n_eval ? calloc(x->n_eval, sizeof *texts) : NULL;
-    if (c->eval.judge_url && x->n_eval && !texts) {
+    char **texts = calloc(nmax ? nmax : 1, sizeof *texts);
+    stu_buf ans = {0};
+    if (!texts) {
         free(ref);
         stx_view_free(&v);
         return nomem();
     }
     s = stx_refusals(&v, x->adv_eval, x->n_eval, c->eval.max_new_tokens, c->eval.batch_size, EVAL_BF16(c), x->rm, ref, texts, &gt);
-    if (!s && texts) s = judge_answers(x, c, r, ckpt_dir, texts, out);
-    for (size_t i = 0; texts && i < x->n_eval; i++) free(texts[i]);
-    free(texts);
+    if (!s && c->eval.judge_url && x->n_eval) s = judge_answers(x, c, r, ckpt_dir, texts, out);
+    if (!s) answers_add(&ans, "advbench", x->adv_eval, NULL, ref, texts, x->n_eval);
     if (!s) {
         size_t succ = 0;
         for (size_t i = 0; i < x->n_eval; i++) succ += !ref[i];
@@ -694,7 +716,8 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
     }
     double t1 = st_time_now();
     if (!s && c->eval.xstest && x->n_xs) {
-        s = stx_refusals(&v, x->xs_p, x->n_xs, c->eval.max_new_tokens, c->eval.batch_size, EVAL_BF16(c), x->rm, ref, NULL, &gx);
+        s = stx_refusals(&v, x->xs_p, x->n_xs, c->eval.max_new_tokens, c->eval.batch_size, EVAL_BF16(c), x->rm, ref, texts, &gx);
+        if (!s) answers_add(&ans, "xstest", x->xs_p, x->xs_lab, ref, texts, x->n_xs);
         size_t ns = 0, nu = 0, rs = 0, ru = 0;
         for (size_t i = 0; !s && i < x->n_xs; i++) {
             if (x->xs_lab[i] == ST_LABEL_UNSAFE) { nu++; ru += (size_t)ref[i]; }
@@ -706,6 +729,14 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
         }
     }
     free(ref);
+    for (size_t i = 0; i < nmax; i++) free(texts[i]); /* left by an error */
+    free(texts);
+    if (!s && ans.oom) s = nomem();
+    if (!s) {
+        out->answers_jsonl = ans.p; /* owned by out now */
+        ans.p = NULL;
+    }
+    stu_buf_free(&ans);
     if (!s) s = eval_benchmarks(x, c, &v, out);
     double t2 = st_time_now();
     if (!s && x->split.n_val > 0) {

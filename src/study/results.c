@@ -13,6 +13,7 @@ void st_study_eval_result_clear(st_study_eval_result *r) {
     r->judge_mean = r->judge_harmful_rate = NAN;
     r->theta_dist = NAN;
     r->asr_outcomes = NULL;
+    r->answers_jsonl = NULL;
     r->bench_asr = NULL;
     r->bench_n = NULL;
     r->n_bench = 0;
@@ -42,6 +43,7 @@ st_status st_study_eval_result_bench_alloc(st_study_eval_result *r, size_t n) {
 void st_study_eval_result_free(st_study_eval_result *r) {
     if (!r) return;
     free(r->asr_outcomes);
+    free(r->answers_jsonl);
     free(r->bench_asr);
     free(r->bench_n);
     st_study_eval_result_clear(r);

@@ -172,7 +172,12 @@ static st_status run_one(const st_study_config *c, const st_study_run *r, size_t
             return st_error_wrap(s, "run %s: evaluating %s weights failed", r->id, w.name);
         }
         if (isnan(er.theta_dist)) er.theta_dist = last_metric(metrics, w.ema_decay, w.kind == ST_WEIGHTS_EMA);
-        s = st_study_eval_result_write(evj, &er, &cost);
+        if (er.answers_jsonl) { /* before eval_<w>.json, whose presence marks the weight set done */
+            char ansj[4400];
+            snprintf(ansj, sizeof ansj, "%s/answers_%s.jsonl", rdir, w.name);
+            s = st_write_file_atomic(ansj, er.answers_jsonl, strlen(er.answers_jsonl));
+        }
+        if (!s) s = st_study_eval_result_write(evj, &er, &cost);
         st_study_eval_result_free(&er);
         if (s) return s;
         stats->evaluated++;

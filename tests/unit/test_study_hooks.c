@@ -164,12 +164,62 @@ static void test_two_runs_real_numbers(void **st) {
     }
     assert_int_equal(probes, 3);
     free(m);
+    /* the answers behind every rate: 4 AdvBench + 6 XSTest lines, each whole JSON, their refusal
+     * verdicts those of asr_outcomes in eval_ema0.5.json */
+    char ansp[4400], evp[4400];
+    snprintf(ansp, sizeof ansp, "%s/runs/lr1e-3_bs2_ga1_steps4_constant/answers_ema0.5.jsonl", out);
+    snprintf(evp, sizeof evp, "%s/runs/lr1e-3_bs2_ga1_steps4_constant/eval_ema0.5.json", out);
+    char *ans = slurp(ansp), *evt = slurp(evp);
+    assert_non_null(ans);
+    assert_non_null(evt);
+    assert_int_equal(count_lines(ans), 4 + 6);
+    cJSON *ev = cJSON_Parse(evt);
+    const char *outc = cJSON_GetStringValue(cJSON_GetObjectItem(ev, "asr_outcomes"));
+    assert_non_null(outc);
+    assert_int_equal(strlen(outc), 4);
+    int n_adv = 0, n_xs = 0;
+    for (char *l = ans; *l;) {
+        char *nl = strchr(l, '\n');
+        *nl = '\0';
+        cJSON *o = cJSON_Parse(l);
+        assert_non_null(o);
+        const char *set = cJSON_GetStringValue(cJSON_GetObjectItem(o, "set"));
+        int idx = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(o, "index"));
+        assert_true(cJSON_IsString(cJSON_GetObjectItem(o, "prompt")));
+        assert_true(cJSON_IsString(cJSON_GetObjectItem(o, "answer")));
+        assert_true(cJSON_IsBool(cJSON_GetObjectItem(o, "refused")));
+        if (!strcmp(set, "advbench")) {
+            assert_int_equal(idx, n_adv++);
+            assert_int_equal(cJSON_IsTrue(cJSON_GetObjectItem(o, "refused")), outc[idx] == '0');
+        } else {
+            assert_string_equal(set, "xstest");
+            assert_int_equal(idx, n_xs++);
+            assert_true(cJSON_IsString(cJSON_GetObjectItem(o, "label")));
+        }
+        cJSON_Delete(o);
+        l = nl + 1;
+    }
+    assert_int_equal(n_adv, 4);
+    assert_int_equal(n_xs, 6);
+    cJSON_Delete(ev);
+    free(ans);
+    free(evt);
     /* same config, new folder: byte-identical results.csv (wall-clock times are in timings.csv) */
     char out2[4200], csv2[4300];
     snprintf(out2, sizeof out2, "%s/out2", dir);
     assert_int_equal(run_study(cfgp, out2), ST_OK);
     snprintf(csv2, sizeof csv2, "%s/results.csv", out2);
     char *a = slurp(csv), *b = slurp(csv2);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    char a1[4400], a2[4400]; /* and the same answers */
+    snprintf(a1, sizeof a1, "%s/runs/lr1e-2_bs2_ga1_steps4_constant/answers_live.jsonl", out);
+    snprintf(a2, sizeof a2, "%s/runs/lr1e-2_bs2_ga1_steps4_constant/answers_live.jsonl", out2);
+    a = slurp(a1);
+    b = slurp(a2);
     assert_non_null(a);
     assert_non_null(b);
     assert_string_equal(a, b);
