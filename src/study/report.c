@@ -998,6 +998,13 @@ st_status st_study_report_write(const st_study_config *c, const st_study_plan *p
                    (unsigned long long)w->run->seed, w->w.name, 100 * w->r.asr, 100 * w->r.asr_lo, 100 * w->r.asr_hi, vl, tq, td);
     }
     stu_puts(&b, "\nMachine-readable: `results.csv`.\n\n");
+    {
+        char dir[4096];
+        const char *sl = strrchr(path, '/');
+        if (sl) snprintf(dir, sizeof dir, "%.*s", (int)(sl - path), path);
+        else snprintf(dir, sizeof dir, ".");
+        stu_answers_section(&b, r, dir);
+    }
     cost_section(&b, r);
     if (axes) {
         stu_puts(&b, "### Wall-time multiplier over plain fine-tuning\n\nTraining wall time of each run ÷ that of plain "

@@ -20,6 +20,11 @@ void stu_buf_free(stu_buf *b);
 /* Write the buffer atomically to path (ST_ERR_NOMEM if the buffer overflowed). */
 st_status stu_buf_write(stu_buf *b, const char *path);
 
+/* The report's audit of the refusal-keyword rule (answers.c): per row of r whose
+ * DIR/runs/<id>/answers_<weights>.jsonl is readable, the AdvBench answers counted as attack
+ * successes and their two most common openings (first five words); nothing when no row has one. */
+void stu_answers_section(stu_buf *b, const st_study_results *r, const char *dir);
+
 /* The report's "Aligned start" section: both halves' numbers before and after alignment from the
  * align.json of c's aligned start (align.c); a line saying it is missing otherwise. */
 void stu_align_report(stu_buf *b, const st_study_config *c);

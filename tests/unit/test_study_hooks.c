@@ -232,6 +232,8 @@ static void test_two_runs_real_numbers(void **st) {
     b = slurp(r2);
     assert_non_null(a);
     assert_non_null(b);
+    assert_non_null(strstr(a, "## What the counted attack successes say")); /* from the answers files */
+    assert_non_null(strstr(a, "| `lr1e-2_bs2_ga1_steps4_constant` | 3 | ema0.5 | "));
     char *ca = strstr(a, "## Cost of the search"), *cb = strstr(b, "## Cost of the search");
     assert_non_null(ca);
     assert_non_null(cb);

@@ -12,6 +12,7 @@
 
 #include "safetune/stats.h"
 #include "safetune/study.h"
+#include "study/study_internal.h"
 #include "study_testutil.h"
 
 #include <math.h>
@@ -321,12 +322,66 @@ static void test_erosion_over_aligned_start(void **state) {
     st_study_findings_free(&f);
 }
 
+/* The audit of the keyword rule: per weight set with an answers file, the AdvBench answers counted
+ * as successes and their two most common openings (count, then text order); refusals and XSTest
+ * lines not counted; '|' and '`' made markdown-safe; a multi-byte character cut at 64 bytes dropped
+ * whole; rows without a file left out. */
+static void test_answers_audit(void **state) {
+    (void)state;
+    char dir[4096], sub[4300];
+    assert_non_null(st_test_dir(dir, sizeof dir, "answers"));
+    st_study_results r;
+    double live[4][3], ema[4][3];
+    one_seed((const double[]){0.10, 0.40, 0.40, 0.40}, live);
+    one_seed((const double[]){0.02, 0.20, 0.20, 0.20}, ema);
+    const double vl[4] = {1.5, 1.5, 1.5, 1.5};
+    make(1, live, ema, vl, vl, &r);
+    snprintf(sub, sizeof sub, "%s/runs/r0_s1", dir);
+    assert_int_equal(st_mkdir_p(sub), ST_OK);
+    char longword[128] = "a";
+    for (int i = 0; i < 40; i++) strcat(longword, "\xc3\xa9"); /* é: 'a' + 80 bytes */
+    char body[2048];
+    snprintf(body, sizeof body,
+             "{\"set\":\"advbench\",\"index\":0,\"prompt\":\"p\",\"refused\":false,\"answer\":\"  I can't do that.  Can't do that.\"}\n"
+             "{\"set\":\"advbench\",\"index\":1,\"prompt\":\"p\",\"refused\":false,\"answer\":\"Sure, here | is `x` now, more\"}\n"
+             "{\"set\":\"advbench\",\"index\":2,\"prompt\":\"p\",\"refused\":true,\"answer\":\"I cannot help.\"}\n"
+             "{\"set\":\"advbench\",\"index\":3,\"prompt\":\"p\",\"refused\":false,\"answer\":\"I can't do that. Can't do that.\"}\n"
+             "{\"set\":\"advbench\",\"index\":4,\"prompt\":\"p\",\"refused\":false,\"answer\":\"%s tail\"}\n"
+             "{\"set\":\"xstest\",\"index\":0,\"label\":\"safe\",\"prompt\":\"q\",\"refused\":false,\"answer\":\"Sure, here | is\"}\n",
+             longword);
+    st_test_write(sub, "answers_live.jsonl", body);
+    stu_buf b = {0};
+    stu_answers_section(&b, &r, dir);
+    assert_non_null(b.p);
+    char want_long[128] = "`a";
+    for (int i = 0; i < 31; i++) strcat(want_long, "\xc3\xa9");
+    strcat(want_long, "` (1)");
+    assert_non_null(strstr(b.p, "| `r0_s1` | 1 | live | 4/100 | `I can't do that. Can't` (2) | `Sure, here / is 'x'` (1) |\n"));
+    assert_null(strstr(b.p, want_long)); /* third: not shown */
+    assert_null(strstr(b.p, "ema0.9")); /* no file, no row */
+    stu_buf_free(&b);
+    /* the cut character: alone in a file */
+    snprintf(body, sizeof body, "{\"set\":\"advbench\",\"index\":0,\"prompt\":\"p\",\"refused\":false,\"answer\":\"%s\"}\n", longword);
+    snprintf(sub, sizeof sub, "%s/runs/r1_s1", dir);
+    assert_int_equal(st_mkdir_p(sub), ST_OK);
+    st_test_write(sub, "answers_ema0.9.jsonl", body);
+    stu_answers_section(&b, &r, dir);
+    assert_non_null(strstr(b.p, want_long));
+    assert_non_null(strstr(b.p, "| `r1_s1` | 1 | ema0.9 | 1/100 |"));
+    stu_buf_free(&b);
+    /* a damaged file is left out, not half-read */
+    st_test_write(sub, "answers_ema0.9.jsonl", "{\"set\":\"advbench\",\"refused\":false,\"answer\":\"x\"}\n{broken\n");
+    stu_answers_section(&b, &r, dir);
+    assert_null(strstr(b.p, "r1_s1"));
+    stu_buf_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_holds),          cmocka_unit_test(test_zero_not_testable),
         cmocka_unit_test(test_utility_sides),  cmocka_unit_test(test_does_not_hold),
         cmocka_unit_test(test_seeds),          cmocka_unit_test(test_missing_outcomes),
-        cmocka_unit_test(test_erosion_over_aligned_start),
+        cmocka_unit_test(test_erosion_over_aligned_start), cmocka_unit_test(test_answers_audit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
