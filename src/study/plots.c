@@ -54,6 +54,13 @@ st_status st_study_gnuplot_check(void) {
     return ST_OK;
 }
 
+/* Colour of series i: twelve distinct colours (gnuplot's own cycle repeats after eight), then again. */
+static const char *colour(int i) {
+    static const char *const c[12] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                                      "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#aec7e8"};
+    return c[(i % 12 + 12) % 12];
+}
+
 static const char PREAMBLE[] =
     "set terminal pngcairo size 1000,620 font 'sans,10' noenhanced\n"
     "set grid\n"
@@ -164,11 +171,11 @@ static st_status plot_asr_vs_lr(const st_study_config *c, const st_study_results
                 stu_printf(&d, "%.6e %.4f %llu\n", x->run->lr, 100 * x->r.asr, (unsigned long long)x->run->seed);
         }
         stu_puts(&d, "\n\n");
-        stu_printf(&g, "%s'%s/asr_vs_lr.dat' index %d using 1:2:3:4 with yerrorlines lw 2 pt 7 lc %d %stitle 'eff. batch %d, %s'",
-                   series ? ", \\\n     " : "", pdir, 2 * series, series + 1, w->w.kind == ST_WEIGHTS_EMA ? "dt 2 " : "",
+        stu_printf(&g, "%s'%s/asr_vs_lr.dat' index %d using 1:2:3:4 with yerrorlines lw 2 pt 7 lc rgb '%s' %stitle 'eff. batch %d, %s'",
+                   series ? ", \\\n     " : "", pdir, 2 * series, colour(series), w->w.kind == ST_WEIGHTS_EMA ? "dt 2 " : "",
                    w->run->effective_batch, w->w.name);
-        stu_printf(&g, ", \\\n     '%s/asr_vs_lr.dat' index %d using 1:2 with points pt 6 ps 0.8 lc %d notitle", pdir,
-                   2 * series + 1, series + 1);
+        stu_printf(&g, ", \\\n     '%s/asr_vs_lr.dat' index %d using 1:2 with points pt 6 ps 0.8 lc rgb '%s' notitle", pdir,
+                   2 * series + 1, colour(series));
         series++;
     }
     stu_puts(&g, "\n");
@@ -352,12 +359,14 @@ static st_status plot_defense_pareto(const st_study_config *c, const st_study_re
             if (!nf) stu_puts(&data, "nan nan\n");
             stu_puts(&data, "\n\n");
             if (npts) {
-                stu_printf(&g, "%s'%s/defense_pareto.dat' index %d using 1:2:3 with points pt variable ps 1.6 lc %d "
-                               "title '%s / %s', \\\n     '%s/defense_pareto.dat' index %d using 1:2 with lines lw 1.5 "
-                               "dt 2 lc %d notitle",
-                           series ? ", \\\n     " : "", pdir, block, series + 1,
-                           c->n_defenses ? c->defenses[df].name : "none", c->n_finetunes ? c->finetunes[ft].name : "full",
-                           pdir, block + 1, series + 1);
+                /* the key: one filled circle per mode in its colour (a 'pt variable' series has no key sample) */
+                stu_printf(&g, "%skeyentry with points pt 7 ps 1.6 lc rgb '%s' title '%s / %s', \\\n     "
+                               "'%s/defense_pareto.dat' index %d using 1:2:3 with points pt variable ps 1.6 lc rgb '%s' "
+                               "notitle, \\\n     '%s/defense_pareto.dat' index %d using 1:2 with lines lw 1.5 dt 2 lc rgb "
+                               "'%s' notitle",
+                           series ? ", \\\n     " : "", colour(series), c->n_defenses ? c->defenses[df].name : "none",
+                           c->n_finetunes ? c->finetunes[ft].name : "full", pdir, block, colour(series), pdir, block + 1,
+                           colour(series));
                 series++;
             }
             block += 2;
