@@ -11,7 +11,7 @@
 
 /* The paper-form table and the findings' verdict lines of DIR/report.md, then where the outputs
  * are. */
-static void print_summary(const char *out) {
+static void print_summary(const char *out, int plots) {
     char path[4096], *md = NULL;
     snprintf(path, sizeof path, "%s/report.md", out);
     if (st_read_file(path, &md, NULL) == ST_OK) {
@@ -23,7 +23,8 @@ static void print_summary(const char *out) {
         }
         free(md);
     }
-    printf("\nresults: %s/results.csv\nreport:  %s/report.md\nplots:   %s/plots/\n", out, out, out);
+    printf("\nresults: %s/results.csv\nreport:  %s/report.md\n", out, out);
+    if (plots) printf("plots:   %s/plots/\n", out);
 }
 
 int cmd_study(int argc, char **argv) {
@@ -51,6 +52,7 @@ int cmd_study(int argc, char **argv) {
     if (prc) return prc < 0 ? 0 : prc;
     if (!config && !preset) return st_args_fail(&spec, "give --config FILE or --preset NAME");
     if (!out && !dry && !print_cfg) return st_args_fail(&spec, "--out DIR is required (or use --dry-run)");
+    if (stop_after && !fake) return st_args_fail(&spec, "--fake-stop-after needs --fake (it stops the fake study only)");
     const int rank = st_dist_rank();
     if (st_dist_world() > 1 && (dry || print_cfg)) /* mpirun -np N: the runs are handed out to the ranks */
         return st_args_fail(&spec, "--%s runs in one process: start it without mpirun", dry ? "dry-run" : "print-config");
@@ -156,7 +158,7 @@ int cmd_study(int argc, char **argv) {
             } else if (rank == 0) {
                 printf("study done: %zu runs trained (%zu resumed), %zu skipped as finished, %zu weight sets evaluated\n",
                        stats.trained, stats.resumed, stats.skipped_runs, stats.evaluated);
-                print_summary(out);
+                print_summary(out, cfg.report.plots);
             }
         }
         st_study_hooks_release(&h);

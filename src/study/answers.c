@@ -49,13 +49,15 @@ static int cmp_opening(const void *a, const void *b) {
 }
 
 /* Counted successes of one answers file and their openings, most common first. *n_succ = -1 when
- * the file is missing or unreadable (the row is then left out). */
+ * the file is missing, -2 when it cannot be read or a line is not a whole answer record. */
 static opening *read_openings(const char *path, int *n_succ, size_t *n_open) {
     *n_succ = -1;
     *n_open = 0;
     char *text = NULL;
     size_t len = 0;
-    if (!stu_exists(path) || st_read_file(path, &text, &len) != ST_OK) return NULL;
+    if (!stu_exists(path)) return NULL;
+    *n_succ = -2;
+    if (st_read_file(path, &text, &len) != ST_OK) return NULL;
     opening *o = NULL;
     size_t cap = 0;
     int succ = 0, bad = 0;
@@ -112,7 +114,7 @@ void stu_answers_section(stu_buf *b, const st_study_results *r, const char *dir)
         int succ;
         size_t n_open;
         opening *o = read_openings(path, &succ, &n_open);
-        if (succ < 0) continue;
+        if (succ == -1) continue;
         if (!header) {
             stu_puts(b, "## What the counted attack successes say\n\nThe refusal-keyword rule counts every answer "
                         "that contains none of its refusal strings as an attack success, whatever the answer says. Per "
@@ -123,12 +125,29 @@ void stu_answers_section(stu_buf *b, const st_study_results *r, const char *dir)
                         "common opening | next |\n|---|---|---|---|---|---|\n");
             header = 1;
         }
+        if (succ == -2) {
+            st_log_warn("study report: %s is damaged (not every line a whole answer record): left out of the audit", path);
+            stu_printf(b, "| `%s` | %llu | %s | — | the answers file is damaged: not read | |\n", w->run->id,
+                       (unsigned long long)w->run->seed, w->w.name);
+            continue;
+        }
+        int outc = -1; /* the same count from the weight set's eval json, when it has its outcomes */
+        if (w->r.asr_outcomes) {
+            outc = 0;
+            for (const char *q = w->r.asr_outcomes; *q; q++) outc += *q == '1';
+        }
+        char count[96];
+        if (outc >= 0 && outc != succ) {
+            st_log_warn("study report: %s counts %d successes, its eval json's asr_outcomes %d", path, succ, outc);
+            snprintf(count, sizeof count, "%d/%d (≠ %d in asr_outcomes: the file was changed)", succ, w->r.n_prompts, outc);
+        } else
+            snprintf(count, sizeof count, "%d/%d", succ, w->r.n_prompts);
         char first[OPEN_BYTES + 32] = "—", second[OPEN_BYTES + 32] = "—";
         for (size_t k = 0; k < n_open && k < 2; k++)
             snprintf(k ? second : first, sizeof first, *o[k].text ? "`%s` (%d)" : "%s(empty answer) (%d)", o[k].text,
                      o[k].count);
-        stu_printf(b, "| `%s` | %llu | %s | %d/%d | %s | %s |\n", w->run->id, (unsigned long long)w->run->seed,
-                   w->w.name, succ, w->r.n_prompts, first, second);
+        stu_printf(b, "| `%s` | %llu | %s | %s | %s | %s |\n", w->run->id, (unsigned long long)w->run->seed,
+                   w->w.name, count, first, second);
         free(o);
     }
     if (header) stu_puts(b, "\n");

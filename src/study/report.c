@@ -867,10 +867,12 @@ st_status st_study_report_write(const st_study_config *c, const st_study_plan *p
         stu_puts(&b, "- safety: all AdvBench harmful behaviours");
     else
         stu_printf(&b, "- safety: AdvBench half **%s** only (seeded split, seed %llu, stored in `advbench_split.json`); "
-                       "half %s is reserved for giving the start model its refusals (`safetune align`), so the "
-                       "evaluated prompts were never trained on",
+                       "half %s is reserved for giving the start model its refusals (`safetune align`)%s",
                    c->eval.advbench_split, (unsigned long long)c->eval.advbench_split_seed,
-                   !strcmp(c->eval.advbench_split, "b") ? "A" : "B");
+                   !strcmp(c->eval.advbench_split, "b") ? "A" : "B",
+                   c->align.enabled ? ", so the evaluated prompts were never trained on"
+                                    : "; no aligned start in this study (align.enabled false): the runs start from the "
+                                      "model as given");
     if (c->eval.advbench_limit) stu_printf(&b, " (first %d prompts)", c->eval.advbench_limit);
     stu_printf(&b, "; ASR = share of answers without a refusal keyword (Zou et al. 2023 list), greedy, %d new tokens, 95%% Wilson intervals\n",
                c->eval.max_new_tokens);

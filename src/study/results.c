@@ -178,6 +178,14 @@ st_status st_study_results_load(const st_study_config *c, const st_study_plan *p
             if (!stu_exists(path)) continue;
             st_status s = st_study_eval_result_read(path, &row.r, &row.cost);
             if (s) { st_study_results_free(out); return s; }
+            /* the run's training cost is that of its last training (train.json): a run retrained after
+             * a stop (no checkpoint kept) has older eval files that carry the first training's time */
+            snprintf(path, sizeof path, "%s/runs/%s/train.json", dir, r->id);
+            double tt, tc;
+            if (stu_exists(path) && stu_read_train_json(path, &tt, &tc) == ST_OK) {
+                if (!isnan(tt)) row.cost.train_time_s = tt;
+                if (!isnan(tc)) row.cost.train_cpu_s = tc;
+            }
             out->rows[out->n++] = row;
         }
     }

@@ -91,21 +91,6 @@ static double last_metric(const char *metrics, double ema, int want_ema) {
     return v;
 }
 
-static st_status read_train_json(const char *path, double *tt, double *tc) {
-    char *t;
-    size_t len;
-    st_status s = st_read_file(path, &t, &len);
-    if (s) return s;
-    cJSON *o = cJSON_Parse(t);
-    free(t);
-    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, "train_time_s");
-    *tt = cJSON_IsNumber(x) ? x->valuedouble : NAN;
-    x = cJSON_GetObjectItemCaseSensitive(o, "train_cpu_s");
-    *tc = cJSON_IsNumber(x) ? x->valuedouble : NAN;
-    cJSON_Delete(o);
-    return ST_OK;
-}
-
 static st_status run_one(const st_study_config *c, const st_study_run *r, size_t idx, size_t total,
                          const char *dir, const st_study_hooks *h, st_study_run_stats *stats) {
     char rdir[4096], ckpt[4200], metrics[4200], trainj[4200], done[4200], evj[4300];
@@ -131,7 +116,7 @@ static st_status run_one(const st_study_config *c, const st_study_run *r, size_t
         if (unlink(trainj) != 0) return st_error(ST_ERR_IO, "%s: cannot remove: %s", trainj, strerror(errno));
     }
     if (stu_exists(trainj)) {
-        if ((s = read_train_json(trainj, &train_time, &train_cpu))) return s;
+        if ((s = stu_read_train_json(trainj, &train_time, &train_cpu))) return s;
     } else {
         int resume = !stu_dir_is_empty(ckpt);
         char who[32] = ""; /* over MPI: which rank took the run */

@@ -948,6 +948,13 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
     if (sseed < 0) return BAD("eval.advbench_split_seed", "must be >= 0", origin_get(os, "eval.advbench_split_seed"), "eval.advbench_split_seed");
     c->eval.advbench_split_seed = (uint64_t)sseed;
     if ((s = get_int(ev, "advbench_limit", "eval.advbench_limit", os, 0, &c->eval.advbench_limit))) return s;
+    { /* AdvBench has 520 goals, each half 260 (st_study_advbench_split): a larger limit would be cut silently */
+        const int all = !strcmp(c->eval.advbench_split, "all"), nmax = all ? 520 : 260;
+        if (c->eval.advbench_limit > nmax)
+            return BAD("eval.advbench_limit", "value %d is more than the %d prompts of %s: use 0 (all of them) or at most %d",
+                       origin_get(os, "eval.advbench_limit"), "eval.advbench_limit", c->eval.advbench_limit, nmax,
+                       all ? "AdvBench" : "an AdvBench half", nmax);
+    }
     if ((s = get_int(ev, "max_new_tokens", "eval.max_new_tokens", os, 1, &c->eval.max_new_tokens))) return s;
     if ((s = get_int(ev, "batch_size", "eval.batch_size", os, 1, &c->eval.batch_size))) return s;
     c->eval.precision = dupstr(get(ev, "precision"));
@@ -957,6 +964,13 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
                    "eval.precision", c->eval.precision);
     c->eval.xstest = cJSON_IsTrue(get(ev, "xstest"));
     if ((s = get_int(ev, "xstest_limit", "eval.xstest_limit", os, 0, &c->eval.xstest_limit))) return s;
+    { /* XSTest has 450 prompts, half a 216, half b 234 (st_study_xstest_split; the half of eval.advbench_split) */
+        const int nmax = !strcmp(c->eval.advbench_split, "all") ? 450 : !strcmp(c->eval.advbench_split, "a") ? 216 : 234;
+        if (c->eval.xstest_limit > nmax)
+            return BAD("eval.xstest_limit", "value %d is more than the %d XSTest prompts evaluated (half '%s'): use 0 (all of "
+                       "them) or at most %d", origin_get(os, "eval.xstest_limit"), "eval.xstest_limit", c->eval.xstest_limit,
+                       nmax, c->eval.advbench_split, nmax);
+    }
     c->eval.truthfulqa = cJSON_IsTrue(get(ev, "truthfulqa"));
     if ((s = get_int(ev, "truthfulqa_limit", "eval.truthfulqa_limit", os, 0, &c->eval.truthfulqa_limit))) return s;
     if ((s = get_int(ev, "val_examples", "eval.val_examples", os, 0, &c->eval.val_examples))) return s;
@@ -1006,6 +1020,9 @@ static st_status extract(cJSON *root, const origins *os, st_study_config *c) {
     c->align.enabled = cJSON_IsTrue(get(al, "enabled"));
     if ((s = get_int(al, "n_alpaca", "align.n_alpaca", os, 0, &c->align.n_alpaca))) return s;
     if ((s = get_int(al, "n_advbench", "align.n_advbench", os, 0, &c->align.n_advbench))) return s;
+    if (c->align.n_advbench > 260) /* half a's goals (st_study_advbench_split), as `safetune align --n-advbench` */
+        return BAD("align.n_advbench", "value %d is more than the 260 goals of AdvBench half a: use 0 (all of them) or at "
+                   "most 260", origin_get(os, "align.n_advbench"), "align.n_advbench", c->align.n_advbench);
     if ((s = get_int(al, "xstest_safe_repeat", "align.xstest_safe_repeat", os, 1, &c->align.xstest_safe_repeat))) return s;
     if (c->align.xstest_safe_repeat > 100) /* the bounds of `safetune align --xstest-safe-repeat` */
         return BAD("align.xstest_safe_repeat", "value %d must be <= 100", origin_get(os, "align.xstest_safe_repeat"),

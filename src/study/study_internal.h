@@ -17,12 +17,15 @@ typedef struct {
 void stu_printf(stu_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void stu_puts(stu_buf *b, const char *s);
 void stu_buf_free(stu_buf *b);
+/* A run's train.json (runner.c): its training wall and CPU seconds (NaN where absent). */
+st_status stu_read_train_json(const char *path, double *train_time_s, double *train_cpu_s);
 /* Write the buffer atomically to path (ST_ERR_NOMEM if the buffer overflowed). */
 st_status stu_buf_write(stu_buf *b, const char *path);
 
 /* The report's audit of the refusal-keyword rule (answers.c): per row of r whose
  * DIR/runs/<id>/answers_<weights>.jsonl is readable, the AdvBench answers counted as attack
- * successes and their two most common openings (first five words); nothing when no row has one. */
+ * successes and their two most common openings (first five words); a damaged file or a count that
+ * differs from the row's asr_outcomes is said in its row (and warned); nothing when no row has one. */
 void stu_answers_section(stu_buf *b, const st_study_results *r, const char *dir);
 
 /* The report's "Aligned start" section: both halves' numbers before and after alignment from the

@@ -188,3 +188,18 @@ const char *st_study_defense_name(const st_study_config *c, const st_study_run *
 const char *st_study_finetune_name(const st_study_config *c, const st_study_run *r) {
     return c->n_finetunes && r->finetune < c->n_finetunes ? c->finetunes[r->finetune].name : "full";
 }
+
+st_status stu_read_train_json(const char *path, double *tt, double *tc) {
+    char *t;
+    size_t len;
+    st_status s = st_read_file(path, &t, &len);
+    if (s) return s;
+    cJSON *o = cJSON_Parse(t);
+    free(t);
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, "train_time_s");
+    *tt = cJSON_IsNumber(x) ? x->valuedouble : NAN;
+    x = cJSON_GetObjectItemCaseSensitive(o, "train_cpu_s");
+    *tc = cJSON_IsNumber(x) ? x->valuedouble : NAN;
+    cJSON_Delete(o);
+    return ST_OK;
+}

@@ -119,6 +119,15 @@ static void test_bad_values(void **state) {
                  "key 'align.xstest_safe_repeat'", "<= 100");
     expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"align\": {\"n_advbench\": -1}",
                  "key 'align.n_advbench'", ">= 0");
+    /* past the prompts there are: refused at load, not cut silently or found after training starts */
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"align\": {\"n_advbench\": 261}",
+                 "key 'align.n_advbench'", "more than the 260 goals of AdvBench half a");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"eval\": {\"advbench_split\": \"b\", "
+                 "\"advbench_limit\": 261}", "key 'eval.advbench_limit'", "more than the 260 prompts of an AdvBench half");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"eval\": {\"advbench_limit\": 521}",
+                 "key 'eval.advbench_limit'", "more than the 520 prompts of AdvBench");
+    expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"eval\": {\"advbench_split\": \"b\", "
+                 "\"xstest_limit\": 235}", "key 'eval.xstest_limit'", "more than the 234 XSTest prompts evaluated (half 'b')");
     expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"report\": {\"utility_metric\": \"judge_mean\"}",
                  "key 'report.utility_metric'", "not a utility metric");
     expect_error("\"lr\": [1e-5], \"batch_size\": [4], \"max_steps\": [20], \"report\": {\"utility_metric\": \"bleu\"}",

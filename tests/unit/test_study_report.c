@@ -325,7 +325,7 @@ static void test_erosion_over_aligned_start(void **state) {
 /* The audit of the keyword rule: per weight set with an answers file, the AdvBench answers counted
  * as successes and their two most common openings (count, then text order); refusals and XSTest
  * lines not counted; '|' and '`' made markdown-safe; a multi-byte character cut at 64 bytes dropped
- * whole; rows without a file left out. */
+ * whole; rows without a file left out; a count unlike asr_outcomes and a damaged file said. */
 static void test_answers_audit(void **state) {
     (void)state;
     char dir[4096], sub[4300];
@@ -350,6 +350,9 @@ static void test_answers_audit(void **state) {
              "{\"set\":\"xstest\",\"index\":0,\"label\":\"safe\",\"prompt\":\"q\",\"refused\":false,\"answer\":\"Sure, here | is\"}\n",
              longword);
     st_test_write(sub, "answers_live.jsonl", body);
+    char four[NP + 1];
+    outcomes(four, 4);
+    r.rows[0].r.asr_outcomes = four; /* the eval json's count of the same answers */
     stu_buf b = {0};
     stu_answers_section(&b, &r, dir);
     assert_non_null(b.p);
@@ -360,6 +363,11 @@ static void test_answers_audit(void **state) {
     assert_null(strstr(b.p, want_long)); /* third: not shown */
     assert_null(strstr(b.p, "ema0.9")); /* no file, no row */
     stu_buf_free(&b);
+    r.rows[0].r.asr_outcomes = g_out[0]; /* 10 successes there, 4 in the file: said in the row */
+    stu_answers_section(&b, &r, dir);
+    assert_non_null(strstr(b.p, "| `r0_s1` | 1 | live | 4/100 (≠ 10 in asr_outcomes: the file was changed) |"));
+    stu_buf_free(&b);
+    r.rows[3].r.asr_outcomes = NULL; /* r1_s1 ema0.9: no outcomes recorded, nothing to compare */
     /* the cut character: alone in a file */
     snprintf(body, sizeof body, "{\"set\":\"advbench\",\"index\":0,\"prompt\":\"p\",\"refused\":false,\"answer\":\"%s\"}\n", longword);
     snprintf(sub, sizeof sub, "%s/runs/r1_s1", dir);
@@ -369,10 +377,10 @@ static void test_answers_audit(void **state) {
     assert_non_null(strstr(b.p, want_long));
     assert_non_null(strstr(b.p, "| `r1_s1` | 1 | ema0.9 | 1/100 |"));
     stu_buf_free(&b);
-    /* a damaged file is left out, not half-read */
+    /* a damaged file is not half-read: its row says so */
     st_test_write(sub, "answers_ema0.9.jsonl", "{\"set\":\"advbench\",\"refused\":false,\"answer\":\"x\"}\n{broken\n");
     stu_answers_section(&b, &r, dir);
-    assert_null(strstr(b.p, "r1_s1"));
+    assert_non_null(strstr(b.p, "| `r1_s1` | 1 | ema0.9 | — | the answers file is damaged: not read | |\n"));
     stu_buf_free(&b);
 }
 

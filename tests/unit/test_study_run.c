@@ -283,6 +283,21 @@ static void test_seeds_equal_data(void **state) {
     assert_int_equal((int)strlen(er.asr_outcomes), er.n_prompts);
     assert_true(cost.eval_cpu_s >= 0 && cost.train_cpu_s >= 0 && cost.eval_time_s >= 0);
     st_study_eval_result_free(&er);
+    /* a run's training cost is its train.json's (a run trained again after a stop writes a new one
+     * while its older eval files keep the first training's time): every weight set of the run shows it */
+    snprintf(f1, sizeof f1, "%s/runs/lr1e-4_bs1_ga1_ex16_constant_s1/train.json", out[0]);
+    FILE *tf = fopen(f1, "wb");
+    assert_non_null(tf);
+    fputs("{\"train_time_s\": 123.5, \"train_cpu_s\": 246.25, \"steps_done\": 16, \"stopped_early\": false}", tf);
+    fclose(tf);
+    st_study_hooks h;
+    st_study_fake_hooks(&h, 0);
+    if (st_study_run_all(&c, &p, out[0], &h, NULL)) fail_msg("%s", st_last_error());
+    snprintf(f1, sizeof f1, "%s/timings.csv", out[0]);
+    assert_int_equal(st_read_file(f1, &t, &len), ST_OK);
+    assert_non_null(strstr(t, "\nlr1e-4_bs1_ga1_ex16_constant_s1,1,live,123.500,246.250,"));
+    assert_non_null(strstr(t, "\nlr1e-4_bs1_ga1_ex16_constant_s1,1,ema0.9,123.500,246.250,"));
+    free(t);
     st_study_plan_free(&p);
     st_study_config_free(&c);
 }
