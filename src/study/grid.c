@@ -322,8 +322,9 @@ void st_study_print_plan(FILE *f, const st_study_config *c, const st_study_plan 
         fprintf(f, "\nestimated time: %s (%straining %s for %ld tokens, evaluation %s, probes %s)\n", g, al, a,
                 tot.train_tokens, b, e3);
         fprintf(f, "assuming %.0f training tokens/s, %.0f generated tokens/s, %.0f tokens per example "
-                   "(config key 'estimate'; see docs/study.md), answers %.0f%% of max_new_tokens on average%s\n",
+                   "(%s; see docs/study.md), answers %.0f%% of max_new_tokens on average%s\n",
                 c->estimate.train_tokens_per_s, c->estimate.gen_tokens_per_s, c->estimate.example_tokens,
+                c->estimate.n_params > 0 ? "measured here, below" : "config key 'estimate'",
                 100.0 * ST_STUDY_ANSWER_FILL, c->checkpoints ? ", two checkpoints a run" : "");
     }
     free(per);
