@@ -169,12 +169,9 @@ static st_status read_idx(const cJSON *o, const char *k, const char *path, size_
 st_status st_study_advbench_split_read(const char *path, uint32_t **a, size_t *na, uint32_t **b, size_t *nb,
                                        uint64_t *seed) {
     *a = *b = NULL;
-    char *t;
-    size_t len;
-    st_status s = st_read_file(path, &t, &len);
+    cJSON *o;
+    st_status s = stu_read_json(path, &o);
     if (s) return s;
-    cJSON *o = cJSON_Parse(t);
-    free(t);
     const cJSON *js = cJSON_GetObjectItemCaseSensitive(o, "seed"), *jn = cJSON_GetObjectItemCaseSensitive(o, "n");
     if (!cJSON_IsObject(o) || !cJSON_IsNumber(js) || !cJSON_IsNumber(jn) || jn->valuedouble < 2) {
         cJSON_Delete(o);

@@ -103,12 +103,9 @@ static st_status read_num(const cJSON *o, const char *k, const char *path, doubl
 }
 
 st_status st_study_eval_result_read(const char *path, st_study_eval_result *r, st_study_cost *cost) {
-    char *t;
-    size_t len;
-    st_status s = st_read_file(path, &t, &len);
+    cJSON *o;
+    st_status s = stu_read_json(path, &o);
     if (s) return s;
-    cJSON *o = cJSON_Parse(t);
-    free(t);
     if (!cJSON_IsObject(o)) {
         cJSON_Delete(o);
         return st_error(ST_ERR_FORMAT, "%s: not a JSON object (delete it to re-evaluate)", path);

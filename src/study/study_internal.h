@@ -17,6 +17,9 @@ typedef struct {
 void stu_printf(stu_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void stu_puts(stu_buf *b, const char *s);
 void stu_buf_free(stu_buf *b);
+/* A JSON file read and parsed: *out NULL when the text is not JSON (the caller checks its type);
+ * reading errors (missing file, I/O) returned with the path named. */
+st_status stu_read_json(const char *path, cJSON **out);
 /* A run's train.json (runner.c): its training wall and CPU seconds (NaN where absent). */
 st_status stu_read_train_json(const char *path, double *train_time_s, double *train_cpu_s);
 /* Write the buffer atomically to path (ST_ERR_NOMEM if the buffer overflowed). */

@@ -189,13 +189,21 @@ const char *st_study_finetune_name(const st_study_config *c, const st_study_run 
     return c->n_finetunes && r->finetune < c->n_finetunes ? c->finetunes[r->finetune].name : "full";
 }
 
-st_status stu_read_train_json(const char *path, double *tt, double *tc) {
+st_status stu_read_json(const char *path, cJSON **out) {
     char *t;
     size_t len;
+    *out = NULL;
     st_status s = st_read_file(path, &t, &len);
     if (s) return s;
-    cJSON *o = cJSON_Parse(t);
+    *out = cJSON_Parse(t);
     free(t);
+    return ST_OK;
+}
+
+st_status stu_read_train_json(const char *path, double *tt, double *tc) {
+    cJSON *o;
+    st_status s = stu_read_json(path, &o);
+    if (s) return s;
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, "train_time_s");
     *tt = cJSON_IsNumber(x) ? x->valuedouble : NAN;
     x = cJSON_GetObjectItemCaseSensitive(o, "train_cpu_s");
