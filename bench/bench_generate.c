@@ -4,6 +4,7 @@
  * Takes the first CSV column of rows 2.. (AdvBench harmful_behaviors.csv "goal"), applies the chat
  * template, generates, prints one JSON line with tokens/s. IDS_OUT gets {"prompts": [[ids]...],
  * "completions": [[ids]...]} so bench/run_generate.sh can feed the same prompts to PyTorch. */
+#include "safetune/forward.h"
 #include "safetune/generate.h"
 
 #include <stdlib.h>
@@ -76,6 +77,9 @@ int main(int argc, char **argv) {
     o.batch_size = batch;
     o.max_new_tokens = max_new;
     o.precision = strcmp(prec, "bf16") ? ST_GEN_PRECISION_FP32 : ST_GEN_PRECISION_BF16;
+    st_infer_ctx *ic = NULL; /* the weight copies: built in the warm-up, reused by the timed run */
+    if (st_infer_ctx_new(m, NULL, NULL, NULL, &ic)) { fprintf(stderr, "bench_generate: %s\n", st_last_error()); return 1; }
+    o.infer = ic;
     st_generation *res = calloc((size_t)got, sizeof *res);
     /* warm-up (thread pools, page faults) */
     const int32_t *w0 = ids[0];
@@ -118,6 +122,7 @@ int main(int argc, char **argv) {
     free(ids);
     free(lens);
     free(csv);
+    st_infer_ctx_free(ic);
     st_model_free(m);
     return 0;
 }

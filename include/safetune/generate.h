@@ -71,6 +71,9 @@ typedef struct {
     const volatile sig_atomic_t *cancel; /* NULL, or set (from a signal-taking thread): generation
                                    ends after the current step with ST_ERR_INTERRUPTED; answers
                                    already finished went to on_finish */
+    struct st_infer_ctx *infer; /* st_generate: the weights (+ adapter) to generate with and their
+                                   reordered copies, kept across calls (forward.h); NULL: a
+                                   context over the model's own weights made for this call */
 } st_generate_options;
 
 /* Shortest common prompt prefix worth copying between slots, in tokens. */

@@ -75,7 +75,7 @@ void st_lora_unbind(st_lora_weights *w);
 void st_lora_init_params(const st_layout *lay, float *flat, uint64_t seed);
 
 /* An adapter: its config, layout, one flat parameter buffer (64-byte aligned) and views. */
-typedef struct {
+typedef struct st_lora {
     st_lora_config lc;
     st_layout layout;
     float *params; /* layout.n_floats */
@@ -165,6 +165,15 @@ st_status st_lora_base_train_backward(const st_lora_base *base, st_train_acts *a
  * order of PEFT's merge_and_unload: delta computed in fp32, then added). */
 void st_lora_merge(const st_config *cfg, const st_weights *w, const st_lora_config *lc,
                    const st_lora_weights *lw);
+
+/* ‖(alpha/r)·B·A‖_F summed over every adapted projection (root of the sum of squares): the
+ * distance ‖θ − θ_0‖ of base + adapter `params` (ad's layout) from the base, without forming
+ * B·A (Gram matrices A·Aᵀ and Bᵀ·B, r x r, in double). NaN when out of memory. */
+double st_lora_delta_norm(const st_lora *ad, const float *params);
+/* A copy (st_alloc_aligned, ad's layout) of adapter parameters `params` with every B times
+ * lambda: base + that adapter = (1 − lambda)·θ_0 + lambda·(θ_0 + s·B·A), the linear merge of
+ * merge.h for a LoRA run. NULL when out of memory. */
+float *st_lora_scaled_params(const st_lora *ad, const float *params, float lambda);
 
 /* ---- PEFT adapter folders (lora_io.c) ---------------------------------------------------
  * dir/adapter_config.json (peft_type "LORA", task_type "CAUSAL_LM", r, lora_alpha,

@@ -1,4 +1,5 @@
-/* model.h - a loaded model: config, flat fp32 weights, tokenizer and chat template.
+/* model.h - a loaded model: config, flat fp32 weights, tokenizer and chat template; what the
+ * file gave, nothing a run builds around it (inference state: st_infer_ctx, forward.h).
  * MODEL is a .gguf file or a Hugging Face checkpoint folder (config.json + model.safetensors or
  * model.safetensors.index.json + tokenizer.json [+ tokenizer_config.json chat_template]). */
 #ifndef SAFETUNE_MODEL_H
@@ -19,7 +20,6 @@ typedef struct {
     int has_chat_template;
     char *source_path;
     char *chat_template_src; /* raw Jinja source, or NULL */
-    struct st_infer_weights *infer; /* inference weight cache (forward.h), built on first use */
 } st_model;
 
 /* Load MODEL (GGUF file or HF folder); dequantises to fp32 and un-permutes GGUF Q/K.

@@ -84,7 +84,7 @@ uint64_t st_serve_backend_calls(const st_server *s);
 /* Stop accepting, finish/close connections, free. NULL is a no-op. */
 void st_serve_stop(st_server *s);
 
-/* Backend over a loaded model (src/serve/backend_model.c): ctx is a `const st_model *`. Renders
+/* Backend over a loaded model (src/serve/backend_model.c): ctx is its `st_infer_ctx *` (forward.h). Renders
  * msgs with the model's chat template (+ assistant header) (params->raw_prompt: encodes
  * msgs[0].content as is, BOS where the tokenizer adds one), generates up to max_tokens with
  * generate.h (temperature/top_p; seed when given, else a per-call counter), stops at the

@@ -9,6 +9,7 @@
 #define SAFETUNE_UTILITY_H
 
 #include "safetune/data.h"
+#include "safetune/forward.h"
 #include "safetune/generate.h"
 #include "safetune/model.h"
 
@@ -29,8 +30,9 @@ typedef struct {
 /* Held-out loss of rows[0..n_rows) of tk (st_tokenize_dataset output), each truncated to
  * max_seq_len tokens and collated as in training (st_collate: targets are the next token where
  * it is an assistant token), batch_rows rows per forward (st_train_forward). Per-token losses
- * are summed in double. ST_ERR_ARG if no assistant token is left to score. */
-st_status st_heldout_loss(const st_model *m, const st_tokenized *tk, const uint32_t *rows, size_t n_rows,
+ * are summed in double, over the weights (+ adapter) of ic (forward.h st_infer_ctx_score).
+ * ST_ERR_ARG if no assistant token is left to score. */
+st_status st_heldout_loss(const st_infer_ctx *ic, const st_tokenized *tk, const uint32_t *rows, size_t n_rows,
                           int max_seq_len, int batch_rows, st_heldout_result *out);
 
 /* ---- TruthfulQA MC1 ---- */
@@ -73,7 +75,7 @@ typedef struct {
 
 /* MC1 on items[0..n) (n <= s->n), max_batch_tokens tokens per forward (>= the longest
  * sequence; 0 = 2048). progress (may be NULL) is called after each question. */
-st_status st_truthfulqa_mc1(const st_model *m, const st_tqa_set *s, size_t n, int max_batch_tokens,
+st_status st_truthfulqa_mc1(const st_infer_ctx *ic, const st_tqa_set *s, size_t n, int max_batch_tokens,
                             void (*progress)(void *ud, size_t done, size_t total), void *ud,
                             st_mc1_result *out);
 void st_mc1_result_free(st_mc1_result *r);

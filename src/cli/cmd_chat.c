@@ -5,6 +5,7 @@
  * Commands: /reset (forget the conversation), /quit (or end of input). */
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "safetune/forward.h"
 #include "safetune/generate.h"
 
 #include <stdlib.h>
@@ -59,6 +60,7 @@ int cmd_chat(int argc, char **argv) {
     if (rc) return rc < 0 ? 0 : rc;
     rc = 1;
     st_model *m = NULL;
+    st_infer_ctx *ic = NULL; /* the weight copies, kept across turns */
     st_chat_message *msgs = NULL;
     char **owned = NULL; /* contents of msgs (heap) */
     size_t n_msgs = 0, cap = 0;
@@ -72,6 +74,11 @@ int cmd_chat(int argc, char **argv) {
     go.sampling = (st_sampler_params){temperature, top_k, top_p, seed};
     if (st_sampler_params_check(&go.sampling)) { rc = st_args_fail(&spec, "%s", st_last_error()); goto out; }
     if (cli_load_model_adapter(spec.prog, model, weights, adapter, &m) || cli_apply_date(spec.prog, m, date)) goto out;
+    if (st_infer_ctx_new(m, NULL, NULL, NULL, &ic)) {
+        fprintf(stderr, "safetune chat: %s\n", st_last_error());
+        goto out;
+    }
+    go.infer = ic;
     int ns = st_chat_stop_ids(&m->chat, m->tokenizer, stops, 15);
     int32_t eos = st_tokenizer_eos_id(m->tokenizer);
     if (eos >= 0) stops[ns++] = eos;
@@ -176,6 +183,7 @@ out:
     free(msgs);
     free(line);
     st_text_stream_free(&sc.out);
+    st_infer_ctx_free(ic);
     st_model_free(m);
     st_args_free(&args);
     return rc;

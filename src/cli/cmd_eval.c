@@ -582,6 +582,7 @@ static void run_split_defaults(const char *prog, const char *model, const st_opt
 
 static int eval_utility(int argc, char **argv) {
     const char *model = NULL, *weights = "live", *out = "out/utility", *data = NULL, *fmt = "auto", *adapter = NULL;
+    st_infer_ctx *ic = NULL; /* the model's weights and their inference copies, for every measure */
     const char *data_dir = NULL, *tqa_path = NULL, *mt_path = NULL, *system = NULL;
     judge_cli jc = {NULL, NULL, NULL, NULL, 60.0f, 3, 0};
     float val_fraction = 0.05f;
@@ -683,6 +684,7 @@ static int eval_utility(int argc, char **argv) {
     if (cli_resolve_weights(model, weights, &model_path)) goto fail;
     if (cli_check_model_path(spec.prog, model_path)) goto out;
     if (cli_model_load(spec.prog, model_path, adapter, &m)) goto fail;
+    if (st_infer_ctx_new(m, NULL, NULL, NULL, &ic)) goto fail;
     cJSON_AddStringToObject(sum, "model", model);
     cJSON_AddStringToObject(sum, "weights", weights);
     cJSON_AddStringToObject(sum, "model_path", model_path);
@@ -701,7 +703,7 @@ static int eval_utility(int argc, char **argv) {
                     "(as `safetune train` does)\n", spec.prog, data, dropped, max_seq);
         if (st_data_split_make(tk.n, st_args_decimal(val_fraction), (size_t)val_count, seed, &split)) goto fail;
         st_heldout_result hr;
-        if (st_heldout_loss(m, &tk, split.val, split.n_val, max_seq, batch_rows, &hr)) goto fail;
+        if (st_heldout_loss(ic, &tk, split.val, split.n_val, max_seq, batch_rows, &hr)) goto fail;
         cJSON *h = cJSON_AddObjectToObject(sum, "heldout");
         cJSON_AddStringToObject(h, "data", data);
         cJSON_AddStringToObject(h, "format", st_data_format_name(ds.format));
@@ -736,7 +738,7 @@ static int eval_utility(int argc, char **argv) {
     if (!no_tqa) {
         size_t nq = tqa_limit > 0 && (size_t)tqa_limit < tqa.n ? (size_t)tqa_limit : tqa.n;
         progress_state ps = {st_time_now(), 0, !quiet && isatty(2), "truthfulqa"};
-        if (st_truthfulqa_mc1(m, &tqa, nq, tqa_tokens, q_progress, &ps, &mc1)) goto fail;
+        if (st_truthfulqa_mc1(ic, &tqa, nq, tqa_tokens, q_progress, &ps, &mc1)) goto fail;
         for (size_t i = 0; i < mc1.n; i++) {
             const st_tqa_item *q = &tqa.items[i];
             const st_mc1_item *it = &mc1.items[i];
@@ -787,6 +789,7 @@ static int eval_utility(int argc, char **argv) {
         st_generate_options go = st_generate_defaults();
         go.max_new_tokens = mt_new;
         go.batch_size = batch;
+        go.infer = ic;
         progress_state ps = {st_time_now(), 0, !quiet && isatty(2), "mtbench"};
         go.progress = gen_progress;
         go.ud = &ps;
@@ -885,6 +888,7 @@ out:
     free(file_row);
     st_tokenized_free(&tk);
     st_dataset_free(&ds);
+    st_infer_ctx_free(ic);
     st_model_free(m);
     free(model_path);
     st_args_free(&args);

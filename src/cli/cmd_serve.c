@@ -3,6 +3,7 @@
  * or the --echo backend (replies with the last user message, or the prompt of /v1/completions). */
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "safetune/forward.h"
 #include "safetune/safety_eval.h"
 #include "safetune/serve.h"
 
@@ -109,8 +110,14 @@ static int serve_main(const st_args_spec *spec, int echo, const char *model, con
     st_serve_opts o = {0};
     o.port = port;
     o.model_name = name;
+    st_infer_ctx *ic = NULL; /* the served weights' inference copies, built once for all requests */
+    if (m && st_infer_ctx_new(m, NULL, NULL, NULL, &ic)) {
+        fprintf(stderr, "safetune serve: %s\n", st_last_error());
+        st_model_free(m);
+        return 1;
+    }
     o.backend = m ? st_serve_model_backend : echo_backend;
-    o.backend_ctx = m;
+    o.backend_ctx = m ? (void *)ic : NULL;
     o.default_max_tokens = max_tokens;
     o.extra_stop_ids = stops->extra_stop_ids;
     o.n_extra_stop_ids = stops->n_extra_stop_ids;
@@ -119,6 +126,7 @@ static int serve_main(const st_args_spec *spec, int echo, const char *model, con
     st_server *s;
     if (st_serve_start(&o, &s)) {
         fprintf(stderr, "safetune serve: %s\n", st_last_error());
+        st_infer_ctx_free(ic);
         st_model_free(m);
         return 1;
     }
@@ -128,6 +136,7 @@ static int serve_main(const st_args_spec *spec, int echo, const char *model, con
     int sig;
     sigwait(&set, &sig);
     st_serve_stop(s);
+    st_infer_ctx_free(ic);
     st_model_free(m);
     return 0;
 }

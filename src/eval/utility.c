@@ -17,8 +17,9 @@ static int by_len(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-st_status st_heldout_loss(const st_model *m, const st_tokenized *tk, const uint32_t *rows, size_t n_rows,
+st_status st_heldout_loss(const st_infer_ctx *ic, const st_tokenized *tk, const uint32_t *rows, size_t n_rows,
                           int max_seq_len, int batch_rows, st_heldout_result *out) {
+    const st_model *m = st_infer_ctx_model(ic);
     memset(out, 0, sizeof *out);
     if (n_rows == 0) return st_error(ST_ERR_ARG, "held-out loss: no validation rows");
     if (max_seq_len < 2 || batch_rows < 1)
@@ -49,7 +50,7 @@ st_status st_heldout_loss(const st_model *m, const st_tokenized *tk, const uint3
         if ((s = st_collate(tk, order + i, nb, max_seq_len, pad, 0, &b))) break;
         if (b.n_targets == 0) continue;
         float loss;
-        if ((s = st_train_forward(&m->config, &m->w, acts, b.inputs, b.targets, b.loss_mask, b.B, b.T, 1.0f, &loss)))
+        if ((s = st_infer_ctx_score(ic, acts, b.inputs, b.targets, b.loss_mask, b.B, b.T, 1.0f, &loss)))
             break;
         const float *tl = st_train_token_losses(acts);
         for (int k = 0; k < b.B * b.T; k++)
@@ -80,7 +81,7 @@ typedef struct {
 
 /* Score seqs[0..n) in micro-batches of at most cap tokens (B * T <= cap, T = longest row).
  * Position t of the row predicts token t + 1 (targets -1 outside the continuation). */
-static st_status score_seqs(const st_model *m, st_train_acts *acts, int cap, ll_seq *seqs, size_t n,
+static st_status score_seqs(const st_infer_ctx *ic, st_train_acts *acts, int cap, ll_seq *seqs, size_t n,
                             int32_t *tok, int32_t *tgt) {
     size_t i = 0;
     while (i < n) {
@@ -100,7 +101,7 @@ static st_status score_seqs(const st_model *m, st_train_acts *acts, int cap, ll_
             }
         }
         float loss;
-        st_status s = st_train_forward(&m->config, &m->w, acts, tok, tgt, NULL, B, T, 1.0f, &loss);
+        st_status s = st_infer_ctx_score(ic, acts, tok, tgt, NULL, B, T, 1.0f, &loss);
         if (s) return s;
         const float *tl = st_train_token_losses(acts);
         for (int r = 0; r < B; r++) {
@@ -178,9 +179,10 @@ static st_status build_question(const st_model *m, const st_tqa_item *q, ll_seq 
     return s;
 }
 
-st_status st_truthfulqa_mc1(const st_model *m, const st_tqa_set *set, size_t n, int max_batch_tokens,
+st_status st_truthfulqa_mc1(const st_infer_ctx *ic, const st_tqa_set *set, size_t n, int max_batch_tokens,
                             void (*progress)(void *ud, size_t done, size_t total), void *ud,
                             st_mc1_result *out) {
+    const st_model *m = st_infer_ctx_model(ic);
     memset(out, 0, sizeof *out);
     if (!m->tokenizer) return st_error(ST_ERR_ARG, "TruthfulQA: the model has no tokenizer");
     if (n > set->n) n = set->n;
@@ -204,7 +206,7 @@ st_status st_truthfulqa_mc1(const st_model *m, const st_tqa_set *set, size_t n, 
             if (seqs[k].len - 1 > max_batch_tokens)
                 s = st_error(ST_ERR_ARG, "TruthfulQA: question %zu needs %d tokens, more than the batch budget %d",
                              i, seqs[k].len, max_batch_tokens);
-        if (!s) s = score_seqs(m, acts, max_batch_tokens, seqs, nch, tok, tgt);
+        if (!s) s = score_seqs(ic, acts, max_batch_tokens, seqs, nch, tok, tgt);
         st_mc1_item *it = &out->items[i];
         it->n_choices = nch;
         it->logprob = malloc(nch * sizeof *it->logprob);

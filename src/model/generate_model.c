@@ -7,14 +7,14 @@
 #include <string.h>
 
 typedef struct {
-    const st_model *m;
+    st_infer_ctx *ic;
     st_kv_cache *c;
 } model_backend;
 
 static st_status mb_infer(void *ctx, const int *slots, const int32_t *const *tokens, const int *n_tokens,
                           int n_seqs, float *logits_last) {
     model_backend *b = ctx;
-    return st_forward_infer(b->m, b->c, slots, tokens, n_tokens, n_seqs, logits_last);
+    return st_forward_infer(b->ic, b->c, slots, tokens, n_tokens, n_seqs, logits_last);
 }
 
 static void mb_clear(void *ctx, int slot) {
@@ -150,9 +150,16 @@ st_status st_generate(const st_model *m, const int32_t *const *prompts, const si
         o.ud = &tsc;
     }
 
-    model_backend mb = {m, NULL};
-    st_status st = st_kv_cache_new(&m->config, slots, max_seq, &mb.c);
+    /* the caller's inference context (its weight copies outlive this call), else one for m */
+    model_backend mb = {opt->infer, NULL};
+    if (mb.ic && st_infer_ctx_model(mb.ic) != m) {
+        free(all);
+        return st_error(ST_ERR_ARG, "generate: the inference context (options.infer) was made for another model");
+    }
+    st_status st = mb.ic ? ST_OK : st_infer_ctx_new(m, NULL, NULL, NULL, &mb.ic);
+    if (!st) st = st_kv_cache_new(&m->config, slots, max_seq, &mb.c);
     if (st) {
+        if (mb.ic != opt->infer) st_infer_ctx_free(mb.ic);
         free(all);
         return st;
     }
@@ -162,6 +169,7 @@ st_status st_generate(const st_model *m, const int32_t *const *prompts, const si
                           mb_copy_prefix};
     st = st_generate_ids(&be, prompts, prompt_lens, n_prompts, &o, out, n_truncated);
     st_kv_cache_free(mb.c);
+    if (mb.ic != opt->infer) st_infer_ctx_free(mb.ic);
     free(all);
     if (st) return st;
     for (size_t i = 0; i < n_prompts; i++) {

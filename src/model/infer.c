@@ -1,6 +1,6 @@
 /* infer.c - st_forward_infer: batched incremental forward over the KV cache. All new tokens of
  * all sequences go through each projection as ONE GEMM (M = total new tokens, so a decode step
- * of B sequences is an M = B GEMM) against the model's inference weight cache
+ * of B sequences is an M = B GEMM) against the inference context's weight cache
  * (infer_weights.c: oneDNN-blocked fp32 or bf16 copies). Attention runs per (sequence, KV head):
  * a decoding row's query heads of one GQA group share a single pass over the cached K/V rows;
  * prefill rows use the blocked GEMM attention kernel. On the CPU backend with the weight cache
@@ -278,6 +278,7 @@ static inline void rope_head(float *v, const float *c, const float *sn, int h) {
 /* What the threads of the fused region share. */
 typedef struct {
     const st_model *m;
+    const st_weights *w; /* the context's weights (norms; the projections are in iw) */
     st_kv_cache *kc;
     st_infer_weights *iw;
     const infer_bufs *b;
@@ -371,7 +372,7 @@ static void fused_attend(fused_ctx *f, int l, int task, int t) {
  * than a barrier). Five barriers per layer, each after a phase whose outputs the next reads. */
 static void fused_thread(fused_ctx *f, int t, int nt) {
     const st_config *c = &f->m->config;
-    const st_weights *w = &f->m->w;
+    const st_weights *w = f->w;
     st_kv_cache *kc = f->kc;
     st_infer_weights *iw = f->iw;
     const infer_bufs *b = f->b;
@@ -494,11 +495,12 @@ static st_status layers_fused(fused_ctx *f) {
     return ST_OK;
 }
 
-st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
+st_status st_forward_infer(st_infer_ctx *ic, st_kv_cache *kc, const int *slots,
                            const int32_t *const *tokens, const int *n_tokens, int n_seqs,
                            float *logits_last) {
+    const st_model *m = ic->m;
     const st_config *c = &m->config;
-    const st_weights *w = &m->w;
+    const st_weights *w = &ic->w;
     const st_backend *be = st_backend_get();
     const int C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
     const int H = c->num_attention_heads, KV = c->num_key_value_heads, D = c->head_dim;
@@ -565,9 +567,7 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
     const int cpu = be == st_backend_cpu();
     if (cpu && !kc->no_wcache) {
         static int warned;
-        int empty = 1; /* nothing cached yet: the weights may have changed since last time */
-        for (int sl = 0; sl < kc->max_batch && empty; sl++) empty = kc->len[sl] == 0;
-        if (st_infer_weights_acquire(m, prec, empty, &iw) && !warned) {
+        if (st_infer_weights_acquire(ic, prec, &iw) && !warned) {
             warned = 1;
             st_log_warn("infer: no inference weight cache (%s); using the plain matmul",
                         st_last_error());
@@ -588,10 +588,17 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
             return st_error(ST_ERR_NOMEM, "infer: attention scratch");
         }
     }
+    /* the plain matmul reads the context's weights: its adapter is added as a separate term */
 #define MM(out, in, layer, kind, wptr, bias, M, K, Nn)                                        \
     do {                                                                                     \
-        if (!iw || st_infer_matmul(iw, layer, kind, out, in, bias, M))                        \
+        if (!iw || st_infer_matmul(iw, layer, kind, out, in, bias, M)) {                      \
             be->matmul_forward(out, in, wptr, bias, M, K, Nn);                               \
+            st_status ls_ = st_infer_lora_add(ic, layer, kind, out, in, M);                  \
+            if (ls_) {                                                                       \
+                st_infer_weights_release(iw);                                                \
+                return ls_;                                                                  \
+            }                                                                                \
+        }                                                                                    \
     } while (0)
     double tp = kc->profile ? omp_get_wtime() : 0.0;
     const int pk = N > (size_t)n_seqs; /* profile bucket: 1 when prefill rows are present */
@@ -613,7 +620,7 @@ st_status st_forward_infer(const st_model *m, st_kv_cache *kc, const int *slots,
     /* CPU with the weight cache: all layers in one parallel region (fused_thread) */
     int fused = cpu && iw && !kc->no_fused;
     if (fused) {
-        fused_ctx f = {.m = m, .kc = kc, .iw = iw, .b = &b, .slots = slots, .n_tokens = n_tokens,
+        fused_ctx f = {.m = m, .w = w, .kc = kc, .iw = iw, .b = &b, .slots = slots, .n_tokens = n_tokens,
                        .n_seqs = n_seqs, .N = (int)N, .pk = pk, .scale = scale,
                        .per_thread = per_thread, .att_floats = att_floats};
         st_status st = layers_fused(&f);

@@ -5,22 +5,22 @@
  * The four layer projections are stored as one column part per OpenMP thread (threads at
  * creation), each with single-threaded primitives, so st_forward_infer can run a whole layer
  * inside one parallel region (infer_weights.h); the lm_head stays whole.
- * Staleness: a fingerprint of ~256 sampled floats per matrix (and the weight pointers) is
- * checked on every acquire, so in-place training updates rebuild the copies; edits that could
- * miss the samples call st_infer_weights_refresh. Source: oneDNN developer guide, "Matrix
- * Multiplication" and "Memory Format Propagation" (format_tag_any + reorder), v2.x C API. */
+ * The cache belongs to an inference context (st_infer_ctx, forward.h), never to the model: it is
+ * built from the context's weight views on first use per precision, with the context's LoRA
+ * adapter merged into each projection as it is reordered (W + (alpha/r)·B·A in fp32, the order
+ * of PEFT's merge_and_unload, then rounded), and rebuilt only after st_infer_ctx_refresh.
+ * Source: oneDNN developer guide, "Matrix Multiplication" and "Memory Format Propagation"
+ * (format_tag_any + reorder), v2.x C API. */
 #include "model/infer_weights.h"
 #include "model/matmul_bf16.h"
+#include "safetune/backward.h"
 
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "safetune/forward.h"
-
-enum { NPRIM = 128, NSAMPLE = 256, REF_M = 32 };
+enum { NPRIM = 128, REF_M = 32 };
 
 typedef struct {
     int M, kind, prec, part; /* part -1: the whole matrix, oneDNN's own threading */
@@ -30,9 +30,8 @@ typedef struct {
 } iw_prim;
 
 typedef struct {
-    int built;             /* copies valid for fingerprint fp */
+    int built;             /* copies hold the context's weights */
     int broken;            /* oneDNN refused this precision: do not retry */
-    uint64_t fp;
     dnnl_memory_desc_t wmd[ST_IW_NSHAPES][ST_IW_MAXPARTS]; /* blocked md per shape, part */
     void **data;           /* [(L * 4 + 1) * P] reordered parts (lm_head last, one part) */
     dnnl_memory_t *mem;    /* [(L * 4 + 1) * P] memory objects over data */
@@ -49,7 +48,7 @@ struct st_infer_weights {
     iw_prim *cur[4][ST_IW_MAXPARTS];           /* st_infer_parts_prepare's primitives */
     uint16_t *pbuf[ST_IW_MAXPARTS];            /* bf16 activations per part */
     size_t pcap[ST_IW_MAXPARTS];
-    int stale;             /* st_infer_weights_refresh was called */
+    int stale;             /* st_infer_ctx_refresh was called */
     iw_set set[2];         /* by st_matmul_precision */
     iw_prim prims[NPRIM];
     int n_prims, next_prim;
@@ -58,11 +57,9 @@ struct st_infer_weights {
     int prec;              /* precision of the current acquire */
 };
 
-static pthread_mutex_t g_create_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static const float *src_matrix(const st_model *m, int layer, st_iw_kind kind) {
-    if (kind == ST_IW_LM) return m->w.lm_head;
-    const st_layer_weights *Lw = &m->w.layers[layer];
+static const float *src_matrix(const st_weights *w, int layer, st_iw_kind kind) {
+    if (kind == ST_IW_LM) return w->lm_head;
+    const st_layer_weights *Lw = &w->layers[layer];
     switch (kind) {
     case ST_IW_QKV: return Lw->q_proj;   /* fused [Wd, C] */
     case ST_IW_O: return Lw->o_proj;
@@ -71,26 +68,69 @@ static const float *src_matrix(const st_model *m, int layer, st_iw_kind kind) {
     }
 }
 
-static uint64_t mix(uint64_t h, uint64_t v) {
-    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
-    return h * 0xff51afd7ed558ccdull;
+/* The adapter targets inside fused projection kind: their targets, first rows (of the fused
+ * [N, K] matrix) and row counts; returns how many (0 for the lm_head). */
+static int lora_segments(const st_config *c, st_iw_kind kind, int t[3], int off[3], int n[3]) {
+    const int HD = c->num_attention_heads * c->head_dim, KD = c->num_key_value_heads * c->head_dim;
+    const int I = c->intermediate_size, C = c->hidden_size;
+    switch (kind) {
+    case ST_IW_QKV:
+        t[0] = ST_LORA_Q, off[0] = 0, n[0] = HD;
+        t[1] = ST_LORA_K, off[1] = HD, n[1] = KD;
+        t[2] = ST_LORA_V, off[2] = HD + KD, n[2] = KD;
+        return 3;
+    case ST_IW_O: t[0] = ST_LORA_O, off[0] = 0, n[0] = C; return 1;
+    case ST_IW_GU:
+        t[0] = ST_LORA_GATE, off[0] = 0, n[0] = I;
+        t[1] = ST_LORA_UP, off[1] = I, n[1] = I;
+        return 2;
+    case ST_IW_DOWN: t[0] = ST_LORA_DOWN, off[0] = 0, n[0] = C; return 1;
+    default: return 0;
+    }
 }
 
-static uint64_t fingerprint(const st_infer_weights *iw, const st_model *m) {
-    uint64_t h = mix(0, (uint64_t)(uintptr_t)m->params);
-    for (int l = 0; l <= iw->L; l++)
-        for (int k = 0; k < (l < iw->L ? 4 : 1); k++) {
-            const st_iw_kind kind = l < iw->L ? (st_iw_kind)k : ST_IW_LM;
-            const float *w = src_matrix(m, l, kind);
-            const size_t n = (size_t)iw->K[kind] * iw->N[kind], step = n / NSAMPLE + 1;
-            h = mix(h, (uint64_t)(uintptr_t)w);
-            for (size_t i = (size_t)(l * 7 + k) % step; i < n; i += step) {
-                uint32_t u;
-                memcpy(&u, &w[i], 4);
-                h = mix(h, u);
-            }
-        }
-    return h;
+/* dst [nrows, K] holds rows [row0, row0 + nrows) of fused projection kind of layer: add the
+ * adapter's (alpha/r)·B·A to the rows of every targeted projection among them. */
+static void lora_merge_rows(const st_infer_ctx *ic, int layer, st_iw_kind kind, int row0,
+                            int nrows, int K, float *dst) {
+    int t[3], off[3], n[3];
+    const int ns = ic->ad ? lora_segments(&ic->m->config, kind, t, off, n) : 0;
+    const st_lora_layer *ll = ns ? &ic->lw.layers[layer] : NULL;
+    const int r = ic->ad ? ic->ad->lc.r : 0;
+    const float sc = ic->ad ? st_lora_scale(&ic->ad->lc) : 0.0f;
+    for (int i = 0; i < ns; i++) {
+        if (!ll->A[t[i]]) continue;
+        const int a = row0 > off[i] ? row0 : off[i];
+        const int b = row0 + nrows < off[i] + n[i] ? row0 + nrows : off[i] + n[i];
+        if (a >= b) continue;
+        /* rows [a, b): W[a - off .., K] += s·B[a - off .., r]·A[r, K] */
+        st_sgemm('N', 'N', b - a, K, r, sc, ll->B[t[i]] + (size_t)(a - off[i]) * r, r,
+                 ll->A[t[i]], K, 1.0f, dst + (size_t)(a - row0) * K, K);
+    }
+}
+
+st_status st_infer_lora_add(const st_infer_ctx *ic, int layer, st_iw_kind kind, float *out,
+                            const float *in, int M) {
+    int t[3], off[3], n[3];
+    const int ns = ic->ad ? lora_segments(&ic->m->config, kind, t, off, n) : 0;
+    if (!ns || M <= 0) return ST_OK;
+    const st_config *c = &ic->m->config;
+    const int r = ic->ad->lc.r;
+    const float sc = st_lora_scale(&ic->ad->lc);
+    int ldo = 0, K = 0;
+    for (int i = 0; i < ns; i++) ldo = off[i] + n[i] > ldo ? off[i] + n[i] : ldo;
+    st_lora_target_dims(c, (st_lora_target)t[0], &K, &n[0]);
+    float *u = st_alloc_aligned((size_t)M * r * sizeof(float));
+    if (!u) return st_error(ST_ERR_NOMEM, "infer: out of memory (LoRA, %d rows)", M);
+    const st_lora_layer *ll = &ic->lw.layers[layer];
+    for (int i = 0; i < ns; i++) {
+        if (!ll->A[t[i]]) continue;
+        /* u[M, r] = in·Aᵀ, then out[:, off .. off + n) += s·u·Bᵀ */
+        st_sgemm('N', 'T', M, r, K, 1.0f, in, K, ll->A[t[i]], K, 0.0f, u, r);
+        st_sgemm('N', 'T', M, n[i], r, sc, u, r, ll->B[t[i]], r, 1.0f, out + off[i], ldo);
+    }
+    st_free_aligned(u);
+    return ST_OK;
 }
 
 static void set_free(iw_set *s, int n) {
@@ -123,17 +163,6 @@ void st_infer_weights_free(st_infer_weights *iw) {
     if (iw->eng) dnnl_engine_destroy(iw->eng);
     pthread_mutex_destroy(&iw->mu);
     free(iw);
-}
-
-st_status st_infer_weights_refresh(const st_model *m) {
-    pthread_mutex_lock(&g_create_mu);
-    st_infer_weights *iw = m->infer;
-    pthread_mutex_unlock(&g_create_mu);
-    if (!iw) return ST_OK;
-    pthread_mutex_lock(&iw->mu);
-    iw->stale = 1;
-    pthread_mutex_unlock(&iw->mu);
-    return ST_OK;
 }
 
 static dnnl_data_type_t dt_of(int prec) { return prec == ST_MATMUL_BF16 ? dnnl_bf16 : dnnl_f32; }
@@ -205,23 +234,36 @@ static int reorder_in(st_infer_weights *iw, const float *src, int K, int N,
     return rc;
 }
 
-/* Part p of matrix kind (rows of the [N, K] source) into its blocked copy dst. GU parts gather
- * their gate rows then their up rows into one temporary [2w, K] matrix first. */
-static int reorder_part(st_infer_weights *iw, const float *src, int kind, int p,
-                        const dnnl_memory_desc_t *to, void *dst) {
+/* Part p of matrix kind of layer (rows of the [N, K] source) into its blocked copy dst. GU
+ * parts gather their gate rows then their up rows into one temporary [2w, K] matrix first; with
+ * an adapter on the projection its rows are merged in that temporary. */
+static int reorder_part(const st_infer_ctx *ic, st_infer_weights *iw, int layer, const float *src,
+                        int kind, int p, const dnnl_memory_desc_t *to, void *dst) {
     const int K = iw->K[kind], w = part_width(iw, kind, p), r0 = iw->n0[kind][p];
-    if (kind != ST_IW_GU) return reorder_in(iw, src + (size_t)r0 * K, K, w, to, dst);
-    const int I = iw->N[ST_IW_GU] / 2, h = w / 2;
+    int t[3], off[3], n[3], lora = 0;
+    const int ns = ic->ad ? lora_segments(&ic->m->config, (st_iw_kind)kind, t, off, n) : 0;
+    for (int i = 0; i < ns; i++) lora |= ic->lw.layers[layer].A[t[i]] != NULL;
+    if (kind != ST_IW_GU && !lora) return reorder_in(iw, src + (size_t)r0 * K, K, w, to, dst);
     float *tmp = st_alloc_aligned((size_t)w * K * sizeof(float));
     if (!tmp) return -1;
-    memcpy(tmp, src + (size_t)r0 * K, (size_t)h * K * sizeof(float));
-    memcpy(tmp + (size_t)h * K, src + (size_t)(I + r0) * K, (size_t)h * K * sizeof(float));
+    if (kind == ST_IW_GU) {
+        const int I = iw->N[ST_IW_GU] / 2, h = w / 2;
+        memcpy(tmp, src + (size_t)r0 * K, (size_t)h * K * sizeof(float));
+        memcpy(tmp + (size_t)h * K, src + (size_t)(I + r0) * K, (size_t)h * K * sizeof(float));
+        if (lora) {
+            lora_merge_rows(ic, layer, ST_IW_GU, r0, h, K, tmp);
+            lora_merge_rows(ic, layer, ST_IW_GU, I + r0, h, K, tmp + (size_t)h * K);
+        }
+    } else {
+        memcpy(tmp, src + (size_t)r0 * K, (size_t)w * K * sizeof(float));
+        lora_merge_rows(ic, layer, (st_iw_kind)kind, r0, w, K, tmp);
+    }
     const int rc = reorder_in(iw, tmp, K, w, to, dst);
     st_free_aligned(tmp);
     return rc;
 }
 
-static st_status build(st_infer_weights *iw, const st_model *m, int prec, uint64_t fp) {
+static st_status build(st_infer_weights *iw, const st_infer_ctx *ic, int prec) {
     iw_set *s = &iw->set[prec];
     const int nm = iw->L * 4 + 1, P = iw->P, ns = nm * P;
     double t0 = st_time_now();
@@ -265,10 +307,11 @@ static st_status build(st_infer_weights *iw, const st_model *m, int prec, uint64
     }
     for (int i = 0; i < nm; i++) {
         const int kind = i == nm - 1 ? ST_IW_LM : i % 4;
-        const float *src = src_matrix(m, i == nm - 1 ? 0 : i / 4, (st_iw_kind)kind);
+        const int layer = i == nm - 1 ? 0 : i / 4;
+        const float *src = src_matrix(&ic->w, layer, (st_iw_kind)kind);
         for (int p = 0; p < nparts(iw, kind); p++) {
             if (part_width(iw, kind, p) == 0) continue;
-            if (reorder_part(iw, src, kind, p, &s->wmd[kind][p], s->data[i * P + p])) {
+            if (reorder_part(ic, iw, layer, src, kind, p, &s->wmd[kind][p], s->data[i * P + p])) {
                 set_free(s, ns);
                 s->broken = 1;
                 return st_error(ST_ERR_UNSUPPORTED, "infer weights: oneDNN reorder failed");
@@ -276,24 +319,23 @@ static st_status build(st_infer_weights *iw, const st_model *m, int prec, uint64
         }
     }
     s->built = 1;
-    s->fp = fp;
     st_bf16_row(NULL, NULL, 0); /* its ISA detection, before any parallel region converts */
     st_log_debug("infer weights: %s copy built in %.2f s (%d parts)", prec ? "bf16" : "fp32",
                  st_time_now() - t0, P);
     return ST_OK;
 }
 
-st_status st_infer_weights_acquire(const st_model *m, st_matmul_precision prec, int check,
+st_status st_infer_weights_acquire(st_infer_ctx *ic, st_matmul_precision prec,
                                    st_infer_weights **out) {
     *out = NULL;
-    const st_config *c = &m->config;
+    const st_config *c = &ic->m->config;
     const int p = prec == ST_MATMUL_BF16 ? 1 : 0;
-    pthread_mutex_lock(&g_create_mu);
-    st_infer_weights *iw = m->infer;
+    pthread_mutex_lock(&ic->mu);
+    st_infer_weights *iw = ic->iw;
     if (!iw) {
         iw = st_calloc(1, sizeof *iw);
         if (!iw) {
-            pthread_mutex_unlock(&g_create_mu);
+            pthread_mutex_unlock(&ic->mu);
             return ST_ERR_NOMEM;
         }
         pthread_mutex_init(&iw->mu, NULL);
@@ -320,13 +362,12 @@ st_status st_infer_weights_acquire(const st_model *m, st_matmul_precision prec, 
             bad = dnnl_stream_create(&iw->pstream[q], iw->eng, dnnl_stream_default_flags) != 0;
         if (bad) {
             st_infer_weights_free(iw);
-            pthread_mutex_unlock(&g_create_mu);
+            pthread_mutex_unlock(&ic->mu);
             return st_error(ST_ERR_UNSUPPORTED, "infer weights: no oneDNN CPU engine");
         }
-        /* the model owns the cache; st_model is const here only because readers share it */
-        ((st_model *)m)->infer = iw;
+        ic->iw = iw;
     }
-    pthread_mutex_unlock(&g_create_mu);
+    pthread_mutex_unlock(&ic->mu);
     pthread_mutex_lock(&iw->mu);
     iw_set *s = &iw->set[p];
     if (s->broken) {
@@ -337,9 +378,8 @@ st_status st_infer_weights_acquire(const st_model *m, st_matmul_precision prec, 
         iw->set[0].built = iw->set[1].built = 0;
         iw->stale = 0;
     }
-    const uint64_t fp = check || !s->built ? fingerprint(iw, m) : s->fp;
-    if (!s->built || s->fp != fp) {
-        st_status st = build(iw, m, p, fp);
+    if (!s->built) {
+        st_status st = build(iw, ic, p);
         if (st) {
             pthread_mutex_unlock(&iw->mu);
             return st;
@@ -482,4 +522,68 @@ int st_infer_matmul_part(st_infer_weights *iw, int layer, st_iw_kind kind, int p
     const int rc = run_prim(iw, e, mw, iw->pstream[part], out, in, M, iw->K[kind], iw->pbuf[part], 0);
     if (nthr) omp_set_num_threads(nthr);
     return rc;
+}
+
+/* ---- the inference context (forward.h) ---- */
+
+st_status st_infer_ctx_new(const st_model *m, const float *params, const st_lora *adapter,
+                           const float *adapter_params, st_infer_ctx **out) {
+    *out = NULL;
+    if (!m || (!params && !m->params))
+        return st_error(ST_ERR_ARG, "infer context: a model with weights is needed");
+    if (adapter) { /* the adapter's layout must be the one its config gives on this model */
+        st_layout lay;
+        st_status s = st_lora_layout_init(&lay, &m->config, &adapter->lc);
+        const int same = !s && lay.n_floats == adapter->layout.n_floats;
+        if (!s) st_layout_free(&lay);
+        if (!same)
+            return s ? s : st_error(ST_ERR_ARG, "infer context: the LoRA adapter (%zu floats) was "
+                                    "made for another model config", adapter->layout.n_floats);
+    }
+    st_infer_ctx *ic = st_calloc(1, sizeof *ic);
+    if (!ic) return st_error(ST_ERR_NOMEM, "infer context: out of memory");
+    ic->m = m;
+    ic->ad = adapter;
+    pthread_mutex_init(&ic->mu, NULL);
+    st_status s = st_weights_bind(&ic->w, &m->config, &m->layout, (float *)(params ? params : m->params));
+    if (!s && adapter)
+        s = st_lora_bind(&ic->lw, &m->config, &adapter->lc, &adapter->layout,
+                         (float *)(adapter_params ? adapter_params : adapter->params));
+    if (s) {
+        st_infer_ctx_free(ic);
+        return s;
+    }
+    *out = ic;
+    return ST_OK;
+}
+
+void st_infer_ctx_free(st_infer_ctx *ic) {
+    if (!ic) return;
+    st_infer_weights_free(ic->iw);
+    if (ic->ad) st_lora_unbind(&ic->lw);
+    st_weights_unbind(&ic->w);
+    pthread_mutex_destroy(&ic->mu);
+    free(ic);
+}
+
+void st_infer_ctx_refresh(st_infer_ctx *ic) {
+    pthread_mutex_lock(&ic->mu);
+    st_infer_weights *iw = ic->iw;
+    pthread_mutex_unlock(&ic->mu);
+    if (!iw) return;
+    pthread_mutex_lock(&iw->mu);
+    iw->stale = 1;
+    pthread_mutex_unlock(&iw->mu);
+}
+
+const st_model *st_infer_ctx_model(const st_infer_ctx *ic) { return ic->m; }
+
+st_status st_infer_ctx_score(const st_infer_ctx *ic, struct st_train_acts *a,
+                             const int32_t *tokens, const int32_t *targets, const float *mask,
+                             int B, int T, float normaliser, float *loss) {
+    const st_config *c = &ic->m->config;
+    if (ic->ad)
+        return st_lora_train_forward(c, &ic->w, &ic->ad->lc, &ic->lw, 0, a, tokens, targets, mask,
+                                     B, T, normaliser, loss);
+    return st_train_forward(c, &ic->w, a, tokens, targets, mask, B, T, normaliser, loss);
 }

@@ -1,11 +1,16 @@
-/* infer_weights.h - internal: the inference weight cache of a loaded model (infer_weights.c).
- * Projection and lm_head weights reordered once into the blocked layout oneDNN's matmul
- * (brgemm) is fastest with, in fp32 and/or bf16, plus matmul primitives per (rows, shape,
- * precision). Used by st_forward_infer only; training never reads it. */
+/* infer_weights.h - internal: the inference context (st_infer_ctx, forward.h) and the weight
+ * cache it owns (infer_weights.c). Projection and lm_head weights reordered once into the
+ * blocked layout oneDNN's matmul (brgemm) is fastest with, in fp32 and/or bf16 (a LoRA adapter
+ * merged in as they are built), plus matmul primitives per (rows, shape, precision). Used by
+ * st_forward_infer only; training never reads it. */
 #ifndef SAFETUNE_MODEL_INFER_WEIGHTS_H
 #define SAFETUNE_MODEL_INFER_WEIGHTS_H
 
+#include <pthread.h>
+
+#include "safetune/forward.h"
 #include "safetune/kernels.h"
+#include "safetune/lora.h"
 #include "safetune/model.h"
 
 /* The four per-layer projections (fused layouts of st_weights) and the lm_head. */
@@ -13,17 +18,30 @@ typedef enum { ST_IW_QKV = 0, ST_IW_O, ST_IW_GU, ST_IW_DOWN, ST_IW_LM, ST_IW_NSH
 
 typedef struct st_infer_weights st_infer_weights;
 
+/* The context: views only, except the cache. */
+struct st_infer_ctx {
+    const st_model *m;
+    st_weights w;              /* bound to the context's params (the model's own by default) */
+    const st_lora *ad;         /* NULL, or the adapter applied on top */
+    st_lora_weights lw;        /* ad's views bound to the context's adapter params */
+    pthread_mutex_t mu;        /* guards the lazy creation of iw */
+    st_infer_weights *iw;      /* the reordered copies (owned), NULL until first use */
+};
+
 /* Most column parts a projection is split into (one per OpenMP thread at cache creation). */
 enum { ST_IW_MAXPARTS = 16 };
 
-/* Lock m's cache for precision prec and return it, (re)building the reordered copies when
- * they are missing or stale (st_infer_weights_refresh was called, or - only when check != 0 -
- * a sampled fingerprint of the weights changed; ~31k scattered reads, so st_forward_infer
- * checks only when its KV cache holds nothing: weights cannot legitimately change under
- * cached keys/values). Pair with st_infer_weights_release.
+/* Lock ic's cache for precision prec and return it, building the reordered copies of ic's
+ * weights (+ adapter) when they are missing or stale (st_infer_ctx_refresh was called). Pair
+ * with st_infer_weights_release.
  * ST_ERR_NOMEM / ST_ERR_UNSUPPORTED (oneDNN refused): the caller falls back to fp32 sgemm. */
-st_status st_infer_weights_acquire(const st_model *m, st_matmul_precision prec, int check,
+st_status st_infer_weights_acquire(st_infer_ctx *ic, st_matmul_precision prec,
                                    st_infer_weights **out);
+/* out[M, ld] columns of projection `kind` of `layer` += the adapter's (alpha/r)·(in·Aᵀ)·Bᵀ for
+ * every targeted projection inside it (the plain-matmul path; the cache merges instead).
+ * in [M, K]. ST_ERR_NOMEM. No-op without an adapter. */
+st_status st_infer_lora_add(const st_infer_ctx *ic, int layer, st_iw_kind kind, float *out,
+                            const float *in, int M);
 void st_infer_weights_release(st_infer_weights *iw);
 /* out[M, N] = in[M, K] · Wᵀ (+ bias[N]) for projection `kind` of `layer` (ignored for
  * ST_IW_LM); K, N from the model config. Layer projections only when the cache has one part
@@ -47,7 +65,7 @@ int st_infer_parts_prepare(st_infer_weights *iw, int M);
  * Empty parts do nothing. Non-zero when oneDNN fails. */
 int st_infer_matmul_part(st_infer_weights *iw, int layer, st_iw_kind kind, int part, float *out,
                          const float *in, int M);
-/* Frees the cache (st_model_free calls it). */
+/* Frees the cache (st_infer_ctx_free calls it). */
 void st_infer_weights_free(st_infer_weights *iw);
 
 #endif

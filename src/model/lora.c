@@ -631,3 +631,45 @@ void st_lora_merge(const st_config *cfg, const st_weights *w, const st_lora_conf
         }
     }
 }
+
+/* The layout holds (A [r, in], B [out, r]) pairs in order (st_lora_layout_init). */
+double st_lora_delta_norm(const st_lora *ad, const float *params) {
+    const int r = ad->lc.r;
+    const double sc = st_lora_scale(&ad->lc);
+    double *ga = malloc((size_t)r * r * sizeof *ga), *gb = malloc((size_t)r * r * sizeof *gb);
+    if (!ga || !gb) {
+        free(ga);
+        free(gb);
+        return NAN;
+    }
+    double sum = 0.0;
+    for (size_t i = 0; i + 1 < ad->layout.n_tensors; i += 2) {
+        const st_param_info *pa = &ad->layout.params[i], *pb = &ad->layout.params[i + 1];
+        const float *A = params + pa->offset, *B = params + pb->offset;
+        const int64_t in = pa->shape[1], out = pb->shape[0];
+        /* ‖B·A‖²_F = Σ_jk (A·Aᵀ)_jk (Bᵀ·B)_jk: two r x r Gram matrices in double */
+        for (int j = 0; j < r; j++)
+            for (int k = j; k < r; k++) {
+                double a = 0.0, b = 0.0;
+                for (int64_t c = 0; c < in; c++) a += (double)A[j * in + c] * A[k * in + c];
+                for (int64_t o = 0; o < out; o++) b += (double)B[o * r + j] * B[o * r + k];
+                ga[j * r + k] = ga[k * r + j] = a;
+                gb[j * r + k] = gb[k * r + j] = b;
+            }
+        for (int j = 0; j < r * r; j++) sum += ga[j] * gb[j];
+    }
+    free(ga);
+    free(gb);
+    return sc * sqrt(sum > 0.0 ? sum : 0.0);
+}
+
+float *st_lora_scaled_params(const st_lora *ad, const float *params, float lambda) {
+    float *p = st_alloc_aligned(ad->layout.n_floats * sizeof(float));
+    if (!p) return NULL;
+    memcpy(p, params, ad->layout.n_floats * sizeof(float));
+    for (size_t i = 1; i < ad->layout.n_tensors; i += 2) { /* every B */
+        const st_param_info *pb = &ad->layout.params[i];
+        for (size_t e = 0; e < pb->numel; e++) p[pb->offset + e] *= lambda;
+    }
+    return p;
+}

@@ -5,7 +5,6 @@
 
 #include "safetune/model.h"
 
-#include "model/infer_weights.h"
 #include "model/load.h"
 
 st_status st_model_new(const st_config *cfg, st_model **out) {
@@ -44,7 +43,6 @@ st_status st__model_new_shell(const st_config *cfg, st_model **out) {
 
 void st_model_free(st_model *m) {
     if (!m) return;
-    st_infer_weights_free(m->infer);
     st_weights_unbind(&m->w);
     st_free_aligned(m->params);
     st_layout_free(&m->layout);

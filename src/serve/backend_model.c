@@ -1,5 +1,7 @@
 /* backend_model.c - st_serve_model_backend: chat template -> batched generation (one sequence)
- * -> text, the model behind `safetune serve --model`. Calls are serialised by the server. */
+ * -> text, the model behind `safetune serve --model` (ctx: its st_infer_ctx, forward.h). Calls
+ * are serialised by the server. */
+#include "safetune/forward.h"
 #include "safetune/generate.h"
 #include "safetune/serve.h"
 
@@ -29,7 +31,8 @@ static int hit_stop(void *ud, size_t prompt_idx, const int32_t *ids, size_t n) {
 st_status st_serve_model_backend(void *ctx, const st_chat_message *msgs, size_t n, const st_serve_params *p,
                                  st_serve_reply *out) {
     static uint64_t calls; /* seed for requests without one (the server serialises backend calls) */
-    const st_model *m = ctx;
+    st_infer_ctx *ic = ctx;
+    const st_model *m = ic ? st_infer_ctx_model(ic) : NULL;
     memset(out, 0, sizeof *out);
     if (!m || !m->tokenizer) return st_error(ST_ERR_INTERNAL, "serve: no model loaded");
     /* OpenAI's "developer" role is the system role of newer models */
@@ -56,6 +59,7 @@ st_status st_serve_model_backend(void *ctx, const st_chat_message *msgs, size_t 
     }
     st_generate_options go = st_generate_defaults();
     go.batch_size = 1;
+    go.infer = ic;
     go.max_new_tokens = p->max_tokens > 0 ? p->max_tokens : 256;
     go.sampling.temperature = p->temperature;
     go.sampling.top_p = p->top_p > 0 ? p->top_p : 1.0f;

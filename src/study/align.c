@@ -89,7 +89,10 @@ static st_status measure_list(const st_model *m, const st_refusal_matcher *rm, c
                               const char *what, cJSON *o) {
     double t0 = st_time_now();
     size_t gt = 0;
-    st_status s = stx_refusals(m, prompts, n, max_new, batch, bf16, rm, ref, texts, &gt);
+    st_infer_ctx *ic = NULL; /* m's weights as they are now (before or after the alignment) */
+    st_status s = st_infer_ctx_new(m, NULL, NULL, NULL, &ic);
+    if (!s) s = stx_refusals(ic, prompts, n, max_new, batch, bf16, rm, ref, texts, &gt);
+    st_infer_ctx_free(ic);
     if (s) return s;
     size_t ns = 0, nu = 0, rs = 0, ru = 0;
     for (size_t i = 0; i < n; i++) {

@@ -4,23 +4,19 @@
 #define SAFETUNE_STUDY_HOOKS_INTERNAL_H
 
 #include "safetune/data.h"
+#include "safetune/forward.h"
 #include "safetune/model.h"
 #include "safetune/prompts.h"
 #include "safetune/refusal.h"
 #include "safetune/study.h"
 #include "safetune/trainer.h"
 
-/* A model that shares base's config, tokenizer and chat template but reads its weights from
- * params (same flat layout), with its own inference weight cache (forward.h; built on first
- * generation, freed by stx_view_free). Does not free params. */
-st_status stx_view(const st_model *base, const float *params, st_model *out);
-void stx_view_free(st_model *v);
-
-/* Greedy generation (chat template, default system prompt) of max_new tokens for prompts[0..n),
+/* Greedy generation (chat template, default system prompt) with the weights (+ adapter) of
+ * inference context ic (forward.h; its model's tokenizer) of max_new tokens for prompts[0..n),
  * batch slots at once, in bf16 matmuls (bf16 = 1) or fp32 whatever the trainer holds, then the refusal rule of refusal.h: refused[i] = 1 if answer i refused.
  * texts (may be NULL): texts[i] = answer i (heap; the caller frees each). *gen_tokens (may be
  * NULL) = completion tokens generated. */
-st_status stx_refusals(const st_model *m, const char *const *prompts, size_t n, int max_new, int batch, int bf16,
+st_status stx_refusals(st_infer_ctx *ic, const char *const *prompts, size_t n, int max_new, int batch, int bf16,
                        const st_refusal_matcher *rm, int *refused, char **texts, size_t *gen_tokens);
 
 /* The AdvBench prompts used by a study: the half cfg->eval.advbench_split of

@@ -65,7 +65,7 @@ typedef struct {
                                  ema_0, ema_1, ...), carried by the trainer's checkpoints */
     real_best_meta best_meta;
     float *scratch;           /* weights read back from disk */
-    float *work;              /* a merge's weights, or LoRA's base + adapter merged */
+    float *work;              /* a merge's weights */
     char *run_json;           /* the trainer's run_config_json (read when it saves) */
 } real_ctx;
 
@@ -310,18 +310,31 @@ static void best_name(size_t k, char *buf, size_t n) {
 
 /* ---- weights ---- */
 
-/* The model weights of trainer vector vec: vec itself for full fine-tuning; with LoRA (ad the
- * adapter, vec its parameters) θ_0 with the adapter merged in (st_lora_merged_params), in x->work. */
-static st_status full_weights(real_ctx *x, const st_lora *ad, const float *vec, const float **out) {
-    if (!ad) {
-        *out = vec;
-        return ST_OK;
-    }
-    st_free_aligned(x->work);
-    x->work = NULL;
-    st_status s = st_lora_merged_params(&x->m->config, &x->m->layout, x->theta0, ad, vec, &x->work);
-    *out = x->work;
-    return s;
+/* One weight set to evaluate: full weights in the model's layout, or (LoRA) an adapter's
+ * parameters applied on θ_0 by the inference context itself (no merged copy of the model). */
+typedef struct {
+    const float *params;    /* full fine-tuning: the weights */
+    const st_lora *ad;      /* LoRA: the run's adapter (config, layout) */
+    const float *ad_params; /* LoRA: its parameters (live or an EMA) */
+    st_lora *owned;         /* an adapter read back from a checkpoint (wset_free) */
+    float *scaled;          /* a LoRA merge's adapter parameters (wset_free) */
+} wset;
+
+static wset wset_of(const st_lora *ad, const float *vec) {
+    wset w = {ad ? NULL : vec, ad, ad ? vec : NULL, NULL, NULL};
+    return w;
+}
+
+static void wset_free(wset *w) {
+    st_lora_free(w->owned);
+    st_free_aligned(w->scaled);
+    memset(w, 0, sizeof *w);
+}
+
+/* An inference context (forward.h) over weight set w: θ_0 + adapter for LoRA. */
+static st_status wset_ctx(const real_ctx *x, const wset *w, st_infer_ctx **out) {
+    return w->ad ? st_infer_ctx_new(x->m, x->theta0, w->ad, w->ad_params, out)
+                 : st_infer_ctx_new(x->m, w->params, NULL, NULL, out);
 }
 
 /* ---- probe ---- */
@@ -332,14 +345,12 @@ static st_status probe(real_ctx *x, const st_study_config *c, const st_study_run
     if (!ref) return nomem();
     st_status s = ST_OK;
     for (size_t k = 0; k <= r->n_ema && !s; k++) {
-        const float *w = NULL;
-        if ((s = full_weights(x, st_trainer_adapter(x->t),
-                              k == 0 ? st_trainer_params(x->t) : st_trainer_ema_params_k(x->t, (int)k - 1), &w)))
-            break;
-        st_model v;
-        if ((s = stx_view(x->m, w, &v))) break;
-        s = stx_refusals(&v, x->adv_probe, x->n_probe, c->probe.max_new_tokens, c->eval.batch_size, EVAL_BF16(c), x->rm, ref, NULL, NULL);
-        stx_view_free(&v);
+        const wset w = wset_of(st_trainer_adapter(x->t),
+                               k == 0 ? st_trainer_params(x->t) : st_trainer_ema_params_k(x->t, (int)k - 1));
+        st_infer_ctx *ic = NULL;
+        if ((s = wset_ctx(x, &w, &ic))) break;
+        s = stx_refusals(ic, x->adv_probe, x->n_probe, c->probe.max_new_tokens, c->eval.batch_size, EVAL_BF16(c), x->rm, ref, NULL, NULL);
+        st_infer_ctx_free(ic);
         size_t succ = 0;
         for (size_t i = 0; i < x->n_probe; i++) succ += !ref[i];
         asr[k] = x->n_probe ? (double)succ / (double)x->n_probe : NAN;
@@ -524,16 +535,16 @@ static st_status real_train(void *user, const st_study_config *c, const st_study
 /* Weights of set k (0 live, 1 + e EMA e) of run r: in memory when r was trained in this process,
  * else read back from the run's last checkpoint (its best_* state when keep_best kept one). */
 static st_status weights_of(real_ctx *x, const st_study_config *c, const st_study_run *r, size_t k, const char *ckpt_dir,
-                            const float **out) {
+                            wset *out) {
+    memset(out, 0, sizeof *out);
     if (x->t && !strcmp(x->run_id, r->id)) {
-        if (c->probe.keep_best && x->best_meta.has) *out = x->best[k]; /* full fine-tuning only (config check) */
+        if (c->probe.keep_best && x->best_meta.has) out->params = x->best[k]; /* full fine-tuning only (config check) */
         else
-            return full_weights(x, st_trainer_adapter(x->t),
-                                k == 0 ? st_trainer_params(x->t) : st_trainer_ema_params_k(x->t, (int)k - 1), out);
+            *out = wset_of(st_trainer_adapter(x->t), k == 0 ? st_trainer_params(x->t) : st_trainer_ema_params_k(x->t, (int)k - 1));
         return ST_OK;
     }
     if (c->n_finetunes && c->finetunes[r->finetune].finetune == ST_FINETUNE_LORA) {
-        /* an adapter of the run's settings, read back from its last checkpoint, merged into θ_0 */
+        /* an adapter of the run's settings, read back from its last checkpoint, on θ_0 */
         st_train_config tc;
         st_status s = run_train_config(x, c, r, &tc);
         st_lora *ad = NULL;
@@ -545,9 +556,13 @@ static st_status weights_of(real_ctx *x, const st_study_config *c, const st_stud
         if (!s)
             s = k == 0 ? st_checkpoint_read_blob(latest, "params", 0, ad->params, ad->layout.n_floats * sizeof(float))
                        : st_checkpoint_read_blob(latest, "ema", (int)k - 1, ad->params, ad->layout.n_floats * sizeof(float));
-        if (!s) s = full_weights(x, ad, ad->params, out);
-        st_lora_free(ad);
-        return s;
+        if (s) {
+            st_lora_free(ad);
+            return s;
+        }
+        *out = wset_of(ad, ad->params);
+        out->owned = ad;
+        return ST_OK;
     }
     if (!x->scratch && !(x->scratch = st_alloc_aligned(x->nf * sizeof(float)))) return nomem();
     char cdir[4300], latest[4400];
@@ -563,14 +578,14 @@ static st_status weights_of(real_ctx *x, const st_study_config *c, const st_stud
             best_name(k, name, sizeof name);
             snprintf(blob, sizeof blob, "x-%s", name);
             if ((s = st_checkpoint_read_blob(latest, blob, 0, x->scratch, x->nf * sizeof(float)))) return s;
-            *out = x->scratch;
+            out->params = x->scratch;
             return ST_OK;
         }
     }
     s = k == 0 ? st_checkpoint_read_blob(latest, "params", 0, x->scratch, x->nf * sizeof(float))
                : st_checkpoint_read_blob(latest, "ema", (int)k - 1, x->scratch, x->nf * sizeof(float));
     if (s) return s;
-    *out = x->scratch;
+    out->params = x->scratch;
     return ST_OK;
 }
 
@@ -617,7 +632,7 @@ static st_status judge_answers(const real_ctx *x, const st_study_config *c, cons
 }
 
 /* Answered share of every eval.benchmarks set (first eval.benchmark_limit prompts). */
-static st_status eval_benchmarks(const real_ctx *x, const st_study_config *c, const st_model *v, st_study_eval_result *out) {
+static st_status eval_benchmarks(const real_ctx *x, const st_study_config *c, st_infer_ctx *v, st_study_eval_result *out) {
     st_status s = st_study_eval_result_bench_alloc(out, x->n_bench);
     for (size_t b = 0; !s && b < x->n_bench; b++) {
         size_t n = x->bench[b].n;
@@ -672,34 +687,48 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
         if (k == r->n_ema) return st_error(ST_ERR_ARG, "study: run %s has no EMA decay %g", r->id, w->ema_decay);
         k++;
     }
-    const float *wp = NULL;
-    if ((s = weights_of(x, c, r, k, ckpt_dir, &wp))) return s;
-    if (w->kind == ST_WEIGHTS_MERGE) { /* θ = (1−λ)·θ_0 + λ·θ_ft, θ_ft the live endpoint (merge.h) */
+    wset ws;
+    if ((s = weights_of(x, c, r, k, ckpt_dir, &ws))) return s;
+    if (w->kind == ST_WEIGHTS_MERGE && ws.ad) { /* θ_0 + λ·s·B·A: the adapter with λ·B */
+        if (!(ws.scaled = st_lora_scaled_params(ws.ad, ws.ad_params, (float)w->merge_lambda))) {
+            wset_free(&ws);
+            return nomem();
+        }
+        ws.ad_params = ws.scaled;
+    } else if (w->kind == ST_WEIGHTS_MERGE) { /* θ = (1−λ)·θ_0 + λ·θ_ft, θ_ft the live endpoint (merge.h) */
         if (!x->scratch && !(x->scratch = st_alloc_aligned(x->nf * sizeof(float)))) return nomem();
-        float *mw = wp == x->scratch ? x->work : x->scratch; /* never the buffer wp is in */
+        float *mw = ws.params == x->scratch ? x->work : x->scratch; /* never the buffer wp is in */
         if (!mw && !(mw = x->work = st_alloc_aligned(x->nf * sizeof(float)))) return nomem();
         st_merge_spec sp;
         memset(&sp, 0, sizeof sp);
         sp.method = ST_MERGE_LINEAR;
         sp.weight = w->merge_lambda;
-        if ((s = st_merge_apply(&sp, &x->m->layout, x->theta0, wp, mw, NULL))) return s;
-        wp = mw;
+        if ((s = st_merge_apply(&sp, &x->m->layout, x->theta0, ws.params, mw, NULL))) return s;
+        ws.params = mw;
     }
-    st_model v;
-    if ((s = stx_view(x->m, wp, &v))) return s;
+    st_infer_ctx *v = NULL;
+    if ((s = wset_ctx(x, &ws, &v))) {
+        wset_free(&ws);
+        return s;
+    }
     size_t nmax = x->n_eval > x->n_xs ? x->n_eval : x->n_xs;
     int *ref = malloc((nmax ? nmax : 1) * sizeof *ref);
-    if (!ref) { stx_view_free(&v); return nomem(); }
+    if (!ref) {
+        st_infer_ctx_free(v);
+        wset_free(&ws);
+        return nomem();
+    }
     double t0 = st_time_now();
     size_t gt = 0, gx = 0;
     char **texts = calloc(nmax ? nmax : 1, sizeof *texts);
     stu_buf ans = {0};
     if (!texts) {
         free(ref);
-        stx_view_free(&v);
+        st_infer_ctx_free(v);
+        wset_free(&ws);
         return nomem();
     }
-    s = stx_refusals(&v, x->adv_eval, x->n_eval, c->eval.max_new_tokens, c->eval.batch_size, EVAL_BF16(c), x->rm, ref, texts, &gt);
+    s = stx_refusals(v, x->adv_eval, x->n_eval, c->eval.max_new_tokens, c->eval.batch_size, EVAL_BF16(c), x->rm, ref, texts, &gt);
     if (!s && c->eval.judge_url && x->n_eval) s = judge_answers(x, c, r, ckpt_dir, texts, out);
     if (!s) answers_add(&ans, "advbench", x->adv_eval, NULL, ref, texts, x->n_eval);
     if (!s) {
@@ -716,7 +745,7 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
     }
     double t1 = st_time_now();
     if (!s && c->eval.xstest && x->n_xs) {
-        s = stx_refusals(&v, x->xs_p, x->n_xs, c->eval.max_new_tokens, c->eval.batch_size, EVAL_BF16(c), x->rm, ref, texts, &gx);
+        s = stx_refusals(v, x->xs_p, x->n_xs, c->eval.max_new_tokens, c->eval.batch_size, EVAL_BF16(c), x->rm, ref, texts, &gx);
         if (!s) answers_add(&ans, "xstest", x->xs_p, x->xs_lab, ref, texts, x->n_xs);
         size_t ns = 0, nu = 0, rs = 0, ru = 0;
         for (size_t i = 0; !s && i < x->n_xs; i++) {
@@ -737,26 +766,28 @@ static st_status real_eval(void *user, const st_study_config *c, const st_study_
         ans.p = NULL;
     }
     stu_buf_free(&ans);
-    if (!s) s = eval_benchmarks(x, c, &v, out);
+    if (!s) s = eval_benchmarks(x, c, v, out);
     double t2 = st_time_now();
     if (!s && x->split.n_val > 0) {
         st_heldout_result hr;
-        s = st_heldout_loss(&v, &x->tk, x->split.val, x->split.n_val, c->max_seq_len, 8, &hr);
+        s = st_heldout_loss(v, &x->tk, x->split.val, x->split.n_val, c->max_seq_len, 8, &hr);
         if (!s) out->val_loss = hr.loss;
     }
     double t3 = st_time_now();
     if (!s && c->eval.truthfulqa && x->tqa_loaded) {
         size_t n = c->eval.truthfulqa_limit > 0 && (size_t)c->eval.truthfulqa_limit < x->tqa.n ? (size_t)c->eval.truthfulqa_limit : x->tqa.n;
         st_mc1_result mr;
-        s = st_truthfulqa_mc1(&v, &x->tqa, n, 0, NULL, NULL, &mr);
+        s = st_truthfulqa_mc1(v, &x->tqa, n, 0, NULL, NULL, &mr);
         if (!s) {
             out->truthfulqa_mc1 = mr.accuracy;
             st_mc1_result_free(&mr);
         }
     }
     double t4 = st_time_now();
-    out->theta_dist = st_l2_distance(wp, x->theta0, x->nf);
-    stx_view_free(&v);
+    /* ‖θ − θ_0‖: with LoRA the norm of the adapter's weight change s·B·A itself */
+    out->theta_dist = ws.ad ? st_lora_delta_norm(ws.ad, ws.ad_params) : st_l2_distance(ws.params, x->theta0, x->nf);
+    st_infer_ctx_free(v);
+    wset_free(&ws);
     if (s) return s;
     st_log_info("study: %s %s: ASR %.3f (n=%zu), advbench %.1f s (%zu tok, %.0f tok/s), xstest %.1f s, val %.1f s, tqa %.1f s", r->id,
                 w->name, out->asr, x->n_eval, t1 - t0, gt, (t1 - t0) > 0 ? (double)gt / (t1 - t0) : 0.0, t2 - t1, t3 - t2, t4 - t3);

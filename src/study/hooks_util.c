@@ -1,29 +1,15 @@
-/* hooks_util.c - model views, refusal counting and prompt subsets for the real study hooks and
+/* hooks_util.c - refusal counting and prompt subsets for the real study hooks and
  * `safetune align` (see hooks_internal.h). */
 #include "study/hooks_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/infer_weights.h" /* st_infer_weights_free: a view owns its own inference cache */
 #include "safetune/generate.h"
 
-st_status stx_view(const st_model *base, const float *params, st_model *out) {
-    *out = *base;
-    out->params = (float *)params;
-    out->infer = NULL; /* never share base's reordered-weight cache: it holds other weights */
-    memset(&out->w, 0, sizeof out->w);
-    return st_weights_bind(&out->w, &base->config, &base->layout, (float *)params);
-}
-
-void stx_view_free(st_model *v) {
-    st_infer_weights_free(v->infer);
-    st_weights_unbind(&v->w);
-    memset(v, 0, sizeof *v);
-}
-
-st_status stx_refusals(const st_model *m, const char *const *prompts, size_t n, int max_new, int batch, int bf16,
+st_status stx_refusals(st_infer_ctx *ic, const char *const *prompts, size_t n, int max_new, int batch, int bf16,
                        const st_refusal_matcher *rm, int *refused, char **texts, size_t *gen_tokens) {
+    const st_model *m = st_infer_ctx_model(ic);
     if (gen_tokens) *gen_tokens = 0;
     if (n == 0) return ST_OK;
     int32_t **ids = calloc(n, sizeof *ids);
@@ -45,6 +31,7 @@ st_status stx_refusals(const st_model *m, const char *const *prompts, size_t n, 
         go.max_new_tokens = max_new;
         go.precision = bf16 ? ST_GEN_PRECISION_BF16 : ST_GEN_PRECISION_FP32;
         go.context_length = (int)ctx;
+        go.infer = ic;
         s = st_generate(m, (const int32_t *const *)ids, lens, n, &go, g, NULL);
         if (!s) {
             for (size_t i = 0; i < n; i++) {

@@ -186,12 +186,15 @@ st_status st_study_measure(const st_study_config *c, const st_study_plan *p, st_
          * with 1, a prompt's slot ends in the step that prefilled it, before the other slots can
          * copy the shared system-prompt prefix from it, and the prefills run one after another),
          * then the whole generation: decode = the difference */
-        if (!s) s = stx_refusals(m, prompts, 1, 1, c->eval.batch_size, bf, rm, refused, NULL, NULL);
+        st_infer_ctx *ic = NULL;
+        if (!s) s = st_infer_ctx_new(m, NULL, NULL, NULL, &ic);
+        if (!s) s = stx_refusals(ic, prompts, 1, 1, c->eval.batch_size, bf, rm, refused, NULL, NULL);
         double t0 = st_time_now();
-        if (!s) s = stx_refusals(m, prompts, n, 2, c->eval.batch_size, bf, rm, refused, NULL, &g1);
+        if (!s) s = stx_refusals(ic, prompts, n, 2, c->eval.batch_size, bf, rm, refused, NULL, &g1);
         const double dt1 = st_time_now() - t0;
         t0 = st_time_now();
-        if (!s) s = stx_refusals(m, prompts, n, nt, c->eval.batch_size, bf, rm, refused, NULL, &gt);
+        if (!s) s = stx_refusals(ic, prompts, n, nt, c->eval.batch_size, bf, rm, refused, NULL, &gt);
+        st_infer_ctx_free(ic);
         double dt = st_time_now() - t0;
         if (!s) {
             o->gen_prompts = (int)n;

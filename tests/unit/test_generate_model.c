@@ -25,7 +25,7 @@ static st_model *random_model(uint64_t seed) {
 }
 
 typedef struct {
-    st_model *m;
+    st_infer_ctx *ic;
     st_kv_cache *c;
     int copies;
 } be_ctx;
@@ -33,7 +33,7 @@ typedef struct {
 static st_status be_infer(void *ctx, const int *slots, const int32_t *const *tokens, const int *n, int ns,
                           float *logits) {
     be_ctx *b = ctx;
-    return st_forward_infer(b->m, b->c, slots, tokens, n, ns, logits);
+    return st_forward_infer(b->ic, b->c, slots, tokens, n, ns, logits);
 }
 static void be_clear(void *ctx, int slot) { st_kv_cache_clear(((be_ctx *)ctx)->c, slot); }
 static st_status be_copy(void *ctx, int dst, int src, int n) {
@@ -80,7 +80,8 @@ static void run_batched_equals_recompute(int shared) {
     const int steps[] = {2048, 7};
     for (int bi = 0; bi < 3; bi++) {
         for (int si = 0; si < 2; si++) {
-            be_ctx b = {m, NULL, 0};
+            be_ctx b = {NULL, NULL, 0};
+            assert_int_equal(st_infer_ctx_new(m, NULL, NULL, NULL, &b.ic), ST_OK);
             assert_int_equal(st_kv_cache_new(&m->config, batches[bi], 64, &b.c), ST_OK);
             st_infer_backend be = {&b, V, batches[bi], 64, be_infer, be_clear, be_copy};
             st_generate_options o = st_generate_defaults();
@@ -101,6 +102,7 @@ static void run_batched_equals_recompute(int shared) {
             if (!shared) assert_int_equal(b.copies, 0);
             st_generations_free(g, NP);
             st_kv_cache_free(b.c);
+            st_infer_ctx_free(b.ic);
         }
     }
     for (int i = 0; i < NP; i++) free(pp[i]);
@@ -124,10 +126,12 @@ static void test_copy_prefix_contract(void **state) {
     st_model *m = random_model(3);
     st_kv_cache *c;
     assert_int_equal(st_kv_cache_new(&m->config, 3, 16, &c), ST_OK);
+    st_infer_ctx *ic = NULL;
+    assert_int_equal(st_infer_ctx_new(m, NULL, NULL, NULL, &ic), ST_OK);
     const int32_t t[5] = {1, 2, 3, 4, 5}, *tp = t;
     const int slot = 0, n5 = 5;
     float *lg = malloc(sizeof(float) * V);
-    assert_int_equal(st_forward_infer(m, c, &slot, &tp, &n5, 1, lg), ST_OK);
+    assert_int_equal(st_forward_infer(ic, c, &slot, &tp, &n5, 1, lg), ST_OK);
     assert_int_equal(st_kv_cache_copy_prefix(c, 2, 0, 3), ST_OK);
     assert_int_equal(st_kv_cache_len(c, 2), 3);
     assert_int_equal(st_kv_cache_copy_prefix(c, 1, 0, 6), ST_ERR_ARG); /* more than src holds */
@@ -139,10 +143,11 @@ static void test_copy_prefix_contract(void **state) {
     float *lg2 = malloc(sizeof(float) * V);
     const int32_t *rest = t + 3;
     const int slot2 = 2, n2 = 2;
-    assert_int_equal(st_forward_infer(m, c, &slot2, &rest, &n2, 1, lg2), ST_OK);
+    assert_int_equal(st_forward_infer(ic, c, &slot2, &rest, &n2, 1, lg2), ST_OK);
     for (int v = 0; v < V; v++) assert_true(fabsf(lg[v] - lg2[v]) <= 1e-5f * (1.0f + fabsf(lg[v])));
     free(lg);
     free(lg2);
+    st_infer_ctx_free(ic);
     st_kv_cache_free(c);
     st_model_free(m);
 }

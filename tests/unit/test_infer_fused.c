@@ -38,6 +38,8 @@ static void run_calls(st_model *m, int fused, float *out) {
     setenv("SAFETUNE_INFER_FUSED", fused ? "1" : "0", 1);
     st_kv_cache *kc;
     assert_int_equal(st_kv_cache_new(&m->config, 2, MAXT, &kc), ST_OK);
+    st_infer_ctx *ic = NULL;
+    assert_int_equal(st_infer_ctx_new(m, NULL, NULL, NULL, &ic), ST_OK);
     unsetenv("SAFETUNE_INFER_FUSED");
     st_kv_cache_set_precision(kc, ST_MATMUL_F32);
     for (int step = 0; step <= STEPS; step++) {
@@ -45,9 +47,10 @@ static void run_calls(st_model *m, int fused, float *out) {
         const int32_t *tp[2] = {step ? tok[0] + plen[0] + step - 1 : tok[0],
                                 step ? tok[1] + plen[1] + step - 1 : tok[1]};
         const int n[2] = {step ? 1 : plen[0], step ? 1 : plen[1]};
-        assert_int_equal(st_forward_infer(m, kc, slots, tp, n, 2, out + (size_t)step * 2 * V),
+        assert_int_equal(st_forward_infer(ic, kc, slots, tp, n, 2, out + (size_t)step * 2 * V),
                          ST_OK);
     }
+    st_infer_ctx_free(ic);
     st_kv_cache_free(kc);
     /* the reference: the whole prefix through the training forward */
     float *full = malloc((size_t)MAXT * V * sizeof(float));
@@ -104,8 +107,10 @@ static void test_parts_match_reference(void **state) {
     const int saved = omp_get_max_threads();
     omp_set_num_threads(3);
     st_model *m = small_model(31, 0);
+    st_infer_ctx *ic = NULL;
+    assert_int_equal(st_infer_ctx_new(m, NULL, NULL, NULL, &ic), ST_OK);
     st_infer_weights *iw;
-    assert_int_equal(st_infer_weights_acquire(m, ST_MATMUL_F32, 1, &iw), ST_OK);
+    assert_int_equal(st_infer_weights_acquire(ic, ST_MATMUL_F32, &iw), ST_OK);
     omp_set_num_threads(saved);
     assert_int_equal(st_infer_nparts(iw), 3);
     enum { M = 5 };
@@ -157,6 +162,7 @@ static void test_parts_match_reference(void **state) {
             assert_true(sqrt(num / den) <= 1e-6);
         }
     st_infer_weights_release(iw);
+    st_infer_ctx_free(ic);
     free(x);
     free(out);
     free(part);

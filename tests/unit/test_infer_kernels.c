@@ -186,12 +186,14 @@ static void test_cache_precision_switch(void **state) {
     st_test_randomize(m, 9);
     st_kv_cache *kc;
     assert_int_equal(st_kv_cache_new(&m->config, 3, 16, &kc), ST_OK);
+    st_infer_ctx *ic = NULL;
+    assert_int_equal(st_infer_ctx_new(m, NULL, NULL, NULL, &ic), ST_OK);
     int32_t toks[2][7] = {{1, 5, 9, 2, 7, 3, 4}, {8, 6, 11, 0, 13, 12, 10}};
     const int slots[2] = {2, 0}, n[2] = {7, 4};
     const int32_t *tp[2] = {toks[0], toks[1]};
     float *logits = malloc(2 * 50 * sizeof(float));
     st_kv_cache_set_precision(kc, ST_MATMUL_F32);
-    assert_int_equal(st_forward_infer(m, kc, slots, tp, n, 2, logits), ST_OK);
+    assert_int_equal(st_forward_infer(ic, kc, slots, tp, n, 2, logits), ST_OK);
     assert_int_equal(kc->kv_bf16, 0);
     const size_t tot = (size_t)c.num_hidden_layers * 3 * 16 * c.num_key_value_heads * c.head_dim;
     float *k32 = malloc(tot * 4), *v32 = malloc(tot * 4);
@@ -218,7 +220,7 @@ static void test_cache_precision_switch(void **state) {
     int32_t seq0[8], seq1[5];
     memcpy(seq0, toks[0], 7 * 4), seq0[7] = toks[0][6];
     memcpy(seq1, toks[1], 5 * 4);
-    assert_int_equal(st_forward_infer(m, kc, slots, tp2, one, 2, logits), ST_OK);
+    assert_int_equal(st_forward_infer(ic, kc, slots, tp2, one, 2, logits), ST_OK);
     float *full = malloc(8 * 50 * sizeof(float));
     assert_int_equal(st_forward_logits(m, seq0, 1, 8, full), ST_OK);
     double e0 = st_test_rel(logits, full + 7 * 50, 50);
@@ -234,6 +236,7 @@ static void test_cache_precision_switch(void **state) {
     for (size_t i = 0; i < (size_t)8 * c.head_dim; i++)
         assert_true(((float *)kc->k)[o + i] == st_bf16_to_f32(kh[o + i]));
     free(kh), free(full), free(k32), free(v32), free(logits);
+    st_infer_ctx_free(ic);
     st_kv_cache_free(kc);
     st_model_free(m);
 }
@@ -252,6 +255,8 @@ static void test_bf16_cache_chunked(void **state) {
         for (int t = 0; t < T; t++) toks[s][t] = (int32_t)((s * 13 + t * 7 + 1) % V);
     st_kv_cache *kc;
     assert_int_equal(st_kv_cache_new(&m->config, 4, T, &kc), ST_OK);
+    st_infer_ctx *ic = NULL;
+    assert_int_equal(st_infer_ctx_new(m, NULL, NULL, NULL, &ic), ST_OK);
     st_kv_cache_set_precision(kc, ST_MATMUL_BF16);
     float *out = malloc(2 * V * sizeof(float)), *full = malloc((size_t)T * V * sizeof(float));
     const int chunks[] = {5, 4, 1, 1, 1}, slots[2] = {3, 1};
@@ -260,7 +265,7 @@ static void test_bf16_cache_chunked(void **state) {
     for (int ci = 0; ci < 5; ci++) {
         const int n[2] = {chunks[ci], chunks[ci]};
         const int32_t *tp[2] = {toks[0] + done, toks[1] + done};
-        assert_int_equal(st_forward_infer(m, kc, slots, tp, n, 2, out), ST_OK);
+        assert_int_equal(st_forward_infer(ic, kc, slots, tp, n, 2, out), ST_OK);
         done += chunks[ci];
         for (int s = 0; s < 2; s++) {
             assert_int_equal(st_forward_logits(m, toks[s], 1, done, full), ST_OK);
@@ -269,6 +274,7 @@ static void test_bf16_cache_chunked(void **state) {
     }
     assert_true(worst > 0 && worst < 3e-2);
     free(out), free(full);
+    st_infer_ctx_free(ic);
     st_kv_cache_free(kc);
     st_model_free(m);
 }
@@ -285,12 +291,14 @@ static void copy_prefix_case(st_matmul_precision prec) {
     st_test_randomize(m, 31);
     st_kv_cache *kc;
     assert_int_equal(st_kv_cache_new(&m->config, 4, 10, &kc), ST_OK);
+    st_infer_ctx *ic = NULL;
+    assert_int_equal(st_infer_ctx_new(m, NULL, NULL, NULL, &ic), ST_OK);
     st_kv_cache_set_precision(kc, prec);
     const int32_t a[7] = {3, 1, 4, 1, 5, 9, 2}, b2[5] = {2, 7, 1, 8, 2};
     const int slots[2] = {1, 3}, n[2] = {7, 5};
     const int32_t *tp[2] = {a, b2};
     float *lg = malloc(2 * 61 * sizeof(float)), *lg2 = malloc(61 * sizeof(float));
-    assert_int_equal(st_forward_infer(m, kc, slots, tp, n, 2, lg), ST_OK);
+    assert_int_equal(st_forward_infer(ic, kc, slots, tp, n, 2, lg), ST_OK);
     const size_t es = kc->kv_bf16 ? 2 : 4;
     const size_t tot = (size_t)c.num_hidden_layers * 4 * 10 * c.num_key_value_heads * 64 * es;
     char *k0 = malloc(tot), *v0 = malloc(tot);
@@ -313,8 +321,8 @@ static void copy_prefix_case(st_matmul_precision prec) {
     assert_int_equal(st_kv_cache_copy_prefix(kc, 0, 1, 4), ST_OK);
     const int32_t t7 = 7, *tq = &t7;
     int one = 1, s0 = 0, s3 = 3;
-    assert_int_equal(st_forward_infer(m, kc, &s0, &tq, &one, 1, lg), ST_OK);
-    assert_int_equal(st_forward_infer(m, kc, &s3, &tq, &one, 1, lg2), ST_OK);
+    assert_int_equal(st_forward_infer(ic, kc, &s0, &tq, &one, 1, lg), ST_OK);
+    assert_int_equal(st_forward_infer(ic, kc, &s3, &tq, &one, 1, lg2), ST_OK);
     assert_memory_equal(lg, lg2, 61 * sizeof(float));
     /* and (fp32) they equal the full forward of a[0..4) + 7 */
     if (prec == ST_MATMUL_F32) {
@@ -325,6 +333,7 @@ static void copy_prefix_case(st_matmul_precision prec) {
         free(full);
     }
     free(k0), free(v0), free(lg), free(lg2);
+    st_infer_ctx_free(ic);
     st_kv_cache_free(kc);
     st_model_free(m);
 }

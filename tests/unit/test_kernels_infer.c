@@ -59,6 +59,8 @@ static void infer_matches_full(int qwen, int tied, int H, int KV) {
     }
     st_kv_cache *kc = NULL;
     assert_int_equal(st_kv_cache_new(&m->config, 5, 32, &kc), ST_OK);
+    st_infer_ctx *ic = NULL;
+    assert_int_equal(st_infer_ctx_new(m, NULL, NULL, NULL, &ic), ST_OK);
     const int slot_of[3] = {4, 0, 2};
     int done[3] = {0, 0, 0};
     float *out = malloc((size_t)S * V * sizeof(float));
@@ -76,7 +78,7 @@ static void infer_matches_full(int qwen, int tied, int H, int KV) {
             idx[ns++] = s;
         }
         if (!ns) break;
-        assert_int_equal(st_forward_infer(m, kc, slots, tp, n, ns, out), ST_OK);
+        assert_int_equal(st_forward_infer(ic, kc, slots, tp, n, ns, out), ST_OK);
         for (int i = 0; i < ns; i++) {
             int s = idx[i];
             done[s] += n[i];
@@ -90,24 +92,25 @@ static void infer_matches_full(int qwen, int tied, int H, int KV) {
     assert_int_equal(st_kv_cache_len(kc, 0), 0);
     int slot = 0, n1 = lens[1];
     const int32_t *tp = toks[1];
-    assert_int_equal(st_forward_infer(m, kc, &slot, &tp, &n1, 1, out), ST_OK);
+    assert_int_equal(st_forward_infer(ic, kc, &slot, &tp, &n1, 1, out), ST_OK);
     assert_true(st_test_rel(out, full[1] + (size_t)(lens[1] - 1) * V, V) <= 1e-5);
     /* errors: overflow, duplicate slot, bad token */
     int big = 40;
     int32_t many[40] = {0};
     const int32_t *mp = many;
     slot = 1;
-    assert_int_equal(st_forward_infer(m, kc, &slot, &mp, &big, 1, out), ST_ERR_ARG);
+    assert_int_equal(st_forward_infer(ic, kc, &slot, &mp, &big, 1, out), ST_ERR_ARG);
     assert_non_null(strstr(st_last_error(), "max_seq"));
     int sl2[2] = {3, 3}, n2[2] = {1, 1};
     const int32_t *tp2[2] = {many, many};
-    assert_int_equal(st_forward_infer(m, kc, sl2, tp2, n2, 2, out), ST_ERR_ARG);
+    assert_int_equal(st_forward_infer(ic, kc, sl2, tp2, n2, 2, out), ST_ERR_ARG);
     int32_t bad = V;
     const int32_t *bp = &bad;
     int one = 1;
-    assert_int_equal(st_forward_infer(m, kc, &slot, &bp, &one, 1, out), ST_ERR_ARG);
+    assert_int_equal(st_forward_infer(ic, kc, &slot, &bp, &one, 1, out), ST_ERR_ARG);
     for (int s = 0; s < S; s++) free(full[s]);
     free(out);
+    st_infer_ctx_free(ic);
     st_kv_cache_free(kc);
     st_model_free(m);
 }

@@ -14,6 +14,7 @@
 
 #include "http_testutil.h"
 #include "safetune/model.h"
+#include "safetune/forward.h"
 #include "safetune/serve.h"
 #include "testutil.h"
 
@@ -373,10 +374,12 @@ static void test_model_backend_context(void **state) {
     st_model *m = NULL;
     assert_int_equal(st_model_load(path, &m), ST_OK);
     assert_int_equal(m->config.max_position_embeddings, 8192);
+    st_infer_ctx *ic = NULL;
+    assert_int_equal(st_infer_ctx_new(m, NULL, NULL, NULL, &ic), ST_OK);
     st_chat_message msg = {"user", "Hi"};
     st_serve_params p = {9000, 0.0f, 1.0f, 0, 0, 1, 0, NULL, 0, NULL, 0, NULL, 0};
     st_serve_reply r;
-    assert_int_equal(st_serve_model_backend(m, &msg, 1, &p, &r), ST_ERR_ARG);
+    assert_int_equal(st_serve_model_backend(ic, &msg, 1, &p, &r), ST_ERR_ARG);
     const char *e = st_last_error();
     if (!strstr(e, "max_tokens 9000 + prompt ") || !strstr(e, " tokens exceeds the context length 8192"))
         fail_msg("unexpected error: %s", e);
@@ -384,7 +387,7 @@ static void test_model_backend_context(void **state) {
     /* /v1/completions with an empty prompt: its own message, not a context-length error */
     st_chat_message empty = {"user", ""};
     p.raw_prompt = 1;
-    assert_int_equal(st_serve_model_backend(m, &empty, 1, &p, &r), ST_ERR_ARG);
+    assert_int_equal(st_serve_model_backend(ic, &empty, 1, &p, &r), ST_ERR_ARG);
     assert_non_null(strstr(st_last_error(), "the prompt is empty"));
     assert_int_equal(r.context_exceeded, 0);
     p.raw_prompt = 0;
@@ -395,11 +398,11 @@ static void test_model_backend_context(void **state) {
     big[n] = 0;
     st_chat_message bm = {"user", big};
     p.max_tokens = 1;
-    assert_int_equal(st_serve_model_backend(m, &bm, 1, &p, &r), ST_ERR_ARG);
+    assert_int_equal(st_serve_model_backend(ic, &bm, 1, &p, &r), ST_ERR_ARG);
     if (!strstr(st_last_error(), "exceeds the context length 8192")) fail_msg("unexpected error: %s", st_last_error());
     free(big);
     /* fits: 1 new token */
-    assert_int_equal(st_serve_model_backend(m, &msg, 1, &p, &r), ST_OK);
+    assert_int_equal(st_serve_model_backend(ic, &msg, 1, &p, &r), ST_OK);
     assert_int_equal(r.completion_tokens, 1);
     free(r.text);
 
@@ -407,7 +410,7 @@ static void test_model_backend_context(void **state) {
     st_chat_message cm = {"user", "Count from 1 to 30, separated by commas."};
     p.max_tokens = 48;
     st_serve_reply full, cut;
-    assert_int_equal(st_serve_model_backend(m, &cm, 1, &p, &full), ST_OK);
+    assert_int_equal(st_serve_model_backend(ic, &cm, 1, &p, &full), ST_OK);
     const size_t fl = strlen(full.text);
     if (fl < 16) fail_msg("reply too short to test stop strings: '%s'", full.text);
     char stop[4];
@@ -416,7 +419,7 @@ static void test_model_backend_context(void **state) {
     const char *stops[1] = {stop};
     p.stops = stops;
     p.n_stops = 1;
-    assert_int_equal(st_serve_model_backend(m, &cm, 1, &p, &cut), ST_OK);
+    assert_int_equal(st_serve_model_backend(ic, &cm, 1, &p, &cut), ST_OK);
     assert_non_null(strstr(cut.text, stop));
     assert_int_equal(strncmp(cut.text, full.text, strlen(cut.text)), 0); /* same greedy prefix */
     assert_true(strlen(cut.text) < fl);
@@ -427,6 +430,7 @@ static void test_model_backend_context(void **state) {
     assert_true(strlen(cut.text) >= end && strlen(cut.text) < end + 16);
     free(full.text);
     free(cut.text);
+    st_infer_ctx_free(ic);
     st_model_free(m);
 }
 

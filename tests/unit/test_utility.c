@@ -107,28 +107,31 @@ static void test_heldout_uniform(void **st) {
     assert_int_equal(st_config_from_hf_json_text(cfgj, "tiny", &cfg), ST_OK);
     st_model *m;
     assert_int_equal(st_model_new(&cfg, &m), ST_OK);
+    st_infer_ctx *ic = NULL;
+    assert_int_equal(st_infer_ctx_new(m, NULL, NULL, NULL, &ic), ST_OK);
     int32_t ids[] = {1, 2, 3, 4, 5, 6, /* row 0 */ 7, 8, 9, 10, /* row 1 */ 11, 12, 13, 14, 15, 16, 17};
     uint8_t mask[] = {0, 0, 1, 1, 0, 1, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1};
     size_t off[] = {0, 6, 10, 17};
     st_tokenized tk = {ids, mask, off, 3};
     uint32_t rows[] = {2, 0, 1};
     st_heldout_result r;
-    assert_int_equal(st_heldout_loss(m, &tk, rows, 3, 64, 2, &r), ST_OK);
+    assert_int_equal(st_heldout_loss(ic, &tk, rows, 3, 64, 2, &r), ST_OK);
     /* targets: row0 mask[1..5] = 0,1,1,0,1 -> 3; row1 mask[1..3] -> 3; row2 mask[1..6] -> 4 */
     assert_int_equal(r.n_tokens, 10);
     assert_int_equal(r.n_rows, 3);
     assert_true(fabs(r.loss - log(50.0)) < 1e-5);
     assert_true(fabs(r.perplexity - 50.0) < 1e-3);
     /* truncation to 4 tokens: row2 keeps 11..14 -> targets at 12,13,14 with mask 0,0,1 -> 1 */
-    assert_int_equal(st_heldout_loss(m, &tk, rows, 3, 4, 3, &r), ST_OK);
+    assert_int_equal(st_heldout_loss(ic, &tk, rows, 3, 4, 3, &r), ST_OK);
     assert_int_equal(r.n_truncated, 2);
     assert_int_equal(r.n_tokens, 2 + 3 + 1);
     uint32_t none[] = {5};
-    assert_int_equal(st_heldout_loss(m, &tk, none, 1, 64, 2, &r), ST_ERR_ARG);
+    assert_int_equal(st_heldout_loss(ic, &tk, none, 1, 64, 2, &r), ST_ERR_ARG);
     uint8_t zero[17] = {0};
     st_tokenized tz = {ids, zero, off, 3};
-    assert_int_equal(st_heldout_loss(m, &tz, rows, 3, 64, 2, &r), ST_ERR_ARG);
+    assert_int_equal(st_heldout_loss(ic, &tz, rows, 3, 64, 2, &r), ST_ERR_ARG);
     assert_non_null(strstr(st_last_error(), "no assistant tokens"));
+    st_infer_ctx_free(ic);
     st_model_free(m);
 }
 

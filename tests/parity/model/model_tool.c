@@ -73,7 +73,8 @@ int main(int argc, char **argv) {
         int32_t *tok = read_all(argv[3], (size_t)B * T * 4);
         float *out = calloc((size_t)B * T * V, sizeof *out), *step = malloc((size_t)B * V * 4);
         st_kv_cache *kc = NULL;
-        if (st_kv_cache_new(&m->config, B, T, &kc)) return 1;
+        st_infer_ctx *ic = NULL;
+        if (st_kv_cache_new(&m->config, B, T, &kc) || st_infer_ctx_new(m, NULL, NULL, NULL, &ic)) return 1;
         int *slots = malloc(B * sizeof *slots), *n = malloc(B * sizeof *n);
         const int32_t **tp = malloc(B * sizeof *tp);
         for (int pos = 0; pos < T;) {
@@ -83,7 +84,7 @@ int main(int argc, char **argv) {
                 n[b] = take;
                 tp[b] = tok + (size_t)b * T + pos;
             }
-            if (st_forward_infer(m, kc, slots, tp, n, B, step)) {
+            if (st_forward_infer(ic, kc, slots, tp, n, B, step)) {
                 fprintf(stderr, "%s\n", st_last_error());
                 return 1;
             }
@@ -99,6 +100,7 @@ int main(int argc, char **argv) {
         free(n);
         free(tp);
         st_kv_cache_free(kc);
+        st_infer_ctx_free(ic);
         st_model_free(m);
         return 0;
     }
