@@ -98,7 +98,9 @@ void st_safety_model_hash(const st_model *m, char hex[17]);
 
 /* 1 (with "key: A there, B here" in what[cap]) when settings `want` differ from the earlier `have`:
  * objects are compared key by key, depth first, over want's keys (strict: have's extra keys
- * differ too); 0 when equal. For refusing to mix results made with other settings. */
+ * differ too); 0 when equal. The file paths "model", "model_path" and "adapter" are not compared when both
+ * sides hold the same "model_hash" (one model named two ways: relative and absolute). For
+ * refusing to mix results made with other settings. */
 int st_safety_settings_diff(const struct cJSON *want, const struct cJSON *have, int strict, char *what, size_t cap);
 
 #ifdef __cplusplus

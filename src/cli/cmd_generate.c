@@ -179,7 +179,7 @@ int cmd_generate(int argc, char **argv) {
         {"batch-size", ST_OPT_INT, &go.batch_size, "B", "sequences decoded together", 1, 4096, 0},
         {"precision", ST_OPT_CHOICE, &precision, "fp32|bf16", "matmuls; bf16 is faster, not token-identical to fp32", 0, 0, 0},
         {"context-length", ST_OPT_INT, &go.context_length, "N", "max prompt+response tokens (default: the model's)", 2, 1 << 24, 0},
-        {"output", ST_OPT_STR, &output, "FILE", "write JSONL results (id, prompt, response, finish_reason, tokens)", 0, 0, 0},
+        {"output", ST_OPT_STR, &output, "FILE", "write JSONL results (id, prompt, response, finish_reason, tokens); - for stdout", 0, 0, 0},
         {"include-ids", ST_OPT_FLAG, &with_ids, NULL, "add prompt_ids and completion_ids to each JSONL record", 0, 0, 0},
         {"quiet", ST_OPT_FLAG, &quiet, NULL, "no progress bar", 0, 0, 0},
     };
@@ -297,12 +297,17 @@ int cmd_generate(int argc, char **argv) {
             jsonl[jl++] = '\n';
             free(line);
         }
-        if (st_write_file_atomic(output, jsonl ? jsonl : "", jl)) {
+        if (!strcmp(output, "-")) { /* JSONL on stdout (a pipe) */
+            if (jl && (fwrite(jsonl, 1, jl, stdout) != jl || fflush(stdout))) {
+                fprintf(stderr, "safetune generate: writing the results to stdout failed\n");
+                goto out;
+            }
+        } else if (st_write_file_atomic(output, jsonl ? jsonl : "", jl)) {
             fprintf(stderr, "safetune generate: %s\n", st_last_error());
             goto out;
         }
         if (!quiet)
-            fprintf(stderr, "wrote %zu results to %s (%zu tokens in %.2f s, %.1f tok/s)\n", pl.n, output, n_gen, dt,
+            fprintf(stderr, "wrote %zu results to %s (%zu tokens in %.2f s, %.1f tok/s)\n", pl.n, strcmp(output, "-") ? output : "stdout", n_gen, dt,
                     dt > 0 ? n_gen / dt : 0.0);
     } else {
         for (size_t i = 0; i < pl.n; i++) {

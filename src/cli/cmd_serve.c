@@ -48,7 +48,8 @@ int cmd_serve(int argc, char **argv) {
     };
     st_args_spec spec = {"safetune serve", "(--model MODEL | --echo) [--port N] [options]",
                          "OpenAI-compatible server on 127.0.0.1: POST /v1/chat/completions, POST /v1/completions,\n"
-                         "GET /v1/models (non-streaming; request parameters it does not implement get HTTP 400).",
+                         "GET /v1/models (non-streaming; request parameters it does not implement get HTTP 400).\n"
+                         "A request without \"temperature\" samples at 1, as OpenAI's API does; send 0 for greedy answers.",
                          opts, (int)(sizeof opts / sizeof *opts), 0, 0, NULL, 0};
     st_args args;
     int prc = st_args_parse(&spec, argc, argv, &args);

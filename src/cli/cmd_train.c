@@ -260,18 +260,29 @@ static int fail_export(st_trainer *t, const char *out) {
 
 /* LoRA settings apply with --finetune lora only; --lora-init takes r, alpha and targets from its
  * folder. Usage errors (exit 2) before anything loads. */
-static int lora_options(const st_args_spec *spec, const st_train_config *c, const train_opts *o) {
-    st_train_config d;
-    st_train_config_default(&d);
-    const char *changed = c->lora.r != d.lora.r ? "lora-r" : c->lora.alpha != d.lora.alpha ? "lora-alpha"
-                          : c->lora.targets != d.lora.targets ? "lora-targets"
-                          : c->lora.dropout != d.lora.dropout ? "lora-dropout"
-                          : c->base_bf16 != d.base_bf16 ? "base-precision" : NULL;
+static int lora_options(const st_args_spec *spec, const st_train_config *c, const train_opts *o,
+                        const st_opt *set_opts, const st_train_setting *rows, size_t n_set, const char **config_key) {
+    static const char *const lora_flags[] = {"lora-r", "lora-alpha", "lora-targets", "lora-dropout", "base-precision"};
+    const char *changed = NULL;
+    /* given as a flag, even at its default value (`--finetune full --lora-r 8` is a mistake too) */
+    for (size_t k = 0; k < sizeof lora_flags / sizeof *lora_flags && !changed; k++)
+        for (size_t i = 0; i < n_set; i++)
+            if (!strcmp(rows[i].flag, lora_flags[k]) && set_opts[i].seen && !(config_key && config_key[i]))
+                changed = lora_flags[k];
+    if (!changed) { /* from a --config file (a run's config.json holds every key): only a changed value */
+        st_train_config d;
+        st_train_config_default(&d);
+        changed = c->lora.r != d.lora.r ? "lora-r" : c->lora.alpha != d.lora.alpha ? "lora-alpha"
+                  : c->lora.targets != d.lora.targets ? "lora-targets"
+                  : c->lora.dropout != d.lora.dropout ? "lora-dropout"
+                  : c->base_bf16 != d.base_bf16 ? "base-precision" : NULL;
+    }
+    const char *init = o->adapter ? "--adapter" : "--lora-init";
     if (c->finetune == ST_FINETUNE_FULL) {
         if (changed) return st_args_fail(spec, "--%s applies to LoRA: add --finetune lora (or drop it)", changed);
-        if (o->lora_init) return st_args_fail(spec, "--lora-init applies to LoRA: add --finetune lora (or drop it)");
+        if (o->lora_init) return st_args_fail(spec, "%s applies to LoRA: add --finetune lora (or drop it)", init);
     } else if (o->lora_init && changed && strcmp(changed, "lora-dropout") && strcmp(changed, "base-precision")) {
-        return st_args_fail(spec, "--lora-init takes r, alpha and targets from the adapter folder: drop --%s", changed);
+        return st_args_fail(spec, "%s takes r, alpha and targets from the adapter folder: drop --%s", init, changed);
     }
     return 0;
 }
@@ -436,7 +447,9 @@ int cmd_train(int argc, char **argv) {
     if (!rc && o.adapter) o.lora_init = o.adapter;
     if (!rc && o.lora_init && cli_check_adapter(NULL, o.lora_init))
         rc = st_args_fail(&spec, "%s", st_last_error());
-    if (!rc) rc = lora_options(&spec, &c, &o);
+    if (!rc)
+        rc = lora_options(&spec, &c, &o, opts + first_setting, rows, n_set,
+                          args.config_key ? args.config_key + first_setting : NULL);
     if (!rc && o.merge && c.finetune == ST_FINETUNE_LORA) /* the trainer's θ is then the adapter vector */
         rc = st_args_fail(&spec, "--merge works on full fine-tuning weights: with --finetune lora, merge the exported "
                           "final/ afterwards with `safetune merge --base MODEL --model OUT/final`");
@@ -665,7 +678,10 @@ int cmd_train(int argc, char **argv) {
     }
     if (c.finetune == ST_FINETUNE_LORA && o.lora_init) { /* an adapter for this base, or refused */
         const double dropout = c.lora.dropout;
-        if (st_lora_load_peft(o.lora_init, &m->config, &init_adapter) != ST_OK) { fail("--lora-init"); goto done; }
+        if (st_lora_load_peft(o.lora_init, &m->config, &init_adapter) != ST_OK) {
+            fail(o.adapter ? "--adapter" : "--lora-init");
+            goto done;
+        }
         c.lora = init_adapter->lc;
         c.lora.dropout = dropout;
         c.lora_init = init_adapter->params;

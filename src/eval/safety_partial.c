@@ -52,14 +52,20 @@ static int write_all(int fd, const char *buf, size_t len) {
     return 0;
 }
 
+/* Top-level keys that name files as typed ("run/final" and "$PWD/run/final" are one adapter):
+ * skipped when both sides carry the same model_hash, the hash of the weights they name. */
+static int path_key(const char *k) { return !strcmp(k, "model") || !strcmp(k, "model_path") || !strcmp(k, "adapter"); }
+
 /* "key: 16 there, 32 here" for the first value of want that have lacks or holds otherwise
- * (objects compared key by key, depth first); strict: a key of have that want lacks also differs. */
-static int diff_json(const cJSON *want, const cJSON *have, int strict, char *key, size_t kcap, char *what,
-                     size_t wcap) {
+ * (objects compared key by key, depth first); strict: a key of have that want lacks also differs;
+ * skip_paths: path_key keys of the top level are not compared. */
+static int diff_json(const cJSON *want, const cJSON *have, int strict, int skip_paths, char *key, size_t kcap,
+                     char *what, size_t wcap) {
     if (cJSON_IsObject(want) && cJSON_IsObject(have)) {
         const size_t kl = strlen(key);
         const cJSON *w;
         cJSON_ArrayForEach(w, want) {
+            if (skip_paths && !kl && path_key(w->string)) continue;
             snprintf(key + kl, kcap - kl, "%s%s", kl ? "." : "", w->string);
             const cJSON *h = cJSON_GetObjectItemCaseSensitive(have, w->string);
             if (!h) {
@@ -68,13 +74,14 @@ static int diff_json(const cJSON *want, const cJSON *have, int strict, char *key
                 free(tw);
                 return 1;
             }
-            if (diff_json(w, h, strict, key, kcap, what, wcap)) return 1;
+            if (diff_json(w, h, strict, 0, key, kcap, what, wcap)) return 1;
             key[kl] = '\0';
         }
         if (strict) {
             const cJSON *h;
             cJSON_ArrayForEach(h, have) {
                 if (cJSON_GetObjectItemCaseSensitive(want, h->string)) continue;
+                if (skip_paths && !kl && path_key(h->string)) continue;
                 snprintf(key + kl, kcap - kl, "%s%s", kl ? "." : "", h->string);
                 snprintf(what, wcap, "%s: set in the earlier result, absent here", key);
                 return 1;
@@ -93,7 +100,10 @@ static int diff_json(const cJSON *want, const cJSON *have, int strict, char *key
 int st_safety_settings_diff(const cJSON *want, const cJSON *have, int strict, char *what, size_t cap) {
     char key[512] = "";
     if (cap) what[0] = '\0';
-    return diff_json(want, have, strict, key, sizeof key, what, cap);
+    const cJSON *hw = cJSON_GetObjectItemCaseSensitive(want, "model_hash");
+    const cJSON *hh = cJSON_GetObjectItemCaseSensitive(have, "model_hash");
+    const int same_weights = hw && hh && cJSON_Compare(hw, hh, 1);
+    return diff_json(want, have, strict, same_weights, key, sizeof key, what, cap);
 }
 
 /* Whole lines of data[0..len): *whole = bytes up to the last '\n'. */

@@ -12,6 +12,7 @@
 
 #include "model/export_internal.h"
 #include "safetune/lora.h"
+#include "safetune/json_check.h"
 #include "safetune/safetensors.h"
 
 static st_status config_json(const st_lora_config *lc, const char *base_model, char **out) {
@@ -132,9 +133,11 @@ static st_status read_config(const char *path, st_lora_config *lc) {
     size_t len = 0;
     st_status s = st_read_json_text_file(path, &text, &len);
     if (s) return s;
-    cJSON *r = cJSON_Parse(text);
+    cJSON *r = NULL;
+    s = st_json_parse_checked(text, path, &r); /* invalid JSON located by line and column */
     free(text);
-    if (!r || !cJSON_IsObject(r)) {
+    if (s) return s;
+    if (!cJSON_IsObject(r)) {
         cJSON_Delete(r);
         return st_error(ST_ERR_FORMAT, "%s: not a JSON object (a PEFT adapter_config.json)", path);
     }

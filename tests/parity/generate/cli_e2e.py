@@ -136,6 +136,10 @@ def main():
     with open(W("ids_out.jsonl")) as fo:
         ids = [json.loads(x)["id"] for x in fo]
     check(r.returncode == 0 and ids == ["a-1", "42"], "JSONL ids carried through, always as strings (as eval): %s" % ids)
+    r = run(["generate", "--model", a.model, "--prompts", W("ids.jsonl"), "--max-new-tokens", "4", "--output", "-"])
+    with open(W("ids_out.jsonl")) as fo:
+        same = r.stdout == fo.read()
+    check(r.returncode == 0 and same and not os.path.exists("-"), "--output - writes the same JSONL to stdout, no file '-'")
     # a prompt longer than --context-length: one warning naming it (0-based, as the ids) and one count
     with open(W("long.txt"), "w") as fp:
         fp.write("hi\n" + " ".join("abcdefghijklmnopqrstuvwxyz") + "\n")

@@ -512,7 +512,12 @@ def train_cli():
     r = subprocess.run([cli, "generate", "--model", run1, "--weights", "ema", "--chat", "--prompts", prompts,
                         "--max-new-tokens", "8"], capture_output=True, text=True)
     check(f"generate --weights ema on the LoRA run ({r.stdout.strip()[:80]!r})", r.returncode, 0)
+    # a LoRA flag is refused with --finetune full, and beside an adapter folder, even at its
+    # default value (args give --lora-r 8, the default, first)
     for extra, needle in ((["--finetune", "full", "--lora-r", "4"], "--lora-r applies to LoRA"),
+                          (["--finetune", "full", "--lora-r", "8"], "--lora-r applies to LoRA"),
+                          (["--adapter", os.path.join(run1, "final"), "--lora-r", "8"],
+                           "--adapter takes r, alpha and targets from the adapter folder: drop --lora-r"),
                           (["--lora-targets", "q_proj,qkv"], "\"qkv\" is not a target module"),
                           (["--lora-r", "0"], "lora_r = 0 is out of range")):
         out = os.path.join(base, "bad")
@@ -580,6 +585,9 @@ def bad_adapter():
            "up_proj.lora_A.weight missing")
     expect(make("extra_module", dict(cfg0, target_modules=["q_proj"])), d, "not a LoRA A/B of the target")
     expect(os.path.join(out, "absent"), d, "no adapter_config.json")
+    broken = make("broken_json")  # a config cut short: invalid JSON located by line and column
+    open(os.path.join(broken, "adapter_config.json"), "w").write('{"r": 2,\n "lora_alpha": 4,')
+    expect(broken, d, "adapter_config.json: line 2, column 18: invalid JSON")
 
 
 def adapter_cli():
