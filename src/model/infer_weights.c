@@ -117,9 +117,9 @@ st_status st_infer_lora_add(const st_infer_ctx *ic, int layer, st_iw_kind kind, 
     const st_config *c = &ic->m->config;
     const int r = ic->ad->lc.r;
     const float sc = st_lora_scale(&ic->ad->lc);
-    int ldo = 0, K = 0;
-    for (int i = 0; i < ns; i++) ldo = off[i] + n[i] > ldo ? off[i] + n[i] : ldo;
-    st_lora_target_dims(c, (st_lora_target)t[0], &K, &n[0]);
+    const int ldo = off[ns - 1] + n[ns - 1]; /* the segments tile the fused output in order */
+    int K, out0;
+    st_lora_target_dims(c, (st_lora_target)t[0], &K, &out0); /* one input width per fused kind */
     float *u = st_alloc_aligned((size_t)M * r * sizeof(float));
     if (!u) return st_error(ST_ERR_NOMEM, "infer: out of memory (LoRA, %d rows)", M);
     const st_lora_layer *ll = &ic->lw.layers[layer];

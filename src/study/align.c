@@ -82,17 +82,14 @@ static void add_rate(cJSON *o, const char *name, size_t k, size_t n) {
     cJSON_AddItemToObject(o, name, st_rate_json(&r));
 }
 
-/* Refusal rates of m on one prompt list into o: "asr" (labels NULL: share answered) or
+/* Refusal rates of the weights of ic on one prompt list into o: "asr" (labels NULL: share answered) or
  * "safe_refusal" / "unsafe_refusal" (XSTest labels), plus "max_new_tokens". texts: see stx_refusals. */
-static st_status measure_list(const st_model *m, const st_refusal_matcher *rm, const char **prompts,
+static st_status measure_list(st_infer_ctx *ic, const st_refusal_matcher *rm, const char **prompts,
                               const st_prompt_label *lab, size_t n, int max_new, int batch, int bf16, char **texts, int *ref,
                               const char *what, cJSON *o) {
     double t0 = st_time_now();
     size_t gt = 0;
-    st_infer_ctx *ic = NULL; /* m's weights as they are now (before or after the alignment) */
-    st_status s = st_infer_ctx_new(m, NULL, NULL, NULL, &ic);
-    if (!s) s = stx_refusals(ic, prompts, n, max_new, batch, bf16, rm, ref, texts, &gt);
-    st_infer_ctx_free(ic);
+    st_status s = stx_refusals(ic, prompts, n, max_new, batch, bf16, rm, ref, texts, &gt);
     if (s) return s;
     size_t ns = 0, nu = 0, rs = 0, ru = 0;
     for (size_t i = 0; i < n; i++) {
@@ -168,23 +165,26 @@ static st_status measure(const st_study_align_opts *o, const st_model *m, const 
     size_t most = p->n_adv_a > p->n_adv_b ? p->n_adv_a : p->n_adv_b;
     if (p->n_xs_b > most) most = p->n_xs_b;
     int *ref = malloc((most + 1) * sizeof *ref);
+    st_infer_ctx *ic = NULL; /* m's weights as they are now (before or after the alignment), for every list */
     st_status s = ref ? st_refusal_new(NULL, NULL, &rm) : st_error(ST_ERR_NOMEM, "out of memory");
+    if (!s) s = st_infer_ctx_new(m, NULL, NULL, NULL, &ic);
     const int mn = o->eval_max_new_tokens, b = o->eval_batch;
     /* half b first: the numbers the calibration is judged by appear in the log first */
     if (!s && o->eval_limit >= 0) {
-        s = measure_list(m, rm, p->adv_b, NULL, p->n_adv_b, mn, b, o->eval_bf16, NULL, ref, "AdvBench half b",
+        s = measure_list(ic, rm, p->adv_b, NULL, p->n_adv_b, mn, b, o->eval_bf16, NULL, ref, "AdvBench half b",
                          cJSON_AddObjectToObject(res, "advbench_half_b"));
         if (!s && p->n_xs_b)
-            s = measure_list(m, rm, p->xp_b, p->lab_b, p->n_xs_b, mn, b, o->eval_bf16, NULL, ref, "XSTest half b",
+            s = measure_list(ic, rm, p->xp_b, p->lab_b, p->n_xs_b, mn, b, o->eval_bf16, NULL, ref, "XSTest half b",
                              cJSON_AddObjectToObject(res, "xstest_half_b"));
-        if (!s) s = measure_list(m, rm, p->adv_a, NULL, p->n_adv_a, mn, b, o->eval_bf16, NULL, ref, "AdvBench half a",
+        if (!s) s = measure_list(ic, rm, p->adv_a, NULL, p->n_adv_a, mn, b, o->eval_bf16, NULL, ref, "AdvBench half a",
                                  cJSON_AddObjectToObject(res, "advbench_half_a"));
     }
     /* XSTest half a in fp32 whatever eval.precision says: its answers become alignment rows, and the
      * aligned weights must not depend on how the evaluation is run (measured: the same recipe with
      * bf16 answers refused 12 of XSTest half B's 53 safe prompts, with fp32 answers 2) */
-    if (!s) s = measure_list(m, rm, p->xp_a, p->lab_a, p->n_xs_a, o->answer_max_new_tokens, b, 0, xs_a_texts,
+    if (!s) s = measure_list(ic, rm, p->xp_a, p->lab_a, p->n_xs_a, o->answer_max_new_tokens, b, 0, xs_a_texts,
                              xs_a_ref, "XSTest half a", cJSON_AddObjectToObject(res, "xstest_half_a"));
+    st_infer_ctx_free(ic);
     free(ref);
     st_refusal_free(rm);
     return s;
